@@ -1,0 +1,30 @@
+# The two commands: `make book` (PROFILE=cpu|paper|smoke) and `make test`. Both set up from a fresh clone.
+PROFILE ?= cpu
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: book notebooks test data clean
+
+book: notebooks
+	$(VENV)/bin/jupyter-book build . --warningiserror --nitpicky --keep-going
+	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+notebooks: data
+	$(PY) book/build.py --profile $(PROFILE)
+
+test: data
+	$(PY) -m pytest
+
+data: $(STAMP)
+	$(PY) -m idnhelpers.data mnist
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
+	$(PY) -m ipykernel install --sys-prefix --name idnhelpers --display-name "Python (idnhelpers)"
+	touch $(STAMP)
+
+clean:
+	rm -rf _build notebooks/*.ipynb book/status.md

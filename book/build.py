@@ -1,0 +1,87 @@
+"""Execute the book's notebooks with papermill under a parameter profile, then write the status page.
+
+    python book/build.py --profile cpu [notebooks/02_idn_generation.py ...]
+
+Each ``notebooks/NN_*.py`` (jupytext percent format, the source of truth) is converted to
+``notebooks/NN_*.ipynb`` and executed in place by papermill with
+``notebooks/profiles/<profile>.yaml``. Any notebook error stops the build with exit status 1.
+``book/status.md`` then lists, per notebook, the profile, the parameters and the run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def execute(source: Path, parameters: dict) -> float:
+    """Convert ``source`` (.py) to .ipynb beside it and execute it with ``parameters``; seconds."""
+    target = source.with_suffix(".ipynb")
+    nbformat.write(jupytext.read(source), target)
+    start = time.perf_counter()
+    papermill.execute_notebook(str(target), str(target), parameters=parameters, cwd=str(ROOT),
+                               progress_bar=False, kernel_name="python3")
+    return time.perf_counter() - start
+
+
+def write_status(root: Path, profile: str) -> Path:
+    """Write ``book/status.md`` from the papermill metadata of the executed notebooks."""
+    rows = []
+    for nb_path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        meta = nbformat.read(nb_path, as_version=4).metadata.get("papermill", {})
+        params = meta.get("parameters", {})
+        shown = ", ".join(f"`{k}={v}`" for k, v in params.items() if k != "profile")
+        duration = meta.get("duration")
+        rows.append(f"| [{nb_path.stem}](../notebooks/{nb_path.stem}.ipynb) | {params.get('profile', '?')} | "
+                    f"{meta.get('end_time', '?')[:19].replace('T', ' ')} | "
+                    f"{'?' if duration is None else f'{duration:.0f}'} | "
+                    f"{'error' if meta.get('exception') else 'ok'} | {shown} |")
+    text = f"""# Build status
+
+Every chapter is a notebook executed by papermill with a parameter profile (`{profile}` for this
+build; see [how to run](how_to_run.md)). Times are wall-clock seconds of that execution; results
+of training runs are cached, so a re-run that finds its cache is much faster than the first.
+
+| notebook | profile | finished (UTC) | seconds | status | parameters |
+|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+    path = root / "book" / "status.md"
+    path.write_text(text)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu", help="parameter file in notebooks/profiles (smoke, cpu, paper)")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: all)")
+    args = parser.parse_args(argv)
+    profile_path = ROOT / "notebooks" / "profiles" / f"{args.profile}.yaml"
+    if not profile_path.exists():
+        known = sorted(p.stem for p in profile_path.parent.glob("*.yaml"))
+        parser.error(f"--profile {args.profile!r} not found; choose one of {known}")
+    parameters = yaml.safe_load(profile_path.read_text())
+    sources = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    failed = None
+    for source in sources:
+        print(f"[{args.profile}] executing {source.name} ...", flush=True)
+        try:
+            print(f"[{args.profile}] {source.name}: {execute(Path(source).resolve(), parameters):.0f} s", flush=True)
+        except papermill.PapermillExecutionError as error:
+            print(f"[{args.profile}] {source.name} FAILED: {error.ename}: {error.evalue}", file=sys.stderr)
+            failed = source
+            break
+    write_status(ROOT, args.profile)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""idnhelpers: instance-dependent label noise (IDN) research tools, after Chen et al., AAAI 2021.
+
+Where each part of the paper lives:
+
+- ``data``       data sets offline as uint8 tensors (MNIST, Fashion-MNIST, CIFAR-10, digits)
+- ``models``     the paper's networks (Appendix A)
+- ``train``      the training engine: Appendix A protocols, epoch-averaged softmax (Eq. 3)
+- ``noise``      IDN generation (Algorithm 1, Eq. 3) and exact-rate CCN (Definition 1)
+- ``published``  the authors' published IDN labels and the ``label,label_noisy`` CSV format
+- ``stats``      transition matrices and the CCN hypothesis test (Theorem 1)
+- ``plots``      the figures of the book
+- ``runs``       train-or-load cache
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""Figures of the book, as functions returning matplotlib figures."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+
+
+def _image(x: torch.Tensor) -> np.ndarray:
+    x = x.cpu().numpy()
+    return x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
+
+
+def image_grid(X, titles, ncols: int = 10, size: float = 1.3):
+    """Show uint8 images ``X`` (N x C x H x W) with a title each."""
+    n = len(X)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.25)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(_image(X[i]), cmap="gray_r" if X.shape[1] == 1 else None)
+            ax.set_title(titles[i], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def transition_heatmaps(matrices: dict, class_names=None, vmax: float | None = None):
+    """Side-by-side heatmaps of noise transition matrices M_pq = P(noisy q | true p), in %."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(5.2 * len(matrices), 4.6), squeeze=False)
+    for ax, (title, M) in zip(axes.flat, matrices.items()):
+        M = 100 * torch.as_tensor(M).double().numpy()
+        sns.heatmap(M, ax=ax, annot=True, fmt=".0f", cmap="rocket_r", vmin=0, vmax=vmax or 100, cbar=False,
+                    xticklabels=class_names or "auto", yticklabels=class_names or "auto", annot_kws={"size": 7})
+        ax.set(title=title, xlabel="noisy label", ylabel="true label")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_rates(rates: dict, class_names):
+    """Grouped bars: per-class noise rate (rows of ``rates``: label -> vector over classes)."""
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    width = 0.8 / len(rates)
+    for i, (label, r) in enumerate(rates.items()):
+        ax.bar(np.arange(len(class_names)) + i * width - 0.4 + width / 2, 100 * np.asarray(r), width, label=label)
+    ax.set(xticks=range(len(class_names)), xticklabels=class_names, ylabel="labels flipped (%)",
+           xlabel="true class")
+    ax.legend(fontsize=8, ncols=len(rates))
+    fig.tight_layout()
+    return fig
+
+
+def score_histogram(score, thresholds: dict):
+    """Distribution of the mislabeling score N(x) with each rate's flip threshold."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.hist(torch.as_tensor(score).numpy(), bins=100, log=True, color="0.5")
+    for label, t in thresholds.items():
+        ax.axvline(t, ls="--", lw=1, color=plt.cm.viridis(list(thresholds).index(label) / max(1, len(thresholds) - 1)),
+                   label=f"{label}: flip N(x) ≥ {t:.3g}")
+    ax.set(xlabel="N(x) = max over k ≠ y of averaged softmax S_k", ylabel="instances (log)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

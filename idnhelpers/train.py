@@ -1,0 +1,235 @@
+"""The training engine every section uses.
+
+``train(X, targets, protocol)`` trains one network with the paper's optimiser settings
+(Appendix A) on data kept on the device as uint8 (batches are normalised, and for CIFAR-10
+augmented, on the device: no DataLoader, no per-sample transforms). After every epoch it
+records, in eval mode, the softmax on every training instance and accumulates the
+epoch-averaged softmax ``S`` of Eq. (3) / Algorithm 2, plus a per-epoch history. Targets are
+hard labels (int64, length n) or soft labels (n x c probability rows, the loss of Algorithm 2).
+Results are cached under a key of the full configuration (see ``runs.cached``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import NORMALIZATION, check_dataset
+from .models import build_model
+from .runs import cached, fingerprint
+
+PRECISIONS = ("fp32", "bf16")
+EVAL_BATCH = 2048
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A training protocol: model and SGD schedule. ``gamma`` multiplies the learning rate at
+    each epoch in ``milestones``; ``augment`` is CIFAR-10's random crop (pad 4) + horizontal flip."""
+
+    model: str
+    n_epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 1.0
+    augment: bool = False
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate for 0-based ``epoch`` (MultiStepLR semantics)."""
+        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+
+# Appendix A. n_epochs is the benchmark length; Algorithm 1 on MNIST uses 20 (official code).
+PROTOCOLS = {
+    "mnist": Protocol("mnist_cnn", 50, 64, 0.01, 0.5),
+    "fashion_mnist": Protocol("mnist_cnn", 50, 64, 0.01, 0.5),
+    "cifar10": Protocol("wrn28_10", 150, 128, 0.1, 0.9, 5e-4, (60, 120), 0.2, augment=True),
+    "digits": Protocol("mlp", 30, 64, 0.05, 0.5),
+}
+
+
+def protocol(dataset: str, **overrides) -> Protocol:
+    """The paper's protocol for ``dataset``, with fields replaced by ``overrides``."""
+    base = PROTOCOLS[check_dataset(dataset)]
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Protocol)}
+    if unknown:
+        raise ValueError(f"unknown protocol field(s) {sorted(unknown)}; allowed: "
+                         f"{[f.name for f in dataclasses.fields(Protocol)]}")
+    p = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if p.n_epochs < 1 or p.batch_size < 1 or p.lr <= 0:
+        raise ValueError(f"n_epochs, batch_size and lr must be positive, got {p}")
+    return p
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} asked for, but CUDA is not available; use 'cpu' or 'auto'")
+    return device
+
+
+class Normalizer:
+    """uint8 batch -> float, scaled to [0, 1] and standardised per channel (torchvision's order)."""
+
+    def __init__(self, dataset: str, device: torch.device):
+        mean, std = NORMALIZATION[dataset]
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.inv_std = 1 / torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255 - self.mean) * self.inv_std
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero-padding ``pad`` pixels, then random horizontal flip, on uint8 ``x``."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=generator)).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+    out = padded.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_proba(model, X, normalize, precision="fp32", batch_size=EVAL_BATCH) -> torch.Tensor:
+    """Softmax of ``model`` in eval mode on uint8 ``X``, as float32 (n x c)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(X), batch_size):
+        x = normalize(X[start:start + batch_size].to(device, non_blocking=True))
+        with _autocast(device, precision):
+            out.append(model(x).float().softmax(1))
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against hard labels, or Algorithm 2's -sum_k S_k log f_k against soft labels."""
+    if targets.dim() == 1:
+        return F.cross_entropy(logits, targets)
+    return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+def _check_targets(X, targets, n_classes):
+    if len(X) != len(targets):
+        raise ValueError(f"X has {len(X)} rows but targets has {len(targets)}")
+    if X.dtype != torch.uint8 or X.dim() != 4:
+        raise ValueError(f"X must be a uint8 tensor N x C x H x W, got {X.dtype} of shape {tuple(X.shape)}")
+    if targets.dim() == 1:
+        if targets.dtype != torch.int64 or targets.min() < 0 or targets.max() >= n_classes:
+            raise ValueError(f"hard targets must be int64 in [0, {n_classes}), got {targets.dtype} "
+                             f"in [{targets.min()}, {targets.max()}]")
+    elif targets.shape[1] != n_classes or (targets < 0).any() or not torch.allclose(
+            targets.sum(1).double(), torch.ones(len(targets), dtype=torch.float64), atol=1e-4):
+        raise ValueError(f"soft targets must be n x {n_classes} rows of probabilities summing to 1")
+
+
+def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: str, seed: int = 0,
+          n_classes: int = 10, y_true: torch.Tensor | None = None, X_test: torch.Tensor | None = None,
+          y_test: torch.Tensor | None = None, track: torch.Tensor | None = None, device=None,
+          precision: str = "fp32", keep_model: bool = True, use_cache: bool = True,
+          desc: str | None = None) -> dict:
+    """Train one network and record its softmax every epoch (cached; see module docstring).
+
+    Returns a dict with ``S`` (epoch-averaged softmax, n x c, float32), ``history`` (per-epoch
+    lists: ``loss``, ``train_acc`` against the training labels, ``true_acc`` against ``y_true``,
+    ``test_acc``), ``snapshots`` (n_epochs x len(track) x c softmax of the ``track`` rows),
+    ``state_dict`` (final weights, if ``keep_model``), ``precision``, ``device`` and ``seconds``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}")
+    check_dataset(dataset)
+    _check_targets(X, targets, n_classes)
+    if y_true is not None and len(y_true) != len(X):
+        raise ValueError(f"y_true has {len(y_true)} rows, X has {len(X)}")
+    if (X_test is None) != (y_test is None):
+        raise ValueError("give both X_test and y_test, or neither")
+    device = resolve_device(device)
+    config = dict(proto=dataclasses.asdict(proto), dataset=dataset, seed=seed, n_classes=n_classes,
+                  precision=precision, keep_model=keep_model,
+                  **{name: (fingerprint(t) if t is not None else None) for name, t in
+                     dict(X=X, targets=targets, y_true=y_true, X_test=X_test, y_test=y_test, track=track).items()})
+
+    def run():
+        return _train(X, targets, proto, dataset, seed, n_classes, y_true, X_test, y_test, track,
+                      device, precision, keep_model, desc)
+
+    return cached("train", config, run, use_cache)
+
+
+def _train(X, targets, proto, dataset, seed, n_classes, y_true, X_test, y_test, track, device,
+           precision, keep_model, desc):
+    start_time = time.perf_counter()
+    torch.manual_seed(seed)
+    model = build_model(proto.model, n_classes).to(device)
+    if precision == "bf16" and device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=proto.lr, momentum=proto.momentum,
+                                weight_decay=proto.weight_decay)
+    order = torch.Generator().manual_seed(seed)
+    normalize = Normalizer(dataset, device)
+    X_dev, t_dev = X.to(device), targets.to(device)
+    labels = targets if targets.dim() == 1 else targets.argmax(1)
+    n = len(X)
+    S_sum = torch.zeros(n, n_classes, dtype=torch.float64)
+    history = {"loss": [], "train_acc": [], "true_acc": [], "test_acc": []}
+    snapshots = []
+    bar = tqdm(range(proto.n_epochs), desc=desc or f"{proto.model} seed {seed}", unit="epoch")
+    for epoch in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = proto.lr_at(epoch)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        for idx in torch.randperm(n, generator=order).to(device).split(proto.batch_size):
+            xb = X_dev[idx]
+            if proto.augment:
+                xb = augment_batch(xb, order)
+            with _autocast(device, precision):
+                logits = model(normalize(xb))
+            loss = soft_cross_entropy(logits.float(), t_dev[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+        probs = predict_proba(model, X_dev, normalize, precision).cpu()
+        S_sum += probs
+        pred = probs.argmax(1)
+        history["loss"].append(loss_sum.item() / n)
+        history["train_acc"].append((pred == labels).float().mean().item())
+        history["true_acc"].append((pred == y_true).float().mean().item() if y_true is not None else None)
+        if X_test is not None:
+            test_pred = predict_proba(model, X_test, normalize, precision).argmax(1).cpu()
+            history["test_acc"].append((test_pred == y_test).float().mean().item())
+        else:
+            history["test_acc"].append(None)
+        if track is not None:
+            snapshots.append(probs[track])
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", train=f"{history['train_acc'][-1]:.3f}",
+                        **({"test": f"{history['test_acc'][-1]:.3f}"} if X_test is not None else {}))
+    bar.close()
+    return dict(S=(S_sum / proto.n_epochs).float(), history=history,
+                snapshots=torch.stack(snapshots) if track is not None else None,
+                state_dict={k: v.cpu() for k, v in model.state_dict().items()} if keep_model else None,
+                precision=precision, device=str(device), seconds=time.perf_counter() - start_time)
