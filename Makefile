@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: book notebooks test data clean
 
 book: notebooks
-	$(VENV)/bin/jupyter-book build . --warningiserror --nitpicky --keep-going
+	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
 notebooks: data

@@ -36,7 +36,10 @@ def execute(source: Path, parameters: dict) -> float:
 def write_status(root: Path, profile: str) -> Path:
     """Write ``book/status.md`` from the papermill metadata of the executed notebooks."""
     rows = []
-    for nb_path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for source in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
+        nb_path = source.with_suffix(".ipynb")
+        if not nb_path.exists():
+            continue
         meta = nbformat.read(nb_path, as_version=4).metadata.get("papermill", {})
         params = meta.get("parameters", {})
         shown = ", ".join(f"`{k}={v}`" for k, v in params.items() if k != "profile")

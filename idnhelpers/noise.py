@@ -139,13 +139,13 @@ def pair_matrix(noise_rate: float, n_classes: int) -> torch.Tensor:
 
 
 def _largest_remainder(expected: torch.Tensor, total: int) -> torch.Tensor:
-    """Integers summing to ``total``, proportional to ``expected`` (Hamilton's method)."""
-    scaled = expected / expected.sum() * total if expected.sum() > 0 else expected
+    """Integers summing to ``total``, proportional to the vector ``expected`` (Hamilton's method)."""
+    if total and expected.sum() <= 0:
+        raise ValueError(f"cannot place {total} flips where M allows none")
+    scaled = expected / expected.sum() * total if total else torch.zeros_like(expected)
     counts = scaled.floor().long()
-    remainder = (scaled - counts).flatten()
-    short = total - int(counts.sum())
-    top = torch.sort(remainder, descending=True, stable=True).indices[:short]
-    counts.view(-1)[top] += 1
+    top = torch.sort(scaled - counts, descending=True, stable=True).indices[:total - int(counts.sum())]
+    counts[top] += 1
     return counts
 
 
@@ -165,7 +165,8 @@ def ccn_labels(y: torch.Tensor, M: torch.Tensor, seed: int = 0, n_flips: int | N
     expected = n_per_class[:, None] * M
     expected.fill_diagonal_(0)
     total = round(float(expected.sum())) if n_flips is None else n_flips
-    counts = _largest_remainder(expected, total)
+    per_class = _largest_remainder(expected.sum(1), total)  # flips per true class, then per target
+    counts = torch.stack([_largest_remainder(expected[p], int(per_class[p])) for p in range(c)])
     if (counts.sum(1) > n_per_class.long()).any():
         raise ValueError(f"cannot flip {total} labels with this M: a class has fewer instances than flips")
     g = torch.Generator().manual_seed(seed)

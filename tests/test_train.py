@@ -1,0 +1,117 @@
+import pytest
+import torch
+
+from idnhelpers import runs, train as engine
+from idnhelpers.data import load_dataset
+from idnhelpers.noise import generate_idn
+from idnhelpers.train import augment_batch, protocol, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_dataset("digits")
+    Xt, yt = load_dataset("digits", train=False)
+    return X, y, Xt, yt
+
+
+def fit(digits, targets=None, **kw):
+    X, y, Xt, yt = digits
+    kw = dict(dict(proto=protocol("digits", n_epochs=5), seed=0), **kw)
+    return train(X, y if targets is None else targets, kw.pop("proto"), dataset="digits", y_true=y,
+                 X_test=Xt, y_test=yt, **kw)
+
+
+def test_training_on_digits_beats_chance_and_records_softmax(digits):
+    r = fit(digits, track=torch.tensor([0, 5]))
+    h = r["history"]
+    assert h["test_acc"][-1] > 0.85  # chance is 0.10
+    assert h["loss"][-1] < h["loss"][0]
+    assert len(h["train_acc"]) == 5 and h["true_acc"] == h["train_acc"]
+    assert torch.allclose(r["S"].sum(1), torch.ones(len(r["S"])), atol=1e-5) and (r["S"] >= 0).all()
+    assert r["snapshots"].shape == (5, 2, 10)
+    assert torch.allclose(r["snapshots"].mean(0), r["S"][[0, 5]], atol=1e-6)  # S is the mean of the epochs
+    assert r["precision"] == "fp32" and r["device"] == "cpu"
+
+
+def test_training_is_deterministic(digits):
+    a = fit(digits, use_cache=False, seed=3)
+    b = fit(digits, use_cache=False, seed=3)
+    c = fit(digits, use_cache=False, seed=4)
+    assert torch.equal(a["S"], b["S"])
+    assert not torch.equal(a["S"], c["S"])
+
+
+def test_one_hot_soft_targets_equal_hard_labels(digits):
+    X, y, *_ = digits
+    hard = fit(digits, use_cache=False)
+    soft = fit(digits, targets=torch.nn.functional.one_hot(y, 10).float(), use_cache=False)
+    assert torch.allclose(hard["S"], soft["S"], atol=1e-5)
+
+
+def test_cached_result_is_reused_and_written_atomically(digits, monkeypatch, tmp_path):
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path))
+    first = fit(digits)
+    monkeypatch.setattr(engine, "_train", lambda *a, **k: pytest.fail("should have been loaded from the cache"))
+    assert torch.equal(fit(digits)["S"], first["S"])
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "_train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(digits, seed=99)
+    assert len(list(tmp_path.rglob("*.pt"))) == 1 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path):
+    def broken(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        runs.atomic_write(tmp_path / "x.pt", broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments_are_rejected_before_training(digits):
+    X, y, *_ = digits
+    with pytest.raises(ValueError, match="precision"):
+        fit(digits, precision="fp8")
+    with pytest.raises(ValueError, match="rows"):
+        train(X[:10], y, protocol("digits"), dataset="digits")
+    with pytest.raises(ValueError, match="soft targets"):
+        train(X, torch.full((len(y), 10), 0.2), protocol("digits"), dataset="digits")
+    with pytest.raises(ValueError, match="unknown protocol field"):
+        protocol("mnist", learning_rate=0.1)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            fit(digits, device="cuda")
+
+
+def test_paper_protocols():
+    mnist, cifar = protocol("mnist"), protocol("cifar10")
+    assert (mnist.model, mnist.n_epochs, mnist.batch_size, mnist.lr, mnist.momentum) == ("mnist_cnn", 50, 64, 0.01, 0.5)
+    assert [cifar.lr_at(e) for e in (0, 59, 60, 119, 120)] == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.004])
+    assert cifar.weight_decay == 5e-4 and cifar.augment
+
+
+def test_augment_batch_crops_and_flips():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 3, 32, 32)
+    out = augment_batch(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    # every output is a shifted (possibly mirrored) window of the zero-padded input
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for b in range(2):
+        windows = [padded[b, :, i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+        assert any(torch.equal(out[b], w) or torch.equal(out[b], w.flip(2)) for w in windows)
+
+
+def test_generate_idn_on_digits():
+    idn = generate_idn("digits", [0.1, 0.3], n_epochs=3, n_train=600)
+    assert len(idn.y) == 600 and idn.S.shape == (600, 10)
+    for r in (0.1, 0.3):
+        flipped = idn.noisy[r] != idn.y
+        assert int(flipped.sum()) == int(r * 600)
+        assert torch.equal(idn.noisy[r][flipped], idn.candidate[flipped])
+    with pytest.raises(ValueError, match="noise_rates"):
+        generate_idn("digits", [0.1, 1.5])
