@@ -25,7 +25,12 @@ from .models import build_model
 from .runs import cached, fingerprint
 
 PRECISIONS = ("fp32", "bf16")
+# "eval": the paper's f^t(x_i), eval mode on the un-augmented instances. "official": what the
+# official code does: the network left in train mode (BatchNorm on batch statistics, and
+# updating its running averages) on augmented instances, in batches of 1000.
+SOFTMAX_MODES = ("eval", "official")
 EVAL_BATCH = 2048
+OFFICIAL_SOFTMAX_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -111,14 +116,19 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def predict_proba(model, X, normalize, precision="fp32", batch_size=EVAL_BATCH) -> torch.Tensor:
-    """Softmax of ``model`` in eval mode on uint8 ``X``, as float32 (n x c)."""
+def predict_proba(model, X, normalize, precision="fp32", batch_size=EVAL_BATCH, train_mode=False,
+                  augment_generator=None) -> torch.Tensor:
+    """Softmax of ``model`` on uint8 ``X`` as float32 (n x c): eval mode unless ``train_mode``;
+    inputs augmented (``augment_batch``) when an ``augment_generator`` is given."""
     was_training = model.training
-    model.eval()
+    model.train(train_mode)
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(X), batch_size):
-        x = normalize(X[start:start + batch_size].to(device, non_blocking=True))
+        x = X[start:start + batch_size].to(device, non_blocking=True)
+        if augment_generator is not None:
+            x = augment_batch(x, augment_generator)
+        x = normalize(x)
         with _autocast(device, precision):
             out.append(model(x).float().softmax(1))
     model.train(was_training)
@@ -149,17 +159,20 @@ def _check_targets(X, targets, n_classes):
 def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: str, seed: int = 0,
           n_classes: int = 10, y_true: torch.Tensor | None = None, X_test: torch.Tensor | None = None,
           y_test: torch.Tensor | None = None, track: torch.Tensor | None = None, device=None,
-          precision: str = "fp32", keep_model: bool = True, use_cache: bool = True,
-          desc: str | None = None) -> dict:
+          precision: str = "fp32", softmax_mode: str = "eval", keep_model: bool = True,
+          use_cache: bool = True, desc: str | None = None) -> dict:
     """Train one network and record its softmax every epoch (cached; see module docstring).
 
     Returns a dict with ``S`` (epoch-averaged softmax, n x c, float32), ``history`` (per-epoch
     lists: ``loss``, ``train_acc`` against the training labels, ``true_acc`` against ``y_true``,
     ``test_acc``), ``snapshots`` (n_epochs x len(track) x c softmax of the ``track`` rows),
     ``state_dict`` (final weights, if ``keep_model``), ``precision``, ``device`` and ``seconds``.
+    ``softmax_mode`` chooses how the per-epoch softmax is recorded (see ``SOFTMAX_MODES``).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}")
+    if softmax_mode not in SOFTMAX_MODES:
+        raise ValueError(f"softmax_mode={softmax_mode!r}; choose one of {SOFTMAX_MODES}")
     check_dataset(dataset)
     _check_targets(X, targets, n_classes)
     if y_true is not None and len(y_true) != len(X):
@@ -168,22 +181,22 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
         raise ValueError("give both X_test and y_test, or neither")
     device = resolve_device(device)
     config = dict(proto=dataclasses.asdict(proto), dataset=dataset, seed=seed, n_classes=n_classes,
-                  precision=precision, keep_model=keep_model,
+                  precision=precision, softmax_mode=softmax_mode, keep_model=keep_model,
                   **{name: (fingerprint(t) if t is not None else None) for name, t in
                      dict(X=X, targets=targets, y_true=y_true, X_test=X_test, y_test=y_test, track=track).items()})
 
-    def run():
-        return _train(X, targets, proto, dataset, seed, n_classes, y_true, X_test, y_test, track,
-                      device, precision, keep_model, desc)
+    run = dict(dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true, X_test=X_test, y_test=y_test,
+               track=track, device=device, precision=precision, softmax_mode=softmax_mode,
+               keep_model=keep_model, desc=desc)
+    return cached("train", config, lambda: _train(X, targets, proto, **run), use_cache)
 
-    return cached("train", config, run, use_cache)
 
-
-def _train(X, targets, proto, dataset, seed, n_classes, y_true, X_test, y_test, track, device,
-           precision, keep_model, desc):
+def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_test, track, device,
+           precision, softmax_mode, keep_model, desc):
     start_time = time.perf_counter()
-    torch.manual_seed(seed)
-    model = build_model(proto.model, n_classes).to(device)
+    with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = build_model(proto.model, n_classes).to(device)
     if precision == "bf16" and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=proto.lr, momentum=proto.momentum,
@@ -213,7 +226,11 @@ def _train(X, targets, proto, dataset, seed, n_classes, y_true, X_test, y_test, 
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
-        probs = predict_proba(model, X_dev, normalize, precision).cpu()
+        if softmax_mode == "official":
+            probs = predict_proba(model, X_dev, normalize, precision, OFFICIAL_SOFTMAX_BATCH, train_mode=True,
+                                  augment_generator=order if proto.augment else None).cpu()
+        else:
+            probs = predict_proba(model, X_dev, normalize, precision).cpu()
         S_sum += probs
         pred = probs.argmax(1)
         history["loss"].append(loss_sum.item() / n)

@@ -71,7 +71,7 @@ noise_rates = sorted(float(r) for r in noise_rates)
 # every training instance is recorded in eval mode. The run is cached on disk, so re-running
 # this notebook with other noise rates costs nothing.
 
-# %%
+# %% tags=["remove-stderr"]
 idn = generate_idn(dataset, noise_rates, root=data_root, n_train=n_train, n_epochs=n_epochs, seed=seed,
                    device=device, precision=precision)
 X_all, _ = load_dataset(dataset, data_root, train=True)

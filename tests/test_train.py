@@ -115,3 +115,23 @@ def test_generate_idn_on_digits():
         assert torch.equal(idn.noisy[r][flipped], idn.candidate[flipped])
     with pytest.raises(ValueError, match="noise_rates"):
         generate_idn("digits", [0.1, 1.5])
+
+
+def test_official_softmax_mode_equals_eval_without_batchnorm_or_augmentation(digits):
+    eval_mode = fit(digits, use_cache=False)
+    official = fit(digits, use_cache=False, softmax_mode="official")
+    assert torch.allclose(eval_mode["S"], official["S"], atol=1e-6)
+    with pytest.raises(ValueError, match="softmax_mode"):
+        fit(digits, softmax_mode="train")
+
+
+def test_paper_networks_shapes():
+    from idnhelpers.models import MnistCNN, WideResNet, build_model
+
+    assert MnistCNN()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    wrn = build_model("wrn28_10")
+    assert sum(p.numel() for p in wrn.parameters()) == pytest.approx(36.5e6, rel=0.01)  # WRN-28-10's size
+    assert WideResNet(depth=10, widen=1)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert build_model("resnet50", n_classes=14).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 14)
+    with pytest.raises(ValueError, match="mnist_cnn"):
+        build_model("vgg")
