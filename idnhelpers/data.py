@@ -203,6 +203,23 @@ def _load_digits(root: Path, train: bool):
     return X[part], d.target[part]
 
 
+def load_clothing1m_labels(root: str | Path | None = None):
+    """Clothing1M's label files under ``root/clothing1m``: ``(noisy, clean)`` dicts image path -> class
+    (``noisy_label_kv.txt``: 1M noisy labels; ``clean_label_kv.txt``: the human-checked ones)."""
+    folder = (Path(root) if root is not None else default_root()) / "clothing1m"
+    paths = [folder / "noisy_label_kv.txt", folder / "clean_label_kv.txt"]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"Clothing1M label files {missing} not found in {folder}; Clothing1M is "
+                                "distributed by its authors on request (Xiao et al. 2015)")
+
+    def read_kv(path):
+        pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
+        return {key: int(label) for key, label in pairs}
+
+    return read_kv(paths[0]), read_kv(paths[1])
+
+
 def subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0):
     """A stratification-free random subset of ``n`` rows (all rows if ``n`` is None), with its indices."""
     if n is None or n >= len(y):

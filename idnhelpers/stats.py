@@ -1,10 +1,14 @@
-"""Label-noise statistics: transition matrices and class priors (Section 2, Definition 1)."""
+"""Label-noise statistics: transition matrices, class priors and the CCN hypothesis test (Section 2)."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 
 from .noise import check_labels
+from .train import train
 
 
 def estimate_transition_matrix(y, y_noisy, n_classes: int) -> torch.Tensor:
@@ -46,3 +50,91 @@ def flip_agreement(y, y_noisy, y_noisy_ref) -> dict:
                 recovered=float(both.sum() / ref.sum().clamp(min=1)),
                 target_agreement=float((y_noisy[both] == y_noisy_ref[both]).float().mean()) if both.any() else float("nan"),
                 chance_recovered=float(ours.float().mean()))
+
+
+# ---------------------------------------------------------------- Theorem 1: the CCN hypothesis test
+
+@dataclass(frozen=True)
+class CCNTest:
+    """Result of Theorem 1's test. ``log10_p`` is log10 of the Hoeffding bound exp(-2 m eps^2) on
+    the probability of a validation error this far below the CCN bound (0 when eps <= 0)."""
+
+    bound: float
+    val_error: float
+    epsilon: float
+    m: int
+    log10_p: float
+    reject: bool
+    alpha: float
+
+    def __str__(self) -> str:
+        if self.epsilon <= 0:
+            return (f"validation error {self.val_error:.4f} >= CCN bound {self.bound:.4f}: consistent with CCN, "
+                    "no rejection")
+        verdict = "reject CCN" if self.reject else "cannot reject CCN"
+        return (f"CCN bound {self.bound:.4f} - validation error {self.val_error:.4f} = eps {self.epsilon:.4f}; "
+                f"P <= exp(-2 m eps^2) = 10^{self.log10_p:.1f} (m = {self.m}): {verdict} at alpha = {self.alpha}")
+
+
+def check_transition_matrix(M, name: str = "M") -> torch.Tensor:
+    M = torch.as_tensor(M, dtype=torch.float64)
+    if M.dim() != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"{name} must be a square c x c matrix, got shape {tuple(M.shape)}")
+    if (M < 0).any() or not torch.allclose(M.sum(1), torch.ones(len(M), dtype=M.dtype), atol=1e-6):
+        raise ValueError(f"{name} rows must be probability vectors (M_pq = P(noisy q | true p))")
+    return M
+
+
+def ccn_bound(M, w) -> float:
+    """Theorem 1's lower bound on the noisy 0-1 error of any classifier under CCN:
+    1 - sum_p w_p max_q M_pq."""
+    M = check_transition_matrix(M)
+    w = torch.as_tensor(w, dtype=torch.float64)
+    if w.shape != (len(M),):
+        raise ValueError(f"w must have one prior per class ({len(M)}), got shape {tuple(w.shape)}")
+    if (w < 0).any() or abs(float(w.sum()) - 1) > 1e-6:
+        raise ValueError("w must be class priors: non-negative, summing to 1")
+    return max(0.0, float(1 - (w * M.max(1).values).sum()))  # >= 0; clamp float round-off
+
+
+def ccn_test(val_error: float, M, w, m: int, alpha: float = 0.05) -> CCNTest:
+    """Theorem 1, Eq. (1): under CCN, P[bound - val_error >= eps] <= exp(-2 m eps^2) for a
+    validation set of ``m`` instances not used in training. Rejects CCN when that bound is below
+    ``alpha``. The bound is returned as log10 (the paper's Clothing1M case is about 10^-21250)."""
+    if not 0 <= val_error <= 1:
+        raise ValueError(f"val_error={val_error!r} must be in [0, 1]")
+    if int(m) != m or m < 1:
+        raise ValueError(f"m={m!r} must be a positive integer (validation set size)")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 1)")
+    bound = ccn_bound(M, w)
+    eps = bound - val_error
+    log10_p = -2 * m * eps ** 2 / math.log(10) if eps > 0 else 0.0
+    return CCNTest(bound, float(val_error), eps, int(m), log10_p, bool(eps > 0 and log10_p < math.log10(alpha)), alpha)
+
+
+def validation_split(n: int, val_fraction: float, seed: int = 0):
+    """Random (train_idx, val_idx) with ``round(val_fraction * n)`` validation rows, both sorted."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction!r} must be in (0, 1)")
+    m = round(val_fraction * n)
+    if not 1 <= m < n:
+        raise ValueError(f"val_fraction={val_fraction} of n={n} leaves no training or no validation rows")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[m:].sort().values, perm[:m].sort().values
+
+
+def ccn_experiment(X, y_noisy, M, w, proto, *, dataset: str, val_fraction: float = 0.2, seed: int = 0,
+                   alpha: float = 0.05, n_classes: int = 10, **train_kwargs) -> dict:
+    """Theorem 1 applied to a noisy data set: hold out a random noisy validation set, train on the
+    rest with cross-entropy (``proto``), and test CCN with the validation error at the last epoch.
+
+    ``M`` and ``w`` are the transition matrix and class priors the CCN hypothesis would imply
+    (estimated elsewhere, e.g. from a clean subset). Returns the ``CCNTest`` (``test``), the
+    per-epoch validation error (``val_error``) and the training history."""
+    ccn_bound(M, w)  # validate before training
+    train_idx, val_idx = validation_split(len(y_noisy), val_fraction, seed)
+    run = train(X[train_idx], y_noisy[train_idx], proto, dataset=dataset, seed=seed, n_classes=n_classes,
+                X_test=X[val_idx], y_test=y_noisy[val_idx], keep_model=False, **train_kwargs)
+    val_error = [1 - a for a in run["history"]["test_acc"]]
+    return dict(test=ccn_test(val_error[-1], M, w, len(val_idx), alpha), val_error=val_error, history=run["history"])

@@ -1,0 +1,91 @@
+import math
+
+import pytest
+import torch
+
+from idnhelpers.noise import symmetric_matrix
+from idnhelpers.stats import (ccn_bound, ccn_experiment, ccn_test, class_priors, estimate_transition_matrix,
+                              flip_agreement,
+                              per_class_noise_rate)
+
+
+def test_paper_clothing1m_arithmetic():
+    # Section 2.2: eps = 0.2212 with m = 500k gives a probability below 10^-21250
+    M = torch.tensor([[0.6, 0.4], [0.2, 0.8]])
+    w = torch.tensor([0.5, 0.5])
+    bound = ccn_bound(M, w)  # 1 - (0.5 * 0.6 + 0.5 * 0.8) = 0.3
+    result = ccn_test(bound - 0.2212, M, w, m=500_000)
+    assert result.epsilon == pytest.approx(0.2212)
+    assert abs(result.log10_p - (-21250)) < 1
+    assert result.reject
+
+
+def test_bound_of_known_matrices():
+    assert ccn_bound(symmetric_matrix(0.4, 10), torch.full((10,), 0.1)) == pytest.approx(0.4)
+    M = torch.tensor([[0.3, 0.7, 0.0], [0.0, 1.0, 0.0], [0.2, 0.3, 0.5]])
+    assert ccn_bound(M, torch.tensor([0.5, 0.25, 0.25])) == pytest.approx(1 - (0.35 + 0.25 + 0.125))
+    assert ccn_bound(torch.eye(4), torch.full((4,), 0.25)) == 0.0
+
+
+def test_no_rejection_when_error_reaches_the_bound():
+    M, w = symmetric_matrix(0.3, 10), torch.full((10,), 0.1)
+    for err in (0.3, 0.35, 0.9):
+        r = ccn_test(err, M, w, m=10_000)
+        assert not r.reject and r.epsilon <= 1e-12 and r.log10_p == 0.0
+        assert "no rejection" in str(r)
+    small = ccn_test(0.29, M, w, m=10)  # eps = 0.01 with m = 10: p bound ~ 0.998, no rejection
+    assert 0 < small.epsilon and not small.reject
+    assert small.log10_p == pytest.approx(math.log10(math.exp(-2 * 10 * 0.01 ** 2)), rel=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(val_error=1.2), "val_error"), (dict(m=0), "m="), (dict(m=2.5), "m="), (dict(alpha=0), "alpha"),
+    (dict(M=torch.tensor([[0.5, 0.6], [0.0, 1.0]])), "probability vectors"),
+    (dict(M=torch.ones(2, 3) / 3), "square"), (dict(w=torch.tensor([0.2, 0.2])), "priors"),
+    (dict(w=torch.ones(3) / 3), "one prior per class"),
+])
+def test_ccn_test_validation(kwargs, match):
+    args = dict(val_error=0.1, M=torch.eye(2), w=torch.tensor([0.5, 0.5]), m=100)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        ccn_test(**args)
+
+
+def test_transition_matrix_and_priors():
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+    y_noisy = torch.tensor([0, 0, 1, 2, 1, 0, 2, 2])
+    M = estimate_transition_matrix(y, y_noisy, 3)
+    assert torch.allclose(M, torch.tensor([[0.5, 0.25, 0.25], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], dtype=M.dtype))
+    assert torch.allclose(class_priors(y, 3), torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64))
+    assert torch.allclose(per_class_noise_rate(y, y_noisy, 3), torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="y_noisy"):
+        estimate_transition_matrix(y, y_noisy[:5], 3)
+
+
+def test_flip_agreement():
+    y = torch.zeros(10, dtype=torch.long)
+    ours = torch.tensor([1, 1, 2, 0, 0, 0, 0, 0, 0, 0])
+    ref = torch.tensor([1, 2, 0, 3, 0, 0, 0, 0, 0, 0])
+    a = flip_agreement(y, ours, ref)
+    assert a["recovered"] == pytest.approx(2 / 3) and a["target_agreement"] == pytest.approx(0.5)
+    assert a["chance_recovered"] == pytest.approx(0.3)
+
+
+def test_ccn_experiment_rejects_idn_but_not_ccn_with_the_same_matrix():
+    from idnhelpers.data import load_dataset, subset
+    from idnhelpers.noise import ccn_labels
+    from idnhelpers.published import load_published_idn
+    from idnhelpers.train import protocol
+
+    X, y, idx = subset(*load_dataset("mnist"), 3000, seed=0)
+    y_idn = load_published_idn("mnist", 0.4)[1][idx]
+    M, w = estimate_transition_matrix(y, y_idn, 10), class_priors(y, 10)
+    y_ccn = ccn_labels(y, M, seed=0, n_flips=int((y_idn != y).sum()))
+    assert torch.allclose(estimate_transition_matrix(y, y_ccn, 10), M, atol=0.01)
+    proto = protocol("mnist", n_epochs=8)
+    idn = ccn_experiment(X, y_idn, M, w, proto, dataset="mnist", val_fraction=0.3)["test"]
+    ccn = ccn_experiment(X, y_ccn, M, w, proto, dataset="mnist", val_fraction=0.3)["test"]
+    assert idn.m == ccn.m == 900 and idn.bound == pytest.approx(ccn.bound)
+    assert not ccn.reject
+    assert idn.val_error < ccn.val_error - 0.05
+    assert idn.reject and idn.log10_p < -3
