@@ -67,6 +67,11 @@ class CCNTest:
     reject: bool
     alpha: float
 
+    @property
+    def m_to_reject(self) -> float:
+        """Smallest validation size at which this epsilon would reject CCN at ``alpha`` (inf if eps <= 0)."""
+        return math.ceil(math.log(1 / self.alpha) / (2 * self.epsilon ** 2)) if self.epsilon > 0 else math.inf
+
     def __str__(self) -> str:
         if self.epsilon <= 0:
             return (f"validation error {self.val_error:.4f} >= CCN bound {self.bound:.4f}: consistent with CCN, "

@@ -114,7 +114,7 @@ summary = pd.DataFrame({
                                    for r in noise_rates],
     "contains the previous rate's set": ["—"] + [bool((flipped[a] <= flipped[b]).all())
                                                  for a, b in zip(noise_rates, noise_rates[1:])],
-})
+}).set_index("requested")
 summary
 
 # %% [markdown]
@@ -172,7 +172,7 @@ if dataset in PUBLISHED:
                            "same target (%)": round(100 * a["target_agreement"], 1),
                            "chance (%)": round(100 * a["chance_recovered"], 1)})
 agreement = pd.DataFrame(rows_agree)
-agreement if len(agreement) else print(f"No published labels for {dataset} at these rates.")
+agreement.set_index("rate") if len(agreement) else print(f"No published labels for {dataset} at these rates.")
 
 # %% [markdown]
 # ## Using these labels elsewhere

@@ -35,6 +35,9 @@ def test_no_rejection_when_error_reaches_the_bound():
         assert "no rejection" in str(r)
     small = ccn_test(0.29, M, w, m=10)  # eps = 0.01 with m = 10: p bound ~ 0.998, no rejection
     assert 0 < small.epsilon and not small.reject
+    assert small.m_to_reject == math.ceil(math.log(20) / (2 * small.epsilon ** 2))  # about 15k
+    assert ccn_test(small.val_error, M, w, m=small.m_to_reject).reject
+    assert not ccn_test(small.val_error, M, w, m=small.m_to_reject - 1).reject
     assert small.log10_p == pytest.approx(math.log10(math.exp(-2 * 10 * 0.01 ** 2)), rel=1e-4)
 
 
