@@ -3,8 +3,10 @@
     python book/build.py --profile cpu [notebooks/02_idn_generation.py ...]
 
 Each ``notebooks/NN_*.py`` (jupytext percent format, the source of truth) is converted to
-``notebooks/NN_*.ipynb`` and executed in place by papermill with
-``notebooks/profiles/<profile>.yaml``. Any notebook error stops the build with exit status 1.
+``notebooks/NN_*.ipynb`` and executed in place by papermill with the parameters of
+``notebooks/profiles/<profile>.yaml``, updated by ``notebooks/profiles/<profile>/NN_*.yaml`` where
+a chapter departs from the rest (papermill: ``-f <profile>.yaml -f <profile>/NN_*.yaml``).
+Any notebook error stops the build with exit status 1.
 ``book/status.md`` then lists, per notebook, the profile, the parameters and the run time.
 """
 
@@ -71,10 +73,12 @@ def main(argv=None) -> int:
     if not profile_path.exists():
         known = sorted(p.stem for p in profile_path.parent.glob("*.yaml"))
         parser.error(f"--profile {args.profile!r} not found; choose one of {known}")
-    parameters = yaml.safe_load(profile_path.read_text())
+    common = yaml.safe_load(profile_path.read_text())
     sources = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
     failed = None
     for source in sources:
+        override = profile_path.with_suffix("") / f"{Path(source).stem}.yaml"
+        parameters = {**common, **(yaml.safe_load(override.read_text()) if override.exists() else {})}
         print(f"[{args.profile}] executing {source.name} ...", flush=True)
         try:
             print(f"[{args.profile}] {source.name}: {execute(Path(source).resolve(), parameters):.0f} s", flush=True)

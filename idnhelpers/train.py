@@ -160,8 +160,8 @@ def _check_targets(X, targets, n_classes):
 def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: str, seed: int = 0,
           n_classes: int = 10, y_true: torch.Tensor | None = None, X_test: torch.Tensor | None = None,
           y_test: torch.Tensor | None = None, track: torch.Tensor | None = None, device=None,
-          precision: str = "fp32", softmax_mode: str = "eval", keep_model: bool = True,
-          use_cache: bool = True, desc: str | None = None) -> dict:
+          precision: str = "fp32", softmax_mode: str = "eval", init_state: dict | None = None,
+          keep_model: bool = True, use_cache: bool = True, desc: str | None = None) -> dict:
     """Train one network and record its softmax every epoch (cached; see module docstring).
 
     Returns a dict with ``S`` (epoch-averaged softmax, n x c, float32), ``history`` (per-epoch
@@ -169,6 +169,7 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
     ``test_acc``), ``snapshots`` (n_epochs x len(track) x c softmax of the ``track`` rows),
     ``state_dict`` (final weights, if ``keep_model``), ``precision``, ``device`` and ``seconds``.
     ``softmax_mode`` chooses how the per-epoch softmax is recorded (see ``SOFTMAX_MODES``).
+    ``init_state`` starts from these weights (a ``state_dict``) instead of a fresh initialisation.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}")
@@ -183,21 +184,26 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
     device = resolve_device(device)
     config = dict(proto=dataclasses.asdict(proto), dataset=dataset, seed=seed, n_classes=n_classes,
                   precision=precision, softmax_mode=softmax_mode, keep_model=keep_model,
+                  init_state=None if init_state is None else fingerprint(
+                      torch.cat([v.detach().flatten().float().cpu() for v in init_state.values()])),
                   **{name: (fingerprint(t) if t is not None else None) for name, t in
                      dict(X=X, targets=targets, y_true=y_true, X_test=X_test, y_test=y_test, track=track).items()})
 
     run = dict(dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true, X_test=X_test, y_test=y_test,
                track=track, device=device, precision=precision, softmax_mode=softmax_mode,
-               keep_model=keep_model, desc=desc)
+               init_state=init_state, keep_model=keep_model, desc=desc)
     return cached("train", config, lambda: _train(X, targets, proto, **run), use_cache)
 
 
 def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_test, track, device,
-           precision, softmax_mode, keep_model, desc):
+           precision, softmax_mode, init_state, keep_model, desc):
     start_time = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the caller's RNG
         torch.manual_seed(seed)
-        model = build_model(proto.model, n_classes).to(device)
+        model = build_model(proto.model, n_classes)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(device)
     if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)  # 1.8x faster on CPU, same fp32 arithmetic
     optimizer = torch.optim.SGD(model.parameters(), lr=proto.lr, momentum=proto.momentum,
