@@ -7,7 +7,8 @@ The reference follows the official ``train_mnist.py``: a torchvision-style data 
 a PIL image and applies ``ToTensor`` + ``Normalize`` per sample, a shuffling ``DataLoader`` of
 batch 64, the CNN in NCHW fp32 with log-softmax + NLL, a test pass and a separate softmax pass
 over the training set (batch 1000) after every epoch. The engine runs the same protocol
-(``idnhelpers.train``). Both print seconds per epoch and final accuracies, so a speed-up is never
+(``idnhelpers.many.train_many``: several runs at once). Both print seconds per epoch (wall time
+divided by epochs x runs) and final accuracies, so a speed-up is never
 bought with a different result; the last line is ``speedup: X.XX`` (reference / engine time).
 """
 
@@ -25,7 +26,8 @@ from torchvision import transforms
 
 from .data import NORMALIZATION, load_dataset, subset
 from .models import MnistCNN
-from .train import PRECISIONS, protocol, resolve_device, train
+from .many import BACKENDS, train_many
+from .train import PRECISIONS, protocol, resolve_device
 
 
 class _PerSampleMNIST(Dataset):
@@ -69,11 +71,15 @@ def reference_run(X, y, X_test, y_test, n_epochs: int, seed: int, device: torch.
                 train_acc=float((S.argmax(1) == y.numpy()).mean()), S=torch.from_numpy(S / n_epochs).float())
 
 
-def engine_run(X, y, X_test, y_test, n_epochs: int, seed: int, device, precision: str) -> dict:
-    r = train(X, y, protocol("mnist", n_epochs=n_epochs), dataset="mnist", seed=seed, X_test=X_test, y_test=y_test,
-              device=device, precision=precision, keep_model=False, use_cache=False, desc=f"engine seed {seed}")
-    return dict(seconds=r["seconds"], test_acc=r["history"]["test_acc"][-1],
-                train_acc=float((r["S"].argmax(1) == y).float().mean()), S=r["S"])
+def engine_runs(X, y, X_test, y_test, n_epochs: int, n_runs: int, device, precision: str, backend: str):
+    """``n_runs`` seeds of the same protocol through ``train_many``; returns (wall seconds, results)."""
+    start = time.perf_counter()
+    runs = train_many(X, [y] * n_runs, protocol("mnist", n_epochs=n_epochs), seeds=list(range(n_runs)),
+                      dataset="mnist", X_test=X_test, y_test=y_test, device=device, precision=precision,
+                      keep_model=False, use_cache=False, backend=backend)
+    return time.perf_counter() - start, [
+        dict(test_acc=r["history"]["test_acc"][-1], train_acc=float((r["S"].argmax(1) == y).float().mean()), S=r["S"])
+        for r in runs]
 
 
 def main(argv=None) -> int:
@@ -83,6 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="independent runs (seeds 0..runs-1) of each (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="the engine's precision")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="how the engine trains several runs")
     parser.add_argument("--data-root", default=None, help="data root (default: $IDNHELPERS_DATA)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.runs < 1 or args.n_train < 1:
@@ -92,13 +99,13 @@ def main(argv=None) -> int:
     X_test, y_test = load_dataset("mnist", args.data_root, train=False)
     print(f"MNIST CNN, {len(y)} training instances, {args.epochs} epochs x {args.runs} runs on {device} "
           f"({torch.get_num_threads()} threads)")
-    totals = {}
-    for name in ("reference", "engine"):
-        results = [reference_run(X, y, X_test, y_test, args.epochs, s, device) if name == "reference" else
-                   engine_run(X, y, X_test, y_test, args.epochs, s, device, args.precision) for s in range(args.runs)]
-        totals[name] = sum(r["seconds"] for r in results)
-        label = name if name == "reference" else f"engine ({args.precision})"
-        print(f"{label:>18}: {totals[name] / (args.epochs * args.runs):7.2f} s/epoch | test acc "
+    reference = [reference_run(X, y, X_test, y_test, args.epochs, s, device) for s in range(args.runs)]
+    totals = {"reference": sum(r["seconds"] for r in reference)}
+    totals["engine"], engine = engine_runs(X, y, X_test, y_test, args.epochs, args.runs, device, args.precision,
+                                           args.backend)
+    for label, results in (("reference", reference), (f"engine ({args.precision}, {args.backend})", engine)):
+        seconds = totals["reference" if label == "reference" else "engine"]
+        print(f"{label:>28}: {seconds / (args.epochs * args.runs):7.2f} s/epoch | test acc "
               + " ".join(f"{100 * r['test_acc']:.2f}" for r in results) + " | train acc (averaged softmax) "
               + " ".join(f"{100 * r['train_acc']:.2f}" for r in results))
     print(f"speedup: {totals['reference'] / totals['engine']:.2f}")

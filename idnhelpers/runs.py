@@ -53,13 +53,24 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def _path(kind: str, config: dict) -> Path:
+    return cache_dir() / kind / f"{config_key(config)}.pt"
+
+
+def load_cached(kind: str, config: dict) -> dict | None:
+    """The stored result of ``config``, or None if it has not run."""
+    path = _path(kind, config)
+    return torch.load(path, weights_only=False)["result"] if path.exists() else None
+
+
 def cached(kind: str, config: dict, compute: Callable[[], dict], use_cache: bool = True) -> dict:
     """Return ``compute()``'s dict, loading it from the cache when the same ``config`` ran before."""
     if not use_cache:
         return compute()
-    path = cache_dir() / kind / f"{config_key(config)}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)["result"]
+    result = load_cached(kind, config)
+    if result is not None:
+        return result
     result = compute()
+    path = _path(kind, config)
     atomic_write(path, lambda f: torch.save({"config": config, "result": result}, f))
     return result

@@ -95,7 +95,8 @@ class Normalizer:
         self.inv_std = 1 / torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x.float() / 255 - self.mean) * self.inv_std).contiguous(memory_format=torch.channels_last)
+        x = (x.float() / 255 - self.mean) * self.inv_std
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -157,6 +158,27 @@ def _check_targets(X, targets, n_classes):
         raise ValueError(f"soft targets must be n x {n_classes} rows of probabilities summing to 1")
 
 
+def run_config(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_test, track, precision,
+               softmax_mode, init_state, keep_model) -> dict:
+    """Check one run's inputs and return its configuration: the key of its cached result."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}")
+    if softmax_mode not in SOFTMAX_MODES:
+        raise ValueError(f"softmax_mode={softmax_mode!r}; choose one of {SOFTMAX_MODES}")
+    check_dataset(dataset)
+    _check_targets(X, targets, n_classes)
+    if y_true is not None and len(y_true) != len(X):
+        raise ValueError(f"y_true has {len(y_true)} rows, X has {len(X)}")
+    if (X_test is None) != (y_test is None):
+        raise ValueError("give both X_test and y_test, or neither")
+    return dict(proto=dataclasses.asdict(proto), dataset=dataset, seed=seed, n_classes=n_classes,
+                precision=precision, softmax_mode=softmax_mode, keep_model=keep_model,
+                init_state=None if init_state is None else fingerprint(
+                    torch.cat([v.detach().flatten().float().cpu() for v in init_state.values()])),
+                **{name: (fingerprint(t) if t is not None else None) for name, t in
+                   dict(X=X, targets=targets, y_true=y_true, X_test=X_test, y_test=y_test, track=track).items()})
+
+
 def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: str, seed: int = 0,
           n_classes: int = 10, y_true: torch.Tensor | None = None, X_test: torch.Tensor | None = None,
           y_test: torch.Tensor | None = None, track: torch.Tensor | None = None, device=None,
@@ -171,39 +193,60 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
     ``softmax_mode`` chooses how the per-epoch softmax is recorded (see ``SOFTMAX_MODES``).
     ``init_state`` starts from these weights (a ``state_dict``) instead of a fresh initialisation.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}")
-    if softmax_mode not in SOFTMAX_MODES:
-        raise ValueError(f"softmax_mode={softmax_mode!r}; choose one of {SOFTMAX_MODES}")
-    check_dataset(dataset)
-    _check_targets(X, targets, n_classes)
-    if y_true is not None and len(y_true) != len(X):
-        raise ValueError(f"y_true has {len(y_true)} rows, X has {len(X)}")
-    if (X_test is None) != (y_test is None):
-        raise ValueError("give both X_test and y_test, or neither")
     device = resolve_device(device)
-    config = dict(proto=dataclasses.asdict(proto), dataset=dataset, seed=seed, n_classes=n_classes,
-                  precision=precision, softmax_mode=softmax_mode, keep_model=keep_model,
-                  init_state=None if init_state is None else fingerprint(
-                      torch.cat([v.detach().flatten().float().cpu() for v in init_state.values()])),
-                  **{name: (fingerprint(t) if t is not None else None) for name, t in
-                     dict(X=X, targets=targets, y_true=y_true, X_test=X_test, y_test=y_test, track=track).items()})
-
+    config = run_config(X, targets, proto, dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true,
+                        X_test=X_test, y_test=y_test, track=track, precision=precision, softmax_mode=softmax_mode,
+                        init_state=init_state, keep_model=keep_model)
     run = dict(dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true, X_test=X_test, y_test=y_test,
                track=track, device=device, precision=precision, softmax_mode=softmax_mode,
                init_state=init_state, keep_model=keep_model, desc=desc)
     return cached("train", config, lambda: _train(X, targets, proto, **run), use_cache)
 
 
-def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_test, track, device,
-           precision, softmax_mode, init_state, keep_model, desc):
-    start_time = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the caller's RNG
+class Recorder:
+    """Per-epoch records of one run: the epoch-averaged softmax S, the history and snapshots."""
+
+    def __init__(self, targets, n_classes, y_true, y_test, track):
+        self.labels = targets if targets.dim() == 1 else targets.argmax(1)
+        self.y_true, self.y_test, self.track = y_true, y_test, track
+        self.S_sum = torch.zeros(len(targets), n_classes, dtype=torch.float64)
+        self.history = {"loss": [], "train_acc": [], "true_acc": [], "test_acc": []}
+        self.snapshots = []
+
+    def add(self, mean_loss: float, probs: torch.Tensor, test_pred: torch.Tensor | None) -> dict:
+        """Record one epoch: training loss, softmax on the training set, test predictions."""
+        self.S_sum += probs
+        pred = probs.argmax(1)
+        h = self.history
+        h["loss"].append(mean_loss)
+        h["train_acc"].append((pred == self.labels).float().mean().item())
+        h["true_acc"].append((pred == self.y_true).float().mean().item() if self.y_true is not None else None)
+        h["test_acc"].append((test_pred == self.y_test).float().mean().item() if test_pred is not None else None)
+        if self.track is not None:
+            self.snapshots.append(probs[self.track])
+        return {"loss": f"{h['loss'][-1]:.3f}", "train": f"{h['train_acc'][-1]:.3f}",
+                **({"test": f"{h['test_acc'][-1]:.3f}"} if test_pred is not None else {})}
+
+    def result(self, state_dict, precision, device, seconds) -> dict:
+        return dict(S=(self.S_sum / len(self.history["loss"])).float(), history=self.history,
+                    snapshots=torch.stack(self.snapshots) if self.track is not None else None,
+                    state_dict=state_dict, precision=precision, device=str(device), seconds=seconds)
+
+
+def init_model(proto, n_classes, seed, init_state=None):
+    """The network of ``proto`` with seeded initial weights (or ``init_state``); the caller's RNG is untouched."""
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(proto.model, n_classes)
     if init_state is not None:
         model.load_state_dict(init_state)
-    model = model.to(device)
+    return model
+
+
+def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_test, track, device,
+           precision, softmax_mode, init_state, keep_model, desc):
+    start_time = time.perf_counter()
+    model = init_model(proto, n_classes, seed, init_state).to(device)
     if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)  # 1.8x faster on CPU, same fp32 arithmetic
     optimizer = torch.optim.SGD(model.parameters(), lr=proto.lr, momentum=proto.momentum,
@@ -211,11 +254,8 @@ def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_tes
     order = torch.Generator().manual_seed(seed)
     normalize = Normalizer(dataset, device)
     X_dev, t_dev = X.to(device), targets.to(device)
-    labels = targets if targets.dim() == 1 else targets.argmax(1)
     n = len(X)
-    S_sum = torch.zeros(n, n_classes, dtype=torch.float64)
-    history = {"loss": [], "train_acc": [], "true_acc": [], "test_acc": []}
-    snapshots = []
+    record = Recorder(targets, n_classes, y_true, y_test, track)
     bar = tqdm(range(proto.n_epochs), desc=desc or f"{proto.model} seed {seed}", unit="epoch")
     for epoch in bar:
         for group in optimizer.param_groups:
@@ -238,22 +278,8 @@ def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_tes
                                   augment_generator=order if proto.augment else None).cpu()
         else:
             probs = predict_proba(model, X_dev, normalize, precision).cpu()
-        S_sum += probs
-        pred = probs.argmax(1)
-        history["loss"].append(loss_sum.item() / n)
-        history["train_acc"].append((pred == labels).float().mean().item())
-        history["true_acc"].append((pred == y_true).float().mean().item() if y_true is not None else None)
-        if X_test is not None:
-            test_pred = predict_proba(model, X_test, normalize, precision).argmax(1).cpu()
-            history["test_acc"].append((test_pred == y_test).float().mean().item())
-        else:
-            history["test_acc"].append(None)
-        if track is not None:
-            snapshots.append(probs[track])
-        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", train=f"{history['train_acc'][-1]:.3f}",
-                        **({"test": f"{history['test_acc'][-1]:.3f}"} if X_test is not None else {}))
+        test_pred = predict_proba(model, X_test, normalize, precision).argmax(1).cpu() if X_test is not None else None
+        bar.set_postfix(record.add(loss_sum.item() / n, probs, test_pred))
     bar.close()
-    return dict(S=(S_sum / proto.n_epochs).float(), history=history,
-                snapshots=torch.stack(snapshots) if track is not None else None,
-                state_dict={k: v.cpu() for k, v in model.state_dict().items()} if keep_model else None,
-                precision=precision, device=str(device), seconds=time.perf_counter() - start_time)
+    state = {k: v.cpu() for k, v in model.state_dict().items()} if keep_model else None
+    return record.result(state, precision, device, time.perf_counter() - start_time)
