@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: book notebooks test data clean
+.PHONY: book notebooks test data bench clean
 
 book: notebooks
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
@@ -16,6 +16,9 @@ notebooks: data
 
 test: data
 	$(PY) -m pytest
+
+bench: data  # the paper's MNIST protocol, official-code style vs the engine (see NOTES.md)
+	$(PY) -m idnhelpers.bench --epochs 3 --n-train 10000 --runs 2 --precision bf16
 
 data: $(STAMP)
 	$(PY) -m idnhelpers.data mnist

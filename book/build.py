@@ -29,6 +29,8 @@ def execute(source: Path, parameters: dict) -> float:
     """Convert ``source`` (.py) to .ipynb beside it and execute it with ``parameters``; seconds."""
     target = source.with_suffix(".ipynb")
     nbformat.write(jupytext.read(source), target)
+    declared = papermill.inspect_notebook(str(target))  # a profile serves every chapter; pass what this one takes
+    parameters = {name: value for name, value in parameters.items() if name in declared}
     start = time.perf_counter()
     papermill.execute_notebook(str(target), str(target), parameters=parameters, cwd=str(ROOT),
                                progress_bar=False, kernel_name="python3")

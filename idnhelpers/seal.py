@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
+from .many import train_many
 from .noise import check_labels, check_softmax, mislabel_scores
 from .train import train
 
@@ -46,6 +47,24 @@ def seal(X: torch.Tensor, y_noisy: torch.Tensor, n_iterations: int, proto, *, da
         results.append(train(X, targets, proto, dataset=dataset, seed=seed, n_classes=n_classes, init_state=init,
                              desc=f"SEAL iteration {m}" if m else "SEAL iteration 0 (CE)", **train_kwargs))
     return results
+
+
+def seal_many(X: torch.Tensor, y_noisy_sets: list, n_iterations: int, proto, *, seeds: list[int], dataset: str,
+              n_classes: int = 10, **train_many_kwargs) -> list[list[dict]]:
+    """``seal`` (retraining from scratch) for several noisy label sets at once: run j uses
+    ``y_noisy_sets[j]`` and ``seeds[j]``, and iteration m of all runs is one ``train_many`` call
+    (one stacked network per step on a GPU). ``result[j][m]`` equals
+    ``seal(X, y_noisy_sets[j], n_iterations, proto, seed=seeds[j])[m]`` and shares its cache."""
+    if int(n_iterations) != n_iterations or n_iterations < 0:
+        raise ValueError(f"n_iterations={n_iterations!r} must be a non-negative integer")
+    sets = [check_labels(y, n_classes, "y_noisy_sets") for y in y_noisy_sets]
+    runs = [[] for _ in sets]
+    for m in range(n_iterations + 1):
+        targets = [y if m == 0 else r[-1]["S"] for y, r in zip(sets, runs)]
+        for r, result in zip(runs, train_many(X, targets, proto, seeds=seeds, dataset=dataset, n_classes=n_classes,
+                                              **train_many_kwargs)):
+            r.append(result)
+    return runs
 
 
 def label_distance(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,7 @@ from idnhelpers import plots
 from idnhelpers.data import CLASS_NAMES, N_CLASSES, load_dataset, subset
 from idnhelpers.noise import generate_idn
 from idnhelpers.published import PUBLISHED, PUBLISHED_RATES, load_published_idn
-from idnhelpers.seal import correction_metrics, correction_scores, label_distance, seal
+from idnhelpers.seal import correction_metrics, correction_scores, label_distance, seal_many
 from idnhelpers.train import protocol
 
 names = CLASS_NAMES[dataset]
@@ -69,8 +69,9 @@ proto = protocol(dataset, n_epochs=n_epochs)
 # %% [markdown]
 # ## Noisy labels and training
 #
-# Every iteration is one call of the training engine with the paper's protocol, cached on disk:
-# re-running with more iterations only trains the new ones.
+# Each iteration trains every (noise rate, seed) run with the paper's protocol in one call of
+# `seal_many` (on a GPU the runs are stacked into one batched network; on a CPU they run one after
+# another). Every run is cached on disk: re-running with more iterations only trains the new ones.
 
 # %% tags=["remove-stderr"]
 X_all, y_all = load_dataset(dataset, data_root, train=True)
@@ -82,9 +83,10 @@ if not published:
     generated = generate_idn(dataset, noise_rates, root=data_root, n_train=n_train, seed=seed, device=device,
                              precision=precision)
 noisy = {r: load_published_idn(dataset, r)[1][idx] if published else generated.noisy[r] for r in noise_rates}
-runs = {(r, s): seal(X, noisy[r], n_iterations, proto, dataset=dataset, seed=s, n_classes=n_classes, y_true=y,
-                     X_test=X_test, y_test=y_test, device=device, precision=precision, keep_model=False)
-        for r in noise_rates for s in seeds}
+grid = [(r, s) for r in noise_rates for s in seeds]  # every (rate, seed) run trains together, iteration by iteration
+runs = dict(zip(grid, seal_many(X, [noisy[r] for r, _ in grid], n_iterations, proto, seeds=[s for _, s in grid],
+                                dataset=dataset, n_classes=n_classes, y_true=y, X_test=X_test, y_test=y_test,
+                                device=device, precision=precision, keep_model=False)))
 print(f"labels: {'published by the authors' if published else 'Algorithm 1'}; {len(y)} training instances, "
       f"{len(runs) * (n_iterations + 1)} training runs")
 

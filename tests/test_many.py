@@ -61,3 +61,13 @@ def test_train_many_argument_errors(mnist_small):
         yc = torch.arange(8) % 10
         train_many(Xc, [yc, yc], protocol("cifar10", n_epochs=1, model="wrn28_10"), seeds=[0, 1], dataset="cifar10",
                    backend="vmap", use_cache=False)
+
+
+def test_benchmark_script_runs_and_reports_a_speedup(capsys):
+    from idnhelpers.bench import main
+
+    assert main(["--epochs", "1", "--n-train", "300", "--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "reference:" in out and "engine (fp32, auto):" in out
+    speedup = float(out.strip().splitlines()[-1].removeprefix("speedup: "))
+    assert speedup > 0

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from idnhelpers import train as engine
 from idnhelpers.data import load_dataset, subset
 from idnhelpers.published import load_published_idn
-from idnhelpers.seal import correction_metrics, correction_scores, label_distance, seal
+from idnhelpers.seal import correction_metrics, correction_scores, label_distance, seal, seal_many
 from idnhelpers.train import protocol, train
 
 
@@ -53,6 +53,15 @@ def test_continue_and_start_from_another_softmax(digits_noisy):
     assert from_init[1]["history"]["true_acc"] == [None, None]
     with pytest.raises(ValueError, match="n_iterations"):
         seal(X, y_noisy, -1, proto, dataset="digits")
+
+
+def test_seal_many_equals_seal_run_by_run(digits_noisy):
+    X, y, y_noisy = digits_noisy
+    proto = protocol("digits", n_epochs=2)
+    many = seal_many(X, [y_noisy, y], 1, proto, seeds=[3, 4], dataset="digits", use_cache=False, backend="loop")
+    for runs, labels, seed in zip(many, [y_noisy, y], [3, 4]):
+        single = seal(X, labels, 1, proto, dataset="digits", seed=seed, use_cache=False)
+        assert len(runs) == 2 and all(torch.equal(a["S"], b["S"]) for a, b in zip(runs, single))
 
 
 def test_label_distance_eq9():
