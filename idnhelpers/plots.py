@@ -8,7 +8,8 @@ import seaborn as sns
 import torch
 
 
-def _image(x: torch.Tensor) -> np.ndarray:
+def image_array(x: torch.Tensor) -> np.ndarray:
+    """A C x H x W tensor as an array for ``imshow`` (H x W for one channel, H x W x C otherwise)."""
     x = x.cpu().numpy()
     return x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
 
@@ -21,7 +22,7 @@ def image_grid(X, titles, ncols: int = 10, size: float = 1.3):
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(_image(X[i]), cmap="gray_r" if X.shape[1] == 1 else None)
+            ax.imshow(image_array(X[i]), cmap="gray_r" if X.shape[1] == 1 else None)
             ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     return fig

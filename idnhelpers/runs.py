@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-CACHE_VERSION = 1  # bump when a change to the code invalidates stored results
+CACHE_VERSION = 2  # bump when a change to the code invalidates stored results
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .csr import CSR_RADIUS, critical_sample_ratio
 from .data import NORMALIZATION, check_dataset
 from .models import build_model
 from .runs import cached, fingerprint
@@ -159,7 +160,7 @@ def _check_targets(X, targets, n_classes):
 
 
 def run_config(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_test, track, precision,
-               softmax_mode, init_state, keep_model) -> dict:
+               softmax_mode, init_state, keep_model, csr_subset=None, csr_every=1, csr_radius=CSR_RADIUS) -> dict:
     """Check one run's inputs and return its configuration: the key of its cached result."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}")
@@ -171,8 +172,12 @@ def run_config(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y
         raise ValueError(f"y_true has {len(y_true)} rows, X has {len(X)}")
     if (X_test is None) != (y_test is None):
         raise ValueError("give both X_test and y_test, or neither")
+    if int(csr_every) != csr_every or csr_every < 1:
+        raise ValueError(f"csr_every={csr_every!r} must be a positive integer (epochs between CSR measurements)")
+    csr = None if csr_subset is None else dict(subset=fingerprint(csr_subset), every=csr_every, radius=csr_radius)
     return dict(proto=dataclasses.asdict(proto), dataset=dataset, seed=seed, n_classes=n_classes,
                 precision=precision, softmax_mode=softmax_mode, keep_model=keep_model,
+                **({"csr": csr} if csr else {}),
                 init_state=None if init_state is None else fingerprint(
                     torch.cat([v.detach().flatten().float().cpu() for v in init_state.values()])),
                 **{name: (fingerprint(t) if t is not None else None) for name, t in
@@ -183,12 +188,18 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
           n_classes: int = 10, y_true: torch.Tensor | None = None, X_test: torch.Tensor | None = None,
           y_test: torch.Tensor | None = None, track: torch.Tensor | None = None, device=None,
           precision: str = "fp32", softmax_mode: str = "eval", init_state: dict | None = None,
+          csr_subset: torch.Tensor | None = None, csr_every: int = 1, csr_radius: float = CSR_RADIUS,
           keep_model: bool = True, use_cache: bool = True, desc: str | None = None) -> dict:
     """Train one network and record its softmax every epoch (cached; see module docstring).
 
     Returns a dict with ``S`` (epoch-averaged softmax, n x c, float32), ``history`` (per-epoch
     lists: ``loss``, ``train_acc`` against the training labels, ``true_acc`` against ``y_true``,
-    ``test_acc``), ``snapshots`` (n_epochs x len(track) x c softmax of the ``track`` rows),
+    ``test_acc``; with ``y_true``, the memorisation split of Section 3.2: among corrupted instances
+    (training label != y_true) the fractions predicted as the noisy label ``mem_noisy``, as the
+    true label ``mem_true`` or as another ``mem_other``, and among clean ones the fraction
+    predicted right ``clean_correct``; with ``csr_subset``, ``csr``: the critical sample ratio
+    (Eq. 4) of those rows of X every ``csr_every`` epochs, None between), ``snapshots``
+    (n_epochs x len(track) x c softmax of the ``track`` rows),
     ``state_dict`` (final weights, if ``keep_model``), ``precision``, ``device`` and ``seconds``.
     ``softmax_mode`` chooses how the per-epoch softmax is recorded (see ``SOFTMAX_MODES``).
     ``init_state`` starts from these weights (a ``state_dict``) instead of a fresh initialisation.
@@ -196,10 +207,12 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
     device = resolve_device(device)
     config = run_config(X, targets, proto, dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true,
                         X_test=X_test, y_test=y_test, track=track, precision=precision, softmax_mode=softmax_mode,
-                        init_state=init_state, keep_model=keep_model)
+                        init_state=init_state, keep_model=keep_model, csr_subset=csr_subset,
+                        csr_every=csr_every, csr_radius=csr_radius)
     run = dict(dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true, X_test=X_test, y_test=y_test,
                track=track, device=device, precision=precision, softmax_mode=softmax_mode,
-               init_state=init_state, keep_model=keep_model, desc=desc)
+               init_state=init_state, keep_model=keep_model, desc=desc,
+               csr=None if csr_subset is None else (csr_subset, csr_every, csr_radius))
     return cached("train", config, lambda: _train(X, targets, proto, **run), use_cache)
 
 
@@ -210,11 +223,14 @@ class Recorder:
         self.labels = targets if targets.dim() == 1 else targets.argmax(1)
         self.y_true, self.y_test, self.track = y_true, y_test, track
         self.S_sum = torch.zeros(len(targets), n_classes, dtype=torch.float64)
-        self.history = {"loss": [], "train_acc": [], "true_acc": [], "test_acc": []}
+        self.history = {"loss": [], "train_acc": [], "true_acc": [], "test_acc": [], "csr": []}
+        if y_true is not None:
+            self.corrupted = self.labels != y_true
+            self.history.update(mem_noisy=[], mem_true=[], mem_other=[], clean_correct=[])
         self.snapshots = []
 
-    def add(self, mean_loss: float, probs: torch.Tensor, test_pred: torch.Tensor | None) -> dict:
-        """Record one epoch: training loss, softmax on the training set, test predictions."""
+    def add(self, mean_loss: float, probs: torch.Tensor, test_pred: torch.Tensor | None, csr: float | None = None):
+        """Record one epoch: training loss, softmax on the training set, test predictions, CSR."""
         self.S_sum += probs
         pred = probs.argmax(1)
         h = self.history
@@ -222,6 +238,15 @@ class Recorder:
         h["train_acc"].append((pred == self.labels).float().mean().item())
         h["true_acc"].append((pred == self.y_true).float().mean().item() if self.y_true is not None else None)
         h["test_acc"].append((test_pred == self.y_test).float().mean().item() if test_pred is not None else None)
+        h["csr"].append(csr)
+        if self.y_true is not None:
+            bad, good = self.corrupted, ~self.corrupted
+            as_noisy, as_true = (pred == self.labels)[bad], (pred == self.y_true)[bad]
+            nan = float("nan")
+            h["mem_noisy"].append(as_noisy.float().mean().item() if bad.any() else nan)
+            h["mem_true"].append(as_true.float().mean().item() if bad.any() else nan)
+            h["mem_other"].append((~as_noisy & ~as_true).float().mean().item() if bad.any() else nan)
+            h["clean_correct"].append((pred == self.y_true)[good].float().mean().item() if good.any() else nan)
         if self.track is not None:
             self.snapshots.append(probs[self.track])
         return {"loss": f"{h['loss'][-1]:.3f}", "train": f"{h['train_acc'][-1]:.3f}",
@@ -244,7 +269,7 @@ def init_model(proto, n_classes, seed, init_state=None):
 
 
 def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_test, track, device,
-           precision, softmax_mode, init_state, keep_model, desc):
+           precision, softmax_mode, init_state, keep_model, desc, csr=None):
     start_time = time.perf_counter()
     model = init_model(proto, n_classes, seed, init_state).to(device)
     if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
@@ -279,7 +304,10 @@ def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_tes
         else:
             probs = predict_proba(model, X_dev, normalize, precision).cpu()
         test_pred = predict_proba(model, X_test, normalize, precision).argmax(1).cpu() if X_test is not None else None
-        bar.set_postfix(record.add(loss_sum.item() / n, probs, test_pred))
+        ratio = None
+        if csr is not None and (epoch + 1) % csr[1] == 0:
+            ratio = critical_sample_ratio(model, X_dev[csr[0].to(device)], dataset=dataset, radius=csr[2], seed=seed)
+        bar.set_postfix(record.add(loss_sum.item() / n, probs, test_pred, ratio))
     bar.close()
     state = {k: v.cpu() for k, v in model.state_dict().items()} if keep_model else None
     return record.result(state, precision, device, time.perf_counter() - start_time)
