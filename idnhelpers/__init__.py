@@ -9,6 +9,7 @@ Where each part of the paper lives:
 - ``noise``      IDN generation (Algorithm 1, Eq. 3) and exact-rate CCN (Definition 1)
 - ``published``  the authors' published IDN labels and the ``label,label_noisy`` CSV format
 - ``stats``      transition matrices and the CCN hypothesis test (Section 2, Theorem 1)
+- ``csr``        critical sample ratio (Section 3.2, Eq. 4) by Langevin adversarial sample search
 - ``seal``       SEAL (Algorithm 2) and its label-correction analysis (Eq. 9-10)
 - ``plots``      the figures of the book
 - ``runs``       train-or-load cache

@@ -157,6 +157,25 @@ if set(noise_types) == {"IDN", "CCN"}:
     display(verdicts)
 
 # %% [markdown]
+# A claim can only be judged where its premise holds in this run. The checks below say where it
+# does not (they read the same numbers as the tables).
+
+# %%
+caveats = []
+for r in noise_rates:
+    if "CCN" in noise_types:
+        final = summary.loc[(f"{r:.0%}", "CCN"), "final train acc."]
+        if final < 100 * (1 - r) + 5:
+            caveats.append(f"CCN {r:.0%}: final training accuracy on the noisy labels is {final:.1f}%, close to the "
+                           f"clean fraction {100 * (1 - r):.0f}%: the network has not memorised the noise yet, so its "
+                           "test accuracy has not fallen; the gap claim needs training to convergence (the paper: 50 "
+                           "epochs, `n_epochs`).")
+caveats.append(f"CSR is measured on {len(csr_subset)} instances (one critical instance = {100 / len(csr_subset):.2f} "
+               f"points) at r = {255 * csr_radius:.2f}/255; differences of a few instances are noise: raise `csr_size` "
+               "or `csr_radius` to compare IDN and CCN by CSR.")
+print("\n\n".join(caveats))
+
+# %% [markdown]
 # ## Memorisation, instance by instance (beyond the paper)
 #
 # Among the corrupted training instances: the fraction the network predicts as the *noisy*
