@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import N_CLASSES, load_dataset, subset
+from .published import PUBLISHED, PUBLISHED_RATES, load_published_idn
 from .train import protocol, train
 
 IDN_EPOCHS = 20  # Algorithm 1 on MNIST in the official code: 20 epochs reach 100% training accuracy
@@ -122,6 +123,21 @@ def generate_idn(dataset: str, noise_rates, *, root=None, n_train: int | None = 
     score, candidate = mislabel_scores(run["S"], y)
     noisy = {r: idn_labels(y, run["S"], r) for r in rates}
     return GeneratedIDN(idx, y, run["S"], score, candidate, noisy, run["history"], run["seconds"])
+
+
+def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_published: bool = True, n_train=None,
+                   seed: int = 0, **generate_kwargs):
+    """IDN labels at every rate for the training rows ``idx`` (those ``subset(..., n_train, seed)``
+    picks): the authors' published labels where they exist for every rate (and ``use_published``),
+    otherwise Algorithm 1 (``generate_idn``) run on those rows. Returns ``({rate: y_noisy}, source)``
+    with ``source`` either ``"published"`` or ``"Algorithm 1"``."""
+    rates = [check_rate(r, "noise_rates") for r in noise_rates]
+    if use_published and dataset in PUBLISHED and all(any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES) for r in rates):
+        return {r: load_published_idn(dataset, r)[1][idx] for r in rates}, "published"
+    generated = generate_idn(dataset, rates, n_train=n_train, seed=seed, **generate_kwargs)
+    if not torch.equal(generated.idx, torch.as_tensor(idx)):
+        raise ValueError("idx must be the rows subset(X, y, n_train, seed) picks, for the same n_train and seed")
+    return generated.noisy, "Algorithm 1"
 
 
 # ---------------------------------------------------------------- CCN: Definition 1

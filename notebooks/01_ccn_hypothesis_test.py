@@ -58,8 +58,7 @@ import pandas as pd
 import torch
 
 from idnhelpers.data import N_CLASSES, default_root, load_clothing1m_labels, load_dataset, subset
-from idnhelpers.noise import ccn_labels, generate_idn
-from idnhelpers.published import PUBLISHED, PUBLISHED_RATES, load_published_idn
+from idnhelpers.noise import ccn_labels, idn_label_sets
 from idnhelpers.stats import ccn_experiment, ccn_test, class_priors, estimate_transition_matrix
 from idnhelpers.train import protocol
 
@@ -97,13 +96,11 @@ print(f"log10 of the probability bound: {paper.log10_p:.0f}  (the paper: 'lower 
 X_all, y_all = load_dataset(dataset, data_root, train=True)
 X, y, idx = subset(X_all, y_all, n_train, seed)
 proto = protocol(dataset, n_epochs=n_epochs)
-use_published = dataset in PUBLISHED and all(any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES) for r in noise_rates)
-if not use_published:
-    generated = generate_idn(dataset, noise_rates, root=data_root, n_train=n_train, seed=seed, device=device,
-                             precision=precision)
+idn_sets, source = idn_label_sets(dataset, noise_rates, idx, n_train=n_train, seed=seed, root=data_root,
+                                  device=device, precision=precision)
 rows, curves = [], {}
 for rate in noise_rates:
-    y_idn = load_published_idn(dataset, rate)[1][idx] if use_published else generated.noisy[rate]
+    y_idn = idn_sets[rate]
     M = estimate_transition_matrix(y, y_idn, n_classes)
     w = class_priors(y, n_classes)
     y_ccn = ccn_labels(y, M, seed=seed, n_flips=int((y_idn != y).sum()))

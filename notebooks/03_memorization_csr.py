@@ -53,8 +53,7 @@ import torch
 
 from idnhelpers import plots
 from idnhelpers.data import CLASS_NAMES, N_CLASSES, load_dataset, subset
-from idnhelpers.noise import generate_idn, symmetric_noise
-from idnhelpers.published import PUBLISHED, PUBLISHED_RATES, load_published_idn
+from idnhelpers.noise import idn_label_sets, symmetric_noise
 from idnhelpers.train import protocol, train
 
 names = CLASS_NAMES[dataset]
@@ -77,14 +76,13 @@ X_all, y_all = load_dataset(dataset, data_root, train=True)
 X, y, idx = subset(X_all, y_all, n_train, seed)
 X_test, y_test = load_dataset(dataset, data_root, train=False)
 proto = protocol(dataset, n_epochs=n_epochs)
-published = dataset in PUBLISHED and all(any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES) for r in noise_rates)
-if "IDN" in noise_types and not published:
-    generated = generate_idn(dataset, noise_rates, root=data_root, n_train=n_train, seed=seed, device=device,
-                             precision=precision)
+if "IDN" in noise_types:
+    idn_sets, source = idn_label_sets(dataset, noise_rates, idx, n_train=n_train, seed=seed, root=data_root,
+                                      device=device, precision=precision)
 labels = {}
 for r in noise_rates:
     if "IDN" in noise_types:
-        labels[("IDN", r)] = load_published_idn(dataset, r)[1][idx] if published else generated.noisy[r]
+        labels[("IDN", r)] = idn_sets[r]
     if "CCN" in noise_types:
         labels[("CCN", r)] = symmetric_noise(y, r, n_classes, seed=seed)
 csr_subset = torch.arange(min(csr_size, len(y)))

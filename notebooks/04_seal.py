@@ -56,8 +56,7 @@ import torch
 
 from idnhelpers import plots
 from idnhelpers.data import CLASS_NAMES, N_CLASSES, load_dataset, subset
-from idnhelpers.noise import generate_idn
-from idnhelpers.published import PUBLISHED, PUBLISHED_RATES, load_published_idn
+from idnhelpers.noise import idn_label_sets
 from idnhelpers.seal import correction_metrics, correction_scores, label_distance, seal_many
 from idnhelpers.train import protocol
 
@@ -77,17 +76,13 @@ proto = protocol(dataset, n_epochs=n_epochs)
 X_all, y_all = load_dataset(dataset, data_root, train=True)
 X, y, idx = subset(X_all, y_all, n_train, seed)
 X_test, y_test = load_dataset(dataset, data_root, train=False)
-published = use_published and dataset in PUBLISHED and all(any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES)
-                                                           for r in noise_rates)
-if not published:
-    generated = generate_idn(dataset, noise_rates, root=data_root, n_train=n_train, seed=seed, device=device,
-                             precision=precision)
-noisy = {r: load_published_idn(dataset, r)[1][idx] if published else generated.noisy[r] for r in noise_rates}
+noisy, source = idn_label_sets(dataset, noise_rates, idx, use_published=use_published, n_train=n_train, seed=seed,
+                               root=data_root, device=device, precision=precision)
 grid = [(r, s) for r in noise_rates for s in seeds]  # every (rate, seed) run trains together, iteration by iteration
 runs = dict(zip(grid, seal_many(X, [noisy[r] for r, _ in grid], n_iterations, proto, seeds=[s for _, s in grid],
                                 dataset=dataset, n_classes=n_classes, y_true=y, X_test=X_test, y_test=y_test,
                                 device=device, precision=precision, keep_model=False)))
-print(f"labels: {'published by the authors' if published else 'Algorithm 1'}; {len(y)} training instances, "
+print(f"IDN labels: {source}; {len(y)} training instances, "
       f"{len(runs) * (n_iterations + 1)} training runs")
 
 # %% [markdown]

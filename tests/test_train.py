@@ -135,3 +135,19 @@ def test_paper_networks_shapes():
     assert build_model("resnet50", n_classes=14).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 14)
     with pytest.raises(ValueError, match="mnist_cnn"):
         build_model("vgg")
+
+
+def test_idn_label_sets_published_or_generated():
+    from idnhelpers.data import subset
+    from idnhelpers.noise import idn_label_sets
+    from idnhelpers.published import load_published_idn
+
+    idx = torch.tensor([0, 5, 9])
+    sets, source = idn_label_sets("mnist", [0.1, 0.4], idx)
+    assert source == "published" and torch.equal(sets[0.4], load_published_idn("mnist", 0.4)[1][idx])
+    X, y = load_dataset("digits")
+    _, y_sub, idx = subset(X, y, 500, seed=2)
+    sets, source = idn_label_sets("digits", [0.2], idx, n_train=500, seed=2, n_epochs=2)
+    assert source == "Algorithm 1" and int((sets[0.2] != y_sub).sum()) == 100
+    with pytest.raises(ValueError, match="idx"):
+        idn_label_sets("digits", [0.2], idx[:10], n_train=500, seed=2, n_epochs=2)
