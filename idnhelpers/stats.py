@@ -143,3 +143,23 @@ def ccn_experiment(X, y_noisy, M, w, proto, *, dataset: str, val_fraction: float
                 X_test=X[val_idx], y_test=y_noisy[val_idx], keep_model=False, **train_kwargs)
     val_error = [1 - a for a in run["history"]["test_acc"]]
     return dict(test=ccn_test(val_error[-1], M, w, len(val_idx), alpha), val_error=val_error, history=run["history"])
+
+
+def anchor_transition_matrix(probs: torch.Tensor, percentile: float | None = 97.0) -> torch.Tensor:
+    """Anchor-point estimate of the noise transition matrix from a softmax fitted to noisy labels
+    (Patrini et al. 2017, Eq. 9-10): row i is the softmax of the instance most confidently of
+    noisy class i, T[i, j] = p(noisy j | x_i). ``percentile``: the authors' robust variant, which
+    takes the instance at that percentile of p(noisy i | x) (97 in their experiments) instead of
+    the maximum, skipping outliers; ``None`` takes the argmax."""
+    probs = torch.as_tensor(probs, dtype=torch.float64)
+    if probs.dim() != 2 or len(probs) == 0:
+        raise ValueError(f"probs must be an n x c softmax matrix, got shape {tuple(probs.shape)}")
+    if percentile is not None and not 0 < percentile <= 100:
+        raise ValueError(f"percentile={percentile!r} must be in (0, 100], or None for the argmax")
+    rows = []
+    for i in range(probs.shape[1]):
+        p = probs[:, i].clone()
+        if percentile is not None:
+            p[p >= torch.quantile(p, percentile / 100, interpolation="higher")] = 0.0
+        rows.append(probs[p.argmax()])
+    return torch.stack(rows).float()

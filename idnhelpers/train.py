@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .csr import CSR_RADIUS, critical_sample_ratio
 from .data import NORMALIZATION, check_dataset
+from .losses import Objective, soft_cross_entropy
 from .models import build_model
 from .runs import cached, fingerprint
 
@@ -120,9 +121,10 @@ def _autocast(device: torch.device, precision: str):
 
 @torch.no_grad()
 def predict_proba(model, X, normalize, precision="fp32", batch_size=EVAL_BATCH, train_mode=False,
-                  augment_generator=None) -> torch.Tensor:
+                  augment_generator=None, n_classes=None) -> torch.Tensor:
     """Softmax of ``model`` on uint8 ``X`` as float32 (n x c): eval mode unless ``train_mode``;
-    inputs augmented (``augment_batch``) when an ``augment_generator`` is given."""
+    inputs augmented (``augment_batch``) when an ``augment_generator`` is given; over the first
+    ``n_classes`` outputs only, if given (DAC's abstention output is left out)."""
     was_training = model.training
     model.train(train_mode)
     device = next(model.parameters()).device
@@ -133,16 +135,9 @@ def predict_proba(model, X, normalize, precision="fp32", batch_size=EVAL_BATCH, 
             x = augment_batch(x, augment_generator)
         x = normalize(x)
         with _autocast(device, precision):
-            out.append(model(x).float().softmax(1))
+            out.append(model(x)[:, :n_classes].float().softmax(1))
     model.train(was_training)
     return torch.cat(out)
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against hard labels, or Algorithm 2's -sum_k S_k log f_k against soft labels."""
-    if targets.dim() == 1:
-        return F.cross_entropy(logits, targets)
-    return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
 
 
 def _check_targets(X, targets, n_classes):
@@ -160,7 +155,8 @@ def _check_targets(X, targets, n_classes):
 
 
 def run_config(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_test, track, precision,
-               softmax_mode, init_state, keep_model, csr_subset=None, csr_every=1, csr_radius=CSR_RADIUS) -> dict:
+               softmax_mode, init_state, keep_model, csr_subset=None, csr_every=1, csr_radius=CSR_RADIUS,
+               objective=None, X_val=None, y_val=None) -> dict:
     """Check one run's inputs and return its configuration: the key of its cached result."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; choose one of {PRECISIONS}")
@@ -170,14 +166,21 @@ def run_config(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y
     _check_targets(X, targets, n_classes)
     if y_true is not None and len(y_true) != len(X):
         raise ValueError(f"y_true has {len(y_true)} rows, X has {len(X)}")
-    if (X_test is None) != (y_test is None):
-        raise ValueError("give both X_test and y_test, or neither")
+    for name, (a, b) in dict(test=(X_test, y_test), val=(X_val, y_val)).items():
+        if (a is None) != (b is None):
+            raise ValueError(f"give both X_{name} and y_{name}, or neither")
+    if objective is not None and not isinstance(objective, Objective):
+        raise ValueError(f"objective must be an idnhelpers.losses.Objective, got {type(objective).__name__}")
+    if objective is not None and targets.dim() != 1 and type(objective) is not Objective:
+        raise ValueError(f"{type(objective).__name__} needs hard labels; soft targets train with cross-entropy")
     if int(csr_every) != csr_every or csr_every < 1:
         raise ValueError(f"csr_every={csr_every!r} must be a positive integer (epochs between CSR measurements)")
     csr = None if csr_subset is None else dict(subset=fingerprint(csr_subset), every=csr_every, radius=csr_radius)
     return dict(proto=dataclasses.asdict(proto), dataset=dataset, seed=seed, n_classes=n_classes,
                 precision=precision, softmax_mode=softmax_mode, keep_model=keep_model,
                 **({"csr": csr} if csr else {}),
+                **({"objective": objective.config()} if objective is not None else {}),
+                **({"X_val": fingerprint(X_val), "y_val": fingerprint(y_val)} if X_val is not None else {}),
                 init_state=None if init_state is None else fingerprint(
                     torch.cat([v.detach().flatten().float().cpu() for v in init_state.values()])),
                 **{name: (fingerprint(t) if t is not None else None) for name, t in
@@ -189,7 +192,9 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
           y_test: torch.Tensor | None = None, track: torch.Tensor | None = None, device=None,
           precision: str = "fp32", softmax_mode: str = "eval", init_state: dict | None = None,
           csr_subset: torch.Tensor | None = None, csr_every: int = 1, csr_radius: float = CSR_RADIUS,
-          keep_model: bool = True, use_cache: bool = True, desc: str | None = None) -> dict:
+          keep_model: bool = True, use_cache: bool = True, desc: str | None = None,
+          objective: Objective | None = None, X_val: torch.Tensor | None = None,
+          y_val: torch.Tensor | None = None) -> dict:
     """Train one network and record its softmax every epoch (cached; see module docstring).
 
     Returns a dict with ``S`` (epoch-averaged softmax, n x c, float32), ``history`` (per-epoch
@@ -203,13 +208,15 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
     ``state_dict`` (final weights, if ``keep_model``), ``precision``, ``device`` and ``seconds``.
     ``softmax_mode`` chooses how the per-epoch softmax is recorded (see ``SOFTMAX_MODES``).
     ``init_state`` starts from these weights (a ``state_dict``) instead of a fresh initialisation.
+    ``objective`` replaces cross-entropy by a baseline's loss (``idnhelpers.losses``). With
+    ``X_val``/``y_val`` (a held-out split with its noisy labels) the history has ``val_acc``.
     """
     device = resolve_device(device)
     config = run_config(X, targets, proto, dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true,
                         X_test=X_test, y_test=y_test, track=track, precision=precision, softmax_mode=softmax_mode,
                         init_state=init_state, keep_model=keep_model, csr_subset=csr_subset,
-                        csr_every=csr_every, csr_radius=csr_radius)
-    run = dict(dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true, X_test=X_test, y_test=y_test,
+                        csr_every=csr_every, csr_radius=csr_radius, objective=objective, X_val=X_val, y_val=y_val)
+    run = dict(objective=objective or Objective(), X_val=X_val, y_val=y_val, dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true, X_test=X_test, y_test=y_test,
                track=track, device=device, precision=precision, softmax_mode=softmax_mode,
                init_state=init_state, keep_model=keep_model, desc=desc,
                csr=None if csr_subset is None else (csr_subset, csr_every, csr_radius))
@@ -219,18 +226,22 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
 class Recorder:
     """Per-epoch records of one run: the epoch-averaged softmax S, the history and snapshots."""
 
-    def __init__(self, targets, n_classes, y_true, y_test, track):
+    def __init__(self, targets, n_classes, y_true, y_test, track, y_val=None):
         self.labels = targets if targets.dim() == 1 else targets.argmax(1)
-        self.y_true, self.y_test, self.track = y_true, y_test, track
+        self.y_true, self.y_test, self.track, self.y_val = y_true, y_test, track, y_val
         self.S_sum = torch.zeros(len(targets), n_classes, dtype=torch.float64)
         self.history = {"loss": [], "train_acc": [], "true_acc": [], "test_acc": [], "csr": []}
         if y_true is not None:
             self.corrupted = self.labels != y_true
             self.history.update(mem_noisy=[], mem_true=[], mem_other=[], clean_correct=[])
+        if y_val is not None:
+            self.history["val_acc"] = []
         self.snapshots = []
 
-    def add(self, mean_loss: float, probs: torch.Tensor, test_pred: torch.Tensor | None, csr: float | None = None):
-        """Record one epoch: training loss, softmax on the training set, test predictions, CSR."""
+    def add(self, mean_loss: float, probs: torch.Tensor, test_pred: torch.Tensor | None, csr: float | None = None,
+            val_pred: torch.Tensor | None = None):
+        """Record one epoch: training loss, softmax on the training set, test and validation
+        predictions, CSR."""
         self.S_sum += probs
         pred = probs.argmax(1)
         h = self.history
@@ -239,6 +250,8 @@ class Recorder:
         h["true_acc"].append((pred == self.y_true).float().mean().item() if self.y_true is not None else None)
         h["test_acc"].append((test_pred == self.y_test).float().mean().item() if test_pred is not None else None)
         h["csr"].append(csr)
+        if self.y_val is not None:
+            h["val_acc"].append((val_pred == self.y_val).float().mean().item())
         if self.y_true is not None:
             bad, good = self.corrupted, ~self.corrupted
             as_noisy, as_true = (pred == self.labels)[bad], (pred == self.y_true)[bad]
@@ -258,56 +271,77 @@ class Recorder:
                     state_dict=state_dict, precision=precision, device=str(device), seconds=seconds)
 
 
-def init_model(proto, n_classes, seed, init_state=None):
-    """The network of ``proto`` with seeded initial weights (or ``init_state``); the caller's RNG is untouched."""
+def init_model(proto, n_classes, seed, init_state=None, n_models=1):
+    """The network of ``proto`` with seeded initial weights (or ``init_state``); the caller's RNG is
+    untouched. ``n_models > 1``: that many networks drawn one after another from the seed (a list)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(proto.model, n_classes)
+        models = [build_model(proto.model, n_classes) for _ in range(n_models)]
     if init_state is not None:
-        model.load_state_dict(init_state)
-    return model
+        models[0].load_state_dict(init_state)
+    for i, model in enumerate(models):
+        if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            models[i] = model.to(memory_format=torch.channels_last)  # 1.8x faster on CPU, same fp32 arithmetic
+    return models[0] if n_models == 1 else models
+
+
+def batches(n, batch_size, generator, device, drop_last=False):
+    """A random permutation of range(n) from ``generator``, split into batches (on ``device``)."""
+    parts = torch.randperm(n, generator=generator).to(device).split(batch_size)
+    return parts[:-1] if drop_last and len(parts) > 1 and len(parts[-1]) < batch_size else parts
+
+
+def record_epoch(record, model, epoch, loss, X_dev, normalize, *, precision, n_classes, X_test=None, X_val=None,
+                 official=None, csr=None, dataset=None, seed=0):
+    """End of an epoch: softmax on the training set (eval mode, or the official code's way when
+    ``official`` is its augmentation generator or True), test and validation predictions, CSR."""
+    if official is not None:
+        probs = predict_proba(model, X_dev, normalize, precision, OFFICIAL_SOFTMAX_BATCH, train_mode=True,
+                              augment_generator=official if official is not True else None, n_classes=n_classes)
+    else:
+        probs = predict_proba(model, X_dev, normalize, precision, n_classes=n_classes)
+    preds = [predict_proba(model, Z, normalize, precision, n_classes=n_classes).argmax(1).cpu()
+             if Z is not None else None for Z in (X_test, X_val)]
+    ratio = None
+    if csr is not None and (epoch + 1) % csr[1] == 0:
+        ratio = critical_sample_ratio(model, X_dev[csr[0].to(X_dev.device)], dataset=dataset, radius=csr[2], seed=seed)
+    return record.add(loss, probs.cpu(), preds[0], ratio, val_pred=preds[1])
 
 
 def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_test, track, device,
-           precision, softmax_mode, init_state, keep_model, desc, csr=None):
+           precision, softmax_mode, init_state, keep_model, desc, csr=None, objective=Objective(), X_val=None,
+           y_val=None):
     start_time = time.perf_counter()
-    model = init_model(proto, n_classes, seed, init_state).to(device)
-    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        model = model.to(memory_format=torch.channels_last)  # 1.8x faster on CPU, same fp32 arithmetic
+    model = init_model(proto, n_classes + objective.extra_outputs, seed, init_state).to(device)
+    loss_fn = objective.make(n_classes, proto.n_epochs)
     optimizer = torch.optim.SGD(model.parameters(), lr=proto.lr, momentum=proto.momentum,
                                 weight_decay=proto.weight_decay)
     order = torch.Generator().manual_seed(seed)
     normalize = Normalizer(dataset, device)
     X_dev, t_dev = X.to(device), targets.to(device)
     n = len(X)
-    record = Recorder(targets, n_classes, y_true, y_test, track)
+    record = Recorder(targets, n_classes, y_true, y_test, track, y_val)
     bar = tqdm(range(proto.n_epochs), desc=desc or f"{proto.model} seed {seed}", unit="epoch")
     for epoch in bar:
         for group in optimizer.param_groups:
             group["lr"] = proto.lr_at(epoch)
         model.train()
         loss_sum = torch.zeros((), device=device)
-        for idx in torch.randperm(n, generator=order).to(device).split(proto.batch_size):
+        for idx in batches(n, proto.batch_size, order, device, objective.drop_last):
             xb = X_dev[idx]
             if proto.augment:
                 xb = augment_batch(xb, order)
             with _autocast(device, precision):
                 logits = model(normalize(xb))
-            loss = soft_cross_entropy(logits.float(), t_dev[idx])
+            loss = loss_fn(logits.float(), t_dev[idx], epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
-        if softmax_mode == "official":
-            probs = predict_proba(model, X_dev, normalize, precision, OFFICIAL_SOFTMAX_BATCH, train_mode=True,
-                                  augment_generator=order if proto.augment else None).cpu()
-        else:
-            probs = predict_proba(model, X_dev, normalize, precision).cpu()
-        test_pred = predict_proba(model, X_test, normalize, precision).argmax(1).cpu() if X_test is not None else None
-        ratio = None
-        if csr is not None and (epoch + 1) % csr[1] == 0:
-            ratio = critical_sample_ratio(model, X_dev[csr[0].to(device)], dataset=dataset, radius=csr[2], seed=seed)
-        bar.set_postfix(record.add(loss_sum.item() / n, probs, test_pred, ratio))
+        official = (order if proto.augment else True) if softmax_mode == "official" else None
+        bar.set_postfix(record_epoch(record, model, epoch, loss_sum.item() / n, X_dev, normalize, precision=precision,
+                                     n_classes=n_classes, X_test=X_test, X_val=X_val, official=official, csr=csr,
+                                     dataset=dataset, seed=seed))
     bar.close()
     state = {k: v.cpu() for k, v in model.state_dict().items()} if keep_model else None
     return record.result(state, precision, device, time.perf_counter() - start_time)

@@ -1,0 +1,148 @@
+"""Training objectives of the baselines (Table 1-3), as small specs the engine turns into a loss.
+
+An ``Objective`` is a frozen dataclass (its fields enter the cache key of a run); ``make`` returns
+the loss of one run, ``loss(logits, targets, epoch)``, possibly with state (DAC's alpha schedule).
+``extra_outputs`` widens the network's last layer (DAC's abstention class); predictions and the
+recorded softmax always use the first ``n_classes`` outputs. ``drop_last`` skips a final
+incomplete batch (DMI's determinant needs every class in the batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against hard labels, or Algorithm 2's -sum_k S_k log f_k against soft labels."""
+    if targets.dim() == 1:
+        return F.cross_entropy(logits, targets)
+    return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Cross-entropy (the default of the engine)."""
+
+    extra_outputs = 0
+    drop_last = False
+
+    def make(self, n_classes: int, n_epochs: int):
+        return lambda logits, targets, epoch: soft_cross_entropy(logits, targets)
+
+    def config(self) -> dict:
+        return {"name": type(self).__name__, **dataclasses.asdict(self)}
+
+
+def forward_loss(logits: torch.Tensor, y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """Forward correction (Patrini et al. 2017): -log (T^T f(x))_y, the cross-entropy of the noisy
+    label under the clean softmax pushed through T (T[i, j] = P(noisy j | clean i)), computed as
+    a log-sum-exp of log f_i + log T[i, y]."""
+    return -torch.logsumexp(F.log_softmax(logits, 1) + T[:, y].T.log(), 1).mean()
+
+
+@dataclass(frozen=True)
+class Forward(Objective):
+    """Forward-corrected cross-entropy with a fixed transition matrix ``T`` (rows: clean class)."""
+
+    T: tuple[tuple[float, ...], ...] = ()
+
+    def make(self, n_classes, n_epochs):
+        T = torch.tensor(self.T, dtype=torch.float32)
+        if T.shape != (n_classes, n_classes):
+            raise ValueError(f"Forward: T must be {n_classes} x {n_classes}, got {tuple(T.shape)}")
+        return lambda logits, y, epoch: forward_loss(logits, y, T.to(logits.device))
+
+
+def gce_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
+    """Generalized cross-entropy L_q = (1 - f_y(x)^q) / q (Zhang and Sabuncu 2018, Eq. 6); CE as q -> 0,
+    MAE (up to a factor) at q = 1."""
+    log_p = F.log_softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
+    return ((1 - torch.exp(q * log_p)) / q).mean()
+
+
+@dataclass(frozen=True)
+class GCE(Objective):
+    """The L_q loss with ``q`` in (0, 1] (the paper's baseline: q = 0.7)."""
+
+    q: float = 0.7
+
+    def __post_init__(self):
+        if not 0 < self.q <= 1:
+            raise ValueError(f"GCE: q={self.q!r} must be in (0, 1]")
+
+    def make(self, n_classes, n_epochs):
+        return lambda logits, y, epoch: gce_loss(logits, y, self.q)
+
+
+def dmi_loss(logits: torch.Tensor, y: torch.Tensor, n_classes: int, official: bool = True) -> torch.Tensor:
+    """L_DMI = -log |det U|, U = O^T Y / N the empirical joint distribution of prediction and noisy
+    label on the batch (Xu et al. 2019, Eq. 2). ``official`` (default): the authors' code,
+    -log(|det(O^T Y)| + 0.001), unnormalised and with an offset. Both have the same gradient while
+    |det| >> 0.001; the offset keeps the loss finite on a batch that misses a class (det U = 0,
+    which at batch size 64 and 10 classes is about one batch in 80), where the formula itself is +inf."""
+    joint = F.softmax(logits.float(), 1).T @ F.one_hot(y, n_classes).float()
+    if official:
+        return -torch.log(torch.det(joint).abs() + 0.001)
+    return -torch.linalg.slogdet(joint / len(y)).logabsdet
+
+
+@dataclass(frozen=True)
+class DMI(Objective):
+    """The DMI loss; a final incomplete batch is skipped, as in the authors' code."""
+
+    official: bool = True
+    drop_last = True
+
+    def make(self, n_classes, n_epochs):
+        return lambda logits, y, epoch: dmi_loss(logits, y, n_classes, self.official)
+
+
+@dataclass(frozen=True)
+class DAC(Objective):
+    """Deep abstaining classifier (Thulasidasan et al. 2019): k + 1 outputs, the last one abstains.
+
+    For the first ``warmup_epochs`` epochs: plain cross-entropy over the k + 1 outputs, while an
+    exponential moving average (``ewma_mu``) of alpha_thresh = mean((1 - p_abstain) * H(y, f_1..k))
+    is tracked per batch. Then alpha starts at alpha_thresh / ``alpha_init_factor`` and rises
+    linearly, once per epoch, to ``alpha_final`` at the last epoch, with the loss
+    (1 - p_abstain) * H(y, f_1..k) - alpha * log(1 - p_abstain), H the cross-entropy over the k real
+    classes. As in the authors' ``dac_loss``; ``warmup_epochs=None`` uses a tenth of the epochs.
+    """
+
+    warmup_epochs: int | None = None
+    alpha_final: float = 1.0
+    alpha_init_factor: float = 64.0
+    ewma_mu: float = 0.05
+    extra_outputs = 1
+
+    def make(self, n_classes, n_epochs):
+        warmup = max(1, n_epochs // 10) if self.warmup_epochs is None else self.warmup_epochs
+        if warmup < 0 or warmup >= n_epochs:
+            raise ValueError(f"DAC: warmup_epochs={warmup} must be in [0, n_epochs={n_epochs})")
+        return _DACLoss(self, n_classes, n_epochs, warmup)
+
+
+class _DACLoss:
+    def __init__(self, spec: DAC, n_classes: int, n_epochs: int, warmup: int):
+        self.spec, self.k, self.n_epochs, self.warmup = spec, n_classes, n_epochs, warmup
+        self.thresh_ewma = self.alpha = self.alpha_inc = self.alpha_epoch = None
+
+    def __call__(self, logits, y, epoch):
+        p_abstain = F.softmax(logits, 1)[:, self.k].clamp(max=1 - 1e-7)
+        h_c = F.cross_entropy(logits[:, :self.k], y, reduction="none")
+        thresh = ((1 - p_abstain) * h_c).mean().detach()
+        mu = self.spec.ewma_mu
+        self.thresh_ewma = thresh if self.thresh_ewma is None else mu * thresh + (1 - mu) * self.thresh_ewma
+        if epoch < self.warmup:
+            return F.cross_entropy(logits, y)
+        if self.alpha is None:
+            self.alpha = self.thresh_ewma / self.spec.alpha_init_factor
+            self.alpha_inc = (self.spec.alpha_final - self.alpha) / (self.n_epochs - epoch)
+            self.alpha_epoch = epoch
+        elif epoch > self.alpha_epoch:
+            self.alpha, self.alpha_epoch = self.alpha + self.alpha_inc, epoch
+        return ((1 - p_abstain) * h_c - self.alpha * torch.log1p(-p_abstain)).mean()

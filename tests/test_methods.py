@@ -1,0 +1,174 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from idnhelpers import losses, methods
+from idnhelpers.coteaching import keep_rate, small_loss_exchange
+from idnhelpers.data import load_dataset
+from idnhelpers.noise import symmetric_noise
+from idnhelpers.stats import anchor_transition_matrix
+from idnhelpers.train import Normalizer, init_model, protocol
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_dataset("digits")
+    Xt, yt = load_dataset("digits", train=False)
+    return X, symmetric_noise(y, 0.3, 10, seed=0), y, Xt, yt
+
+
+def engine(digits, **kw):
+    X, y_noisy, y, Xt, yt = digits
+    return dict(dataset="digits", seed=0, y_true=y, X_test=Xt, y_test=yt, X_val=Xt[:100], y_val=yt[:100], **kw)
+
+
+def logits_of(state, X, n_outputs, proto):
+    model = init_model(proto, n_outputs, 0, state).eval()
+    with torch.no_grad():
+        return model(Normalizer("digits", torch.device("cpu"))(X)).float()
+
+
+ONE_EPOCH = protocol("digits", n_epochs=1)
+
+
+@pytest.mark.parametrize("name, objective, options, min_acc", [
+    ("ce", losses.Objective(), {}, 0.5),
+    ("gce", losses.GCE(0.7), {}, 0.25),  # bounded, so slow to start, as GCE is known to be
+    ("dac", losses.DAC(warmup_epochs=0), {"warmup_epochs": 0}, 0.25),
+])
+def test_loss_methods_lower_their_own_loss_in_one_epoch(digits, name, objective, options, min_acc):
+    X, y_noisy = digits[:2]
+    r = methods.run_method(name, X, y_noisy, ONE_EPOCH, **engine(digits), **options)
+    n_out = 10 + objective.extra_outputs
+    before = objective.make(10, 1)(logits_of(init_model(ONE_EPOCH, n_out, 0).state_dict(), X, n_out, ONE_EPOCH), y_noisy, 0)
+    after = objective.make(10, 1)(logits_of(r["state_dict"], X, n_out, ONE_EPOCH), y_noisy, 0)
+    assert after < before - 0.02
+    assert r["history"]["test_acc"][-1] > min_acc  # chance is 0.1
+
+
+def test_forward_estimates_T_and_lowers_the_forward_loss(digits):
+    X, y_noisy = digits[:2]
+    r = methods.forward(X, y_noisy, ONE_EPOCH, **engine(digits))
+    T = r["T"]
+    assert T.shape == (10, 10) and torch.allclose(T.sum(1), torch.ones(10), atol=1e-4)
+    loss = losses.Forward(tuple(map(tuple, T.tolist()))).make(10, 1)
+    before = loss(logits_of(init_model(ONE_EPOCH, 10, 0).state_dict(), X, 10, ONE_EPOCH), y_noisy, 0)
+    assert loss(logits_of(r["state_dict"], X, 10, ONE_EPOCH), y_noisy, 0) < before - 0.05
+
+
+def test_dmi_starts_from_ce_and_raises_the_determinant(digits):
+    X, y_noisy = digits[:2]
+    ce = methods.ce(X, y_noisy, ONE_EPOCH, **engine(digits))
+    r = methods.dmi(X, y_noisy, ONE_EPOCH, lr=0.01, **engine(digits))
+    loss = lambda state: losses.dmi_loss(logits_of(state, X, 10, ONE_EPOCH), y_noisy, 10, official=False)
+    assert loss(r["state_dict"]) < loss(ce["state_dict"]) - 0.1
+    # with the authors' tiny learning rate the CE weights barely move
+    tiny = methods.dmi(X, y_noisy, ONE_EPOCH, **engine(digits))
+    assert abs(float(loss(tiny["state_dict"]) - loss(ce["state_dict"]))) < 0.05
+
+
+def test_coteaching_lowers_cross_entropy_of_both_networks(digits):
+    X, y_noisy = digits[:2]
+    proto = protocol("digits", n_epochs=2)
+    r = methods.run_method("coteaching", X, y_noisy, proto, noise_rate=0.3, **engine(digits))
+    before = F.cross_entropy(logits_of(init_model(proto, 10, 0).state_dict(), X, 10, proto), y_noisy)
+    assert F.cross_entropy(logits_of(r["state_dict"], X, 10, proto), y_noisy) < 0.8 * before
+    assert r["history"]["test_acc"][-1] > 0.5
+
+
+@pytest.mark.parametrize("name", ["seal", "seal_dmi"])
+def test_seal_methods_fit_the_previous_average_softmax(digits, name):
+    X, y_noisy = digits[:2]
+    r = methods.run_method(name, X, y_noisy, ONE_EPOCH, n_iterations=1, **engine(digits))
+    assert len(r["iterations"]) == 2 and r["history"]["test_acc"][-1] > 0.5
+    prev = (methods.ce if name == "seal" else methods.dmi)(X, y_noisy, ONE_EPOCH, **engine(digits))["S"]
+    soft = lambda state: losses.soft_cross_entropy(logits_of(state, X, 10, ONE_EPOCH), prev)
+    assert soft(r["state_dict"]) < soft(init_model(ONE_EPOCH, 10, 0).state_dict()) - 0.05
+
+
+def test_forward_loss_is_cross_entropy_when_T_is_identity():
+    logits, y = torch.randn(32, 10), torch.randint(0, 10, (32,))
+    assert torch.allclose(losses.forward_loss(logits, y, torch.eye(10)), F.cross_entropy(logits, y), atol=1e-6)
+    T = torch.full((10, 10), 0.1)  # all information destroyed: the loss no longer depends on the logits
+    assert torch.allclose(losses.forward_loss(logits, y, T), torch.tensor(math.log(10)), atol=1e-5)
+
+
+def test_gce_tends_to_cross_entropy_as_q_goes_to_zero():
+    logits, y = torch.randn(64, 10) * 3, torch.randint(0, 10, (64,))
+    ce = F.cross_entropy(logits, y)
+    gaps = [abs(float(losses.gce_loss(logits, y, q) - ce)) for q in (0.1, 0.01, 1e-4)]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-2
+    p_y = F.softmax(logits, 1)[torch.arange(64), y]
+    assert torch.allclose(losses.gce_loss(logits, y, 1.0), (1 - p_y).mean())  # q = 1: MAE / 2
+    with pytest.raises(ValueError, match="q=0"):
+        losses.GCE(0.0)
+
+
+def test_dmi_loss_is_finite_with_every_class_and_matches_the_official_form():
+    torch.manual_seed(0)
+    y = torch.arange(64) % 10
+    logits = 3 * F.one_hot(y, 10) + torch.randn(64, 10)  # a network that has learnt something: det >> 0.001
+    paper, official = losses.dmi_loss(logits, y, 10, official=False), losses.dmi_loss(logits, y, 10)
+    assert math.isfinite(paper) and math.isfinite(official)
+    # -log|det(O^T Y / N)| = -log|det(O^T Y)| + c log N, up to the official offset of 0.001
+    assert float(paper) == pytest.approx(float(official) + 10 * math.log(64), abs=1e-3)
+    missing = torch.where(y == 9, 0, y)  # a class absent from the batch: det = 0
+    assert math.isinf(losses.dmi_loss(logits, missing, 10, official=False)) and math.isfinite(
+        losses.dmi_loss(logits, missing, 10))
+
+
+def test_dac_warm_up_then_ramps_alpha():
+    loss = losses.DAC(warmup_epochs=2, alpha_final=1.0).make(10, 5)
+    logits, y = torch.randn(32, 11), torch.randint(0, 10, (32,))
+    assert torch.allclose(loss(logits, y, 0), F.cross_entropy(logits, y))  # warm-up: CE over k + 1 outputs
+    loss(logits, y, 2)
+    alpha_start = float(loss.alpha)
+    assert alpha_start == pytest.approx(float(loss.thresh_ewma) / 64)
+    loss(logits, y, 3), loss(logits, y, 4)
+    assert float(loss.alpha) == pytest.approx(alpha_start + 2 * (1 - alpha_start) / 3)  # reaches 1 after the last epoch
+    with pytest.raises(ValueError, match="warmup_epochs=5"):
+        losses.DAC(warmup_epochs=5).make(10, 5)
+
+
+def test_coteaching_keep_rate_schedule_and_exchange():
+    assert [keep_rate(t, 0.4) for t in (0, 5, 10, 30)] == pytest.approx([1.0, 0.8, 0.6, 0.6])
+    assert keep_rate(2, 0.2, t_k=4) == pytest.approx(0.9)
+    logits1, logits2 = torch.zeros(4, 3), torch.zeros(4, 3)
+    logits1[[0, 1], 0] = 5.0  # network 1 fits instances 0 and 1
+    logits2[[2, 3], 0] = 5.0
+    loss1, loss2 = small_loss_exchange(logits1, logits2, torch.zeros(4, dtype=torch.long), 2)
+    # network 1 learns from network 2's small-loss pair (2, 3), where network 1 is still uncertain
+    assert float(loss1) == pytest.approx(math.log(3)) and float(loss2) == pytest.approx(math.log(3))
+
+
+def test_anchor_estimator_recovers_T_from_exact_posteriors():
+    T = torch.tensor([[0.8, 0.2, 0.0], [0.1, 0.7, 0.2], [0.0, 0.3, 0.7]])
+    clean = torch.eye(3).repeat_interleave(50, 0)  # anchors: instances certainly of one class
+    mixed = torch.softmax(torch.randn(200, 3, generator=torch.Generator().manual_seed(0)), 1)
+    probs = torch.cat([clean, mixed]) @ T
+    assert torch.allclose(anchor_transition_matrix(probs, None), T, atol=1e-6)
+    assert torch.allclose(anchor_transition_matrix(probs, 97.0), T, atol=0.1)
+    with pytest.raises(ValueError, match="percentile"):
+        anchor_transition_matrix(probs, 150)
+
+
+def test_methods_by_name_and_clear_errors(digits):
+    assert sorted(methods.METHODS) == sorted(["ce", "forward", "coteaching", "gce", "dac", "dmi", "seal", "seal_dmi"])
+    with pytest.raises(ValueError, match="choose one of .*coteaching.*seal_dmi"):
+        methods.get_method("mixup")
+    X, y_noisy = digits[:2]
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['qq'\]; allowed: \['q'\]"):
+        methods.run_method("gce", X, y_noisy, ONE_EPOCH, qq=0.5, **engine(digits))
+    with pytest.raises(ValueError, match="needs noise_rate"):
+        methods.run_method("coteaching", X, y_noisy, ONE_EPOCH, **engine(digits))
+    with pytest.raises(ValueError, match="forget_rate=1.5"):
+        methods.run_method("coteaching", X, y_noisy, ONE_EPOCH, noise_rate=1.5, **engine(digits))
+
+
+def test_summarize_reads_last_best_and_validation_selected_epochs():
+    history = {"test_acc": [0.5, 0.9, 0.7], "val_acc": [0.6, 0.5, 0.8]}
+    assert methods.summarize({"history": history}) == dict(last=70.0, best=90.0, best_epoch=2, val_selected=70.0,
+                                                           val_epoch=3)
+    assert math.isnan(methods.summarize({"history": {"test_acc": [0.5]}})["val_selected"])
