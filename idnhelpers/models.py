@@ -89,7 +89,12 @@ def resnet50(n_classes: int = 14, weights_path: str | Path | None = None) -> nn.
     return model
 
 
-MODELS = {"mnist_cnn": MnistCNN, "mlp": MLP, "wrn28_10": WideResNet, "resnet50": resnet50}
+def wrn16_2(n_classes: int = 10) -> nn.Module:
+    """WRN-16-2: a small Wide ResNet (0.7M weights) for quick CIFAR-10 trials and tests."""
+    return WideResNet(depth=16, widen=2, n_classes=n_classes)
+
+
+MODELS = {"mnist_cnn": MnistCNN, "mlp": MLP, "wrn28_10": WideResNet, "wrn16_2": wrn16_2, "resnet50": resnet50}
 
 
 def build_model(name: str, n_classes: int = 10, **kwargs) -> nn.Module:
