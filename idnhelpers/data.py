@@ -220,13 +220,14 @@ def load_clothing1m_labels(root: str | Path | None = None):
     return read_kv(paths[0]), read_kv(paths[1])
 
 
-def subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0):
-    """A stratification-free random subset of ``n`` rows (all rows if ``n`` is None), with its indices."""
+def subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0, name: str = "n_train"):
+    """A stratification-free random subset of ``n`` rows (all rows if ``n`` is None), with its indices;
+    ``name`` is the parameter an error message names."""
     if n is None or n >= len(y):
         idx = torch.arange(len(y))
     else:
         if n < 1:
-            raise ValueError(f"n_train={n} must be a positive integer or None (all {len(y)} rows)")
+            raise ValueError(f"{name}={n} must be a positive integer or None (all {len(y)} rows)")
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     return X[idx], y[idx], idx
 

@@ -43,6 +43,8 @@ def forward(X, y_noisy, proto, *, anchor_percentile: float | None = 97.0, **engi
     training set by the anchor-point estimator (``stats.anchor_transition_matrix``; the authors'
     97th percentile, ``None`` for the plain argmax), then a fresh network trained with the
     forward-corrected loss. The result carries ``T``."""
+    if anchor_percentile is not None and not 0 < anchor_percentile <= 100:
+        raise ValueError(f"anchor_percentile={anchor_percentile!r} must be in (0, 100], or None for the argmax")
     probs = final_softmax(ce(X, y_noisy, proto, **engine), proto, X, **engine)
     T = anchor_transition_matrix(probs, anchor_percentile)
     result = train(X, y_noisy, proto, objective=Forward(tuple(map(tuple, T.tolist()))), desc="Forward", **engine)
@@ -72,6 +74,8 @@ def dmi(X, y_noisy, proto, *, lr: float = 1e-6, momentum: float = 0.9, weight_de
     SGD lr 1e-6, momentum 0.9, weight decay 1e-4). ``official_loss``: see ``losses.dmi_loss``."""
     if lr <= 0:
         raise ValueError(f"lr={lr!r} must be positive")
+    if n_epochs is not None and (int(n_epochs) != n_epochs or n_epochs < 1):
+        raise ValueError(f"n_epochs={n_epochs!r} must be a positive integer, or None for the protocol's")
     base = ce(X, y_noisy, proto, **engine)
     stage = dataclasses.replace(proto, lr=lr, momentum=momentum, weight_decay=weight_decay, milestones=(),
                                 n_epochs=n_epochs or proto.n_epochs)

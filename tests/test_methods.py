@@ -163,6 +163,10 @@ def test_methods_by_name_and_clear_errors(digits):
         methods.run_method("gce", X, y_noisy, ONE_EPOCH, qq=0.5, **engine(digits))
     with pytest.raises(ValueError, match="needs noise_rate"):
         methods.run_method("coteaching", X, y_noisy, ONE_EPOCH, **engine(digits))
+    with pytest.raises(ValueError, match="anchor_percentile=0"):
+        methods.run_method("forward", X, y_noisy, ONE_EPOCH, anchor_percentile=0, **engine(digits))
+    with pytest.raises(ValueError, match="n_epochs=-1"):
+        methods.run_method("dmi", X, y_noisy, ONE_EPOCH, n_epochs=-1, **engine(digits))
     with pytest.raises(ValueError, match="forget_rate=1.5"):
         methods.run_method("coteaching", X, y_noisy, ONE_EPOCH, noise_rate=1.5, **engine(digits))
 
