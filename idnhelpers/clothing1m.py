@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm import tqdm
 
+from .coteaching import keep_rate, small_loss_exchange
 from .data import default_root
 from .losses import DAC, DMI, GCE, Forward, Objective
 from .methods import LABELS
@@ -38,7 +39,8 @@ N_CLASSES = 14
 FILES = ("noisy_label_kv.txt", "clean_label_kv.txt", "noisy_train_key_list.txt", "clean_val_key_list.txt",
          "clean_test_key_list.txt")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-METHODS = ("ce", "forward", "gce", "dac", "dmi", "seal", "seal_dmi")  # Co-teaching: not on this pipeline yet
+METHODS = ("ce", "forward", "coteaching", "gce", "dac", "dmi", "seal", "seal_dmi")
+NOISE_RATE = 0.3846  # overall label noise of Clothing1M (61.54% correct, Xiao et al. 2015): Co-teaching's tau
 
 
 @dataclass(frozen=True)
@@ -128,17 +130,20 @@ def predict(model, data: DataLoader, device, precision) -> torch.Tensor:
     return torch.cat(out)
 
 
-def fit(model, splits, targets, proto, *, objective=Objective(), dmi=False, record=False, seed=0, device=None,
-        precision="fp32", workers=4, desc="Clothing1M") -> dict:
+def fit(model, splits, targets, proto, *, objective=Objective(), dmi=False, record=False, peer=None,
+        forget_rate=None, seed=0, device=None, precision="fp32", workers=4, desc="Clothing1M") -> dict:
     """Train ``model`` on the training split against ``targets`` (hard or soft), keep the weights
     of the epoch with the best clean-validation accuracy; returns ``best_state``, ``best_epoch``,
     ``test_acc`` (of the best model), ``history`` and, if ``record``, the epoch-averaged softmax
-    ``S`` on the training images (centre crop, eval mode), for SEAL."""
+    ``S`` on the training images (centre crop, eval mode), for SEAL. With a ``peer`` network the
+    two train by Co-teaching (``coteaching.small_loss_exchange``, keep rate from ``forget_rate``);
+    ``model`` is the one evaluated."""
     start = time.perf_counter()
     device = resolve_device(device)
-    model = model.to(device)
+    models = [model.to(device)] + ([peer.to(device)] if peer is not None else [])
     loss_fn = objective.make(N_CLASSES, proto.n_epochs)
-    optimizer = torch.optim.SGD(model.parameters(), lr=proto.lr, momentum=proto.momentum,
+    # one SGD over both networks' weights is two independent SGDs: the update is element-wise
+    optimizer = torch.optim.SGD([p for m in models for p in m.parameters()], lr=proto.lr, momentum=proto.momentum,
                                 weight_decay=proto.weight_decay)
     paths, _ = splits["train"]
     train_data = loader(paths, torch.arange(len(paths)), proto, True, seed, workers)  # labels: row indices
@@ -150,18 +155,25 @@ def fit(model, splits, targets, proto, *, objective=Objective(), dmi=False, reco
     for epoch in tqdm(range(proto.n_epochs), desc=desc, unit="epoch"):
         for group in optimizer.param_groups:
             group["lr"] = proto.lr_at(epoch, dmi)
-        model.train()
+        for m in models:
+            m.train()
         total = 0.0
         for _, x, rows in train_data:
             if objective.drop_last and len(rows) < proto.batch_size and len(paths) > proto.batch_size:
                 continue
             with _autocast(device, precision):
-                logits = model(x.to(device))
-            loss = loss_fn(logits.float(), targets[rows].to(device), epoch)
+                logits = [m(x.to(device)).float() for m in models]
+            if peer is None:
+                loss = loss_fn(logits[0], targets[rows].to(device), epoch)
+                logged = loss
+            else:
+                n_keep = max(1, int(keep_rate(epoch, forget_rate) * len(rows)))
+                losses = small_loss_exchange(*logits, targets[rows].to(device), n_keep)
+                loss, logged = sum(losses), losses[0]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(rows)
+            total += logged.item() * len(rows)
         history["loss"].append(total / len(paths))
         for split in ("val", "test"):
             pred = predict(model, evals[split], device, precision).argmax(1)
@@ -185,12 +197,14 @@ def file_fingerprint(path) -> str:
 
 
 def run_clothing1m(method: str, root, weights_path, proto: Clothing1MProtocol = Clothing1MProtocol(), *, seed=0,
-                   device=None, precision="fp32", workers=4, use_cache=True) -> dict:
+                   device=None, precision="fp32", workers=4, use_cache=True, forget_rate=NOISE_RATE) -> dict:
     """One Table 3 entry: ``method`` (one of ``METHODS``) trained with the paper's Clothing1M
     protocol; returns ``fit``'s dict of the final stage (``test_acc`` of its best-on-validation
     model) plus ``stages``: the test accuracy of every stage (SEAL: CE then each iteration)."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not available on Clothing1M; choose one of {METHODS}")
+    if not 0 <= forget_rate < 1:
+        raise ValueError(f"forget_rate={forget_rate!r} must be in [0, 1) (Co-teaching's tau)")
     if weights_path is None or not Path(weights_path).exists():
         raise FileNotFoundError(f"ImageNet ResNet-50 weights not found at {weights_path!r} (a torchvision "
                                 "resnet50 state_dict file)")
@@ -208,10 +222,16 @@ def run_clothing1m(method: str, root, weights_path, proto: Clothing1MProtocol = 
             config["targets"] = fingerprint(targets)
 
         def compute():
-            model = resnet50(N_CLASSES + kw.get("objective", Objective()).extra_outputs, weights_path)
+            n_out = N_CLASSES + kw.get("objective", Objective()).extra_outputs
+            with torch.random.fork_rng(devices=[]):  # seeded new last layer(s); two differ for Co-teaching
+                torch.manual_seed(seed)
+                model = resnet50(n_out, weights_path)
+                peer = resnet50(n_out, weights_path) if "forget_rate" in kw else None
             if init:
                 model.load_state_dict(init["best_state"])
-            return fit(model, splits, targets, proto, desc=f"Clothing1M {name}", **kw, **common)
+            with torch.random.fork_rng(devices=[]):  # augmentation draws in the main process (workers=0)
+                torch.manual_seed(seed)
+                return fit(model, splits, targets, proto, peer=peer, desc=f"Clothing1M {name}", **kw, **common)
 
         return {**cached("clothing1m", config, compute, use_cache), "key": str(sorted(config.items()))}
 
@@ -223,6 +243,8 @@ def run_clothing1m(method: str, root, weights_path, proto: Clothing1MProtocol = 
                         resolve_device(device), precision)
         T = anchor_transition_matrix(probs)
         runs = [ce, stage("forward", y_noisy, None, objective=Forward(tuple(map(tuple, T.tolist()))))]
+    elif method == "coteaching":
+        runs = [stage("coteaching", y_noisy, None, forget_rate=forget_rate)]
     elif method in ("gce", "dac"):
         runs = [stage(method, y_noisy, None, objective=GCE() if method == "gce" else DAC())]
     elif method in ("dmi", "seal_dmi"):

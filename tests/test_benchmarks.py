@@ -92,7 +92,7 @@ def test_clothing1m_files(clothing_root, tmp_path):
         clothing1m.load_clothing1m(tmp_path)
 
 
-@pytest.mark.parametrize("method, n_stages", [("seal", 2), ("seal_dmi", 3), ("forward", 2)])
+@pytest.mark.parametrize("method, n_stages", [("seal", 2), ("seal_dmi", 3), ("forward", 2), ("coteaching", 1)])
 def test_clothing1m_pipeline(clothing_root, method, n_stages):
     r = clothing1m.run_clothing1m(method, clothing_root, clothing_root / "resnet50_imagenet.pth", SMALL, workers=0)
     assert len(r["stages"]) == n_stages and all(0 <= a <= 1 for a in r["stages"])
@@ -104,8 +104,14 @@ def test_clothing1m_pipeline(clothing_root, method, n_stages):
 
 def test_clothing1m_table_and_errors(clothing_root):
     weights = clothing_root / "resnet50_imagenet.pth"
-    table = clothing1m.clothing1m_table(["ce", "coteaching"], clothing_root, weights, SMALL, workers=0)
-    assert table["method"].tolist() == ["CE"]  # Co-teaching is not on the Clothing1M pipeline
+    table = clothing1m.clothing1m_table(["ce", "coteaching", "seal"], clothing_root, weights, SMALL, workers=0)
+    assert table["method"].tolist() == ["CE", "Co-teaching", "SEAL"]
+    seal = clothing1m.run_clothing1m("seal", clothing_root, weights, SMALL, workers=0)
+    assert table["ours"].tolist()[2] == pytest.approx(100 * seal["test_acc"])  # cached: the same run
+    again = clothing1m.run_clothing1m("seal", clothing_root, weights, SMALL, workers=0, use_cache=False)
+    assert torch.equal(again["S"], seal["S"])  # seeded: the same run again
+    with pytest.raises(ValueError, match="forget_rate=1.2"):
+        clothing1m.run_clothing1m("coteaching", clothing_root, weights, forget_rate=1.2)
     with pytest.raises(ValueError, match="choose one of"):
         clothing1m.run_clothing1m("mixup", clothing_root, weights)
     with pytest.raises(FileNotFoundError, match="weights"):
