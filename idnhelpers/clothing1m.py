@@ -31,7 +31,7 @@ from .data import default_root
 from .losses import DAC, DMI, GCE, Forward, Objective
 from .methods import LABELS
 from .models import resnet50
-from .runs import cached, fingerprint
+from .runs import cached, config_key, fingerprint
 from .stats import anchor_transition_matrix
 from .train import _autocast, resolve_device
 
@@ -233,24 +233,29 @@ def run_clothing1m(method: str, root, weights_path, proto: Clothing1MProtocol = 
                 torch.manual_seed(seed)
                 return fit(model, splits, targets, proto, peer=peer, desc=f"Clothing1M {name}", **kw, **common)
 
-        return {**cached("clothing1m", config, compute, use_cache), "key": str(sorted(config.items()))}
+        return {**cached("clothing1m", config, compute, use_cache), "key": config_key(config)}
 
-    ce = stage("ce", y_noisy, None, record=True)  # S for SEAL; recorded always, so CE is trained once
-    if method == "forward":
-        model = resnet50(N_CLASSES)
-        model.load_state_dict(ce["best_state"])
-        probs = predict(model.to(resolve_device(device)), loader(*splits["train"], proto, False, workers=workers),
-                        resolve_device(device), precision)
-        T = anchor_transition_matrix(probs)
-        runs = [ce, stage("forward", y_noisy, None, objective=Forward(tuple(map(tuple, T.tolist()))))]
-    elif method == "coteaching":
+    def anchor_T(ce):
+        """Forward's T from the CE model's softmax on the training images (one pass, cached)."""
+        def compute():
+            model = resnet50(N_CLASSES)
+            model.load_state_dict(ce["best_state"])
+            dev = resolve_device(device)
+            probs = predict(model.to(dev), loader(*splits["train"], proto, False, workers=workers), dev, precision)
+            return {"T": anchor_transition_matrix(probs)}
+        return cached("clothing1m", dict(base, stage="forward T", init=ce["key"]), compute, use_cache)["T"]
+
+    if method == "coteaching":
         runs = [stage("coteaching", y_noisy, None, forget_rate=forget_rate)]
     elif method in ("gce", "dac"):
         runs = [stage(method, y_noisy, None, objective=GCE() if method == "gce" else DAC())]
+    else:  # the CE stage comes first; S recorded always (SEAL needs it), so one CE run serves every method
+        runs = [stage("ce", y_noisy, None, record=True)]
+    if method == "forward":
+        T = anchor_T(runs[0])
+        runs.append(stage("forward", y_noisy, None, objective=Forward(tuple(map(tuple, T.tolist())))))
     elif method in ("dmi", "seal_dmi"):
-        runs = [ce, stage("dmi", y_noisy, ce, objective=DMI(), dmi=True, record=method == "seal_dmi")]
-    else:
-        runs = [ce]
+        runs.append(stage("dmi", y_noisy, runs[0], objective=DMI(), dmi=True, record=True))
     if method in ("seal", "seal_dmi"):
         for m in range(1, proto.n_iterations + 1):
             runs.append(stage(f"seal {m}", runs[-1]["S"], runs[-1], record=True))

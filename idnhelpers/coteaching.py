@@ -45,19 +45,20 @@ def coteaching(X, y_noisy, proto, *, forget_rate: float, t_k: int = 10, dataset:
         raise ValueError(f"forget_rate={forget_rate!r} must be in [0, 1) (Co-teaching's tau, usually the noise rate)")
     if int(t_k) != t_k or t_k < 1:
         raise ValueError(f"t_k={t_k!r} must be a positive integer (epochs to reach the full forget rate)")
+    if y_noisy.dim() != 1:
+        raise ValueError("Co-teaching needs hard labels y_noisy (int64, length n)")
     device = resolve_device(device)
     config = run_config(X, y_noisy, proto, dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true,
                         X_test=X_test, y_test=y_test, track=None, precision=precision, softmax_mode="eval",
                         init_state=None, keep_model=keep_model, X_val=X_val, y_val=y_val)
-    if y_noisy.dim() != 1:
-        raise ValueError("Co-teaching needs hard labels y_noisy (int64, length n)")
     config.update(forget_rate=forget_rate, t_k=t_k)
 
     def run():
         start_time = time.perf_counter()
         models = [m.to(device) for m in init_model(proto, n_classes, seed, n_models=2)]
-        optimizers = [torch.optim.SGD(m.parameters(), lr=proto.lr, momentum=proto.momentum,
-                                      weight_decay=proto.weight_decay) for m in models]
+        # one SGD over both networks' weights is two independent SGDs: the update is element-wise
+        optimizer = torch.optim.SGD([p for m in models for p in m.parameters()], lr=proto.lr,
+                                    momentum=proto.momentum, weight_decay=proto.weight_decay)
         order = torch.Generator().manual_seed(seed)
         normalize = Normalizer(dataset, device)
         X_dev, y_dev = X.to(device), y_noisy.to(device)
@@ -65,9 +66,8 @@ def coteaching(X, y_noisy, proto, *, forget_rate: float, t_k: int = 10, dataset:
         bar = tqdm(range(proto.n_epochs), desc=desc or f"Co-teaching seed {seed}", unit="epoch")
         for epoch in bar:
             rate = keep_rate(epoch, forget_rate, t_k)
-            for opt in optimizers:
-                for group in opt.param_groups:
-                    group["lr"] = proto.lr_at(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = proto.lr_at(epoch)
             for m in models:
                 m.train()
             loss_sum = torch.zeros((), device=device)
@@ -79,11 +79,9 @@ def coteaching(X, y_noisy, proto, *, forget_rate: float, t_k: int = 10, dataset:
                 with _autocast(device, precision):
                     logits = [m(xb).float() for m in models]
                 losses = small_loss_exchange(*logits, y_dev[idx], max(1, int(rate * len(idx))))
-                for opt in optimizers:
-                    opt.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)
                 sum(losses).backward()  # loss k depends on network k only
-                for opt in optimizers:
-                    opt.step()
+                optimizer.step()
                 loss_sum += losses[0].detach() * len(idx)
             bar.set_postfix(record_epoch(record, models[0], epoch, loss_sum.item() / len(X), X_dev, normalize,
                                          precision=precision, n_classes=n_classes, X_test=X_test, X_val=X_val))

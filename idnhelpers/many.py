@@ -30,9 +30,10 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
+from .losses import soft_cross_entropy
 from .runs import cached, load_cached
 from .train import (OFFICIAL_SOFTMAX_BATCH, EVAL_BATCH, Normalizer, Recorder, _autocast, _train, augment_batch,
-                    init_model, resolve_device, run_config, soft_cross_entropy, train)
+                    init_model, resolve_device, run_config, train)
 
 BACKENDS = ("auto", "loop", "processes", "vmap")
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .csr import CSR_RADIUS, critical_sample_ratio
 from .data import NORMALIZATION, check_dataset
-from .losses import Objective, soft_cross_entropy
+from .losses import Objective
 from .models import build_model
 from .runs import cached, fingerprint
 
@@ -216,8 +216,8 @@ def train(X: torch.Tensor, targets: torch.Tensor, proto: Protocol, *, dataset: s
                         X_test=X_test, y_test=y_test, track=track, precision=precision, softmax_mode=softmax_mode,
                         init_state=init_state, keep_model=keep_model, csr_subset=csr_subset,
                         csr_every=csr_every, csr_radius=csr_radius, objective=objective, X_val=X_val, y_val=y_val)
-    run = dict(objective=objective or Objective(), X_val=X_val, y_val=y_val, dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true, X_test=X_test, y_test=y_test,
-               track=track, device=device, precision=precision, softmax_mode=softmax_mode,
+    run = dict(dataset=dataset, seed=seed, n_classes=n_classes, y_true=y_true, X_test=X_test, y_test=y_test,
+               X_val=X_val, y_val=y_val, objective=objective or Objective(), track=track, device=device, precision=precision, softmax_mode=softmax_mode,
                init_state=init_state, keep_model=keep_model, desc=desc,
                csr=None if csr_subset is None else (csr_subset, csr_every, csr_radius))
     return cached("train", config, lambda: _train(X, targets, proto, **run), use_cache)
@@ -292,12 +292,13 @@ def batches(n, batch_size, generator, device, drop_last=False):
 
 
 def record_epoch(record, model, epoch, loss, X_dev, normalize, *, precision, n_classes, X_test=None, X_val=None,
-                 official=None, csr=None, dataset=None, seed=0):
-    """End of an epoch: softmax on the training set (eval mode, or the official code's way when
-    ``official`` is its augmentation generator or True), test and validation predictions, CSR."""
-    if official is not None:
+                 official=False, augment_generator=None, csr=None, dataset=None, seed=0):
+    """End of an epoch: softmax on the training set (eval mode, or with ``official`` the official
+    code's way: train mode, inputs augmented by ``augment_generator`` if given), test and
+    validation predictions, CSR."""
+    if official:
         probs = predict_proba(model, X_dev, normalize, precision, OFFICIAL_SOFTMAX_BATCH, train_mode=True,
-                              augment_generator=official if official is not True else None, n_classes=n_classes)
+                              augment_generator=augment_generator, n_classes=n_classes)
     else:
         probs = predict_proba(model, X_dev, normalize, precision, n_classes=n_classes)
     preds = [predict_proba(model, Z, normalize, precision, n_classes=n_classes).argmax(1).cpu()
@@ -338,9 +339,10 @@ def _train(X, targets, proto, *, dataset, seed, n_classes, y_true, X_test, y_tes
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
-        official = (order if proto.augment else True) if softmax_mode == "official" else None
         bar.set_postfix(record_epoch(record, model, epoch, loss_sum.item() / n, X_dev, normalize, precision=precision,
-                                     n_classes=n_classes, X_test=X_test, X_val=X_val, official=official, csr=csr,
+                                     n_classes=n_classes, X_test=X_test, X_val=X_val,
+                                     official=softmax_mode == "official",
+                                     augment_generator=order if proto.augment else None, csr=csr,
                                      dataset=dataset, seed=seed))
     bar.close()
     state = {k: v.cpu() for k, v in model.state_dict().items()} if keep_model else None

@@ -120,18 +120,23 @@ def cell(values):
 
 
 def column(key):
-    return {(LABELS[name], f"{rate:.0%}"): [results[(rate, s, name)][key] for s in seeds]
-            for name in methods for rate in noise_rates}
+    """``{(method, rate): [value per seed]}`` of one ``summarize`` field."""
+    return {(name, rate): [results[(rate, s, name)][key] for s in seeds] for name in methods for rate in noise_rates}
+
+
+def mean_last(name, rate):
+    return float(np.mean(last[(name, rate)]))
 
 
 last = column("last")
 table = {}
-for (method, rate_label), values in last.items():
-    name = next(k for k, v in LABELS.items() if v == method)
-    paper = paper_results.paper_value(dataset, name, float(rate_label.rstrip("%")) / 100)
-    table.setdefault(method, {})[(rate_label, "ours")] = cell(values)
-    table[method][(rate_label, "paper")] = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "—"
-    table[method][(rate_label, "Δ")] = f"{np.mean(values) - paper[0]:+.2f}" if paper else "—"
+for name in methods:
+    row = table[LABELS[name]] = {}
+    for rate in noise_rates:
+        paper = paper_results.paper_value(dataset, name, rate)
+        row[(f"{rate:.0%}", "ours")] = cell(last[(name, rate)])
+        row[(f"{rate:.0%}", "paper")] = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "—"
+        row[(f"{rate:.0%}", "Δ")] = f"{mean_last(name, rate) - paper[0]:+.2f}" if paper else "—"
 table = pd.DataFrame(table).T
 table.columns = pd.MultiIndex.from_tuples(table.columns, names=["noise rate", ""])
 table
@@ -140,8 +145,8 @@ table
 fig, ax = plt.subplots(figsize=(7, 4))
 for i, name in enumerate(methods):
     color = f"C{i}"
-    mean = [np.mean(last[(LABELS[name], f"{r:.0%}")]) for r in noise_rates]
-    std = [np.std(last[(LABELS[name], f"{r:.0%}")]) for r in noise_rates]
+    mean = [mean_last(name, r) for r in noise_rates]
+    std = [np.std(last[(name, r)]) for r in noise_rates]
     ax.errorbar([100 * r for r in noise_rates], mean, yerr=std, color=color, marker="o", capsize=3, label=LABELS[name])
     paper = [paper_results.paper_value(dataset, name, r) for r in noise_rates]
     if all(paper):
@@ -161,7 +166,7 @@ fig.tight_layout()
 
 # %%
 best, selected = column("best"), column("val_selected")
-extra = pd.DataFrame({(f"{r:.0%}", kind): {LABELS[n]: cell(values[(LABELS[n], f"{r:.0%}")]) for n in methods}
+extra = pd.DataFrame({(f"{r:.0%}", kind): {LABELS[n]: cell(values[(n, r)]) for n in methods}
                       for r in noise_rates for kind, values in (("last", last), ("best", best),
                                                                  ("val.-selected", selected))})
 extra.columns.names = ["noise rate", "epoch"]
@@ -174,10 +179,6 @@ extra
 # ## The paper's claims, checked on this run
 
 # %%
-def mean_last(name, rate):
-    return float(np.mean(last[(LABELS[name], f"{rate:.0%}")]))
-
-
 claims = []
 if {"seal", "ce"} <= set(methods):
     gains = [mean_last("seal", r) - mean_last("ce", r) for r in noise_rates]
@@ -201,7 +202,7 @@ pd.DataFrame(claims, columns=["claim", "holds here", "evidence (accuracy points)
 # %%
 if "ce" in methods:
     for r in noise_rates:
-        gap = np.mean(best[("CE", f"{r:.0%}")]) - mean_last("ce", r)
+        gap = np.mean(best[("ce", r)]) - mean_last("ce", r)
         print(f"{r:.0%}: CE best epoch - last epoch = {gap:.2f} points"
               + (" (little memorised: expect the methods to tie)" if gap < 3 else ""))
 
