@@ -21,7 +21,7 @@ bench: data  # the paper's MNIST protocol, official-code style vs the engine (se
 	$(PY) -m idnhelpers.bench --epochs 3 --n-train 10000 --runs 2 --precision bf16
 
 data: $(STAMP)
-	$(PY) -m idnhelpers.data mnist
+	$(PY) -m idnhelpers.datasets mnist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -2,18 +2,32 @@
 
 Where each part of the paper lives:
 
-- ``data``       data sets offline as uint8 tensors (MNIST, Fashion-MNIST, CIFAR-10, digits)
-- ``models``     the paper's networks (Appendix A)
-- ``train``      the training engine: Appendix A protocols, epoch-averaged softmax (Eq. 3)
-- ``many``       many independent runs in one call (vmap / processes / loop), same results and cache
-- ``noise``      IDN generation (Algorithm 1, Eq. 3) and exact-rate CCN (Definition 1)
-- ``published``  the authors' published IDN labels and the ``label,label_noisy`` CSV format
-- ``stats``      transition matrices and the CCN hypothesis test (Section 2, Theorem 1)
-- ``csr``        critical sample ratio (Section 3.2, Eq. 4) by Langevin adversarial sample search
-- ``seal``       SEAL (Algorithm 2) and its label-correction analysis (Eq. 9-10)
-- ``plots``      the figures of the book
-- ``runs``       train-or-load cache
-- ``bench``, ``check_bf16``  speed benchmark against the official code's loop; bf16 vs fp32
+- ``stats``        Section 2, Theorem 1 (CCN hypothesis test); transition matrices; Eq. 9-10
+- ``noise``        Section 3.1: Algorithm 1's selection (Eq. 3); exact-rate CCN (Definition 1)
+- ``experiments``  Algorithm 1 end to end, IDN label sets, Theorem 1's CCN experiment
+- ``csr``          Section 3.2, Eq. 4: critical sample ratio (Langevin adversarial sample search)
+- ``methods``      Section 4: SEAL (Algorithm 2) and the baselines of Tables 1-3, a registry
+- ``losses``       the objectives: cross-entropy / L_SEAL, Forward, GCE, DAC, DMI
+- ``clothing1m``   Table 3: Clothing1M's files and images streamed from disk
+- ``published``    the authors' published IDN labels and the ``label,label_noisy`` CSV format
+- ``datasets``     Appendix A's data sets and protocols, a registry; ``protocol``: its dataclass
+- ``models``       Appendix A's networks
+
+How a run flows through the engine:
+
+1. A ``runs.Run`` describes one training run as a value (data, targets, protocol, objective,
+   step, seed, precision, what to record, starting weights); it is checked when built and
+   ``run.key()`` hashes everything that changes its result.
+2. ``engine.train(run)`` / ``engine.train_many(runs, backend=...)`` load each run's result from
+   ``cache`` (safe format, checksummed, locked per key) or train it: ``engine.fit`` is the one
+   epoch loop, with a step from ``steps`` (one network, Co-teaching's peers; one run's modules or
+   K runs stacked with ``torch.func``) and batches from ``sources`` (device-resident tensors) or
+   ``clothing1m`` (images streamed from disk).
+3. The result is a ``runs.RunResult`` (averaged softmax ``S``, history, snapshots, weights, ...);
+   a method (``methods``) chains runs into stages and returns a ``runs.MethodResult``.
+
+``checks`` holds the input checks every module shares; ``plots`` and ``paper_results`` serve the
+book; ``bench`` and ``check_bf16`` measure speed and the bf16 mode.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

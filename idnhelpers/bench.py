@@ -7,7 +7,7 @@ The reference follows the official ``train_mnist.py``: a torchvision-style data 
 a PIL image and applies ``ToTensor`` + ``Normalize`` per sample, a shuffling ``DataLoader`` of
 batch 64, the CNN in NCHW fp32 with log-softmax + NLL, a test pass and a separate softmax pass
 over the training set (batch 1000) after every epoch. The engine runs the same protocol
-(``idnhelpers.many.train_many``: several runs at once). Both print seconds per epoch (wall time
+(``idnhelpers.engine.train_many``: several runs at once). Both print seconds per epoch (wall time
 divided by epochs x runs) and final accuracies, so a speed-up is never
 bought with a different result; the last line is ``speedup: X.XX`` (reference / engine time).
 """
@@ -24,10 +24,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from .data import NORMALIZATION, load_dataset, subset
+from .datasets import get_dataset, load_dataset, protocol, subset
+from .engine import BACKENDS, resolve_device, train_many
 from .models import MnistCNN
-from .many import BACKENDS, train_many
-from .train import PRECISIONS, protocol, resolve_device
+from .runs import PRECISIONS, make_run
 
 
 class _PerSampleMNIST(Dataset):
@@ -35,8 +35,8 @@ class _PerSampleMNIST(Dataset):
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor):
         self.X, self.y = X[:, 0].numpy(), y.numpy()
-        mean, std = NORMALIZATION["mnist"]
-        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+        spec = get_dataset("mnist")
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
 
     def __len__(self):
         return len(self.y)
@@ -73,13 +73,14 @@ def reference_run(X, y, X_test, y_test, n_epochs: int, seed: int, device: torch.
 
 def engine_runs(X, y, X_test, y_test, n_epochs: int, n_runs: int, device, precision: str, backend: str):
     """``n_runs`` seeds of the same protocol through ``train_many``; returns (wall seconds, results)."""
+    proto = protocol("mnist", n_epochs=n_epochs)
+    runs = [make_run(X, y, proto, dataset="mnist", X_test=X_test, y_test=y_test, seed=s, precision=precision,
+                     keep="none") for s in range(n_runs)]
     start = time.perf_counter()
-    runs = train_many(X, [y] * n_runs, protocol("mnist", n_epochs=n_epochs), seeds=list(range(n_runs)),
-                      dataset="mnist", X_test=X_test, y_test=y_test, device=device, precision=precision,
-                      keep_model=False, use_cache=False, backend=backend)
+    results = train_many(runs, device=device, use_cache=False, backend=backend)
     return time.perf_counter() - start, [
-        dict(test_acc=r["history"]["test_acc"][-1], train_acc=float((r["S"].argmax(1) == y).float().mean()), S=r["S"])
-        for r in runs]
+        dict(test_acc=r.history["test_acc"][-1], train_acc=float((r.S.argmax(1) == y).float().mean()), S=r.S)
+        for r in results]
 
 
 def main(argv=None) -> int:

@@ -15,19 +15,19 @@ import argparse
 
 import torch
 
-from .data import load_dataset, subset
+from .datasets import load_dataset, protocol, subset
+from .methods import run_method
 from .noise import flip_count, idn_ranking, mislabel_scores
 from .published import load_published_idn
-from .seal import correction_metrics, seal
-from .train import protocol
+from .stats import correction_metrics
 
 
 def compare(a: dict, b: dict, y_noisy: torch.Tensor, k: int) -> dict:
     """Differences between two runs' results (same iteration)."""
-    top = [set(idn_ranking(mislabel_scores(r["S"], y_noisy)[0])[:k].tolist()) for r in (a, b)]
-    return dict(test_acc_diff=100 * abs(a["history"]["test_acc"][-1] - b["history"]["test_acc"][-1]),
-                S_mean_abs_diff=float((a["S"] - b["S"]).abs().mean()),
-                argmax_agreement=100 * float((a["S"].argmax(1) == b["S"].argmax(1)).float().mean()),
+    top = [set(idn_ranking(mislabel_scores(r.S, y_noisy)[0])[:k].tolist()) for r in (a, b)]
+    return dict(test_acc_diff=100 * abs(a.history["test_acc"][-1] - b.history["test_acc"][-1]),
+                S_mean_abs_diff=float((a.S - b.S).abs().mean()),
+                argmax_agreement=100 * float((a.S.argmax(1) == b.S.argmax(1)).float().mean()),
                 flagged_overlap=100 * len(top[0] & top[1]) / k)
 
 
@@ -42,16 +42,16 @@ def main(argv=None) -> int:
     X_test, y_test = load_dataset("mnist", train=False)
     y_noisy = load_published_idn("mnist", args.rate)[1][idx]
     proto = protocol("mnist", n_epochs=args.epochs)
-    runs = {(p, s): seal(X, y_noisy, 1, proto, dataset="mnist", seed=s, y_true=y, X_test=X_test, y_test=y_test,
-                         device=args.device, precision=p, keep_model=False)
+    runs = {(p, s): run_method("seal", X, y_noisy, proto, n_iterations=1, dataset="mnist", seed=s, y_true=y,
+                               X_test=X_test, y_test=y_test, device=args.device, precision=p, keep="none").stages
             for p, s in (("fp32", 0), ("bf16", 0), ("fp32", 1))}
     k = flip_count(args.rate, len(y))
     print(f"MNIST {len(y)} instances, published IDN {args.rate:.0%}, {args.epochs} epochs")
     for m, name in ((0, "CE"), (1, "SEAL 1")):
         for (p, s), r in runs.items():
-            c = correction_metrics(r[m]["S"], y, y_noisy)
-            print(f"{name:>7} {p} seed {s}: test acc {100 * r[m]['history']['test_acc'][-1]:.2f}  "
-                  f"argmax S acc {100 * c['acc_argmax']:.2f}  AUROC {100 * c['auroc']:.2f}  {r[m]['seconds']:.0f} s")
+            c = correction_metrics(r[m].S, y, y_noisy)
+            print(f"{name:>7} {p} seed {s}: test acc {100 * r[m].history['test_acc'][-1]:.2f}  "
+                  f"argmax S acc {100 * c['acc_argmax']:.2f}  AUROC {100 * c['auroc']:.2f}  {r[m].seconds:.0f} s")
         for label, other in (("bf16 vs fp32, seed 0", ("bf16", 0)), ("fp32 seed 1 vs seed 0", ("fp32", 1))):
             d = compare(runs[("fp32", 0)][m], runs[other][m], y_noisy, k)
             print(f"{name:>7} {label:>22}: |test acc diff| {d['test_acc_diff']:.2f} pts, mean |dS| "

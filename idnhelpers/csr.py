@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data import NORMALIZATION
+from .datasets import get_dataset
 
 CSR_RADIUS = 0.3 / 255  # the official code's values, here in pixel units
 CSR_ALPHA = 0.25 / 255
@@ -36,7 +36,8 @@ def critical_samples(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, r
     if radius < 0 or alpha < 0 or beta < 0 or n_steps < 0:
         raise ValueError(f"radius, alpha, beta and n_steps must be >= 0, got {radius}, {alpha}, {beta}, {n_steps}")
     device = next(model.parameters()).device
-    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in NORMALIZATION[dataset])
+    spec = get_dataset(dataset)
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
     generator = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()

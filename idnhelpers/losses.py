@@ -1,15 +1,25 @@
-"""Training objectives of the baselines (Table 1-3), as small specs the engine turns into a loss.
+"""Training objectives (cross-entropy, SEAL's soft labels and the baselines of Tables 1-3), as
+small specs the engine turns into a loss.
 
-An ``Objective`` is a frozen dataclass (its fields enter the cache key of a run); ``make`` returns
-the loss of one run, ``loss(logits, targets, epoch)``, possibly with state (DAC's alpha schedule).
-``extra_outputs`` widens the network's last layer (DAC's abstention class); predictions and the
-recorded softmax always use the first ``n_classes`` outputs. ``drop_last`` skips a final
-incomplete batch (DMI's determinant needs every class in the batch).
+An ``Objective`` is a frozen dataclass: its fields, and for a class defined outside this library
+the source of its code, enter the cache key of every run that uses it (edit your loss and its
+runs are retrained). ``make`` returns the loss of one run, ``loss(logits, targets, epoch)``,
+possibly with state (DAC's alpha schedule). Class attributes: ``extra_outputs`` widens the
+network's last layer (DAC's abstention class; predictions and the recorded softmax always use the
+first ``n_classes`` outputs); ``drop_last`` skips a final incomplete batch (DMI's determinant
+needs every class in the batch); ``accepts_soft``: soft labels (n x c rows) allowed as targets.
+Write your own by subclassing ``Objective`` and register it as a method with
+``methods.register_method(name, methods.loss_method(label, YourObjective))``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
+import marshal
+import sys
+import types
 from dataclasses import dataclass
 
 import torch
@@ -25,16 +35,59 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 @dataclass(frozen=True)
 class Objective:
-    """Cross-entropy (the default of the engine)."""
+    """Base class of the objectives (see the module docstring)."""
 
     extra_outputs = 0
     drop_last = False
+    accepts_soft = False
+
+    def make(self, n_classes: int, n_epochs: int):
+        """The loss ``(logits, targets, epoch) -> scalar`` of one run."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """Name, fields and, for a class defined outside idnhelpers, a hash of its code."""
+        cls = type(self)
+        conf = {"name": cls.__qualname__, **dataclasses.asdict(self)}
+        if not cls.__module__.startswith("idnhelpers."):
+            conf["module"], conf["code"] = cls.__module__, code_hash(cls)
+        return conf
+
+
+def code_hash(cls: type) -> str:
+    """A hash of a class's code and of the module-level functions it calls by name."""
+    functions = [v for v in vars(cls).values() if isinstance(v, types.FunctionType)]
+    namespace = functions[0].__globals__ if functions else vars(sys.modules.get(cls.__module__, types.ModuleType("_")))
+    names = {name for f in functions for name in _names(f.__code__)}
+    helpers = [namespace[n] for n in sorted(names) if isinstance(namespace.get(n), types.FunctionType)]
+    return hashlib.sha256(b"".join(_code_text(part) for part in [cls] + helpers)).hexdigest()[:16]
+
+
+def _code_text(obj) -> bytes:
+    try:
+        return inspect.getsource(obj).encode()
+    except (OSError, TypeError):  # typed into a REPL: the compiled code instead
+        functions = [obj] if isinstance(obj, types.FunctionType) else [
+            v for v in vars(obj).values() if isinstance(v, types.FunctionType)]
+        return b"".join(marshal.dumps(f.__code__) for f in functions)
+
+
+def _names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+@dataclass(frozen=True)
+class CrossEntropy(Objective):
+    """Cross-entropy against hard labels, or Algorithm 2's L_SEAL against soft labels."""
+
+    accepts_soft = True
 
     def make(self, n_classes: int, n_epochs: int):
         return lambda logits, targets, epoch: soft_cross_entropy(logits, targets)
-
-    def config(self) -> dict:
-        return {"name": type(self).__name__, **dataclasses.asdict(self)}
 
 
 def forward_loss(logits: torch.Tensor, y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:

@@ -1,138 +1,291 @@
-"""The methods compared in the paper's benchmarks (Section 4.3, Tables 1-3), selected by name.
+"""The methods compared in the paper's benchmarks (Section 4.3, Tables 1-3), as registry entries.
 
-``METHODS[name](X, y_noisy, proto, **options)`` trains one run with the shared engine and
-returns the engine's dict (``S``, ``history`` with ``test_acc`` and, given a validation split,
-``val_acc``, ...). ``run_method`` checks the options first; ``summarize`` turns a result into the
-numbers of the tables. Every stage is cached, and stages that coincide are shared: the CE run
-is the first stage of Forward and DMI and SEAL's iteration 0.
+A ``Method`` is a label for tables, the method's own options with their defaults, and a driver:
+a function that turns base runs (one per grid cell: data, noisy labels, seed, what to record)
+into ``MethodResult`` values by training stages of runs, each stage of all cells in one call of
+a ``Trainer`` (so K cells train stacked on a GPU). Stages that coincide are one run, trained
+once: the CE run is the ``ce`` method, the first stage of Forward and DMI, and SEAL's iteration 0.
 
-Engine options every method takes: ``ENGINE_OPTIONS`` (see ``train.train``).
+- ``run_method(name, X, y_noisy, protocol, ...)``: one cell;
+- ``run_methods(name, X, [y_noisy_1, ...], protocol, seeds=[...], backend=...)``: K cells,
+  equal run by run to ``run_method`` (stacked: up to float summation order);
+- ``register_method(name, loss_method(label, YourObjective))``: a new loss-based method in one
+  line, its options being the objective's fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from . import coteaching as _coteaching
-from .losses import DAC, DMI, GCE, Forward
-from .seal import seal as _seal
+from . import cache
+from .checks import check_float, check_int, check_rate, check_seed, fail
+from .engine import predict, train_many
+from .losses import DAC, DMI, GCE, CrossEntropy, Forward, Objective
+from .protocol import Protocol
+from .runs import MethodResult, Run, RunResult, Tensors, make_run
 from .stats import anchor_transition_matrix
-from .train import Normalizer, init_model, predict_proba, resolve_device, train
-
-ENGINE_OPTIONS = ("dataset", "seed", "n_classes", "y_true", "X_test", "y_test", "X_val", "y_val", "device",
-                  "precision", "use_cache")
+from .steps import Peers, Single
 
 
-def ce(X, y_noisy, proto, **engine) -> dict:
-    """Cross-entropy on the noisy labels (the engine's default)."""
-    return train(X, y_noisy, proto, desc="CE", **engine)
+@dataclass(frozen=True)
+class Trainer:
+    """How a driver's stages are trained: ``engine.train_many``'s options."""
+
+    backend: str = "auto"
+    device: object = None
+    use_cache: bool = True
+    stack_size: int | None = None
+    workers: int | None = None
+
+    def __call__(self, runs: list[Run]) -> list[RunResult]:
+        return train_many(runs, backend=self.backend, device=self.device, use_cache=self.use_cache,
+                          stack_size=self.stack_size, workers=self.workers)
+
+    def predict(self, run: Run, weights: dict) -> torch.Tensor:
+        return predict(run, weights, device=self.device)
 
 
-def final_softmax(result: dict, proto, X, *, dataset, n_classes=10, device=None, precision="fp32", **_) -> torch.Tensor:
-    """Softmax (eval mode) of a finished run's final weights on ``X``."""
-    device = resolve_device(device)
-    model = init_model(proto, n_classes, 0, result["state_dict"]).to(device)
-    return predict_proba(model, X, Normalizer(dataset, device), precision).cpu()
+@dataclass(frozen=True)
+class Method:
+    """A registry entry: ``label`` for tables, ``driver(runs, rates, trainer, **options) ->
+    list[MethodResult]``, its ``options`` with their defaults, whether it takes the noise rate."""
+
+    label: str
+    driver: Callable
+    options: dict
+    uses_noise_rate: bool = False
 
 
-def forward(X, y_noisy, proto, *, anchor_percentile: float | None = 97.0, **engine) -> dict:
-    """Forward correction (Patrini et al. 2017): T estimated from the CE run's final softmax on the
-    training set by the anchor-point estimator (``stats.anchor_transition_matrix``; the authors'
-    97th percentile, ``None`` for the plain argmax), then a fresh network trained with the
-    forward-corrected loss. The result carries ``T``."""
-    if anchor_percentile is not None and not 0 < anchor_percentile <= 100:
-        raise ValueError(f"anchor_percentile={anchor_percentile!r} must be in (0, 100], or None for the argmax")
-    probs = final_softmax(ce(X, y_noisy, proto, **engine), proto, X, **engine)
-    T = anchor_transition_matrix(probs, anchor_percentile)
-    result = train(X, y_noisy, proto, objective=Forward(tuple(map(tuple, T.tolist()))), desc="Forward", **engine)
-    return {**result, "T": T}
+METHODS: dict[str, Method] = {}
 
 
-def coteaching(X, y_noisy, proto, *, noise_rate: float, t_k: int = 10, **engine) -> dict:
-    """Co-teaching (Han et al. 2018) with forget rate tau = ``noise_rate`` reached after ``t_k`` epochs."""
-    return _coteaching.coteaching(X, y_noisy, proto, forget_rate=noise_rate, t_k=t_k, desc="Co-teaching", **engine)
+def register_method(name: str, method: Method) -> Method:
+    """Add (or replace) a method in the registry."""
+    if not isinstance(method, Method):
+        fail("method", method, "a methods.Method (e.g. loss_method(label, YourObjective))")
+    METHODS[name] = method
+    return method
 
 
-def gce(X, y_noisy, proto, *, q: float = 0.7, **engine) -> dict:
-    """Generalized cross-entropy, the L_q loss (Zhang and Sabuncu 2018), q = 0.7."""
-    return train(X, y_noisy, proto, objective=GCE(q), desc="GCE", **engine)
-
-
-def dac(X, y_noisy, proto, *, warmup_epochs: int | None = None, alpha_final: float = 1.0, **engine) -> dict:
-    """Deep abstaining classifier (Thulasidasan et al. 2019); see ``losses.DAC``. Accuracy and the
-    recorded softmax use the k real classes."""
-    return train(X, y_noisy, proto, objective=DAC(warmup_epochs, alpha_final), desc="DAC", **engine)
-
-
-def dmi(X, y_noisy, proto, *, lr: float = 1e-6, momentum: float = 0.9, weight_decay: float = 1e-4,
-        n_epochs: int | None = None, official_loss: bool = True, **engine) -> dict:
-    """DMI (Xu et al. 2019): the CE run's final weights trained further with L_DMI for ``n_epochs``
-    (default: the protocol's) at the authors' constant small learning rate (their CIFAR-10 code:
-    SGD lr 1e-6, momentum 0.9, weight decay 1e-4). ``official_loss``: see ``losses.dmi_loss``."""
-    if lr <= 0:
-        raise ValueError(f"lr={lr!r} must be positive")
-    if n_epochs is not None and (int(n_epochs) != n_epochs or n_epochs < 1):
-        raise ValueError(f"n_epochs={n_epochs!r} must be a positive integer, or None for the protocol's")
-    base = ce(X, y_noisy, proto, **engine)
-    stage = dataclasses.replace(proto, lr=lr, momentum=momentum, weight_decay=weight_decay, milestones=(),
-                                n_epochs=n_epochs or proto.n_epochs)
-    return train(X, y_noisy, stage, objective=DMI(official_loss), init_state=base["state_dict"], desc="DMI", **engine)
-
-
-def seal(X, y_noisy, proto, *, n_iterations: int = 10, retrain: bool = True, **engine) -> dict:
-    """SEAL (Algorithm 2): the result of the last iteration, with ``iterations`` (each one's history)."""
-    runs = _seal(X, y_noisy, n_iterations, proto, retrain=retrain, **engine)
-    return {**runs[-1], "iterations": [r["history"] for r in runs]}
-
-
-def seal_dmi(X, y_noisy, proto, *, n_iterations: int = 10, dmi_options: dict | None = None, **engine) -> dict:
-    """SEAL started from DMI's averaged softmax (Table 3, "SEAL (DMI)"): DMI's S is S^[0]."""
-    start = dmi(X, y_noisy, proto, **(dmi_options or {}), **engine)
-    runs = _seal(X, y_noisy, n_iterations, proto, S_init=start["S"], **engine)
-    return {**runs[-1], "iterations": [start["history"]] + [r["history"] for r in runs[1:]]}
-
-
-METHODS = {"ce": ce, "forward": forward, "coteaching": coteaching, "gce": gce, "dac": dac, "dmi": dmi,
-           "seal": seal, "seal_dmi": seal_dmi}
-LABELS = {"ce": "CE", "forward": "Forward", "coteaching": "Co-teaching", "gce": "GCE", "dac": "DAC", "dmi": "DMI",
-          "seal": "SEAL", "seal_dmi": "SEAL (DMI)"}
-
-
-def get_method(name: str):
-    """The method called ``name``; a ValueError lists the valid names."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+def get_method(name) -> Method:
+    """The method called ``name``."""
+    if not isinstance(name, str) or name not in METHODS:
+        fail("method", name, f"one of {sorted(METHODS)}")
     return METHODS[name]
 
 
 def method_options(name: str) -> tuple[str, ...]:
-    """The options of method ``name`` beyond ``ENGINE_OPTIONS``."""
-    params = inspect.signature(get_method(name)).parameters.values()
-    return tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY)
+    """The method's own options (beyond the run fields every method takes)."""
+    return tuple(get_method(name).options)
 
 
-def run_method(name: str, X, y_noisy, proto, *, noise_rate: float | None = None, **options) -> dict:
-    """Run method ``name`` after checking its options (its own and ``ENGINE_OPTIONS``);
-    ``noise_rate`` goes to the methods that use it (Co-teaching's forget rate)."""
-    own = method_options(name)
-    unknown = set(options) - set(own) - set(ENGINE_OPTIONS)
+def method_label(name: str) -> str:
+    """The method's name in tables ("SEAL (DMI)" for ``seal_dmi``)."""
+    return get_method(name).label
+
+
+# ---------------------------------------------------------------- stages shared by the drivers
+
+def _weights_kept(run: Run) -> str:
+    return "last" if run.keep == "none" else run.keep
+
+
+def ce_runs(runs: list[Run], keep_weights: bool = False) -> list[Run]:
+    """Cross-entropy on the noisy labels, recording the averaged softmax: the ``ce`` method and the
+    first stage of Forward, DMI and SEAL (``keep_weights``: for a later stage that starts from them)."""
+    return [run.replace(objective=CrossEntropy(), step=Single(), record_softmax=True, label="CE",
+                        keep=_weights_kept(run) if keep_weights else run.keep) for run in runs]
+
+
+def _loss_driver(objective_cls: type[Objective], label_: str):
+    def driver(runs, rates, trainer, **options):
+        objective = objective_cls(**options)
+        return [MethodResult("", (r,)) for r in trainer([run.replace(objective=objective, label=label_)
+                                                          for run in runs])]
+    return driver
+
+
+def loss_method(label_: str, objective_cls: type[Objective]) -> Method:
+    """A method that trains one network on ``objective_cls``; its options are the objective's fields."""
+    if not (isinstance(objective_cls, type) and issubclass(objective_cls, Objective)):
+        fail("objective_cls", objective_cls, "a subclass of idnhelpers.losses.Objective")
+    options = {f.name: f.default for f in dataclasses.fields(objective_cls)}
+    return Method(label_, _loss_driver(objective_cls, label_), options)
+
+
+def ce(runs, rates, trainer):
+    """Cross-entropy on the noisy labels."""
+    return [MethodResult("", (r,)) for r in trainer(ce_runs(runs))]
+
+
+def forward(runs, rates, trainer, *, anchor_percentile=97.0):
+    """Forward correction (Patrini et al. 2017): T estimated from the CE run's final softmax on the
+    training set by the anchor-point estimator (``stats.anchor_transition_matrix``; the authors'
+    97th percentile, ``None`` for the plain argmax), then a fresh network trained with the
+    forward-corrected loss. The result carries ``T``."""
+    check_float(anchor_percentile, "anchor_percentile", low=0.0, high=100.0, low_open=True, none_ok=True)
+    stage1 = ce_runs(runs, keep_weights=True)
+    first = trainer(stage1)
+    Ts = [_anchor_T(run, r, anchor_percentile, trainer) for run, r in zip(stage1, first)]
+    second = trainer([run.replace(objective=Forward(tuple(map(tuple, T.tolist()))), label="Forward")
+                      for run, T in zip(runs, Ts)])
+    return [MethodResult("", (a, b), T=T) for a, b, T in zip(first, second, Ts)]
+
+
+def _anchor_T(ce_run: Run, ce_result: RunResult, percentile, trainer: Trainer) -> torch.Tensor:
+    """Forward's T from the network of a CE run (cached: one pass over the training set)."""
+    key = cache.config_key(dict(stage="anchor T", ce=ce_run.key(), percentile=percentile))
+    stored = cache.load(key) if trainer.use_cache else None
+    if stored is not None:
+        return stored["T"]
+    T = anchor_transition_matrix(trainer.predict(ce_run, ce_result.weights), percentile)
+    if trainer.use_cache:
+        cache.save(key, {"T": T})
+    return T
+
+
+def coteaching(runs, rates, trainer, *, t_k=10):
+    """Co-teaching (Han et al. 2018) with forget rate tau = the noise rate, reached after ``t_k``
+    epochs (``steps.Peers``)."""
+    steps = [Peers(rate, t_k) for rate in rates]
+    return [MethodResult("", (r,)) for r in trainer([run.replace(step=step, label="Co-teaching")
+                                                     for run, step in zip(runs, steps)])]
+
+
+def _dmi_protocols(runs, lr, momentum, weight_decay, n_epochs, milestones, gamma) -> list[Protocol]:
+    check_int(n_epochs, "n_epochs", minimum=1, none_ok=True)
+    return [run.protocol.replace(lr=lr, momentum=momentum, weight_decay=weight_decay, milestones=tuple(milestones),
+                                 gamma=gamma, n_epochs=n_epochs or run.protocol.n_epochs) for run in runs]
+
+
+def dmi(runs, rates, trainer, *, lr=1e-6, momentum=0.9, weight_decay=1e-4, n_epochs=None, milestones=(),
+        gamma=None, official_loss=True):
+    """DMI (Xu et al. 2019): the CE run's final weights trained further with L_DMI for ``n_epochs``
+    (default: the protocol's) at the authors' small learning rate (their CIFAR-10 code: SGD lr
+    1e-6, momentum 0.9, weight decay 1e-4, constant; ``milestones``/``gamma`` give a schedule,
+    Clothing1M's halves it after 5 epochs). ``official_loss``: see ``losses.dmi_loss``."""
+    protocols = _dmi_protocols(runs, lr, momentum, weight_decay, n_epochs, milestones, gamma)
+    first = trainer(ce_runs(runs, keep_weights=True))
+    second = trainer([run.replace(protocol=p, objective=DMI(official_loss), init=r.weights, record_softmax=True,
+                                  label="DMI") for run, p, r in zip(runs, protocols, first)])
+    return [MethodResult("", (a, b)) for a, b in zip(first, second)]
+
+
+def _seal_iterations(runs, stages, trainer, n_iterations, retrain):
+    """Algorithm 2's iterations 1..n: each trains on the previous iteration's averaged softmax,
+    from a fresh network with the run's seed (``retrain``) or from the previous weights."""
+    stages = [list(s) for s in stages]
+    for m in range(1, n_iterations + 1):
+        results = trainer([run.replace(targets=s[-1].S, objective=CrossEntropy(), step=Single(), record_softmax=True,
+                                       init=None if retrain else s[-1].weights, label=f"SEAL iteration {m}",
+                                       keep=run.keep if retrain or m == n_iterations else _weights_kept(run))
+                           for run, s in zip(runs, stages)])
+        for s, r in zip(stages, results):
+            s.append(r)
+    return [MethodResult("", tuple(s)) for s in stages]
+
+
+def seal(runs, rates, trainer, *, n_iterations=10, retrain=True):
+    """SEAL (Algorithm 2): CE (iteration 0), then ``n_iterations`` iterations on the averaged
+    softmax. ``retrain=True`` (the paper's MNIST/CIFAR-10 setting): each iteration starts from a
+    fresh network with the same seed, hence the same initial weights and batch order, as the
+    official code does; ``retrain=False`` (Clothing1M): it continues from the previous weights
+    (the best on validation when the runs keep ``best_val``). Stages: CE, iteration 1, ..."""
+    check_int(n_iterations, "n_iterations", minimum=0)
+    first = trainer(ce_runs(runs, keep_weights=not retrain))
+    return _seal_iterations(runs, [(r,) for r in first], trainer, n_iterations, retrain)
+
+
+def seal_dmi(runs, rates, trainer, *, n_iterations=10, retrain=True, dmi_options=None):
+    """SEAL started from DMI's averaged softmax (Table 3, "SEAL (DMI)"): DMI's S is S^[0].
+    Stages: CE, DMI, SEAL iteration 1, ..."""
+    check_int(n_iterations, "n_iterations", minimum=0)
+    dmi_options = dict(dmi_options or {})
+    unknown = sorted(set(dmi_options) - set(METHODS["dmi"].options))
     if unknown:
-        raise ValueError(f"{name}: unknown option(s) {sorted(unknown)}; allowed: {sorted(own)} and {list(ENGINE_OPTIONS)}")
-    if "noise_rate" in own:
-        if noise_rate is None:
-            raise ValueError(f"{name} needs noise_rate (its forget rate)")
-        options["noise_rate"] = noise_rate
-    return METHODS[name](X, y_noisy, proto, **options)
+        fail("dmi_options", unknown, f"options of dmi: {list(METHODS['dmi'].options)}")
+    start = dmi(runs, rates, trainer, **dmi_options)
+    return _seal_iterations(runs, [r.stages for r in start], trainer, n_iterations, retrain)
 
 
-def summarize(result: dict) -> dict:
+def _driver_method(label_: str, driver, uses_noise_rate=False) -> Method:
+    params = list(inspect.signature(driver).parameters.values())[3:]
+    return Method(label_, driver, {p.name: p.default for p in params}, uses_noise_rate)
+
+
+register_method("ce", _driver_method("CE", ce))
+register_method("forward", _driver_method("Forward", forward))
+register_method("coteaching", _driver_method("Co-teaching", coteaching, uses_noise_rate=True))
+register_method("gce", loss_method("GCE", GCE))
+register_method("dac", loss_method("DAC", DAC))
+register_method("dmi", _driver_method("DMI", dmi))
+register_method("seal", _driver_method("SEAL", seal))
+register_method("seal_dmi", _driver_method("SEAL (DMI)", seal_dmi))
+
+
+# ---------------------------------------------------------------- entry points
+
+# Run fields every method takes (the rest are set by the method or by run_methods' arguments)
+RUN_OPTIONS = ("y_true", "precision", "softmax_mode", "record_softmax", "track", "csr", "init", "keep")
+
+
+def run_stages(name: str, runs: list[Run], noise_rates=None, trainer: Trainer = Trainer(), **options) -> list[
+        MethodResult]:
+    """Method ``name`` on base runs (one per cell), after checking its options; ``noise_rates``
+    (one per run) go to the methods that use them (Co-teaching's forget rate)."""
+    method = get_method(name)
+    unknown = sorted(set(options) - set(method.options))
+    if unknown:
+        fail("option", unknown, f"options of {name}: {sorted(method.options)}")
+    rates = [None] * len(runs) if noise_rates is None else [check_rate(r, "noise_rate") for r in noise_rates]
+    if len(rates) != len(runs):
+        fail("noise_rates", noise_rates, f"one noise rate per run ({len(runs)})")
+    if method.uses_noise_rate and None in rates:
+        fail("noise_rate", None, f"a number in [0, 1): {name} uses it (its forget rate)")
+    results = method.driver(runs, rates, trainer, **{**method.options, **options})
+    return [dataclasses.replace(r, method=name) for r in results]
+
+
+def run_methods(name: str, X, y_noisy_sets, protocol: Protocol, *, seeds, dataset: str, noise_rates=None,
+                backend: str = "auto", device=None, use_cache: bool = True, stack_size: int | None = None,
+                X_test=None, y_test=None, X_val=None, y_val=None, **options) -> list[MethodResult]:
+    """Method ``name`` on K cells in one call: cell k trains on ``y_noisy_sets[k]`` with
+    ``seeds[k]`` (and ``noise_rates[k]`` for Co-teaching). ``backend``: ``engine.train_many``'s.
+    Other keywords are the method's options or ``Run`` fields (``y_true``, ``precision``, ...)."""
+    method = get_method(name)
+    if len(y_noisy_sets) != len(seeds) or not seeds:
+        fail("seeds", seeds, f"one seed per label set ({len(y_noisy_sets)} label sets)")
+    run_fields = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
+    unknown = sorted(set(options) - set(method.options))
+    if unknown:
+        fail("option", unknown, f"options of {name}: {sorted(method.options)}, or run options {list(RUN_OPTIONS)}")
+    data = X if isinstance(X, Tensors) else Tensors(X, dataset)
+    test = None if X_test is None else Tensors(X_test, dataset)
+    val = None if X_val is None else Tensors(X_val, dataset)
+    runs = [make_run(data, y, protocol, dataset=dataset, seed=check_seed(s), X_test=test, y_test=y_test, X_val=val,
+                     y_val=y_val, **run_fields) for y, s in zip(y_noisy_sets, seeds)]
+    trainer = Trainer(backend, device, use_cache, stack_size)
+    return run_stages(name, runs, noise_rates, trainer, **options)
+
+
+def run_method(name: str, X, y_noisy, protocol: Protocol, *, seed: int = 0, noise_rate: float | None = None,
+               **options) -> MethodResult:
+    """Method ``name`` on one cell (see ``run_methods``), trained run by run."""
+    rates = None if noise_rate is None else [noise_rate]
+    return run_methods(name, X, [y_noisy], protocol, seeds=[seed], noise_rates=rates,
+                       **{"backend": "loop", **options})[0]
+
+
+def summarize(result) -> dict:
     """Test accuracy (%) at the last epoch (the paper's headline), at the best epoch, and at the
     epoch with the best accuracy on the noisy validation split (NaN without one); epochs 1-based."""
-    test = result["history"]["test_acc"]
-    val = result["history"].get("val_acc")
+    test = result.history["test_acc"]
+    val = result.history.get("val_acc")
     best = max(range(len(test)), key=test.__getitem__)
     chosen = max(range(len(val)), key=val.__getitem__) if val else None
     nan = float("nan")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -37,6 +38,14 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over the spatial dimensions (as adaptive average pooling to 1 x 1 + flatten, which it
+    equals bit for bit, but with a batching rule: it stacks under torch.func.vmap)."""
+
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
 class _WideBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
@@ -65,7 +74,7 @@ class WideResNet(nn.Module):
             for i in range(n):
                 c_in = widths[stage] if i == 0 else widths[stage + 1]
                 layers.append(_WideBlock(c_in, widths[stage + 1], (1 if stage == 0 else 2) if i == 0 else 1))
-        layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(), GlobalAvgPool()]
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(widths[3], n_classes)
         for m in self.modules():
@@ -78,26 +87,36 @@ class WideResNet(nn.Module):
         return self.fc(self.features(x))
 
 
-def resnet50(n_classes: int = 14, weights_path: str | Path | None = None) -> nn.Module:
-    """torchvision's ResNet-50; ImageNet weights are read from ``weights_path`` (no download)."""
+def resnet50(n_classes: int, pretrained: str | Path | None = None) -> nn.Module:
+    """torchvision's ResNet-50 with a new last layer; ``pretrained`` weights (a torchvision
+    ``state_dict`` file, e.g. ImageNet's) are read from disk, never downloaded."""
     from torchvision.models import resnet50 as tv_resnet50
 
     model = tv_resnet50(weights=None)
-    if weights_path is not None:
-        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    if pretrained is not None:
+        model.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
     model.fc = nn.Linear(model.fc.in_features, n_classes)
     return model
 
 
-def wrn16_2(n_classes: int = 10) -> nn.Module:
-    """WRN-16-2: a small Wide ResNet (0.7M weights) for quick CIFAR-10 trials and tests."""
-    return WideResNet(depth=16, widen=2, n_classes=n_classes)
+# name -> builder(n_classes, input_shape): one entry per network
+MODELS = {
+    "mnist_cnn": lambda n_classes, shape: MnistCNN(n_classes, in_channels=shape[0]),
+    "mlp": lambda n_classes, shape: MLP(n_classes, in_features=math.prod(shape)),
+    "wrn28_10": lambda n_classes, shape: WideResNet(28, 10, n_classes, in_channels=shape[0]),
+    "wrn16_2": lambda n_classes, shape: WideResNet(16, 2, n_classes, in_channels=shape[0]),  # quick CIFAR trials
+    "resnet50": lambda n_classes, shape: resnet50(n_classes),
+}
 
 
-MODELS = {"mnist_cnn": MnistCNN, "mlp": MLP, "wrn28_10": WideResNet, "wrn16_2": wrn16_2, "resnet50": resnet50}
-
-
-def build_model(name: str, n_classes: int = 10, **kwargs) -> nn.Module:
+def build_model(name: str, n_classes: int, input_shape: tuple[int, ...], pretrained: str | None = None) -> nn.Module:
+    """Network ``name`` for inputs of ``input_shape`` (C x H x W) and ``n_classes`` outputs. With
+    ``pretrained``, every layer but the last starts from that state_dict file (ResNet-50 only)."""
     if name not in MODELS:
-        raise ValueError(f"model={name!r} is not known; choose one of {', '.join(MODELS)}")
-    return MODELS[name](n_classes=n_classes, **kwargs)
+        raise ValueError(f"model={name!r} is not allowed: one of {sorted(MODELS)}")
+    if pretrained is not None:
+        if name != "resnet50":
+            raise ValueError(f"pretrained={pretrained!r} is not allowed with model={name!r}: only resnet50 loads "
+                             "pretrained weights")
+        return resnet50(n_classes, pretrained)
+    return MODELS[name](n_classes, tuple(input_shape))

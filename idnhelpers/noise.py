@@ -1,5 +1,7 @@
 """Label noise: instance-dependent (Algorithm 1, Eq. 3) and class-conditional (Definition 1).
 
+Label maths only: nothing here trains. ``experiments.generate_idn`` runs Algorithm 1 end to end.
+
 Every generator flips an exact number of labels: ``flip_count(noise_rate, n)`` =
 ``int(noise_rate * n)``, computed so that float rounding never drops one (``0.29 * 100`` is
 28.999... in floating point; it flips 29).
@@ -8,44 +10,10 @@ Every generator flips an exact number of labels: ``flip_count(noise_rate, n)`` =
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from .data import N_CLASSES, load_dataset, subset
-from .published import PUBLISHED, PUBLISHED_RATES, load_published_idn
-from .train import protocol, train
-
-IDN_EPOCHS = 20  # Algorithm 1 on MNIST in the official code: 20 epochs reach 100% training accuracy
-
-
-# ---------------------------------------------------------------- input checks
-
-def check_rate(noise_rate: float, name: str = "noise_rate") -> float:
-    if not isinstance(noise_rate, (int, float)) or not 0 <= noise_rate < 1:
-        raise ValueError(f"{name}={noise_rate!r} must be a number in [0, 1)")
-    return float(noise_rate)
-
-
-def check_labels(y: torch.Tensor, n_classes: int, name: str = "y") -> torch.Tensor:
-    y = torch.as_tensor(y)
-    if y.dim() != 1 or y.dtype.is_floating_point:
-        raise ValueError(f"{name} must be a 1-D integer tensor of class indices, got {y.dtype} {tuple(y.shape)}")
-    if len(y) and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"{name} has labels in [{y.min()}, {y.max()}], outside [0, {n_classes}) "
-                         f"(n_classes={n_classes})")
-    return y.long()
-
-
-def check_softmax(S: torch.Tensor, n: int | None = None, name: str = "S") -> torch.Tensor:
-    S = torch.as_tensor(S)
-    if S.dim() != 2 or (n is not None and len(S) != n):
-        raise ValueError(f"{name} must be an n x c matrix with n={n} rows (one per label), "
-                         f"got shape {tuple(S.shape)}")
-    n = len(S)
-    if (S < 0).any() or not torch.allclose(S.sum(1).double(), torch.ones(n, dtype=torch.float64), atol=1e-3):
-        raise ValueError(f"{name} rows must be probability vectors (non-negative, summing to 1)")
-    return S
+from .checks import check_labels, check_rate, check_softmax
 
 
 def flip_count(noise_rate: float, n: int) -> int:
@@ -86,58 +54,6 @@ def idn_labels(y: torch.Tensor, S: torch.Tensor, noise_rate: float) -> torch.Ten
     y_noisy = y.clone()
     y_noisy[flip] = candidate[flip]
     return y_noisy
-
-
-@dataclass
-class GeneratedIDN:
-    """Output of ``generate_idn``: rows ``idx`` of the training set, their true labels ``y``,
-    the averaged softmax ``S``, the scores N(x) and candidates of Eq. (3), the noisy labels per
-    rate, and the training history of the labelling network."""
-
-    idx: torch.Tensor
-    y: torch.Tensor
-    S: torch.Tensor
-    score: torch.Tensor
-    candidate: torch.Tensor
-    noisy: dict[float, torch.Tensor]
-    history: dict
-    seconds: float
-
-
-def generate_idn(dataset: str, noise_rates, *, root=None, n_train: int | None = None,
-                 n_epochs: int = IDN_EPOCHS, seed: int = 0, device=None, precision: str = "fp32",
-                 softmax_mode: str = "eval", use_cache: bool = True, **protocol_overrides) -> GeneratedIDN:
-    """Algorithm 1 end to end: train on the clean labels with the paper's protocol for
-    ``dataset`` (MNIST: CNN, SGD lr 0.01 momentum 0.5, batch 64) for ``n_epochs``, average the
-    softmax over epochs (Eq. 3) and return noisy labels for every rate in ``noise_rates``
-    from that single run. ``n_train`` takes a random subset (seeded) of the training set.
-    ``softmax_mode="official"`` records the softmax as the official code does (train mode,
-    augmented inputs; it matters for CIFAR-10's WRN, not for the MNIST CNN)."""
-    rates = [check_rate(r, "noise_rates") for r in noise_rates]
-    proto = protocol(dataset, n_epochs=n_epochs, **protocol_overrides)
-    X, y_all = load_dataset(dataset, root, train=True)
-    X, y, idx = subset(X, y_all, n_train, seed)
-    run = train(X, y, proto, dataset=dataset, seed=seed, n_classes=N_CLASSES[dataset], device=device,
-                precision=precision, softmax_mode=softmax_mode, keep_model=False, use_cache=use_cache,
-                desc=f"Algorithm 1 on {dataset}")
-    score, candidate = mislabel_scores(run["S"], y)
-    noisy = {r: idn_labels(y, run["S"], r) for r in rates}
-    return GeneratedIDN(idx, y, run["S"], score, candidate, noisy, run["history"], run["seconds"])
-
-
-def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_published: bool = True, n_train=None,
-                   seed: int = 0, **generate_kwargs):
-    """IDN labels at every rate for the training rows ``idx`` (those ``subset(..., n_train, seed)``
-    picks): the authors' published labels where they exist for every rate (and ``use_published``),
-    otherwise Algorithm 1 (``generate_idn``) run on those rows. Returns ``({rate: y_noisy}, source)``
-    with ``source`` either ``"published"`` or ``"Algorithm 1"``."""
-    rates = [check_rate(r, "noise_rates") for r in noise_rates]
-    if use_published and dataset in PUBLISHED and all(any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES) for r in rates):
-        return {r: load_published_idn(dataset, r)[1][idx] for r in rates}, "published"
-    generated = generate_idn(dataset, rates, n_train=n_train, seed=seed, **generate_kwargs)
-    if not torch.equal(generated.idx, torch.as_tensor(idx)):
-        raise ValueError("idx must be the rows subset(X, y, n_train, seed) picks, for the same n_train and seed")
-    return generated.noisy, "Algorithm 1"
 
 
 # ---------------------------------------------------------------- CCN: Definition 1

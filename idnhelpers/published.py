@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .runs import atomic_write
+from .cache import atomic_write
 
 PUBLISHED = {"mnist": 60_000, "cifar10": 50_000}
 PUBLISHED_RATES = (0.1, 0.2, 0.3, 0.4)

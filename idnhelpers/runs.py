@@ -1,76 +1,355 @@
-"""Train-or-load: expensive results cached on disk under a hash of their full configuration.
+"""A training run as a value, and its result as a value.
 
-Files are written atomically (temporary file + ``os.replace``), so an interrupted run never
-leaves a corrupt entry behind and a grid that was stopped resumes where it was.
+A ``Run`` is a frozen, picklable description of one training run: the instances (``Tensors``, or
+Clothing1M's ``clothing1m.ImageFiles``) with the name of their ``datasets.DatasetSpec``, the
+targets (hard labels or SEAL's soft labels), the protocol, the objective and the step (one
+network, or Co-teaching's two peers), the seed and precision, what to record (softmax mode,
+tracked rows, CSR, a test and a validation set, which weights to keep) and optional starting
+weights. It is checked when it is built, before any work starts, and ``key()`` hashes
+everything that changes its result: the cache key. ``engine.train`` turns runs into
+``RunResult`` values; a method (``methods``) is a chain of runs whose results form a
+``MethodResult``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
+import functools
 import os
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
-CACHE_VERSION = 2  # bump when a change to the code invalidates stored results
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from .cache import config_key, file_digest, fingerprint
+from .checks import check_choice, check_int, check_labels, check_seed, check_softmax, fail
+from .datasets import get_dataset, load_dataset
+from .losses import CrossEntropy, Objective
+from .protocol import Protocol
+from .steps import Single, Step
+
+RESULT_FORMAT = 1  # bump when a change to the library changes stored results
+PRECISIONS = ("fp32", "bf16")
+# "eval": the paper's f^t(x), eval mode on the un-augmented instances. "official": what the
+# official code does: the network left in train mode (BatchNorm on batch statistics, and
+# updating its running averages) on augmented instances, in batches of 1000.
+SOFTMAX_MODES = ("eval", "official")
+KEEP = ("last", "best_val", "none")
 
 
-def cache_dir() -> Path:
-    """``$IDNHELPERS_CACHE`` if set, else ``~/.cache/idnhelpers/runs``."""
-    return Path(os.environ.get("IDNHELPERS_CACHE", Path.home() / ".cache" / "idnhelpers" / "runs"))
+class Data:
+    """Instances a run reads; ``dataset`` names their ``DatasetSpec``, ``fingerprint`` hashes them."""
+
+    dataset: str
+    fingerprint: str
+
+    def source(self, device: torch.device):
+        """The batch source that serves these instances on ``device`` (``sources``)."""
+        raise NotImplementedError
 
 
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@dataclass(frozen=True, eq=False)
+class Tensors(Data):
+    """Images as a uint8 tensor N x C x H x W (``X``) of a registered data set. Made by
+    ``Tensors.from_dataset`` it pickles as a reference (data set, split, rows, root) and is
+    re-read on the other side, so a run travels to another machine in a few bytes."""
+
+    X: torch.Tensor
+    dataset: str
+    origin: tuple | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        spec = get_dataset(self.dataset)
+        if not isinstance(self.X, torch.Tensor) or self.X.dtype != torch.uint8 or tuple(
+                self.X.shape[1:]) != spec.input_shape:
+            shown = f"a {self.X.dtype} tensor of shape {tuple(self.X.shape)}" if isinstance(
+                self.X, torch.Tensor) else type(self.X).__name__
+            fail("X", shown, f"a uint8 tensor N x {' x '.join(map(str, spec.input_shape))} "
+                             f"(dataset={self.dataset!r})")
+        object.__setattr__(self, "fingerprint", fingerprint(self.X))
+
+    @classmethod
+    def from_dataset(cls, dataset: str, rows: torch.Tensor | None = None, train: bool = True,
+                     root: str | Path | None = None) -> "Tensors":
+        """Rows ``rows`` (all if None) of a registered data set's training or test split."""
+        X, _ = load_dataset(dataset, root, train)
+        rows = None if rows is None else torch.as_tensor(rows).long()
+        return cls(X if rows is None else X[rows], dataset, (dataset, rows, train, None if root is None else str(root)))
+
+    def __len__(self):
+        return len(self.X)
+
+    def __reduce__(self):
+        if self.origin is None:
+            return Tensors, (self.X, self.dataset)
+        return _reload, (self.origin, self.fingerprint)
+
+    def source(self, device):
+        from .sources import TensorSource
+
+        return TensorSource(self, device)
+
+
+def _reload(origin, expected: str) -> Tensors:
+    dataset, rows, train, root = origin
+    data = Tensors.from_dataset(dataset, rows, train, root)
+    if data.fingerprint != expected:
+        raise ValueError(f"{dataset} under {root or 'the default data root'} differs from the copy this run was "
+                         f"made with (fingerprint {data.fingerprint}, expected {expected})")
+    return data
+
+
+@dataclass(frozen=True, eq=False)
+class Labelled:
+    """Instances with their labels: a test or validation set."""
+
+    data: Data
+    y: torch.Tensor
+
+    def __post_init__(self):
+        object.__setattr__(self, "y", check_labels(self.y, get_dataset(self.data.dataset).n_classes, "y",
+                                                   n=len(self.data)))
+
+    @property
+    def fingerprint(self) -> str:
+        return self.data.fingerprint + fingerprint(self.y)
+
+
+@dataclass(frozen=True, eq=False)
+class Weights:
+    """A network's state_dict (CPU tensors) as a value with a content fingerprint."""
+
+    state: dict
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return config_key({name: fingerprint(t) for name, t in self.state.items()})
+
+
+@dataclass(frozen=True)
+class CSRProbe:
+    """Measure the critical sample ratio (Eq. 4) of training rows ``rows`` every ``every`` epochs
+    at radius ``radius`` (pixel units of [0, 1]; see ``csr``)."""
+
+    rows: torch.Tensor
+    every: int = 1
+    radius: float = 0.3 / 255
+
+    def __post_init__(self):
+        check_int(self.every, "csr_every", minimum=1)
+        if not isinstance(self.radius, (int, float)) or self.radius < 0:
+            fail("csr_radius", self.radius, "a number >= 0 (pixel units of [0, 1])")
+
+    def config(self) -> dict:
+        return dict(rows=fingerprint(self.rows), every=self.every, radius=self.radius)
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One training run (see the module docstring). ``keep`` chooses the weights the result
+    carries: those of the last epoch, those of the epoch with the best validation accuracy
+    (``best_val``, needs ``val``), or none. ``label`` only names the progress bar."""
+
+    data: Data
+    targets: torch.Tensor
+    protocol: Protocol
+    objective: Objective = CrossEntropy()
+    step: Step = Single()
+    seed: int = 0
+    precision: str = "fp32"
+    softmax_mode: str = "eval"
+    record_softmax: bool = True
+    y_true: torch.Tensor | None = None
+    test: Labelled | None = None
+    val: Labelled | None = None
+    track: torch.Tensor | None = None
+    csr: CSRProbe | None = None
+    init: Weights | None = None
+    keep: str = "last"
+    label: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.data, Data):
+            fail("data", type(self.data).__name__, "a runs.Data (Tensors, or clothing1m.ImageFiles)")
+        if not isinstance(self.protocol, Protocol):
+            fail("protocol", type(self.protocol).__name__, "a Protocol (datasets.protocol(name, ...))")
+        if not isinstance(self.objective, Objective):
+            fail("objective", type(self.objective).__name__, "an idnhelpers.losses.Objective")
+        if not isinstance(self.step, Step):
+            fail("step", type(self.step).__name__, "steps.Single() or steps.Peers(...)")
+        n, c = len(self.data), self.n_classes
+        set_ = functools.partial(object.__setattr__, self)
+        if torch.as_tensor(self.targets).dim() == 2:
+            set_("targets", check_softmax(self.targets, n, "targets", n_classes=c))
+            if not self.objective.accepts_soft:
+                fail("targets", "soft labels", f"hard labels: {type(self.objective).__name__} trains on class indices")
+            if self.step.n_networks > 1:
+                fail("targets", "soft labels", "hard labels: Co-teaching selects instances by their hard label")
+        else:
+            set_("targets", check_labels(self.targets, c, "targets", n=n))
+        if self.step.n_networks > 1 and not isinstance(self.objective, CrossEntropy):
+            fail("objective", type(self.objective).__name__, "CrossEntropy() with Co-teaching's two networks")
+        check_seed(self.seed)
+        check_choice(self.precision, "precision", PRECISIONS)
+        check_choice(self.softmax_mode, "softmax_mode", SOFTMAX_MODES)
+        check_choice(self.keep, "keep", KEEP)
+        if not isinstance(self.record_softmax, bool):
+            fail("record_softmax", self.record_softmax, "True or False")
+        if self.y_true is not None:
+            set_("y_true", check_labels(self.y_true, c, "y_true", n=n))
+        for name in ("test", "val"):
+            split = getattr(self, name)
+            if split is not None and (not isinstance(split, Labelled) or split.data.dataset != self.data.dataset):
+                fail(name, split, f"a Labelled set of the same data set ({self.data.dataset!r}) as the training data")
+        if (self.csr is not None or self.softmax_mode == "official") and not isinstance(self.data, Tensors):
+            fail("csr/softmax_mode", (self.csr, self.softmax_mode), "no CSR and softmax_mode='eval' for streamed images")
+        if (self.track is not None or self.csr is not None) and not self.record_softmax:
+            fail("record_softmax", False, "True when tracking rows or measuring CSR")
+        if self.keep == "best_val" and self.val is None:
+            fail("keep", self.keep, "'last' or 'none' without a validation set (val)")
+        for name in ("track",) + (("csr",) if self.csr is not None else ()):
+            rows = self.track if name == "track" else self.csr.rows
+            if rows is not None:
+                rows = torch.as_tensor(rows)
+                if rows.dim() != 1 or rows.dtype.is_floating_point or (len(rows) and not (
+                        0 <= int(rows.min()) and int(rows.max()) < n)):
+                    fail(name if name == "track" else "csr rows", rows, f"a 1-D tensor of row indices in [0, {n})")
+        if self.init is not None and not isinstance(self.init, Weights):
+            set_("init", Weights(dict(self.init)))
+
+    @property
+    def spec(self):
+        return get_dataset(self.data.dataset)
+
+    @property
+    def n_classes(self) -> int:
+        return self.spec.n_classes
+
+    def replace(self, **changes) -> "Run":
+        """This run with fields changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def config(self) -> dict:
+        """Everything that changes this run's result, as JSON-ready values."""
+        def fp(t):
+            return None if t is None else fingerprint(torch.as_tensor(t))
+
+        protocol = dataclasses.asdict(self.protocol)
+        if self.protocol.pretrained is not None:
+            protocol["pretrained"] = _file_digest(self.protocol.pretrained)
+        return dict(
+            format=RESULT_FORMAT, dataset=self.spec.identity(), data=self.data.fingerprint, targets=fp(self.targets),
+            protocol=protocol, objective=self.objective.config(), step=self.step.config(), seed=self.seed,
+            precision=self.precision, softmax_mode=self.softmax_mode, record_softmax=self.record_softmax,
+            y_true=fp(self.y_true), test=self.test and self.test.fingerprint, val=self.val and self.val.fingerprint,
+            track=fp(self.track), csr=self.csr and self.csr.config(), init=self.init and self.init.fingerprint,
+            weights="best_val" if self.keep == "best_val" else "last")
+
+    @functools.cached_property
+    def _key(self) -> str:
+        return config_key(self.config())
+
+    def key(self) -> str:
+        """The cache key: a hash of ``config()``."""
+        return self._key
+
+    def stack_signature(self) -> str:
+        """Runs with equal signatures can train together in one stacked call: they differ only in
+        targets, seed, starting weights, tracked rows and their objective's or step's parameters."""
+        config = self.config()
+        for name in ("targets", "seed", "init", "track", "y_true"):
+            config.pop(name)
+        config["objective"] = config["objective"]["name"]
+        config["step"] = config["step"]["name"]
+        return config_key(config)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_digest_cached(path: str, mtime: float, size: int) -> str:
+    return file_digest(path)
+
+
+def _file_digest(path: str) -> str:
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        stat = os.stat(path)
+    except OSError:
+        fail("pretrained", path, "an existing state_dict file")
+    return _file_digest_cached(path, stat.st_mtime, stat.st_size)
 
 
-def fingerprint(t: torch.Tensor) -> str:
-    """A short content hash of a tensor (shape, dtype and values)."""
-    t = t.detach().cpu().contiguous()
-    h = hashlib.sha256(f"{tuple(t.shape)}{t.dtype}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+@dataclass(frozen=True)
+class RunResult:
+    """What one run produced: ``S`` the epoch-averaged softmax on the training instances (n x c,
+    Eq. 3 / Algorithm 2; None if not recorded), ``history`` (per-epoch lists: ``loss``,
+    ``train_acc`` against the training labels, ``true_acc``, ``test_acc``, ``val_acc``, ``csr``
+    and, with ``y_true``, the memorisation split ``mem_noisy``, ``mem_true``, ``mem_other``,
+    ``clean_correct``), ``snapshots`` (epochs x tracked rows x c softmax), ``weights`` (the kept
+    state_dict), ``best_epoch`` (1-based epoch of the kept weights), ``precision``, ``device``,
+    ``seconds`` (per run) and ``threads`` (CPU threads torch used)."""
+
+    S: torch.Tensor | None
+    history: dict
+    snapshots: torch.Tensor | None
+    weights: dict | None
+    best_epoch: int
+    precision: str
+    device: str
+    seconds: float
+    threads: int
+
+    def payload(self) -> dict:
+        """Plain tensors, lists and numbers: what the cache stores."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "RunResult":
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(payload) != names:
+            raise ValueError(f"a stored result has fields {sorted(payload)}, expected {sorted(names)}")
+        return cls(**payload)
 
 
-def config_key(config: dict) -> str:
-    text = json.dumps({"cache_version": CACHE_VERSION, **config}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+@dataclass(frozen=True)
+class MethodResult:
+    """A method's result (``methods``): the ``RunResult`` of each of its stages in order (CE then
+    Forward; CE then DMI; SEAL's iterations 0..m; ...), the last one the method's own, and
+    Forward's estimated transition matrix ``T``."""
+
+    method: str
+    stages: tuple[RunResult, ...]
+    T: torch.Tensor | None = None
+
+    @property
+    def final(self) -> RunResult:
+        return self.stages[-1]
+
+    @property
+    def S(self) -> torch.Tensor | None:
+        return self.final.S
+
+    @property
+    def history(self) -> dict:
+        return self.final.history
 
 
-def _path(kind: str, config: dict) -> Path:
-    return cache_dir() / kind / f"{config_key(config)}.pt"
+def make_run(X, targets, protocol: Protocol, *, dataset: str, X_test=None, y_test=None, X_val=None, y_val=None,
+             **fields) -> Run:
+    """A ``Run`` from tensors: ``X`` (or any ``Data``) with ``targets``; test and validation sets
+    as tensor pairs; other ``Run`` fields by name."""
+    def data(Z, name):
+        if isinstance(Z, Data):
+            return Z
+        if Z is None:
+            fail(name, None, "a tensor of instances")
+        return Tensors(Z, dataset)
 
+    def labelled(Z, y, name):
+        if (Z is None) != (y is None):
+            fail(f"X_{name}/y_{name}", "one of the two", f"both X_{name} and y_{name}, or neither")
+        return None if Z is None else Labelled(data(Z, f"X_{name}"), y)
 
-def load_cached(kind: str, config: dict) -> dict | None:
-    """The stored result of ``config``, or None if it has not run."""
-    path = _path(kind, config)
-    return torch.load(path, weights_only=False)["result"] if path.exists() else None
-
-
-def cached(kind: str, config: dict, compute: Callable[[], dict], use_cache: bool = True) -> dict:
-    """Return ``compute()``'s dict, loading it from the cache when the same ``config`` ran before."""
-    if not use_cache:
-        return compute()
-    result = load_cached(kind, config)
-    if result is not None:
-        return result
-    result = compute()
-    path = _path(kind, config)
-    atomic_write(path, lambda f: torch.save({"config": config, "result": result}, f))
-    return result
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(Run)})
+    if unknown:
+        fail("option", unknown, f"fields of Run: {[f.name for f in dataclasses.fields(Run)]}")
+    return Run(data(X, "X"), targets, protocol, test=labelled(X_test, y_test, "test"),
+               val=labelled(X_val, y_val, "val"), **fields)

@@ -1,4 +1,6 @@
-"""Label-noise statistics: transition matrices, class priors and the CCN hypothesis test (Section 2)."""
+"""Label-noise statistics: transition matrices, class priors, the CCN hypothesis test (Section 2,
+Theorem 1), the anchor-point estimate of T (Forward's), and SEAL's label-correction analysis
+(Eq. 9-10). Statistics only: nothing here trains (``experiments`` runs the experiments)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .noise import check_labels
-from .train import train
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from .checks import check_labels, check_softmax
+from .noise import mislabel_scores
 
 
 def estimate_transition_matrix(y, y_noisy, n_classes: int) -> torch.Tensor:
@@ -129,22 +134,6 @@ def validation_split(n: int, val_fraction: float, seed: int = 0):
     return perm[m:].sort().values, perm[:m].sort().values
 
 
-def ccn_experiment(X, y_noisy, M, w, proto, *, dataset: str, val_fraction: float = 0.2, seed: int = 0,
-                   alpha: float = 0.05, n_classes: int = 10, **train_kwargs) -> dict:
-    """Theorem 1 applied to a noisy data set: hold out a random noisy validation set, train on the
-    rest with cross-entropy (``proto``), and test CCN with the validation error at the last epoch.
-
-    ``M`` and ``w`` are the transition matrix and class priors the CCN hypothesis would imply
-    (estimated elsewhere, e.g. from a clean subset). Returns the ``CCNTest`` (``test``), the
-    per-epoch validation error (``val_error``) and the training history."""
-    ccn_bound(M, w)  # validate before training
-    train_idx, val_idx = validation_split(len(y_noisy), val_fraction, seed)
-    run = train(X[train_idx], y_noisy[train_idx], proto, dataset=dataset, seed=seed, n_classes=n_classes,
-                X_test=X[val_idx], y_test=y_noisy[val_idx], keep_model=False, **train_kwargs)
-    val_error = [1 - a for a in run["history"]["test_acc"]]
-    return dict(test=ccn_test(val_error[-1], M, w, len(val_idx), alpha), val_error=val_error, history=run["history"])
-
-
 def anchor_transition_matrix(probs: torch.Tensor, percentile: float | None = 97.0) -> torch.Tensor:
     """Anchor-point estimate of the noise transition matrix from a softmax fitted to noisy labels
     (Patrini et al. 2017, Eq. 9-10): row i is the softmax of the instance most confidently of
@@ -163,3 +152,49 @@ def anchor_transition_matrix(probs: torch.Tensor, percentile: float | None = 97.
             p[p >= torch.quantile(p, percentile / 100, interpolation="higher")] = 0.0
         rows.append(probs[p.argmax()])
     return torch.stack(rows).float()
+
+
+# ---------------------------------------------------------------- SEAL's label correction (Eq. 9-10)
+
+def label_distance(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) -> torch.Tensor:
+    """Eq. (9) on the corrupted instances (y != y_noisy): d = ||S_i - e_y||_1 / ||e_y_noisy - e_y||_1,
+    in [0, 1]; 1 for the given noisy one-hot label, 0 for the true one."""
+    S = check_softmax(S)
+    y, y_noisy = check_labels(y, S.shape[1]), check_labels(y_noisy, S.shape[1], "y_noisy")
+    check_softmax(S, len(y))
+    corrupted = y != y_noisy
+    e_y = F.one_hot(y[corrupted], S.shape[1]).to(S.dtype)
+    e_noisy = F.one_hot(y_noisy[corrupted], S.shape[1]).to(S.dtype)
+    return (S[corrupted] - e_y).abs().sum(1) / (e_noisy - e_y).abs().sum(1)
+
+
+def correction_scores(S: torch.Tensor, y_noisy: torch.Tensor):
+    """Eq. (10): N-bar(x) = max_{k != y_noisy} S_k, the confidence that a label needs correction,
+    and the corrected label argmax_{k != y_noisy} S_k (Eq. 3 with the noisy label in place of y)."""
+    return mislabel_scores(S, y_noisy)
+
+
+def correction_metrics(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) -> dict:
+    """How well SEAL's soft labels find and fix the corrupted instances (beyond the paper).
+
+    - ``precision`` / ``recall``: of the k instances with the highest N-bar(x), k = the true number
+      of corrupted instances (so the two coincide), how many are corrupted;
+    - ``auroc``: N-bar(x) as a detector of corrupted instances;
+    - ``acc_noisy``, ``acc_argmax``, ``acc_corrected``: accuracy against the true labels of the
+      noisy labels, of argmax S, and of the noisy labels with the top-k relabelled to ỹ (Eq. 10);
+    - ``mean_distance``: mean Eq. (9) distance over the corrupted instances.
+    """
+    score, corrected = correction_scores(S, y_noisy)
+    y, y_noisy = check_labels(y, S.shape[1]), check_labels(y_noisy, S.shape[1], "y_noisy")
+    corrupted = y != y_noisy
+    k = int(corrupted.sum())
+    top = torch.sort(score, descending=True, stable=True).indices[:k]
+    hits = int(corrupted[top].sum())
+    relabelled = y_noisy.clone()
+    relabelled[top] = corrected[top]
+    both_classes = 0 < k < len(y)
+    return dict(precision=hits / k if k else float("nan"), recall=hits / k if k else float("nan"),
+                auroc=float(roc_auc_score(corrupted.numpy(), score.double().numpy())) if both_classes else float("nan"),
+                acc_noisy=float((y_noisy == y).float().mean()), acc_argmax=float((S.argmax(1) == y).float().mean()),
+                acc_corrected=float((relabelled == y).float().mean()),
+                mean_distance=float(label_distance(S, y, y_noisy).mean()) if k else float("nan"))

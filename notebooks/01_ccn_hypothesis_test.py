@@ -57,12 +57,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from idnhelpers.data import N_CLASSES, default_root, load_clothing1m_labels, load_dataset, subset
-from idnhelpers.noise import ccn_labels, idn_label_sets
-from idnhelpers.stats import ccn_experiment, ccn_test, class_priors, estimate_transition_matrix
-from idnhelpers.train import protocol
+from idnhelpers.clothing1m import load_clothing1m_labels
+from idnhelpers.datasets import default_root, get_dataset, load_dataset, protocol, subset
+from idnhelpers.experiments import ccn_experiment, idn_label_sets
+from idnhelpers.noise import ccn_labels
+from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix
 
-n_classes = N_CLASSES[dataset]
+n_classes = get_dataset(dataset).n_classes
 noise_rates = sorted(float(r) for r in noise_rates)
 
 # %% [markdown]
@@ -106,7 +107,7 @@ for rate in noise_rates:
     y_ccn = ccn_labels(y, M, seed=seed, n_flips=int((y_idn != y).sum()))
     for kind, labels in (("IDN", y_idn), ("CCN (same M)", y_ccn)):
         out = ccn_experiment(X, labels, M, w, proto, dataset=dataset, val_fraction=val_fraction, seed=seed,
-                             alpha=alpha, n_classes=n_classes, device=device, precision=precision)
+                             alpha=alpha, device=device, precision=precision)
         t = out["test"]
         curves[(kind, rate)] = out["val_error"]
         rows.append({"noise": kind, "rate": f"{rate:.0%}", "flipped": int((labels != y).sum()),

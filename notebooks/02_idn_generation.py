@@ -34,7 +34,7 @@
 # The noise is instance-dependent (it comes from the network's confusion on each instance) and
 # it is hard: every wrong label is the class the network found most plausible. Because all rates
 # come from one ranking, the flipped sets are nested: every instance flipped at 10% is flipped
-# at 20%. The library call is `idnhelpers.noise.generate_idn`; `idn_labels(y, S, noise_rate)`
+# at 20%. The library call is `idnhelpers.experiments.generate_idn`; `idn_labels(y, S, noise_rate)`
 # applies the selection step to any averaged softmax.
 
 # %% tags=["parameters"]
@@ -54,13 +54,14 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
-from idnhelpers.data import CLASS_NAMES, N_CLASSES, load_dataset
-from idnhelpers.noise import flip_count, generate_idn, symmetric_noise
-from idnhelpers.published import PUBLISHED, PUBLISHED_RATES, load_published_idn
+from idnhelpers.datasets import get_dataset, load_dataset
+from idnhelpers.experiments import generate_idn
+from idnhelpers.noise import flip_count, symmetric_noise
+from idnhelpers.published import PUBLISHED_RATES, load_published_idn
 from idnhelpers.stats import estimate_transition_matrix, flip_agreement, per_class_noise_rate
 
-names = CLASS_NAMES[dataset]
-n_classes = N_CLASSES[dataset]
+spec = get_dataset(dataset)
+names, n_classes = spec.classes, spec.n_classes
 noise_rates = sorted(float(r) for r in noise_rates)
 
 # %% [markdown]
@@ -162,7 +163,7 @@ fig = plots.image_grid(X[picks], [f"{names[y[i]]} → {names[idn.candidate[i]]}"
 
 # %%
 rows_agree = []
-if dataset in PUBLISHED:
+if spec.published:
     for r in [r for r in noise_rates if any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES)]:
         y_pub, y_noisy_pub = load_published_idn(dataset, r)
         assert torch.equal(y_pub[idn.idx], y), "published true labels must match the data set's labels"

@@ -52,12 +52,14 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
-from idnhelpers.data import CLASS_NAMES, N_CLASSES, load_dataset, subset
-from idnhelpers.noise import idn_label_sets, symmetric_noise
-from idnhelpers.train import protocol, train
+from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
+from idnhelpers.engine import train
+from idnhelpers.experiments import idn_label_sets
+from idnhelpers.noise import symmetric_noise
+from idnhelpers.runs import CSRProbe, make_run
 
-names = CLASS_NAMES[dataset]
-n_classes = N_CLASSES[dataset]
+spec = get_dataset(dataset)
+names, n_classes = spec.classes, spec.n_classes
 noise_rates = sorted(float(r) for r in noise_rates)
 unknown = set(noise_types) - {"IDN", "CCN"}
 if unknown:
@@ -85,15 +87,13 @@ for r in noise_rates:
         labels[("IDN", r)] = idn_sets[r]
     if "CCN" in noise_types:
         labels[("CCN", r)] = symmetric_noise(y, r, n_classes, seed=seed)
-csr_subset = torch.arange(min(csr_size, len(y)))
-runs = {}
+csr_probe = CSRProbe(torch.arange(min(csr_size, len(y))), every=csr_every, radius=csr_radius)
+runs, tracked = {}, {}
 for (kind, r), y_noisy in labels.items():
-    track = (y_noisy != y).nonzero().squeeze(1)[:6] if kind == "IDN" else None
-    runs[(kind, r)] = train(X, y_noisy, proto, dataset=dataset, seed=seed, n_classes=n_classes, y_true=y,
-                            X_test=X_test, y_test=y_test, track=track, device=device, precision=precision,
-                            csr_subset=csr_subset, csr_every=csr_every, csr_radius=csr_radius, keep_model=False,
-                            desc=f"{kind} {r:.0%}")
-    runs[(kind, r)]["track"] = track
+    tracked[(kind, r)] = (y_noisy != y).nonzero().squeeze(1)[:6] if kind == "IDN" else None
+    run = make_run(X, y_noisy, proto, dataset=dataset, seed=seed, y_true=y, X_test=X_test, y_test=y_test,
+                   track=tracked[(kind, r)], precision=precision, csr=csr_probe, keep="none", label=f"{kind} {r:.0%}")
+    runs[(kind, r)] = train(run, device=device)
 
 # %% [markdown]
 # ## Fig. 4: training accuracy, test accuracy and CSR over epochs
@@ -103,7 +103,7 @@ epochs = np.arange(1, n_epochs + 1)
 fig, axes = plt.subplots(len(noise_types), 3, figsize=(14, 3.4 * len(noise_types)), squeeze=False, sharex=True)
 for row, kind in enumerate(noise_types):
     for r in noise_rates:
-        h = runs[(kind, r)]["history"]
+        h = runs[(kind, r)].history
         color = plt.cm.viridis(noise_rates.index(r) / max(1, len(noise_rates) - 1))
         axes[row, 0].plot(epochs, 100 * np.array(h["train_acc"]), color=color, label=f"{r:.0%}")
         axes[row, 1].plot(epochs, 100 * np.array(h["test_acc"]), color=color, label=f"{r:.0%}")
@@ -126,7 +126,7 @@ fig.tight_layout()
 # %%
 rows = []
 for (kind, r), run in runs.items():
-    h = run["history"]
+    h = run.history
     test = 100 * np.array(h["test_acc"])
     csr = [100 * c for c in h["csr"] if c is not None]
     rows.append({"noise": kind, "rate": f"{r:.0%}", "fit speed (mean train acc.)": round(100 * np.mean(h["train_acc"]), 2),
@@ -168,7 +168,7 @@ for r in noise_rates:
                            f"clean fraction {100 * (1 - r):.0f}%: the network has not memorised the noise yet, so its "
                            "test accuracy has not fallen; the gap claim needs training to convergence (the paper: 50 "
                            "epochs, `n_epochs`).")
-caveats.append(f"CSR is measured on {len(csr_subset)} instances (one critical instance = {100 / len(csr_subset):.2f} "
+caveats.append(f"CSR is measured on {len(csr_probe.rows)} instances (one critical instance = {100 / len(csr_probe.rows):.2f} "
                f"points) at r = {255 * csr_radius:.2f}/255; differences of a few instances are noise: raise `csr_size` "
                "or `csr_radius` to compare IDN and CCN by CSR.")
 print("\n\n".join(caveats))
@@ -187,7 +187,7 @@ fig, axes = plt.subplots(len(noise_types), len(noise_rates), figsize=(3.6 * len(
                          squeeze=False, sharex=True, sharey=True)
 for row, kind in enumerate(noise_types):
     for col, r in enumerate(noise_rates):
-        h, ax = runs[(kind, r)]["history"], axes[row, col]
+        h, ax = runs[(kind, r)].history, axes[row, col]
         ax.plot(epochs, h["mem_noisy"], label="corrupted: noisy label", color="tab:red")
         ax.plot(epochs, h["mem_true"], label="corrupted: true label", color="tab:green")
         ax.plot(epochs, h["mem_other"], label="corrupted: other", color="0.6")
@@ -208,8 +208,7 @@ fig.tight_layout()
 # %% tags=["hide-input"]
 if "IDN" in noise_types:
     r = min(noise_rates, key=lambda rate: abs(rate - 0.2))
-    run = runs[("IDN", r)]
-    track, snaps, y_noisy = run["track"], run["snapshots"], labels[("IDN", r)]
+    track, snaps, y_noisy = tracked[("IDN", r)], runs[("IDN", r)].snapshots, labels[("IDN", r)]
     fig, axes = plt.subplots(2, len(track), figsize=(2.4 * len(track), 4.4), squeeze=False,
                              gridspec_kw={"height_ratios": [1, 1.3]})
     for j, i in enumerate(track.tolist()):

@@ -31,8 +31,8 @@
 # any single epoch; iterating moves it closer still:
 # $\|\mathbb E[\bar S^{[m+1]}_i] - S^*_i\| \le \|\bar S^{[m]}_i - S^*_i\|$.
 #
-# The library call is `idnhelpers.seal.seal`; `label_distance` (Eq. 9), `correction_scores`
-# (Eq. 10) and `correction_metrics` measure the correction.
+# The library call is `idnhelpers.methods.run_method("seal", ...)`; `idnhelpers.stats.label_distance`
+# (Eq. 9), `correction_scores` (Eq. 10) and `correction_metrics` measure the correction.
 
 # %% tags=["parameters"]
 dataset = "mnist"  # mnist or cifar10 use the published IDN labels; other data sets generate them
@@ -55,22 +55,23 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
-from idnhelpers.data import CLASS_NAMES, N_CLASSES, load_dataset, subset
-from idnhelpers.noise import idn_label_sets
-from idnhelpers.seal import correction_metrics, correction_scores, label_distance, seal_many
-from idnhelpers.train import protocol
+from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
+from idnhelpers.experiments import idn_label_sets
+from idnhelpers.methods import run_methods
+from idnhelpers.stats import correction_metrics, correction_scores, label_distance
 
-names = CLASS_NAMES[dataset]
-n_classes = N_CLASSES[dataset]
+spec = get_dataset(dataset)
+names, n_classes = spec.classes, spec.n_classes
 noise_rates = sorted(float(r) for r in noise_rates)
 proto = protocol(dataset, n_epochs=n_epochs)
 
 # %% [markdown]
 # ## Noisy labels and training
 #
-# Each iteration trains every (noise rate, seed) run with the paper's protocol in one call of
-# `seal_many` (on a GPU the runs are stacked into one batched network; on a CPU they run one after
-# another). Every run is cached on disk: re-running with more iterations only trains the new ones.
+# Each iteration trains every (noise rate, seed) run with the paper's protocol in one call
+# (`methods.run_methods("seal", ...)`: on a GPU the runs are stacked into one batched network; on a
+# CPU they run one after another). Every run is cached on disk: re-running with more iterations
+# only trains the new ones.
 
 # %% tags=["remove-stderr"]
 X_all, y_all = load_dataset(dataset, data_root, train=True)
@@ -79,9 +80,10 @@ X_test, y_test = load_dataset(dataset, data_root, train=False)
 noisy, source = idn_label_sets(dataset, noise_rates, idx, use_published=use_published, n_train=n_train, seed=seed,
                                root=data_root, device=device, precision=precision)
 grid = [(r, s) for r in noise_rates for s in seeds]  # every (rate, seed) run trains together, iteration by iteration
-runs = dict(zip(grid, seal_many(X, [noisy[r] for r, _ in grid], n_iterations, proto, seeds=[s for _, s in grid],
-                                dataset=dataset, n_classes=n_classes, y_true=y, X_test=X_test, y_test=y_test,
-                                device=device, precision=precision, keep_model=False)))
+results = run_methods("seal", X, [noisy[r] for r, _ in grid], proto, seeds=[s for _, s in grid],
+                      n_iterations=n_iterations, dataset=dataset, y_true=y, X_test=X_test, y_test=y_test,
+                      device=device, precision=precision, keep="none")
+runs = {cell: result.stages for cell, result in zip(grid, results)}  # runs[(rate, seed)][m]: iteration m
 print(f"IDN labels: {source}; {len(y)} training instances, "
       f"{len(runs) * (n_iterations + 1)} training runs")
 
@@ -102,7 +104,7 @@ fig, axes = plt.subplots(-(-len(noise_rates) // ncols), ncols, figsize=(5.5 * nc
 bins = np.linspace(0, 1, 41)
 for ax, r in zip(axes.flat, noise_rates):
     for m in range(n_iterations + 1):
-        d = label_distance(runs[(r, seeds[0])][m]["S"], y, noisy[r])
+        d = label_distance(runs[(r, seeds[0])][m].S, y, noisy[r])
         ax.hist(d.numpy(), bins=bins, histtype="step", lw=1.8, label=f"$\\bar S^{{[{m}]}}$ (mean {d.mean():.2f})")
     ax.set(title=f"IDN {r:.0%}: {int((noisy[r] != y).sum())} corrupted instances", xlabel="d(S, y), Eq. (9)")
     ax.legend(fontsize=8, loc="upper left")
@@ -127,7 +129,7 @@ def mean_std(values):
 
 
 accuracy = pd.DataFrame(
-    {f"{r:.0%}": [mean_std([runs[(r, s)][m]["history"]["test_acc"][-1] for s in seeds]) for m in range(n_iterations + 1)]
+    {f"{r:.0%}": [mean_std([runs[(r, s)][m].history["test_acc"][-1] for s in seeds]) for m in range(n_iterations + 1)]
      for r in noise_rates},
     index=["CE (iteration 0)"] + [f"SEAL iteration {m}" for m in range(1, n_iterations + 1)])
 accuracy
@@ -135,7 +137,7 @@ accuracy
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for r in noise_rates:
-    acc = [100 * np.mean([runs[(r, s)][m]["history"]["test_acc"][-1] for s in seeds]) for m in range(n_iterations + 1)]
+    acc = [100 * np.mean([runs[(r, s)][m].history["test_acc"][-1] for s in seeds]) for m in range(n_iterations + 1)]
     ax.plot(range(n_iterations + 1), acc, marker="o", label=f"IDN {r:.0%}")
 ax.set(xlabel="iteration (0 = CE)", ylabel="test accuracy (%)", xticks=range(n_iterations + 1))
 ax.legend(fontsize=8)
@@ -153,7 +155,7 @@ fig.tight_layout()
 rows = []
 for r in noise_rates:
     for m in range(n_iterations + 1):
-        metrics = [correction_metrics(runs[(r, s)][m]["S"], y, noisy[r]) for s in seeds]
+        metrics = [correction_metrics(runs[(r, s)][m].S, y, noisy[r]) for s in seeds]
         rows.append({"rate": f"{r:.0%}", "iteration": m,
                      **{k: round(100 * float(np.mean([mm[k] for mm in metrics])), 1)
                         for k in ("auroc", "precision", "acc_noisy", "acc_argmax", "acc_corrected", "mean_distance")}})
@@ -171,7 +173,7 @@ correction
 
 # %% tags=["hide-input"]
 r = noise_rates[-1]
-S_last = runs[(r, seeds[0])][n_iterations]["S"]
+S_last = runs[(r, seeds[0])][n_iterations].S
 score, corrected = correction_scores(S_last, noisy[r])
 picks = [int(torch.nonzero(noisy[r] == c).squeeze(1)[score[noisy[r] == c].argmax()]) for c in range(n_classes)
          if (noisy[r] == c).any()]

@@ -61,12 +61,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from idnhelpers import paper_results
-from idnhelpers.clothing1m import Clothing1MProtocol, clothing1m_available, clothing1m_table
-from idnhelpers.data import N_CLASSES, load_dataset, subset
-from idnhelpers.methods import LABELS, get_method, run_method, summarize
-from idnhelpers.noise import idn_label_sets
+from idnhelpers.clothing1m import PROTOCOL as CLOTHING1M_PROTOCOL, clothing1m_available, clothing1m_table
+from idnhelpers.datasets import load_dataset, protocol, subset
+from idnhelpers.experiments import idn_label_sets
+from idnhelpers.methods import METHODS, get_method, method_label, run_method, summarize
 from idnhelpers.stats import validation_split
-from idnhelpers.train import protocol
 
 for name in methods:
     get_method(name)  # an unknown name stops here, before any training
@@ -99,7 +98,7 @@ results = {}
 for rate, s, name in tqdm(grid, desc="benchmark grid", unit="run"):
     y_train, y_val = split(noisy[rate])
     results[(rate, s, name)] = summarize(run_method(
-        name, X_train, y_train, proto, noise_rate=rate, dataset=dataset, seed=s, n_classes=N_CLASSES[dataset],
+        name, X_train, y_train, proto, noise_rate=rate, dataset=dataset, seed=s,
         y_true=split(y)[0], X_test=X_test, y_test=y_test, X_val=X_val, y_val=y_val, device=device,
         precision=precision, **options.get(name, {})))
 print(f"IDN labels: {source}; {len(X_train)} training rows, {0 if X_val is None else len(X_val)} validation rows, "
@@ -131,7 +130,7 @@ def mean_last(name, rate):
 last = column("last")
 table = {}
 for name in methods:
-    row = table[LABELS[name]] = {}
+    row = table[method_label(name)] = {}
     for rate in noise_rates:
         paper = paper_results.paper_value(dataset, name, rate)
         row[(f"{rate:.0%}", "ours")] = cell(last[(name, rate)])
@@ -147,7 +146,7 @@ for i, name in enumerate(methods):
     color = f"C{i}"
     mean = [mean_last(name, r) for r in noise_rates]
     std = [np.std(last[(name, r)]) for r in noise_rates]
-    ax.errorbar([100 * r for r in noise_rates], mean, yerr=std, color=color, marker="o", capsize=3, label=LABELS[name])
+    ax.errorbar([100 * r for r in noise_rates], mean, yerr=std, color=color, marker="o", capsize=3, label=method_label(name))
     paper = [paper_results.paper_value(dataset, name, r) for r in noise_rates]
     if all(paper):
         ax.plot([100 * r for r in noise_rates], [p[0] for p in paper], color=color, ls="--", lw=1, alpha=0.7)
@@ -166,7 +165,7 @@ fig.tight_layout()
 
 # %%
 best, selected = column("best"), column("val_selected")
-extra = pd.DataFrame({(f"{r:.0%}", kind): {LABELS[n]: cell(values[(n, r)]) for n in methods}
+extra = pd.DataFrame({(f"{r:.0%}", kind): {method_label(n): cell(values[(n, r)]) for n in methods}
                       for r in noise_rates for kind, values in (("last", last), ("best", best),
                                                                  ("val.-selected", selected))})
 extra.columns.names = ["noise rate", "epoch"]
@@ -187,7 +186,7 @@ if {"seal", "ce"} <= set(methods):
 if "seal" in methods and len(methods) > 1:
     winners = [max(methods, key=lambda n: mean_last(n, r)) for r in noise_rates]
     claims.append(("SEAL is the best method at every rate (Tables 1-2)", all(w in ("seal", "seal_dmi") for w in winners),
-                   ", ".join(f"{r:.0%}: {LABELS[w]}" for r, w in zip(noise_rates, winners))))
+                   ", ".join(f"{r:.0%}: {method_label(w)}" for r, w in zip(noise_rates, winners))))
 if {"seal_dmi", "dmi"} <= set(methods):
     gains = [mean_last("seal_dmi", r) - mean_last("dmi", r) for r in noise_rates]
     claims.append(("SEAL improves DMI (Table 3's SEAL (DMI))", all(g > 0 for g in gains),
@@ -219,10 +218,10 @@ if "ce" in methods:
 # here); otherwise the paper's table is shown alone. * = number published by the method's authors.
 
 # %%
-paper3 = pd.DataFrame([(LABELS.get(n, "Joint Optimization") + ("*" if star else ""), acc)
+paper3 = pd.DataFrame([((method_label(n) if n in METHODS else "Joint Optimization") + ("*" if star else ""), acc)
                        for n, acc, star in paper_results.CLOTHING1M], columns=["method", "paper"])
 if clothing1m_available(data_root) and clothing1m_weights:
-    ours = clothing1m_table(methods, data_root, clothing1m_weights, Clothing1MProtocol(n_epochs=clothing1m_epochs),
+    ours = clothing1m_table(methods, data_root, clothing1m_weights, CLOTHING1M_PROTOCOL.replace(n_epochs=clothing1m_epochs),
                             device=device, precision=precision)
     paper3 = paper3.merge(ours, on="method", how="outer")
 else:

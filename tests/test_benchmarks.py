@@ -9,10 +9,9 @@ from PIL import Image
 from torchvision.models import resnet50 as tv_resnet50
 
 from idnhelpers import clothing1m
-from idnhelpers.data import load_dataset
-from idnhelpers.methods import METHODS, run_method, summarize
-from idnhelpers.noise import generate_idn
-from idnhelpers.train import protocol
+from idnhelpers.datasets import get_dataset, load_dataset, protocol
+from idnhelpers.experiments import generate_idn
+from idnhelpers.methods import METHODS, run_method, run_methods, summarize
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +36,46 @@ def test_cifar10_pipeline_every_method(cifar_root):
     assert int((y_noisy != y).sum()) == 8  # exactly 20% of 40
     proto = protocol("cifar10", n_epochs=2, model="wrn16_2", batch_size=16)
     assert proto.augment and proto.weight_decay == 5e-4
-    for name in METHODS:
+    for name in ("ce", "forward", "coteaching", "gce", "dac", "dmi", "seal", "seal_dmi"):
         options = dict(n_iterations=1) if name.startswith("seal") else {}
         r = run_method(name, X, y_noisy, proto, noise_rate=0.2, dataset="cifar10", y_true=y, X_test=X_test,
                        y_test=y_test, X_val=X_test[:8], y_val=y_test[:8], **options)
         s = summarize(r)
         assert 0 <= s["last"] <= 100 and 1 <= s["val_epoch"] <= 2, name
-        assert torch.allclose(r["S"].sum(1), torch.ones(40), atol=1e-4), name
+        assert torch.allclose(r.S.sum(1), torch.ones(40), atol=1e-4), name
 
 
 def test_cifar10_pipeline_with_the_papers_wide_resnet(cifar_root):
     X, y = load_dataset("cifar10", cifar_root)
     r = run_method("seal", X[:16], y[:16], protocol("cifar10", n_epochs=1), n_iterations=1, dataset="cifar10",
                    use_cache=False)
-    assert len(r["iterations"]) == 2 and r["S"].shape == (16, 10)
+    assert len(r.stages) == 2 and r.S.shape == (16, 10)
+
+
+def test_cifar100_is_a_registry_entry(tmp_path):
+    """torchvision's cifar-100-python layout (train, test, meta pickles), 100 fine labels, CIFAR protocol."""
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name, n in (("train", 30), ("test", 10)):
+        fine = rng.integers(0, 100, n)
+        data = np.clip(rng.normal(2 * fine[:, None] + 30, 20, (n, 3072)), 0, 255).astype(np.uint8)
+        batch = {"filenames": [f"img_{i}.png" for i in range(n)], "batch_label": f"{name} batch",
+                 "fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist(), "data": data}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    spec = get_dataset("cifar100")
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": list(spec.classes),
+                                                "coarse_label_names": [f"super{i}" for i in range(20)]}))
+    X, y = load_dataset("cifar100", tmp_path)
+    X_test, y_test = load_dataset("cifar100", tmp_path, train=False)
+    assert spec.n_classes == 100 and spec.classes[:3] == ("apple", "aquarium_fish", "baby")
+    assert X.shape == (30, 3, 32, 32) and y.max() < 100 and len(y_test) == 10
+    assert spec.protocol == get_dataset("cifar10").protocol  # the CIFAR protocol of Appendix A
+    proto = protocol("cifar100", n_epochs=1, model="wrn16_2", batch_size=10)
+    results = run_methods("seal", X, [y, y.roll(1)], proto, seeds=[0, 1], n_iterations=1, dataset="cifar100",
+                          X_test=X_test, y_test=y_test, use_cache=False, backend="stacked")
+    assert all(r.S.shape == (30, 100) and len(r.stages) == 2 for r in results)
+    assert results[0].final.weights["fc.weight"].shape == (100, 128)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +104,8 @@ def clothing_root(tmp_path_factory):
     return root
 
 
-SMALL = clothing1m.Clothing1MProtocol(n_epochs=2, batch_size=8, lr_drop_epoch=1, resize=36, crop=32, n_iterations=1)
+SMALL = clothing1m.PROTOCOL.replace(n_epochs=2, batch_size=8, milestones=(1,))
+FILES = dict(workers=0, resize=36, crop=32)
 
 
 def test_clothing1m_files(clothing_root, tmp_path):
@@ -94,25 +120,28 @@ def test_clothing1m_files(clothing_root, tmp_path):
 
 @pytest.mark.parametrize("method, n_stages", [("seal", 2), ("seal_dmi", 3), ("forward", 2), ("coteaching", 1)])
 def test_clothing1m_pipeline(clothing_root, method, n_stages):
-    r = clothing1m.run_clothing1m(method, clothing_root, clothing_root / "resnet50_imagenet.pth", SMALL, workers=0)
-    assert len(r["stages"]) == n_stages and all(0 <= a <= 1 for a in r["stages"])
-    assert r["test_acc"] == r["history"]["test_acc"][r["best_epoch"] - 1]  # the best-on-validation epoch
-    assert r["history"]["val_acc"][r["best_epoch"] - 1] == max(r["history"]["val_acc"])
+    r = clothing1m.run_clothing1m(method, clothing_root, clothing_root / "resnet50_imagenet.pth", SMALL,
+                                  n_iterations=1, **FILES)
+    assert len(r.stages) == n_stages and all(0 <= a <= 1 for stage in r.stages for a in stage.history["test_acc"])
+    h = r.final.history
+    assert h["val_acc"][r.final.best_epoch - 1] == max(h["val_acc"])  # the kept model is the best on validation
+    assert clothing1m.best_test_accuracy(r) == h["test_acc"][r.final.best_epoch - 1]
     if method.startswith("seal"):
-        assert r["S"].shape == (28, 14) and torch.allclose(r["S"].sum(1), torch.ones(28), atol=1e-4)
+        assert r.S.shape == (28, 14) and torch.allclose(r.S.sum(1), torch.ones(28), atol=1e-4)
 
 
 def test_clothing1m_table_and_errors(clothing_root):
     weights = clothing_root / "resnet50_imagenet.pth"
-    table = clothing1m.clothing1m_table(["ce", "coteaching", "seal"], clothing_root, weights, SMALL, workers=0)
+    table = clothing1m.clothing1m_table(["ce", "coteaching", "seal"], clothing_root, weights, SMALL, n_iterations=1,
+                                        **FILES)
     assert table["method"].tolist() == ["CE", "Co-teaching", "SEAL"]
-    seal = clothing1m.run_clothing1m("seal", clothing_root, weights, SMALL, workers=0)
-    assert table["ours"].tolist()[2] == pytest.approx(100 * seal["test_acc"])  # cached: the same run
-    again = clothing1m.run_clothing1m("seal", clothing_root, weights, SMALL, workers=0, use_cache=False)
-    assert torch.equal(again["S"], seal["S"])  # seeded: the same run again
-    with pytest.raises(ValueError, match="forget_rate=1.2"):
+    seal = clothing1m.run_clothing1m("seal", clothing_root, weights, SMALL, n_iterations=1, **FILES)
+    assert table["ours"].tolist()[2] == pytest.approx(100 * clothing1m.best_test_accuracy(seal))  # cached: same run
+    again = clothing1m.run_clothing1m("seal", clothing_root, weights, SMALL, n_iterations=1, use_cache=False, **FILES)
+    assert torch.equal(again.S, seal.S)  # seeded: the same run again
+    with pytest.raises(ValueError, match="noise_rate=1.2"):
         clothing1m.run_clothing1m("coteaching", clothing_root, weights, forget_rate=1.2)
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match="method='mixup'"):
         clothing1m.run_clothing1m("mixup", clothing_root, weights)
     with pytest.raises(FileNotFoundError, match="weights"):
         clothing1m.run_clothing1m("ce", clothing_root, clothing_root / "missing.pth")

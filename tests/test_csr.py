@@ -2,19 +2,20 @@ import pytest
 import torch
 
 from idnhelpers.csr import critical_sample_ratio, critical_samples
-from idnhelpers.data import load_dataset, subset
+from idnhelpers.datasets import load_dataset, protocol, subset
+from idnhelpers.engine import init_networks, train
 from idnhelpers.models import MnistCNN
 from idnhelpers.noise import symmetric_noise
-from idnhelpers.train import init_model, protocol, train
+from idnhelpers.runs import CSRProbe, make_run
 
 
 @pytest.fixture(scope="module")
 def trained():
     X, y, _ = subset(*load_dataset("mnist"), 2000, seed=0)
     proto = protocol("mnist", n_epochs=2)
-    run = train(X, y, proto, dataset="mnist", use_cache=False)
-    model = init_model(proto, 10, 0)
-    model.load_state_dict(run["state_dict"])
+    run = make_run(X, y, proto, dataset="mnist")
+    result = train(run, use_cache=False)
+    model = init_networks(run.replace(init=result.weights), torch.device("cpu"))[0]
     return model, X[:300]
 
 
@@ -45,13 +46,13 @@ def test_csr_is_deterministic_and_keeps_the_model_mode(trained):
 def test_engine_records_csr_and_the_memorisation_split():
     X, y, _ = subset(*load_dataset("mnist"), 1500, seed=0)
     y_noisy = symmetric_noise(y, 0.4, 10, seed=0)
-    run = train(X, y_noisy, protocol("mnist", n_epochs=3), dataset="mnist", y_true=y,
-                csr_subset=torch.arange(200), csr_every=2, csr_radius=16 / 255, use_cache=False)
-    h = run["history"]
+    run = train(make_run(X, y_noisy, protocol("mnist", n_epochs=3), dataset="mnist", y_true=y,
+                         csr=CSRProbe(torch.arange(200), every=2, radius=16 / 255)), use_cache=False)
+    h = run.history
     assert h["csr"][0] is None and h["csr"][2] is None and 0 <= h["csr"][1] <= 1
     for epoch in range(3):
         assert h["mem_noisy"][epoch] + h["mem_true"][epoch] + h["mem_other"][epoch] == pytest.approx(1.0)
         assert 0 <= h["clean_correct"][epoch] <= 1
     assert h["mem_true"][-1] > h["mem_noisy"][-1]  # early in training, uniform noise is not memorised
     with pytest.raises(ValueError, match="csr_every"):
-        train(X, y_noisy, protocol("mnist", n_epochs=1), dataset="mnist", csr_subset=torch.arange(5), csr_every=0)
+        make_run(X, y_noisy, protocol("mnist", n_epochs=1), dataset="mnist", csr=CSRProbe(torch.arange(5), every=0))

@@ -1,15 +1,20 @@
+import importlib
 import math
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from idnhelpers import losses, methods
-from idnhelpers.coteaching import keep_rate, small_loss_exchange
-from idnhelpers.data import load_dataset
+from idnhelpers.datasets import load_dataset, protocol
+from idnhelpers.engine import init_networks
 from idnhelpers.noise import symmetric_noise
+from idnhelpers.runs import make_run
+from idnhelpers.sources import Normalizer
 from idnhelpers.stats import anchor_transition_matrix
-from idnhelpers.train import Normalizer, init_model, protocol
+from idnhelpers.steps import keep_rate, small_loss_exchange
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +29,14 @@ def engine(digits, **kw):
     return dict(dataset="digits", seed=0, y_true=y, X_test=Xt, y_test=yt, X_val=Xt[:100], y_val=yt[:100], **kw)
 
 
+def init_model(proto, n_outputs, seed, state=None):
+    """The network a digits run of ``proto`` starts from (or with ``state`` loaded)."""
+    X, y = load_dataset("digits")
+    objective = losses.DAC() if n_outputs == 11 else losses.CrossEntropy()
+    run = make_run(X, y, proto, dataset="digits", seed=seed, objective=objective, init=state)
+    return init_networks(run, torch.device("cpu"))[0]
+
+
 def logits_of(state, X, n_outputs, proto):
     model = init_model(proto, n_outputs, 0, state).eval()
     with torch.no_grad():
@@ -34,7 +47,7 @@ ONE_EPOCH = protocol("digits", n_epochs=1)
 
 
 @pytest.mark.parametrize("name, objective, options, min_acc", [
-    ("ce", losses.Objective(), {}, 0.5),
+    ("ce", losses.CrossEntropy(), {}, 0.5),
     ("gce", losses.GCE(0.7), {}, 0.25),  # bounded, so slow to start, as GCE is known to be
     ("dac", losses.DAC(warmup_epochs=0), {"warmup_epochs": 0}, 0.25),
 ])
@@ -43,30 +56,31 @@ def test_loss_methods_lower_their_own_loss_in_one_epoch(digits, name, objective,
     r = methods.run_method(name, X, y_noisy, ONE_EPOCH, **engine(digits), **options)
     n_out = 10 + objective.extra_outputs
     before = objective.make(10, 1)(logits_of(init_model(ONE_EPOCH, n_out, 0).state_dict(), X, n_out, ONE_EPOCH), y_noisy, 0)
-    after = objective.make(10, 1)(logits_of(r["state_dict"], X, n_out, ONE_EPOCH), y_noisy, 0)
+    after = objective.make(10, 1)(logits_of(r.final.weights, X, n_out, ONE_EPOCH), y_noisy, 0)
     assert after < before - 0.02
-    assert r["history"]["test_acc"][-1] > min_acc  # chance is 0.1
+    assert r.history["test_acc"][-1] > min_acc  # chance is 0.1
 
 
 def test_forward_estimates_T_and_lowers_the_forward_loss(digits):
     X, y_noisy = digits[:2]
-    r = methods.forward(X, y_noisy, ONE_EPOCH, **engine(digits))
-    T = r["T"]
+    r = methods.run_method("forward", X, y_noisy, ONE_EPOCH, **engine(digits))
+    T = r.T
     assert T.shape == (10, 10) and torch.allclose(T.sum(1), torch.ones(10), atol=1e-4)
     loss = losses.Forward(tuple(map(tuple, T.tolist()))).make(10, 1)
     before = loss(logits_of(init_model(ONE_EPOCH, 10, 0).state_dict(), X, 10, ONE_EPOCH), y_noisy, 0)
-    assert loss(logits_of(r["state_dict"], X, 10, ONE_EPOCH), y_noisy, 0) < before - 0.05
+    assert loss(logits_of(r.final.weights, X, 10, ONE_EPOCH), y_noisy, 0) < before - 0.05
 
 
 def test_dmi_starts_from_ce_and_raises_the_determinant(digits):
     X, y_noisy = digits[:2]
-    ce = methods.ce(X, y_noisy, ONE_EPOCH, **engine(digits))
-    r = methods.dmi(X, y_noisy, ONE_EPOCH, lr=0.01, **engine(digits))
+    ce = methods.run_method("ce", X, y_noisy, ONE_EPOCH, **engine(digits)).final
+    r = methods.run_method("dmi", X, y_noisy, ONE_EPOCH, lr=0.01, **engine(digits))
+    assert torch.equal(r.stages[0].S, ce.S)  # DMI's first stage is the CE run
     loss = lambda state: losses.dmi_loss(logits_of(state, X, 10, ONE_EPOCH), y_noisy, 10, official=False)
-    assert loss(r["state_dict"]) < loss(ce["state_dict"]) - 0.1
+    assert loss(r.final.weights) < loss(ce.weights) - 0.1
     # with the authors' tiny learning rate the CE weights barely move
-    tiny = methods.dmi(X, y_noisy, ONE_EPOCH, **engine(digits))
-    assert abs(float(loss(tiny["state_dict"]) - loss(ce["state_dict"]))) < 0.05
+    tiny = methods.run_method("dmi", X, y_noisy, ONE_EPOCH, **engine(digits))
+    assert abs(float(loss(tiny.final.weights) - loss(ce.weights))) < 0.05
 
 
 def test_coteaching_lowers_cross_entropy_of_both_networks(digits):
@@ -74,18 +88,18 @@ def test_coteaching_lowers_cross_entropy_of_both_networks(digits):
     proto = protocol("digits", n_epochs=2)
     r = methods.run_method("coteaching", X, y_noisy, proto, noise_rate=0.3, **engine(digits))
     before = F.cross_entropy(logits_of(init_model(proto, 10, 0).state_dict(), X, 10, proto), y_noisy)
-    assert F.cross_entropy(logits_of(r["state_dict"], X, 10, proto), y_noisy) < 0.8 * before
-    assert r["history"]["test_acc"][-1] > 0.5
+    assert F.cross_entropy(logits_of(r.final.weights, X, 10, proto), y_noisy) < 0.8 * before
+    assert r.history["test_acc"][-1] > 0.5
 
 
 @pytest.mark.parametrize("name", ["seal", "seal_dmi"])
 def test_seal_methods_fit_the_previous_average_softmax(digits, name):
     X, y_noisy = digits[:2]
     r = methods.run_method(name, X, y_noisy, ONE_EPOCH, n_iterations=1, **engine(digits))
-    assert len(r["iterations"]) == 2 and r["history"]["test_acc"][-1] > 0.5
-    prev = (methods.ce if name == "seal" else methods.dmi)(X, y_noisy, ONE_EPOCH, **engine(digits))["S"]
+    assert len(r.stages) == (2 if name == "seal" else 3) and r.history["test_acc"][-1] > 0.5
+    prev = methods.run_method("ce" if name == "seal" else "dmi", X, y_noisy, ONE_EPOCH, **engine(digits)).S
     soft = lambda state: losses.soft_cross_entropy(logits_of(state, X, 10, ONE_EPOCH), prev)
-    assert soft(r["state_dict"]) < soft(init_model(ONE_EPOCH, 10, 0).state_dict()) - 0.05
+    assert soft(r.final.weights) < soft(init_model(ONE_EPOCH, 10, 0).state_dict()) - 0.05
 
 
 def test_forward_loss_is_cross_entropy_when_T_is_identity():
@@ -155,24 +169,101 @@ def test_anchor_estimator_recovers_T_from_exact_posteriors():
 
 
 def test_methods_by_name_and_clear_errors(digits):
-    assert sorted(methods.METHODS) == sorted(["ce", "forward", "coteaching", "gce", "dac", "dmi", "seal", "seal_dmi"])
-    with pytest.raises(ValueError, match="choose one of .*coteaching.*seal_dmi"):
+    assert {"ce", "forward", "coteaching", "gce", "dac", "dmi", "seal", "seal_dmi"} <= set(methods.METHODS)
+    with pytest.raises(ValueError, match="method='mixup'.*coteaching.*seal_dmi"):
         methods.get_method("mixup")
     X, y_noisy = digits[:2]
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['qq'\]; allowed: \['q'\]"):
+    with pytest.raises(ValueError, match=r"option=\['qq'\].*options of gce: \['q'\]"):
         methods.run_method("gce", X, y_noisy, ONE_EPOCH, qq=0.5, **engine(digits))
-    with pytest.raises(ValueError, match="needs noise_rate"):
+    with pytest.raises(ValueError, match="noise_rate=None.*forget rate"):
         methods.run_method("coteaching", X, y_noisy, ONE_EPOCH, **engine(digits))
     with pytest.raises(ValueError, match="anchor_percentile=0"):
         methods.run_method("forward", X, y_noisy, ONE_EPOCH, anchor_percentile=0, **engine(digits))
     with pytest.raises(ValueError, match="n_epochs=-1"):
         methods.run_method("dmi", X, y_noisy, ONE_EPOCH, n_epochs=-1, **engine(digits))
-    with pytest.raises(ValueError, match="forget_rate=1.5"):
+    with pytest.raises(ValueError, match="noise_rate=1.5"):
         methods.run_method("coteaching", X, y_noisy, ONE_EPOCH, noise_rate=1.5, **engine(digits))
 
 
 def test_summarize_reads_last_best_and_validation_selected_epochs():
     history = {"test_acc": [0.5, 0.9, 0.7], "val_acc": [0.6, 0.5, 0.8]}
-    assert methods.summarize({"history": history}) == dict(last=70.0, best=90.0, best_epoch=2, val_selected=70.0,
-                                                           val_epoch=3)
-    assert math.isnan(methods.summarize({"history": {"test_acc": [0.5]}})["val_selected"])
+    result = SimpleNamespace(history=history)
+    assert methods.summarize(result) == dict(last=70.0, best=90.0, best_epoch=2, val_selected=70.0, val_epoch=3)
+    assert math.isnan(methods.summarize(SimpleNamespace(history={"test_acc": [0.5]}))["val_selected"])
+
+
+@dataclass(frozen=True)
+class SymmetricCE(losses.Objective):
+    """Symmetric cross-entropy (Wang et al. 2019): alpha CE + beta reverse CE, log 0 clipped to -4."""
+
+    alpha: float = 0.1
+    beta: float = 1.0
+
+    def make(self, n_classes, n_epochs):
+        return lambda logits, y, epoch: sce_loss(logits, y, n_classes, self.alpha, self.beta)
+
+
+def sce_loss(logits, y, n_classes, alpha, beta):
+    p = F.softmax(logits, 1).clamp(min=1e-7)
+    reverse = -(p * F.one_hot(y, n_classes).float().clamp(min=math.exp(-4)).log()).sum(1).mean()
+    return alpha * F.cross_entropy(logits, y) + beta * reverse
+
+
+def test_a_new_loss_is_one_registry_entry(digits):
+    methods.register_method("sce", methods.loss_method("SCE", SymmetricCE))
+    try:
+        X, y_noisy, y, Xt, yt = digits
+        assert methods.method_options("sce") == ("alpha", "beta") and methods.method_label("sce") == "SCE"
+        r = methods.run_method("sce", X, y_noisy, ONE_EPOCH, alpha=0.5, **engine(digits))
+        loss = SymmetricCE(alpha=0.5).make(10, 1)
+        assert loss(logits_of(r.final.weights, X, 10, ONE_EPOCH), y_noisy, 0) < loss(
+            logits_of(init_model(ONE_EPOCH, 10, 0).state_dict(), X, 10, ONE_EPOCH), y_noisy, 0) - 0.05
+        assert r.history["test_acc"][-1] > 0.3
+        stacked = methods.run_methods("sce", X, [y_noisy, y], ONE_EPOCH, seeds=[0, 1], alpha=0.5, backend="stacked",
+                                      **{k: v for k, v in engine(digits).items() if k != "seed"})
+        assert (stacked[0].S - r.S).abs().max() < 0.02
+        with pytest.raises(ValueError, match="options of sce"):
+            methods.run_method("sce", X, y_noisy, ONE_EPOCH, gamma=1, **engine(digits))
+    finally:
+        del methods.METHODS["sce"]
+
+
+MY_LOSS = """
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from idnhelpers.losses import Objective
+
+
+def helper(logits, y):
+    return F.cross_entropy(logits, y)
+
+
+@dataclass(frozen=True)
+class Mine(Objective):
+    def make(self, n_classes, n_epochs):
+        return lambda logits, y, epoch: helper(logits, y)
+"""
+
+
+def test_editing_a_user_objective_changes_its_cache_key(digits, tmp_path, monkeypatch):
+    X, y_noisy = digits[:2]
+    (tmp_path / "my_loss.py").write_text(MY_LOSS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_loss
+
+    def key():
+        return make_run(X, y_noisy, ONE_EPOCH, dataset="digits", objective=my_loss.Mine()).key()
+
+    before = key()
+    assert key() == before
+    (tmp_path / "my_loss.py").write_text(MY_LOSS.replace("return F.cross_entropy", "return 2 * F.cross_entropy"))
+    importlib.reload(my_loss)  # the helper the objective calls was edited: its runs get a new key
+    assert key() != before
+    typed = {}  # a class typed into a REPL has no source file: its compiled code is hashed instead
+    for factor in (1, 2):
+        exec(compile(MY_LOSS.replace("return F.cross_entropy", f"return {factor} * F.cross_entropy"),
+                     "<stdin>", "exec"), namespace := {"__name__": "__main__"})
+        typed[factor] = losses.code_hash(namespace["Mine"])
+    assert typed[1] != typed[2]

@@ -2,11 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from idnhelpers import train as engine
-from idnhelpers.data import load_dataset, subset
+from idnhelpers import engine
+from idnhelpers.datasets import load_dataset, protocol, subset
+from idnhelpers.engine import train
+from idnhelpers.methods import run_method, run_methods
 from idnhelpers.published import load_published_idn
-from idnhelpers.seal import correction_metrics, correction_scores, label_distance, seal, seal_many
-from idnhelpers.train import protocol, train
+from idnhelpers.runs import make_run
+from idnhelpers.stats import correction_metrics, correction_scores, label_distance
 
 
 @pytest.fixture(scope="module")
@@ -17,51 +19,56 @@ def digits_noisy():
     return X, y, symmetric_noise(y, 0.3, 10, seed=0)
 
 
+def seal(X, y_noisy, n_iterations, proto, **kw):
+    return run_method("seal", X, y_noisy, proto, n_iterations=n_iterations, dataset="digits", **kw).stages
+
+
 def test_iteration_zero_is_plain_cross_entropy_and_soft_labels_are_distributions(digits_noisy):
     X, y, y_noisy = digits_noisy
     proto = protocol("digits", n_epochs=3)
-    runs = seal(X, y_noisy, 2, proto, dataset="digits", use_cache=False)
-    plain = train(X, y_noisy, proto, dataset="digits", use_cache=False)
+    runs = seal(X, y_noisy, 2, proto, use_cache=False)
+    plain = train(make_run(X, y_noisy, proto, dataset="digits"), use_cache=False)
     assert len(runs) == 3
-    assert torch.equal(runs[0]["S"], plain["S"])
+    assert torch.equal(runs[0].S, plain.S)
     for r in runs:
-        assert (r["S"] >= 0).all() and torch.allclose(r["S"].sum(1), torch.ones(len(y)), atol=1e-5)
-    assert not torch.allclose(runs[1]["S"], runs[0]["S"])
+        assert (r.S >= 0).all() and torch.allclose(r.S.sum(1), torch.ones(len(y)), atol=1e-5)
+    assert not torch.allclose(runs[1].S, runs[0].S)
 
 
 def test_more_iterations_resume_from_the_cache(digits_noisy, monkeypatch, tmp_path):
     monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path))
     X, y, y_noisy = digits_noisy
     proto = protocol("digits", n_epochs=2)
-    first = seal(X, y_noisy, 1, proto, dataset="digits")
+    first = seal(X, y_noisy, 1, proto)
     calls = []
-    real = engine._train
-    monkeypatch.setattr(engine, "_train", lambda *a, **k: calls.append(1) or real(*a, **k))
-    more = seal(X, y_noisy, 2, proto, dataset="digits")
-    assert len(calls) == 1 and torch.equal(more[1]["S"], first[1]["S"])
+    real = engine.fit
+    monkeypatch.setattr(engine, "fit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    more = seal(X, y_noisy, 2, proto)
+    assert len(calls) == 1 and torch.equal(more[1].S, first[1].S)
 
 
 def test_continue_and_start_from_another_softmax(digits_noisy):
     X, y, y_noisy = digits_noisy
     proto = protocol("digits", n_epochs=2)
-    fresh = seal(X, y_noisy, 1, proto, dataset="digits")
-    continued = seal(X, y_noisy, 1, proto, dataset="digits", retrain=False)
-    assert torch.equal(continued[0]["S"], fresh[0]["S"]) and not torch.allclose(continued[1]["S"], fresh[1]["S"])
-    S0 = F.one_hot(y, 10).float() * 0.9 + 0.01
-    from_init = seal(X, y_noisy, 1, proto, dataset="digits", S_init=S0)
-    assert from_init[0]["S"] is not None and torch.equal(from_init[0]["S"], S0)
-    assert from_init[1]["history"]["true_acc"] == [None, None]
+    fresh = seal(X, y_noisy, 1, proto)
+    continued = seal(X, y_noisy, 1, proto, retrain=False)
+    assert torch.equal(continued[0].S, fresh[0].S) and not torch.allclose(continued[1].S, fresh[1].S)
+    # SEAL (DMI): DMI's averaged softmax is S^[0], the soft labels of SEAL's first iteration
+    from_dmi = run_method("seal_dmi", X, y_noisy, proto, n_iterations=1, dataset="digits").stages
+    by_hand = train(make_run(X, from_dmi[1].S, proto, dataset="digits"))
+    assert len(from_dmi) == 3 and torch.equal(from_dmi[2].S, by_hand.S)
     with pytest.raises(ValueError, match="n_iterations"):
-        seal(X, y_noisy, -1, proto, dataset="digits")
+        seal(X, y_noisy, -1, proto)
 
 
-def test_seal_many_equals_seal_run_by_run(digits_noisy):
+def test_seal_over_a_grid_equals_seal_run_by_run(digits_noisy):
     X, y, y_noisy = digits_noisy
     proto = protocol("digits", n_epochs=2)
-    many = seal_many(X, [y_noisy, y], 1, proto, seeds=[3, 4], dataset="digits", use_cache=False, backend="loop")
-    for runs, labels, seed in zip(many, [y_noisy, y], [3, 4]):
-        single = seal(X, labels, 1, proto, dataset="digits", seed=seed, use_cache=False)
-        assert len(runs) == 2 and all(torch.equal(a["S"], b["S"]) for a, b in zip(runs, single))
+    many = run_methods("seal", X, [y_noisy, y], proto, seeds=[3, 4], n_iterations=1, dataset="digits",
+                       use_cache=False, backend="loop")
+    for result, labels, seed in zip(many, [y_noisy, y], [3, 4]):
+        single = seal(X, labels, 1, proto, seed=seed, use_cache=False)
+        assert len(result.stages) == 2 and all(torch.equal(a.S, b.S) for a, b in zip(result.stages, single))
 
 
 def test_label_distance_eq9():
@@ -96,8 +103,9 @@ def test_correction_metrics_hand_made():
 def test_seal_corrects_idn_on_real_mnist():
     X, y, idx = subset(*load_dataset("mnist"), 2000, seed=0)
     y_noisy = load_published_idn("mnist", 0.4)[1][idx]
-    runs = seal(X, y_noisy, 1, protocol("mnist", n_epochs=6), dataset="mnist", y_true=y)
-    m0, m1 = (correction_metrics(r["S"], y, y_noisy) for r in runs)
+    runs = run_method("seal", X, y_noisy, protocol("mnist", n_epochs=6), n_iterations=1, dataset="mnist",
+                      y_true=y).stages
+    m0, m1 = (correction_metrics(r.S, y, y_noisy) for r in runs)
     assert m0["acc_noisy"] == pytest.approx(float((y_noisy == y).float().mean()))
     assert m1["acc_argmax"] > m1["acc_noisy"] + 0.05  # SEAL's labels are more accurate than the noisy ones
     assert m1["auroc"] > 0.75

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from idnhelpers.noise import symmetric_matrix
-from idnhelpers.stats import (ccn_bound, ccn_experiment, ccn_test, class_priors, estimate_transition_matrix,
-                              flip_agreement,
+from idnhelpers.experiments import ccn_experiment
+from idnhelpers.stats import (ccn_bound, ccn_test, class_priors, estimate_transition_matrix, flip_agreement,
                               per_class_noise_rate)
 
 
@@ -75,10 +75,9 @@ def test_flip_agreement():
 
 
 def test_ccn_experiment_rejects_idn_but_not_ccn_with_the_same_matrix():
-    from idnhelpers.data import load_dataset, subset
+    from idnhelpers.datasets import load_dataset, protocol, subset
     from idnhelpers.noise import ccn_labels
     from idnhelpers.published import load_published_idn
-    from idnhelpers.train import protocol
 
     X, y, idx = subset(*load_dataset("mnist"), 3000, seed=0)
     y_idn = load_published_idn("mnist", 0.4)[1][idx]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from idnhelpers import data
-from idnhelpers.data import load_dataset
+from idnhelpers import datasets as data
+from idnhelpers.datasets import load_dataset
 from idnhelpers.published import load_published_idn
 
 
@@ -82,7 +82,8 @@ def test_missing_data_set_says_where_to_put_it(tmp_path, name, hint, monkeypatch
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="mnist, fashion_mnist, cifar10, digits"):
+    with pytest.raises(ValueError, match=r"dataset='svhn'.*\['cifar10', 'cifar100', .*'digits', 'fashion_mnist', "
+                                         r"'mnist'\]"):
         load_dataset("svhn")
 
 

@@ -1,10 +1,12 @@
 import pytest
 import torch
 
-from idnhelpers import runs, train as engine
-from idnhelpers.data import load_dataset
-from idnhelpers.noise import generate_idn
-from idnhelpers.train import augment_batch, protocol, train
+from idnhelpers import cache, engine
+from idnhelpers.datasets import load_dataset, protocol
+from idnhelpers.engine import train
+from idnhelpers.experiments import generate_idn
+from idnhelpers.runs import make_run
+from idnhelpers.sources import augment_batch
 
 
 @pytest.fixture(scope="module")
@@ -14,53 +16,54 @@ def digits():
     return X, y, Xt, yt
 
 
-def fit(digits, targets=None, **kw):
+def fit(digits, targets=None, proto=None, use_cache=True, device=None, **kw):
     X, y, Xt, yt = digits
-    kw = dict(dict(proto=protocol("digits", n_epochs=5), seed=0), **kw)
-    return train(X, y if targets is None else targets, kw.pop("proto"), dataset="digits", y_true=y,
-                 X_test=Xt, y_test=yt, **kw)
+    run = make_run(X, y if targets is None else targets, proto or protocol("digits", n_epochs=5), dataset="digits",
+                   y_true=y, X_test=Xt, y_test=yt, **kw)
+    return train(run, use_cache=use_cache, device=device)
 
 
 def test_training_on_digits_beats_chance_and_records_softmax(digits):
     r = fit(digits, track=torch.tensor([0, 5]))
-    h = r["history"]
+    h = r.history
     assert h["test_acc"][-1] > 0.85  # chance is 0.10
     assert h["loss"][-1] < h["loss"][0]
     assert len(h["train_acc"]) == 5 and h["true_acc"] == h["train_acc"]
-    assert torch.allclose(r["S"].sum(1), torch.ones(len(r["S"])), atol=1e-5) and (r["S"] >= 0).all()
-    assert r["snapshots"].shape == (5, 2, 10)
-    assert torch.allclose(r["snapshots"].mean(0), r["S"][[0, 5]], atol=1e-6)  # S is the mean of the epochs
-    assert r["precision"] == "fp32" and r["device"] == "cpu"
+    assert torch.allclose(r.S.sum(1), torch.ones(len(r.S)), atol=1e-5) and (r.S >= 0).all()
+    assert r.snapshots.shape == (5, 2, 10)
+    assert torch.allclose(r.snapshots.mean(0), r.S[[0, 5]], atol=1e-6)  # S is the mean of the epochs
+    assert r.precision == "fp32" and r.device == "cpu" and r.threads == torch.get_num_threads()
 
 
 def test_training_is_deterministic(digits):
     a = fit(digits, use_cache=False, seed=3)
     b = fit(digits, use_cache=False, seed=3)
     c = fit(digits, use_cache=False, seed=4)
-    assert torch.equal(a["S"], b["S"])
-    assert not torch.equal(a["S"], c["S"])
+    assert torch.equal(a.S, b.S)
+    assert not torch.equal(a.S, c.S)
 
 
 def test_one_hot_soft_targets_equal_hard_labels(digits):
     X, y, *_ = digits
     hard = fit(digits, use_cache=False)
     soft = fit(digits, targets=torch.nn.functional.one_hot(y, 10).float(), use_cache=False)
-    assert torch.allclose(hard["S"], soft["S"], atol=1e-5)
+    assert torch.allclose(hard.S, soft.S, atol=1e-5)
 
 
 def test_cached_result_is_reused_and_written_atomically(digits, monkeypatch, tmp_path):
     monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path))
     first = fit(digits)
-    monkeypatch.setattr(engine, "_train", lambda *a, **k: pytest.fail("should have been loaded from the cache"))
-    assert torch.equal(fit(digits)["S"], first["S"])
+    monkeypatch.setattr(engine, "fit", lambda *a, **k: pytest.fail("should have been loaded from the cache"))
+    assert torch.equal(fit(digits).S, first.S)
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "_train", interrupted)
+    monkeypatch.setattr(engine, "fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit(digits, seed=99)
     assert len(list(tmp_path.rglob("*.pt"))) == 1 and not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.lock"))  # the interrupted run's lock is released
 
 
 def test_atomic_write_leaves_nothing_on_error(tmp_path):
@@ -69,7 +72,7 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        runs.atomic_write(tmp_path / "x.pt", broken)
+        cache.atomic_write(tmp_path / "x.pt", broken)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -77,11 +80,11 @@ def test_bad_arguments_are_rejected_before_training(digits):
     X, y, *_ = digits
     with pytest.raises(ValueError, match="precision"):
         fit(digits, precision="fp8")
-    with pytest.raises(ValueError, match="rows"):
-        train(X[:10], y, protocol("digits"), dataset="digits")
-    with pytest.raises(ValueError, match="soft targets"):
-        train(X, torch.full((len(y), 10), 0.2), protocol("digits"), dataset="digits")
-    with pytest.raises(ValueError, match="unknown protocol field"):
+    with pytest.raises(ValueError, match="targets"):
+        make_run(X[:10], y, protocol("digits"), dataset="digits")
+    with pytest.raises(ValueError, match="targets"):
+        make_run(X, torch.full((len(y), 10), 0.2), protocol("digits"), dataset="digits")
+    with pytest.raises(ValueError, match="protocol field"):
         protocol("mnist", learning_rate=0.1)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
@@ -120,7 +123,7 @@ def test_generate_idn_on_digits():
 def test_official_softmax_mode_equals_eval_without_batchnorm_or_augmentation(digits):
     eval_mode = fit(digits, use_cache=False)
     official = fit(digits, use_cache=False, softmax_mode="official")
-    assert torch.allclose(eval_mode["S"], official["S"], atol=1e-6)
+    assert torch.allclose(eval_mode.S, official.S, atol=1e-6)
     with pytest.raises(ValueError, match="softmax_mode"):
         fit(digits, softmax_mode="train")
 
@@ -129,17 +132,17 @@ def test_paper_networks_shapes():
     from idnhelpers.models import MnistCNN, WideResNet, build_model
 
     assert MnistCNN()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    wrn = build_model("wrn28_10")
+    wrn = build_model("wrn28_10", 10, (3, 32, 32))
     assert sum(p.numel() for p in wrn.parameters()) == pytest.approx(36.5e6, rel=0.01)  # WRN-28-10's size
     assert WideResNet(depth=10, widen=1)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert build_model("resnet50", n_classes=14).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 14)
+    assert build_model("resnet50", 14, (3, 64, 64)).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 14)
     with pytest.raises(ValueError, match="mnist_cnn"):
-        build_model("vgg")
+        build_model("vgg", 10, (1, 28, 28))
 
 
 def test_idn_label_sets_published_or_generated():
-    from idnhelpers.data import subset
-    from idnhelpers.noise import idn_label_sets
+    from idnhelpers.datasets import subset
+    from idnhelpers.experiments import idn_label_sets
     from idnhelpers.published import load_published_idn
 
     idx = torch.tensor([0, 5, 9])

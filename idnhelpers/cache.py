@@ -1,0 +1,243 @@
+"""A content-addressed store for training results that cannot be poisoned or go stale.
+
+Results live under ``$IDNHELPERS_CACHE`` (default ``~/.cache/idnhelpers/runs``) as ``<key>.pt``,
+``key`` a hash of everything that changes the result (``runs.Run.key``). Guarantees:
+
+- **Nothing executes when loading.** A file is a header (magic, SHA-256 of the payload, its key)
+  and a payload written by ``torch.save`` of tensors, lists, dicts, strings and numbers, read back
+  with ``torch.load(weights_only=True)``. A file that is truncated, corrupted, tampered with,
+  planted (a pickle with code in it) or stored under the wrong key is reported with a warning
+  naming its path, removed, and its result recomputed.
+- **Atomic writes.** A payload is written to a temporary file beside its target and moved into
+  place, so a killed process never leaves a half-written entry; leftover temporary files are
+  removed by the next write of the same key (or of any key, once an hour old).
+- **One trainer per key.** ``Lock`` is a lock file per key, created atomically; its holder
+  refreshes it every 30 s. A lock whose process is gone (same host) or that has not been
+  refreshed for ``$IDNHELPERS_LOCK_STALE`` seconds (default 300; other hosts, e.g. a killed
+  Slurm job) is stale and taken over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+MAGIC = b"IDNHELPERS-RESULT-1\n"
+HEARTBEAT_SECONDS = 30.0
+TMP_MAX_AGE = 3600.0
+
+
+def cache_dir() -> Path:
+    """``$IDNHELPERS_CACHE`` if set, else ``~/.cache/idnhelpers/runs``."""
+    return Path(os.environ.get("IDNHELPERS_CACHE", Path.home() / ".cache" / "idnhelpers" / "runs"))
+
+
+def stale_after() -> float:
+    return float(os.environ.get("IDNHELPERS_LOCK_STALE", 300))
+
+
+def fingerprint(t: torch.Tensor) -> str:
+    """A short content hash of a tensor (shape, dtype and values)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(t.shape)}{t.dtype}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_key(config: dict) -> str:
+    """The key of a JSON-serialisable configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place. The
+    temporary file is created with the usual permissions (0666 less the process umask)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _path(key: str) -> Path:
+    return cache_dir() / f"{key}.pt"
+
+
+def load(key: str) -> dict | None:
+    """The stored payload of ``key``, or None if there is none or it fails a check (see module doc)."""
+    path = _path(key)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        header, digest, stored_key, payload = _split(blob)
+        if header != MAGIC:
+            raise ValueError("not a result file of this library (wrong header)")
+        if stored_key != key:
+            raise ValueError(f"it holds the result of key {stored_key!r}")
+        if hashlib.sha256(payload).hexdigest() != digest:
+            raise ValueError("its checksum does not match its contents (truncated or altered)")
+        return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+    except Exception as error:  # every failure means the same: do not trust it, recompute
+        warnings.warn(f"cached result {path} is unusable ({error}); it is removed and recomputed", stacklevel=2)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _split(blob: bytes):
+    header, rest = blob[:len(MAGIC)], blob[len(MAGIC):]
+    digest, stored_key, payload = rest.split(b"\n", 2)
+    return header, digest.decode("ascii"), stored_key.decode("ascii"), payload
+
+
+def save(key: str, payload: dict) -> None:
+    """Store ``payload`` (tensors, lists, dicts, strings, numbers) under ``key``, atomically."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    header = MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + key.encode() + b"\n"
+    path = _path(key)
+    _remove_leftovers(path)
+    atomic_write(path, lambda f: (f.write(header), f.write(data)))
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary files of ``path`` (their writer was killed; we hold the key's lock) and any
+    temporary file older than an hour."""
+    now = time.time()
+    for tmp in path.parent.glob(".*.tmp"):
+        try:
+            if tmp.name.startswith(f".{path.name}.") or now - tmp.stat().st_mtime > TMP_MAX_AGE:
+                tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class Lock:
+    """The lock on one key (see module doc). ``Lock.acquire(key)`` returns a held lock or None if
+    another live process holds it; ``release()`` (or leaving a ``with`` block) lets it go."""
+
+    def __init__(self, key: str, path: Path):
+        self.key, self.path = key, path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def acquire(cls, key: str) -> "Lock | None":
+        path = cache_dir() / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):  # second try after removing a stale lock
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                if not _break_if_stale(path):
+                    return None
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(dict(host=socket.gethostname(), pid=os.getpid(), time=time.time()), f)
+            return cls(key, path)
+        return None
+
+    def _beat(self):
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _break_if_stale(path: Path) -> bool:
+    """Remove ``path`` if its lock is stale. Breakers take a lock of their own first, so two
+    processes that both find the same stale lock cannot remove a fresh one between them."""
+    breaker = path.with_name(path.name + ".break")
+    try:
+        os.close(os.open(breaker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        try:
+            if time.time() - breaker.stat().st_mtime > 60:  # a breaker killed mid-break
+                breaker.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
+        return False
+    try:
+        if not lock_is_stale(path):
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        breaker.unlink(missing_ok=True)
+
+
+def lock_holder(key: str) -> dict | None:
+    """Who holds ``key``'s lock (host, pid, time), or None if it is free or stale."""
+    path = cache_dir() / f"{key}.lock"
+    if not path.exists() or lock_is_stale(path):
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def lock_is_stale(path: Path) -> bool:
+    """True if the lock's process is gone (same host) or it has not been refreshed in time."""
+    try:
+        age = time.time() - path.stat().st_mtime
+        holder = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return True
+    except ValueError:  # being written right now, or garbage: judge by age alone
+        return age > stale_after()
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    return age > stale_after()
+
+
+def exists(key: str) -> bool:
+    """Whether a (not yet checked) result file for ``key`` is present."""
+    return _path(key).exists()

@@ -1,0 +1,112 @@
+"""Input checks shared by every module: each error names the parameter, the value given and
+what is allowed, and is raised before any work starts."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def fail(name: str, value, allowed: str):
+    """Raise the library's error for parameter ``name``: its value and what is allowed."""
+    raise ValueError(f"{name}={_shown(value)} is not allowed: {allowed}")
+
+
+def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None,
+              none_ok: bool = False) -> int | None:
+    """An integer (not a bool, float or string) in [minimum, maximum]."""
+    if value is None and none_ok:
+        return None
+    bounds = (f" >= {minimum}" if minimum is not None else "") + (f" and <= {maximum}" if maximum is not None else "")
+    allowed = f"an integer{bounds}" + (" or None" if none_ok else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fail(name, value, allowed)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        fail(name, value, allowed)
+    return int(value)
+
+
+def check_float(value, name: str, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False, none_ok: bool = False) -> float | None:
+    """A finite real number in the interval given by ``low``/``high`` (closed unless ``*_open``)."""
+    if value is None and none_ok:
+        return None
+    interval = ("(" if low_open else "[") + f"{'-inf' if low is None else low}, " \
+        f"{'inf' if high is None else high}" + (")" if high_open else "]")
+    allowed = f"a finite number in {interval}" + (" or None" if none_ok else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        fail(name, value, allowed)
+    if low is not None and (value < low or (low_open and value == low)):
+        fail(name, value, allowed)
+    if high is not None and (value > high or (high_open and value == high)):
+        fail(name, value, allowed)
+    return float(value)
+
+
+def check_rate(value, name: str = "noise_rate") -> float:
+    """A noise rate: a number in [0, 1)."""
+    return check_float(value, name, low=0.0, high=1.0, high_open=True)
+
+
+def check_rates(values, name: str = "noise_rates") -> list[float]:
+    """A non-empty list of noise rates."""
+    if isinstance(values, (str, bytes, numbers.Number)) or not hasattr(values, "__iter__"):
+        fail(name, values, "a list of numbers in [0, 1), e.g. [0.1, 0.2]")
+    rates = [check_rate(r, name) for r in values]
+    if not rates:
+        fail(name, values, "a non-empty list of numbers in [0, 1)")
+    return rates
+
+
+def check_choice(value, name: str, choices) -> str:
+    """One of ``choices``."""
+    choices = list(choices)
+    if not isinstance(value, str) or value not in choices:
+        fail(name, value, f"one of {choices}")
+    return value
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A seed torch accepts: an integer in [0, 2**63 - 1]."""
+    return check_int(value, name, minimum=0, maximum=2 ** 63 - 1)
+
+
+def check_labels(y, n_classes: int, name: str = "y", n: int | None = None) -> torch.Tensor:
+    """Class indices in [0, n_classes) as a 1-D int64 tensor (of length ``n`` if given)."""
+    y = torch.as_tensor(y)
+    if y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+        fail(name, f"a {y.dtype} tensor of shape {tuple(y.shape)}", "a 1-D integer tensor of class indices")
+    if n is not None and len(y) != n:
+        fail(name, f"{len(y)} labels", f"one label per instance: {n}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        fail(name, f"labels in [{int(y.min())}, {int(y.max())}], some outside [0, {n_classes})",
+             f"class indices in [0, {n_classes}) (n_classes={n_classes})")
+    return y.long()
+
+
+def check_softmax(S, n: int | None = None, name: str = "S", n_classes: int | None = None) -> torch.Tensor:
+    """An n x c matrix whose rows are probability vectors."""
+    S = torch.as_tensor(S)
+    if S.dim() != 2 or (n is not None and len(S) != n) or (n_classes is not None and S.shape[1] != n_classes):
+        fail(name, f"a tensor of shape {tuple(S.shape)}",
+             f"an n x c matrix ({'any number of' if n is None else n} rows, "
+             f"{'any number of' if n_classes is None else n_classes} columns)")
+    if not S.dtype.is_floating_point or not torch.isfinite(S).all() or (S < 0).any() or not torch.allclose(
+            S.sum(1).double(), torch.ones(len(S), dtype=torch.float64), atol=1e-3):
+        fail(name, "a matrix whose rows are not probability vectors", "rows non-negative and summing to 1")
+    return S
+
+
+def check_same_length(**tensors) -> int:
+    """The common length of the named tensors; an error names each length otherwise."""
+    lengths = {name: len(t) for name, t in tensors.items() if t is not None}
+    if len(set(lengths.values())) > 1:
+        raise ValueError("lengths differ: " + ", ".join(f"{k} has {v}" for k, v in lengths.items()))
+    return next(iter(lengths.values()))

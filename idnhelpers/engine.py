@@ -1,0 +1,353 @@
+"""The engine: one epoch loop trains every run (``runs.Run``) of every method and data set.
+
+``train(run)`` and ``train_many(runs, backend=...)`` return ``runs.RunResult`` values, loading
+runs already in the cache (``cache``) and training the others. Per epoch the loop sets the
+learning rate of the protocol (Appendix A), takes one step per batch, then records: the softmax
+of every training instance in eval mode (accumulated into the epoch-averaged ``S`` of Eq. (3) /
+Algorithm 2), test and validation accuracy, the memorisation split, CSR (Eq. 4) and tracked
+rows. What varies plugs in:
+
+- the *step* (``steps.Single`` or Co-teaching's ``steps.Peers``) and the run's *objective*
+  (``losses``);
+- the *networks*: one run's modules, or K runs stacked into one batched call
+  (``steps.StackedBank``);
+- the *batch source*: tensors resident on the device (``sources.TensorSource``) or images
+  streamed from disk (``clothing1m.StreamSource``).
+
+Back-ends of ``train_many``: ``"loop"`` (one run after another), ``"processes"`` (worker
+processes, each with its share of the CPU threads; a script that uses it needs the
+``if __name__ == "__main__":`` guard), ``"stacked"`` (runs that differ only in targets, seeds,
+starting weights and their objective's parameters train K at a time as one batched network) and
+``"auto"`` (stacked on CUDA, loop on a CPU, where batched convolutions measured slower).
+Every back-end gives each run the result it gets alone (stacked: up to float summation order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+import warnings
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import torch
+from tqdm import tqdm
+
+from . import cache
+from .checks import check_choice, check_int, fail
+from .csr import critical_sample_ratio
+from .models import build_model
+from .runs import Data, Run, RunResult
+from .sources import EVAL_BATCH, OFFICIAL_SOFTMAX_BATCH
+from .steps import ModuleBank, Single, StackedBank
+
+BACKENDS = ("auto", "loop", "processes", "stacked")
+WAIT_SECONDS = 2.0
+
+
+def resolve_device(device) -> torch.device:
+    """``None``/``"auto"``: CUDA when available, else the CPU; otherwise a torch device name."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        fail("device", device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        fail("device", device, "'cpu' or 'auto': CUDA is not available on this machine")
+    return resolved
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def init_networks(run: Run, device: torch.device) -> list[torch.nn.Module]:
+    """The run's networks with seeded initial weights (drawn one after the other from the run's
+    seed; the caller's RNG untouched), the first loaded with ``run.init`` if given."""
+    proto, extra = run.protocol, run.objective.extra_outputs
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run.seed)
+        models = [build_model(proto.model, run.n_classes + extra, run.spec.input_shape, proto.pretrained)
+                  for _ in range(run.step.n_networks)]
+    if run.init is not None:
+        models[0].load_state_dict(run.init.state)
+    for i, model in enumerate(models):
+        if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            models[i] = model.to(memory_format=torch.channels_last)  # 1.8x faster on CPU, same fp32 arithmetic
+    return [m.to(device) for m in models]
+
+
+class Recorder:
+    """Per-epoch records of one run: the epoch-averaged softmax S, the history and snapshots."""
+
+    def __init__(self, run: Run):
+        targets = run.targets
+        self.labels = targets if targets.dim() == 1 else targets.argmax(1)
+        self.y_true, self.track = run.y_true, run.track
+        self.y_test = run.test.y if run.test is not None else None
+        self.y_val = run.val.y if run.val is not None else None
+        self.S_sum = torch.zeros(len(targets), run.n_classes, dtype=torch.float64) if run.record_softmax else None
+        self.history = {"loss": [], "train_acc": [], "true_acc": [], "test_acc": [], "csr": []}
+        if self.y_true is not None:
+            self.corrupted = self.labels != self.y_true
+            self.history.update(mem_noisy=[], mem_true=[], mem_other=[], clean_correct=[])
+        if self.y_val is not None:
+            self.history["val_acc"] = []
+        self.snapshots = []
+
+    def add(self, mean_loss: float, probs, test_pred, val_pred, csr) -> dict:
+        """Record one epoch; returns the progress bar's postfix."""
+        h = self.history
+        h["loss"].append(mean_loss)
+        h["test_acc"].append((test_pred == self.y_test).float().mean().item() if test_pred is not None else None)
+        h["csr"].append(csr)
+        if self.y_val is not None:
+            h["val_acc"].append((val_pred == self.y_val).float().mean().item())
+        if probs is None:
+            h["train_acc"].append(None)
+            h["true_acc"].append(None)
+        else:
+            self._add_softmax(probs)
+        return {"loss": f"{h['loss'][-1]:.3f}",
+                **({"train": f"{h['train_acc'][-1]:.3f}"} if probs is not None else {}),
+                **({"test": f"{h['test_acc'][-1]:.3f}"} if test_pred is not None else {})}
+
+    def _add_softmax(self, probs):
+        self.S_sum += probs
+        pred = probs.argmax(1)
+        h = self.history
+        h["train_acc"].append((pred == self.labels).float().mean().item())
+        h["true_acc"].append((pred == self.y_true).float().mean().item() if self.y_true is not None else None)
+        if self.y_true is not None:
+            bad, good = self.corrupted, ~self.corrupted
+            as_noisy, as_true = (pred == self.labels)[bad], (pred == self.y_true)[bad]
+            nan = float("nan")
+            h["mem_noisy"].append(as_noisy.float().mean().item() if bad.any() else nan)
+            h["mem_true"].append(as_true.float().mean().item() if bad.any() else nan)
+            h["mem_other"].append((~as_noisy & ~as_true).float().mean().item() if bad.any() else nan)
+            h["clean_correct"].append((pred == self.y_true)[good].float().mean().item() if good.any() else nan)
+        if self.track is not None:
+            self.snapshots.append(probs[self.track])
+
+    def S(self):
+        return None if self.S_sum is None else (self.S_sum / len(self.history["loss"])).float()
+
+
+@torch.no_grad()
+def _probs(bank, source, n_classes: int, precision: str, device, augment_generators=None, batch_size=EVAL_BATCH):
+    """K x n x c softmax of each run's recorded network on a source's instances, in order."""
+    out = []
+    for x in source.eval_batches(batch_size, augment_generators):
+        with autocast(device, precision):
+            out.append(bank.probs(x, n_classes, per_run=augment_generators is not None).cpu())
+    return torch.cat(out, 1)
+
+
+def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[RunResult]:
+    """The one epoch loop: train ``runs`` (one, or several stacked) and record them."""
+    start = time.perf_counter()
+    run0 = runs[0]
+    proto, n_classes, precision = run0.protocol, run0.n_classes, run0.precision
+    source = run0.data.source(device)
+    evals = {name: getattr(run0, name).data.source(device) for name in ("test", "val") if getattr(run0, name)}
+    networks = [init_networks(run, device) for run in runs]
+    bank = StackedBank(networks) if stacked else ModuleBank(networks[0])
+    loss_fns = [run.objective.make(n_classes, proto.n_epochs) for run in runs]
+    optimizer = torch.optim.SGD(bank.parameters(), lr=proto.lr, momentum=proto.momentum,
+                                weight_decay=proto.weight_decay)
+    generators = [torch.Generator().manual_seed(run.seed) for run in runs]
+    targets = [run.targets.to(device) for run in runs]
+    records = [Recorder(run) for run in runs]
+    best = [(-1.0, 0, None)] * len(runs)
+    label = run0.label or f"{proto.model} seed {run0.seed}"
+    bar = tqdm(range(proto.n_epochs), desc=f"{len(runs)} runs of {label} (stacked)" if stacked else label,
+               unit="epoch", file=sys.stderr)
+    for epoch in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = proto.lr_at(epoch)
+        bank.train(True)
+        loss_sum = torch.zeros(len(runs), device=device)
+        for batch in source.train_batches(generators, proto.batch_size, proto.augment, run0.objective.drop_last):
+            with autocast(device, precision):
+                logits = bank.logits([x for _, x in batch])
+            parts = [run.step.losses([z.float() for z in logits[k]], targets[k][rows], epoch, loss_fns[k])
+                     for k, (run, (rows, _)) in enumerate(zip(runs, batch))]
+            optimizer.zero_grad(set_to_none=True)
+            sum(total for total, _ in parts).backward()  # run k's loss depends on run k's weights only
+            optimizer.step()
+            loss_sum += torch.stack([logged.detach() for _, logged in parts]) * len(batch[0][0])
+        probs = None
+        if run0.record_softmax:
+            official = run0.softmax_mode == "official"
+            bank.train(official)
+            probs = _probs(bank, source, n_classes, precision, device,
+                           generators if official and proto.augment else None,
+                           OFFICIAL_SOFTMAX_BATCH if official else EVAL_BATCH)
+        bank.train(False)
+        preds = {name: _probs(bank, s, n_classes, precision, device).argmax(-1) for name, s in evals.items()}
+        postfix = []
+        for k, run in enumerate(runs):
+            ratio = None
+            if run.csr is not None and (epoch + 1) % run.csr.every == 0:
+                ratio = critical_sample_ratio(bank.module(k), source.X[run.csr.rows.to(device)], dataset=run.data.dataset,
+                                              radius=run.csr.radius, seed=run.seed)
+            postfix.append(records[k].add(loss_sum[k].item() / len(source), None if probs is None else probs[k],
+                                          preds["test"][k] if "test" in preds else None,
+                                          preds["val"][k] if "val" in preds else None, ratio))
+            if run.keep == "best_val" and records[k].history["val_acc"][-1] > best[k][0]:
+                best[k] = (records[k].history["val_acc"][-1], epoch + 1, bank.state(k))
+        bar.set_postfix(postfix[0])
+    bar.close()
+    seconds = (time.perf_counter() - start) / len(runs)
+    results = []
+    for k, run in enumerate(runs):
+        weights, best_epoch = {"last": (bank.state(k), proto.n_epochs), "none": (None, proto.n_epochs),
+                               "best_val": (best[k][2], best[k][1])}[run.keep]
+        rec = records[k]
+        results.append(RunResult(
+            S=rec.S(), history=rec.history, snapshots=torch.stack(rec.snapshots) if rec.snapshots else None,
+            weights=weights, best_epoch=best_epoch, precision=precision, device=str(device), seconds=seconds,
+            threads=torch.get_num_threads()))
+    return results
+
+
+# ---------------------------------------------------------------- train-or-load
+
+def train(run: Run, *, device=None, use_cache: bool = True) -> RunResult:
+    """Train ``run`` (or load its result from the cache)."""
+    return train_many([run], backend="loop", device=device, use_cache=use_cache)[0]
+
+
+def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = True, workers: int | None = None,
+               stack_size: int | None = None) -> list[RunResult]:
+    """Results of ``runs``, in order: loaded from the cache where present, the rest trained by
+    ``backend`` (see the module docstring; ``stack_size`` caps K, ``workers`` the processes).
+    With the cache, each missing run is locked while it trains, so two processes never train the
+    same run: runs locked by another process are waited for and loaded when they appear."""
+    runs = list(runs)
+    for i, run in enumerate(runs):
+        if not isinstance(run, Run):
+            fail(f"runs[{i}]", type(run).__name__, "a runs.Run")
+    check_choice(backend, "backend", BACKENDS)
+    check_int(workers, "workers", minimum=1, none_ok=True)
+    check_int(stack_size, "stack_size", minimum=1, none_ok=True)
+    device = resolve_device(device)
+    if backend == "auto":
+        backend = "stacked" if device.type == "cuda" else "loop"
+    results: list[RunResult | None] = [load(run) if use_cache else None for run in runs]
+    missing = defaultdict(list)  # key -> indices of the runs that want it
+    for i, run in enumerate(runs):
+        if results[i] is None:
+            missing[run.key()].append(i)
+    while missing:
+        held, busy = {}, []
+        for key in missing:
+            lock = cache.Lock.acquire(key) if use_cache else None
+            if use_cache and lock is None:
+                busy.append(key)
+            else:
+                held[key] = lock
+        try:
+            wanted = {key: _representative([runs[i] for i in missing[key]]) for key in held}
+            # another process may have stored a result between our first look and taking its lock
+            todo = [key for key in held if not use_cache or load(wanted[key]) is None]
+            trained = dict(zip(todo, _train_runs([wanted[key] for key in todo], backend, device, workers, stack_size)))
+            for key, result in trained.items():
+                if use_cache:
+                    cache.save(key, result.payload())
+        finally:
+            for lock in held.values():
+                if lock is not None:
+                    lock.release()
+        for key in held:
+            for i in missing.pop(key):
+                results[i] = _as_requested(trained[key], runs[i]) if key in trained else load(runs[i])
+        if busy:
+            _wait_for(busy)
+            for key in busy:
+                for i in list(missing[key]):
+                    results[i] = load(runs[i])
+                    if results[i] is not None:
+                        missing[key].remove(i)
+                if not missing[key]:
+                    del missing[key]
+    return results
+
+
+def _representative(runs: list[Run]) -> Run:
+    """Of runs with one key, the one to train: one that keeps its weights, if any does."""
+    return next((run for run in runs if run.keep != "none"), runs[0])
+
+
+def load(run: Run) -> RunResult | None:
+    """The cached result of ``run``, or None (also when it lacks the weights the run keeps)."""
+    payload = cache.load(run.key())
+    if payload is None:
+        return None
+    try:
+        result = RunResult.from_payload(payload)
+    except (TypeError, ValueError) as error:
+        warnings.warn(f"cached result of run {run.key()} has an unknown layout ({error}); it is recomputed")
+        return None
+    if run.keep != "none" and result.weights is None:
+        return None
+    return _as_requested(result, run)
+
+
+def _as_requested(result: RunResult, run: Run) -> RunResult:
+    return dataclasses.replace(result, weights=None) if run.keep == "none" and result.weights is not None else result
+
+
+def _wait_for(keys: list[str]) -> None:
+    """Until each key's result is stored or its lock is free (its holder finished or died)."""
+    hosts = sorted({str((cache.lock_holder(k) or {}).get("host", "?")) for k in keys})
+    print(f"waiting for {len(keys)} run(s) being trained by another process (on {', '.join(hosts)})",
+          file=sys.stderr)
+    while keys:
+        time.sleep(WAIT_SECONDS)
+        keys = [k for k in keys if not cache.exists(k) and cache.lock_holder(k) is not None]
+
+
+def _train_runs(runs: list[Run], backend: str, device, workers, stack_size) -> list[RunResult]:
+    if not runs:
+        return []
+    if backend == "processes" and len(runs) > 1:
+        workers = min(workers or os.cpu_count() or 1, len(runs))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            return list(pool.map(_fit_in_worker, runs, [device] * len(runs), [threads] * len(runs)))
+    if backend != "stacked":
+        return [fit([run], device)[0] for run in runs]
+    groups = defaultdict(list)
+    for i, run in enumerate(runs):
+        groups[run.stack_signature()].append(i)
+    results = [None] * len(runs)
+    for indices in groups.values():
+        for start in range(0, len(indices), stack_size or len(indices)):
+            chunk = indices[start:start + (stack_size or len(indices))]
+            for i, result in zip(chunk, fit([runs[i] for i in chunk], device, stacked=len(chunk) > 1)):
+                results[i] = result
+    return results
+
+
+def _fit_in_worker(run: Run, device, threads: int) -> RunResult:
+    torch.set_num_threads(threads)
+    return fit([run], device)[0]
+
+
+@torch.no_grad()
+def predict(run: Run, weights: dict, data: Data | None = None, *, device=None) -> torch.Tensor:
+    """Softmax (eval mode, n x c) of ``run``'s network with ``weights`` on ``data`` (default: the
+    run's training instances)."""
+    device = resolve_device(device)
+    model = init_networks(run.replace(init=weights, step=Single()), device)[0]
+    bank = ModuleBank([model])
+    bank.train(False)
+    return _probs(bank, (data or run.data).source(device), run.n_classes, run.precision, device)[0]

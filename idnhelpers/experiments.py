@@ -1,0 +1,92 @@
+"""The paper's experiments that train, built on the engine: Algorithm 1 end to end
+(``generate_idn``), IDN label sets for a training subset (``idn_label_sets``) and Theorem 1's
+CCN experiment (``ccn_experiment``). SEAL and the baselines over a grid are
+``methods.run_methods``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .checks import check_rates, fail
+from .datasets import get_dataset, load_dataset, subset
+from .engine import train
+from .noise import idn_labels, mislabel_scores
+from .protocol import Protocol
+from .published import PUBLISHED_RATES, load_published_idn
+from .runs import Run, Tensors, make_run
+from .stats import ccn_bound, ccn_test, validation_split
+
+IDN_EPOCHS = 20  # Algorithm 1 on MNIST in the official code: 20 epochs reach 100% training accuracy
+
+
+@dataclass
+class GeneratedIDN:
+    """Output of ``generate_idn``: rows ``idx`` of the training set, their true labels ``y``,
+    the averaged softmax ``S``, the scores N(x) and candidates of Eq. (3), the noisy labels per
+    rate, and the training history of the labelling network."""
+
+    idx: torch.Tensor
+    y: torch.Tensor
+    S: torch.Tensor
+    score: torch.Tensor
+    candidate: torch.Tensor
+    noisy: dict[float, torch.Tensor]
+    history: dict
+    seconds: float
+
+
+def generate_idn(dataset: str, noise_rates, *, root=None, n_train: int | None = None,
+                 n_epochs: int = IDN_EPOCHS, seed: int = 0, device=None, precision: str = "fp32",
+                 softmax_mode: str = "eval", use_cache: bool = True, **protocol_overrides) -> GeneratedIDN:
+    """Algorithm 1 end to end: train on the clean labels with the paper's protocol for
+    ``dataset`` (MNIST: CNN, SGD lr 0.01 momentum 0.5, batch 64) for ``n_epochs``, average the
+    softmax over epochs (Eq. 3) and return noisy labels for every rate in ``noise_rates``
+    from that single run. ``n_train`` takes a random subset (seeded) of the training set.
+    ``softmax_mode="official"`` records the softmax as the official code does (see ``runs``)."""
+    rates = check_rates(noise_rates)
+    proto = get_dataset(dataset).protocol.replace(n_epochs=n_epochs, **protocol_overrides)
+    X, y_all = load_dataset(dataset, root, train=True)
+    _, y, idx = subset(X, y_all, n_train, seed)
+    data = Tensors.from_dataset(dataset, idx, root=root)
+    run = Run(data, y, proto, seed=seed, precision=precision, softmax_mode=softmax_mode, keep="none",
+              label=f"Algorithm 1 on {dataset}")
+    result = train(run, device=device, use_cache=use_cache)
+    score, candidate = mislabel_scores(result.S, y)
+    noisy = {r: idn_labels(y, result.S, r) for r in rates}
+    return GeneratedIDN(idx, y, result.S, score, candidate, noisy, result.history, result.seconds)
+
+
+def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_published: bool = True, n_train=None,
+                   seed: int = 0, **generate_kwargs):
+    """IDN labels at every rate for the training rows ``idx`` (those ``subset(..., n_train, seed)``
+    picks): the authors' published labels where they exist for every rate (and ``use_published``),
+    otherwise Algorithm 1 (``generate_idn``) run on those rows. Returns ``({rate: y_noisy}, source)``
+    with ``source`` either ``"published"`` or ``"Algorithm 1"``."""
+    rates = check_rates(noise_rates)
+    if use_published and get_dataset(dataset).published and all(
+            any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES) for r in rates):
+        return {r: load_published_idn(dataset, r)[1][idx] for r in rates}, "published"
+    generated = generate_idn(dataset, rates, n_train=n_train, seed=seed, **generate_kwargs)
+    if not torch.equal(generated.idx, torch.as_tensor(idx)):
+        fail("idx", "rows that differ from subset(X, y, n_train, seed)'s",
+             "the rows subset(X, y, n_train, seed) picks, for the same n_train and seed")
+    return generated.noisy, "Algorithm 1"
+
+
+def ccn_experiment(X, y_noisy, M, w, proto: Protocol, *, dataset: str, val_fraction: float = 0.2, seed: int = 0,
+                   alpha: float = 0.05, device=None, use_cache: bool = True, **run_fields) -> dict:
+    """Theorem 1 applied to a noisy data set: hold out a random noisy validation set, train on the
+    rest with cross-entropy (``proto``), and test CCN with the validation error at the last epoch.
+
+    ``M`` and ``w`` are the transition matrix and class priors the CCN hypothesis would imply
+    (estimated elsewhere, e.g. from a clean subset). Returns the ``CCNTest`` (``test``), the
+    per-epoch validation error (``val_error``) and the training history."""
+    ccn_bound(M, w)  # validate before training
+    train_idx, val_idx = validation_split(len(y_noisy), val_fraction, seed)
+    run = make_run(X[train_idx], y_noisy[train_idx], proto, dataset=dataset, seed=seed, X_test=X[val_idx],
+                   y_test=y_noisy[val_idx], keep="none", **run_fields)
+    history = train(run, device=device, use_cache=use_cache).history
+    val_error = [1 - a for a in history["test_acc"]]
+    return dict(test=ccn_test(val_error[-1], M, w, len(val_idx), alpha), val_error=val_error, history=history)

@@ -1,0 +1,60 @@
+"""A training protocol (Appendix A): network, SGD schedule and augmentation, checked when built."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .checks import check_float, check_int, fail
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Network ``model`` (a name in ``models.MODELS``) trained by SGD for ``n_epochs`` epochs of
+    batches of ``batch_size``; the learning rate ``lr`` is multiplied by ``gamma`` at each epoch in
+    ``milestones``. ``augment``: random crop (pad 4) + horizontal flip on tensors (CIFAR), or the
+    streamed data's training transforms (Clothing1M). ``pretrained``: a state_dict file whose
+    weights initialise every layer but the last (Clothing1M's ImageNet ResNet-50)."""
+
+    model: str
+    n_epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 1.0
+    augment: bool = False
+    pretrained: str | None = None
+
+    def __post_init__(self):
+        from .models import MODELS  # late: models import torchvision
+
+        if self.model not in MODELS:
+            fail("model", self.model, f"one of {sorted(MODELS)}")
+        check_int(self.n_epochs, "n_epochs", minimum=1)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_float(self.lr, "lr", low=0.0, low_open=True)
+        check_float(self.momentum, "momentum", low=0.0, high=1.0, high_open=True)
+        check_float(self.weight_decay, "weight_decay", low=0.0)
+        check_float(self.gamma, "gamma", low=0.0, low_open=True)
+        if not isinstance(self.milestones, tuple):
+            fail("milestones", self.milestones, "a tuple of positive integers (epochs)")
+        for m in self.milestones:
+            check_int(m, "milestones", minimum=1)
+        if not isinstance(self.augment, bool):
+            fail("augment", self.augment, "True or False")
+        if self.pretrained is not None and not isinstance(self.pretrained, str):
+            fail("pretrained", self.pretrained, "a path (str) to a state_dict file, or None")
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate for 0-based ``epoch`` (MultiStepLR semantics)."""
+        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+    def replace(self, **overrides) -> "Protocol":
+        """This protocol with fields replaced (None leaves a field as it is); unknown names are refused."""
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            fail("protocol field", unknown, f"fields of Protocol: {names}")
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,81 @@
+"""Where the engine's batches come from: instances resident on the device.
+
+``TensorSource`` keeps a data set's uint8 images on the device once and normalises (and, for
+CIFAR, augments) each batch there: no DataLoader and no per-sample transforms stand between
+the data and the network. Each run draws its batch order (and augmentation) from its own
+generator, so a run's batches are the same whether it trains alone or stacked with others.
+Clothing1M's images stream from disk instead (``clothing1m.StreamSource``, same interface).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .datasets import get_dataset
+
+EVAL_BATCH = 2048
+OFFICIAL_SOFTMAX_BATCH = 1000  # the official code records the softmax in batches of 1000
+
+
+class Normalizer:
+    """uint8 batch -> float, scaled to [0, 1] and standardised per channel (torchvision's order),
+    in channels-last memory layout (the layout the engine's convolutions run fastest in)."""
+
+    def __init__(self, dataset: str, device: torch.device):
+        spec = get_dataset(dataset)
+        self.mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
+        self.inv_std = 1 / torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() / 255 - self.mean) * self.inv_std
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero-padding ``pad`` pixels, then random horizontal flip, on uint8 ``x``
+    (Appendix A's CIFAR-10 augmentation)."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=generator)).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+    out = padded.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+class TensorSource:
+    """A ``runs.Tensors`` on the device (see the module docstring)."""
+
+    def __init__(self, data, device: torch.device):
+        self.X = data.X.to(device)
+        self.device = device
+        self.normalize = Normalizer(data.dataset, device)
+
+    def __len__(self):
+        return len(self.X)
+
+    def train_batches(self, generators: list[torch.Generator], batch_size: int, augment: bool, drop_last: bool):
+        """One epoch: per step, one ``(rows, x)`` per run, from that run's shuffled order (a random
+        permutation from its generator). ``drop_last`` skips a final incomplete batch."""
+        parts = [torch.randperm(len(self.X), generator=g).to(self.device).split(batch_size) for g in generators]
+        n_batches = len(parts[0])
+        if drop_last and n_batches > 1 and len(parts[0][-1]) < batch_size:
+            n_batches -= 1
+        for b in range(n_batches):
+            batch = []
+            for order, g in zip(parts, generators):
+                x = self.X[order[b]]
+                batch.append((order[b], self.normalize(augment_batch(x, g) if augment else x)))
+            yield batch
+
+    def eval_batches(self, batch_size: int = EVAL_BATCH, augment_generators: list[torch.Generator] | None = None):
+        """The instances in order, normalised; with ``augment_generators`` (the official code's
+        softmax recording) one augmented copy per generator."""
+        for start in range(0, len(self.X), batch_size):
+            x = self.X[start:start + batch_size]
+            if augment_generators is None:
+                yield self.normalize(x)
+            else:
+                yield [self.normalize(augment_batch(x, g)) for g in augment_generators]

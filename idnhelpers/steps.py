@@ -1,0 +1,164 @@
+"""How a training step updates the networks: the pluggable parts of the engine's one loop.
+
+A run's *step* says how many networks it trains and how their losses come from their logits:
+
+- ``Single()``: one network, the run's objective;
+- ``Peers(forget_rate, t_k)``: Co-teaching (Han et al. 2018), two networks on one batch order,
+  each updated on the instances its peer finds small-loss.
+
+The *networks* of one call are a bank: ``ModuleBank`` holds one run's modules and calls them one
+after another; ``StackedBank`` holds K runs' networks stacked (``torch.func.stack_module_state``)
+and computes every step of all K runs as one batched call (``torch.func.vmap``). SGD updates each
+weight element-wise, so one optimiser over the stacked weights is K independent optimisers, and
+each run keeps its own initial weights, batch order and loss: the runs stay independent.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from .checks import check_float, check_int
+
+
+class Step:
+    """Base class of the steps (see the module docstring)."""
+
+    n_networks: ClassVar[int] = 1
+
+    def losses(self, logits: list[torch.Tensor], targets: torch.Tensor, epoch: int, loss_fn):
+        """(loss to minimise over this run's networks, loss to log) for one batch."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {"name": type(self).__name__, **vars(self)}
+
+
+@dataclass(frozen=True)
+class Single(Step):
+    """One network trained on the run's objective."""
+
+    def losses(self, logits, targets, epoch, loss_fn):
+        loss = loss_fn(logits[0], targets, epoch)
+        return loss, loss
+
+
+def keep_rate(epoch: int, forget_rate: float, t_k: int = 10) -> float:
+    """Co-teaching's R(t) = 1 - min(t / T_k * tau, tau): the fraction of each batch kept at
+    0-based ``epoch`` (all of it at epoch 0, 1 - tau from epoch T_k on). The authors' code reaches
+    tau at epoch T_k - 1 (a ``linspace`` over T_k epochs); this follows the paper's formula."""
+    return 1 - min(epoch / t_k * forget_rate, forget_rate)
+
+
+def small_loss_exchange(logits1, logits2, y, n_keep):
+    """One Co-teaching step's losses: each network's ``n_keep`` smallest-loss instances train the other."""
+    loss1 = F.cross_entropy(logits1, y, reduction="none")
+    loss2 = F.cross_entropy(logits2, y, reduction="none")
+    keep1 = torch.argsort(loss1.detach(), stable=True)[:n_keep]
+    keep2 = torch.argsort(loss2.detach(), stable=True)[:n_keep]
+    return loss1[keep2].mean(), loss2[keep1].mean()
+
+
+@dataclass(frozen=True)
+class Peers(Step):
+    """Co-teaching: two networks (initial weights drawn one after the other from the run's seed,
+    so network 1 starts where a CE run of that seed starts); per batch each keeps the
+    ``keep_rate`` fraction of smallest cross-entropy (rounded down, as the authors' code) and its
+    peer updates on them. ``forget_rate`` is tau (the paper's baseline: the noise rate), reached
+    after ``t_k`` epochs. Network 1 is the one recorded, as in the authors' reports."""
+
+    forget_rate: float
+    t_k: int = 10
+    n_networks: ClassVar[int] = 2
+
+    def __post_init__(self):
+        check_float(self.forget_rate, "forget_rate", low=0.0, high=1.0, high_open=True)
+        check_int(self.t_k, "t_k", minimum=1)
+
+    def losses(self, logits, targets, epoch, loss_fn):
+        n_keep = max(1, int(keep_rate(epoch, self.forget_rate, self.t_k) * len(targets)))
+        loss1, loss2 = small_loss_exchange(logits[0], logits[1], targets, n_keep)
+        return loss1 + loss2, loss1
+
+
+class ModuleBank:
+    """One run's networks as modules, called one after another."""
+
+    def __init__(self, models: list[torch.nn.Module]):
+        self.models = models
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for m in self.models for p in m.parameters()]
+
+    def train(self, mode: bool) -> None:
+        for m in self.models:
+            m.train(mode)
+
+    def logits(self, xs: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Training forward: ``xs[0]`` through every network; logits per run, per network."""
+        return [[m(xs[0]) for m in self.models]]
+
+    def probs(self, x: torch.Tensor, n_classes: int, per_run: bool = False) -> torch.Tensor:
+        """Softmax of the recorded network over the first ``n_classes`` outputs: 1 x b x c."""
+        x = x[0] if per_run else x
+        return self.models[0](x)[:, :n_classes].float().softmax(1)[None]
+
+    def module(self, k: int) -> torch.nn.Module:
+        return self.models[0]
+
+    def state(self, k: int) -> dict:
+        return {name: v.detach().cpu().clone() for name, v in self.models[0].state_dict().items()}
+
+
+class StackedBank:
+    """K runs' networks (each run ``n`` of them) stacked into one batched call (module docstring)."""
+
+    def __init__(self, models: list[list[torch.nn.Module]]):
+        self.K, self.n = len(models), len(models[0])
+        flat = [m for run in models for m in run]
+        self.template = copy.deepcopy(flat[0])
+        self.params, self.buffers = stack_module_state(flat)
+        base = copy.deepcopy(flat[0]).to("meta")
+        self.base = base
+
+        def forward(p, b, x):
+            return functional_call(base, (p, b), (x,))
+
+        self._each = vmap(forward)  # weights and inputs stacked
+        self._shared = vmap(forward, in_dims=(0, 0, None))  # weights stacked, one input for all
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def train(self, mode: bool) -> None:
+        self.base.train(mode)
+
+    def logits(self, xs):
+        x = torch.stack([x for x in xs for _ in range(self.n)])
+        out = self._each(self.params, self.buffers, x)
+        return [[out[k * self.n + j] for j in range(self.n)] for k in range(self.K)]
+
+    def _recorded(self):
+        """Weights of each run's first network (the recorded one)."""
+        if self.n == 1:
+            return self.params, self.buffers
+        return ({k: v[::self.n] for k, v in self.params.items()}, {k: v[::self.n] for k, v in self.buffers.items()})
+
+    def probs(self, x, n_classes, per_run=False):
+        params, buffers = self._recorded()
+        out = self._each(params, buffers, torch.stack(x)) if per_run else self._shared(params, buffers, x)
+        return out[..., :n_classes].float().softmax(-1)
+
+    def state(self, k: int) -> dict:
+        i = k * self.n
+        return {name: v[i].detach().cpu().clone() for name, v in {**self.params, **self.buffers}.items()}
+
+    def module(self, k: int) -> torch.nn.Module:
+        device = next(iter(self.params.values())).device
+        self.template.load_state_dict(self.state(k))
+        return self.template.to(device)
