@@ -6,7 +6,9 @@ Each ``notebooks/NN_*.py`` (jupytext percent format, the source of truth) is con
 ``notebooks/NN_*.ipynb`` and executed in place by papermill with the parameters of
 ``notebooks/profiles/<profile>.yaml``, updated by ``notebooks/profiles/<profile>/NN_*.yaml`` where
 a chapter departs from the rest (papermill: ``-f <profile>.yaml -f <profile>/NN_*.yaml``).
-Any notebook error stops the build with exit status 1.
+Only the parameters a chapter declares are passed to it, and a profile key that no chapter
+declares (a misspelt name) stops the build before anything runs. Any notebook error stops the
+build with exit status 1.
 ``book/status.md`` then lists, per notebook, the profile, the parameters and the run time.
 """
 
@@ -22,15 +24,38 @@ import nbformat
 import papermill
 import yaml
 
+from idnhelpers.chapter import assigned_names
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def declared(source: Path) -> list[str]:
+    """The parameters a chapter declares: the names its ``parameters`` cell assigns."""
+    cells = [c for c in jupytext.read(source).cells if "parameters" in c.metadata.get("tags", [])]
+    return assigned_names(cells[0].source) if cells else []
+
+
+def check_profile(profile_path: Path, common: dict, sources: list[Path]) -> None:
+    """Refuse profile keys that no chapter declares, and chapter overrides a chapter does not declare."""
+    every = {Path(s).stem: declared(Path(s)) for s in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))}
+    unknown = sorted(set(common) - {name for names in every.values() for name in names})
+    if unknown:
+        raise SystemExit(f"{profile_path.relative_to(ROOT)}: {unknown} declared by no chapter (a misspelt name?); "
+                         f"the chapters' parameters: {sorted({n for names in every.values() for n in names})}")
+    for source in sources:
+        override = profile_path.with_suffix("") / f"{Path(source).stem}.yaml"
+        if override.exists():
+            extra = sorted(set(yaml.safe_load(override.read_text()) or {}) - set(declared(Path(source))))
+            if extra:
+                raise SystemExit(f"{override.relative_to(ROOT)}: {extra} not parameters of {Path(source).name}")
 
 
 def execute(source: Path, parameters: dict) -> float:
     """Convert ``source`` (.py) to .ipynb beside it and execute it with ``parameters``; seconds."""
     target = source.with_suffix(".ipynb")
+    names = declared(source)  # a profile serves every chapter; pass what this one takes
+    parameters = {name: value for name, value in parameters.items() if name in names}
     nbformat.write(jupytext.read(source), target)
-    declared = papermill.inspect_notebook(str(target))  # a profile serves every chapter; pass what this one takes
-    parameters = {name: value for name, value in parameters.items() if name in declared}
     start = time.perf_counter()
     papermill.execute_notebook(str(target), str(target), parameters=parameters, cwd=str(ROOT),
                                progress_bar=False, kernel_name="python3")
@@ -77,6 +102,7 @@ def main(argv=None) -> int:
         parser.error(f"--profile {args.profile!r} not found; choose one of {known}")
     common = yaml.safe_load(profile_path.read_text())
     sources = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    check_profile(profile_path, common, sources)
     failed = None
     for source in sources:
         override = profile_path.with_suffix("") / f"{Path(source).stem}.yaml"

@@ -73,21 +73,38 @@ def check_choice(value, name: str, choices) -> str:
     return value
 
 
+def check_bool(value, name: str) -> bool:
+    """True or False (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        fail(name, value, "True or False")
+    return value
+
+
 def check_seed(value, name: str = "seed") -> int:
     """A seed torch accepts: an integer in [0, 2**63 - 1]."""
     return check_int(value, name, minimum=0, maximum=2 ** 63 - 1)
 
 
-def check_labels(y, n_classes: int, name: str = "y", n: int | None = None) -> torch.Tensor:
-    """Class indices in [0, n_classes) as a 1-D int64 tensor (of length ``n`` if given)."""
+def check_n_classes(value, name: str = "n_classes") -> int:
+    """A number of classes: an integer >= 2."""
+    return check_int(value, name, minimum=2)
+
+
+def check_labels(y, n_classes: int | None, name: str = "y", n: int | None = None) -> torch.Tensor:
+    """Class indices in [0, n_classes) (``None``: any index >= 0) as a 1-D int64 tensor (of length
+    ``n`` if given)."""
+    if n_classes is not None:
+        n_classes = check_n_classes(n_classes)
+    if isinstance(y, (str, bytes)) or not isinstance(y, (torch.Tensor, list, tuple)) and not hasattr(y, "__array__"):
+        fail(name, y, "a 1-D integer tensor, array or list of class indices")
     y = torch.as_tensor(y)
     if y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
         fail(name, f"a {y.dtype} tensor of shape {tuple(y.shape)}", "a 1-D integer tensor of class indices")
     if n is not None and len(y) != n:
         fail(name, f"{len(y)} labels", f"one label per instance: {n}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_classes):
-        fail(name, f"labels in [{int(y.min())}, {int(y.max())}], some outside [0, {n_classes})",
-             f"class indices in [0, {n_classes}) (n_classes={n_classes})")
+    if len(y) and (int(y.min()) < 0 or (n_classes is not None and int(y.max()) >= n_classes)):
+        fail(name, f"labels in [{int(y.min())}, {int(y.max())}], some outside [0, {n_classes or 'inf'})",
+             f"class indices in [0, {n_classes}) (n_classes={n_classes})" if n_classes else "class indices >= 0")
     return y.long()
 
 
@@ -108,5 +125,23 @@ def check_same_length(**tensors) -> int:
     """The common length of the named tensors; an error names each length otherwise."""
     lengths = {name: len(t) for name, t in tensors.items() if t is not None}
     if len(set(lengths.values())) > 1:
-        raise ValueError("lengths differ: " + ", ".join(f"{k} has {v}" for k, v in lengths.items()))
+        first = next(iter(lengths))
+        other = next(k for k, v in lengths.items() if v != lengths[first])
+        fail(other, f"{lengths[other]} rows", "one row per instance, as many as "
+             + ", ".join(f"{k} ({v})" for k, v in lengths.items() if k != other))
     return next(iter(lengths.values()))
+
+
+def check_transition_matrix(M, name: str = "M") -> torch.Tensor:
+    """A c x c row-stochastic matrix (c >= 2) as float64."""
+    try:
+        M = torch.as_tensor(M, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        fail(name, M, "a c x c matrix of numbers")
+    if M.dim() != 2 or M.shape[0] != M.shape[1] or len(M) < 2:
+        fail(name, f"a matrix of shape {tuple(M.shape)}", "a square c x c matrix, c >= 2")
+    if not torch.isfinite(M).all() or (M < 0).any() or not torch.allclose(
+            M.sum(1), torch.ones(len(M), dtype=M.dtype), atol=1e-6):
+        fail(name, "a matrix whose rows are not probability vectors", "a row-stochastic matrix: rows "
+             "non-negative and summing to 1 (M_pq = P(noisy q | true p))")
+    return M

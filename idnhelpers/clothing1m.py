@@ -43,7 +43,7 @@ PROTOCOL = Protocol("resnet50", 10, 256, 1e-3, 0.9, 1e-3, (5,), 0.1, augment=Tru
 DMI_OPTIONS = dict(lr=1e-6, momentum=0.9, weight_decay=1e-3, milestones=(5,), gamma=0.5)
 
 
-def _not_in_memory(root, train):
+def _not_in_memory(root, train, verify):
     raise ValueError("dataset='clothing1m' streams its images from disk: use clothing1m.load_clothing1m(root) "
                      "and clothing1m.ImageFiles, not load_dataset")
 

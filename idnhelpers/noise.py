@@ -13,7 +13,8 @@ import math
 
 import torch
 
-from .checks import check_labels, check_rate, check_softmax
+from .checks import (check_labels, check_n_classes, check_rate, check_seed, check_softmax, check_transition_matrix,
+                     fail)
 
 
 def flip_count(noise_rate: float, n: int) -> int:
@@ -60,14 +61,14 @@ def idn_labels(y: torch.Tensor, S: torch.Tensor, noise_rate: float) -> torch.Ten
 
 def symmetric_matrix(noise_rate: float, n_classes: int) -> torch.Tensor:
     """Uniform CCN: keep with 1 - r, flip to each other class with r / (c - 1)."""
-    r = check_rate(noise_rate)
+    r, n_classes = check_rate(noise_rate), check_n_classes(n_classes)
     M = torch.full((n_classes, n_classes), r / (n_classes - 1), dtype=torch.float64)
     return M.fill_diagonal_(1 - r)
 
 
 def pair_matrix(noise_rate: float, n_classes: int) -> torch.Tensor:
     """Pair (asymmetric) CCN: class p flips to p + 1 (mod c) with probability r."""
-    r = check_rate(noise_rate)
+    r, n_classes = check_rate(noise_rate), check_n_classes(n_classes)
     M = torch.eye(n_classes, dtype=torch.float64) * (1 - r)
     M[torch.arange(n_classes), (torch.arange(n_classes) + 1) % n_classes] = r
     return M
@@ -91,11 +92,10 @@ def ccn_labels(y: torch.Tensor, M: torch.Tensor, seed: int = 0, n_flips: int | N
     19.6%), the number of flips p -> q is fixed to n_p * M_pq rounded so that the total is
     ``n_flips`` (default: round(sum_p n_p (1 - M_pp))); which instances flip is uniformly random.
     """
-    M = torch.as_tensor(M, dtype=torch.float64)
+    M = check_transition_matrix(M)
     c = len(M)
-    if M.dim() != 2 or M.shape[1] != c or (M < 0).any() or not torch.allclose(M.sum(1), torch.ones(c, dtype=M.dtype)):
-        raise ValueError("M must be a c x c row-stochastic matrix (rows are probability vectors)")
     y = check_labels(y, c)
+    check_seed(seed)
     n_per_class = torch.bincount(y, minlength=c).double()
     expected = n_per_class[:, None] * M
     expected.fill_diagonal_(0)
@@ -114,11 +114,23 @@ def ccn_labels(y: torch.Tensor, M: torch.Tensor, seed: int = 0, n_flips: int | N
     return y_noisy
 
 
+def _class_count(y, n_classes) -> torch.Tensor:
+    """``y`` checked against ``n_classes``, which must not exceed the classes ``y`` can hold: labels
+    in [0, 9] with ``n_classes=20`` would flip into ten classes the data never use."""
+    y = check_labels(y, check_n_classes(n_classes))
+    if len(y) and int(y.max()) + 1 < n_classes:
+        fail("n_classes", n_classes, f"the data set's number of classes: y's labels lie in [0, {int(y.max())}], so "
+             f"{n_classes} classes would flip labels into classes y never uses (datasets.get_dataset(name).n_classes)")
+    return y
+
+
 def symmetric_noise(y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0) -> torch.Tensor:
     """Uniform CCN flipping exactly ``flip_count(noise_rate, n)`` labels, each to another class."""
+    y = _class_count(y, n_classes)
     return ccn_labels(y, symmetric_matrix(noise_rate, n_classes), seed, flip_count(noise_rate, len(y)))
 
 
 def pair_noise(y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0) -> torch.Tensor:
     """Pair CCN (p -> p + 1 mod c) flipping exactly ``flip_count(noise_rate, n)`` labels."""
+    y = _class_count(y, n_classes)
     return ccn_labels(y, pair_matrix(noise_rate, n_classes), seed, flip_count(noise_rate, len(y)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .checks import check_float, check_int, fail
+from .checks import check_bool, check_float, check_int, fail
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,7 @@ class Protocol:
             fail("milestones", self.milestones, "a tuple of positive integers (epochs)")
         for m in self.milestones:
             check_int(m, "milestones", minimum=1)
-        if not isinstance(self.augment, bool):
-            fail("augment", self.augment, "True or False")
+        check_bool(self.augment, "augment")
         if self.pretrained is not None and not isinstance(self.pretrained, str):
             fail("pretrained", self.pretrained, "a path (str) to a state_dict file, or None")
 

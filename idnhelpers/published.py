@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .cache import atomic_write
+from .checks import check_choice, check_labels, check_n_classes, check_rate, check_same_length, fail
 
 PUBLISHED = {"mnist": 60_000, "cifar10": 50_000}
 PUBLISHED_RATES = (0.1, 0.2, 0.3, 0.4)
@@ -25,11 +26,11 @@ PUBLISHED_RATES = (0.1, 0.2, 0.3, 0.4)
 
 def load_published_idn(dataset: str, noise_rate: float):
     """The authors' ``(y, y_noisy)`` for ``dataset`` at ``noise_rate`` (row i = torchvision index i)."""
-    if dataset not in PUBLISHED:
-        raise ValueError(f"dataset={dataset!r}: published IDN labels exist for {sorted(PUBLISHED)} only")
+    check_choice(dataset, "dataset", sorted(PUBLISHED))
+    check_rate(noise_rate)
     level = next((i + 1 for i, r in enumerate(PUBLISHED_RATES) if abs(noise_rate - r) < 1e-9), None)
     if level is None:
-        raise ValueError(f"noise_rate={noise_rate!r}: published rates are {PUBLISHED_RATES}")
+        fail("noise_rate", noise_rate, f"one of the published rates {PUBLISHED_RATES}")
     with resources.files("idnhelpers").joinpath(f"published_labels/{dataset}.npz").open("rb") as f:
         d = np.load(f)
         y, noisy_max, first_level = d["label"], d["label_noisy_max"], d["first_level"]
@@ -38,21 +39,35 @@ def load_published_idn(dataset: str, noise_rate: float):
     return torch.from_numpy(y.astype(np.int64)), torch.from_numpy(y_noisy.astype(np.int64))
 
 
-def read_noisy_csv(path: str | Path):
-    """Read a ``label,label_noisy`` CSV (the official code's format) as two int64 tensors."""
-    with open(path) as f:
-        header = f.readline().strip()
-        if header != "label,label_noisy":
-            raise ValueError(f"{path}: header is {header!r}, expected 'label,label_noisy'")
-        a = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
-    return torch.from_numpy(a[:, 0].copy()), torch.from_numpy(a[:, 1].copy())
+def read_noisy_csv(path: str | Path, n_classes: int | None = None):
+    """Read a ``label,label_noisy`` CSV (the official code's format) as two int64 tensors. Every
+    row must hold exactly two integer labels >= 0 (below ``n_classes`` when given)."""
+    if n_classes is not None:
+        check_n_classes(n_classes)
+    path = Path(path)
+    if not path.is_file():
+        fail("path", str(path), "an existing label,label_noisy CSV file")
+    lines = path.read_text().splitlines()
+    if not lines or lines[0].strip() != "label,label_noisy":
+        fail("path", str(path), f"a CSV whose header is 'label,label_noisy' (found {lines[0][:40] if lines else ''!r})")
+    rows = [line.split(",") for line in lines[1:] if line.strip()]
+    if not rows:
+        fail("path", str(path), "a label,label_noisy CSV with at least one row (this one has only its header)")
+    for number, row in enumerate(rows, start=2):
+        if len(row) != 2 or not all(field.strip().isdigit() for field in row):
+            fail("path", f"{path}, line {number}: {','.join(row)[:40]!r}",
+                 "rows of exactly two non-negative integer labels, e.g. '3,5'")
+    a = np.array(rows, dtype=np.int64)
+    y = check_labels(a[:, 0].copy(), n_classes, f"{path}: label")
+    y_noisy = check_labels(a[:, 1].copy(), n_classes, f"{path}: label_noisy")
+    return y, y_noisy
 
 
 def write_noisy_csv(path: str | Path, y, y_noisy) -> None:
-    """Write ``label,label_noisy`` rows (readable by the official code and by ``read_noisy_csv``)."""
-    y, y_noisy = np.asarray(y, dtype=np.int64), np.asarray(y_noisy, dtype=np.int64)
-    if y.shape != y_noisy.shape or y.ndim != 1:
-        raise ValueError(f"y and y_noisy must be 1-D of equal length, got {y.shape} and {y_noisy.shape}")
+    """Write ``label,label_noisy`` rows (readable by the official code and by ``read_noisy_csv``);
+    both label vectors must be integer class indices >= 0, one per instance."""
+    y, y_noisy = (check_labels(torch.as_tensor(np.asarray(t)), None, name) for t, name in ((y, "y"), (y_noisy, "y_noisy")))
+    check_same_length(y=y, y_noisy=y_noisy)
     text = "label,label_noisy\n" + "".join(f"{a},{b}\n" for a, b in zip(y.tolist(), y_noisy.tolist()))
     atomic_write(path, lambda f: f.write(text.encode()))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .cache import config_key, file_digest, fingerprint
-from .checks import check_choice, check_int, check_labels, check_seed, check_softmax, fail
+from .checks import check_bool, check_choice, check_int, check_labels, check_seed, check_softmax, fail
 from .datasets import get_dataset, load_dataset
 from .losses import CrossEntropy, Objective
 from .protocol import Protocol
@@ -70,11 +70,13 @@ class Tensors(Data):
 
     @classmethod
     def from_dataset(cls, dataset: str, rows: torch.Tensor | None = None, train: bool = True,
-                     root: str | Path | None = None) -> "Tensors":
-        """Rows ``rows`` (all if None) of a registered data set's training or test split."""
-        X, _ = load_dataset(dataset, root, train)
+                     root: str | Path | None = None, verify: bool = True) -> "Tensors":
+        """Rows ``rows`` (all if None) of a registered data set's training or test split
+        (``verify``: see ``datasets.load_dataset``)."""
+        X, _ = load_dataset(dataset, root, train, verify)
         rows = None if rows is None else torch.as_tensor(rows).long()
-        return cls(X if rows is None else X[rows], dataset, (dataset, rows, train, None if root is None else str(root)))
+        return cls(X if rows is None else X[rows], dataset,
+                   (dataset, rows, train, None if root is None else str(root), verify))
 
     def __len__(self):
         return len(self.X)
@@ -91,8 +93,8 @@ class Tensors(Data):
 
 
 def _reload(origin, expected: str) -> Tensors:
-    dataset, rows, train, root = origin
-    data = Tensors.from_dataset(dataset, rows, train, root)
+    dataset, rows, train, root, verify = origin
+    data = Tensors.from_dataset(dataset, rows, train, root, verify)
     if data.fingerprint != expected:
         raise ValueError(f"{dataset} under {root or 'the default data root'} differs from the copy this run was "
                          f"made with (fingerprint {data.fingerprint}, expected {expected})")
@@ -187,14 +189,14 @@ class Run:
                 fail("targets", "soft labels", "hard labels: Co-teaching selects instances by their hard label")
         else:
             set_("targets", check_labels(self.targets, c, "targets", n=n))
+        self.objective.check(c, self.protocol.n_epochs)
         if self.step.n_networks > 1 and not isinstance(self.objective, CrossEntropy):
             fail("objective", type(self.objective).__name__, "CrossEntropy() with Co-teaching's two networks")
         check_seed(self.seed)
         check_choice(self.precision, "precision", PRECISIONS)
         check_choice(self.softmax_mode, "softmax_mode", SOFTMAX_MODES)
         check_choice(self.keep, "keep", KEEP)
-        if not isinstance(self.record_softmax, bool):
-            fail("record_softmax", self.record_softmax, "True or False")
+        check_bool(self.record_softmax, "record_softmax")
         if self.y_true is not None:
             set_("y_true", check_labels(self.y_true, c, "y_true", n=n))
         for name in ("test", "val"):

@@ -12,15 +12,16 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from .checks import check_labels, check_softmax
+from .checks import (check_float, check_int, check_labels, check_n_classes, check_same_length, check_seed,
+                     check_softmax, check_transition_matrix, fail)
 from .noise import mislabel_scores
 
 
 def estimate_transition_matrix(y, y_noisy, n_classes: int) -> torch.Tensor:
     """Empirical M with M_pq = #{y = p, y_noisy = q} / #{y = p} (rows of absent classes stay e_p)."""
+    n_classes = check_n_classes(n_classes)
     y, y_noisy = check_labels(y, n_classes), check_labels(y_noisy, n_classes, "y_noisy")
-    if len(y) != len(y_noisy):
-        raise ValueError(f"y has {len(y)} labels but y_noisy has {len(y_noisy)}")
+    check_same_length(y=y, y_noisy=y_noisy)
     counts = torch.bincount(y * n_classes + y_noisy, minlength=n_classes ** 2).view(n_classes, n_classes).double()
     totals = counts.sum(1, keepdim=True)
     return torch.where(totals > 0, counts / totals.clamp(min=1), torch.eye(n_classes, dtype=torch.float64))
@@ -30,7 +31,7 @@ def class_priors(y, n_classes: int) -> torch.Tensor:
     """w_p = fraction of instances with label p."""
     y = check_labels(y, n_classes)
     if not len(y):
-        raise ValueError("y is empty")
+        fail("y", "an empty tensor", "at least one label")
     return torch.bincount(y, minlength=n_classes).double() / len(y)
 
 
@@ -46,9 +47,9 @@ def flip_agreement(y, y_noisy, y_noisy_ref) -> dict:
     ``target_agreement``: among instances flipped in both, fraction flipped to the same label;
     ``chance_recovered``: what a random choice of as many flips would recover on average.
     """
-    y, y_noisy, y_noisy_ref = (torch.as_tensor(t).long() for t in (y, y_noisy, y_noisy_ref))
-    if not len(y) == len(y_noisy) == len(y_noisy_ref):
-        raise ValueError(f"lengths differ: y {len(y)}, y_noisy {len(y_noisy)}, y_noisy_ref {len(y_noisy_ref)}")
+    y, y_noisy, y_noisy_ref = (check_labels(t, None, name) for t, name in (
+        (y, "y"), (y_noisy, "y_noisy"), (y_noisy_ref, "y_noisy_ref")))
+    check_same_length(y=y, y_noisy=y_noisy, y_noisy_ref=y_noisy_ref)
     ours, ref = y_noisy != y, y_noisy_ref != y
     both = ours & ref
     return dict(flipped=int(ours.sum()), flipped_ref=int(ref.sum()), flipped_both=int(both.sum()),
@@ -86,24 +87,18 @@ class CCNTest:
                 f"P <= exp(-2 m eps^2) = 10^{self.log10_p:.1f} (m = {self.m}): {verdict} at alpha = {self.alpha}")
 
 
-def check_transition_matrix(M, name: str = "M") -> torch.Tensor:
-    M = torch.as_tensor(M, dtype=torch.float64)
-    if M.dim() != 2 or M.shape[0] != M.shape[1]:
-        raise ValueError(f"{name} must be a square c x c matrix, got shape {tuple(M.shape)}")
-    if (M < 0).any() or not torch.allclose(M.sum(1), torch.ones(len(M), dtype=M.dtype), atol=1e-6):
-        raise ValueError(f"{name} rows must be probability vectors (M_pq = P(noisy q | true p))")
-    return M
-
-
 def ccn_bound(M, w) -> float:
     """Theorem 1's lower bound on the noisy 0-1 error of any classifier under CCN:
     1 - sum_p w_p max_q M_pq."""
     M = check_transition_matrix(M)
-    w = torch.as_tensor(w, dtype=torch.float64)
+    try:
+        w = torch.as_tensor(w, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        fail("w", w, "a vector of class priors")
     if w.shape != (len(M),):
-        raise ValueError(f"w must have one prior per class ({len(M)}), got shape {tuple(w.shape)}")
-    if (w < 0).any() or abs(float(w.sum()) - 1) > 1e-6:
-        raise ValueError("w must be class priors: non-negative, summing to 1")
+        fail("w", f"a tensor of shape {tuple(w.shape)}", f"one prior per class of M ({len(M)})")
+    if not torch.isfinite(w).all() or (w < 0).any() or abs(float(w.sum()) - 1) > 1e-6:
+        fail("w", w.tolist(), "class priors: non-negative, summing to 1")
     return max(0.0, float(1 - (w * M.max(1).values).sum()))  # >= 0; clamp float round-off
 
 
@@ -111,12 +106,9 @@ def ccn_test(val_error: float, M, w, m: int, alpha: float = 0.05) -> CCNTest:
     """Theorem 1, Eq. (1): under CCN, P[bound - val_error >= eps] <= exp(-2 m eps^2) for a
     validation set of ``m`` instances not used in training. Rejects CCN when that bound is below
     ``alpha``. The bound is returned as log10 (the paper's Clothing1M case is about 10^-21250)."""
-    if not 0 <= val_error <= 1:
-        raise ValueError(f"val_error={val_error!r} must be in [0, 1]")
-    if int(m) != m or m < 1:
-        raise ValueError(f"m={m!r} must be a positive integer (validation set size)")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha={alpha!r} must be in (0, 1)")
+    val_error = check_float(val_error, "val_error", low=0.0, high=1.0)
+    m = check_int(m, "m", minimum=1)  # the validation set size
+    alpha = check_float(alpha, "alpha", low=0.0, high=1.0, low_open=True, high_open=True)
     bound = ccn_bound(M, w)
     eps = bound - val_error
     log10_p = -2 * m * eps ** 2 / math.log(10) if eps > 0 else 0.0
@@ -125,11 +117,13 @@ def ccn_test(val_error: float, M, w, m: int, alpha: float = 0.05) -> CCNTest:
 
 def validation_split(n: int, val_fraction: float, seed: int = 0):
     """Random (train_idx, val_idx) with ``round(val_fraction * n)`` validation rows, both sorted."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction!r} must be in (0, 1)")
+    n = check_int(n, "n", minimum=2)
+    val_fraction = check_float(val_fraction, "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+    check_seed(seed)
     m = round(val_fraction * n)
     if not 1 <= m < n:
-        raise ValueError(f"val_fraction={val_fraction} of n={n} leaves no training or no validation rows")
+        fail("val_fraction", val_fraction, f"a fraction of n={n} rows that leaves at least one training and one "
+             "validation row")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[m:].sort().values, perm[:m].sort().values
 
@@ -140,11 +134,10 @@ def anchor_transition_matrix(probs: torch.Tensor, percentile: float | None = 97.
     noisy class i, T[i, j] = p(noisy j | x_i). ``percentile``: the authors' robust variant, which
     takes the instance at that percentile of p(noisy i | x) (97 in their experiments) instead of
     the maximum, skipping outliers; ``None`` takes the argmax."""
-    probs = torch.as_tensor(probs, dtype=torch.float64)
-    if probs.dim() != 2 or len(probs) == 0:
-        raise ValueError(f"probs must be an n x c softmax matrix, got shape {tuple(probs.shape)}")
-    if percentile is not None and not 0 < percentile <= 100:
-        raise ValueError(f"percentile={percentile!r} must be in (0, 100], or None for the argmax")
+    probs = check_softmax(probs, name="probs").double()
+    if len(probs) == 0:
+        fail("probs", "an empty matrix", "an n x c softmax matrix with n >= 1")
+    check_float(percentile, "percentile", low=0.0, high=100.0, low_open=True, none_ok=True)
     rows = []
     for i in range(probs.shape[1]):
         p = probs[:, i].clone()
@@ -159,13 +152,19 @@ def anchor_transition_matrix(probs: torch.Tensor, percentile: float | None = 97.
 def label_distance(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) -> torch.Tensor:
     """Eq. (9) on the corrupted instances (y != y_noisy): d = ||S_i - e_y||_1 / ||e_y_noisy - e_y||_1,
     in [0, 1]; 1 for the given noisy one-hot label, 0 for the true one."""
-    S = check_softmax(S)
-    y, y_noisy = check_labels(y, S.shape[1]), check_labels(y_noisy, S.shape[1], "y_noisy")
-    check_softmax(S, len(y))
+    S, y, y_noisy = _correction_inputs(S, y, y_noisy)
     corrupted = y != y_noisy
     e_y = F.one_hot(y[corrupted], S.shape[1]).to(S.dtype)
     e_noisy = F.one_hot(y_noisy[corrupted], S.shape[1]).to(S.dtype)
     return (S[corrupted] - e_y).abs().sum(1) / (e_noisy - e_y).abs().sum(1)
+
+
+def _correction_inputs(S, y, y_noisy):
+    """``S`` (n x c softmax), ``y`` and ``y_noisy`` checked, one row each per instance."""
+    S = check_softmax(S)
+    y, y_noisy = check_labels(y, S.shape[1]), check_labels(y_noisy, S.shape[1], "y_noisy")
+    check_same_length(S=S, y=y, y_noisy=y_noisy)
+    return S, y, y_noisy
 
 
 def correction_scores(S: torch.Tensor, y_noisy: torch.Tensor):
@@ -184,8 +183,8 @@ def correction_metrics(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) 
       noisy labels, of argmax S, and of the noisy labels with the top-k relabelled to ỹ (Eq. 10);
     - ``mean_distance``: mean Eq. (9) distance over the corrupted instances.
     """
+    S, y, y_noisy = _correction_inputs(S, y, y_noisy)
     score, corrected = correction_scores(S, y_noisy)
-    y, y_noisy = check_labels(y, S.shape[1]), check_labels(y_noisy, S.shape[1], "y_noisy")
     corrupted = y != y_noisy
     k = int(corrupted.sum())
     top = torch.sort(score, descending=True, stable=True).indices[:k]

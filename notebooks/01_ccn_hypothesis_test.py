@@ -57,11 +57,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
+from idnhelpers.chapter import check_parameters
 from idnhelpers.clothing1m import load_clothing1m_labels
 from idnhelpers.datasets import default_root, get_dataset, load_dataset, protocol, subset
 from idnhelpers.experiments import ccn_experiment, idn_label_sets
 from idnhelpers.noise import ccn_labels
 from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix
+
+check_parameters(globals())  # every parameter checked before any work starts
 
 n_classes = get_dataset(dataset).n_classes
 noise_rates = sorted(float(r) for r in noise_rates)

@@ -54,11 +54,14 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
+from idnhelpers.chapter import check_parameters
 from idnhelpers.datasets import get_dataset, load_dataset
 from idnhelpers.experiments import generate_idn
 from idnhelpers.noise import flip_count, symmetric_noise
 from idnhelpers.published import PUBLISHED_RATES, load_published_idn
 from idnhelpers.stats import estimate_transition_matrix, flip_agreement, per_class_noise_rate
+
+check_parameters(globals())  # every parameter checked before any work starts
 
 spec = get_dataset(dataset)
 names, n_classes = spec.classes, spec.n_classes

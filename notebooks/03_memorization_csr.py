@@ -52,18 +52,18 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
+from idnhelpers.chapter import check_parameters
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.engine import train
 from idnhelpers.experiments import idn_label_sets
 from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import CSRProbe, make_run
 
+check_parameters(globals())  # every parameter checked before any work starts
+
 spec = get_dataset(dataset)
 names, n_classes = spec.classes, spec.n_classes
 noise_rates = sorted(float(r) for r in noise_rates)
-unknown = set(noise_types) - {"IDN", "CCN"}
-if unknown:
-    raise ValueError(f"noise_types: {sorted(unknown)} unknown; choose from ['IDN', 'CCN']")
 
 # %% [markdown]
 # ## Training runs

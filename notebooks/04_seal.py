@@ -55,10 +55,13 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
+from idnhelpers.chapter import check_parameters
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.experiments import idn_label_sets
 from idnhelpers.methods import run_methods
 from idnhelpers.stats import correction_metrics, correction_scores, label_distance
+
+check_parameters(globals())  # every parameter checked before any work starts
 
 spec = get_dataset(dataset)
 names, n_classes = spec.classes, spec.n_classes

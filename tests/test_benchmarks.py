@@ -29,9 +29,9 @@ def cifar_root(tmp_path_factory):
 
 
 def test_cifar10_pipeline_every_method(cifar_root):
-    X, y = load_dataset("cifar10", cifar_root)
-    X_test, y_test = load_dataset("cifar10", cifar_root, train=False)
-    idn = generate_idn("cifar10", [0.2], root=cifar_root, n_epochs=1, model="wrn16_2", batch_size=16)
+    X, y = load_dataset("cifar10", cifar_root, verify=False)
+    X_test, y_test = load_dataset("cifar10", cifar_root, train=False, verify=False)
+    idn = generate_idn("cifar10", [0.2], root=cifar_root, verify=False, n_epochs=1, model="wrn16_2", batch_size=16)
     y_noisy = idn.noisy[0.2]
     assert int((y_noisy != y).sum()) == 8  # exactly 20% of 40
     proto = protocol("cifar10", n_epochs=2, model="wrn16_2", batch_size=16)
@@ -46,7 +46,7 @@ def test_cifar10_pipeline_every_method(cifar_root):
 
 
 def test_cifar10_pipeline_with_the_papers_wide_resnet(cifar_root):
-    X, y = load_dataset("cifar10", cifar_root)
+    X, y = load_dataset("cifar10", cifar_root, verify=False)
     r = run_method("seal", X[:16], y[:16], protocol("cifar10", n_epochs=1), n_iterations=1, dataset="cifar10",
                    use_cache=False)
     assert len(r.stages) == 2 and r.S.shape == (16, 10)
@@ -66,8 +66,8 @@ def test_cifar100_is_a_registry_entry(tmp_path):
     spec = get_dataset("cifar100")
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": list(spec.classes),
                                                 "coarse_label_names": [f"super{i}" for i in range(20)]}))
-    X, y = load_dataset("cifar100", tmp_path)
-    X_test, y_test = load_dataset("cifar100", tmp_path, train=False)
+    X, y = load_dataset("cifar100", tmp_path, verify=False)
+    X_test, y_test = load_dataset("cifar100", tmp_path, train=False, verify=False)
     assert spec.n_classes == 100 and spec.classes[:3] == ("apple", "aquarium_fish", "baby")
     assert X.shape == (30, 3, 32, 32) and y.max() < 100 and len(y_test) == 10
     assert spec.protocol == get_dataset("cifar10").protocol  # the CIFAR protocol of Appendix A

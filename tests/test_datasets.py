@@ -38,7 +38,7 @@ def test_mnist_wheel_checksum_is_verified(tmp_path):
 def test_mnist_from_torchvision_raw_files(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     write_idx_pair(raw, "t10k", n=3)
-    X, y = load_dataset("mnist", tmp_path, train=False)
+    X, y = load_dataset("mnist", tmp_path, train=False, verify=False)
     assert X.shape == (3, 1, 28, 28) and y.tolist() == [0, 1, 2]
 
 
@@ -67,11 +67,11 @@ def test_cifar10_python_batches(tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batches[name] = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, 4))}
         (folder / name).write_bytes(pickle.dumps(batches[name]))
-    X, y = load_dataset("cifar10", tmp_path)
+    X, y = load_dataset("cifar10", tmp_path, verify=False)
     assert X.shape == (20, 3, 32, 32)
     assert np.array_equal(X[4].numpy().reshape(-1), batches["data_batch_2"]["data"][0])  # channel-major rows
     assert y[:4].tolist() == batches["data_batch_1"]["labels"]
-    assert load_dataset("cifar10", tmp_path, train=False)[0].shape == (4, 3, 32, 32)
+    assert load_dataset("cifar10", tmp_path, train=False, verify=False)[0].shape == (4, 3, 32, 32)
 
 
 @pytest.mark.parametrize("name, hint", [("cifar10", "cifar-10-batches-py"), ("fashion_mnist", "dataset-fashion-mnist")])

@@ -32,7 +32,7 @@ def engine(digits, **kw):
 def init_model(proto, n_outputs, seed, state=None):
     """The network a digits run of ``proto`` starts from (or with ``state`` loaded)."""
     X, y = load_dataset("digits")
-    objective = losses.DAC() if n_outputs == 11 else losses.CrossEntropy()
+    objective = losses.DAC(warmup_epochs=0) if n_outputs == 11 else losses.CrossEntropy()
     run = make_run(X, y, proto, dataset="digits", seed=seed, objective=objective, init=state)
     return init_networks(run, torch.device("cpu"))[0]
 
@@ -143,7 +143,7 @@ def test_dac_warm_up_then_ramps_alpha():
     loss(logits, y, 3), loss(logits, y, 4)
     assert float(loss.alpha) == pytest.approx(alpha_start + 2 * (1 - alpha_start) / 3)  # reaches 1 after the last epoch
     with pytest.raises(ValueError, match="warmup_epochs=5"):
-        losses.DAC(warmup_epochs=5).make(10, 5)
+        losses.DAC(warmup_epochs=5).check(10, 5)
 
 
 def test_coteaching_keep_rate_schedule_and_exchange():

@@ -48,7 +48,7 @@ def test_csv_errors(tmp_path):
     (tmp_path / "bad.csv").write_text("y,noisy\n1,2\n")
     with pytest.raises(ValueError, match="label,label_noisy"):
         read_noisy_csv(tmp_path / "bad.csv")
-    with pytest.raises(ValueError, match="equal length"):
+    with pytest.raises(ValueError, match="y_noisy=.*one row per instance"):
         write_noisy_csv(tmp_path / "c.csv", [1, 2], [1])
 
 

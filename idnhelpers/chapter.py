@@ -1,0 +1,126 @@
+"""What every chapter of the book does first: check its parameters, before any work starts.
+
+The chapters share parameter names (``dataset``, ``noise_rates``, ``n_epochs``, ...); each name has
+one check here, with the library's messages (parameter, value, what is allowed). Under papermill
+a misspelt parameter (``-p noise_rate 0.3``) is an error too: papermill injects it in a cell of
+its own, and ``check_parameters`` compares the names assigned there with those the chapter's
+``parameters`` cell declares.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from .checks import check_bool, check_choice, check_float, check_int, check_rates, check_seed, fail
+from .datasets import get_dataset
+
+PAPERMILL_HEADER = "# Parameters"  # first line of the cell papermill injects
+
+
+def _optional_int(minimum):
+    return lambda v, name: check_int(v, name, minimum=minimum, none_ok=True)
+
+
+def _int(minimum):
+    return lambda v, name: check_int(v, name, minimum=minimum)
+
+
+def _path_or_none(v, name):
+    if v is not None and not isinstance(v, str):
+        fail(name, v, "a folder or file path (a string), or null")
+
+
+def _seeds(v, name):
+    if not isinstance(v, (list, tuple)) or not v:
+        fail(name, v, "a non-empty list of seeds, e.g. [0, 1, 2]")
+    for s in v:
+        check_seed(s, name)
+
+
+def _methods(v, name):
+    from .methods import METHODS, get_method
+
+    if not isinstance(v, (list, tuple)) or not v:
+        fail(name, v, f"a non-empty list of method names from {sorted(METHODS)}")
+    for m in v:
+        get_method(m)
+
+
+def _noise_types(v, name):
+    if not isinstance(v, (list, tuple)) or not v:
+        fail(name, v, "a non-empty list from ['IDN', 'CCN']")
+    for t in v:
+        check_choice(t, name, ["IDN", "CCN"])
+
+
+def _device(v, name):
+    from .engine import resolve_device
+
+    resolve_device(v)
+
+
+def _number(low=None, high=None, low_open=False, high_open=False):
+    return lambda v, name: check_float(v, name, low=low, high=high, low_open=low_open, high_open=high_open)
+
+
+CHECKS = {
+    "dataset": lambda v, name: get_dataset(v),
+    "data_root": _path_or_none,
+    "noise_rates": lambda v, name: check_rates(v, name),
+    "noise_types": _noise_types,
+    "methods": _methods,
+    "use_published": check_bool,
+    "collect_only": check_bool,
+    "n_epochs": _int(1),
+    "n_train": _optional_int(1),
+    "n_test": _optional_int(1),
+    "n_iterations": _int(0),
+    "dmi_epochs": _optional_int(1),
+    "val_fraction": _number(0.0, 1.0, high_open=True),
+    "alpha": _number(0.0, 1.0, low_open=True, high_open=True),
+    "csr_size": _int(1),
+    "csr_every": _int(1),
+    "csr_radius": _number(0.0),
+    "seed": lambda v, name: check_seed(v, name),
+    "seeds": _seeds,
+    "device": _device,
+    "precision": lambda v, name: check_choice(v, name, ["fp32", "bf16"]),
+    "clothing1m_weights": _path_or_none,
+    "clothing1m_epochs": _int(1),
+    "clothing1m_val_error": _number(0.0, 1.0),
+    "profile": lambda v, name: v if isinstance(v, str) else fail(name, v, "the name of a parameter file (a string)"),
+}
+
+
+def assigned_names(source: str) -> list[str]:
+    """The names a cell's top-level assignments bind, in order."""
+    names = []
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameters(namespace: dict) -> None:
+    """Check the parameters of the chapter whose globals are ``namespace``: each value with the
+    check of its name (``CHECKS``), and, under papermill, that every injected name is one the
+    chapter declares. Raises ``ValueError`` naming the parameter, its value and what is allowed."""
+    history = namespace.get("In", [])
+    injected = next((i for i, cell in enumerate(history) if cell.startswith(PAPERMILL_HEADER)), None)
+    if injected is not None and injected > 0:
+        declared = assigned_names(history[injected - 1])
+        unknown = [n for n in assigned_names(history[injected]) if n not in declared]
+        if unknown:
+            fail("parameter", ", ".join(unknown), f"a parameter this chapter declares: {declared}")
+    for name, check in CHECKS.items():
+        if name not in namespace:
+            continue
+        value = namespace[name]
+        try:
+            check(value, name)
+        except ValueError as error:
+            if isinstance(value, str) and (value.lstrip().startswith("[") or value in ("null", "None")):
+                raise ValueError(f"{error}. papermill's -p passes {value!r} as a string: give lists and null "
+                                 f"with -y, e.g. -y '{name}: {value}'") from None
+            raise
