@@ -150,6 +150,18 @@ def _probs(bank, source, n_classes: int, precision: str, device, augment_generat
     return torch.cat(out, 1)
 
 
+def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
+    """K x n x c softmax of the training instances after an epoch, always in eval mode: on the
+    clean instances (the paper's f^t(x), ``softmax_mode="eval"``) or, with ``"official"``, on one
+    augmented copy per run in batches of 1000, as the official scripts do right after their test
+    pass has called ``model.eval()``. Eval mode leaves BatchNorm's running averages alone."""
+    official = run.softmax_mode == "official"
+    bank.train(False)
+    return _probs(bank, source, run.n_classes, run.precision, device,
+                  generators if official and run.protocol.augment else None,
+                  OFFICIAL_SOFTMAX_BATCH if official else EVAL_BATCH)
+
+
 def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[RunResult]:
     """The one epoch loop: train ``runs`` (one, or several stacked) and record them."""
     start = time.perf_counter()
@@ -183,14 +195,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
             sum(total for total, _ in parts).backward()  # run k's loss depends on run k's weights only
             optimizer.step()
             loss_sum += torch.stack([logged.detach() for _, logged in parts]) * len(batch[0][0])
-        probs = None
-        if run0.record_softmax:
-            official = run0.softmax_mode == "official"
-            bank.train(official)
-            probs = _probs(bank, source, n_classes, precision, device,
-                           generators if official and proto.augment else None,
-                           OFFICIAL_SOFTMAX_BATCH if official else EVAL_BATCH)
-        bank.train(False)
+        probs = record_softmax(bank, source, run0, generators, device) if run0.record_softmax else None
         preds = {name: _probs(bank, s, n_classes, precision, device).argmax(-1) for name, s in evals.items()}
         postfix = []
         for k, run in enumerate(runs):
@@ -258,10 +263,11 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
             wanted = {key: _representative([runs[i] for i in missing[key]]) for key in held}
             # another process may have stored a result between our first look and taking its lock
             todo = [key for key in held if not use_cache or load(wanted[key]) is None]
-            trained = dict(zip(todo, _train_runs([wanted[key] for key in todo], backend, device, workers, stack_size)))
-            for key, result in trained.items():
-                if use_cache:
-                    cache.save(key, result.payload())
+            trained = {}
+            for i, result in _train_runs([wanted[key] for key in todo], backend, device, workers, stack_size):
+                if use_cache:  # stored as soon as trained: a process killed mid-call keeps what it finished
+                    cache.save(todo[i], result.payload())
+                trained[todo[i]] = result
         finally:
             for lock in held.values():
                 if lock is not None:
@@ -315,26 +321,27 @@ def _wait_for(keys: list[str]) -> None:
         keys = [k for k in keys if not cache.exists(k) and cache.lock_holder(k) is not None]
 
 
-def _train_runs(runs: list[Run], backend: str, device, workers, stack_size) -> list[RunResult]:
+def _train_runs(runs: list[Run], backend: str, device, workers, stack_size):
+    """Train ``runs``, yielding ``(index, result)`` as each ``fit`` call finishes."""
     if not runs:
-        return []
+        return
     if backend == "processes" and len(runs) > 1:
         workers = min(workers or os.cpu_count() or 1, len(runs))
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            return list(pool.map(_fit_in_worker, runs, [device] * len(runs), [threads] * len(runs)))
+            yield from enumerate(pool.map(_fit_in_worker, runs, [device] * len(runs), [threads] * len(runs)))
+        return
     if backend != "stacked":
-        return [fit([run], device)[0] for run in runs]
+        for i, run in enumerate(runs):
+            yield i, fit([run], device)[0]
+        return
     groups = defaultdict(list)
     for i, run in enumerate(runs):
         groups[run.stack_signature()].append(i)
-    results = [None] * len(runs)
     for indices in groups.values():
         for start in range(0, len(indices), stack_size or len(indices)):
             chunk = indices[start:start + (stack_size or len(indices))]
-            for i, result in zip(chunk, fit([runs[i] for i in chunk], device, stacked=len(chunk) > 1)):
-                results[i] = result
-    return results
+            yield from zip(chunk, fit([runs[i] for i in chunk], device, stacked=len(chunk) > 1))
 
 
 def _fit_in_worker(run: Run, device, threads: int) -> RunResult:

@@ -18,8 +18,6 @@ from .published import PUBLISHED_RATES, load_published_idn
 from .runs import Run, Tensors, make_run
 from .stats import ccn_bound, ccn_test, validation_split
 
-IDN_EPOCHS = 20  # Algorithm 1 on MNIST in the official code: 20 epochs reach 100% training accuracy
-
 
 @dataclass
 class GeneratedIDN:
@@ -38,26 +36,35 @@ class GeneratedIDN:
 
 
 def generate_idn(dataset: str, noise_rates, *, root=None, n_train: int | None = None,
-                 n_epochs: int = IDN_EPOCHS, seed: int = 0, device=None, precision: str = "fp32",
+                 n_epochs: int | None = None, seed: int = 0, device=None, precision: str = "fp32",
                  softmax_mode: str = "eval", use_cache: bool = True, verify: bool = True,
                  **protocol_overrides) -> GeneratedIDN:
-    """Algorithm 1 end to end: train on the clean labels with the paper's protocol for
-    ``dataset`` (MNIST: CNN, SGD lr 0.01 momentum 0.5, batch 64) for ``n_epochs``, average the
-    softmax over epochs (Eq. 3) and return noisy labels for every rate in ``noise_rates``
-    from that single run. ``n_train`` takes a random subset (seeded) of the training set.
-    ``softmax_mode="official"`` records the softmax as the official code does (see ``runs``);
-    ``verify``: see ``datasets.load_dataset``."""
+    """Algorithm 1 end to end: train on the clean labels with the data set's generation protocol
+    (``DatasetSpec.generation_protocol``: MNIST's CNN, SGD lr 0.01 momentum 0.5, batch 64, 20
+    epochs; CIFAR's WRN-28-10 for the full 150-epoch schedule, as the official generators do;
+    ``n_epochs`` and ``protocol_overrides`` change it), average the softmax over epochs (Eq. 3)
+    and return noisy labels for every rate in ``noise_rates`` from that single run. ``n_train``
+    takes a random subset (seeded) of the training set. ``softmax_mode="official"`` records the
+    softmax as the official code does (see ``runs``); ``verify``: see ``datasets.load_dataset``."""
     rates = check_rates(noise_rates)
-    proto = get_dataset(dataset).protocol.replace(n_epochs=n_epochs, **protocol_overrides)
-    X, y_all = load_dataset(dataset, root, train=True, verify=verify)
-    _, y, idx = subset(X, y_all, n_train, seed)
-    data = Tensors.from_dataset(dataset, idx, root=root, verify=verify)
-    run = Run(data, y, proto, seed=seed, precision=precision, softmax_mode=softmax_mode, keep="none",
-              label=f"Algorithm 1 on {dataset}")
+    run = idn_run(dataset, root=root, n_train=n_train, n_epochs=n_epochs, seed=seed, precision=precision,
+                  softmax_mode=softmax_mode, verify=verify, **protocol_overrides)
+    y = run.targets
     result = train(run, device=device, use_cache=use_cache)
     score, candidate = mislabel_scores(result.S, y)
     noisy = {r: idn_labels(y, result.S, r) for r in rates}
-    return GeneratedIDN(idx, y, result.S, score, candidate, noisy, result.history, result.seconds)
+    return GeneratedIDN(run.data.origin[1], y, result.S, score, candidate, noisy, result.history, result.seconds)
+
+
+def idn_run(dataset: str, *, root=None, n_train: int | None = None, n_epochs: int | None = None, seed: int = 0,
+            precision: str = "fp32", softmax_mode: str = "eval", verify: bool = True, **protocol_overrides) -> Run:
+    """The run of Algorithm 1's labelling network that ``generate_idn`` trains (same arguments):
+    the clean labels of ``subset(..., n_train, seed)``'s rows, the data set's generation protocol."""
+    proto = get_dataset(dataset).generation_protocol.replace(n_epochs=n_epochs, **protocol_overrides)
+    X, y_all = load_dataset(dataset, root, train=True, verify=verify)
+    _, y, idx = subset(X, y_all, n_train, seed)
+    return Run(Tensors.from_dataset(dataset, idx, root=root, verify=verify), y, proto, seed=seed, precision=precision,
+               softmax_mode=softmax_mode, keep="none", label=f"Algorithm 1 on {dataset}")
 
 
 def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_published: bool = True, n_train=None,

@@ -175,8 +175,10 @@ class DAC(Objective):
     is tracked per batch. Then alpha starts at alpha_thresh / ``alpha_init_factor`` and rises
     linearly, once per epoch, to ``alpha_final`` at the last epoch, with the loss
     (1 - p_abstain) * H(y, f_1..k) - alpha * log(1 - p_abstain), H the cross-entropy over the k real
-    classes. As in the authors' ``dac_loss``; ``warmup_epochs=None`` uses a tenth of the epochs.
-    """
+    classes. As in the authors' ``dac_loss``, whose increment (alpha_final - alpha) / (total_epochs -
+    epoch) counts 1-based epochs and so reaches alpha_final at the last one; with our 0-based
+    epochs the same end point is (alpha_final - alpha) / (n_epochs - 1 - epoch).
+    ``warmup_epochs=None`` uses a tenth of the epochs."""
 
     warmup_epochs: int | None = None
     alpha_final: float = 1.0
@@ -216,7 +218,8 @@ class _DACLoss:
             return F.cross_entropy(logits, y)
         if self.alpha is None:
             self.alpha = self.thresh_ewma / self.spec.alpha_init_factor
-            self.alpha_inc = (self.spec.alpha_final - self.alpha) / (self.n_epochs - epoch)
+            remaining = self.n_epochs - 1 - epoch  # epochs after this one; alpha_final at the last
+            self.alpha_inc = (self.spec.alpha_final - self.alpha) / remaining if remaining else 0.0
             self.alpha_epoch = epoch
         elif epoch > self.alpha_epoch:
             self.alpha, self.alpha_epoch = self.alpha + self.alpha_inc, epoch

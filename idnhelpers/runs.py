@@ -31,9 +31,10 @@ from .steps import Single, Step
 RESULT_FORMAT = 1  # bump when a change to the library changes stored results
 PRECISIONS = ("fp32", "bf16")
 # "eval": the paper's f^t(x), eval mode on the un-augmented instances. "official": what the
-# official code does: the network left in train mode (BatchNorm on batch statistics, and
-# updating its running averages) on augmented instances, in batches of 1000.
+# official code does: eval mode (its test pass calls model.eval() just before) on *augmented*
+# instances (its softmax loader uses the training transforms), in batches of 1000.
 SOFTMAX_MODES = ("eval", "official")
+SOFTMAX_KEYS = {"eval": "eval", "official": "official, eval mode"}  # "official" recorded in train mode before 0.3
 KEEP = ("last", "best_val", "none")
 
 
@@ -242,7 +243,7 @@ class Run:
         return dict(
             format=RESULT_FORMAT, dataset=self.spec.identity(), data=self.data.fingerprint, targets=fp(self.targets),
             protocol=protocol, objective=self.objective.config(), step=self.step.config(), seed=self.seed,
-            precision=self.precision, softmax_mode=self.softmax_mode, record_softmax=self.record_softmax,
+            precision=self.precision, softmax_mode=SOFTMAX_KEYS[self.softmax_mode], record_softmax=self.record_softmax,
             y_true=fp(self.y_true), test=self.test and self.test.fingerprint, val=self.val and self.val.fingerprint,
             track=fp(self.track), csr=self.csr and self.csr.config(), init=self.init and self.init.fingerprint,
             weights="best_val" if self.keep == "best_val" else "last")

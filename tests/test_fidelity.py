@@ -1,0 +1,78 @@
+"""Faithful to the paper and to the official code (issue 12): each test failed before its fix."""
+
+import numpy as np
+import pytest
+import torch
+
+from idnhelpers import engine, losses
+from idnhelpers.datasets import get_dataset, load_dataset, protocol
+from idnhelpers.engine import init_networks, record_softmax
+from idnhelpers.experiments import idn_run
+from idnhelpers.methods import run_method
+from idnhelpers.runs import Weights, make_run
+from idnhelpers.steps import ModuleBank
+
+
+def test_official_softmax_recording_is_in_eval_mode_and_leaves_batch_norm_alone():
+    """The official scripts record the softmax right after test(), which calls model.eval()."""
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.integers(0, 256, (40, 3, 32, 32), dtype=np.uint8))
+    y = torch.from_numpy(rng.integers(0, 10, 40)).long()
+    run = make_run(X, y, protocol("cifar10", n_epochs=1, model="wrn16_2", batch_size=16), dataset="cifar10",
+                   softmax_mode="official")
+    device = torch.device("cpu")
+    model = init_networks(run, device)[0]
+    model.train()
+    model(torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last))  # running stats away from init
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bank = ModuleBank([model])
+    probs = record_softmax(bank, run.data.source(device), run, [torch.Generator().manual_seed(0)], device)
+    assert probs.shape == (1, 40, 10) and not model.training
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name  # running_mean, running_var, num_batches_tracked
+
+
+def test_official_softmax_runs_are_not_served_from_the_old_train_mode_cache():
+    X, y = load_dataset("digits")
+    p = protocol("digits", n_epochs=1)
+    official = make_run(X, y, p, dataset="digits", softmax_mode="official").config()["softmax_mode"]
+    assert official == "official, eval mode" and make_run(X, y, p, dataset="digits").config()["softmax_mode"] == "eval"
+
+
+def test_dac_alpha_reaches_its_final_value_at_the_last_epoch():
+    loss = losses.DAC(warmup_epochs=5, alpha_final=1.0).make(10, 50)
+    logits, y = torch.randn(32, 11), torch.randint(0, 10, (32,))
+    for epoch in range(50):
+        loss(logits, y, epoch)
+    assert float(loss.alpha) == pytest.approx(1.0)  # was 0.979 (1-based formula on 0-based epochs)
+
+
+@pytest.mark.parametrize("dataset, epochs, milestones", [("mnist", 20, ()), ("cifar10", 150, (60, 120)),
+                                                         ("cifar100", 150, (60, 120))])
+def test_algorithm_1_uses_each_data_sets_own_generation_protocol(dataset, epochs, milestones):
+    proto = get_dataset(dataset).generation_protocol
+    assert (proto.n_epochs, proto.milestones) == (epochs, milestones)
+    if milestones:
+        assert proto.gamma == 0.2 and proto.lr_at(59) == 0.1 and proto.lr_at(60) == pytest.approx(0.02)
+
+
+def test_idn_run_trains_the_generation_protocol():
+    run = idn_run("digits", n_train=100)
+    assert run.protocol == get_dataset("digits").generation_protocol and run.keep == "none"
+    assert idn_run("digits", n_train=100, n_epochs=3).protocol.n_epochs == 3
+
+
+def test_seal_continuing_starts_each_iteration_from_the_previous_weights(monkeypatch):
+    X, y = load_dataset("digits")
+    inits, real_fit = [], engine.fit
+
+    def spy(runs, device, stacked=False):
+        inits.append(runs[0].init)
+        return real_fit(runs, device, stacked)
+
+    monkeypatch.setattr(engine, "fit", spy)
+    result = run_method("seal", X[:300], y[:300], protocol("digits", n_epochs=1), n_iterations=2, retrain=False,
+                        keep="none", dataset="digits", use_cache=False)
+    assert inits[0] is None and all(isinstance(w, Weights) for w in inits[1:]) and len(inits) == 3
+    assert result.final.weights is None  # keep="none" is honoured for what is returned
+    assert inits[1].fingerprint != inits[2].fingerprint
