@@ -68,8 +68,8 @@ def small_loss_exchange(logits1, logits2, y, n_keep):
 class Peers(Step):
     """Co-teaching: two networks (initial weights drawn one after the other from the run's seed,
     so network 1 starts where a CE run of that seed starts); per batch each keeps the
-    ``keep_rate`` fraction of smallest cross-entropy (rounded down, as the authors' code) and its
-    peer updates on them. ``forget_rate`` is tau (the paper's baseline: the noise rate), reached
+    ``keep_rate`` fraction of smallest cross-entropy (``round(keep_rate * batch)`` instances, as the
+    official IDN code's ``train_ct``) and its peer updates on them. ``forget_rate`` is tau (the paper's baseline: the noise rate), reached
     after ``t_k`` epochs. Network 1 is the one recorded, as in the authors' reports."""
 
     forget_rate: float
@@ -81,7 +81,7 @@ class Peers(Step):
         check_int(self.t_k, "t_k", minimum=1)
 
     def losses(self, logits, targets, epoch, loss_fn):
-        n_keep = max(1, int(keep_rate(epoch, self.forget_rate, self.t_k) * len(targets)))
+        n_keep = max(1, round(keep_rate(epoch, self.forget_rate, self.t_k) * len(targets)))
         loss1, loss2 = small_loss_exchange(logits[0], logits[1], targets, n_keep)
         return loss1 + loss2, loss1
 

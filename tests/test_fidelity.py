@@ -76,3 +76,42 @@ def test_seal_continuing_starts_each_iteration_from_the_previous_weights(monkeyp
     assert inits[0] is None and all(isinstance(w, Weights) for w in inits[1:]) and len(inits) == 3
     assert result.final.weights is None  # keep="none" is honoured for what is returned
     assert inits[1].fingerprint != inits[2].fingerprint
+
+
+def test_coteaching_keeps_round_of_the_keep_rate_as_the_official_code():
+    from idnhelpers.steps import Peers, keep_rate
+
+    step = Peers(0.3)
+    logits = [torch.randn(56, 10, requires_grad=True), torch.randn(56, 10, requires_grad=True)]
+    targets = torch.randint(0, 10, (56,))
+    assert keep_rate(2, 0.3) * 56 == pytest.approx(52.64)
+    loss1, logged = step.losses(logits, targets, 2, None)
+    # n_keep = round(52.64) = 53 (the official train_ct), not int() = 52
+    loss1.backward()
+    used = (logits[0].grad.abs().sum(1) > 0).sum().item()
+    assert used == 53
+
+
+def test_clothing1m_coteaching_reaches_its_forget_rate_within_the_epochs_run():
+    from idnhelpers.clothing1m import NOISE_RATE, PROTOCOL
+    from idnhelpers.steps import keep_rate
+
+    t_k = max(1, PROTOCOL.n_epochs // 2)
+    assert keep_rate(PROTOCOL.n_epochs - 1, NOISE_RATE, t_k) == pytest.approx(1 - NOISE_RATE)
+    assert keep_rate(PROTOCOL.n_epochs - 1, NOISE_RATE, 10) > 1 - NOISE_RATE  # the paper's T_k never gets there
+
+
+def test_clothing1m_evaluation_squashes_the_whole_image_as_the_official_code(tmp_path):
+    from PIL import Image
+
+    from idnhelpers.clothing1m import ImageFiles, StreamSource
+
+    pixels = np.zeros((40, 80, 3), np.uint8)
+    pixels[:, :4] = 255  # a white stripe at the left edge, lost by a centre crop
+    (tmp_path / "clothing1m").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "clothing1m" / "a.png")
+    for squash, stripe_kept in ((True, True), (False, False)):
+        files = ImageFiles(("a.png",), str(tmp_path), squash=squash, workers=0)
+        x = next(StreamSource(files, torch.device("cpu")).eval_batches())
+        assert x.shape == (1, 3, 224, 224)
+        assert (x[0, :, :, 0].mean() > 1.0) == stripe_kept  # normalised white is about 2.2
