@@ -172,8 +172,11 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
     networks = [init_networks(run, device) for run in runs]
     bank = StackedBank(networks) if stacked else ModuleBank(networks[0])
     loss_fns = [run.objective.make(n_classes, proto.n_epochs) for run in runs]
-    optimizer = torch.optim.SGD(bank.parameters(), lr=proto.lr, momentum=proto.momentum,
-                                weight_decay=proto.weight_decay)
+    def sgd():
+        return torch.optim.SGD(bank.parameters(), lr=proto.lr, momentum=proto.momentum,
+                               weight_decay=proto.weight_decay)
+
+    optimizer = sgd()
     generators = [torch.Generator().manual_seed(run.seed) for run in runs]
     targets = [run.targets.to(device) for run in runs]
     records = [Recorder(run) for run in runs]
@@ -182,6 +185,8 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
     bar = tqdm(range(proto.n_epochs), desc=f"{len(runs)} runs of {label} (stacked)" if stacked else label,
                unit="epoch", file=sys.stderr)
     for epoch in bar:
+        if epoch and proto.fresh_optimizer:  # the official scripts' optim.SGD(...) inside the epoch loop
+            optimizer = sgd()
         for group in optimizer.param_groups:
             group["lr"] = proto.lr_at(epoch)
         bank.train(True)

@@ -61,7 +61,9 @@ class _WideBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    """Wide ResNet (Zagoruyko and Komodakis 2016), pre-activation blocks; WRN-28-10 for CIFAR-10."""
+    """Wide ResNet (Zagoruyko and Komodakis 2016), pre-activation blocks, bias-free convolutions,
+    He initialisation: WRN-28-10 of the CIFAR protocol (Appendix A names the network, not its
+    code). The official code's variant is ``OfficialWideResNet`` (model ``"wrn28_10_official"``)."""
 
     def __init__(self, depth: int = 28, widen: int = 10, n_classes: int = 10, in_channels: int = 3):
         super().__init__()
@@ -87,6 +89,45 @@ class WideResNet(nn.Module):
         return self.fc(self.features(x))
 
 
+class _OfficialWideBlock(nn.Module):
+    """The official code's block: stride on the second convolution, a biased 1x1 shortcut on the
+    raw input (not on its pre-activation), biased convolutions."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, stride, 1)
+        self.shortcut = None if (c_in == c_out and stride == 1) else nn.Conv2d(c_in, c_out, 1, stride)
+
+    def forward(self, x):
+        y = self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
+        return y + (x if self.shortcut is None else self.shortcut(x))
+
+
+class OfficialWideResNet(nn.Module):
+    """WRN-28-10 as the official code builds it (``networks/wideresnet.py`` of chenpf1025/IDN, no
+    dropout, as trained): biased convolutions, PyTorch's default initialisation, stride on each
+    block's second convolution, shortcut on the raw input, final BatchNorm with momentum 0.9."""
+
+    def __init__(self, depth: int = 28, widen: int = 10, n_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"depth={depth} must be 6k + 4 (e.g. 16, 22, 28)")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1)]
+        for stage in range(3):
+            for i in range(n):
+                c_in = widths[stage] if i == 0 else widths[stage + 1]
+                layers.append(_OfficialWideBlock(c_in, widths[stage + 1], (1 if stage == 0 else 2) if i == 0 else 1))
+        layers += [nn.BatchNorm2d(widths[3], momentum=0.9), nn.ReLU(), GlobalAvgPool()]
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(widths[3], n_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
 def resnet50(n_classes: int, pretrained: str | Path | None = None) -> nn.Module:
     """torchvision's ResNet-50 with a new last layer; ``pretrained`` weights (a torchvision
     ``state_dict`` file, e.g. ImageNet's) are read from disk, never downloaded."""
@@ -104,6 +145,7 @@ MODELS = {
     "mnist_cnn": lambda n_classes, shape: MnistCNN(n_classes, in_channels=shape[0]),
     "mlp": lambda n_classes, shape: MLP(n_classes, in_features=math.prod(shape)),
     "wrn28_10": lambda n_classes, shape: WideResNet(28, 10, n_classes, in_channels=shape[0]),
+    "wrn28_10_official": lambda n_classes, shape: OfficialWideResNet(28, 10, n_classes, in_channels=shape[0]),
     "wrn16_2": lambda n_classes, shape: WideResNet(16, 2, n_classes, in_channels=shape[0]),  # quick CIFAR trials
     "resnet50": lambda n_classes, shape: resnet50(n_classes),
 }

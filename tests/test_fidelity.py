@@ -115,3 +115,33 @@ def test_clothing1m_evaluation_squashes_the_whole_image_as_the_official_code(tmp
         x = next(StreamSource(files, torch.device("cpu")).eval_batches())
         assert x.shape == (1, 3, 224, 224)
         assert (x[0, :, :, 0].mean() > 1.0) == stripe_kept  # normalised white is about 2.2
+
+
+def test_the_official_wide_resnet_variant():
+    from idnhelpers.models import build_model
+
+    official = build_model("wrn28_10_official", 10, (3, 32, 32))
+    ours = build_model("wrn28_10", 10, (3, 32, 32))
+    convs = [m for m in official.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.bias is not None for c in convs) and all(
+        c.bias is None for c in ours.modules() if isinstance(c, torch.nn.Conv2d))
+    assert official.features[-3].momentum == 0.9 and ours.features[-3].momentum == 0.1
+    block = official.features[5]  # first block of stage 2: 160 -> 320 channels, stride 2
+    assert (block.conv1.stride, block.conv2.stride, block.shortcut.stride) == ((1, 1), (2, 2), (2, 2))
+    # parameters of the official network: ours plus one bias per convolution (its BatchNorms are the same)
+    assert sum(p.numel() for p in official.parameters()) == sum(p.numel() for p in ours.parameters()) + sum(
+        c.out_channels for c in convs)
+    x = torch.randn(2, 3, 32, 32)
+    assert official(x).shape == (2, 10)
+
+
+def test_fresh_optimizer_each_epoch_resets_momentum_only():
+    X, y = load_dataset("digits")
+    base = protocol("digits", n_epochs=3)
+
+    def S(**changes):
+        run = make_run(X[:400], y[:400], base.replace(**changes), dataset="digits")
+        return engine.train(run, use_cache=False).S
+
+    assert not torch.equal(S(), S(fresh_optimizer=True))  # momentum 0.5 restarts each epoch
+    assert torch.equal(S(momentum=0.0), S(momentum=0.0, fresh_optimizer=True))  # nothing else changes
