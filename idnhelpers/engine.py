@@ -172,11 +172,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
     networks = [init_networks(run, device) for run in runs]
     bank = StackedBank(networks) if stacked else ModuleBank(networks[0])
     loss_fns = [run.objective.make(n_classes, proto.n_epochs) for run in runs]
-    def sgd():
-        return torch.optim.SGD(bank.parameters(), lr=proto.lr, momentum=proto.momentum,
-                               weight_decay=proto.weight_decay)
-
-    optimizer = sgd()
+    optimizer = proto.make_optimizer(bank.parameters())
     generators = [torch.Generator().manual_seed(run.seed) for run in runs]
     targets = [run.targets.to(device) for run in runs]
     records = [Recorder(run) for run in runs]
@@ -186,7 +182,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
                unit="epoch", file=sys.stderr)
     for epoch in bar:
         if epoch and proto.fresh_optimizer:  # the official scripts' optim.SGD(...) inside the epoch loop
-            optimizer = sgd()
+            optimizer = proto.make_optimizer(bank.parameters())
         for group in optimizer.param_groups:
             group["lr"] = proto.lr_at(epoch)
         bank.train(True)
@@ -355,11 +351,13 @@ def _fit_in_worker(run: Run, device, threads: int) -> RunResult:
 
 
 @torch.no_grad()
-def predict(run: Run, weights: dict, data: Data | None = None, *, device=None) -> torch.Tensor:
+def predict(run: Run, weights: dict, data: Data | None = None, *, device=None, all_outputs: bool = False
+            ) -> torch.Tensor:
     """Softmax (eval mode, n x c) of ``run``'s network with ``weights`` on ``data`` (default: the
-    run's training instances)."""
+    run's training instances); ``all_outputs``: over every output, DAC's abstention one included."""
     device = resolve_device(device)
     model = init_networks(run.replace(init=weights, step=Single()), device)[0]
     bank = ModuleBank([model])
     bank.train(False)
-    return _probs(bank, (data or run.data).source(device), run.n_classes, run.precision, device)[0]
+    n_outputs = run.n_classes + (run.objective.extra_outputs if all_outputs else 0)
+    return _probs(bank, (data or run.data).source(device), n_outputs, run.precision, device)[0]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .checks import check_bool, check_float, check_int, fail
+import torch
+
+from .checks import check_bool, check_choice, check_float, check_int, fail
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -17,7 +21,8 @@ class Protocol:
     weights initialise every layer but the last (Clothing1M's ImageNet ResNet-50).
     ``fresh_optimizer``: create a new SGD optimiser every epoch, which resets its momentum, as
     the official CIFAR-10 and Clothing1M scripts do (default: one optimiser for the whole run,
-    the usual reading of Appendix A's schedule)."""
+    the usual reading of Appendix A's schedule). ``optimizer``: ``"sgd"`` (Appendix A) or ``"adam"``
+    (``momentum`` unused; the L_DMI authors' (Fashion-)MNIST setting, ``methods.LDMI_MNIST``)."""
 
     model: str
     n_epochs: int
@@ -30,6 +35,7 @@ class Protocol:
     augment: bool = False
     pretrained: str | None = None
     fresh_optimizer: bool = False
+    optimizer: str = "sgd"
 
     def __post_init__(self):
         from .models import MODELS  # late: models import torchvision
@@ -48,8 +54,16 @@ class Protocol:
             check_int(m, "milestones", minimum=1)
         check_bool(self.augment, "augment")
         check_bool(self.fresh_optimizer, "fresh_optimizer")
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         if self.pretrained is not None and not isinstance(self.pretrained, str):
             fail("pretrained", self.pretrained, "a path (str) to a state_dict file, or None")
+
+    def make_optimizer(self, parameters):
+        """A fresh optimiser of this protocol over ``parameters`` (element-wise updates, so one
+        optimiser over stacked weights is one per run)."""
+        if self.optimizer == "adam":
+            return torch.optim.Adam(parameters, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for 0-based ``epoch`` (MultiStepLR semantics)."""

@@ -228,6 +228,13 @@ class Run:
     def n_classes(self) -> int:
         return self.spec.n_classes
 
+    @property
+    def kept_weights(self) -> str:
+        """Which weights the stored result holds: ``best_val`` when asked for, or when none are
+        asked for and a validation set can choose them (so such a run shares its cache entry with
+        the stages that start from the validation-selected model); ``last`` otherwise."""
+        return "best_val" if self.keep == "best_val" or (self.keep == "none" and self.val is not None) else "last"
+
     def replace(self, **changes) -> "Run":
         """This run with fields changed (checked again)."""
         return dataclasses.replace(self, **changes)
@@ -246,7 +253,7 @@ class Run:
             precision=self.precision, softmax_mode=SOFTMAX_KEYS[self.softmax_mode], record_softmax=self.record_softmax,
             y_true=fp(self.y_true), test=self.test and self.test.fingerprint, val=self.val and self.val.fingerprint,
             track=fp(self.track), csr=self.csr and self.csr.config(), init=self.init and self.init.fingerprint,
-            weights="best_val" if self.keep == "best_val" else "last")
+            weights=self.kept_weights)
 
     @functools.cached_property
     def _key(self) -> str:

@@ -145,3 +145,66 @@ def test_fresh_optimizer_each_epoch_resets_momentum_only():
 
     assert not torch.equal(S(), S(fresh_optimizer=True))  # momentum 0.5 restarts each epoch
     assert torch.equal(S(momentum=0.0), S(momentum=0.0, fresh_optimizer=True))  # nothing else changes
+
+
+@pytest.fixture(scope="module")
+def noisy_digits():
+    from idnhelpers.noise import symmetric_noise
+
+    X, y = load_dataset("digits")
+    Xt, yt = load_dataset("digits", train=False)
+    return X, symmetric_noise(y, 0.4, 10, seed=0), dict(dataset="digits", X_test=Xt, y_test=yt, X_val=Xt[:150],
+                                                       y_val=yt[:150], use_cache=False)
+
+
+def spy_fit(monkeypatch):
+    calls, real_fit = [], engine.fit
+
+    def spy(runs, device, stacked=False):
+        results = real_fit(runs, device, stacked)
+        calls.append((runs[0], results[0]))
+        return results
+
+    monkeypatch.setattr(engine, "fit", spy)
+    return calls
+
+
+def test_forward_and_dmi_start_from_the_validation_selected_ce_model(noisy_digits, monkeypatch):
+    X, y_noisy, cell = noisy_digits
+    calls = spy_fit(monkeypatch)
+    proto = protocol("digits", n_epochs=6)
+    forward = run_method("forward", X, y_noisy, proto, **cell)
+    ce = forward.stages[0]
+    chosen = 1 + max(range(6), key=ce.history["val_acc"].__getitem__)
+    assert ce.best_epoch == chosen  # T comes from this model, not the last epoch's
+    dmi = run_method("dmi", X, y_noisy, proto, lr=0.01, n_epochs=1, **cell)
+    dmi_run = next(run for run, _ in calls if run.label == "DMI")
+    assert dmi_run.init.fingerprint == Weights(dmi.stages[0].weights).fingerprint
+    assert dmi.stages[0].best_epoch == chosen
+
+
+def test_dmi_offers_the_ldmi_authors_mnist_setting(noisy_digits, monkeypatch):
+    from idnhelpers.methods import LDMI_MNIST
+
+    X, y_noisy, cell = noisy_digits
+    calls = spy_fit(monkeypatch)
+    run_method("dmi", X[:300], y_noisy[:300], protocol("digits", n_epochs=1), **{**LDMI_MNIST, "n_epochs": 1}, **cell)
+    dmi_run = next(run for run, _ in calls if run.label == "DMI")
+    assert (dmi_run.protocol.optimizer, dmi_run.protocol.lr) == ("adam", 1e-4)
+    assert LDMI_MNIST["n_epochs"] == 20
+
+
+def test_dac_second_stage_retrains_without_the_abstained_instances(noisy_digits, monkeypatch):
+    from idnhelpers.engine import predict
+
+    X, y_noisy, cell = noisy_digits
+    calls = spy_fit(monkeypatch)
+    result = run_method("dac", X, y_noisy, protocol("digits", n_epochs=8), warmup_epochs=1,
+                        retrain_without_abstained=True, **cell)
+    dac_run, dac_result = calls[0]
+    abstained = predict(dac_run, dac_result.weights, all_outputs=True).argmax(1) == 10
+    assert 0 < int(abstained.sum()) < len(X)  # some instances are dropped, not all
+    assert len(result.stages) == 2 and result.final.S.shape == (len(X) - int(abstained.sum()), 10)
+    assert calls[1][0].objective == losses.CrossEntropy()
+    assert len(run_method("dac", X[:300], y_noisy[:300], protocol("digits", n_epochs=2), warmup_epochs=1,
+                          **cell).stages) == 1  # Table 1's protocol: the single DAC stage
