@@ -94,7 +94,7 @@ class Recorder:
         self.y_test = run.test.y if run.test is not None else None
         self.y_val = run.val.y if run.val is not None else None
         self.S_sum = torch.zeros(len(targets), run.n_classes, dtype=torch.float64) if run.record_softmax else None
-        self.history = {"loss": [], "train_acc": [], "true_acc": [], "test_acc": [], "csr": []}
+        self.history = {"loss": [], "fit_acc": [], "train_acc": [], "true_acc": [], "test_acc": [], "csr": []}
         if self.y_true is not None:
             self.corrupted = self.labels != self.y_true
             self.history.update(mem_noisy=[], mem_true=[], mem_other=[], clean_correct=[])
@@ -102,10 +102,11 @@ class Recorder:
             self.history["val_acc"] = []
         self.snapshots = []
 
-    def add(self, mean_loss: float, probs, test_pred, val_pred, csr) -> dict:
+    def add(self, mean_loss: float, fit_acc: float, probs, test_pred, val_pred, csr) -> dict:
         """Record one epoch; returns the progress bar's postfix."""
         h = self.history
         h["loss"].append(mean_loss)
+        h["fit_acc"].append(fit_acc)
         h["test_acc"].append((test_pred == self.y_test).float().mean().item() if test_pred is not None else None)
         h["csr"].append(csr)
         if self.y_val is not None:
@@ -175,6 +176,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
     optimizer = proto.make_optimizer(bank.parameters())
     generators = [torch.Generator().manual_seed(run.seed) for run in runs]
     targets = [run.targets.to(device) for run in runs]
+    labels = [t if t.dim() == 1 else t.argmax(1) for t in targets]  # soft targets: their arg-max
     records = [Recorder(run) for run in runs]
     best = [(-1.0, 0, None)] * len(runs)
     label = run0.label or f"{proto.model} seed {run0.seed}"
@@ -187,6 +189,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
             group["lr"] = proto.lr_at(epoch)
         bank.train(True)
         loss_sum = torch.zeros(len(runs), device=device)
+        correct = torch.zeros(len(runs), device=device)
         for batch in source.train_batches(generators, proto.batch_size, proto.augment, run0.objective.drop_last):
             with autocast(device, precision):
                 logits = bank.logits([x for _, x in batch])
@@ -196,6 +199,8 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
             sum(total for total, _ in parts).backward()  # run k's loss depends on run k's weights only
             optimizer.step()
             loss_sum += torch.stack([logged.detach() for _, logged in parts]) * len(batch[0][0])
+            correct += torch.stack([(logits[k][0][:, :n_classes].argmax(1) == labels[k][rows]).sum()
+                                    for k, (rows, _) in enumerate(batch)])
         probs = record_softmax(bank, source, run0, generators, device) if run0.record_softmax else None
         preds = {name: _probs(bank, s, n_classes, precision, device).argmax(-1) for name, s in evals.items()}
         postfix = []
@@ -204,7 +209,8 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
             if run.csr is not None and (epoch + 1) % run.csr.every == 0:
                 ratio = critical_sample_ratio(bank.module(k), source.X[run.csr.rows.to(device)], dataset=run.data.dataset,
                                               radius=run.csr.radius, seed=run.seed)
-            postfix.append(records[k].add(loss_sum[k].item() / len(source), None if probs is None else probs[k],
+            postfix.append(records[k].add(loss_sum[k].item() / len(source), correct[k].item() / len(source),
+                                          None if probs is None else probs[k],
                                           preds["test"][k] if "test" in preds else None,
                                           preds["val"][k] if "val" in preds else None, ratio))
             if run.keep == "best_val" and records[k].history["val_acc"][-1] > best[k][0]:

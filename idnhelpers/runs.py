@@ -291,7 +291,9 @@ def _file_digest(path: str) -> str:
 class RunResult:
     """What one run produced: ``S`` the epoch-averaged softmax on the training instances (n x c,
     Eq. 3 / Algorithm 2; None if not recorded), ``history`` (per-epoch lists: ``loss``,
-    ``train_acc`` against the training labels, ``true_acc``, ``test_acc``, ``val_acc``, ``csr``
+    ``fit_acc`` the accuracy on the training labels of the batches as they were trained, in
+    train mode (what the official scripts print and the paper's Fig. 4 plots as training
+    accuracy), ``train_acc`` against the training labels after the epoch (eval mode), ``true_acc``, ``test_acc``, ``val_acc``, ``csr``
     and, with ``y_true``, the memorisation split ``mem_noisy``, ``mem_true``, ``mem_other``,
     ``clean_correct``), ``snapshots`` (epochs x tracked rows x c softmax), ``weights`` (the kept
     state_dict), ``best_epoch`` (1-based epoch of the kept weights), ``precision``, ``device``,

@@ -105,7 +105,7 @@ for row, kind in enumerate(noise_types):
     for r in noise_rates:
         h = runs[(kind, r)].history
         color = plt.cm.viridis(noise_rates.index(r) / max(1, len(noise_rates) - 1))
-        axes[row, 0].plot(epochs, 100 * np.array(h["train_acc"]), color=color, label=f"{r:.0%}")
+        axes[row, 0].plot(epochs, 100 * np.array(h["fit_acc"]), color=color, label=f"{r:.0%}")
         axes[row, 1].plot(epochs, 100 * np.array(h["test_acc"]), color=color, label=f"{r:.0%}")
         csr_epochs = [e for e, c in zip(epochs, h["csr"]) if c is not None]
         axes[row, 2].plot(csr_epochs, [100 * c for c in h["csr"] if c is not None], "o-", color=color, label=f"{r:.0%}")
@@ -120,8 +120,9 @@ fig.tight_layout()
 # ## Do the paper's claims hold here?
 #
 # The same numbers, summarised per run, and each claim checked at every rate (IDN against CCN at
-# the same rate). *Fit speed* is the mean training accuracy on the noisy labels over the epochs;
-# the *gap* is peak minus last-epoch test accuracy.
+# the same rate). *Fit speed* is the mean over the epochs of the training accuracy on the noisy
+# labels as the paper measures and plots it (the official scripts' running accuracy of the batches
+# as they are trained, history `fit_acc`); the *gap* is peak minus last-epoch test accuracy.
 
 # %%
 rows = []
@@ -129,7 +130,7 @@ for (kind, r), run in runs.items():
     h = run.history
     test = 100 * np.array(h["test_acc"])
     csr = [100 * c for c in h["csr"] if c is not None]
-    rows.append({"noise": kind, "rate": f"{r:.0%}", "fit speed (mean train acc.)": round(100 * np.mean(h["train_acc"]), 2),
+    rows.append({"noise": kind, "rate": f"{r:.0%}", "fit speed (mean train acc.)": round(100 * np.mean(h["fit_acc"]), 2),
                  "final train acc.": round(100 * h["train_acc"][-1], 2), "peak test acc.": round(test.max(), 2),
                  "peak epoch": int(test.argmax()) + 1, "final test acc.": round(test[-1], 2),
                  "gap": round(test.max() - test[-1], 2), "first CSR": round(csr[0], 2) if csr else None,

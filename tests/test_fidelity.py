@@ -208,3 +208,12 @@ def test_dac_second_stage_retrains_without_the_abstained_instances(noisy_digits,
     assert calls[1][0].objective == losses.CrossEntropy()
     assert len(run_method("dac", X[:300], y_noisy[:300], protocol("digits", n_epochs=2), warmup_epochs=1,
                           **cell).stages) == 1  # Table 1's protocol: the single DAC stage
+
+
+def test_fit_accuracy_is_the_running_accuracy_of_the_batches_as_trained():
+    X, y = load_dataset("digits")
+    frozen = protocol("digits", n_epochs=1, lr=1e-12)  # the weights do not move: running = after-epoch accuracy
+    h = engine.train(make_run(X, y, frozen, dataset="digits"), use_cache=False).history
+    assert h["fit_acc"][0] == pytest.approx(h["train_acc"][0], abs=1 / len(y))
+    h = engine.train(make_run(X, y, protocol("digits", n_epochs=3), dataset="digits"), use_cache=False).history
+    assert all(0 < a < 1 for a in h["fit_acc"]) and h["fit_acc"][0] < h["train_acc"][0]  # it lags while learning
