@@ -36,19 +36,20 @@ class GeneratedIDN:
 
 
 def generate_idn(dataset: str, noise_rates, *, root=None, n_train: int | None = None,
-                 n_epochs: int | None = None, seed: int = 0, device=None, precision: str = "fp32",
-                 softmax_mode: str = "eval", use_cache: bool = True, verify: bool = True,
+                 n_epochs: int | None = None, seed: int = 0, train_seed: int | None = None, device=None,
+                 precision: str = "fp32", softmax_mode: str = "eval", use_cache: bool = True, verify: bool = True,
                  **protocol_overrides) -> GeneratedIDN:
     """Algorithm 1 end to end: train on the clean labels with the data set's generation protocol
     (``DatasetSpec.generation_protocol``: MNIST's CNN, SGD lr 0.01 momentum 0.5, batch 64, 20
     epochs; CIFAR's WRN-28-10 for the full 150-epoch schedule, as the official generators do;
     ``n_epochs`` and ``protocol_overrides`` change it), average the softmax over epochs (Eq. 3)
     and return noisy labels for every rate in ``noise_rates`` from that single run. ``n_train``
-    takes a random subset (seeded) of the training set. ``softmax_mode="official"`` records the
+    takes a random subset (``seed``) of the training set; ``train_seed`` (default ``seed``) seeds the
+    labelling network (initial weights, batch order). ``softmax_mode="official"`` records the
     softmax as the official code does (see ``runs``); ``verify``: see ``datasets.load_dataset``."""
     rates = check_rates(noise_rates)
-    run = idn_run(dataset, root=root, n_train=n_train, n_epochs=n_epochs, seed=seed, precision=precision,
-                  softmax_mode=softmax_mode, verify=verify, **protocol_overrides)
+    run = idn_run(dataset, root=root, n_train=n_train, n_epochs=n_epochs, seed=seed, train_seed=train_seed,
+                  precision=precision, softmax_mode=softmax_mode, verify=verify, **protocol_overrides)
     y = run.targets
     result = train(run, device=device, use_cache=use_cache)
     score, candidate = mislabel_scores(result.S, y)
@@ -57,14 +58,16 @@ def generate_idn(dataset: str, noise_rates, *, root=None, n_train: int | None = 
 
 
 def idn_run(dataset: str, *, root=None, n_train: int | None = None, n_epochs: int | None = None, seed: int = 0,
-            precision: str = "fp32", softmax_mode: str = "eval", verify: bool = True, **protocol_overrides) -> Run:
+            train_seed: int | None = None, precision: str = "fp32", softmax_mode: str = "eval", verify: bool = True,
+            **protocol_overrides) -> Run:
     """The run of Algorithm 1's labelling network that ``generate_idn`` trains (same arguments):
     the clean labels of ``subset(..., n_train, seed)``'s rows, the data set's generation protocol."""
     proto = get_dataset(dataset).generation_protocol.replace(n_epochs=n_epochs, **protocol_overrides)
     X, y_all = load_dataset(dataset, root, train=True, verify=verify)
     _, y, idx = subset(X, y_all, n_train, seed)
-    return Run(Tensors.from_dataset(dataset, idx, root=root, verify=verify), y, proto, seed=seed, precision=precision,
-               softmax_mode=softmax_mode, keep="none", label=f"Algorithm 1 on {dataset}")
+    return Run(Tensors.from_dataset(dataset, idx, root=root, verify=verify), y, proto,
+               seed=seed if train_seed is None else train_seed, precision=precision, softmax_mode=softmax_mode,
+               keep="none", label=f"Algorithm 1 on {dataset}")
 
 
 def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_published: bool = True, n_train=None,

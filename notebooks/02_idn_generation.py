@@ -41,9 +41,10 @@
 dataset = "mnist"  # mnist, fashion_mnist, cifar10 or digits
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.1, 0.2, 0.3, 0.4]  # fractions of labels to flip
-n_epochs = 20  # epochs T of the labelling network (the official code uses 20 on MNIST)
+n_epochs = 20  # epochs T of the labelling network; null: the data set's own (MNIST 20, CIFAR 150, as the official code)
 n_train = 10000  # training subset size (random, seeded); None for the whole training set
 seed = 0  # seed of the subset, the initial weights and the batch order
+idn_seeds = [0, 1, 2]  # training seeds of Algorithm 1 compared with each other and the published labels
 device = "auto"  # "cpu", "cuda" or "auto"
 precision = "fp32"  # "fp32" or "bf16" (autocast)
 profile = "cpu"  # name of the parameter file used, shown in the book
@@ -70,8 +71,10 @@ noise_rates = sorted(float(r) for r in noise_rates)
 # %% [markdown]
 # ## Train on clean labels and average the softmax
 #
-# The labelling network uses the paper's protocol for the data set (for MNIST: the 4-layer CNN,
-# SGD with learning rate 0.01 and momentum 0.5, batch 64). After each epoch the softmax of
+# The labelling network uses the data set's generation protocol, as the official generators do
+# (for MNIST: the 4-layer CNN, SGD with learning rate 0.01 and momentum 0.5, batch 64, 20 epochs;
+# for CIFAR-10 and CIFAR-100: WRN-28-10 for the full 150-epoch schedule, learning rate 0.1
+# divided by 5 after epochs 60 and 120; `n_epochs` overrides the length). After each epoch the softmax of
 # every training instance is recorded in eval mode. The run is cached on disk, so re-running
 # this notebook with other noise rates costs nothing.
 
@@ -81,7 +84,7 @@ idn = generate_idn(dataset, noise_rates, root=data_root, n_train=n_train, n_epoc
 X_all, _ = load_dataset(dataset, data_root, train=True)
 X = X_all[idn.idx]
 y = idn.y
-pd.DataFrame({"epoch": range(1, n_epochs + 1), "loss": idn.history["loss"],
+pd.DataFrame({"epoch": range(1, len(idn.history["loss"]) + 1), "loss": idn.history["loss"],
               "training accuracy (%)": np.round(100 * np.array(idn.history["train_acc"]), 2)}).set_index("epoch").T
 
 # %% [markdown]
@@ -103,23 +106,13 @@ thresholds = {f"{r:.0%}": float(idn.score[order[flip_count(r, len(y)) - 1]]) for
 fig = plots.score_histogram(idn.score, thresholds)
 
 # %% [markdown]
-# ## Exact noise rates, nested flipped sets
-#
-# Each rate flips exactly `int(rate * n)` labels, every one to the arg-max non-true class.
+# Each rate flips exactly `int(rate * n)` labels, every one to its candidate $\tilde y(x)$, and
+# the flipped sets are nested across rates: guarantees of the construction, tested in
+# `tests/test_noise.py`.
 
 # %%
-flipped = {r: idn.noisy[r] != y for r in noise_rates}
-summary = pd.DataFrame({
-    "requested": [f"{r:.0%}" for r in noise_rates],
-    "labels flipped": [int(flipped[r].sum()) for r in noise_rates],
-    "of n": len(y),
-    "realised rate (%)": [round(100 * flipped[r].float().mean().item(), 4) for r in noise_rates],
-    "flips to the candidate ỹ(x)": [bool((idn.noisy[r][flipped[r]] == idn.candidate[flipped[r]]).all())
-                                   for r in noise_rates],
-    "contains the previous rate's set": ["—"] + [bool((flipped[a] <= flipped[b]).all())
-                                                 for a, b in zip(noise_rates, noise_rates[1:])],
-}).set_index("requested")
-summary
+pd.DataFrame({"labels flipped": [int((idn.noisy[r] != y).sum()) for r in noise_rates], "of n": len(y)},
+             index=[f"{r:.0%}" for r in noise_rates])
 
 # %% [markdown]
 # ## IDN is not uniform: transition matrices next to CCN
@@ -158,25 +151,47 @@ fig = plots.image_grid(X[picks], [f"{names[y[i]]} → {names[idn.candidate[i]]}"
 # ## Agreement with the labels the authors published
 #
 # The authors published their Algorithm 1 labels for MNIST and CIFAR-10 at 10-40%
-# (`idnhelpers.published.load_published_idn`). On the same instances we measure the fraction of
-# their flipped set that our run also flips (*recovered*; a random choice would recover about
-# the noise rate) and, where both flip, how often to the same label. Both runs are single draws
-# of a stochastic training process, so full agreement is not expected; a smaller training set
-# (`n_train`) than the authors' 60k lowers it further.
+# (`idnhelpers.published.load_published_idn`). Algorithm 1 is one run of a stochastic training
+# process, so its flipped set is a draw from a distribution, not one answer: on all 60k MNIST
+# images different seeds recover 80-91% of the published set. So we run it with several training
+# seeds (`idn_seeds`, same instances) and measure, for each, the fraction of the published flipped
+# set it also flips (*recovered*; chance is the noise rate) and, for each pair of our seeds, the
+# same fraction between them. The check: agreement with the published labels lies within the
+# spread of our own seeds' agreement with each other (no more than 2 points below its minimum) and
+# at least twice chance. A smaller training set (`n_train`) than the authors' 60k lowers both.
 
-# %%
-rows_agree = []
-if spec.published:
-    for r in [r for r in noise_rates if any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES)]:
-        y_pub, y_noisy_pub = load_published_idn(dataset, r)
-        assert torch.equal(y_pub[idn.idx], y), "published true labels must match the data set's labels"
-        a = flip_agreement(y, idn.noisy[r], y_noisy_pub[idn.idx])
-        rows_agree.append({"rate": f"{r:.0%}", "published flips in these rows": a["flipped_ref"],
-                           "recovered (%)": round(100 * a["recovered"], 1),
-                           "same target (%)": round(100 * a["target_agreement"], 1),
-                           "chance (%)": round(100 * a["chance_recovered"], 1)})
+# %% tags=["remove-stderr"]
+published_rates = [r for r in noise_rates if any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES)] if spec.published else []
+runs_by_seed = {s: idn if s == seed else generate_idn(dataset, published_rates, root=data_root, n_train=n_train,
+                                                      n_epochs=n_epochs, seed=seed, train_seed=s, device=device,
+                                                      precision=precision)
+                for s in (idn_seeds if published_rates else [])}
+rows_agree, checks = [], []
+for r in published_rates:
+    y_pub, y_noisy_pub = load_published_idn(dataset, r)
+    vs_published = {s: flip_agreement(y, g.noisy[r], y_noisy_pub[idn.idx]) for s, g in runs_by_seed.items()}
+    pairs = [flip_agreement(y, runs_by_seed[a].noisy[r], runs_by_seed[b].noisy[r])["recovered"]
+             for i, a in enumerate(idn_seeds) for b in idn_seeds[i + 1:]]
+    recovered = [v["recovered"] for v in vs_published.values()]
+    chance = vs_published[idn_seeds[0]]["chance_recovered"]
+    rows_agree.append({"rate": f"{r:.0%}", "published flips in these rows": vs_published[idn_seeds[0]]["flipped_ref"],
+                       **{f"seed {s} vs published (%)": round(100 * v["recovered"], 1) for s, v in vs_published.items()},
+                       "our seeds vs each other (%)": (f"{100 * min(pairs):.1f}-{100 * max(pairs):.1f}" if pairs
+                                                       else "—"),
+                       "same target, seed vs published (%)": round(100 * np.mean(
+                           [v["target_agreement"] for v in vs_published.values()]), 1),
+                       "chance (%)": round(100 * chance, 1)})
+    if pairs:
+        checks.append((f"{r:.0%}: agreement with the published labels within our seeds' spread and >= 2x chance",
+                       min(recovered) >= min(pairs) - 0.02 and min(recovered) >= 2 * chance,
+                       f"published {100 * min(recovered):.1f}-{100 * max(recovered):.1f}% vs seeds "
+                       f"{100 * min(pairs):.1f}-{100 * max(pairs):.1f}%, chance {100 * chance:.1f}%"))
 agreement = pd.DataFrame(rows_agree)
 agreement.set_index("rate") if len(agreement) else print(f"No published labels for {dataset} at these rates.")
+
+# %%
+pd.DataFrame(checks, columns=["claim", "holds here", "evidence"]) if checks else print(
+    "Needs published labels and at least two idn_seeds.")
 
 # %% [markdown]
 # ## Using these labels elsewhere
@@ -186,5 +201,5 @@ agreement.set_index("rate") if len(agreement) else print(f"No published labels f
 # `read_noisy_csv` reads theirs. To run this chapter for other rates or the full training set:
 #
 # ```bash
-# papermill notebooks/02_idn_generation.ipynb out.ipynb -p noise_rates "[0.35, 0.45]" -p n_train None
+# papermill notebooks/02_idn_generation.ipynb out.ipynb -y "{noise_rates: [0.35, 0.45], n_train: null}"
 # ```

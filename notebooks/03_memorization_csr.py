@@ -99,7 +99,7 @@ for (kind, r), y_noisy in labels.items():
 # ## Fig. 4: training accuracy, test accuracy and CSR over epochs
 
 # %% tags=["hide-input"]
-epochs = np.arange(1, n_epochs + 1)
+epochs = np.arange(1, proto.n_epochs + 1)
 fig, axes = plt.subplots(len(noise_types), 3, figsize=(14, 3.4 * len(noise_types)), squeeze=False, sharex=True)
 for row, kind in enumerate(noise_types):
     for r in noise_rates:
