@@ -45,7 +45,8 @@ NOISE_RATE = 0.3846
 # Appendix A: ResNet-50 from ImageNet weights, 10 epochs, batch 256, SGD momentum 0.9, weight decay 1e-3,
 # lr 1e-3 then 1e-4 after 5 epochs; DMI 1e-6 then 0.5e-6 (its authors' setting).
 PROTOCOL = Protocol("resnet50", 10, 256, 1e-3, 0.9, 1e-3, (5,), 0.1, augment=True)
-DMI_OPTIONS = dict(lr=1e-6, momentum=0.9, weight_decay=1e-3, milestones=(5,), gamma=0.5)
+DMI_OPTIONS = dict(lr=1e-6, momentum=0.9, weight_decay=1e-3, milestones=(5,), gamma=0.5,
+                   average_epochs=5)  # train_clothing_dmi.py: SEAL (DMI) starts from the first 5 epochs' average
 
 
 def _not_in_memory(root, train, verify):

@@ -94,6 +94,7 @@ class Recorder:
         self.y_test = run.test.y if run.test is not None else None
         self.y_val = run.val.y if run.val is not None else None
         self.S_sum = torch.zeros(len(targets), run.n_classes, dtype=torch.float64) if run.record_softmax else None
+        self.averaged = run.average_epochs or run.protocol.n_epochs  # S averages the first `averaged` epochs
         self.history = {"loss": [], "fit_acc": [], "train_acc": [], "true_acc": [], "test_acc": [], "csr": []}
         if self.y_true is not None:
             self.corrupted = self.labels != self.y_true
@@ -121,7 +122,8 @@ class Recorder:
                 **({"test": f"{h['test_acc'][-1]:.3f}"} if test_pred is not None else {})}
 
     def _add_softmax(self, probs):
-        self.S_sum += probs
+        if len(self.history["loss"]) <= self.averaged:
+            self.S_sum += probs
         pred = probs.argmax(1)
         h = self.history
         h["train_acc"].append((pred == self.labels).float().mean().item())
@@ -138,7 +140,7 @@ class Recorder:
             self.snapshots.append(probs[self.track])
 
     def S(self):
-        return None if self.S_sum is None else (self.S_sum / len(self.history["loss"])).float()
+        return None if self.S_sum is None else (self.S_sum / min(self.averaged, len(self.history["loss"]))).float()
 
 
 @torch.no_grad()

@@ -212,7 +212,7 @@ def _dmi_protocols(runs, optimizer, lr, momentum, weight_decay, n_epochs, milest
 
 
 def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_decay=1e-4, n_epochs=None,
-        milestones=(), gamma=None, official_loss=True):
+        milestones=(), gamma=None, official_loss=True, average_epochs=None):
     """DMI (Xu et al. 2019): the CE model trained further with L_DMI for ``n_epochs`` (default:
     the protocol's). The CE model is its last epoch's, or with a noisy validation split the one
     that split selects, as L_DMI's code does. Optimiser settings of the DMI stage, per data set:
@@ -220,11 +220,13 @@ def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_
     L_DMI authors' CIFAR-10 code, since the SEAL paper shares one protocol across methods and
     publishes no DMI-specific MNIST setting; the authors' own (Fashion-)MNIST setting is the
     option ``**LDMI_MNIST`` (Adam, lr 1e-4, 20 epochs); Clothing1M (``clothing1m.DMI_OPTIONS``)
-    1e-6 halved after 5 epochs, as Appendix A. ``official_loss``: see ``losses.dmi_loss``."""
+    1e-6 halved after 5 epochs, as Appendix A. ``official_loss``: see ``losses.dmi_loss``.
+    ``average_epochs``: the DMI stage's ``S`` (SEAL (DMI)'s S^[0]) averages its first that many
+    epochs (the official ``train_clothing_dmi.py`` averages the first 5 on Clothing1M)."""
     protocols = _dmi_protocols(runs, optimizer, lr, momentum, weight_decay, n_epochs, milestones, gamma)
     first = trainer(ce_runs(runs, keep_weights=True))
     second = trainer([run.replace(protocol=p, objective=DMI(official_loss), init=r.weights, record_softmax=True,
-                                  label="DMI") for run, p, r in zip(runs, protocols, first)])
+                                  average_epochs=average_epochs, label="DMI") for run, p, r in zip(runs, protocols, first)])
     return [MethodResult("", (a, b)) for a, b in zip(first, second)]
 
 

@@ -151,7 +151,9 @@ class CSRProbe:
 class Run:
     """One training run (see the module docstring). ``keep`` chooses the weights the result
     carries: those of the last epoch, those of the epoch with the best validation accuracy
-    (``best_val``, needs ``val``), or none. ``label`` only names the progress bar."""
+    (``best_val``, needs ``val``), or none. ``average_epochs``: ``S`` averages the first that many
+    epochs only (default: all; the official Clothing1M SEAL (DMI) averages DMI's first 5).
+    ``label`` only names the progress bar."""
 
     data: Data
     targets: torch.Tensor
@@ -169,6 +171,7 @@ class Run:
     csr: CSRProbe | None = None
     init: Weights | None = None
     keep: str = "last"
+    average_epochs: int | None = None
     label: str = ""
 
     def __post_init__(self):
@@ -197,6 +200,7 @@ class Run:
         check_choice(self.precision, "precision", PRECISIONS)
         check_choice(self.softmax_mode, "softmax_mode", SOFTMAX_MODES)
         check_choice(self.keep, "keep", KEEP)
+        check_int(self.average_epochs, "average_epochs", minimum=1, none_ok=True)
         check_bool(self.record_softmax, "record_softmax")
         if self.y_true is not None:
             set_("y_true", check_labels(self.y_true, c, "y_true", n=n))
@@ -253,7 +257,7 @@ class Run:
             precision=self.precision, softmax_mode=SOFTMAX_KEYS[self.softmax_mode], record_softmax=self.record_softmax,
             y_true=fp(self.y_true), test=self.test and self.test.fingerprint, val=self.val and self.val.fingerprint,
             track=fp(self.track), csr=self.csr and self.csr.config(), init=self.init and self.init.fingerprint,
-            weights=self.kept_weights)
+            weights=self.kept_weights, average_epochs=self.average_epochs)
 
     @functools.cached_property
     def _key(self) -> str:

@@ -217,3 +217,15 @@ def test_fit_accuracy_is_the_running_accuracy_of_the_batches_as_trained():
     assert h["fit_acc"][0] == pytest.approx(h["train_acc"][0], abs=1 / len(y))
     h = engine.train(make_run(X, y, protocol("digits", n_epochs=3), dataset="digits"), use_cache=False).history
     assert all(0 < a < 1 for a in h["fit_acc"]) and h["fit_acc"][0] < h["train_acc"][0]  # it lags while learning
+
+
+def test_average_epochs_averages_only_the_first_epochs():
+    X, y = load_dataset("digits")
+    p = protocol("digits", n_epochs=3)
+    full = engine.train(make_run(X[:300], y[:300], p, dataset="digits"), use_cache=False)
+    first = engine.train(make_run(X[:300], y[:300], p, dataset="digits", average_epochs=1), use_cache=False)
+    one = engine.train(make_run(X[:300], y[:300], p.replace(n_epochs=1), dataset="digits"), use_cache=False)
+    assert torch.equal(first.S, one.S) and not torch.equal(first.S, full.S)
+    from idnhelpers.clothing1m import DMI_OPTIONS
+
+    assert DMI_OPTIONS["average_epochs"] == 5  # Clothing1M's SEAL (DMI) starts from DMI's first 5 epochs
