@@ -61,14 +61,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from idnhelpers import paper_results
+from idnhelpers.chapter import check_parameters
 from idnhelpers.clothing1m import PROTOCOL as CLOTHING1M_PROTOCOL, clothing1m_available, clothing1m_table
 from idnhelpers.datasets import load_dataset, protocol, subset
 from idnhelpers.experiments import idn_label_sets
-from idnhelpers.methods import METHODS, get_method, method_label, run_method, summarize
+from idnhelpers.methods import METHODS, method_label, run_method, summarize
 from idnhelpers.stats import validation_split
 
-for name in methods:
-    get_method(name)  # an unknown name stops here, before any training
+check_parameters(globals())  # every parameter checked (an unknown method, a bad rate) before any work starts
 noise_rates = sorted(float(r) for r in noise_rates)
 proto = protocol(dataset, n_epochs=n_epochs)
 options = {"seal": dict(n_iterations=n_iterations),
