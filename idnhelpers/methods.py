@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from . import cache
+from . import cache, engine
 from .checks import check_bool, check_float, check_int, check_rate, check_seed, fail
 from .engine import predict, train_many
 from .losses import DAC, DMI, GCE, CrossEntropy, Forward, Objective
@@ -49,10 +50,24 @@ class Trainer:
     def predict(self, run: Run, weights: dict, all_outputs: bool = False) -> torch.Tensor:
         return predict(run, weights, device=self.device, all_outputs=all_outputs)
 
-    def store(self, key: str, payload: dict) -> None:
-        """Cache a result derived from trained runs (Forward's T), if this trainer uses the cache."""
-        if self.use_cache:
-            cache.save(key, payload)
+    def derive(self, key: str, compute: Callable[[], dict]) -> dict:
+        """A result derived from trained runs (Forward's T): loaded from the cache, or ``compute()``
+        stored under ``key``. Its lock makes concurrent processes compute it once and use one copy."""
+        if not self.use_cache:
+            return compute()
+        while (stored := cache.load(key)) is None:
+            lock = cache.Lock.acquire(key)
+            if lock is None:  # another process is computing it
+                time.sleep(engine.WAIT_SECONDS)
+                continue
+            try:
+                stored = cache.load(key)
+                if stored is None:
+                    stored = compute()
+                    cache.save(key, stored)
+            finally:
+                lock.release()
+        return stored
 
 
 @dataclass(frozen=True)
@@ -152,12 +167,8 @@ def forward(runs, rates, trainer, *, anchor_percentile=97.0):
 def _anchor_T(ce_run: Run, ce_result: RunResult, percentile, trainer: Trainer) -> torch.Tensor:
     """Forward's T from the network of a CE run (cached: one pass over the training set)."""
     key = cache.config_key(dict(stage="anchor T", ce=ce_run.key(), percentile=percentile))
-    stored = cache.load(key) if trainer.use_cache else None
-    if stored is not None:
-        return stored["T"]
-    T = anchor_transition_matrix(trainer.predict(ce_run, ce_result.weights), percentile)
-    trainer.store(key, {"T": T})
-    return T
+    return trainer.derive(key, lambda: {"T": anchor_transition_matrix(trainer.predict(ce_run, ce_result.weights),
+                                                                       percentile)})["T"]
 
 
 def dac(runs, rates, trainer, *, retrain_without_abstained=False, **objective_options):

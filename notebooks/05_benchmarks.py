@@ -29,10 +29,13 @@
 # | `seal` | SEAL (Algorithm 2) | retrains on the epoch-averaged softmax, iteratively |
 # | `seal_dmi` | SEAL (DMI) | SEAL iterations started from DMI's averaged softmax (Table 3) |
 #
-# Every method is `idnhelpers.methods.run_method(name, X, y_noisy, protocol, ...)`; each run is
-# cached on disk, so an interrupted grid resumes and a larger one only trains what is new. Runs
-# that coincide are trained once: the CE run is also Forward's and DMI's first stage and SEAL's
-# iteration 0.
+# Every method is `idnhelpers.methods.run_method(name, X, y_noisy, protocol, ...)`; the grid of
+# methods x noise rates x seeds is `idnhelpers.grid` (the same runs as the command line `idn-grid`,
+# which runs it on a cluster). Each run is cached on disk, so an interrupted grid resumes and a
+# larger one only trains what is new. Runs that coincide are trained once: the CE run is also
+# Forward's and DMI's first stage and SEAL's iteration 0. With `collect_only: true` this chapter
+# trains nothing: it reads the table from runs `idn-grid` trained (README: "Run the paper's grid
+# on a cluster"), or stops with the list of the runs still missing.
 
 # %% tags=["parameters"]
 dataset = "mnist"  # mnist (Table 1) or cifar10 (Table 2; needs cifar-10-batches-py under data_root)
@@ -52,57 +55,35 @@ device = "auto"  # "cpu", "cuda" or "auto"
 precision = "fp32"  # "fp32" or "bf16" (autocast)
 clothing1m_weights = None  # ImageNet ResNet-50 weights (torchvision state_dict file) for Table 3
 clothing1m_epochs = 10  # epochs per Clothing1M run (the paper: 10)
+collect_only = False  # True: train nothing, read every run from the cache (trained by idn-grid)
 profile = "cpu"  # name of the parameter file used, shown in the book
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from idnhelpers import paper_results
 from idnhelpers.chapter import check_parameters
-from idnhelpers.clothing1m import PROTOCOL as CLOTHING1M_PROTOCOL, clothing1m_available, clothing1m_table
-from idnhelpers.datasets import load_dataset, protocol, subset
-from idnhelpers.experiments import idn_label_sets
-from idnhelpers.methods import METHODS, method_label, run_method, summarize
-from idnhelpers.stats import validation_split
+from idnhelpers.clothing1m import METHODS as CLOTHING1M_METHODS, clothing1m_available
+from idnhelpers.grid import GridSpec, build_grid, collect, run_grid
+from idnhelpers.methods import METHODS, method_label
 
 check_parameters(globals())  # every parameter checked (an unknown method, a bad rate) before any work starts
-noise_rates = sorted(float(r) for r in noise_rates)
-proto = protocol(dataset, n_epochs=n_epochs)
-options = {"seal": dict(n_iterations=n_iterations),
-           "seal_dmi": dict(n_iterations=n_iterations, dmi_options=dict(n_epochs=dmi_epochs)),
-           "dmi": dict(n_epochs=dmi_epochs)}
+spec = GridSpec(dataset=dataset, methods=methods, noise_rates=noise_rates, seeds=seeds, n_epochs=n_epochs,
+                n_train=n_train, n_test=n_test, val_fraction=val_fraction, n_iterations=n_iterations,
+                dmi_epochs=dmi_epochs, use_published=use_published, seed=seed, precision=precision,
+                data_root=data_root)
+noise_rates = list(spec.noise_rates)
 
 # %% [markdown]
 # ## Data, labels and the grid
 
 # %% tags=["remove-stderr"]
-X_all, y_all = load_dataset(dataset, data_root, train=True)
-X, y, idx = subset(X_all, y_all, n_train, seed)
-X_test, y_test, _ = subset(*load_dataset(dataset, data_root, train=False), n_test, seed, name="n_test")
-noisy, source = idn_label_sets(dataset, noise_rates, idx, use_published=use_published, n_train=n_train, seed=seed,
-                               root=data_root, device=device, precision=precision)
-rows = validation_split(len(y), val_fraction, seed) if val_fraction else (slice(None), None)
-
-
-def split(t):
-    """Training and validation parts of a per-row tensor."""
-    return t[rows[0]], (t[rows[1]] if rows[1] is not None else None)
-
-
-X_train, X_val = split(X)
-grid = [(rate, s, name) for rate in noise_rates for s in seeds for name in methods]
-results = {}
-for rate, s, name in tqdm(grid, desc="benchmark grid", unit="run"):
-    y_train, y_val = split(noisy[rate])
-    results[(rate, s, name)] = summarize(run_method(
-        name, X_train, y_train, proto, noise_rate=rate, dataset=dataset, seed=s,
-        y_true=split(y)[0], X_test=X_test, y_test=y_test, X_val=X_val, y_val=y_val, device=device,
-        precision=precision, **options.get(name, {})))
-print(f"IDN labels: {source}; {len(X_train)} training rows, {0 if X_val is None else len(X_val)} validation rows, "
-      f"{len(X_test)} test rows, {len(grid)} grid cells; protocol: {proto}, {precision}")
+grid = build_grid(spec, device=device, train_labels=not collect_only)
+table = collect(grid) if collect_only else run_grid(grid, "local", device=device)
+results = {(row["noise_rate"], row["seed"], row["method"]): row for row in table.to_dict("records")}
+print(grid.description + ("; read from the cache (collect_only)" if collect_only else ""))
 
 # %% [markdown]
 # ## The table (Table 1 on MNIST, Table 2 on CIFAR-10)
@@ -221,8 +202,12 @@ if "ce" in methods:
 paper3 = pd.DataFrame([((method_label(n) if n in METHODS else "Joint Optimization") + ("*" if star else ""), acc)
                        for n, acc, star in paper_results.CLOTHING1M], columns=["method", "paper"])
 if clothing1m_available(data_root) and clothing1m_weights:
-    ours = clothing1m_table(methods, data_root, clothing1m_weights, CLOTHING1M_PROTOCOL.replace(n_epochs=clothing1m_epochs),
-                            device=device, precision=precision)
+    grid3 = build_grid(spec.replace(dataset="clothing1m", methods=[m for m in methods if m in CLOTHING1M_METHODS],
+                                    seeds=(0,), n_epochs=clothing1m_epochs, n_iterations=None,
+                                    clothing1m_weights=clothing1m_weights))
+    table3 = collect(grid3) if collect_only else run_grid(grid3, "local", device=device)
+    # the model kept is the best on the clean validation set: its test accuracy is val_selected
+    ours = pd.DataFrame({"method": table3["label"], "ours": table3["val_selected"]})
     paper3 = paper3.merge(ours, on="method", how="outer")
 else:
     print("Clothing1M or the ImageNet weights not found: showing the paper's Table 3 only.")

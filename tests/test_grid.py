@@ -1,0 +1,329 @@
+"""The grid runner (issue 15): grids as cells, the local executor, submitit's local and debug
+executors on a shared cache, a killed job resumed, two racing processes, the command line
+(--dry-run, --status, Slurm options), chapter 05's collect_only. Digits, 3-epoch runs."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from idnhelpers import cache, clothing1m, engine, experiments, grid
+from idnhelpers.grid import GridSpec, build_grid, collect, make_jobs, run_grid
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = GridSpec(dataset="digits", methods=("ce", "forward", "seal"), noise_rates=(0.2, 0.4), seeds=(0,), n_epochs=3,
+                n_iterations=2, val_fraction=0.1, dmi_epochs=1)  # 8 runs: CE x2, Forward x2, SEAL iterations x4
+CLI = ["--profile", "smoke", "--dataset", "digits", "--methods", "ce", "forward", "seal", "--rates", "0.2", "0.4",
+       "--set", "n_train=null", "--set", "n_test=null", "--set", "n_epochs=3", "--set", "n_iterations=2"]
+N_RUNS = 8
+COMPARED = ["dataset", "method", "labels", "seed", "last", "best", "best_epoch", "val_selected", "val_epoch"]
+
+
+def count_fits(monkeypatch) -> list:
+    """Runs trained by engine.fit in this process (one entry per run, stacked or not)."""
+    trained, real = [], engine.fit
+    monkeypatch.setattr(engine, "fit", lambda runs, *a, **k: trained.extend(r.key() for r in runs) or real(runs, *a, **k))
+    return trained
+
+
+def results(folder: Path) -> set:
+    return {p.stem for p in folder.glob("*.pt")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread in this process and in the jobs, so results compare bit for bit (and
+    digits' tiny runs do not wait on a second thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The reference: SPEC through the local executor, uninterrupted, in a cache of its own."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IDNHELPERS_CACHE", str(folder))
+        g = build_grid(SPEC, device="cpu")
+        before = results(folder)  # Algorithm 1's labelling run
+        fits = count_fits(mp)
+        p = grid.plan(g)
+        table = run_grid(g, "local", device="cpu", progress=False)
+        yield dict(cache=folder, grid=g, table=table, fits=list(fits), planned=p.runs, labels=before)
+
+
+@pytest.fixture
+def private_cache(trained, tmp_path, monkeypatch):
+    """An empty cache but for the grid's labelling run (Algorithm 1 on digits), copied from the reference."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    for key in trained["labels"]:
+        (folder / f"{key}.pt").write_bytes((trained["cache"] / f"{key}.pt").read_bytes())
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(folder))
+    return folder
+
+
+def test_a_grid_is_cells_with_the_runs_the_chapter_used_to_build(trained):
+    g = trained["grid"]
+    assert [(c.labels, c.seed, c.method) for c in g.cells] == [
+        (r, 0, m) for r in ("0.2", "0.4") for m in ("ce", "forward", "seal")]
+    cell = g.cells[0]
+    # chapter 05 before the grid: run_method on the raw tensors of the same rows
+    from idnhelpers.datasets import load_dataset, subset
+    from idnhelpers.runs import make_run
+    from idnhelpers.stats import validation_split
+    X, y, idx = subset(*load_dataset("digits"), None, 0)
+    X_test, y_test = load_dataset("digits", train=False)
+    train, val = validation_split(len(y), 0.1, 0)
+    y_noisy = experiments.idn_label_sets("digits", [0.2], idx, seed=0, precision="fp32")[0][0.2]
+    old = make_run(X[train], y_noisy[train], cell.run.protocol, dataset="digits", seed=0, y_true=y[train],
+                   X_test=X_test, y_test=y_test, X_val=X[val], y_val=y_noisy[val], precision="fp32")
+    assert cell.run.key() == old.key()
+    assert len(g.cells[0].run.data.__reduce__()[1][0]) == 5  # travels as a reference to the data set's rows
+    assert "1260 training rows, 140 validation rows, 397 test rows, 6 grid cells" in g.description
+
+
+def test_bad_settings_are_refused_before_any_work():
+    for kwargs, match in ((dict(methods=("ce", "nope")), "method='nope'"), (dict(noise_rates=(1.5,)), "noise_rates"),
+                          (dict(seeds=()), "seeds"), (dict(precision="fp16"), "precision='fp16'"),
+                          (dict(dataset="clothing1m"), "clothing1m_weights")):
+        with pytest.raises(ValueError, match=match):
+            SPEC.replace(**kwargs)
+    with pytest.raises(ValueError, match="partition='gpu'.*executor='local'"):
+        grid.executor_options("local", partition="gpu")
+    with pytest.raises(ValueError, match="parallel=99.*CPU cores"):
+        grid.executor_options("submitit-local", parallel=99)
+    with pytest.raises(ValueError, match="executor='pbs'"):
+        run_grid([], "pbs")
+
+
+def test_the_command_line_and_the_chapter_build_the_same_spec_from_a_profile():
+    args = grid.parser().parse_args(CLI)
+    assert grid.spec_from_args(args)[0] == SPEC
+    # what book/build.py passes to chapter 05 (base profile, then its chapter override) over its parameters cell
+    source = (ROOT / "notebooks" / "05_benchmarks.py").read_text()
+    cell = source.split('# %% tags=["parameters"]\n')[1].split("\n# %%")[0]
+    defaults = {}
+    exec(cell, {}, defaults)
+    for name in ("smoke", "cpu", "paper"):
+        profile = yaml.safe_load((ROOT / "notebooks" / "profiles" / f"{name}.yaml").read_text())
+        profile.update(yaml.safe_load((ROOT / "notebooks" / "profiles" / name / "05_benchmarks.yaml").read_text()))
+        chapter = GridSpec.from_settings({**defaults, **profile})
+        assert grid.spec_from_args(grid.parser().parse_args(["--profile", name]))[0] == chapter, name
+    paper2 = grid.spec_from_args(grid.parser().parse_args(["--profile", "paper", "--table", "2"]))[0]
+    assert (paper2.dataset, paper2.n_epochs, paper2.iterations, paper2.seeds) == ("cifar10", 150, 3, (0, 1, 2))
+    with pytest.raises(SystemExit):
+        grid.main(["--profile", "nope"])
+
+
+def test_the_local_executor_trains_each_run_once_and_loads_the_rest(trained, monkeypatch):
+    assert len(trained["fits"]) == len(set(trained["fits"])) == trained["planned"] == N_RUNS
+    table = trained["table"]
+    assert len(table) == 6 and table["last"].between(0, 100).all()
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(trained["cache"]))
+    fits = count_fits(monkeypatch)
+    again = run_grid(trained["grid"], "local", progress=False)
+    assert fits == [] and again.equals(table)
+    assert grid.grid_status(trained["grid"])["status"].eq("done").all()
+
+
+def test_collect_lists_the_missing_runs_and_trains_nothing(trained, monkeypatch):
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(trained["cache"]))
+    fits = count_fits(monkeypatch)
+    wider = build_grid(SPEC.replace(seeds=(0, 5)), train_labels=False)
+    with pytest.raises(grid.MissingRuns, match=r"6 of 12 cells are not in the cache") as error:
+        collect(wider)
+    assert "seal on digits, labels 0.4, seed 5: CE (run " in str(error.value) and len(error.value.cells) == 6
+    assert collect(trained["grid"]).equals(trained["table"]) and fits == []
+
+
+def test_a_killed_job_resumes_training_only_the_missing_runs_with_identical_results(trained, private_cache,
+                                                                                      monkeypatch, tmp_path):
+    g = build_grid(SPEC, device="cpu")
+    labels = results(private_cache)
+    seal = next(job for job in make_jobs(g.cells) if job.method == "seal")  # 2 CE runs, then 4 SEAL iterations
+    options = grid.executor_options("submitit-local", folder=tmp_path / "jobs", parallel=1)
+    handle = grid.make_executor("submitit-local", options, 1).submit(grid.run_job, seal, "cpu", None, 1, None)
+    deadline = time.time() + 120
+    while not results(private_cache) - labels and time.time() < deadline:
+        time.sleep(0.02)
+    handle.cancel()  # SIGINT, then SIGKILL: a job killed midway
+    while handle.state == "RUNNING":
+        time.sleep(0.1)
+    kept = results(private_cache) - labels
+    assert 1 <= len(kept) < 6, "the job was not killed midway"
+    fits = count_fits(monkeypatch)
+    table = run_grid(g, "debug", folder=tmp_path / "jobs", progress=False)
+    assert len(fits) == N_RUNS - len(kept) and not kept & set(fits)
+    pd.testing.assert_frame_equal(table[COMPARED], trained["table"][COMPARED])
+    assert results(private_cache) == results(trained["cache"])  # the same runs and T files
+    for key in results(private_cache):
+        here = cache.load(key)
+        with monkeypatch.context() as mp:
+            mp.setenv("IDNHELPERS_CACHE", str(trained["cache"]))
+            there = cache.load(key)
+        assert torch.equal(here.get("S", here.get("T")), there.get("S", there.get("T"))), key
+
+
+RACE = """
+import sys
+from idnhelpers import engine, grid
+engine.WAIT_SECONDS = 0.1  # poll another process's lock often: a short test
+real = engine.fit
+def fit(runs, *a, **k):
+    print("trained", len(runs), flush=True)
+    return real(runs, *a, **k)
+engine.fit = fit
+sys.exit(grid.main(sys.argv[1:]))
+"""
+
+
+def test_two_executors_racing_on_one_grid_train_each_run_once(trained, private_cache):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, *CLI, "--device", "cpu"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs, errs = zip(*[p.communicate(timeout=300) for p in procs])
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for err in errs]
+    assert sum(int(line.split()[1]) for out in outs for line in out.splitlines() if line.startswith("trained")) == N_RUNS
+    tables = [out[out.index("digits: last-epoch"):] for out in outs]
+    assert tables[0] == tables[1]
+    assert results(private_cache) == results(trained["cache"])
+
+
+def test_dry_run_and_status_print_the_plan_and_each_cell(trained, monkeypatch, capsys):
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(trained["cache"]))
+    wider = CLI + ["--seeds", "0", "1"]
+    g = build_grid(SPEC.replace(seeds=(0, 1)))
+    first_ce = grid.trace([g.cells[3]], progress=False)[0].missing[0]  # CE of 0.2, seed 1: first of three cells
+    assert first_ce.label == "CE"
+    with cache.Lock.acquire(first_ce.key()):  # as if another job were training it
+        assert grid.main(wider + ["--status"]) == 0
+        out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("12 cells: 6 done, 3 running, 3 missing")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[3:]}
+    assert rows["CE"] == rows["Forward"] == rows["SEAL"] == ["done", "running", "done", "missing"]
+    assert "0.2 seed 0 0.2 seed 1 0.4 seed 0 0.4 seed 1" in " ".join(out.splitlines()[1].split())
+    assert grid.main(wider + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "grid: 12 cells (6 done, 0 running, 6 missing)" in out
+    assert "jobs: 3; runs to train: 8; run-epochs: 24; estimated CPU-hours:" in out
+    table = [line.split() for line in out.splitlines() if line.split()[:2] in (["0", "digits"], ["1", "digits"],
+                                                                                ["2", "digits"])]
+    assert [row[2:6] for row in table] == [["ce", "2", "2", "6"], ["forward", "2", "2", "6"], ["seal", "2", "4", "12"]]
+    assert all("this grid's runs, cpu" in line for line in out.splitlines()[-3:])
+    assert grid.main(wider + ["--dry-run", "--executor", "slurm", "--partition", "gpu", "--array-parallelism", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "executor: slurm (folder=" in out and "partition=gpu, gpus=1" in out and "array_parallelism=2" in out
+    assert "estimated GPU-hours:" in out and "no GPU measurement yet" in out
+
+
+def test_slurm_gets_one_job_array_with_the_options(trained, monkeypatch, tmp_path, capsys):
+    """No Slurm here: fake srun and sbatch; sbatch keeps the script submitit wrote."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_ / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {tmp_path}/script.sh\necho "Submitted batch job 4242"\n')
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(trained["cache"]))
+    assert grid.main(CLI + ["--seeds", "7", "--executor", "slurm", "--partition", "gpu", "--gpus", "1", "--cpus", "4",
+                            "--time", "90", "--array-parallelism", "2", "--no-wait", "--folder",
+                            str(tmp_path / "jobs")]) == 0
+    script = (tmp_path / "script.sh").read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --array=0-2%2", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --time=90"):
+        assert line in script
+    assert len(list((tmp_path / "jobs").glob("4242_*_submitted.pkl"))) == 3  # one per method
+    assert "submitted" in capsys.readouterr().out
+
+
+def test_the_job_trainer_halves_k_until_it_fits_the_gpu(trained, monkeypatch):
+    calls = []
+
+    def train_many(runs, stack_size=None, **kw):
+        calls.append(stack_size)
+        if (stack_size or len(runs)) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return ["result"] * len(runs)
+
+    monkeypatch.setattr(engine, "train_many", train_many)
+    trainer = grid.JobTrainer(device="cpu")
+    runs = [c.run for c in trained["grid"].cells] * 2  # 12 runs
+    assert trainer(runs[:5]) == ["result"] * 5 and calls == [None, 3, 2]
+    assert trainer(runs) == ["result"] * 12 and calls[3:] == [2]  # the K that fitted is kept
+
+
+def test_chapter_05_collect_only_renders_the_table_from_the_cache(trained, monkeypatch, tmp_path):
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(trained["cache"]))
+    notebook = tmp_path / "05.ipynb"
+    nbformat.write(jupytext.read(ROOT / "notebooks" / "05_benchmarks.py"), notebook)
+    before = results(trained["cache"])
+    params = dict(dataset="digits", methods=list(SPEC.methods), noise_rates=[0.2, 0.4], seeds=[0], n_epochs=3,
+                  n_train=None, n_test=None, val_fraction=0.1, n_iterations=2, dmi_epochs=1, precision="fp32",
+                  device="cpu", collect_only=True, profile="test")
+    papermill.execute_notebook(str(notebook), str(notebook), parameters=params, cwd=str(ROOT), progress_bar=False,
+                               kernel_name="python3")
+    assert results(trained["cache"]) == before
+    text = "".join(str(o) for c in nbformat.read(notebook, as_version=4).cells for o in c.get("outputs", []))
+    ce = trained["table"].query("method == 'ce' and labels == '0.4'")["last"].item()
+    assert f"{ce:.2f}" in text and "read from the cache (collect_only)" in text
+
+
+def test_table_3_cells_are_the_runs_run_clothing1m_trains(tmp_path, monkeypatch):
+    base = tmp_path / "clothing1m"
+    base.mkdir()
+    keys = {"noisy_train_key_list.txt": ["images/a.jpg", "images/b.jpg"], "clean_val_key_list.txt": ["images/c.jpg"],
+            "clean_test_key_list.txt": ["images/d.jpg"]}
+    for name, listed in keys.items():
+        (base / name).write_text("\n".join(listed) + "\n")
+    (base / "noisy_label_kv.txt").write_text("images/a.jpg 1\nimages/b.jpg 2\n")
+    (base / "clean_label_kv.txt").write_text("images/c.jpg 3\nimages/d.jpg 4\n")
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    spec = grid.spec_from_args(grid.parser().parse_args(["--profile", "paper", "--table", "3", "--data-root",
+                                                         str(tmp_path), "--set", f"clothing1m_weights={tmp_path}/w.pth"]))[0]
+    cells = build_grid(spec).cells
+    assert [c.method for c in cells] == list(grid.CLOTHING1M_METHODS)
+    seen = {}
+    monkeypatch.setattr(clothing1m, "run_stages", lambda name, runs, rates, trainer, **options: seen.setdefault(
+        name, (runs[0].key(), rates, options)) and [None])
+    for cell in cells:
+        clothing1m.run_clothing1m(cell.method, tmp_path, tmp_path / "w.pth")
+        assert seen[cell.method] == (cell.run.key(), [cell.noise_rate], cell.options), cell.method
+
+
+def test_collect_only_needs_the_labelling_run_too(private_cache, monkeypatch):
+    for path in private_cache.glob("*.pt"):
+        path.unlink()  # no Algorithm 1 run in the cache
+    fits = count_fits(monkeypatch)
+    with pytest.raises(grid.MissingRuns, match="Algorithm 1's run on digits"):
+        build_grid(SPEC, train_labels=False)
+    assert fits == []
+
+
+def test_forwards_t_is_derived_once_when_two_workers_want_it(private_cache, monkeypatch):
+    """Trainer.derive (Forward's T): under the key's lock, computed once and shared."""
+    from concurrent.futures import ThreadPoolExecutor
+    from idnhelpers.methods import Trainer
+    monkeypatch.setattr(engine, "WAIT_SECONDS", 0.05)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        time.sleep(0.3)
+        return {"T": torch.eye(3) * len(calls)}
+
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda _: Trainer().derive("anchor-T-key", compute), range(2)))
+    assert calls == [1] and all(torch.equal(out["T"], torch.eye(3)) for out in outs)
