@@ -60,6 +60,16 @@ class _WideBlock(nn.Module):
         return y + (x if self.shortcut is None else self.shortcut(o))
 
 
+def _wide_stages(block, depth: int, widths: list[int]) -> list[nn.Module]:
+    """The three stages of (depth - 4) / 6 blocks each; each stage's first block changes the width
+    (and, after the first stage, halves the resolution)."""
+    if (depth - 4) % 6:
+        raise ValueError(f"depth={depth} must be 6k + 4 (e.g. 16, 22, 28)")
+    n = (depth - 4) // 6
+    return [block(widths[stage] if i == 0 else widths[stage + 1], widths[stage + 1],
+                  (1 if stage == 0 else 2) if i == 0 else 1) for stage in range(3) for i in range(n)]
+
+
 class WideResNet(nn.Module):
     """Wide ResNet (Zagoruyko and Komodakis 2016), pre-activation blocks, bias-free convolutions,
     He initialisation: WRN-28-10 of the CIFAR protocol (Appendix A names the network, not its
@@ -67,16 +77,9 @@ class WideResNet(nn.Module):
 
     def __init__(self, depth: int = 28, widen: int = 10, n_classes: int = 10, in_channels: int = 3):
         super().__init__()
-        if (depth - 4) % 6:
-            raise ValueError(f"depth={depth} must be 6k + 4 (e.g. 16, 22, 28)")
-        n = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
-        layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
-        for stage in range(3):
-            for i in range(n):
-                c_in = widths[stage] if i == 0 else widths[stage + 1]
-                layers.append(_WideBlock(c_in, widths[stage + 1], (1 if stage == 0 else 2) if i == 0 else 1))
-        layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(), GlobalAvgPool()]
+        layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), *_wide_stages(_WideBlock, depth, widths),
+                  nn.BatchNorm2d(widths[3]), nn.ReLU(), GlobalAvgPool()]
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(widths[3], n_classes)
         for m in self.modules():
@@ -111,16 +114,9 @@ class OfficialWideResNet(nn.Module):
 
     def __init__(self, depth: int = 28, widen: int = 10, n_classes: int = 10, in_channels: int = 3):
         super().__init__()
-        if (depth - 4) % 6:
-            raise ValueError(f"depth={depth} must be 6k + 4 (e.g. 16, 22, 28)")
-        n = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
-        layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1)]
-        for stage in range(3):
-            for i in range(n):
-                c_in = widths[stage] if i == 0 else widths[stage + 1]
-                layers.append(_OfficialWideBlock(c_in, widths[stage + 1], (1 if stage == 0 else 2) if i == 0 else 1))
-        layers += [nn.BatchNorm2d(widths[3], momentum=0.9), nn.ReLU(), GlobalAvgPool()]
+        layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1), *_wide_stages(_OfficialWideBlock, depth, widths),
+                  nn.BatchNorm2d(widths[3], momentum=0.9), nn.ReLU(), GlobalAvgPool()]
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(widths[3], n_classes)
 
