@@ -55,7 +55,7 @@ from .experiments import idn_label_sets, idn_run
 from .methods import Trainer, get_method, method_label, run_stages, summarize
 from .published import PUBLISHED_RATES
 from .runs import PRECISIONS, MethodResult, Run, RunResult, Tensors, make_run
-from .stats import validation_split
+from .stats import estimate_transition_matrix, validation_split
 
 TABLE_METHODS = ("ce", "forward", "coteaching", "gce", "dac", "dmi", "seal")  # the rows of Tables 1 and 2
 CLOTHING1M_METHODS = ("ce", "coteaching", "dmi", "seal", "seal_dmi")  # Table 3's runs by the SEAL authors
@@ -451,16 +451,28 @@ def format_status(status: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def T_error(cell: Cell, T: torch.Tensor | None) -> float:
+    """Mean absolute difference between an estimated transition matrix (Forward's T) and the true
+    one of the cell's noisy labels (NaN without T or without the true labels)."""
+    run = cell.run
+    if T is None or run.y_true is None:
+        return float("nan")
+    true = estimate_transition_matrix(run.y_true, run.targets, run.n_classes)
+    return float((T.double() - true).abs().mean())
+
+
 def results_table(traces: list[CellTrace]) -> pd.DataFrame:
     """One row per finished cell: test accuracy (%) at the last, best and validation-selected
-    epochs (``methods.summarize``), the seconds its stages took and the device of its last one."""
+    epochs (``methods.summarize``), Forward's ``T_error`` (``T_error``), the seconds its stages
+    took and the device of its last one."""
     rows = []
     for t in traces:
         if t.result is not None:
             c = t.cell
             rows.append(dict(dataset=c.dataset, method=c.method, label=method_label(c.method), labels=c.labels,
                              noise_rate=c.noise_rate, seed=c.seed, **summarize(t.result),
-                             seconds=sum(s.seconds for s in t.result.stages), device=t.result.final.device))
+                             T_error=T_error(c, t.result.T), seconds=sum(s.seconds for s in t.result.stages),
+                             device=t.result.final.device))
     return pd.DataFrame(rows)
 
 

@@ -62,11 +62,12 @@ profile = "cpu"  # name of the parameter file used, shown in the book
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 
 from idnhelpers import paper_results
 from idnhelpers.chapter import check_parameters
 from idnhelpers.clothing1m import METHODS as CLOTHING1M_METHODS, clothing1m_available
-from idnhelpers.grid import GridSpec, build_grid, collect, run_grid
+from idnhelpers.grid import GridSpec, T_error, build_grid, collect, run_grid
 from idnhelpers.methods import METHODS, method_label
 
 check_parameters(globals())  # every parameter checked (an unknown method, a bad rate) before any work starts
@@ -135,6 +136,21 @@ ax.set(xlabel="IDN rate (%)", ylabel="test accuracy at the last epoch (%)",
        title=f"{dataset}: ours (solid) and the paper (dashed)", xticks=[100 * r for r in noise_rates])
 ax.legend(fontsize=8, ncol=2)
 fig.tight_layout()
+
+# %% [markdown]
+# ## Forward's estimated transition matrix
+#
+# Forward is only as good as its $T$. Below: the mean absolute difference between the anchor-point
+# estimate (from the CE model picked on the noisy validation split, else the last epoch's) and the
+# true transition matrix of the training labels, next to that of the identity matrix (no noise
+# assumed), which a CE model that has memorised its labels tends to give.
+
+# %%
+if "forward" in methods:
+    n_classes = grid.cells[0].run.n_classes
+    identity = {(c.noise_rate, c.seed): T_error(c, torch.eye(n_classes)) for c in grid.cells if c.method == "forward"}
+    display(pd.DataFrame({f"{r:.0%}": {"Forward's T": cell(column("T_error")[("forward", r)]),
+                                       "identity": cell([identity[(r, s)] for s in seeds])} for r in noise_rates}))
 
 # %% [markdown]
 # ## Beyond the last epoch: best epoch and an epoch picked on noisy validation data

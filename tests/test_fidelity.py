@@ -1,5 +1,7 @@
 """Faithful to the paper and to the official code (issue 12): each test failed before its fix."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -229,3 +231,16 @@ def test_average_epochs_averages_only_the_first_epochs():
     from idnhelpers.clothing1m import DMI_OPTIONS
 
     assert DMI_OPTIONS["average_epochs"] == 5  # Clothing1M's SEAL (DMI) starts from DMI's first 5 epochs
+
+
+def test_forwards_T_error_against_the_true_transition_matrix():
+    from idnhelpers.grid import Cell, T_error
+    from idnhelpers.noise import symmetric_matrix, symmetric_noise
+
+    X, y = load_dataset("digits")
+    y_noisy = symmetric_noise(y, 0.4, 10, seed=0)
+    cell = Cell("digits", "forward", "0.4", 0.4, 0, make_run(X, y_noisy, protocol("digits"), dataset="digits",
+                                                             y_true=y))
+    assert T_error(cell, symmetric_matrix(0.4, 10)) < 0.02  # exact-rate CCN: its M up to per-class rounding
+    assert T_error(cell, torch.eye(10)) == pytest.approx(2 * 0.4 / 10, abs=0.01)
+    assert math.isnan(T_error(cell, None))
