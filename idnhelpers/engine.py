@@ -204,6 +204,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
             correct += torch.stack([(logits[k][0][:, :n_classes].argmax(1) == labels[k][rows]).sum()
                                     for k, (rows, _) in enumerate(batch)])
         probs = record_softmax(bank, source, run0, generators, device) if run0.record_softmax else None
+        bank.train(False)  # test and validation sets are scored in eval mode, whether or not S is recorded
         preds = {name: _probs(bank, s, n_classes, precision, device).argmax(-1) for name, s in evals.items()}
         postfix = []
         for k, run in enumerate(runs):

@@ -244,3 +244,16 @@ def test_forwards_T_error_against_the_true_transition_matrix():
     assert T_error(cell, symmetric_matrix(0.4, 10)) < 0.02  # exact-rate CCN: its M up to per-class rounding
     assert T_error(cell, torch.eye(10)) == pytest.approx(2 * 0.4 / 10, abs=0.01)
     assert math.isnan(T_error(cell, None))
+
+
+def test_test_sets_are_scored_in_eval_mode_even_without_softmax_recording():
+    """Clothing1M's runs record no S; their test and validation passes must not move BatchNorm."""
+    rng = np.random.default_rng(1)
+    X = torch.from_numpy(rng.integers(0, 256, (32, 3, 32, 32), dtype=np.uint8))
+    y = torch.from_numpy(rng.integers(0, 10, 32)).long()
+    p = protocol("cifar10", n_epochs=1, model="wrn16_2", batch_size=16)
+    a, b = (engine.train(make_run(X, y, p, dataset="cifar10", X_test=X[:16], y_test=y[:16], record_softmax=r),
+                         use_cache=False) for r in (True, False))
+    assert a.history["test_acc"] == b.history["test_acc"]
+    for name in a.weights:
+        assert torch.equal(a.weights[name], b.weights[name]), name
