@@ -65,7 +65,7 @@ def idn_run(dataset: str, *, root=None, n_train: int | None = None, n_epochs: in
     proto = get_dataset(dataset).generation_protocol.replace(n_epochs=n_epochs, **protocol_overrides)
     X, y_all = load_dataset(dataset, root, train=True, verify=verify)
     _, y, idx = subset(X, y_all, n_train, seed)
-    return Run(Tensors.from_dataset(dataset, idx, root=root, verify=verify), y, proto,
+    return Run(Tensors.of_rows(X, dataset, idx, root=root, verify=verify), y, proto,
                seed=seed if train_seed is None else train_seed, precision=precision, softmax_mode=softmax_mode,
                keep="none", label=f"Algorithm 1 on {dataset}")
 

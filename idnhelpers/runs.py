@@ -74,9 +74,14 @@ class Tensors(Data):
                      root: str | Path | None = None, verify: bool = True) -> "Tensors":
         """Rows ``rows`` (all if None) of a registered data set's training or test split
         (``verify``: see ``datasets.load_dataset``)."""
-        X, _ = load_dataset(dataset, root, train, verify)
+        return cls.of_rows(load_dataset(dataset, root, train, verify)[0], dataset, rows, train, root, verify)
+
+    @classmethod
+    def of_rows(cls, X_all: torch.Tensor, dataset: str, rows=None, train: bool = True, root=None,
+                verify: bool = True) -> "Tensors":
+        """``from_dataset`` with the split ``X_all`` already loaded (it is not read again)."""
         rows = None if rows is None else torch.as_tensor(rows).long()
-        return cls(X if rows is None else X[rows], dataset,
+        return cls(X_all if rows is None else X_all[rows], dataset,
                    (dataset, rows, train, None if root is None else str(root), verify))
 
     def __len__(self):
