@@ -161,8 +161,9 @@ def _md5(path: Path) -> str:
 
 def _verified(path: Path, md5: str | None, remedy: str) -> Path:
     """``path`` after checking its MD5 (torchvision's value) when ``md5`` is given."""
-    if md5 is not None and _md5(path) != md5:
-        raise ValueError(f"{path} fails its checksum (MD5 {_md5(path)}, expected {md5}): it is damaged or not the "
+    found = None if md5 is None else _md5(path)
+    if found != md5:
+        raise ValueError(f"{path} fails its checksum (MD5 {found}, expected {md5}): it is damaged or not the "
                          f"official file, so it is not read. {remedy} (or pass verify=False for files you made)")
     return path
 
