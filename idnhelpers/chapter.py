@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 
 from .checks import check_bool, check_choice, check_float, check_int, check_rates, check_seed, fail
+from .csr import SEARCHES
 from .datasets import get_dataset
 
 PAPERMILL_HEADER = "# Parameters"  # first line of the cell papermill injects
@@ -81,6 +82,7 @@ CHECKS = {
     "csr_size": _int(1),
     "csr_every": _int(1),
     "csr_radius": _number(0.0),
+    "csr_search": lambda v, name: check_choice(v, name, SEARCHES),
     "seed": lambda v, name: check_seed(v, name),
     "seeds": _seeds,
     "idn_seeds": _seeds,

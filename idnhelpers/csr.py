@@ -2,18 +2,23 @@
 another predicted class within an L-infinity ball of radius r, searched with Langevin
 Adversarial Sample Search (LASS).
 
-LASS, per instance: from x_hat = x, repeat ``n_steps`` times
+LASS over a set X, with pred = argmax f(x) fixed: from x_hat = x, repeat
 x_hat <- clip_{B_inf(x, r)}(x_hat - alpha * sign(grad log f_pred(x_hat)) + beta * noise),
-noise ~ N(0, I), and stop at the first step whose prediction differs from pred = argmax f(x).
-x is critical if one is found. ``radius``, ``alpha`` and ``beta`` are in pixel units of [0, 1]
-and divided by the data set's std for the normalised input the network sees.
+noise ~ N(0, I) per pixel, and mark x critical once argmax f(x_hat) differs from pred.
 
-Differences from the official code (``compute_CSR`` in ``chenpf1025/IDN``): it applies
-alpha = 0.25/255, beta = 0.2/255 and r = 0.3/255 directly to the normalised input (about 1/3 of
-those values in pixel units on MNIST), draws one scalar Gaussian per step shared by all pixels and
-instances rather than one per pixel, and keeps the network in train mode (the same as eval mode
-for the MNIST CNN, which has no batch norm or dropout). Here noise is per pixel, from a seeded
-generator, in eval mode.
+``search="lass"`` (default) follows Arpit et al.'s LASS code (``lass.py``, "code from Devansh
+Arpit", as shipped with Ma et al.'s D2L): alpha = 0.25/255, beta = 0.2/255, r = 0.3/255 in pixel
+units of [0, 1] (divided here by the data set's std, since the network sees normalised input), at
+most 100 iterations, and stop at the first iteration that finds fewer than 20 new critical samples
+in the whole set (an absolute count, as in their code). Their code drops the last partial batch;
+here every row is searched.
+
+``search="official"`` follows ``compute_CSR`` in ``chenpf1025/IDN``: a fixed 10 iterations with no
+convergence stop, alpha, beta and r applied directly to the normalised input (about 1/3 of those
+values in pixel units on MNIST), and one scalar Gaussian per iteration shared by all pixels and
+instances. The official code keeps the network in train mode; both searches here run in eval mode
+(the same for the MNIST CNN, which has no batch norm or dropout; train mode would move a WRN's
+BatchNorm statistics during the search).
 """
 
 from __future__ import annotations
@@ -21,32 +26,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .checks import check_choice, check_float, check_int
 from .datasets import get_dataset
 
-CSR_RADIUS = 0.3 / 255  # the official code's values, here in pixel units
+CSR_RADIUS = 0.3 / 255  # Arpit et al.'s and the official code's r, alpha and beta
 CSR_ALPHA = 0.25 / 255
 CSR_BETA = 0.2 / 255
-CSR_STEPS = 10
+SEARCHES = {"lass": dict(n_steps=100, converged_below=20), "official": dict(n_steps=10, converged_below=0)}
 
 
 def critical_samples(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, radius: float = CSR_RADIUS,
-                     alpha: float = CSR_ALPHA, beta: float = CSR_BETA, n_steps: int = CSR_STEPS, seed: int = 0,
+                     alpha: float = CSR_ALPHA, beta: float = CSR_BETA, search: str = "lass", seed: int = 0,
                      batch_size: int = 1000) -> torch.Tensor:
-    """Boolean mask: which rows of uint8 ``X`` are critical samples (Eq. 4) for ``model``."""
-    if radius < 0 or alpha < 0 or beta < 0 or n_steps < 0:
-        raise ValueError(f"radius, alpha, beta and n_steps must be >= 0, got {radius}, {alpha}, {beta}, {n_steps}")
+    """Boolean mask: which rows of uint8 ``X`` are critical samples (Eq. 4) for ``model``, found by
+    the search named ``search`` (see the module docstring)."""
+    check_choice(search, "search", SEARCHES)
+    for name, value in (("radius", radius), ("alpha", alpha), ("beta", beta)):
+        check_float(value, name, low=0.0)
+    check_int(batch_size, "batch_size", minimum=1)
     device = next(model.parameters()).device
     spec = get_dataset(dataset)
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
-    generator = torch.Generator(device=device).manual_seed(seed)
+    scale = std if search == "lass" else torch.ones_like(std)  # official: values in normalised units
+    x = (X.to(device).float() / 255 - mean) / std
     was_training = model.training
     model.eval()
-    found = []
-    for start in range(0, len(X), batch_size):
-        x = (X[start:start + batch_size].to(device).float() / 255 - mean) / std
-        found.append(_lass(model, x, radius / std, alpha / std, beta / std, n_steps, generator))
-    model.train(was_training)
-    return torch.cat(found).cpu() if found else torch.zeros(0, dtype=torch.bool)
+    try:
+        return _lass(model, x, radius / scale, alpha / scale, beta / scale, search, seed, batch_size).cpu()
+    finally:
+        model.train(was_training)
 
 
 def critical_sample_ratio(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, **kwargs) -> float:
@@ -54,22 +62,36 @@ def critical_sample_ratio(model: torch.nn.Module, X: torch.Tensor, *, dataset: s
     return float(critical_samples(model, X, dataset=dataset, **kwargs).float().mean()) if len(X) else float("nan")
 
 
-def _lass(model, x, radius, alpha, beta, n_steps, generator) -> torch.Tensor:
+def _predict(model, x, batch_size) -> torch.Tensor:
     with torch.no_grad():
-        pred = model(x).argmax(1)
+        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def _lass(model, x, radius, alpha, beta, search, seed, batch_size) -> torch.Tensor:
+    settings = SEARCHES[search]
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    pred = _predict(model, x, batch_size) if len(x) else torch.zeros(0, dtype=torch.long, device=x.device)
     x_hat = x.clone()
     critical = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for _ in range(n_steps):
-        active = ~critical
-        if not active.any():
+    for _ in range(settings["n_steps"]):
+        found_before = int(critical.sum())
+        scalar_noise = torch.randn((), generator=generator, device=x.device) if search == "official" else None
+        for start in range(0, len(x), batch_size):
+            rows = slice(start, start + batch_size)
+            active = ~critical[rows]
+            if not active.any():
+                continue
+            xb, xb_hat = x[rows][active], x_hat[rows][active].requires_grad_(True)
+            log_p = F.log_softmax(model(xb_hat), 1).gather(1, pred[rows][active, None]).sum()
+            (grad,) = torch.autograd.grad(log_p, xb_hat)
+            with torch.no_grad():
+                noise = scalar_noise if scalar_noise is not None else torch.randn(xb.shape, generator=generator,
+                                                                                    device=x.device)
+                step = xb_hat - alpha * grad.sign() + beta * noise
+                step = torch.maximum(torch.minimum(step, xb + radius), xb - radius)
+                index = torch.arange(start, min(start + batch_size, len(x)), device=x.device)[active]
+                x_hat[index] = step
+                critical[index] = model(step).argmax(1) != pred[index]
+        if bool(critical.all()) or int(critical.sum()) - found_before < settings["converged_below"]:
             break
-        x_hat.requires_grad_(True)
-        log_p = F.log_softmax(model(x_hat), 1).gather(1, pred[:, None]).sum()
-        (grad,) = torch.autograd.grad(log_p, x_hat)
-        with torch.no_grad():
-            noise = torch.randn(x.shape, generator=generator, device=x.device)
-            step = x_hat - alpha * grad.sign() + beta * noise
-            step = torch.maximum(torch.minimum(step, x + radius), x - radius)
-            x_hat = torch.where(active[:, None, None, None], step, x_hat.detach())
-            critical |= model(x_hat).argmax(1) != pred
     return critical

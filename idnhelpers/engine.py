@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -175,6 +176,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
     networks = [init_networks(run, device) for run in runs]
     bank = StackedBank(networks) if stacked else ModuleBank(networks[0])
     loss_fns = [run.objective.make(n_classes, proto.n_epochs) for run in runs]
+    row_weighted = [run.objective.row_weighted for run in runs]
     optimizer = proto.make_optimizer(bank.parameters())
     generators = [torch.Generator().manual_seed(run.seed) for run in runs]
     targets = [run.targets.to(device) for run in runs]
@@ -189,13 +191,18 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
             optimizer = proto.make_optimizer(bank.parameters())
         for group in optimizer.param_groups:
             group["lr"] = proto.lr_at(epoch)
+        softmax_now = functools.cache(lambda: (bank.train(False), _probs(bank, source, n_classes, precision, device))[1])
+        for k, fn in enumerate(loss_fns):
+            if row_weighted[k]:
+                fn.before_epoch(epoch, lambda k=k: softmax_now()[k], labels[k])
         bank.train(True)
         loss_sum = torch.zeros(len(runs), device=device)
         correct = torch.zeros(len(runs), device=device)
         for batch in source.train_batches(generators, proto.batch_size, proto.augment, run0.objective.drop_last):
             with autocast(device, precision):
                 logits = bank.logits([x for _, x in batch])
-            parts = [run.step.losses([z.float() for z in logits[k]], targets[k][rows], epoch, loss_fns[k])
+            parts = [run.step.losses([z.float() for z in logits[k]], targets[k][rows], epoch,
+                                     functools.partial(loss_fns[k], rows=rows) if row_weighted[k] else loss_fns[k])
                      for k, (run, (rows, _)) in enumerate(zip(runs, batch))]
             optimizer.zero_grad(set_to_none=True)
             sum(total for total, _ in parts).backward()  # run k's loss depends on run k's weights only
@@ -211,7 +218,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
             ratio = None
             if run.csr is not None and (epoch + 1) % run.csr.every == 0:
                 ratio = critical_sample_ratio(bank.module(k), source.X[run.csr.rows.to(device)], dataset=run.data.dataset,
-                                              radius=run.csr.radius, seed=run.seed)
+                                              radius=run.csr.radius, search=run.csr.search, seed=run.seed)
             postfix.append(records[k].add(loss_sum[k].item() / len(source), correct[k].item() / len(source),
                                           None if probs is None else probs[k],
                                           preds["test"][k] if "test" in preds else None,

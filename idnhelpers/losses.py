@@ -7,7 +7,11 @@ runs are retrained). ``make`` returns the loss of one run, ``loss(logits, target
 possibly with state (DAC's alpha schedule). Class attributes: ``extra_outputs`` widens the
 network's last layer (DAC's abstention class; predictions and the recorded softmax always use the
 first ``n_classes`` outputs); ``drop_last`` skips a final incomplete batch (DMI's determinant
-needs every class in the batch); ``accepts_soft``: soft labels (n x c rows) allowed as targets.
+needs every class in the batch); ``accepts_soft``: soft labels (n x c rows) allowed as targets;
+``row_weighted``: the loss is called as ``loss(logits, targets, epoch, rows=...)`` with the
+batch's row indices, and its ``before_epoch(epoch, train_softmax, labels)`` runs before each
+epoch, ``train_softmax()`` giving the n x c eval-mode softmax of the training set on demand
+(truncated GCE's pruning).
 Write your own by subclassing ``Objective`` and register it as a method with
 ``methods.register_method(name, methods.loss_method(label, YourObjective))``.
 """
@@ -42,6 +46,7 @@ class Objective:
     extra_outputs = 0
     drop_last = False
     accepts_soft = False
+    row_weighted = False
 
     def make(self, n_classes: int, n_epochs: int):
         """The loss ``(logits, targets, epoch) -> scalar`` of one run."""
@@ -137,6 +142,57 @@ class GCE(Objective):
 
     def make(self, n_classes, n_epochs):
         return lambda logits, y, epoch: gce_loss(logits, y, self.q)
+
+
+def truncated_lq_loss(logits: torch.Tensor, y: torch.Tensor, q: float, k: float, weights) -> torch.Tensor:
+    """Zhang and Sabuncu's truncated L_q (Eq. 9) in the form they optimise (Eq. 11): the batch mean
+    of w_i (L_q(f_y(x_i)) - L_q(k)), L_q(k) = (1 - k^q) / q."""
+    log_p = F.log_softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
+    return (weights * ((1 - torch.exp(q * log_p)) / q - (1 - k ** q) / q)).mean()
+
+
+@dataclass(frozen=True)
+class TruncatedGCE(Objective):
+    """Truncated L_q with pruning (Zhang and Sabuncu 2018, Sec. 3.3, Eq. 9-11): alternately train
+    the network with the weights w fixed, and set w_i = 1[f_{y_i}(x_i) > k] (the instances whose
+    L_q is below the truncation L_q(k)) with the network fixed. All w_i = 1 until the first
+    pruning; pruning runs before every 1-based epoch e with e >= ``prune_start`` and e divisible by
+    ``prune_every`` (40 and 10: the schedule of the widely used reimplementation,
+    AlanChou/Truncated-Loss, for 120 CIFAR epochs). Pruning scores the current network in eval
+    mode on the clean training instances; that code scores the checkpoint with the best *test*
+    accuracy on augmented instances, which uses the test set for training."""
+
+    q: float = 0.7
+    k: float = 0.5
+    prune_start: int = 40
+    prune_every: int = 10
+    row_weighted = True
+
+    def __post_init__(self):
+        check_float(self.q, "q", low=0.0, high=1.0, low_open=True)
+        check_float(self.k, "k", low=0.0, high=1.0, low_open=True, high_open=True)
+        check_int(self.prune_start, "prune_start", minimum=1)
+        check_int(self.prune_every, "prune_every", minimum=1)
+
+    def make(self, n_classes, n_epochs):
+        return _PrunedLq(self)
+
+
+class _PrunedLq:
+    def __init__(self, spec: TruncatedGCE):
+        self.spec, self.weights = spec, None
+        self.pruned_at: list[int] = []  # 0-based epochs before which w was updated
+
+    def before_epoch(self, epoch, train_softmax, labels):
+        e = epoch + 1
+        if e >= self.spec.prune_start and e % self.spec.prune_every == 0:
+            p_y = train_softmax().to(labels.device).gather(1, labels[:, None]).squeeze(1)
+            self.weights = (p_y > self.spec.k).float()
+            self.pruned_at.append(epoch)
+
+    def __call__(self, logits, y, epoch, rows):
+        weights = 1.0 if self.weights is None else self.weights[rows]
+        return truncated_lq_loss(logits, y, self.spec.q, self.spec.k, weights)
 
 
 def dmi_loss(logits: torch.Tensor, y: torch.Tensor, n_classes: int, official: bool = True) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 from . import cache, engine
 from .checks import check_bool, check_float, check_int, check_rate, check_seed, fail
 from .engine import predict, train_many
-from .losses import DAC, DMI, GCE, CrossEntropy, Forward, Objective
+from .losses import DAC, DMI, GCE, CrossEntropy, Forward, Objective, TruncatedGCE
 from .protocol import Protocol
 from .runs import MethodResult, Run, RunResult, Tensors, make_run
 from .stats import anchor_transition_matrix
@@ -287,6 +287,7 @@ register_method("ce", _driver_method("CE", ce))
 register_method("forward", _driver_method("Forward", forward))
 register_method("coteaching", _driver_method("Co-teaching", coteaching, uses_noise_rate=True))
 register_method("gce", loss_method("GCE", GCE))
+register_method("gce_truncated", loss_method("GCE (truncated)", TruncatedGCE))
 register_method("dac", Method("DAC", dac, {**{f.name: f.default for f in dataclasses.fields(DAC)},
                                               "retrain_without_abstained": False}))
 register_method("dmi", _driver_method("DMI", dmi))

@@ -23,6 +23,7 @@ import torch
 
 from .cache import config_key, file_digest, fingerprint
 from .checks import check_bool, check_choice, check_int, check_labels, check_seed, check_softmax, fail
+from .csr import SEARCHES
 from .datasets import get_dataset, load_dataset
 from .losses import CrossEntropy, Objective
 from .protocol import Protocol
@@ -137,19 +138,22 @@ class Weights:
 @dataclass(frozen=True)
 class CSRProbe:
     """Measure the critical sample ratio (Eq. 4) of training rows ``rows`` every ``every`` epochs
-    at radius ``radius`` (pixel units of [0, 1]; see ``csr``)."""
+    at radius ``radius`` (pixel units of [0, 1]) with the search ``search`` ("lass" or
+    "official"; see ``csr``)."""
 
     rows: torch.Tensor
     every: int = 1
     radius: float = 0.3 / 255
+    search: str = "lass"
 
     def __post_init__(self):
         check_int(self.every, "csr_every", minimum=1)
         if not isinstance(self.radius, (int, float)) or self.radius < 0:
             fail("csr_radius", self.radius, "a number >= 0 (pixel units of [0, 1])")
+        check_choice(self.search, "csr_search", SEARCHES)
 
     def config(self) -> dict:
-        return dict(rows=fingerprint(self.rows), every=self.every, radius=self.radius)
+        return dict(rows=fingerprint(self.rows), every=self.every, radius=self.radius, search=self.search)
 
 
 @dataclass(frozen=True, eq=False)

@@ -257,3 +257,77 @@ def test_test_sets_are_scored_in_eval_mode_even_without_softmax_recording():
     assert a.history["test_acc"] == b.history["test_acc"]
     for name in a.weights:
         assert torch.equal(a.weights[name], b.weights[name]), name
+
+
+class _MeanLogit(torch.nn.Module):
+    """Two classes, logits (mean of the input, 0): every LASS step lowers the mean by alpha."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.steps = 0
+
+    def forward(self, x):
+        self.steps += int(x.requires_grad)  # one gradient pass per LASS iteration and batch
+        s = x.flatten(1).mean(1) + 0 * self.anchor
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+def _flip_at_steps(steps_and_counts, std):
+    """uint8 MNIST-shaped images whose mean-logit model flips at the given 1-based LASS step (alpha =
+    1/255 in pixel units, no noise): pixel value 33 + j sits (j - 1/3)/255 above MNIST's mean."""
+    values = [33 + j for j, count in steps_and_counts for _ in range(count)]
+    return torch.tensor(values, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 28, 28).contiguous()
+
+
+def test_lass_stops_when_an_iteration_finds_fewer_than_20_new_critical_samples():
+    from idnhelpers.csr import critical_samples
+
+    X = _flip_at_steps([(j, 25) for j in range(1, 9)] + [(12, 25)], get_dataset("mnist").std[0])
+    model = _MeanLogit()
+    found = critical_samples(model, X, dataset="mnist", radius=50 / 255, alpha=1 / 255, beta=0.0, batch_size=10_000)
+    assert model.steps == 9  # iterations 1-8 find 25 each, the 9th finds none: converged
+    assert int(found.sum()) == 200 and not found[-25:].any()  # the step-12 group is never reached
+
+
+def test_lass_runs_at_most_100_iterations_and_the_official_search_exactly_10():
+    from idnhelpers.csr import critical_samples
+
+    X = _flip_at_steps([(j, 21) for j in range(1, 106)], get_dataset("mnist").std[0])
+    model = _MeanLogit()
+    found = critical_samples(model, X, dataset="mnist", radius=200 / 255, alpha=1 / 255, beta=0.0, batch_size=10_000)
+    assert model.steps == 100 and int(found.sum()) == 100 * 21
+    model.steps = 0
+    critical_samples(model, X[:21], dataset="mnist", radius=200 / 255, alpha=1e-6, beta=0.0, search="official")
+    assert model.steps == 10  # nothing found, no convergence stop: all 10 official iterations
+    with pytest.raises(ValueError, match="search"):
+        critical_samples(model, X, dataset="mnist", search="arpit")
+
+
+def test_truncated_gce_prunes_the_instances_below_k_on_its_schedule():
+    spec = losses.TruncatedGCE(prune_start=3, prune_every=2)
+    loss = spec.make(3, 10)
+    labels = torch.tensor([0, 1, 2, 0])
+    softmax = torch.tensor([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.5, 0.25, 0.25]])
+    for epoch in range(6):
+        loss.before_epoch(epoch, lambda: softmax, labels)
+    assert loss.pruned_at == [3, 5]  # before 1-based epochs 4 and 6
+    assert loss.weights.tolist() == [1.0, 0.0, 1.0, 0.0]  # f_y > k = 0.5 only (0.5 itself is pruned)
+    logits = torch.log(softmax)
+    expected = (1 - 0.9 ** 0.7) / 0.7 - (1 - 0.5 ** 0.7) / 0.7 + (1 - 0.6 ** 0.7) / 0.7 - (1 - 0.5 ** 0.7) / 0.7
+    assert float(loss(logits, labels, 6, rows=torch.arange(4))) == pytest.approx(expected / 4)
+    with pytest.raises(ValueError, match="k="):
+        losses.TruncatedGCE(k=1.0)
+
+
+def test_truncated_gce_trains_as_gce_until_it_prunes_then_departs():
+    X, y = load_dataset("digits")
+    p = protocol("digits", n_epochs=4)
+    gce = run_method("gce", X, y, p, dataset="digits", X_test=X, y_test=y, use_cache=False).final
+    late = run_method("gce_truncated", X, y, p, dataset="digits", X_test=X, y_test=y, use_cache=False,
+                      prune_start=100).final
+    early = run_method("gce_truncated", X, y, p, dataset="digits", X_test=X, y_test=y, use_cache=False,
+                       prune_start=2, prune_every=1).final
+    assert late.history["test_acc"] == gce.history["test_acc"]  # L_q - L_q(k): same gradients as L_q
+    assert early.history["test_acc"][:1] == gce.history["test_acc"][:1]  # first pruning: before epoch 2
+    assert early.history["test_acc"][1:] != gce.history["test_acc"][1:]
