@@ -17,6 +17,8 @@ Where the files come from (no download at run time, except pip's package registr
 - ``cifar10``, ``cifar100``: torchvision's ``root/cifar-10-batches-py`` and ``root/cifar-100-python``
   (CIFAR-100's 100 fine labels).
 - ``digits``: scikit-learn's 8x8 digits (ships with scikit-learn), for fast tests.
+- ``breast_cancer``, ``wine``: scikit-learn's tabular sets as float feature vectors (an MLP on
+  the same engine); ``register_arrays`` registers your own arrays (images or features).
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ class DatasetSpec:
         return len(self.classes)
 
     @property
+    def is_features(self) -> bool:
+        """Float feature vectors (``input_shape`` (d,), ``mean``/``std`` per feature) rather than
+        uint8 images."""
+        return len(self.input_shape) == 1
+
+    @property
     def generation_protocol(self) -> Protocol:
         """The protocol of Algorithm 1's labelling network on this data set."""
         return self.idn_protocol or self.protocol
@@ -104,7 +112,8 @@ def default_root() -> Path:
 
 
 def load_dataset(name: str, root: str | Path | None = None, train: bool = True, verify: bool = True):
-    """Load a data set as ``(X uint8 N x C x H x W, y int64)`` in torchvision's order.
+    """Load a data set as ``(X uint8 N x C x H x W, y int64)`` in torchvision's order (a feature
+    data set: ``X`` float32 N x d).
 
     ``verify``: check every pickled or archived file against the checksum torchvision uses before
     reading it, and refuse one that fails; pass ``False`` for files you made yourself."""
@@ -113,7 +122,8 @@ def load_dataset(name: str, root: str | Path | None = None, train: bool = True, 
     check_bool(verify, "verify")
     root = _root(root)
     X, y = spec.load(root, train, verify)
-    X, y = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.asarray(y, dtype=np.int64))
+    X = np.ascontiguousarray(X, dtype=np.float32 if spec.is_features else None)
+    X, y = torch.from_numpy(X), torch.from_numpy(np.asarray(y, dtype=np.int64))
     if tuple(X.shape[1:]) != spec.input_shape or len(X) != len(y):
         raise ValueError(f"{name}: read {tuple(X.shape)} images and {len(y)} labels from {root}; expected "
                          f"N x {spec.input_shape} images and one label each")
@@ -390,6 +400,79 @@ register_dataset(DatasetSpec("cifar100", CIFAR100_CLASSES, (0.5071, 0.4865, 0.44
                              (3, 32, 32), CIFAR_PROTOCOL, _load_cifar100))
 register_dataset(DatasetSpec("digits", DIGIT_NAMES, (0.3,), (0.38,), (1, 8, 8), Protocol("mlp", 30, 64, 0.05, 0.5),
                              _load_digits))
+
+
+# ---------------------------------------------------------------- feature vectors (tabular data)
+
+FEATURES_PROTOCOL = Protocol("mlp", 50, 32, 0.05, 0.9)  # a one-hidden-layer MLP; SGD, as Appendix A
+
+
+def _sklearn_features(loader_name: str):
+    """A scikit-learn tabular set split 80/20 by a fixed permutation (seed 0), each feature
+    standardised by the training split's mean and std (so the spec's mean/std are 0 and 1)."""
+    def load(root: Path, train: bool, verify: bool):
+        import sklearn.datasets
+
+        X, y = getattr(sklearn.datasets, loader_name)(return_X_y=True)
+        order = np.random.RandomState(0).permutation(len(y))
+        n_train = int(0.8 * len(y))
+        part = order[:n_train] if train else order[n_train:]
+        fit = X[order[:n_train]]
+        X = (X - fit.mean(0)) / fit.std(0)
+        return X[part].astype(np.float32), y[part]
+    return load
+
+
+def _features_spec(name, classes, n_features, load, protocol=FEATURES_PROTOCOL) -> DatasetSpec:
+    return DatasetSpec(name, tuple(classes), (0.0,) * n_features, (1.0,) * n_features, (n_features,), protocol, load)
+
+
+register_dataset(_features_spec("breast_cancer", ("malignant", "benign"), 30, _sklearn_features("load_breast_cancer")))
+register_dataset(_features_spec("wine", ("class 0", "class 1", "class 2"), 13, _sklearn_features("load_wine")))
+
+
+def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, protocol: Protocol | None = None
+                    ) -> DatasetSpec:
+    """Register your own arrays as data set ``name``: uint8 images ``X`` (N x C x H x W) or float
+    feature vectors (N x d, standardised by the training rows' mean and std), integer labels
+    ``y`` in [0, c). ``X_test``/``y_test``: an optional test split (else the training rows serve
+    as both). ``classes``: names (default "0", "1", ...). ``protocol``: default the MLP's for
+    features; images need one. Registered in this process only: train it with the "loop" or
+    "stacked" back-end."""
+    if not isinstance(name, str) or not name:
+        fail("name", name, "a non-empty string")
+    X, y = np.asarray(X), np.asarray(y)
+    X_test, y_test = (X, y) if X_test is None else (np.asarray(X_test), np.asarray(y_test))
+    images = X.dtype == np.uint8 and X.ndim == 4
+    if not images and not (X.ndim == 2 and np.issubdtype(X.dtype, np.number)):
+        fail("X", f"an array of dtype {X.dtype} and shape {X.shape}",
+             "uint8 images N x C x H x W or numeric feature vectors N x d")
+    if not np.isfinite(X.astype(np.float64)).all():
+        fail("X", "an array with NaN or infinite values", "finite values")
+    for split, (features, labels) in {"": (X, y), "_test": (X_test, y_test)}.items():
+        if labels.ndim != 1 or len(labels) != len(features) or not np.issubdtype(labels.dtype, np.integer) or (
+                len(labels) and labels.min() < 0):
+            fail("y" + split, f"an array of dtype {labels.dtype} and shape {labels.shape}",
+                 f"one integer label >= 0 per row of X{split} ({len(features)})")
+        if features.shape[1:] != X.shape[1:]:
+            fail("X" + split, features.shape, f"rows shaped as X's {X.shape[1:]}")
+    n_classes = int(max(y.max(initial=0), y_test.max(initial=0))) + 1
+    classes = tuple(str(k) for k in range(n_classes)) if classes is None else tuple(classes)
+    if len(classes) < n_classes:
+        fail("classes", classes, f"at least {n_classes} names (the labels go up to {n_classes - 1})")
+    if images:
+        if protocol is None:
+            fail("protocol", None, "a Protocol for images (e.g. datasets.protocol('mnist'))")
+        scaled = X.astype(np.float64) / 255
+        axes = (0, 2, 3)
+        mean, std = tuple(scaled.mean(axes)), tuple(np.maximum(scaled.std(axes), 1e-6))
+        arrays = {True: (X, y), False: (X_test, y_test)}
+        return register_dataset(DatasetSpec(name, classes, mean, std, X.shape[1:], protocol,
+                                            lambda root, train, verify: arrays[train]))
+    mean, std = X.astype(np.float64).mean(0), np.maximum(X.astype(np.float64).std(0), 1e-12)
+    arrays = {True: (X.astype(np.float32), y), False: (X_test.astype(np.float32), y_test)}
+    return register_dataset(DatasetSpec(name, classes, tuple(map(float, mean)), tuple(map(float, std)), (X.shape[1],),
+                                        protocol or FEATURES_PROTOCOL, lambda root, train, verify: arrays[train]))
 
 
 if __name__ == "__main__":  # python -m idnhelpers.datasets mnist [root]

@@ -1,6 +1,7 @@
 """The paper's experiments that train, built on the engine: Algorithm 1 end to end
-(``generate_idn``), IDN label sets for a training subset (``idn_label_sets``) and Theorem 1's
-CCN experiment (``ccn_experiment``). SEAL and the baselines over a grid are
+(``generate_idn``), IDN label sets for a training subset (``idn_label_sets``), any noise
+family's labels for a data set (``family_labels``) and Theorem 1's CCN experiment
+(``ccn_experiment``). SEAL and the baselines over a grid are
 ``methods.run_methods``."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import check_rates, fail
+from .checks import check_choice, check_rates, check_seed, fail
 from .datasets import get_dataset, load_dataset, subset
 from .engine import train
-from .noise import idn_labels, mislabel_scores
+from .noise import FAMILIES, idn_labels, mislabel_scores, noisy_labels
 from .protocol import Protocol
 from .published import PUBLISHED_RATES, load_published_idn
 from .runs import Run, Tensors, make_run
@@ -86,6 +87,30 @@ def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_publishe
         fail("idx", "rows that differ from subset(X, y, n_train, seed)'s",
              "the rows subset(X, y, n_train, seed) picks, for the same n_train and seed")
     return generate_idn(dataset, rates, n_train=n_train, seed=seed, **generate_kwargs).noisy, "Algorithm 1"
+
+
+def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0, train_seed: int = 0,
+                  n_train: int | None = None, seed: int = 0, root=None, verify: bool = True, device=None,
+                  precision: str = "fp32", use_cache: bool = True, **settings) -> dict[float, torch.Tensor]:
+    """Noisy labels of ``family`` (``noise.FAMILIES``) at every rate for the training rows that
+    ``subset(..., n_train, seed)`` picks (all rows, in torchvision's order, by default).
+    ``idn`` trains Algorithm 1's network (``generate_idn``, seeded by ``train_seed``); Xia's
+    families project the instances as their authors do (raw pixel values for images, the
+    features for a feature data set), seeded by ``noise_seed``, as are the class-conditional
+    ones. ``settings``: the family's own (``norm_std``)."""
+    rates = check_rates(noise_rates)
+    check_choice(family, "family", FAMILIES)
+    check_seed(noise_seed, "noise_seed")
+    check_seed(train_seed, "train_seed")
+    spec = get_dataset(dataset)
+    if family == "idn":
+        if settings:
+            fail(next(iter(settings)), settings[next(iter(settings))], "no setting: family 'idn' has none")
+        return generate_idn(dataset, rates, root=root, n_train=n_train, seed=seed, train_seed=train_seed,
+                            device=device, precision=precision, use_cache=use_cache, verify=verify).noisy
+    X_all, y_all = load_dataset(dataset, root, train=True, verify=verify)
+    X, y, _ = subset(X_all, y_all, n_train, seed)
+    return {r: noisy_labels(family, y, r, spec.n_classes, noise_seed=noise_seed, X=X, **settings) for r in rates}
 
 
 def ccn_experiment(X, y_noisy, M, w, proto: Protocol, *, dataset: str, val_fraction: float = 0.2, seed: int = 0,

@@ -1,20 +1,33 @@
-"""Label noise: instance-dependent (Algorithm 1, Eq. 3) and class-conditional (Definition 1).
+"""Label noise: instance-dependent (Algorithm 1, Eq. 3; Xia et al. 2020) and class-conditional
+(Definition 1), each family chosen by name with ``noisy_labels(family, y, rate, ...)``.
 
-Label maths only: nothing here trains. ``experiments.generate_idn`` runs Algorithm 1 end to end.
+Label maths only: nothing here trains. ``experiments.generate_idn`` runs Algorithm 1 end to end
+and ``experiments.family_labels`` gives any family's labels for a data set.
 
-Every generator flips an exact number of labels: ``flip_count(noise_rate, n)`` =
-``int(noise_rate * n)``, computed so that float rounding never drops one (``0.29 * 100`` is
-28.999... in floating point; it flips 29).
+| family | what decides a flip | exact count | nested across rates | seeded by |
+|---|---|---|---|---|
+| ``idn`` | Algorithm 1: the highest N(x) flip to their candidate (Eq. 3) | yes | yes | the network's training (``train_seed``) |
+| ``xia`` | Xia et al.: per-instance rate q_i ~ truncated N(rate, 0.1^2), target by a random projection of x | no: Binomial(n, E q) | no | ``noise_seed`` |
+| ``xia_exact`` | ``xia``'s q_i and projection, exactly ``flip_count`` flips | yes | no | ``noise_seed`` |
+| ``symmetric`` | uniform CCN | yes | no | ``noise_seed`` |
+| ``pair`` | CCN p -> p + 1 | yes | no | ``noise_seed`` |
+
+The exact generators flip ``flip_count(noise_rate, n)`` = ``int(noise_rate * n)`` labels,
+computed so that float rounding never drops one (``0.29 * 100`` is 28.999... in floating point;
+it flips 29).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
+import numpy as np
 import torch
 
-from .checks import (check_labels, check_n_classes, check_rate, check_seed, check_softmax, check_transition_matrix,
-                     fail)
+from .checks import (check_choice, check_float, check_int, check_labels, check_n_classes, check_rate, check_seed, check_softmax,
+                     check_transition_matrix, fail)
 
 
 def flip_count(noise_rate: float, n: int) -> int:
@@ -134,3 +147,140 @@ def pair_noise(y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0
     """Pair CCN (p -> p + 1 mod c) flipping exactly ``flip_count(noise_rate, n)`` labels."""
     y = _class_count(y, n_classes)
     return ccn_labels(y, pair_matrix(noise_rate, n_classes), seed, flip_count(noise_rate, len(y)))
+
+
+# ---------------------------------------------------------------- Xia et al. (2020)
+
+XIA_NORM_STD = 0.1  # the authors' default spread of the per-instance flip rates
+
+
+def xia_rate_distribution(noise_rate: float, norm_std: float = XIA_NORM_STD):
+    """The distribution of Xia et al.'s per-instance flip rates: N(rate, norm_std^2) truncated to
+    [0, 1] (``scipy.stats.truncnorm``). Each instance flips with its rate, so the number of flips
+    among n is Binomial(n, mean); at rate 0.2 and n = 10,000 the realised rate is about
+    0.2 +- 0.004 (one standard deviation)."""
+    from scipy import stats
+
+    r = check_rate(noise_rate)
+    norm_std = check_float(norm_std, "norm_std", low=0.0, low_open=True)
+    return stats.truncnorm((0 - r) / norm_std, (1 - r) / norm_std, loc=r, scale=norm_std)
+
+
+def _features(X, n: int) -> torch.Tensor:
+    if not isinstance(X, (torch.Tensor, np.ndarray)) or len(X) != n or np.asarray(X).ndim < 2:
+        shown = tuple(X.shape) if hasattr(X, "shape") else type(X).__name__
+        fail("X", shown, f"the instances as an array of {n} rows (one per label), images or feature vectors")
+    X = torch.as_tensor(X).reshape(n, -1).float()
+    if not torch.isfinite(X).all():
+        fail("X", "an array with NaN or infinite values", "finite features")
+    return X
+
+
+def _xia_draws(X, y, noise_rate, n_classes, seed, norm_std):
+    """The authors' ``get_instance_noisy_label`` up to its label draw, in the order it draws from
+    one seeded numpy stream: flip rates q (n), projections W (c x d x c), then the flip
+    distribution P_i = q_i softmax(x_i W_{y_i} with y_i masked) + (1 - q_i) e_{y_i}."""
+    y = _class_count(y, n_classes)
+    seed = check_int(seed, "noise_seed", minimum=0, maximum=2 ** 32 - 1)  # numpy's RandomState, as the authors'
+    X = _features(X, len(y))
+    rng = np.random.RandomState(seed)
+    q = xia_rate_distribution(noise_rate, norm_std).rvs(len(y), random_state=rng)
+    W = torch.from_numpy(rng.randn(n_classes, X.shape[1], n_classes)).float()
+    logits = torch.empty(len(y), n_classes)
+    for p in range(n_classes):
+        rows = (y == p).nonzero().squeeze(1)
+        logits[rows] = X[rows] @ W[p]
+    logits[torch.arange(len(y)), y] = -math.inf
+    q = torch.from_numpy(q).float()
+    P = q[:, None] * logits.softmax(1)
+    P[torch.arange(len(y)), y] += 1 - q
+    return y, q, P, rng
+
+
+def _sample_rows(P: torch.Tensor, u: np.ndarray) -> torch.Tensor:
+    """numpy's ``choice(c, p=P_i)`` for every row at once, given its uniform draws ``u``."""
+    cdf = torch.from_numpy(P.double().numpy().cumsum(1))
+    cdf /= cdf[:, -1:].clone()
+    return (cdf <= torch.from_numpy(u)[:, None]).sum(1).clamp(max=P.shape[1] - 1)
+
+
+def xia_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0,
+              norm_std: float = XIA_NORM_STD) -> torch.Tensor:
+    """Xia et al.'s instance-dependent noise (NeurIPS 2020, Algorithm 2; ``get_instance_noisy_label``
+    in their code): instance i flips with its own rate q_i ~ N(``noise_rate``, ``norm_std``^2)
+    truncated to [0, 1], to class k with probability proportional to softmax(x_i W_{y_i})_k, W a
+    standard normal projection per class. ``X``: the instances as the authors use them (raw pixel
+    values as floats for images; your features otherwise). Their seeded numpy draws, in their
+    order, so their labels come out (up to float rounding in the projection). The realised rate
+    only equals ``noise_rate`` on average: see ``xia_rate_distribution``."""
+    y, q, P, rng = _xia_draws(X, y, noise_rate, n_classes, seed, norm_std)
+    return _sample_rows(P, rng.random_sample(len(y)))
+
+
+def xia_exact_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0,
+                    norm_std: float = XIA_NORM_STD) -> torch.Tensor:
+    """``xia_noise`` with exactly ``flip_count(noise_rate, n)`` flips: the same rates q_i and
+    projections; the flipped instances are a weighted sample without replacement, weights q_i
+    (Efraimidis-Spirakis keys u^(1/q_i)), and each goes to a class drawn from its projection's
+    softmax over the other classes. Which instances flip still depends on q_i only, as in ``xia``."""
+    y, q, P, rng = _xia_draws(X, y, noise_rate, n_classes, seed, norm_std)
+    keys = torch.from_numpy(np.log(rng.random_sample(len(y)))).float() / q.clamp(min=1e-12)
+    flip = torch.sort(keys, descending=True, stable=True).indices[:flip_count(noise_rate, len(y))]
+    others = P[flip].clone()
+    others[torch.arange(len(flip)), y[flip]] = 0
+    y_noisy = y.clone()
+    y_noisy[flip] = _sample_rows(others, rng.random_sample(len(flip)))
+    return y_noisy
+
+
+# ---------------------------------------------------------------- the families, by name
+
+@dataclass(frozen=True)
+class NoiseFamily:
+    """A label-noise family: ``label`` for tables, what it needs besides the labels (``"S"``:
+    Algorithm 1's averaged softmax, ``"X"``: the instances, or nothing), whether its flip count
+    is exact and its flipped sets nested across rates, and ``make(y, rate, n_classes, seed, X, S,
+    **settings)``."""
+
+    label: str
+    needs: str | None
+    exact: bool
+    nested: bool
+    make: Callable
+    settings: tuple[str, ...] = ()
+
+
+FAMILIES = {
+    "idn": NoiseFamily("IDN (Algorithm 1)", "S", True, True,
+                       lambda y, r, c, seed, X, S: idn_labels(_class_count(y, c), S, r)),
+    "xia": NoiseFamily("Xia et al.", "X", False, False,
+                       lambda y, r, c, seed, X, S, norm_std=XIA_NORM_STD: xia_noise(X, y, r, c, seed, norm_std),
+                       ("norm_std",)),
+    "xia_exact": NoiseFamily("Xia et al., exact count", "X", True, False,
+                             lambda y, r, c, seed, X, S, norm_std=XIA_NORM_STD: xia_exact_noise(X, y, r, c, seed,
+                                                                                               norm_std),
+                             ("norm_std",)),
+    "symmetric": NoiseFamily("symmetric CCN", None, True, False,
+                             lambda y, r, c, seed, X, S: symmetric_noise(y, r, c, seed)),
+    "pair": NoiseFamily("pair CCN", None, True, False, lambda y, r, c, seed, X, S: pair_noise(y, r, c, seed)),
+}
+
+
+def noisy_labels(family: str, y: torch.Tensor, noise_rate: float, n_classes: int, *, noise_seed: int = 0,
+                 X=None, S=None, **settings) -> torch.Tensor:
+    """Noisy labels of ``family`` (one of ``FAMILIES``; table in the module docstring) at
+    ``noise_rate``: ``S`` for ``idn`` (Algorithm 1's averaged softmax; its training seed is the
+    only randomness), ``X`` for ``xia`` and ``xia_exact``; ``noise_seed`` seeds the others.
+    ``settings``: the family's own (``norm_std`` for Xia's)."""
+    spec = FAMILIES[check_choice(family, "family", FAMILIES)]
+    check_rate(noise_rate)
+    check_seed(noise_seed, "noise_seed")
+    for name in settings:
+        if name not in spec.settings:
+            fail(name, settings[name], f"a setting of family {family!r}: one of {list(spec.settings)}"
+                 if spec.settings else f"no setting: family {family!r} has none")
+    if spec.needs == "S" and S is None:
+        fail("S", None, "Algorithm 1's averaged softmax (n x c) for family 'idn' (experiments.family_labels trains it)")
+    if spec.needs == "X" and X is None:
+        fail("X", None, f"the instances (n rows) for family {family!r}")
+    return spec.make(y, noise_rate, n_classes, noise_seed, X, S, **settings)

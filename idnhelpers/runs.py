@@ -52,7 +52,8 @@ class Data:
 
 @dataclass(frozen=True, eq=False)
 class Tensors(Data):
-    """Images as a uint8 tensor N x C x H x W (``X``) of a registered data set. Made by
+    """Images as a uint8 tensor N x C x H x W (``X``) of a registered data set, or its float32
+    feature vectors N x d. Made by
     ``Tensors.from_dataset`` it pickles as a reference (data set, split, rows, root) and is
     re-read on the other side, so a run travels to another machine in a few bytes."""
 
@@ -62,11 +63,11 @@ class Tensors(Data):
 
     def __post_init__(self):
         spec = get_dataset(self.dataset)
-        if not isinstance(self.X, torch.Tensor) or self.X.dtype != torch.uint8 or tuple(
-                self.X.shape[1:]) != spec.input_shape:
+        dtype = torch.float32 if spec.is_features else torch.uint8
+        if not isinstance(self.X, torch.Tensor) or self.X.dtype != dtype or tuple(self.X.shape[1:]) != spec.input_shape:
             shown = f"a {self.X.dtype} tensor of shape {tuple(self.X.shape)}" if isinstance(
                 self.X, torch.Tensor) else type(self.X).__name__
-            fail("X", shown, f"a uint8 tensor N x {' x '.join(map(str, spec.input_shape))} "
+            fail("X", shown, f"a {str(dtype)[6:]} tensor N x {' x '.join(map(str, spec.input_shape))} "
                              f"(dataset={self.dataset!r})")
         object.__setattr__(self, "fingerprint", fingerprint(self.X))
 
@@ -219,6 +220,10 @@ class Run:
                 fail(name, split, f"a Labelled set of the same data set ({self.data.dataset!r}) as the training data")
         if (self.csr is not None or self.softmax_mode == "official") and not isinstance(self.data, Tensors):
             fail("csr/softmax_mode", (self.csr, self.softmax_mode), "no CSR and softmax_mode='eval' for streamed images")
+        if self.csr is not None and get_dataset(self.data.dataset).is_features:
+            fail("csr", self.csr, f"None for a feature data set ({self.data.dataset!r}): CSR is defined on images")
+        if self.protocol.augment and get_dataset(self.data.dataset).is_features:
+            fail("augment", True, f"False for a feature data set ({self.data.dataset!r}): augmentation crops images")
         if (self.track is not None or self.csr is not None) and not self.record_softmax:
             fail("record_softmax", False, "True when tracking rows or measuring CSR")
         if self.keep == "best_val" and self.val is None:

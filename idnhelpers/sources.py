@@ -20,15 +20,18 @@ OFFICIAL_SOFTMAX_BATCH = 1000  # the official code records the softmax in batche
 
 class Normalizer:
     """uint8 batch -> float, scaled to [0, 1] and standardised per channel (torchvision's order),
-    in channels-last memory layout (the layout the engine's convolutions run fastest in)."""
+    in channels-last memory layout (the layout the engine's convolutions run fastest in); a
+    feature batch is standardised per feature."""
 
     def __init__(self, dataset: str, device: torch.device):
         spec = get_dataset(dataset)
-        self.mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
-        self.inv_std = 1 / torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
+        shape = (1, -1) if spec.is_features else (1, -1, 1, 1)
+        self.divisor = 1.0 if spec.is_features else 255.0  # feature vectors are standardised as they are
+        self.mean = torch.tensor(spec.mean, device=device).view(shape)
+        self.inv_std = 1 / torch.tensor(spec.std, device=device).view(shape)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.float() / 255 - self.mean) * self.inv_std
+        x = (x.float() / self.divisor - self.mean) * self.inv_std
         return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 

@@ -82,8 +82,8 @@ def test_missing_data_set_says_where_to_put_it(tmp_path, name, hint, monkeypatch
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match=r"dataset='svhn'.*\['cifar10', 'cifar100', .*'digits', 'fashion_mnist', "
-                                         r"'mnist'\]"):
+    with pytest.raises(ValueError, match=r"dataset='svhn'.*\['breast_cancer', 'cifar10', 'cifar100', .*'digits', "
+                                         r"'fashion_mnist', 'mnist', 'wine'\]"):
         load_dataset("svhn")
 
 
