@@ -90,11 +90,13 @@ def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_publishe
 
 
 def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0, train_seed: int = 0,
-                  n_train: int | None = None, seed: int = 0, root=None, verify: bool = True, device=None,
-                  precision: str = "fp32", use_cache: bool = True, **settings) -> dict[float, torch.Tensor]:
+                  n_train: int | None = None, seed: int = 0, n_epochs: int | None = None, root=None,
+                  verify: bool = True, device=None, precision: str = "fp32", use_cache: bool = True,
+                  **settings) -> dict[float, torch.Tensor]:
     """Noisy labels of ``family`` (``noise.FAMILIES``) at every rate for the training rows that
     ``subset(..., n_train, seed)`` picks (all rows, in torchvision's order, by default).
-    ``idn`` trains Algorithm 1's network (``generate_idn``, seeded by ``train_seed``); Xia's
+    ``idn`` trains Algorithm 1's network (``generate_idn``, seeded by ``train_seed``, for
+    ``n_epochs``, default the data set's generation protocol); Xia's
     families project the instances as their authors do (raw pixel values for images, the
     features for a feature data set), seeded by ``noise_seed``, as are the class-conditional
     ones. ``settings``: the family's own (``norm_std``)."""
@@ -106,8 +108,8 @@ def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0
     if family == "idn":
         if settings:
             fail(next(iter(settings)), settings[next(iter(settings))], "no setting: family 'idn' has none")
-        return generate_idn(dataset, rates, root=root, n_train=n_train, seed=seed, train_seed=train_seed,
-                            device=device, precision=precision, use_cache=use_cache, verify=verify).noisy
+        return generate_idn(dataset, rates, root=root, n_train=n_train, n_epochs=n_epochs, seed=seed,
+                            train_seed=train_seed, device=device, precision=precision, use_cache=use_cache, verify=verify).noisy
     X_all, y_all = load_dataset(dataset, root, train=True, verify=verify)
     X, y, _ = subset(X_all, y_all, n_train, seed)
     return {r: noisy_labels(family, y, r, spec.n_classes, noise_seed=noise_seed, X=X, **settings) for r in rates}
