@@ -191,7 +191,8 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
             optimizer = proto.make_optimizer(bank.parameters())
         for group in optimizer.param_groups:
             group["lr"] = proto.lr_at(epoch)
-        softmax_now = functools.cache(lambda: (bank.train(False), _probs(bank, source, n_classes, precision, device))[1])
+        softmax_now = functools.cache(  # the training set's softmax before this epoch, if a loss asks for it
+            lambda: (bank.train(False), _probs(bank, source, n_classes, precision, device))[1])
         for k, fn in enumerate(loss_fns):
             if row_weighted[k]:
                 fn.before_epoch(epoch, lambda k=k: softmax_now()[k], labels[k])
@@ -201,8 +202,9 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
         for batch in source.train_batches(generators, proto.batch_size, proto.augment, run0.objective.drop_last):
             with autocast(device, precision):
                 logits = bank.logits([x for _, x in batch])
-            parts = [run.step.losses([z.float() for z in logits[k]], targets[k][rows], epoch,
-                                     functools.partial(loss_fns[k], rows=rows) if row_weighted[k] else loss_fns[k])
+            fns = [functools.partial(fn, rows=rows) if row_weighted[k] else fn
+                   for k, (fn, (rows, _)) in enumerate(zip(loss_fns, batch))]
+            parts = [run.step.losses([z.float() for z in logits[k]], targets[k][rows], epoch, fns[k])
                      for k, (run, (rows, _)) in enumerate(zip(runs, batch))]
             optimizer.zero_grad(set_to_none=True)
             sum(total for total, _ in parts).backward()  # run k's loss depends on run k's weights only

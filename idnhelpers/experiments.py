@@ -109,7 +109,8 @@ def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0
         if settings:
             fail(next(iter(settings)), settings[next(iter(settings))], "no setting: family 'idn' has none")
         return generate_idn(dataset, rates, root=root, n_train=n_train, n_epochs=n_epochs, seed=seed,
-                            train_seed=train_seed, device=device, precision=precision, use_cache=use_cache, verify=verify).noisy
+                            train_seed=train_seed, device=device, precision=precision, use_cache=use_cache,
+                            verify=verify).noisy
     X_all, y_all = load_dataset(dataset, root, train=True, verify=verify)
     X, y, _ = subset(X_all, y_all, n_train, seed)
     return {r: noisy_labels(family, y, r, spec.n_classes, noise_seed=noise_seed, X=X, **settings) for r in rates}
