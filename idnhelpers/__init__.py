@@ -3,14 +3,17 @@
 Where each part of the paper lives:
 
 - ``stats``        Section 2, Theorem 1 (CCN hypothesis test); transition matrices; Eq. 9-10
-- ``noise``        Section 3.1: Algorithm 1's selection (Eq. 3); exact-rate CCN (Definition 1)
-- ``experiments``  Algorithm 1 end to end, IDN label sets, Theorem 1's CCN experiment
+- ``noise``        Section 3.1: Algorithm 1's selection (Eq. 3); exact-rate CCN (Definition 1);
+                   Xia et al.'s IDN; every family by name (``noisy_labels``)
+- ``experiments``  Algorithm 1 end to end, IDN label sets, any family's labels, Theorem 1's CCN experiment
+- ``labels``       the ``idn-labels`` command: label files with a checksummed manifest
 - ``csr``          Section 3.2, Eq. 4: critical sample ratio (Langevin adversarial sample search)
 - ``methods``      Section 4: SEAL (Algorithm 2) and the baselines of Tables 1-3, a registry
-- ``losses``       the objectives: cross-entropy / L_SEAL, Forward, GCE, DAC, DMI
+- ``losses``       the objectives: cross-entropy / L_SEAL, Forward, GCE (and truncated), DAC, DMI
 - ``clothing1m``   Table 3: Clothing1M's files and images streamed from disk
 - ``published``    the authors' published IDN labels and the ``label,label_noisy`` CSV format
-- ``datasets``     Appendix A's data sets and protocols, a registry; ``protocol``: its dataclass
+- ``datasets``     Appendix A's data sets and protocols, tabular feature sets, your own arrays
+                   (``register_arrays``), a registry; ``protocol``: its dataclass
 - ``models``       Appendix A's networks
 
 How a run flows through the engine:

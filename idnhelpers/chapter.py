@@ -47,6 +47,20 @@ def _methods(v, name):
         get_method(m)
 
 
+def _families(v, name):
+    from .noise import FAMILIES
+
+    if not isinstance(v, (list, tuple)) or not v:
+        fail(name, v, f"a non-empty list of noise families from {list(FAMILIES)}")
+    for f in v:
+        check_choice(f, name, FAMILIES)
+
+
+def _features_dataset(v, name):
+    if not get_dataset(v).is_features:
+        fail(name, v, "a feature-vector data set, e.g. 'breast_cancer' or 'wine'")
+
+
 def _noise_types(v, name):
     if not isinstance(v, (list, tuple)) or not v:
         fail(name, v, "a non-empty list from ['IDN', 'CCN']")
@@ -70,6 +84,11 @@ CHECKS = {
     "noise_rates": lambda v, name: check_rates(v, name),
     "noise_types": _noise_types,
     "methods": _methods,
+    "baselines": _methods,
+    "families": _families,
+    "tabular_dataset": _features_dataset,
+    "tabular_epochs": _int(1),
+    "noise_seed": lambda v, name: check_seed(v, name),
     "use_published": check_bool,
     "collect_only": check_bool,
     "n_epochs": _optional_int(1),

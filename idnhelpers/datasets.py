@@ -404,7 +404,7 @@ register_dataset(DatasetSpec("digits", DIGIT_NAMES, (0.3,), (0.38,), (1, 8, 8), 
 
 # ---------------------------------------------------------------- feature vectors (tabular data)
 
-FEATURES_PROTOCOL = Protocol("mlp", 50, 32, 0.05, 0.9)  # a one-hidden-layer MLP; SGD, as Appendix A
+FEATURES_PROTOCOL = Protocol("mlp", 50, 32, 0.01, 0.9)  # a one-hidden-layer MLP; SGD, as Appendix A
 
 
 def _sklearn_features(loader_name: str):
