@@ -74,7 +74,7 @@ def write_status(root: Path, profile: str) -> Path:
         shown = ", ".join(f"`{k}={v}`" for k, v in params.items() if k != "profile")
         duration = meta.get("duration")
         rows.append(f"| [{nb_path.stem}](../notebooks/{nb_path.stem}.ipynb) | {params.get('profile', '?')} | "
-                    f"{meta.get('end_time', '?')[:19].replace('T', ' ')} | "
+                    f"{(meta.get('end_time') or '?')[:19].replace('T', ' ')} | "
                     f"{'?' if duration is None else f'{duration:.0f}'} | "
                     f"{'error' if meta.get('exception') else 'ok'} | {shown} |")
     text = f"""# Build status
