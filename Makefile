@@ -5,9 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: book notebooks test data bench clean
+.PHONY: book html notebooks test data bench clean
 
-book: notebooks
+book: notebooks html
+
+html: $(STAMP)  # the pages only, from the notebooks already executed (make notebooks / book/build.py)
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
