@@ -32,4 +32,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf _build notebooks/*.ipynb book/status.md
+	rm -rf _build notebooks/*.ipynb book/status.md book/summary.md

@@ -9,12 +9,19 @@ a chapter departs from the rest (papermill: ``-f <profile>.yaml -f <profile>/NN_
 Only the parameters a chapter declares are passed to it, and a profile key that no chapter
 declares (a misspelt name) stops the build before anything runs. Any notebook error stops the
 build with exit status 1.
-``book/status.md`` then lists, per notebook, the profile, the parameters and the run time.
+Each executed notebook is then finished for reading (``finish``): it opens with a banner naming
+the profile, the parameters in effect and the time it took (a smoke build says its numbers only
+prove that the code runs), its two parameter cells (defaults, papermill's injected values) are
+hidden, and stderr (progress bars) is dropped. ``book/status.md`` lists, per notebook, the
+profile, the parameters and the run time; ``book/summary.md`` collects every chapter's checks of
+the paper's claims (``idnhelpers.chapter.claims``) into the reproduction summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +31,7 @@ import nbformat
 import papermill
 import yaml
 
-from idnhelpers.chapter import assigned_names
+from idnhelpers.chapter import CLAIMS_GLUE, assigned_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,8 +57,9 @@ def check_profile(profile_path: Path, common: dict, sources: list[Path]) -> None
                 raise SystemExit(f"{override.relative_to(ROOT)}: {extra} not parameters of {Path(source).name}")
 
 
-def execute(source: Path, parameters: dict) -> float:
-    """Convert ``source`` (.py) to .ipynb beside it and execute it with ``parameters``; seconds."""
+def execute(source: Path, parameters: dict, profile: str) -> float:
+    """Convert ``source`` (.py) to .ipynb beside it, execute it with ``parameters`` and finish it
+    for reading; seconds."""
     target = source.with_suffix(".ipynb")
     names = declared(source)  # a profile serves every chapter; pass what this one takes
     parameters = {name: value for name, value in parameters.items() if name in names}
@@ -59,7 +67,97 @@ def execute(source: Path, parameters: dict) -> float:
     start = time.perf_counter()
     papermill.execute_notebook(str(target), str(target), parameters=parameters, cwd=str(ROOT),
                                progress_bar=False, kernel_name="python3")
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    finish(target, profile, parameters, seconds)
+    return seconds
+
+
+def literal_assignments(source: str) -> dict:
+    """``name: value`` of a cell's top-level assignments of literals."""
+    values = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                values[node.targets[0].id] = ast.unparse(node.value)
+    return values
+
+
+def banner(profile: str, parameters: dict, seconds: float) -> str:
+    """The MyST admonition a chapter opens with: which profile built it, with what, how long."""
+    shown = ", ".join(f"`{k}={v}`" for k, v in parameters.items() if k != "profile")
+    took = f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    if profile == "smoke":
+        head, kind = f"Smoke build ({took}): these numbers only prove that the code runs", "warning"
+        body = ("Tiny subsets and a couple of epochs: no number on this page is a result. Build the book with "
+                "`make book` (the `cpu` profile) or `make book PROFILE=paper` for results.")
+    else:
+        head, kind = f"Built with the `{profile}` profile in {took}", "note"
+        body = "Re-run it with other settings as [How to run](../book/how_to_run.md) shows."
+    return f":::{{admonition}} {head}\n:class: {kind}\nParameters in effect: {shown}.\n\n{body}\n:::"
+
+
+def finish(target: Path, profile: str, parameters: dict, seconds: float) -> None:
+    """Open the executed notebook with its banner, hide its parameter cells and drop stderr."""
+    nb = nbformat.read(target, as_version=4)
+    effective = {}
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if cell.cell_type == "code" and {"parameters", "injected-parameters"} & set(tags):
+            effective.update(literal_assignments(cell.source))
+            tags.append("remove-cell")
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+    effective.update(parameters)
+    first = next(i for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown")
+    title, _, rest = nb.cells[first].source.partition("\n")  # the banner goes right under the title
+    nb.cells[first].source = title
+    nb.cells[first + 1:first + 1] = [nbformat.v4.new_markdown_cell(banner(profile, effective, seconds))] + (
+        [nbformat.v4.new_markdown_cell(rest.strip("\n"))] if rest.strip() else [])
+    nbformat.write(nb, target)
+
+
+def chapter_claims(nb) -> list[dict]:
+    """The claim rows a chapter glued (``idnhelpers.chapter.claims``), in order."""
+    rows = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name", "")
+            if name.startswith(CLAIMS_GLUE):
+                text = next(v for k, v in output["data"].items() if k.endswith("text/plain"))
+                rows += json.loads(ast.literal_eval(text))
+    return rows
+
+
+def write_summary(root: Path) -> Path:
+    """Write ``book/summary.md``: every chapter's checks of the paper's claims in this build."""
+    lines, counts = [], {True: 0, False: 0, None: 0}
+    for source in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
+        nb_path = source.with_suffix(".ipynb")
+        if not nb_path.exists():
+            continue
+        nb = nbformat.read(nb_path, as_version=4)
+        profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile", "?")
+        for row in chapter_claims(nb):
+            counts[row["holds here"]] += 1
+            verdict = {True: "yes", False: "**no**", None: "not checked"}[row["holds here"]]
+            chapter = f"[{source.stem}](../notebooks/{source.stem})"
+            cells = [row["paper"], row["claim"], verdict, row["evidence"], chapter, profile]
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    text = f"""# Reproduction summary
+
+Every claim of the paper that a chapter of this build checks, as that chapter's own check decided
+it, with the number that decides it. In this build {counts[True]} hold, {counts[False]} do not and
+{counts[None]} were not checked (their data or settings were missing). A claim is judged under
+the profile that built its chapter: under `smoke` the verdicts only show that the checks run.
+
+| paper | claim | holds | decided by | chapter | profile |
+|---|---|---|---|---|---|
+""" + "\n".join(lines) + "\n"
+    path = root / "book" / "summary.md"
+    path.write_text(text)
+    return path
 
 
 def write_status(root: Path, profile: str) -> Path:
@@ -109,12 +207,14 @@ def main(argv=None) -> int:
         parameters = {**common, **(yaml.safe_load(override.read_text()) if override.exists() else {})}
         print(f"[{args.profile}] executing {source.name} ...", flush=True)
         try:
-            print(f"[{args.profile}] {source.name}: {execute(Path(source).resolve(), parameters):.0f} s", flush=True)
+            seconds = execute(Path(source).resolve(), parameters, args.profile)
+            print(f"[{args.profile}] {source.name}: {seconds:.0f} s", flush=True)
         except papermill.PapermillExecutionError as error:
             print(f"[{args.profile}] {source.name} FAILED: {error.ename}: {error.evalue}", file=sys.stderr)
             failed = source
             break
     write_status(ROOT, args.profile)
+    write_summary(ROOT)
     return 1 if failed else 0
 
 

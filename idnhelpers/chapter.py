@@ -1,4 +1,6 @@
-"""What every chapter of the book does first: check its parameters, before any work starts.
+"""What every chapter of the book does: check its parameters before any work starts, and
+report its checks of the paper's claims (``claims``), which ``book/build.py`` collects into the
+book's reproduction summary.
 
 The chapters share parameter names (``dataset``, ``noise_rates``, ``n_epochs``, ...); each name has
 one check here, with the library's messages (parameter, value, what is allowed). Under papermill
@@ -10,6 +12,7 @@ cell does not declare and no chapter uses (a shared profile's names for other ch
 from __future__ import annotations
 
 import ast
+import json
 
 from .checks import check_bool, check_choice, check_float, check_int, check_rates, check_seed, fail
 from .csr import SEARCHES
@@ -146,3 +149,23 @@ def check_parameters(namespace: dict) -> None:
                 raise ValueError(f"{error}. papermill's -p passes {value!r} as a string: give lists and null "
                                  f"with -y, e.g. -y '{name}: {value}'") from None
             raise
+
+
+CLAIMS_GLUE = "claims:"  # glue-name prefix of a chapter's claim tables (book/build.py reads them)
+CLAIM_COLUMNS = ["paper", "claim", "holds here", "evidence"]
+
+
+def claims(rows, name: str):
+    """A chapter's checks of the paper's claims as a table: ``rows`` of (where in the paper,
+    claim, holds: True / False / None for not checked, the evidence that decides it). Shown in
+    the chapter, and glued (myst-nb) as ``claims:<name>`` for the reproduction summary page."""
+    import pandas as pd
+
+    table = pd.DataFrame([(ref, claim, None if holds is None else bool(holds), evidence)
+                          for ref, claim, holds, evidence in rows], columns=CLAIM_COLUMNS)
+    try:
+        from myst_nb import glue
+    except ImportError:  # outside the book (no myst-nb installed): the table alone
+        return table
+    glue(CLAIMS_GLUE + name, json.dumps(table.to_dict("records")), display=False)
+    return table

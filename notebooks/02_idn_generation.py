@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
-from idnhelpers.chapter import check_parameters
+from idnhelpers.chapter import check_parameters, claims
 from idnhelpers.datasets import get_dataset, load_dataset
 from idnhelpers.experiments import generate_idn
 from idnhelpers.noise import flip_count, symmetric_noise
@@ -63,6 +63,7 @@ from idnhelpers.published import PUBLISHED_RATES, load_published_idn
 from idnhelpers.stats import estimate_transition_matrix, flip_agreement, per_class_noise_rate
 
 check_parameters(globals())  # every parameter checked before any work starts
+plots.use_book_style()
 
 spec = get_dataset(dataset)
 names, n_classes = spec.classes, spec.n_classes
@@ -182,7 +183,8 @@ for r in published_rates:
                            [v["target_agreement"] for v in vs_published.values()]), 1),
                        "chance (%)": round(100 * chance, 1)})
     if pairs:
-        checks.append((f"{r:.0%}: agreement with the published labels within our seeds' spread and >= 2x chance",
+        checks.append(("Algorithm 1", f"{r:.0%}: agreement with the published labels within our seeds' spread and "
+                       ">= 2x chance",
                        min(recovered) >= min(pairs) - 0.02 and min(recovered) >= 2 * chance,
                        f"published {100 * min(recovered):.1f}-{100 * max(recovered):.1f}% vs seeds "
                        f"{100 * min(pairs):.1f}-{100 * max(pairs):.1f}%, chance {100 * chance:.1f}%"))
@@ -190,8 +192,8 @@ agreement = pd.DataFrame(rows_agree)
 agreement.set_index("rate") if len(agreement) else print(f"No published labels for {dataset} at these rates.")
 
 # %%
-pd.DataFrame(checks, columns=["claim", "holds here", "evidence"]) if checks else print(
-    "Needs published labels and at least two idn_seeds.")
+claims(checks or [("Algorithm 1", "agreement with the published labels", None,
+                    "not checked: needs published labels and at least two idn_seeds")], "algorithm1")
 
 # %% [markdown]
 # ## Using these labels elsewhere

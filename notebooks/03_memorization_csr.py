@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
-from idnhelpers.chapter import check_parameters
+from idnhelpers.chapter import check_parameters, claims
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.engine import train
 from idnhelpers.experiments import idn_label_sets
@@ -65,6 +65,7 @@ from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import CSRProbe, make_run
 
 check_parameters(globals())  # every parameter checked before any work starts
+plots.use_book_style()
 
 spec = get_dataset(dataset)
 names, n_classes = spec.classes, spec.n_classes
@@ -105,7 +106,8 @@ for (kind, r), y_noisy in labels.items():
 
 # %% tags=["hide-input"]
 epochs = np.arange(1, proto.n_epochs + 1)
-fig, axes = plt.subplots(len(noise_types), 3, figsize=(14, 3.4 * len(noise_types)), squeeze=False, sharex=True)
+fig, axes = plt.subplots(len(noise_types), 3, figsize=(plots.PAGE_WIDTH, 2.8 * len(noise_types) + 0.6), squeeze=False,
+                         sharex=True)
 for row, kind in enumerate(noise_types):
     for r in noise_rates:
         h = runs[(kind, r)].history
@@ -114,12 +116,12 @@ for row, kind in enumerate(noise_types):
         axes[row, 1].plot(epochs, 100 * np.array(h["test_acc"]), color=color, label=f"{r:.0%}")
         csr_epochs = [e for e, c in zip(epochs, h["csr"]) if c is not None]
         axes[row, 2].plot(csr_epochs, [100 * c for c in h["csr"] if c is not None], "o-", color=color, label=f"{r:.0%}")
-    for col, title in enumerate(["training accuracy on noisy labels (%)", "test accuracy (%)", "CSR (%)"]):
+    for col, title in enumerate(["train acc., noisy labels (%)", "test accuracy (%)", "CSR (%)"]):
         axes[row, col].set(title=f"{kind}: {title}")
-    axes[row, 0].legend(fontsize=8, title="noise")
 for ax in axes[-1]:
-    ax.set_xlabel("epoch")
-fig.tight_layout()
+    plots.epoch_axis(ax)
+fig.legend(*axes[0, 0].get_legend_handles_labels(), title="noise rate", loc="lower center", ncols=len(noise_rates))
+fig.tight_layout(rect=(0, 0.1, 1, 1))
 
 # %% [markdown]
 # ## Do the paper's claims hold here?
@@ -159,6 +161,9 @@ if set(noise_types) == {"IDN", "CCN"}:
         "CSR rises during training (both noise types)": all(value(r, k, "last CSR") > value(r, k, "first CSR")
                                                             for k in noise_types)} for r in noise_rates})
     display(verdicts)
+    display(claims([("Section 3.2, Fig. 4", claim, bool(verdicts.loc[claim].all()),
+                     ", ".join(f"{r}: {'yes' if v else 'no'}" for r, v in verdicts.loc[claim].items()))
+                    for claim in verdicts.index], "fig4"))
 
 # %% [markdown]
 # A claim can only be judged where its premise holds in this run. The checks below say where it
@@ -189,7 +194,7 @@ print("\n\n".join(caveats))
 # are learned much sooner, because they follow the features.
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(len(noise_types), len(noise_rates), figsize=(3.6 * len(noise_rates), 3.0 * len(noise_types)),
+fig, axes = plt.subplots(len(noise_types), len(noise_rates), figsize=(plots.PAGE_WIDTH, 2.3 * len(noise_types) + 0.8),
                          squeeze=False, sharex=True, sharey=True)
 for row, kind in enumerate(noise_types):
     for col, r in enumerate(noise_rates):
@@ -200,9 +205,9 @@ for row, kind in enumerate(noise_types):
         ax.plot(epochs, h["clean_correct"], label="clean: correct", color="tab:blue", ls="--")
         ax.set(title=f"{kind} {r:.0%}", ylim=(0, 1))
 for ax in axes[-1]:
-    ax.set_xlabel("epoch")
-axes[0, -1].legend(fontsize=7)
-fig.tight_layout()
+    plots.epoch_axis(ax)
+fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncols=2)  # one legend for every panel
+fig.tight_layout(rect=(0, 0.14, 1, 1))
 
 # %% [markdown]
 # ## Fig. 3: the softmax of individual corrupted instances
@@ -216,18 +221,19 @@ fig.tight_layout()
 if "IDN" in noise_types:
     r = min(noise_rates, key=lambda rate: abs(rate - 0.2))
     track, snaps, y_noisy = tracked[("IDN", r)], runs[("IDN", r)].snapshots, labels[("IDN", r)]
-    fig, axes = plt.subplots(2, len(track), figsize=(2.4 * len(track), 4.4), squeeze=False,
+    fig, axes = plt.subplots(2, len(track), figsize=(plots.PAGE_WIDTH, 3.9), squeeze=False, sharey="row",
                              gridspec_kw={"height_ratios": [1, 1.3]})
     for j, i in enumerate(track.tolist()):
         axes[0, j].imshow(plots.image_array(X[i]), cmap="gray_r" if X.shape[1] == 1 else None)
         axes[0, j].axis("off")
-        axes[0, j].set_title(f"true {names[y[i]]}, noisy {names[y_noisy[i]]}", fontsize=8)
+        axes[0, j].set_title(f"true {names[y[i]]}\nnoisy {names[y_noisy[i]]}")
         axes[1, j].plot(epochs, snaps[:, j, y_noisy[i]], color="tab:red", label="noisy label")
         axes[1, j].plot(epochs, snaps[:, j, y[i]], color="tab:green", label="true label")
-        axes[1, j].set(ylim=(0, 1), xlabel="epoch")
+        axes[1, j].set(ylim=(0, 1))
+        plots.epoch_axis(axes[1, j])
     axes[1, 0].set_ylabel("softmax output")
-    axes[1, 0].legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(*axes[1, 0].get_legend_handles_labels(), loc="lower center", ncols=2)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
 
 # %% [markdown]
 # ## The memorisation claims, checked
@@ -247,7 +253,7 @@ memo_claims = []
 if set(noise_types) == {"IDN", "CCN"}:
     epochs_idn = {r: memorised_at(runs[("IDN", r)].history) for r in noise_rates}
     epochs_ccn = {r: memorised_at(runs[("CCN", r)].history) for r in noise_rates}
-    memo_claims.append(("CCN is memorised later than IDN at every rate",
+    memo_claims.append(("Section 3.2", "CCN is memorised later than IDN at every rate",
                         all(i is not None and (c is None or c > i) for i, c in zip(epochs_idn.values(), epochs_ccn.values())),
                         ", ".join(f"{r:.0%}: IDN epoch {epochs_idn[r]}, CCN {epochs_ccn[r] or 'never'}"
                                   for r in noise_rates)))
@@ -260,6 +266,6 @@ if "IDN" in noise_types:
         before = int((noisy_p > 0.5).nonzero()[0]) if (noisy_p > 0.5).any() else len(noisy_p)
         turns = int((torch.diff(torch.sign(torch.diff(true_p[:before + 1]))) != 0).sum()) if before > 1 else 0
         shows.append(bool(before and true_p[:before].max() >= 0.2 and turns >= 2))
-    memo_claims.append((f"the true label is activated with oscillation before memorisation (IDN {r:.0%}, Fig. 3)",
+    memo_claims.append(("Fig. 3", f"the true label is activated with oscillation before memorisation (IDN {r:.0%})",
                         sum(shows) > len(shows) / 2, f"{sum(shows)} of {len(shows)} tracked corrupted instances"))
-pd.DataFrame(memo_claims, columns=["claim", "holds here", "evidence"])
+claims(memo_claims, "memorisation")

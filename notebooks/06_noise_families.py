@@ -50,7 +50,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idnhelpers.chapter import check_parameters
+from idnhelpers import plots
+from idnhelpers.chapter import check_parameters, claims
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.experiments import family_labels, generate_idn, idn_label_sets
 from idnhelpers.methods import get_method, run_method, summarize
@@ -58,6 +59,7 @@ from idnhelpers.noise import FAMILIES, flip_count, noisy_labels, xia_rate_distri
 from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix, validation_split
 
 check_parameters(globals())  # every parameter checked before any work starts
+plots.use_book_style()
 
 spec = get_dataset(dataset)
 n_classes = spec.n_classes
@@ -125,8 +127,8 @@ realised.style.format({"realised rate (%)": "{:.2f}"})
 # pixel values, sends most of a class to one or two random classes.
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(len(noise_rates), len(families), figsize=(2.3 * len(families), 2.5 * len(noise_rates)),
-                         squeeze=False)
+fig, axes = plt.subplots(len(noise_rates), len(families), figsize=(plots.PAGE_WIDTH, 1.75 * len(noise_rates) + 0.6),
+                         squeeze=False, sharex=True, sharey=True)
 matrices = {}
 for i, r in enumerate(noise_rates):
     for j, f in enumerate(families):
@@ -135,10 +137,9 @@ for i, r in enumerate(noise_rates):
         off = M.clone().fill_diagonal_(float("nan"))
         ax = axes[i, j]
         im = ax.imshow(off, vmin=0, vmax=max(r, 0.05), cmap="magma")
-        ax.set_title(f"{f}, {r:.0%}", fontsize=11)
-        ax.set_xticks(range(n_classes))
-        ax.set_yticks(range(n_classes))
-        ax.tick_params(labelsize=8)
+        ax.set_title(f"{f}, {r:.0%}")
+        ax.set_xticks(range(0, n_classes, 3))
+        ax.set_yticks(range(0, n_classes, 3))
         if j == 0:
             ax.set_ylabel("true class")
         if i == len(noise_rates) - 1:
@@ -231,16 +232,16 @@ harm = pd.DataFrame(harm_rows).set_index(["rate", "family"]).sort_index()
 harm.style.format({c: "{:.2f}" for c in ["CE best", "CE last", "memorisation gap", "SEAL gain", "baseline gain"]})
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(1, len(noise_rates), figsize=(5.5 * len(noise_rates), 3.8), squeeze=False, sharey=True)
+fig, axes = plt.subplots(1, len(noise_rates), figsize=(plots.PAGE_WIDTH, 3.4), squeeze=False, sharey=True)
 for ax, r in zip(axes[0], noise_rates):
     for f in families:
         acc = results[(f, r, "ce")].final.history["test_acc"]
         ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], label=f)
-    ax.set(xlabel="epoch", title=f"CE test accuracy, {r:.0%} noise")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set(title=f"CE test accuracy, {r:.0%} noise")
+    plots.epoch_axis(ax)
 axes[0, 0].set_ylabel("test accuracy (%)")
-axes[0, -1].legend(title="family")
-fig.tight_layout()
+fig.legend(*axes[0, 0].get_legend_handles_labels(), title="family", loc="lower center", ncols=len(families))
+fig.tight_layout(rect=(0, 0.16, 1, 1))
 plt.show()
 
 # %% [markdown]
@@ -259,36 +260,38 @@ def value(table, f, r, column):
     return table.loc[(f"{r:.0%}", f), column]
 
 
-claims = []
+checks = []
 for f in families:
     rejected = [f"{r:.0%}" for r in noise_rates if value(theorem, f, r, "reject CCN")]
     expect = f in instance_families
-    claims.append((f"Theorem 1 {'rejects' if expect else 'does not reject'} CCN for {f}",
+    checks.append(("beyond the paper", f"Theorem 1 {'rejects' if expect else 'does not reject'} CCN for {f}",
                    len(rejected) == len(noise_rates) if expect else not rejected,
                    "rejected at " + (", ".join(rejected) if rejected else "no rate")))
 if "idn" in families and "symmetric" in families:
-    claims.append(("Algorithm 1's IDN is more harmful to CE than symmetric CCN at the same rate (Section 3)",
+    checks.append(("beyond the paper", "Algorithm 1's IDN harms CE more than symmetric CCN of the same rate (Section 3)",
                    all(value(harm, "idn", r, "CE last") < value(harm, "symmetric", r, "CE last") for r in noise_rates),
                    ", ".join(f"{r:.0%}: {value(harm, 'idn', r, 'CE last'):.2f} vs "
                              f"{value(harm, 'symmetric', r, 'CE last'):.2f}" for r in noise_rates)))
-    claims.append(("the memorisation gap is smaller under Algorithm 1's IDN than under symmetric CCN (Section 3.2)",
+    checks.append(("beyond the paper", "the memorisation gap is smaller under Algorithm 1's IDN than under symmetric "
+                   "CCN (Section 3.2)",
                    all(value(harm, "idn", r, "memorisation gap") < value(harm, "symmetric", r, "memorisation gap")
                        for r in noise_rates),
                    ", ".join(f"{r:.0%}: {value(harm, 'idn', r, 'memorisation gap'):.2f} vs "
                              f"{value(harm, 'symmetric', r, 'memorisation gap'):.2f}" for r in noise_rates)))
 top = max(noise_rates)
 for f in families:
-    claims.append((f"SEAL improves on CE at {top:.0%} under {f}", value(harm, f, top, "SEAL gain") > 0,
+    checks.append(("beyond the paper", f"SEAL improves on CE at {top:.0%} under {f}",
+                   value(harm, f, top, "SEAL gain") > 0,
                    f"{value(harm, f, top, 'SEAL gain'):+.2f} points"))
-    claims.append((f"SEAL beats the strongest baseline at {top:.0%} under {f}",
+    checks.append(("beyond the paper", f"SEAL beats the strongest baseline at {top:.0%} under {f}",
                    value(harm, f, top, "SEAL gain") > value(harm, f, top, "baseline gain"),
                    f"SEAL {value(harm, f, top, 'SEAL gain'):+.2f} vs {value(harm, f, top, 'strongest baseline')} "
                    f"{value(harm, f, top, 'baseline gain'):+.2f}"))
-claims = pd.DataFrame(claims, columns=["claim", "holds here", "evidence"])
-claims
+family_checks = claims(checks, "families")
+family_checks
 
 # %%
-holds = claims.set_index("claim")["holds here"]
+holds = family_checks.set_index("claim")["holds here"]
 carried = [c for c, h in holds.items() if h]
 not_carried = [c for c, h in holds.items() if not h]
 print(f"In this build ({profile} profile), {len(carried)} of {len(holds)} checks hold.")
@@ -337,12 +340,12 @@ majority = 100 * float(torch.bincount(yf_test).max()) / len(yf_test)
 tabular.style.format({"CCN bound": "{:.4f}", "validation error": "{:.4f}", "CE last": "{:.2f}", "SEAL last": "{:.2f}"})
 
 # %%
-pd.DataFrame([
-    (f"CE and SEAL beat always predicting the majority class ({majority:.1f}%) on {tabular_dataset}",
+claims([
+    ("beyond the paper", f"CE and SEAL beat always predicting the majority class ({majority:.1f}%) on {tabular_dataset}",
      bool((tabular[["CE last", "SEAL last"]] > majority).all().all()),
      f"lowest: {tabular[['CE last', 'SEAL last']].min().min():.2f}%"),
-    ("Theorem 1 rejects CCN for Algorithm 1's tabular IDN at the highest rate",
+    ("beyond the paper", "Theorem 1 rejects CCN for Algorithm 1's tabular IDN at the highest rate",
      bool(tabular.loc[(f"{top:.0%}", "idn"), "reject CCN"]),
      f"validation error {tabular.loc[(f'{top:.0%}', 'idn'), 'validation error']:.4f} vs bound "
      f"{tabular.loc[(f'{top:.0%}', 'idn'), 'CCN bound']:.4f}"),
-], columns=["claim", "holds here", "evidence"])
+], "tabular")
