@@ -19,8 +19,11 @@ BOOK_STYLE = {"figure.dpi": 100, "font.size": 10, "axes.titlesize": 10, "axes.la
 
 
 def use_book_style() -> None:
-    """Fonts and resolution of the book's figures (``BOOK_STYLE``)."""
+    """Fonts and resolution of the book's figures (``BOOK_STYLE``); tables show whole cells."""
+    import pandas as pd
+
     plt.rcParams.update(BOOK_STYLE)
+    pd.set_option("display.max_colwidth", None)
 
 
 def epoch_axis(ax) -> None:

@@ -25,7 +25,7 @@
 #
 # with $w_p$ the class priors. Hold out $m$ noisy instances, train on the rest, and measure the
 # validation error $\hat{\mathrm{er}}$. Its $m$ terms are i.i.d. Bernoulli variables, so by
-# Hoeffding's inequality (Theorem 1, Eq. 1)
+# Hoeffding's inequality {cite}`hoeffding1963probability` (Theorem 1 of {cite}`chen2021beyond`, Eq. 1)
 #
 # $$
 # \Pr\Big[1 - \sum_p w_p \max_q M_{pq} - \hat{\mathrm{er}} \ge \varepsilon\Big] \le e^{-2m\varepsilon^2}.
@@ -74,7 +74,7 @@ noise_rates = sorted(float(r) for r in noise_rates)
 # %% [markdown]
 # ## The paper's Clothing1M arithmetic
 #
-# Xiao et al. (2015) give a noise confusion matrix for Clothing1M that estimates $M$ under CCN,
+# {cite:t}`xiao2015learning` give a noise confusion matrix for Clothing1M that estimates $M$ under CCN,
 # and the 14k clean validation labels give $w$. The paper trains a ResNet-50 on 500k noisy
 # images, holds out the other 500k, and finds a validation error of 0.1605, which is
 # $\varepsilon = 0.2212$ below the CCN bound (so the bound is 0.3817). With $m = 500{,}000$:
@@ -175,8 +175,9 @@ fig.tight_layout()
 # %%
 try:
     noisy, clean = load_clothing1m_labels(data_root)
-except FileNotFoundError as missing:
-    print(f"Skipped: {missing}. The paper's arithmetic above stands in for it.")
+except FileNotFoundError:  # the message names this machine's data folder: not for the page
+    print("Skipped: Clothing1M's label files are not under data_root/clothing1m. The paper's arithmetic above "
+          "stands in for it.")
 else:
     both = sorted(set(noisy) & set(clean))
     M_c = estimate_transition_matrix(torch.tensor([clean[k] for k in both]), torch.tensor([noisy[k] for k in both]), 14)

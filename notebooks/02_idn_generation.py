@@ -16,7 +16,7 @@
 #
 # Class-conditional noise (CCN) flips a label with a probability that depends only on its true
 # class. Instance-dependent noise (IDN) flips the labels of *particular* instances: the ones a
-# human annotator would get wrong. The paper's Algorithm 1 generates IDN of any noise rate from
+# human annotator would get wrong. The paper's Algorithm 1 {cite}`chen2021beyond` generates IDN of any noise rate from
 # one training run on the clean labels:
 #
 # 1. train a network with cross-entropy for $T$ epochs and record its softmax output
@@ -85,8 +85,9 @@ idn = generate_idn(dataset, noise_rates, root=data_root, n_train=n_train, n_epoc
 X_all, _ = load_dataset(dataset, data_root, train=True)
 X = X_all[idn.idx]
 y = idn.y
-pd.DataFrame({"epoch": range(1, len(idn.history["loss"]) + 1), "loss": idn.history["loss"],
-              "training accuracy (%)": np.round(100 * np.array(idn.history["train_acc"]), 2)}).set_index("epoch").T
+(pd.DataFrame({"epoch": range(1, len(idn.history["loss"]) + 1), "loss": idn.history["loss"],
+               "training accuracy (%)": 100 * np.array(idn.history["train_acc"])}).set_index("epoch").T.style
+ .format("{:.3f}", subset=pd.IndexSlice["loss", :]).format("{:.2f}", subset=pd.IndexSlice["training accuracy (%)", :]))
 
 # %% [markdown]
 # The averaged softmax $S$ of a few instances: most rows are confident on the true class; the
@@ -100,7 +101,7 @@ table.insert(0, "true", [names[i] for i in y[rows]])
 table["N(x)"] = idn.score[rows].numpy().round(3)
 table["candidate"] = [names[i] for i in idn.candidate[rows]]
 table.index = [f"rank {int((order == r).nonzero())}" for r in rows]
-table
+table.style.format(precision=3)
 
 # %% tags=["hide-input"]
 thresholds = {f"{r:.0%}": float(idn.score[order[flip_count(r, len(y)) - 1]]) for r in noise_rates if flip_count(r, len(y))}
@@ -153,8 +154,8 @@ fig = plots.image_grid(X[picks], [f"{names[y[i]]} → {names[idn.candidate[i]]}"
 #
 # The authors published their Algorithm 1 labels for MNIST and CIFAR-10 at 10-40%
 # (`idnhelpers.published.load_published_idn`). Algorithm 1 is one run of a stochastic training
-# process, so its flipped set is a draw from a distribution, not one answer: on all 60k MNIST
-# images different seeds recover 80-91% of the published set. So we run it with several training
+# process, so its flipped set is a draw from a distribution, not one answer: different training
+# seeds recover different fractions of the published set. So we run it with several training
 # seeds (`idn_seeds`, same instances) and measure, for each, the fraction of the published flipped
 # set it also flips (*recovered*; chance is the noise rate) and, for each pair of our seeds, the
 # same fraction between them. The check: agreement with the published labels lies within the

@@ -15,7 +15,7 @@
 # # SEAL: self-evolution average label (Section 4, Algorithm 2, Fig. 5-6)
 #
 # Trained on noisy labels, a network eventually memorises them, but on the way its output for a
-# mislabelled instance keeps returning to the true class (Fig. 3 of the paper). SEAL keeps that
+# mislabelled instance keeps returning to the true class (Fig. 3 of {cite}`chen2021beyond`). SEAL keeps that
 # signal by *averaging* the softmax over all epochs and retraining on the average:
 #
 # 1. iteration 0: train with cross-entropy on the one-hot noisy labels $e_{\bar y_i}$ and record

@@ -21,11 +21,11 @@
 # | name | method | what it does |
 # |---|---|---|
 # | `ce` | cross-entropy | the plain baseline |
-# | `forward` | Forward (Patrini et al. 2017) | estimates a class-conditional transition matrix $T$ from a CE network (anchor points), then trains with the loss of $T^\top f(x)$ |
-# | `coteaching` | Co-teaching (Han et al. 2018) | two networks; each trains on the other's small-loss instances, keeping $1-\min(t/T_k\,\tau, \tau)$ of each batch ($T_k = 10$, $\tau$ the noise rate) |
-# | `gce` | GCE (Zhang and Sabuncu 2018) | the bounded loss $(1 - f_{\bar y}(x)^q)/q$, $q = 0.7$ |
-# | `dac` | DAC (Thulasidasan et al. 2019) | an extra *abstain* output, warm-up epochs, then an abstention penalty $\alpha$ ramped up |
-# | `dmi` | DMI (Xu et al. 2019) | $-\log\lvert\det\rvert$ of the joint distribution of prediction and label, started from the CE network with a tiny learning rate |
+# | `forward` | Forward {cite}`patrini2017making` | estimates a class-conditional transition matrix $T$ from a CE network (anchor points), then trains with the loss of $T^\top f(x)$ |
+# | `coteaching` | Co-teaching {cite}`han2018coteaching` | two networks; each trains on the other's small-loss instances, keeping $1-\min(t/T_k\,\tau, \tau)$ of each batch ($T_k = 10$, $\tau$ the noise rate) |
+# | `gce` | GCE {cite}`zhang2018generalized` | the bounded loss $(1 - f_{\bar y}(x)^q)/q$, $q = 0.7$ |
+# | `dac` | DAC {cite}`thulasidasan2019combating` | an extra *abstain* output, warm-up epochs, then an abstention penalty $\alpha$ ramped up |
+# | `dmi` | DMI {cite}`xu2019ldmi` | $-\log\lvert\det\rvert$ of the joint distribution of prediction and label, started from the CE network with a tiny learning rate |
 # | `seal` | SEAL (Algorithm 2) | retrains on the epoch-averaged softmax, iteratively |
 # | `seal_dmi` | SEAL (DMI) | SEAL iterations started from DMI's averaged softmax (Table 3) |
 #
