@@ -249,9 +249,9 @@ def check_pages(html, shots):
 def test_every_page_renders_in_a_browser(book_html):
     """Every built page in headless Chromium, offline: images load, MathJax typesets without errors, no code cell or
     table is wider than the content column without scrolling, no machine path / warning / traceback is visible.
-    A full-page screenshot of each page goes to _build/screenshots/ of the build."""
+    A full-page screenshot of each page goes to the repository's _build/screenshots/, to look at after make test."""
     _, html = book_html
-    shots = html.parent / "screenshots"
+    shots = ROOT / "_build" / "screenshots"
     pages, found = check_pages(html, shots)
     assert pages, f"no built pages in {html}"
     report = "\n".join(f"  {page}: {kind}: {detail}" for page, kind, detail in found)
