@@ -201,8 +201,12 @@ claims(checks or [("Algorithm 1", "agreement with the published labels", None,
 #
 # `idnhelpers.published.write_noisy_csv(path, y, y_noisy)` writes the official code's
 # `label,label_noisy` format, so labels generated here drop into the authors' scripts, and
-# `read_noisy_csv` reads theirs. To run this chapter for other rates or the full training set:
+# `read_noisy_csv` reads theirs; `idn-labels` writes them for any noise family from the command
+# line (README). To run this chapter for other rates on the full training set (minutes on 2 CPU
+# cores), from a scratch copy so that the book's executed notebook stays as it is:
 #
 # ```bash
-# papermill notebooks/02_idn_generation.ipynb out.ipynb -y "{noise_rates: [0.35, 0.45], n_train: null}"
+# mkdir -p scratch
+# .venv/bin/jupytext --to ipynb -o scratch/02_idn_generation.ipynb notebooks/02_idn_generation.py
+# .venv/bin/papermill scratch/02_idn_generation.ipynb scratch/02_full.ipynb -y "{noise_rates: [0.35, 0.45], n_train: null}"
 # ```
