@@ -99,7 +99,8 @@ def banner(profile: str, parameters: dict, seconds: float) -> str:
 
 
 def finish(target: Path, profile: str, parameters: dict, seconds: float) -> None:
-    """Open the executed notebook with its banner, hide its parameter cells and drop stderr."""
+    """Open the executed notebook with its banner, hide its parameter cells and drop stderr (the
+    progress bars); a warning in it is printed here, for whoever builds the book."""
     nb = nbformat.read(target, as_version=4)
     effective = {}
     for cell in nb.cells:
@@ -108,7 +109,11 @@ def finish(target: Path, profile: str, parameters: dict, seconds: float) -> None
             effective.update(literal_assignments(cell.source))
             tags.append("remove-cell")
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+            stderr = [o for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+            for line in "".join(o.text for o in stderr).splitlines():
+                if "Warning" in line:
+                    print(f"[{profile}] {target.stem}: {line.strip()}", file=sys.stderr)
+            cell.outputs = [o for o in cell.outputs if o not in stderr]
     effective.update(parameters)
     first = next(i for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown")
     title, _, rest = nb.cells[first].source.partition("\n")  # the banner goes right under the title
@@ -132,7 +137,8 @@ def chapter_claims(nb) -> list[dict]:
 
 def write_summary(root: Path) -> Path:
     """Write ``book/summary.md``: every chapter's checks of the paper's claims in this build."""
-    lines, counts = [], {True: 0, False: 0, None: 0}
+    lines = {"paper": [], "beyond": []}
+    counts = {part: {True: 0, False: 0, None: 0} for part in lines}
     for source in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
         nb_path = source.with_suffix(".ipynb")
         if not nb_path.exists():
@@ -140,21 +146,37 @@ def write_summary(root: Path) -> Path:
         nb = nbformat.read(nb_path, as_version=4)
         profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile", "?")
         for row in chapter_claims(nb):
-            counts[row["holds here"]] += 1
+            part = "beyond" if "beyond the paper" in row["paper"] else "paper"
+            counts[part][row["holds here"]] += 1
             verdict = {True: "yes", False: "**no**", None: "not checked"}[row["holds here"]]
             chapter = f"[{source.stem}](../notebooks/{source.stem})"
             cells = [row["paper"], row["claim"], verdict, row["evidence"], chapter, profile]
-            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+            lines[part].append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    head = "| paper | claim | holds | decided by | chapter | profile |\n|---|---|---|---|---|---|\n"
+
+    def tally(part):
+        c = counts[part]
+        return f"{c[True]} hold, {c[False]} do not and {c[None]} were not checked"
+
     text = f"""# Reproduction summary
 
 Every claim of the paper that a chapter of this build checks, as that chapter's own check decided
-it, with the number that decides it. In this build {counts[True]} hold, {counts[False]} do not and
-{counts[None]} were not checked (their data or settings were missing). A claim is judged under
-the profile that built its chapter: under `smoke` the verdicts only show that the checks run.
+it, with the number that decides it. A claim is judged under the profile that built its chapter:
+under `smoke` the verdicts only show that the checks run. Not checked: the data or settings it
+needs were missing from this build.
 
-| paper | claim | holds | decided by | chapter | profile |
-|---|---|---|---|---|---|
-""" + "\n".join(lines) + "\n"
+## The paper's claims
+
+In this build {tally("paper")}.
+
+{head}""" + "\n".join(lines["paper"]) + f"""
+
+## Beyond the paper
+
+Checks of whether the paper's findings carry over to other noise families and data (chapter 06):
+{tally("beyond")}.
+
+{head}""" + "\n".join(lines["beyond"]) + "\n"
     path = root / "book" / "summary.md"
     path.write_text(text)
     return path

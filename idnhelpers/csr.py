@@ -10,13 +10,14 @@ noise ~ N(0, I) per pixel, and mark x critical once argmax f(x_hat) differs from
 Arpit", as shipped with Ma et al.'s D2L): alpha = 0.25/255, beta = 0.2/255, r = 0.3/255 in pixel
 units of [0, 1] (divided here by the data set's std, since the network sees normalised input), at
 most 100 iterations, and stop at the first iteration that finds fewer than 20 new critical samples
-in the whole set (an absolute count, as in their code). Their code drops the last partial batch;
-here every row is searched.
+in the whole set (an absolute count, as in their code: on a probe of 500 instances where few are
+critical, the search usually ends after its first iteration). Their code needs the set's size to
+be a multiple of its batch size; here any number of rows is searched.
 
 ``search="official"`` follows ``compute_CSR`` in ``chenpf1025/IDN``: a fixed 10 iterations with no
 convergence stop, alpha, beta and r applied directly to the normalised input (about 1/3 of those
-values in pixel units on MNIST), and one scalar Gaussian per iteration shared by all pixels and
-instances. The official code keeps the network in train mode; both searches here run in eval mode
+values in pixel units on MNIST: ``radius``, ``alpha`` and ``beta`` are then in those units), and
+one scalar Gaussian per iteration and batch shared by all its pixels and instances. The official code keeps the network in train mode; both searches here run in eval mode
 (the same for the MNIST CNN, which has no batch norm or dropout; train mode would move a WRN's
 BatchNorm statistics during the search).
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_choice, check_float, check_int
+from .checks import check_choice, check_float, check_int, fail
 from .datasets import get_dataset
 
 CSR_RADIUS = 0.3 / 255  # Arpit et al.'s and the official code's r, alpha and beta
@@ -46,6 +47,8 @@ def critical_samples(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, r
     check_int(batch_size, "batch_size", minimum=1)
     device = next(model.parameters()).device
     spec = get_dataset(dataset)
+    if spec.is_features:
+        fail("dataset", dataset, "an image data set: CSR (Eq. 4) perturbs pixels")
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
     scale = std if search == "lass" else torch.ones_like(std)  # official: values in normalised units
     x = (X.to(device).float() / 255 - mean) / std
@@ -75,8 +78,8 @@ def _lass(model, x, radius, alpha, beta, search, seed, batch_size) -> torch.Tens
     critical = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(settings["n_steps"]):
         found_before = int(critical.sum())
-        scalar_noise = torch.randn((), generator=generator, device=x.device) if search == "official" else None
         for start in range(0, len(x), batch_size):
+            scalar_noise = torch.randn((), generator=generator, device=x.device) if search == "official" else None
             rows = slice(start, start + batch_size)
             active = ~critical[rows]
             if not active.any():

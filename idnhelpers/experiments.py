@@ -89,13 +89,14 @@ def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_publishe
     return generate_idn(dataset, rates, n_train=n_train, seed=seed, **generate_kwargs).noisy, "Algorithm 1"
 
 
-def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0, train_seed: int = 0,
+def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0, train_seed: int | None = None,
                   n_train: int | None = None, seed: int = 0, n_epochs: int | None = None, root=None,
                   verify: bool = True, device=None, precision: str = "fp32", use_cache: bool = True,
                   **settings) -> dict[float, torch.Tensor]:
     """Noisy labels of ``family`` (``noise.FAMILIES``) at every rate for the training rows that
     ``subset(..., n_train, seed)`` picks (all rows, in torchvision's order, by default).
-    ``idn`` trains Algorithm 1's network (``generate_idn``, seeded by ``train_seed``, for
+    ``idn`` trains Algorithm 1's network (``generate_idn``, seeded by ``train_seed``, default
+    ``seed``, for
     ``n_epochs``, default the data set's generation protocol); Xia's
     families project the instances as their authors do (raw pixel values for images, the
     features for a feature data set), seeded by ``noise_seed``, as are the class-conditional
@@ -103,7 +104,8 @@ def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0
     rates = check_rates(noise_rates)
     check_choice(family, "family", FAMILIES)
     check_seed(noise_seed, "noise_seed")
-    check_seed(train_seed, "train_seed")
+    if train_seed is not None:
+        check_seed(train_seed, "train_seed")
     spec = get_dataset(dataset)
     if family == "idn":
         if settings:

@@ -20,8 +20,9 @@ data set (name, n, SHA-256 of X's and y's bytes; the npz file's name and SHA-256
 version, and per rate the exact flip count, the realised rate and every file's SHA-256. Files are
 written atomically (a temporary file moved into place); the old manifest is removed first and the
 new one written last, so a killed run leaves no half-written file and no manifest that lies.
-The same arguments give byte-identical files (the manifest has no timestamp; keys sorted), and
-``idn``'s network comes from the run cache on a re-run. ``--verify DIR`` re-hashes every listed
+The same arguments give byte-identical files (the manifest has no timestamp; keys sorted); for
+``idn`` on the same kind of device (its network's training depends on it; the manifest records the
+device and the torch version), whose network comes from the run cache on a re-run. ``--verify DIR`` re-hashes every listed
 file and checks that the CSV, the two arrays and the flip counts agree (``verify_label_files``).
 """
 
@@ -145,6 +146,8 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
                 "family_label": spec.label, "exact": spec.exact, "nested": spec.nested, "settings": settings,
                 "noise_seed": noise_seed, "train_seed": train_seed, "precision": precision, "rates": list(rates),
                 "labels": entries}
+    if family == "idn":  # Algorithm 1's network: its training depends on the hardware and the library
+        manifest["network"] = {"device": resolve_device(device).type, "torch": torch.__version__}
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
     echo(f"manifest: {out / MANIFEST}")

@@ -158,9 +158,11 @@ class TruncatedGCE(Objective):
     L_q is below the truncation L_q(k)) with the network fixed. All w_i = 1 until the first
     pruning; pruning runs before every 1-based epoch e with e >= ``prune_start`` and e divisible by
     ``prune_every`` (40 and 10: the schedule of the widely used reimplementation,
-    AlanChou/Truncated-Loss, for 120 CIFAR epochs). Pruning scores the current network in eval
-    mode on the clean training instances; that code scores the checkpoint with the best *test*
-    accuracy on augmented instances, which uses the test set for training."""
+    AlanChou/Truncated-Loss, for 120 CIFAR epochs; a run shorter than ``prune_start`` epochs is
+    refused, since it would never prune). Pruning scores the current network in eval mode on the
+    un-augmented training instances; that code scores the checkpoint with the best *test* accuracy
+    on augmented instances, which uses the test set for training. The logged loss carries the
+    constant -L_q(k) of Eq. 11, so it can be negative."""
 
     q: float = 0.7
     k: float = 0.5
@@ -173,6 +175,11 @@ class TruncatedGCE(Objective):
         check_float(self.k, "k", low=0.0, high=1.0, low_open=True, high_open=True)
         check_int(self.prune_start, "prune_start", minimum=1)
         check_int(self.prune_every, "prune_every", minimum=1)
+
+    def check(self, n_classes, n_epochs):
+        if self.prune_start > n_epochs:
+            fail("prune_start", self.prune_start, f"at most the run's n_epochs={n_epochs}: a later start never prunes "
+                 "(the loss would be plain GCE); the authors' schedule is 40 of 120 epochs")
 
     def make(self, n_classes, n_epochs):
         return _PrunedLq(self)

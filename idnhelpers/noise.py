@@ -157,8 +157,9 @@ XIA_NORM_STD = 0.1  # the authors' default spread of the per-instance flip rates
 def xia_rate_distribution(noise_rate: float, norm_std: float = XIA_NORM_STD):
     """The distribution of Xia et al.'s per-instance flip rates: N(rate, norm_std^2) truncated to
     [0, 1] (``scipy.stats.truncnorm``). Each instance flips with its rate, so the number of flips
-    among n is Binomial(n, mean); at rate 0.2 and n = 10,000 the realised rate is about
-    0.2 +- 0.004 (one standard deviation)."""
+    among n is Binomial(n, mean). The truncation lifts the mean above the target where the left
+    tail is cut: 0.2055 at rate 0.2 (realised rate 0.2055 +- 0.004 for n = 10,000), 0.129 at 0.1,
+    and 0.080 at rate 0, where Xia's family still flips about 8% of the labels."""
     from scipy import stats
 
     r = check_rate(noise_rate)
@@ -212,7 +213,8 @@ def xia_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int =
     standard normal projection per class. ``X``: the instances as the authors use them (raw pixel
     values as floats for images; your features otherwise). Their seeded numpy draws, in their
     order, so their labels come out (up to float rounding in the projection). The realised rate
-    only equals ``noise_rate`` on average: see ``xia_rate_distribution``."""
+    is random, with the mean of the truncated normal (above ``noise_rate`` at low rates): see
+    ``xia_rate_distribution``."""
     y, q, P, rng = _xia_draws(X, y, noise_rate, n_classes, seed, norm_std)
     return _sample_rows(P, rng.random_sample(len(y)))
 
@@ -224,7 +226,7 @@ def xia_exact_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed:
     (Efraimidis-Spirakis keys u^(1/q_i)), and each goes to a class drawn from its projection's
     softmax over the other classes. Which instances flip still depends on q_i only, as in ``xia``."""
     y, q, P, rng = _xia_draws(X, y, noise_rate, n_classes, seed, norm_std)
-    keys = torch.from_numpy(np.log(rng.random_sample(len(y)))).float() / q.clamp(min=1e-12)
+    keys = torch.from_numpy(np.log(rng.random_sample(len(y)))) / q.double().clamp(min=1e-12)
     flip = torch.sort(keys, descending=True, stable=True).indices[:flip_count(noise_rate, len(y))]
     others = P[flip].clone()
     others[torch.arange(len(flip)), y[flip]] = 0

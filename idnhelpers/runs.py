@@ -139,8 +139,8 @@ class Weights:
 @dataclass(frozen=True)
 class CSRProbe:
     """Measure the critical sample ratio (Eq. 4) of training rows ``rows`` every ``every`` epochs
-    at radius ``radius`` (pixel units of [0, 1]) with the search ``search`` ("lass" or
-    "official"; see ``csr``)."""
+    at radius ``radius`` with the search ``search``: "lass" (radius in pixel units of [0, 1]) or
+    "official" (radius on the normalised input, as the official code; see ``csr``)."""
 
     rows: torch.Tensor
     every: int = 1
