@@ -13,7 +13,7 @@ import seaborn as sns
 import torch
 from matplotlib.ticker import MaxNLocator
 
-PAGE_WIDTH = 7.2  # inches: 720 px at 100 dpi
+PAGE_WIDTH = 6.8  # inches: 680 px at 100 dpi, inside the theme's 688 px content column
 BOOK_STYLE = {"figure.dpi": 100, "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9,
               "ytick.labelsize": 9, "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 11}
 
