@@ -20,7 +20,7 @@ def digits():
 
 
 OPTIONS = {"seal": dict(n_iterations=1), "seal_dmi": dict(n_iterations=1, dmi_options=dict(lr=0.01, n_epochs=1)),
-           "dmi": dict(lr=0.01, n_epochs=1), "dac": dict(warmup_epochs=1)}
+           "dmi": dict(lr=0.01, n_epochs=1), "dac": dict(warmup_epochs=1), "gce_truncated": dict(prune_start=2)}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
