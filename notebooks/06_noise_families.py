@@ -86,9 +86,8 @@ pd.DataFrame([{"family": f, "name": label[f], "uses the instance": FAMILIES[f].n
 #
 # All families label the same rows. For `idn` these are the authors' published labels where
 # they exist (Algorithm 1 run on the whole training set), restricted to these rows, so their
-# count is exact on the whole set only. Xia's
-# family draws each instance's rate, so its realised rate only equals the target on average:
-# the number of flips is Binomial$(n, \bar q)$, $\bar q$ the truncated normal's mean, which
+# count is exact on the whole set only. Xia's family draws each instance's rate, so its realised
+# rate is random: the number of flips is Binomial$(n, \bar q)$, $\bar q$ the truncated normal's mean, which
 # sits above the target for low rates because the truncation at 0 cuts the left tail; `xia_exact`
 # flips exactly `int(rate * n)`, so a little fewer than `xia` does on average at the same target.
 
@@ -133,7 +132,7 @@ realised.style.format({"realised rate (%)": "{:.2f}"})
 # pixel values, sends most of a class to one or two random classes.
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(len(noise_rates), len(families), figsize=(plots.PAGE_WIDTH, 1.75 * len(noise_rates) + 0.6),
+fig, axes = plt.subplots(len(noise_rates), len(families), figsize=(plots.PAGE_WIDTH, 1.35 * len(noise_rates) + 0.5),
                          squeeze=False, sharex=True, sharey=True)
 matrices = {(f, r): estimate_transition_matrix(y, labels[(f, r)], n_classes) for f in families for r in noise_rates}
 vmax = max(float(M.clone().fill_diagonal_(0).max()) for M in matrices.values())  # one scale for every panel
@@ -142,11 +141,12 @@ for i, r in enumerate(noise_rates):
         off = matrices[(f, r)].clone().fill_diagonal_(float("nan"))
         ax = axes[i, j]
         im = ax.imshow(off, vmin=0, vmax=vmax, cmap="magma")
-        ax.set_title(f"{f}, {r:.0%}")
+        if i == 0:
+            ax.set_title(f)
         ax.set_xticks(range(0, n_classes, 3))
         ax.set_yticks(range(0, n_classes, 3))
         if j == 0:
-            ax.set_ylabel("true class")
+            ax.set_ylabel(f"{r:.0%} noise\ntrue class")
         if i == len(noise_rates) - 1:
             ax.set_xlabel("noisy label")
 fig.colorbar(im, ax=axes, shrink=0.8, label="M_pq (off-diagonal)")
@@ -173,8 +173,8 @@ for r in noise_rates:
             overlap_rows.append({"rate": f"{r:.0%}", "a": a, "b": b, "jaccard": inter / max(union, 1),
                                  "chance": chance})
 overlap = pd.DataFrame(overlap_rows)
-(overlap[overlap.a < overlap.b].assign(pair=lambda d: d.a + " / " + d.b)
- .pivot(index="pair", columns="rate", values=["jaccard", "chance"]).round(3))
+(overlap[overlap.a < overlap.b].assign(families=lambda d: d.a + " / " + d.b)
+ .pivot(index="families", columns="rate", values=["jaccard", "chance"]).round(3))
 
 # %% [markdown]
 # ## Training on each family
