@@ -160,7 +160,7 @@ for (kind, rate), err in curves.items():
                  label=f"{kind} {rate:.0%}")
 axes[1].set(ylabel="noisy validation error", title="during training (solid: IDN, dotted: CCN)")
 plots.epoch_axis(axes[1])
-axes[1].legend(ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))  # below: the image keeps the page width
+axes[1].legend(ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))  # below: the image keeps the page width
 fig.tight_layout()
 
 # %% [markdown]
