@@ -158,9 +158,11 @@ fig = plots.image_grid(X[picks], [f"{names[y[i]]} → {names[idn.candidate[i]]}"
 # seeds recover different fractions of the published set. So we run it with several training
 # seeds (`idn_seeds`, same instances) and measure, for each, the fraction of the published flipped
 # set it also flips (*recovered*; chance is the noise rate) and, for each pair of our seeds, the
-# same fraction between them. The check: agreement with the published labels lies within the
-# spread of our own seeds' agreement with each other (no more than 2 points below its minimum) and
-# at least twice chance. A smaller training set (`n_train`) than the authors' 60k lowers both.
+# same fraction between them. The check: the published labels behave like one more seed, that is
+# our seeds' mean agreement with them lies within the spread of their agreement with each other
+# (no more than 2 points below its minimum), and it is far above chance: at least halfway from
+# chance to full agreement. A smaller training set (`n_train`) than the authors' 60k lowers both,
+# and the published labels come from a network trained on all 60k images, ours from the subset.
 
 # %% tags=["remove-stderr"]
 published_rates = [r for r in noise_rates if any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES)] if spec.published else []
@@ -184,11 +186,12 @@ for r in published_rates:
                            [v["target_agreement"] for v in vs_published.values()]), 1),
                        "chance (%)": round(100 * chance, 1)})
     if pairs:
-        checks.append(("Algorithm 1", f"{r:.0%}: agreement with the published labels within our seeds' spread and "
-                       ">= 2x chance",
-                       min(recovered) >= min(pairs) - 0.02 and min(recovered) >= 2 * chance,
-                       f"published {100 * min(recovered):.1f}-{100 * max(recovered):.1f}% vs seeds "
-                       f"{100 * min(pairs):.1f}-{100 * max(pairs):.1f}%, chance {100 * chance:.1f}%"))
+        mean, halfway = float(np.mean(recovered)), (1 + chance) / 2
+        checks.append(("Algorithm 1", f"{r:.0%}: the published flips agree with our seeds as our seeds agree with "
+                       "each other, far above chance", mean >= min(pairs) - 0.02 and mean >= halfway,
+                       f"published {100 * mean:.1f}% on average ({100 * min(recovered):.1f}-"
+                       f"{100 * max(recovered):.1f}) vs seeds with each other {100 * min(pairs):.1f}-"
+                       f"{100 * max(pairs):.1f}%; halfway from chance: {100 * halfway:.1f}%"))
 agreement = pd.DataFrame(rows_agree)
 agreement.set_index("rate") if len(agreement) else print(f"No published labels for {dataset} at these rates.")
 
