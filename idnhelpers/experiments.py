@@ -102,14 +102,12 @@ def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0
     features for a feature data set), seeded by ``noise_seed``, as are the class-conditional
     ones. ``settings``: the family's own (``norm_std``)."""
     rates = check_rates(noise_rates)
-    check_choice(family, "family", FAMILIES)
+    FAMILIES[check_choice(family, "family", FAMILIES)].with_defaults(family, settings)
     check_seed(noise_seed, "noise_seed")
     if train_seed is not None:
         check_seed(train_seed, "train_seed")
     spec = get_dataset(dataset)
     if family == "idn":
-        if settings:
-            fail(next(iter(settings)), settings[next(iter(settings))], "no setting: family 'idn' has none")
         return generate_idn(dataset, rates, root=root, n_train=n_train, n_epochs=n_epochs, seed=seed,
                             train_seed=train_seed, device=device, precision=precision, use_cache=use_cache,
                             verify=verify).noisy

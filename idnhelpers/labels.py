@@ -51,7 +51,6 @@ from .runs import PRECISIONS
 MANIFEST = "manifest.json"
 FORMAT = "idnhelpers-labels/1"
 KINDS = ("csv", "noisy", "corrupted")  # a rate's files: label,label_noisy CSV, noisy labels, corrupted mask
-SETTING_DEFAULTS = {"norm_std": XIA_NORM_STD}  # each family setting's default (noise.FAMILIES[...].settings)
 GENERATE = ("dataset", "from_npz", "family", "rates", "noise_seed", "train_seed", "norm_std", "data_root", "device",
             "precision")  # the options that only writing labels takes
 
@@ -74,12 +73,12 @@ def _array_info(t: torch.Tensor) -> dict:
 
 def family_settings(family: str, norm_std: float | None = None) -> dict:
     """``family``'s settings with their defaults filled in; ``norm_std`` only for a family that has it."""
-    names = FAMILIES[family].settings
-    if norm_std is not None and "norm_std" not in names:
+    defaults = FAMILIES[family].settings
+    if norm_std is not None and "norm_std" not in defaults:
         having = [name for name, spec in FAMILIES.items() if "norm_std" in spec.settings]
         fail("--norm-std", norm_std, f"only with a family that has it ({having}); family {family!r} has "
-             + (f"the settings {list(names)}" if names else "none"))
-    settings = {name: SETTING_DEFAULTS[name] for name in names}
+             + (f"the settings {list(defaults)}" if defaults else "none"))
+    settings = dict(defaults)
     if norm_std is not None:
         settings["norm_std"] = check_float(norm_std, "--norm-std", low=0.0, low_open=True)
     return settings

@@ -20,7 +20,7 @@ it flips 29).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -241,27 +241,34 @@ def xia_exact_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed:
 class NoiseFamily:
     """A label-noise family: ``label`` for tables, what it needs besides the labels (``"S"``:
     Algorithm 1's averaged softmax, ``"X"``: the instances, or nothing), whether its flip count
-    is exact and its flipped sets nested across rates, and ``make(y, rate, n_classes, seed, X, S,
-    **settings)``."""
+    is exact and its flipped sets nested across rates, ``make(y, rate, n_classes, seed, X, S,
+    **settings)``, and its own ``settings`` with their defaults."""
 
     label: str
     needs: str | None
     exact: bool
     nested: bool
     make: Callable
-    settings: tuple[str, ...] = ()
+    settings: dict = field(default_factory=dict)
+
+    def with_defaults(self, family: str, settings: dict) -> dict:
+        """``settings`` checked against this family's and completed with their defaults."""
+        for name in settings:
+            if name not in self.settings:
+                fail(name, settings[name], f"a setting of family {family!r}: one of {list(self.settings)}"
+                     if self.settings else f"no setting: family {family!r} has none")
+        return {**self.settings, **settings}
 
 
 FAMILIES = {
     "idn": NoiseFamily("IDN (Algorithm 1)", "S", True, True,
                        lambda y, r, c, seed, X, S: idn_labels(_class_count(y, c), S, r)),
     "xia": NoiseFamily("Xia et al.", "X", False, False,
-                       lambda y, r, c, seed, X, S, norm_std=XIA_NORM_STD: xia_noise(X, y, r, c, seed, norm_std),
-                       ("norm_std",)),
+                       lambda y, r, c, seed, X, S, norm_std: xia_noise(X, y, r, c, seed, norm_std),
+                       {"norm_std": XIA_NORM_STD}),
     "xia_exact": NoiseFamily("Xia et al., exact count", "X", True, False,
-                             lambda y, r, c, seed, X, S, norm_std=XIA_NORM_STD: xia_exact_noise(X, y, r, c, seed,
-                                                                                               norm_std),
-                             ("norm_std",)),
+                             lambda y, r, c, seed, X, S, norm_std: xia_exact_noise(X, y, r, c, seed, norm_std),
+                             {"norm_std": XIA_NORM_STD}),
     "symmetric": NoiseFamily("symmetric CCN", None, True, False,
                              lambda y, r, c, seed, X, S: symmetric_noise(y, r, c, seed)),
     "pair": NoiseFamily("pair CCN", None, True, False, lambda y, r, c, seed, X, S: pair_noise(y, r, c, seed)),
@@ -277,10 +284,7 @@ def noisy_labels(family: str, y: torch.Tensor, noise_rate: float, n_classes: int
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
     check_rate(noise_rate)
     check_seed(noise_seed, "noise_seed")
-    for name in settings:
-        if name not in spec.settings:
-            fail(name, settings[name], f"a setting of family {family!r}: one of {list(spec.settings)}"
-                 if spec.settings else f"no setting: family {family!r} has none")
+    settings = spec.with_defaults(family, settings)
     if spec.needs == "S" and S is None:
         fail("S", None, "Algorithm 1's averaged softmax (n x c) for family 'idn' (experiments.family_labels trains it)")
     if spec.needs == "X" and X is None:
