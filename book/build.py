@@ -31,7 +31,7 @@ import nbformat
 import papermill
 import yaml
 
-from idnhelpers.chapter import CLAIMS_GLUE, assigned_names
+from idnhelpers.chapter import CLAIMS_GLUE, assigned_names, assignments
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,18 +72,6 @@ def execute(source: Path, parameters: dict, profile: str) -> float:
     return seconds
 
 
-def literal_assignments(source: str) -> dict:
-    """``name: value`` of a cell's top-level assignments of literals."""
-    values = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                values[node.targets[0].id] = ast.unparse(node.value)
-    return values
-
-
 def banner(profile: str, parameters: dict, seconds: float) -> str:
     """The MyST admonition a chapter opens with: which profile built it, with what, how long."""
     shown = ", ".join(f"`{k}={v}`" for k, v in parameters.items() if k != "profile")
@@ -106,7 +94,7 @@ def finish(target: Path, profile: str, parameters: dict, seconds: float) -> None
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
         if cell.cell_type == "code" and {"parameters", "injected-parameters"} & set(tags):
-            effective.update(literal_assignments(cell.source))
+            effective.update(assignments(cell.source))
             tags.append("remove-cell")
         if cell.cell_type == "code":
             stderr = [o for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]

@@ -117,14 +117,25 @@ CHECKS = {
 }
 
 
-def assigned_names(source: str) -> list[str]:
-    """The names a cell's top-level assignments bind, in order."""
-    names = []
+def assignments(source: str) -> dict:
+    """``name: value`` of a cell's top-level assignments, in order of first binding; the value is
+    the literal assigned, or its source text when it is not a literal."""
+    values = {}
     for node in ast.parse(source).body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
             node, (ast.AnnAssign, ast.AugAssign)) else []
-        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
-    return names
+        for t in targets:
+            if isinstance(t, ast.Name) and node.value is not None:
+                try:
+                    values[t.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    values[t.id] = ast.unparse(node.value)
+    return values
+
+
+def assigned_names(source: str) -> list[str]:
+    """The names a cell's top-level assignments bind, in order."""
+    return list(assignments(source))
 
 
 def check_parameters(namespace: dict) -> None:
