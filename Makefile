@@ -20,7 +20,7 @@ test: data
 	$(PY) -m pytest
 
 bench: data  # the paper's MNIST protocol, official-code style vs the engine (see NOTES.md)
-	$(PY) -m idnhelpers.bench --epochs 3 --n-train 10000 --runs 2 --precision bf16
+	$(PY) -m idnhelpers.bench --epochs 3 --n-train 10000 --runs 2
 
 data: $(STAMP)
 	$(PY) -m idnhelpers.datasets mnist

@@ -32,6 +32,7 @@ import papermill
 import yaml
 
 from idnhelpers.chapter import CLAIMS_GLUE, assigned_names, assignments
+from idnhelpers.hardware import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +75,8 @@ def execute(source: Path, parameters: dict, profile: str) -> float:
 
 def banner(profile: str, parameters: dict, seconds: float) -> str:
     """The MyST admonition a chapter opens with: which profile built it, with what, how long."""
-    shown = ", ".join(f"`{k}={v}`" for k, v in parameters.items() if k != "profile")
+    shown = ", ".join(f"`{k}={v}`" + (f" ({resolved(parameters)} on this machine)" if k == "precision" and v == "auto"
+                                       else "") for k, v in parameters.items() if k != "profile")
     took = f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
     if profile == "smoke":
         head, kind = f"Smoke build ({took}): these numbers only prove that the code runs", "warning"
@@ -84,6 +86,11 @@ def banner(profile: str, parameters: dict, seconds: float) -> str:
         head, kind = f"Built with the `{profile}` profile in {took}", "note"
         body = "Re-run it with other settings as [How to run](../book/how_to_run.md) shows."
     return f":::{{admonition}} {head}\n:class: {kind}\nParameters in effect: {shown}.\n\n{body}\n:::"
+
+
+def resolved(parameters: dict) -> str:
+    """The precision a chapter's ``precision: auto`` trained in here (the chapter resolves it the same way)."""
+    return resolve_precision("auto", parameters.get("device", "auto"))
 
 
 def finish(target: Path, profile: str, parameters: dict, seconds: float) -> None:

@@ -17,6 +17,7 @@ import json
 from .checks import check_bool, check_choice, check_float, check_int, check_rates, check_seed, fail
 from .csr import SEARCHES
 from .datasets import get_dataset
+from .hardware import PRECISION_CHOICES, resolve_device
 
 PAPERMILL_HEADER = "# Parameters"  # first line of the cell papermill injects
 
@@ -72,8 +73,6 @@ def _noise_types(v, name):
 
 
 def _device(v, name):
-    from .engine import resolve_device
-
     resolve_device(v)
 
 
@@ -109,7 +108,7 @@ CHECKS = {
     "seeds": _seeds,
     "idn_seeds": _seeds,
     "device": _device,
-    "precision": lambda v, name: check_choice(v, name, ["fp32", "bf16"]),
+    "precision": lambda v, name: check_choice(v, name, PRECISION_CHOICES),
     "clothing1m_weights": _path_or_none,
     "clothing1m_epochs": _int(1),
     "clothing1m_val_error": _number(0.0, 1.0),

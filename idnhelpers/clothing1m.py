@@ -24,7 +24,6 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
 from .checks import check_bool, check_int, fail
 from .datasets import DatasetSpec, default_root, register_dataset
@@ -164,6 +163,8 @@ class StreamSource:
     """The engine's batch source for ``ImageFiles`` (same interface as ``sources.TensorSource``)."""
 
     def __init__(self, files: ImageFiles, device: torch.device):
+        from torchvision import transforms  # late: importing torchvision costs seconds (it imports torch._dynamo)
+
         self.files, self.device = files, device
         normalize = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         if files.squash:  # the official train_clothing.py

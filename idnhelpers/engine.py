@@ -41,26 +41,14 @@ from tqdm import tqdm
 from . import cache
 from .checks import check_choice, check_int, fail
 from .csr import critical_sample_ratio
+from .hardware import resolve_device, tune_cpu_allocator
 from .models import build_model
 from .runs import Data, Run, RunResult
-from .sources import EVAL_BATCH, OFFICIAL_SOFTMAX_BATCH
+from .sources import OFFICIAL_SOFTMAX_BATCH
 from .steps import ModuleBank, Single, StackedBank
 
 BACKENDS = ("auto", "loop", "processes", "stacked")
 WAIT_SECONDS = 2.0
-
-
-def resolve_device(device) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else the CPU; otherwise a torch device name."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        fail("device", device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        fail("device", device, "'cpu' or 'auto': CUDA is not available on this machine")
-    return resolved
 
 
 def autocast(device: torch.device, precision: str):
@@ -145,7 +133,7 @@ class Recorder:
 
 
 @torch.no_grad()
-def _probs(bank, source, n_classes: int, precision: str, device, augment_generators=None, batch_size=EVAL_BATCH):
+def _probs(bank, source, n_classes: int, precision: str, device, augment_generators=None, batch_size=None):
     """K x n x c softmax of each run's recorded network on a source's instances, in order."""
     out = []
     for x in source.eval_batches(batch_size, augment_generators):
@@ -163,12 +151,14 @@ def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
     bank.train(False)
     return _probs(bank, source, run.n_classes, run.precision, device,
                   generators if official and run.protocol.augment else None,
-                  OFFICIAL_SOFTMAX_BATCH if official else EVAL_BATCH)
+                  OFFICIAL_SOFTMAX_BATCH if official else None)
 
 
 def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[RunResult]:
     """The one epoch loop: train ``runs`` (one, or several stacked) and record them."""
     start = time.perf_counter()
+    if device.type == "cpu":
+        tune_cpu_allocator()
     run0 = runs[0]
     proto, n_classes, precision = run0.protocol, run0.n_classes, run0.precision
     source = run0.data.source(device)
@@ -186,16 +176,17 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
     label = run0.label or f"{proto.model} seed {run0.seed}"
     bar = tqdm(range(proto.n_epochs), desc=f"{len(runs)} runs of {label} (stacked)" if stacked else label,
                unit="epoch", file=sys.stderr)
+    probs = None
     for epoch in bar:
         if epoch and proto.fresh_optimizer:  # the official scripts' optim.SGD(...) inside the epoch loop
             optimizer = proto.make_optimizer(bank.parameters())
-        for group in optimizer.param_groups:
-            group["lr"] = proto.lr_at(epoch)
-        softmax_now = functools.cache(  # the training set's softmax before this epoch, if a loss asks for it
-            lambda: (bank.train(False), _probs(bank, source, n_classes, precision, device))[1])
-        for k, fn in enumerate(loss_fns):
-            if row_weighted[k]:
-                fn.before_epoch(epoch, lambda k=k: softmax_now()[k], labels[k])
+        optimizer.lr = proto.lr_at(epoch)
+        if any(row_weighted):  # the training set's softmax before this epoch: the one just recorded, if any
+            softmax_now = functools.cache(lambda: probs if probs is not None and run0.softmax_mode == "eval" else (
+                bank.train(False), _probs(bank, source, n_classes, precision, device))[1])
+            for k, fn in enumerate(loss_fns):
+                if row_weighted[k]:
+                    fn.before_epoch(epoch, lambda k=k: softmax_now()[k], labels[k])
         bank.train(True)
         loss_sum = torch.zeros(len(runs), device=device)
         correct = torch.zeros(len(runs), device=device)
@@ -206,7 +197,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
                    for k, (fn, (rows, _)) in enumerate(zip(loss_fns, batch))]
             parts = [run.step.losses([z.float() for z in logits[k]], targets[k][rows], epoch, fns[k])
                      for k, (run, (rows, _)) in enumerate(zip(runs, batch))]
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             sum(total for total, _ in parts).backward()  # run k's loss depends on run k's weights only
             optimizer.step()
             loss_sum += torch.stack([logged.detach() for _, logged in parts]) * len(batch[0][0])

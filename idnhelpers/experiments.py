@@ -13,6 +13,7 @@ import torch
 from .checks import check_choice, check_rates, check_seed, fail
 from .datasets import get_dataset, load_dataset, subset
 from .engine import train
+from .hardware import resolve_precision
 from .noise import FAMILIES, idn_labels, mislabel_scores, noisy_labels
 from .protocol import Protocol
 from .published import PUBLISHED_RATES, load_published_idn
@@ -47,8 +48,10 @@ def generate_idn(dataset: str, noise_rates, *, root=None, n_train: int | None = 
     and return noisy labels for every rate in ``noise_rates`` from that single run. ``n_train``
     takes a random subset (``seed``) of the training set; ``train_seed`` (default ``seed``) seeds the
     labelling network (initial weights, batch order). ``softmax_mode="official"`` records the
-    softmax as the official code does (see ``runs``); ``verify``: see ``datasets.load_dataset``."""
+    softmax as the official code does (see ``runs``); ``verify``: see ``datasets.load_dataset``;
+    ``precision``: also ``"auto"`` (``hardware.resolve_precision`` for ``device``)."""
     rates = check_rates(noise_rates)
+    precision = resolve_precision(precision, device)
     run = idn_run(dataset, root=root, n_train=n_train, n_epochs=n_epochs, seed=seed, train_seed=train_seed,
                   precision=precision, softmax_mode=softmax_mode, verify=verify, **protocol_overrides)
     y = run.targets
@@ -125,6 +128,8 @@ def ccn_experiment(X, y_noisy, M, w, proto: Protocol, *, dataset: str, val_fract
     (estimated elsewhere, e.g. from a clean subset). Returns the ``CCNTest`` (``test``), the
     per-epoch validation error (``val_error``) and the training history."""
     ccn_bound(M, w)  # validate before training
+    if "precision" in run_fields:
+        run_fields["precision"] = resolve_precision(run_fields["precision"], device)
     train_idx, val_idx = validation_split(len(y_noisy), val_fraction, seed)
     run = make_run(X[train_idx], y_noisy[train_idx], proto, dataset=dataset, seed=seed, X_test=X[val_idx],
                    y_test=y_noisy[val_idx], keep="none", **run_fields)

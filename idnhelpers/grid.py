@@ -54,7 +54,8 @@ from .datasets import get_dataset, load_dataset, protocol, subset
 from .experiments import idn_label_sets, idn_run
 from .methods import Trainer, get_method, method_label, run_stages, summarize
 from .published import PUBLISHED_RATES
-from .runs import PRECISIONS, MethodResult, Run, RunResult, Tensors, make_run
+from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
+from .runs import MethodResult, Run, RunResult, Tensors, make_run
 from .stats import estimate_transition_matrix, validation_split
 
 TABLE_METHODS = ("ce", "forward", "coteaching", "gce", "dac", "dmi", "seal")  # the rows of Tables 1 and 2
@@ -124,7 +125,7 @@ class GridSpec:
         if not isinstance(self.use_published, bool):
             fail("use_published", self.use_published, "True or False")
         check_seed(self.seed)
-        check_choice(self.precision, "precision", PRECISIONS)
+        check_choice(self.precision, "precision", PRECISION_CHOICES)
         for name in ("data_root", "clothing1m_weights"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, Path)):
@@ -210,6 +211,7 @@ def build_grid(spec: GridSpec, *, device=None, train_labels: bool = True) -> Gri
     ``train_labels=False`` a missing labelling run raises ``MissingRuns`` instead)."""
     if not isinstance(spec, GridSpec):
         fail("spec", type(spec).__name__, "a grid.GridSpec")
+    spec = spec.replace(precision=resolve_precision(spec.precision, device))  # "auto": for the device that trains
     if spec.dataset == "clothing1m":
         return _clothing1m_grid(spec)
     root, proto = spec.data_root, protocol(spec.dataset, n_epochs=spec.n_epochs)
@@ -709,7 +711,7 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
     if not wait and executor != "slurm":
         fail("wait", wait, "True unless executor='slurm' (jobs on this machine end with this process)")
     if executor == "local":
-        engine.resolve_device(device)
+        resolve_device(device)
     traces = trace(cells, progress=progress)
     p = plan(cells, cells_per_job=cells_per_job, traces=traces)
     if p.jobs and executor == "local":
@@ -874,6 +876,10 @@ def main(argv=None) -> int:
     try:
         spec, settings = spec_from_args(args)
         device = args.device or settings.get("device") or "auto"
+        if spec.precision == "auto" and args.executor == "slurm" and not torch.cuda.is_available():
+            fail("precision", "auto", "'fp32' or 'bf16' for Slurm jobs submitted from a machine without a GPU: "
+                 "'auto' is decided by the GPU that trains, which this machine cannot see (--set precision=bf16 for "
+                 "GPUs of compute capability 8.0 or later, e.g. A100, H100)")
         options = executor_options(args.executor, folder=args.folder, partition=args.partition, gpus=args.gpus,
                                    cpus=args.cpus, time_min=args.time_min, array_parallelism=args.array_parallelism,
                                    parallel=args.parallel)

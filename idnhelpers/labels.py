@@ -15,14 +15,14 @@ the data set's name (``npz-<stem>`` for ``--from-npz <stem>.npz``), e.g. ``mnist
 - ``mnist_idn_0.2.npy``: the noisy labels (int64, same order);
 - ``mnist_idn_0.2_corrupted.npy``: a boolean mask, True where the noisy label differs from the true one;
 
-and one ``manifest.json``: the family and its settings (defaults filled in), seeds, precision, the
+and one ``manifest.json``: the family and its settings (defaults filled in), seeds, the
 data set (name, n, SHA-256 of X's and y's bytes; the npz file's name and SHA-256), the library
 version, and per rate the exact flip count, the realised rate and every file's SHA-256. Files are
 written atomically (a temporary file moved into place); the old manifest is removed first and the
 new one written last, so a killed run leaves no half-written file and no manifest that lies.
 The same arguments give byte-identical files (the manifest has no timestamp; keys sorted); for
 ``idn`` on the same kind of device (its network's training depends on it; the manifest records the
-device and the torch version), whose network comes from the run cache on a re-run. ``--verify DIR`` re-hashes every listed
+device, the precision it resolved and the torch version), whose network comes from the run cache on a re-run. ``--verify DIR`` re-hashes every listed
 file and checks that the CSV, the two arrays and the flip counts agree (``verify_label_files``).
 """
 
@@ -42,11 +42,10 @@ from . import __version__
 from .cache import atomic_write, file_digest
 from .checks import check_float, check_int, check_rates, check_seed, fail
 from .datasets import FEATURES_PROTOCOL, get_dataset, load_dataset, register_arrays
-from .engine import resolve_device
 from .experiments import family_labels
+from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
 from .noise import FAMILIES, XIA_NORM_STD
 from .published import read_noisy_csv, write_noisy_csv
-from .runs import PRECISIONS
 
 MANIFEST = "manifest.json"
 FORMAT = "idnhelpers-labels/1"
@@ -129,6 +128,7 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
     defaults, ``family_settings``); ``npz``: the source file's manifest entry; ``echo`` prints
     each rate's summary line."""
     rates = check_rate_names(rates)
+    precision = resolve_precision(precision, device)  # the manifest records what trained
     settings = dict(family_settings(family) if settings is None else settings)
     X, y = load_dataset(dataset, root, train=True)
     noisy = family_labels(dataset, family, rates, noise_seed=noise_seed, train_seed=train_seed, root=root,
@@ -143,10 +143,10 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
             "y": _array_info(y), **({"npz": npz} if npz else {})}
     manifest = {"format": FORMAT, "idnhelpers": __version__, "dataset": data, "family": family,
                 "family_label": spec.label, "exact": spec.exact, "nested": spec.nested, "settings": settings,
-                "noise_seed": noise_seed, "train_seed": train_seed, "precision": precision, "rates": list(rates),
+                "noise_seed": noise_seed, "train_seed": train_seed, "rates": list(rates),
                 "labels": entries}
     if family == "idn":  # Algorithm 1's network: its training depends on the hardware and the library
-        manifest["network"] = {"device": resolve_device(device).type, "torch": torch.__version__}
+        manifest["network"] = {"device": resolve_device(device).type, "precision": precision, "torch": torch.__version__}
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
     echo(f"manifest: {out / MANIFEST}")
@@ -255,7 +255,8 @@ def parser() -> argparse.ArgumentParser:
                    f"(default {XIA_NORM_STD})")
     p.add_argument("--data-root", help="folder with the data sets (default $IDNHELPERS_DATA)")
     p.add_argument("--device", help="idn's training device: auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=PRECISIONS, help="idn's training precision (default fp32)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="idn's training precision: auto (default: bf16 "
+                   "where the device has it natively, else fp32), fp32 or bf16")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--out", metavar="DIR", help="write the label files and manifest.json into this folder")
     what.add_argument("--verify", metavar="DIR", help="check a folder against its manifest.json; exit 1 on a mismatch")
@@ -280,7 +281,7 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
             fail("--out", args.out, "a folder (this path is a file)")
         dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
         write_label_files(dataset, args.family, args.rates, out, noise_seed=noise_seed, train_seed=train_seed,
-                          root=args.data_root, device=device, precision=args.precision or "fp32", npz=npz,
+                          root=args.data_root, device=device, precision=args.precision or "auto", npz=npz,
                           settings=settings)
     except (ValueError, OSError) as error:  # OSError: a data set's files not found, a folder not writable
         p.error(str(error))

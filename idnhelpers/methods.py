@@ -26,6 +26,7 @@ import torch
 from . import cache, engine
 from .checks import check_bool, check_float, check_int, check_rate, check_seed, fail
 from .engine import predict, train_many
+from .hardware import resolve_precision
 from .losses import DAC, DMI, GCE, CrossEntropy, Forward, Objective, TruncatedGCE
 from .protocol import Protocol
 from .runs import MethodResult, Run, RunResult, Tensors, make_run
@@ -323,11 +324,14 @@ def run_methods(name: str, X, y_noisy_sets, protocol: Protocol, *, seeds, datase
                 X_test=None, y_test=None, X_val=None, y_val=None, **options) -> list[MethodResult]:
     """Method ``name`` on K cells in one call: cell k trains on ``y_noisy_sets[k]`` with
     ``seeds[k]`` (and ``noise_rates[k]`` for Co-teaching). ``backend``: ``engine.train_many``'s.
-    Other keywords are the method's options or ``Run`` fields (``y_true``, ``precision``, ...)."""
+    Other keywords are the method's options or ``Run`` fields (``y_true``, ``precision``, ...);
+    ``precision`` may be ``"auto"`` (``hardware.resolve_precision`` for ``device``; default fp32)."""
     method = get_method(name)
     if len(y_noisy_sets) != len(seeds) or not seeds:
         fail("seeds", seeds, f"one seed per label set ({len(y_noisy_sets)} label sets)")
     run_fields = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
+    if "precision" in run_fields:
+        run_fields["precision"] = resolve_precision(run_fields["precision"], device)
     unknown = sorted(set(options) - set(method.options))
     if unknown:
         fail("option", unknown, f"options of {name}: {sorted(method.options)}, or run options {list(RUN_OPTIONS)}")

@@ -12,7 +12,9 @@ from torch import nn
 
 class MnistCNN(nn.Module):
     """Appendix A's MNIST CNN: [conv 5x5, 20, relu, maxpool 2]; [conv 5x5, 50, relu, maxpool 2];
-    [fc 800 -> 500, relu]; [fc 500 -> 10]."""
+    [fc 800 -> 500, relu]; [fc 500 -> 10]. Each relu runs after its max-pool: the two commute
+    (relu is monotone), forward and backward give the same numbers, and relu then touches a
+    quarter of the values."""
 
     def __init__(self, n_classes: int = 10, in_channels: int = 1):
         super().__init__()
@@ -22,8 +24,8 @@ class MnistCNN(nn.Module):
         self.fc2 = nn.Linear(500, n_classes)
 
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
-
+from . import optim
 from .checks import check_bool, check_choice, check_float, check_int, fail
 
 OPTIMIZERS = ("sgd", "adam")
@@ -59,11 +58,11 @@ class Protocol:
             fail("pretrained", self.pretrained, "a path (str) to a state_dict file, or None")
 
     def make_optimizer(self, parameters):
-        """A fresh optimiser of this protocol over ``parameters`` (element-wise updates, so one
-        optimiser over stacked weights is one per run)."""
+        """A fresh optimiser of this protocol over ``parameters`` (``optim``: element-wise updates,
+        so one optimiser over stacked weights is one per run)."""
         if self.optimizer == "adam":
-            return torch.optim.Adam(parameters, lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+            return optim.Adam(parameters, lr=self.lr, weight_decay=self.weight_decay)
+        return optim.SGD(parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for 0-based ``epoch`` (MultiStepLR semantics)."""

@@ -25,12 +25,12 @@ from .cache import config_key, file_digest, fingerprint
 from .checks import check_bool, check_choice, check_int, check_labels, check_seed, check_softmax, fail
 from .csr import SEARCHES
 from .datasets import get_dataset, load_dataset
+from .hardware import PRECISIONS
 from .losses import CrossEntropy, Objective
 from .protocol import Protocol
 from .steps import Single, Step
 
 RESULT_FORMAT = 1  # bump when a change to the library changes stored results
-PRECISIONS = ("fp32", "bf16")
 # "eval": the paper's f^t(x), eval mode on the un-augmented instances. "official": what the
 # official code does: eval mode (its test pass calls model.eval() just before) on *augmented*
 # instances (its softmax loader uses the training transforms), in batches of 1000.
@@ -207,6 +207,9 @@ class Run:
         if self.step.n_networks > 1 and not isinstance(self.objective, CrossEntropy):
             fail("objective", type(self.objective).__name__, "CrossEntropy() with Co-teaching's two networks")
         check_seed(self.seed)
+        if self.precision == "auto":
+            fail("precision", "auto", f"one of {list(PRECISIONS)}: a run trains in one precision, so 'auto' is "
+                 "resolved for its device first (hardware.resolve_precision(precision, device))")
         check_choice(self.precision, "precision", PRECISIONS)
         check_choice(self.softmax_mode, "softmax_mode", SOFTMAX_MODES)
         check_choice(self.keep, "keep", KEEP)

@@ -46,7 +46,7 @@ val_fraction = 0.2  # fraction held out as the noisy validation set, of size m
 alpha = 0.05  # significance level
 seed = 0  # seed of the subset, the split, the CCN draw and the training run
 device = "auto"  # "cpu", "cuda" or "auto"
-precision = "fp32"  # "fp32" or "bf16" (autocast)
+precision = "auto"  # "auto" (bf16 where the device has it natively, else fp32), "fp32" or "bf16"
 clothing1m_val_error = 0.1605  # validation error of the Clothing1M network (the paper's ResNet-50)
 profile = "cpu"  # name of the parameter file used, shown in the book
 
@@ -59,6 +59,7 @@ import torch
 
 from idnhelpers import plots
 from idnhelpers.chapter import check_parameters, claims
+from idnhelpers.hardware import resolve_precision
 from idnhelpers.clothing1m import load_clothing1m_labels
 from idnhelpers.datasets import default_root, get_dataset, load_dataset, protocol, subset
 from idnhelpers.experiments import ccn_experiment, idn_label_sets
@@ -66,6 +67,7 @@ from idnhelpers.noise import ccn_labels
 from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix
 
 check_parameters(globals())  # every parameter checked before any work starts
+precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
 plots.use_book_style()
 
 n_classes = get_dataset(dataset).n_classes

@@ -46,7 +46,7 @@ n_train = 10000  # training subset size (random, seeded); None for the whole tra
 seed = 0  # seed of the subset, the initial weights and the batch order
 idn_seeds = [0, 1, 2]  # training seeds of Algorithm 1 compared with each other and the published labels
 device = "auto"  # "cpu", "cuda" or "auto"
-precision = "fp32"  # "fp32" or "bf16" (autocast)
+precision = "auto"  # "auto" (bf16 where the device has it natively, else fp32), "fp32" or "bf16"
 profile = "cpu"  # name of the parameter file used, shown in the book
 
 # %%
@@ -56,6 +56,7 @@ import torch
 
 from idnhelpers import plots
 from idnhelpers.chapter import check_parameters, claims
+from idnhelpers.hardware import resolve_precision
 from idnhelpers.datasets import get_dataset, load_dataset
 from idnhelpers.experiments import generate_idn
 from idnhelpers.noise import flip_count, symmetric_noise
@@ -63,6 +64,7 @@ from idnhelpers.published import PUBLISHED_RATES, load_published_idn
 from idnhelpers.stats import estimate_transition_matrix, flip_agreement, per_class_noise_rate
 
 check_parameters(globals())  # every parameter checked before any work starts
+precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
 plots.use_book_style()
 
 spec = get_dataset(dataset)

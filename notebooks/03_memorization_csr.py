@@ -49,7 +49,7 @@ csr_radius = 0.0011765  # r of Eq. 4 (0.3 / 255): pixel units of [0, 1] for "las
 csr_search = "lass"  # "lass" (Arpit et al.: up to 100 steps, stop when < 20 new) or "official" (10 steps)
 seed = 0  # seed of the subset, the CCN draw and the training runs
 device = "auto"  # "cpu", "cuda" or "auto"
-precision = "fp32"  # "fp32" or "bf16" (autocast)
+precision = "auto"  # "auto" (bf16 where the device has it natively, else fp32), "fp32" or "bf16"
 profile = "cpu"  # name of the parameter file used, shown in the book
 
 # %%
@@ -60,6 +60,7 @@ import torch
 
 from idnhelpers import plots
 from idnhelpers.chapter import check_parameters, claims
+from idnhelpers.hardware import resolve_precision
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.engine import train
 from idnhelpers.experiments import idn_label_sets
@@ -67,6 +68,7 @@ from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import CSRProbe, make_run
 
 check_parameters(globals())  # every parameter checked before any work starts
+precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
 plots.use_book_style()
 
 spec = get_dataset(dataset)

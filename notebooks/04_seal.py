@@ -45,7 +45,7 @@ n_train = 10000  # training subset size (random, seeded); None for the whole tra
 seeds = [0]  # one SEAL run per seed; tables show mean and spread
 seed = 0  # seed of the training subset
 device = "auto"  # "cpu", "cuda" or "auto"
-precision = "fp32"  # "fp32" or "bf16" (autocast)
+precision = "auto"  # "auto" (bf16 where the device has it natively, else fp32), "fp32" or "bf16"
 profile = "cpu"  # name of the parameter file used, shown in the book
 
 # %%
@@ -56,12 +56,14 @@ import torch
 
 from idnhelpers import paper_results, plots
 from idnhelpers.chapter import check_parameters, claims
+from idnhelpers.hardware import resolve_precision
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.experiments import idn_label_sets
 from idnhelpers.methods import run_methods
 from idnhelpers.stats import correction_metrics, correction_scores, label_distance
 
 check_parameters(globals())  # every parameter checked before any work starts
+precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
 plots.use_book_style()
 
 spec = get_dataset(dataset)

@@ -52,7 +52,7 @@ dmi_epochs = 5  # epochs of DMI's own stage after CE; None: n_epochs (the paper)
 seeds = [0]  # one run per seed and cell; tables show mean ± std over seeds
 seed = 0  # seed of the training subset and of the validation split
 device = "auto"  # "cpu", "cuda" or "auto"
-precision = "fp32"  # "fp32" or "bf16" (autocast)
+precision = "auto"  # "auto" (bf16 where the device has it natively, else fp32), "fp32" or "bf16"
 clothing1m_weights = None  # ImageNet ResNet-50 weights (torchvision state_dict file) for Table 3
 clothing1m_epochs = 10  # epochs per Clothing1M run (the paper: 10)
 collect_only = False  # True: train nothing, read every run from the cache (trained by idn-grid)
@@ -67,11 +67,13 @@ import torch
 from idnhelpers import paper_results
 from idnhelpers import plots
 from idnhelpers.chapter import check_parameters, claims
+from idnhelpers.hardware import resolve_precision
 from idnhelpers.clothing1m import METHODS as CLOTHING1M_METHODS, clothing1m_available
 from idnhelpers.grid import GridSpec, T_error, build_grid, collect, run_grid
 from idnhelpers.methods import METHODS, method_label
 
 check_parameters(globals())  # every parameter checked (an unknown method, a bad rate) before any work starts
+precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
 spec = GridSpec(dataset=dataset, methods=methods, noise_rates=noise_rates, seeds=seeds, n_epochs=n_epochs,
                 n_train=n_train, n_test=n_test, val_fraction=val_fraction, n_iterations=n_iterations,
                 dmi_epochs=dmi_epochs, use_published=use_published, seed=seed, precision=precision,

@@ -41,7 +41,7 @@ alpha = 0.05  # significance level of Theorem 1's test
 tabular_dataset = "breast_cancer"  # a feature-vector data set for the tabular section
 tabular_epochs = 50  # training epochs of its MLP
 device = "auto"  # "cpu", "cuda" or "auto"
-precision = "fp32"  # "fp32" or "bf16" (autocast)
+precision = "auto"  # "auto" (bf16 where the device has it natively, else fp32), "fp32" or "bf16"
 profile = "cpu"  # name of the parameter file used, shown in the book
 
 # %%
@@ -54,6 +54,7 @@ from myst_nb import glue
 
 from idnhelpers import plots
 from idnhelpers.chapter import check_parameters, claims
+from idnhelpers.hardware import resolve_precision
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.experiments import family_labels, generate_idn, idn_label_sets
 from idnhelpers.methods import get_method, run_method, summarize
@@ -61,6 +62,7 @@ from idnhelpers.noise import FAMILIES, flip_count, noisy_labels, xia_rate_distri
 from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix, validation_split
 
 check_parameters(globals())  # every parameter checked before any work starts
+precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
 plots.use_book_style()
 
 spec = get_dataset(dataset)

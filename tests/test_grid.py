@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC = GridSpec(dataset="digits", methods=("ce", "forward", "seal"), noise_rates=(0.2, 0.4), seeds=(0,), n_epochs=3,
                 n_iterations=2, val_fraction=0.1, dmi_epochs=1)  # 8 runs: CE x2, Forward x2, SEAL iterations x4
 CLI = ["--profile", "smoke", "--dataset", "digits", "--methods", "ce", "forward", "seal", "--rates", "0.2", "0.4",
-       "--set", "n_train=null", "--set", "n_test=null", "--set", "n_epochs=3", "--set", "n_iterations=2"]
+       "--set", "n_train=null", "--set", "n_test=null", "--set", "n_epochs=3", "--set", "n_iterations=2", "--set", "precision=fp32"]
 N_RUNS = 8
 COMPARED = ["dataset", "method", "labels", "seed", "last", "best", "best_epoch", "val_selected", "val_epoch"]
 

@@ -44,7 +44,8 @@ def check_folder(folder, dataset, family, rates, **settings):
     manifest's checksums and flip counts against the files."""
     m = manifest(folder)
     X, y = load_dataset(dataset)
-    expected = family_labels(dataset, family, rates, **settings)
+    trained = {"precision": m["network"]["precision"]} if "network" in m else {}  # what Algorithm 1 trained in
+    expected = family_labels(dataset, family, rates, **settings, **trained)
     assert m["dataset"]["n"] == len(y) and m["rates"] == sorted(rates) and m["family"] == family
     assert m["dataset"]["y"]["sha256"] == labels._sha256(y) and m["dataset"]["X"]["sha256"] == labels._sha256(X)
     for entry, rate in zip(m["labels"], sorted(rates)):

@@ -31,7 +31,9 @@ The one substitution, mechanical: the ``smoke`` profile wherever a command names
    ``-y "dataset: digits"``: the smallest registered image data set (1,400 training rows), so
    "all of it" is smoke-sized; all of MNIST, 60,000 images, costs minutes even at smoke's 2 epochs.
 4. ``idn-grid`` with ``--executor slurm`` gets ``--dry-run`` (there is no Slurm here): the plan is
-   built from the same arguments, so a bad option still fails.
+   built from the same arguments, so a bad option still fails. Where its profile became ``smoke``,
+   it keeps the precision of the profile it named (``--set precision=...``): Slurm jobs submitted
+   from a machine without a GPU need one stated (``paper``'s fp32), where ``smoke`` says ``auto``.
 
 ``make`` targets are listed (the book and the test suite are minutes to an hour, and CI runs
 ``make test``); each is still checked with ``make -n`` (the target exists and expands).
@@ -202,9 +204,14 @@ def smoke(command: str, root: Path = ROOT) -> str:
         given = _papermill_values(words)
         if "n_train" in given and given["n_train"] is None and "dataset" not in given:
             out += ' -y "dataset: digits"'
-    if program == "idn-grid" and re.search(r"--executor(\s+|=)slurm\b", out) and not re.search(
-            r"--(dry-run|status)\b", out):
+    slurm = program == "idn-grid" and re.search(r"--executor(\s+|=)slurm\b", out)
+    if slurm and not re.search(r"--(dry-run|status)\b", out):
         out += " --dry-run"
+    named = re.search(r"--profile(?:\s+|=)(paper|cpu)\b", command)
+    if slurm and named and "precision=" not in out:
+        import yaml
+
+        out += f" --set precision={yaml.safe_load((profiles / f'{named.group(1)}.yaml').read_text())['precision']}"
     left = re.findall(r"profiles/(?:paper|cpu)\b|--profile(?:\s+|=)(?:paper|cpu)\b|PROFILE=(?:paper|cpu)\b", out)
     assert not left, f"{command!r}: {left} left after the smoke substitution; extend smoke()"
     return out
@@ -326,7 +333,7 @@ def test_the_substitution():
         "-f notebooks/profiles/smoke/05_benchmarks.yaml -p seed 1")
     assert smoke("make book PROFILE=paper") == "make book PROFILE=smoke"
     assert smoke(".venv/bin/idn-grid --profile paper --table 1 --executor slurm --no-wait") == (
-        ".venv/bin/idn-grid --profile smoke --table 1 --executor slurm --no-wait --dry-run")
+        ".venv/bin/idn-grid --profile smoke --table 1 --executor slurm --no-wait --dry-run --set precision=fp32")
     assert smoke(".venv/bin/idn-grid --profile cpu --table 1 --status") == (
         ".venv/bin/idn-grid --profile smoke --table 1 --status")
     assert shell_commands('a \\\n    b "x # y"   # comment\n# only a comment\nc') == ['a b "x # y"', "c"]

@@ -1,5 +1,7 @@
 """K runs trained together (stacked, processes) equal the same runs trained one by one."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -19,8 +21,11 @@ def digits():
     return X, y, [symmetric_noise(y, r, 10, seed=i) for i, r in enumerate((0.2, 0.3, 0.4))], Xt, yt
 
 
-OPTIONS = {"seal": dict(n_iterations=1), "seal_dmi": dict(n_iterations=1, dmi_options=dict(lr=0.01, n_epochs=1)),
-           "dmi": dict(lr=0.01, n_epochs=1), "dac": dict(warmup_epochs=1), "gce_truncated": dict(prune_start=2)}
+# L_DMI's -log|det| amplifies float summation-order differences at larger learning rates: at 0.003-0.01 on
+# the digits, stacked and sequential runs end up to 1.0 apart on some CPUs (and equal on others), so DMI
+# takes 0.001 here, where they agree on every CPU we measured.
+OPTIONS = {"seal": dict(n_iterations=1), "seal_dmi": dict(n_iterations=1, dmi_options=dict(lr=0.001, n_epochs=1)),
+           "dmi": dict(lr=0.001, n_epochs=1), "dac": dict(warmup_epochs=1), "gce_truncated": dict(prune_start=2)}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -106,8 +111,16 @@ def test_train_many_argument_errors(mnist_small):
 def test_benchmark_script_runs_and_reports_a_speedup(capsys):
     from idnhelpers.bench import main
 
+    from idnhelpers.hardware import native_bf16, resolve_precision
+
     assert main(["--epochs", "1", "--n-train", "300", "--runs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "reference:" in out and "engine (fp32, auto):" in out
+    chosen = resolve_precision("auto", "cpu")
+    assert f"native bf16: {'yes' if native_bf16('cpu') else 'no'}; precision: auto -> {chosen}" in out
+    limit = float(re.search(r"limit at the \w+ matrix-product rate: ([\d.]+) s/epoch", out).group(1))
+    engine_line = next(line for line in out.splitlines() if f"engine ({chosen}, auto):" in line)
+    seconds, ratio = map(float, re.search(r"([\d.]+) s/epoch \(([\d.]+)x the limit\)", engine_line).groups())
+    assert 0 < limit and ratio == pytest.approx(seconds / limit, rel=0.05)  # printed values are rounded
+    assert "reference (fp32):" in out
     speedup = float(out.strip().splitlines()[-1].removeprefix("speedup: "))
     assert speedup > 0

@@ -1,0 +1,167 @@
+"""What this machine is, and the choices that depend on it.
+
+- ``resolve_device(device)``: ``"auto"`` is CUDA where there is one, else the CPU.
+- ``resolve_precision(precision, device)``: ``"auto"`` becomes ``"bf16"`` only where bf16 is native
+  and fast (CUDA with compute capability >= 8; a CPU whose oneDNN has native bf16 instructions,
+  ``avx512_bf16`` or ``amx_bf16``), ``"fp32"`` elsewhere. It decides from the hardware's own report,
+  so every process on one machine decides alike. Naming ``"bf16"`` on a CPU without it warns with
+  the slowdown measured here (it is emulated there, often 100x slower than fp32).
+- ``fingerprint()``: what decides whether two CPU results can be bit-identical (CPU model and
+  flags, oneDNN and MKL versions, the instruction set torch and oneDNN use, torch, threads).
+- ``matmul_gflops(dtype)``: this machine's measured matrix-multiply rate, the speed limit the
+  engine is measured against (``bench``).
+- ``tune_cpu_allocator()``: keeps the engine's per-step activations in the allocator's heap
+  instead of fresh pages from the kernel (measured: NOTES.md, "Speed").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import re
+import time
+import warnings
+
+import torch
+
+from .checks import check_choice, fail
+
+PRECISIONS = ("fp32", "bf16")  # what a run trains in
+PRECISION_CHOICES = ("auto",) + PRECISIONS  # what a user may ask for
+ISA_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def _cpuinfo() -> dict:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.split("\n\n")[0].splitlines():
+        name, _, value = line.partition(":")
+        fields[name.strip()] = value.strip()
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what the platform says."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags (Linux; empty elsewhere)."""
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+@functools.cache
+def _library_versions() -> dict:
+    """oneDNN and MKL as torch was built with them (``torch.__config__.show()``)."""
+    text = torch.__config__.show()
+    onednn = re.search(r"MKL-DNN v([\w.]+)", text)
+    mkl = re.search(r"Math Kernel Library Version ([\w.\-]+)", text)
+    return {"onednn": onednn.group(1) if onednn else None, "mkl": mkl.group(1) if mkl else None}
+
+
+def _mkldnn_bf16() -> bool:
+    """oneDNN's own report: bf16 kernels usable within the instruction set it may use."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(device) -> torch.device:
+    """``None``/``"auto"``: CUDA when available, else the CPU; otherwise a torch device name."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        fail("device", device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        fail("device", device, "'cpu' or 'auto': CUDA is not available on this machine")
+    return resolved
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes in bf16 natively: CUDA with compute capability >= 8 (Ampere and
+    later), or a CPU with ``avx512_bf16``/``amx_bf16`` that oneDNN may use (an instruction-set cap
+    such as ``ONEDNN_MAX_CPU_ISA=AVX2`` turns it off)."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type == "cpu" and _mkldnn_bf16() and bool(cpu_flags() & set(NATIVE_BF16_FLAGS))
+
+
+@functools.cache
+def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 0.5, device: str = "cpu"
+                  ) -> float:
+    """The measured rate (GFLOP/s) of a ``size`` x ``size`` matrix product in ``dtype`` on
+    ``device`` (on a CPU with torch's threads): the best of repeated products over about ``seconds``."""
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e9
+
+
+def bf16_slowdown() -> float:
+    """How many times slower a bf16 matrix product is than an fp32 one on this CPU (measured)."""
+    return matmul_gflops(torch.float32, 256, 0.2) / matmul_gflops(torch.bfloat16, 256, 0.2)
+
+
+def resolve_precision(precision, device) -> str:
+    """``precision`` ("auto", "fp32" or "bf16") for ``device`` (module docstring): ``"auto"`` is
+    bf16 where it is native, else fp32. ``"bf16"`` on a GPU without native bf16 is refused; on a
+    CPU without it, it is kept (bf16 is emulated there) with a warning giving the measured slowdown."""
+    check_choice(precision, "precision", PRECISION_CHOICES)
+    device = resolve_device(device)
+    native = native_bf16(device)
+    if precision == "auto":
+        return "bf16" if native else "fp32"
+    if precision == "bf16" and not native:
+        if device.type == "cuda":
+            major, minor = torch.cuda.get_device_capability(device)
+            fail("precision", precision, f"'fp32' or 'auto' on {torch.cuda.get_device_name(device)} (compute "
+                 f"capability {major}.{minor}): bf16 needs 8.0 or later")
+        warnings.warn(f"precision='bf16' on this CPU ({cpu_model()}) is emulated: a matrix product runs "
+                      f"{bf16_slowdown():.0f}x slower than in fp32 here; precision='auto' chooses fp32", stacklevel=2)
+    return precision
+
+
+def fingerprint() -> dict:
+    """What decides whether two CPU results can be bit-identical: the CPU (model, a hash of its
+    flags), the kernels (oneDNN, MKL, the instruction set torch dispatches to, any instruction-set
+    cap in the environment), torch and its thread count."""
+    return {"cpu": cpu_model(), "flags": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16],
+            **_library_versions(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "isa_environment": {name: os.environ[name] for name in ISA_ENVIRONMENT if name in os.environ},
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+@functools.cache
+def tune_cpu_allocator() -> bool:
+    """Serve allocations below 32 MB from glibc's heap and keep up to 512 MB of freed heap, so a
+    training step's activations (a few MB each, freed every step) reuse memory instead of being
+    handed back to the kernel and faulted in again: measured 10% faster, a quarter of the system
+    time, on the MNIST protocol (NOTES.md). Once per process; a no-op without glibc."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 512 << 20))

@@ -1,0 +1,75 @@
+"""The protocols' optimisers: SGD with momentum (Appendix A) and Adam (the L_DMI authors' MNIST
+setting), written with torch's multi-tensor (``_foreach``) operations.
+
+Each step does, element by element, what ``torch.optim.SGD`` / ``torch.optim.Adam`` do on a CPU
+(their single-tensor code paths, defaults otherwise: no dampening, no Nesterov, Adam's betas
+(0.9, 0.999) and eps 1e-8, L2 weight decay added to the gradient), so a run gets the same weights
+bit for bit (``tests/test_engine.py``). Why not torch.optim itself: the first optimiser a process
+creates imports ``torch._dynamo`` (about 2.5 s on 2 cores, in every chapter, test and command-line
+process), and its per-tensor loop costs more per step than three multi-tensor calls. Updates are
+element-wise, so one optimiser over stacked weights (``steps.StackedBank``) is K optimisers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class SGD:
+    """SGD with momentum ``momentum`` and L2 ``weight_decay``; ``lr`` may change between steps."""
+
+    def __init__(self, parameters, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.params = list(parameters)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.buffers: list[torch.Tensor] | None = None
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params = [p for p in self.params if p.grad is not None]
+        grads = [p.grad for p in params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        if self.momentum:
+            if self.buffers is None:  # torch.optim.SGD: the first buffer is the gradient itself
+                self.buffers = [g.detach().clone() for g in grads]
+            else:
+                torch._foreach_mul_(self.buffers, self.momentum)
+                torch._foreach_add_(self.buffers, grads)
+            grads = self.buffers
+        torch._foreach_add_(params, grads, alpha=-self.lr)
+
+
+class Adam:
+    """Adam (Kingma and Ba 2015) with L2 ``weight_decay``; ``lr`` may change between steps."""
+
+    def __init__(self, parameters, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = list(parameters)
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.steps = 0
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if any(p.grad is None for p in self.params):
+            raise RuntimeError("Adam.step needs a gradient for every parameter")
+        beta1, beta2 = self.betas
+        grads = [p.grad for p in self.params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        self.steps += 1
+        torch._foreach_lerp_(self.exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(self.exp_avg_sq, beta2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, value=1 - beta2)
+        step_size = self.lr / (1 - beta1 ** self.steps)
+        denominators = torch._foreach_div(torch._foreach_sqrt(self.exp_avg_sq), (1 - beta2 ** self.steps) ** 0.5)
+        torch._foreach_add_(denominators, self.eps)
+        torch._foreach_addcdiv_(self.params, self.exp_avg, denominators, value=-step_size)
