@@ -1,8 +1,8 @@
 """The paper's experiments that train, built on the engine: Algorithm 1 end to end
 (``generate_idn``), IDN label sets for a training subset (``idn_label_sets``), any noise
-family's labels for a data set (``family_labels``) and Theorem 1's CCN experiment
-(``ccn_experiment``). SEAL and the baselines over a grid are
-``methods.run_methods``."""
+family's labels for a data set (``family_labels``), Theorem 1's CCN experiment
+(``ccn_experiment``) and what the chapters record of memorisation (``memorisation_records``).
+SEAL and the baselines over a grid are ``methods.run_methods``."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import check_choice, check_rates, check_seed, fail
+from .checks import check_choice, check_int, check_rates, check_seed, fail
 from .datasets import get_dataset, load_dataset, subset
 from .engine import train
 from .hardware import resolve_precision
 from .noise import FAMILIES, idn_labels, mislabel_scores, noisy_labels
 from .protocol import Protocol
 from .published import PUBLISHED_RATES, load_published_idn
-from .runs import Run, Tensors, make_run
-from .stats import ccn_bound, ccn_test, validation_split
+from .csr import CSR_RADIUS
+from .runs import CSRProbe, Run, Tensors
+from .sample import Sample
+from .stats import ccn_bound, ccn_test
 
 
 @dataclass
@@ -119,20 +121,37 @@ def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0
     return {r: noisy_labels(family, y, r, spec.n_classes, noise_seed=noise_seed, X=X, **settings) for r in rates}
 
 
-def ccn_experiment(X, y_noisy, M, w, proto: Protocol, *, dataset: str, val_fraction: float = 0.2, seed: int = 0,
-                   alpha: float = 0.05, device=None, use_cache: bool = True, **run_fields) -> dict:
-    """Theorem 1 applied to a noisy data set: hold out a random noisy validation set, train on the
-    rest with cross-entropy (``proto``), and test CCN with the validation error at the last epoch.
+def memorisation_records(sample: Sample, y_noisy, *, csr_size: int = 500, csr_every: int = 2,
+                         csr_radius: float = CSR_RADIUS, csr_search: str = "lass", n_tracked: int = 6) -> dict:
+    """``Run`` fields that record memorisation (Section 3.2) on the ``sample``'s training rows with
+    labels ``y_noisy`` (one per row of ``sample.rows``): CSR (Eq. 4) of the first ``csr_size``
+    training rows every ``csr_every`` epochs (images only) and the softmax of the first
+    ``n_tracked`` corrupted ones every epoch (Fig. 3). Chapters 01, 03 and 04 record these
+    defaults, so one run per noise rate serves all three."""
+    check_int(csr_size, "csr_size", minimum=1)
+    check_int(n_tracked, "n_tracked", minimum=0)
+    corrupted = (torch.as_tensor(y_noisy)[sample.train] != sample.y[sample.train]).nonzero().squeeze(1)
+    csr = None if get_dataset(sample.dataset).is_features else CSRProbe(
+        torch.arange(min(csr_size, len(sample.train))), every=csr_every, radius=csr_radius, search=csr_search)
+    return dict(track=corrupted[:n_tracked] if n_tracked else None, csr=csr)
+
+
+def ccn_experiment(sample: Sample, y_noisy, M, w, proto: Protocol, *, seed: int = 0, alpha: float = 0.05,
+                   device=None, use_cache: bool = True, **run_fields) -> dict:
+    """Theorem 1 applied to a noisy data set: train with cross-entropy (``proto``) on the
+    ``sample``'s training rows with their labels of ``y_noisy`` (one per row of ``sample.rows``), and
+    test CCN with the error on its noisy validation rows at the last epoch.
 
     ``M`` and ``w`` are the transition matrix and class priors the CCN hypothesis would imply
-    (estimated elsewhere, e.g. from a clean subset). Returns the ``CCNTest`` (``test``), the
-    per-epoch validation error (``val_error``) and the training history."""
+    (estimated elsewhere, e.g. from a clean subset). ``run_fields``: other ``Run`` fields (what to
+    record; ``precision``, also "auto"). Returns the ``CCNTest`` (``test``), the per-epoch
+    validation error (``val_error``) and the training history."""
     ccn_bound(M, w)  # validate before training
+    if not isinstance(sample, Sample) or sample.val is None:
+        fail("sample", sample, "a sample.Sample with noisy validation rows (val_fraction > 0): Theorem 1's m")
     if "precision" in run_fields:
         run_fields["precision"] = resolve_precision(run_fields["precision"], device)
-    train_idx, val_idx = validation_split(len(y_noisy), val_fraction, seed)
-    run = make_run(X[train_idx], y_noisy[train_idx], proto, dataset=dataset, seed=seed, X_test=X[val_idx],
-                   y_test=y_noisy[val_idx], keep="none", **run_fields)
+    run = sample.run(y_noisy, proto, seed=seed, keep="none", **run_fields)
     history = train(run, device=device, use_cache=use_cache).history
-    val_error = [1 - a for a in history["test_acc"]]
-    return dict(test=ccn_test(val_error[-1], M, w, len(val_idx), alpha), val_error=val_error, history=history)
+    val_error = [1 - a for a in history["val_acc"]]
+    return dict(test=ccn_test(val_error[-1], M, w, len(sample.val), alpha), val_error=val_error, history=history)

@@ -61,9 +61,10 @@ from idnhelpers import plots
 from idnhelpers.chapter import check_parameters, claims
 from idnhelpers.hardware import resolve_precision
 from idnhelpers.clothing1m import load_clothing1m_labels
-from idnhelpers.datasets import default_root, get_dataset, load_dataset, protocol, subset
-from idnhelpers.experiments import ccn_experiment, idn_label_sets
+from idnhelpers.datasets import default_root, get_dataset, protocol
+from idnhelpers.experiments import ccn_experiment, idn_label_sets, memorisation_records
 from idnhelpers.noise import ccn_labels
+from idnhelpers.sample import sample
 from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix
 
 check_parameters(globals())  # every parameter checked before any work starts
@@ -98,13 +99,15 @@ print(f"log10 of the probability bound: {paper.log10_p:.0f}  (the paper: 'lower 
 # Then we draw CCN labels from *exactly that* $M$ (`ccn_labels`: the same number of flips per
 # pair of classes, at random instances). Both label sets have the same $M$, the same $w$ and so
 # the same CCN bound; only the dependence on the instance differs. For each, a network is
-# trained on all but a held-out noisy validation set and tested.
+# trained on all but a held-out noisy validation set and tested. The IDN runs record what
+# chapters 03 and 04 read too (CSR, tracked instances, the clean test set): one run per rate
+# serves all three chapters.
 
 # %% tags=["remove-stderr"]
-X_all, y_all = load_dataset(dataset, data_root, train=True)
-X, y, idx = subset(X_all, y_all, n_train, seed)
+data = sample(dataset, n_train=n_train, val_fraction=val_fraction, seed=seed, root=data_root)
+y = data.y
 proto = protocol(dataset, n_epochs=n_epochs)
-idn_sets, source = idn_label_sets(dataset, noise_rates, idx, n_train=n_train, seed=seed, root=data_root,
+idn_sets, source = idn_label_sets(dataset, noise_rates, data.rows, n_train=n_train, seed=seed, root=data_root,
                                   device=device, precision=precision)
 rows, curves = [], {}
 for rate in noise_rates:
@@ -113,8 +116,9 @@ for rate in noise_rates:
     w = class_priors(y, n_classes)
     y_ccn = ccn_labels(y, M, seed=seed, n_flips=int((y_idn != y).sum()))
     for kind, labels in (("IDN", y_idn), ("CCN (same M)", y_ccn)):
-        out = ccn_experiment(X, labels, M, w, proto, dataset=dataset, val_fraction=val_fraction, seed=seed,
-                             alpha=alpha, device=device, precision=precision)
+        records = memorisation_records(data, labels) if kind == "IDN" else {}
+        out = ccn_experiment(data, labels, M, w, proto, seed=seed, alpha=alpha, device=device, precision=precision,
+                             **records)
         t = out["test"]
         curves[(kind, rate)] = out["val_error"]
         rows.append({"noise": kind, "rate": f"{rate:.0%}", "flipped": int((labels != y).sum()),

@@ -42,10 +42,11 @@ data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cach
 noise_rates = [0.1, 0.2, 0.3, 0.4]  # noise fractions, for IDN and for uniform CCN
 noise_types = ["IDN", "CCN"]  # IDN (Algorithm 1) and uniform class-conditional noise
 n_epochs = 20  # training epochs
-n_train = 10000  # training subset size (random, seeded); None for the whole training set
+n_train = 10000  # labelled rows (random, seeded), split into training and validation rows; None: all
+val_fraction = 0.2  # noisy validation rows held out (chapter 01's m); 0: none (the paper)
 csr_size = 500  # instances of the training subset on which CSR is measured
 csr_every = 2  # epochs between CSR measurements
-csr_radius = 0.0011765  # r of Eq. 4 (0.3 / 255): pixel units of [0, 1] for "lass", normalised input for "official"
+csr_radius = 0.001176470588235294  # r of Eq. 4, 0.3 / 255: pixel units of [0, 1] for "lass", normalised input for "official"
 csr_search = "lass"  # "lass" (Arpit et al.: up to 100 steps, stop when < 20 new) or "official" (10 steps)
 seed = 0  # seed of the subset, the CCN draw and the training runs
 device = "auto"  # "cpu", "cuda" or "auto"
@@ -61,11 +62,11 @@ import torch
 from idnhelpers import plots
 from idnhelpers.chapter import check_parameters, claims
 from idnhelpers.hardware import resolve_precision
-from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
+from idnhelpers.datasets import get_dataset, protocol
 from idnhelpers.engine import train
-from idnhelpers.experiments import idn_label_sets
+from idnhelpers.experiments import idn_label_sets, memorisation_records
 from idnhelpers.noise import symmetric_noise
-from idnhelpers.runs import CSRProbe, make_run
+from idnhelpers.sample import sample
 
 check_parameters(globals())  # every parameter checked before any work starts
 precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
@@ -81,28 +82,28 @@ noise_rates = sorted(float(r) for r in noise_rates)
 # One run per noise type and rate, with the paper's protocol, recording every epoch the training
 # accuracy on the noisy labels, the test accuracy, the memorisation split and (every
 # `csr_every` epochs) CSR. For the Fig. 3 counterpart, each IDN run also keeps the softmax of six
-# corrupted instances at every epoch.
+# corrupted instances at every epoch. The rows are chapter 01's (`val_fraction` of them held out
+# as noisy validation rows, which no network trains on), so its IDN runs are these.
 
 # %% tags=["remove-stderr"]
-X_all, y_all = load_dataset(dataset, data_root, train=True)
-X, y, idx = subset(X_all, y_all, n_train, seed)
-X_test, y_test = load_dataset(dataset, data_root, train=False)
+data = sample(dataset, n_train=n_train, val_fraction=val_fraction, seed=seed, root=data_root)
+X, y = data.data("train").X, data.y[data.train]  # the training rows
 proto = protocol(dataset, n_epochs=n_epochs)
 if "IDN" in noise_types:
-    idn_sets, source = idn_label_sets(dataset, noise_rates, idx, n_train=n_train, seed=seed, root=data_root,
+    idn_sets, source = idn_label_sets(dataset, noise_rates, data.rows, n_train=n_train, seed=seed, root=data_root,
                                       device=device, precision=precision)
-labels = {}
+labels = {}  # per noise type and rate: the labels of every row of the sample (training and validation)
 for r in noise_rates:
     if "IDN" in noise_types:
         labels[("IDN", r)] = idn_sets[r]
     if "CCN" in noise_types:
-        labels[("CCN", r)] = symmetric_noise(y, r, n_classes, seed=seed)
-csr_probe = CSRProbe(torch.arange(min(csr_size, len(y))), every=csr_every, radius=csr_radius, search=csr_search)
+        labels[("CCN", r)] = symmetric_noise(data.y, r, n_classes, seed=seed)
 runs, tracked = {}, {}
 for (kind, r), y_noisy in labels.items():
-    tracked[(kind, r)] = (y_noisy != y).nonzero().squeeze(1)[:6] if kind == "IDN" else None
-    run = make_run(X, y_noisy, proto, dataset=dataset, seed=seed, y_true=y, X_test=X_test, y_test=y_test,
-                   track=tracked[(kind, r)], precision=precision, csr=csr_probe, keep="none", label=f"{kind} {r:.0%}")
+    records = memorisation_records(data, y_noisy, csr_size=csr_size, csr_every=csr_every, csr_radius=csr_radius,
+                                   csr_search=csr_search, n_tracked=6 if kind == "IDN" else 0)
+    tracked[(kind, r)], csr_probe = records["track"], records["csr"]
+    run = data.run(y_noisy, proto, seed=seed, precision=precision, keep="none", label=f"{kind} {r:.0%}", **records)
     runs[(kind, r)] = train(run, device=device)
 
 # %% [markdown]
@@ -229,7 +230,7 @@ fig.tight_layout(rect=(0, 0.14, 1, 1))
 # %% tags=["hide-input"]
 if "IDN" in noise_types:
     r = min(noise_rates, key=lambda rate: abs(rate - 0.2))
-    track, snaps, y_noisy = tracked[("IDN", r)], runs[("IDN", r)].snapshots, labels[("IDN", r)]
+    track, snaps, y_noisy = tracked[("IDN", r)], runs[("IDN", r)].snapshots, labels[("IDN", r)][data.train]
     fig, axes = plt.subplots(2, len(track), figsize=(plots.PAGE_WIDTH, 3.9), squeeze=False, sharey="row",
                              gridspec_kw={"height_ratios": [1, 1.3]})
     for j, i in enumerate(track.tolist()):
@@ -268,7 +269,7 @@ if set(noise_types) == {"IDN", "CCN"}:
                                   for r in noise_rates)))
 if "IDN" in noise_types:
     r = min(noise_rates, key=lambda rate: abs(rate - 0.2))
-    track, snaps, y_noisy = tracked[("IDN", r)], runs[("IDN", r)].snapshots, labels[("IDN", r)]
+    track, snaps, y_noisy = tracked[("IDN", r)], runs[("IDN", r)].snapshots, labels[("IDN", r)][data.train]
     shows = []
     for j, i in enumerate(track.tolist()):
         noisy_p, true_p = snaps[:, j, y_noisy[i]], snaps[:, j, y[i]]

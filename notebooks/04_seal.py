@@ -41,7 +41,8 @@ noise_rates = [0.1, 0.2, 0.3, 0.4]  # IDN rates
 use_published = True  # the authors' labels where they exist; False: Algorithm 1 on the same rows
 n_iterations = 2  # SEAL iterations after the CE one (the paper: 10 on MNIST, 3 on CIFAR-10)
 n_epochs = 20  # epochs per iteration (the paper: 50 on MNIST)
-n_train = 10000  # training subset size (random, seeded); None for the whole training set
+n_train = 10000  # labelled rows (random, seeded), split into training and validation rows; None: all
+val_fraction = 0.2  # noisy validation rows held out (as chapters 01 and 03); 0: none (the paper)
 seeds = [0]  # one SEAL run per seed; tables show mean and spread
 seed = 0  # seed of the training subset
 device = "auto"  # "cpu", "cuda" or "auto"
@@ -57,9 +58,10 @@ import torch
 from idnhelpers import paper_results, plots
 from idnhelpers.chapter import check_parameters, claims
 from idnhelpers.hardware import resolve_precision
-from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
-from idnhelpers.experiments import idn_label_sets
-from idnhelpers.methods import run_methods
+from idnhelpers.datasets import get_dataset, protocol
+from idnhelpers.experiments import idn_label_sets, memorisation_records
+from idnhelpers.methods import Trainer, run_stages
+from idnhelpers.sample import sample
 from idnhelpers.stats import correction_metrics, correction_scores, label_distance
 
 check_parameters(globals())  # every parameter checked before any work starts
@@ -75,20 +77,21 @@ proto = protocol(dataset, n_epochs=n_epochs)
 # ## Noisy labels and training
 #
 # Each iteration trains every (noise rate, seed) run with the paper's protocol in one call
-# (`methods.run_methods("seal", ...)`: on a GPU the runs are stacked into one batched network; on a
+# (`methods.run_stages("seal", ...)`: on a GPU the runs are stacked into one batched network; on a
 # CPU they run one after another). Every run is cached on disk: re-running with more iterations
-# only trains the new ones.
+# only trains the new ones. The rows and what the runs record are chapter 01's and 03's, so
+# iteration 0 (CE) is their IDN run, trained once for all three.
 
 # %% tags=["remove-stderr"]
-X_all, y_all = load_dataset(dataset, data_root, train=True)
-X, y, idx = subset(X_all, y_all, n_train, seed)
-X_test, y_test = load_dataset(dataset, data_root, train=False)
-noisy, source = idn_label_sets(dataset, noise_rates, idx, use_published=use_published, n_train=n_train, seed=seed,
-                               root=data_root, device=device, precision=precision)
+data = sample(dataset, n_train=n_train, val_fraction=val_fraction, seed=seed, root=data_root)
+X, y = data.data("train").X, data.y[data.train]  # the training rows
+labels, source = idn_label_sets(dataset, noise_rates, data.rows, use_published=use_published, n_train=n_train,
+                                seed=seed, root=data_root, device=device, precision=precision)
+noisy = {r: labels[r][data.train] for r in noise_rates}  # the training rows' noisy labels
 grid = [(r, s) for r in noise_rates for s in seeds]  # every (rate, seed) run trains together, iteration by iteration
-results = run_methods("seal", X, [noisy[r] for r, _ in grid], proto, seeds=[s for _, s in grid],
-                      n_iterations=n_iterations, dataset=dataset, y_true=y, X_test=X_test, y_test=y_test,
-                      device=device, precision=precision, keep="none")
+base = [data.run(labels[r], proto, seed=s, precision=precision, keep="none", **memorisation_records(data, labels[r]))
+        for r, s in grid]
+results = run_stages("seal", base, trainer=Trainer(device=device), n_iterations=n_iterations)
 runs = {cell: result.stages for cell, result in zip(grid, results)}  # runs[(rate, seed)][m]: iteration m
 print(f"IDN labels: {source}; {len(y)} training instances, "
       f"{len(runs) * (n_iterations + 1)} training runs")

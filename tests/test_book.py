@@ -256,3 +256,18 @@ def test_every_page_renders_in_a_browser(book_html):
     assert pages, f"no built pages in {html}"
     report = "\n".join(f"  {page}: {kind}: {detail}" for page, kind, detail in found)
     assert not found, f"{len(found)} problem(s) on {len(pages)} pages (screenshots in {shots}):\n{report}"
+
+
+def test_chapter_03_records_what_chapters_01_and_04_record_by_default():
+    """Chapters 01, 03 and 04 share their IDN runs only while chapter 03's CSR defaults are
+    ``experiments.memorisation_records``' own (its parameters cell holds literals)."""
+    import inspect
+
+    from idnhelpers.chapter import assignments
+    from idnhelpers.experiments import memorisation_records
+
+    source = (ROOT / "notebooks" / "03_memorization_csr.py").read_text()
+    cell = assignments(source.split('# %% tags=["parameters"]\n')[1].split("\n# %%")[0])
+    defaults = {name: p.default for name, p in inspect.signature(memorisation_records).parameters.items()
+                if name.startswith("csr_")}
+    assert {name: cell[name] for name in defaults} == defaults

@@ -21,6 +21,7 @@ from idnhelpers.methods import run_method, run_methods
 from idnhelpers.noise import ccn_labels, idn_labels, mislabel_scores, pair_noise, symmetric_noise
 from idnhelpers.published import load_published_idn, read_noisy_csv, write_noisy_csv
 from idnhelpers.runs import CSRProbe, make_run
+from idnhelpers.sample import sample
 from idnhelpers.stats import (anchor_transition_matrix, ccn_bound, ccn_test, class_priors, correction_metrics,
                               estimate_transition_matrix, label_distance, validation_split)
 
@@ -115,11 +116,12 @@ CASES = [
     ("generate n_epochs 0", lambda: generate_idn("digits", [0.2], n_epochs=0, use_cache=False), "n_epochs"),
     ("label sets for other rows", lambda: idn_label_sets("digits", [0.2], torch.arange(100), n_train=50,
                                                          n_epochs=1, use_cache=False), "idx"),
-    ("ccn experiment val_fraction", lambda: ccn_experiment(X, Y, torch.eye(10), torch.full((10,), 0.1), P1,
-                                                           dataset="digits", val_fraction=0, use_cache=False),
-     "val_fraction"),
-    ("ccn experiment M", lambda: ccn_experiment(X, Y, torch.ones(10, 10), torch.full((10,), 0.1), P1,
-                                                dataset="digits", use_cache=False), "M"),
+    ("ccn experiment without validation rows", lambda: ccn_experiment(
+        sample("digits"), Y, torch.eye(10), torch.full((10,), 0.1), P1, use_cache=False), "sample"),
+    ("ccn experiment M", lambda: ccn_experiment(sample("digits", val_fraction=0.2), Y, torch.ones(10, 10),
+                                                torch.full((10,), 0.1), P1, use_cache=False), "M"),
+    ("sample val_fraction 1", lambda: sample("digits", val_fraction=1.0), "val_fraction"),
+    ("sample labels of other rows", lambda: sample("digits", n_train=100).run(Y, P1), "labels"),
     # methods and runs
     ("unknown method", method("mixup"), "method"),
     ("noise rate 7 ignored before", method(noise_rate=7.0), "noise_rate"),

@@ -13,6 +13,7 @@ from idnhelpers import noise
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, register_arrays
 from idnhelpers.experiments import ccn_experiment, family_labels, generate_idn
 from idnhelpers.methods import run_method
+from idnhelpers.sample import sample
 from idnhelpers.stats import class_priors, estimate_transition_matrix
 
 
@@ -112,7 +113,7 @@ def test_tabular_features_run_algorithm_1_seal_and_theorem_1_above_chance():
     majority = float(torch.bincount(y_test).max()) / len(y_test)
     assert seal.final.history["test_acc"][-1] > majority + 0.1  # well above always predicting "benign"
     M, w = estimate_transition_matrix(y, y_noisy, 2), class_priors(y, 2)
-    out = ccn_experiment(X, y_noisy, M, w, protocol("breast_cancer"), dataset="breast_cancer", val_fraction=0.3)
+    out = ccn_experiment(sample("breast_cancer", val_fraction=0.3), y_noisy, M, w, protocol("breast_cancer"))
     assert 0 < out["val_error"][-1] < 0.5
 
 

@@ -75,18 +75,19 @@ def test_flip_agreement():
 
 
 def test_ccn_experiment_rejects_idn_but_not_ccn_with_the_same_matrix():
-    from idnhelpers.datasets import load_dataset, protocol, subset
+    from idnhelpers.datasets import protocol
+    from idnhelpers.sample import sample
     from idnhelpers.noise import ccn_labels
     from idnhelpers.published import load_published_idn
 
-    X, y, idx = subset(*load_dataset("mnist"), 3000, seed=0)
-    y_idn = load_published_idn("mnist", 0.4)[1][idx]
+    s = sample("mnist", n_train=3000, n_test=500, val_fraction=0.3)
+    y, y_idn = s.y, load_published_idn("mnist", 0.4)[1][s.rows]
     M, w = estimate_transition_matrix(y, y_idn, 10), class_priors(y, 10)
     y_ccn = ccn_labels(y, M, seed=0, n_flips=int((y_idn != y).sum()))
     assert torch.allclose(estimate_transition_matrix(y, y_ccn, 10), M, atol=0.01)
     proto = protocol("mnist", n_epochs=8)
-    idn = ccn_experiment(X, y_idn, M, w, proto, dataset="mnist", val_fraction=0.3)["test"]
-    ccn = ccn_experiment(X, y_ccn, M, w, proto, dataset="mnist", val_fraction=0.3)["test"]
+    idn = ccn_experiment(s, y_idn, M, w, proto)["test"]
+    ccn = ccn_experiment(s, y_ccn, M, w, proto)["test"]
     assert idn.m == ccn.m == 900 and idn.bound == pytest.approx(ccn.bound)
     assert not ccn.reject
     assert idn.val_error < ccn.val_error - 0.05
