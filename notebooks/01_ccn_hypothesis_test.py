@@ -41,7 +41,8 @@ dataset = "mnist"  # mnist (published IDN labels) or another data set (IDN gener
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.1, 0.2, 0.3, 0.4]  # IDN rates to test
 n_epochs = 20  # training epochs of the network tested
-n_train = 10000  # instances used (random, seeded; split into training and validation); None: all
+n_train = 8000  # labelled rows (random, seeded), split into training and validation rows; None: all
+n_test = 2000  # clean test rows (random, seeded) scored every epoch; None: the whole test set
 val_fraction = 0.2  # fraction held out as the noisy validation set, of size m
 alpha = 0.05  # significance level
 seed = 0  # seed of the subset, the split, the CCN draw and the training run
@@ -104,7 +105,7 @@ print(f"log10 of the probability bound: {paper.log10_p:.0f}  (the paper: 'lower 
 # serves all three chapters.
 
 # %% tags=["remove-stderr"]
-data = sample(dataset, n_train=n_train, val_fraction=val_fraction, seed=seed, root=data_root)
+data = sample(dataset, n_train=n_train, n_test=n_test, val_fraction=val_fraction, seed=seed, root=data_root)
 y = data.y
 proto = protocol(dataset, n_epochs=n_epochs)
 idn_sets, source = idn_label_sets(dataset, noise_rates, data.rows, n_train=n_train, seed=seed, root=data_root,

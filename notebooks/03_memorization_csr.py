@@ -42,7 +42,8 @@ data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cach
 noise_rates = [0.1, 0.2, 0.3, 0.4]  # noise fractions, for IDN and for uniform CCN
 noise_types = ["IDN", "CCN"]  # IDN (Algorithm 1) and uniform class-conditional noise
 n_epochs = 20  # training epochs
-n_train = 10000  # labelled rows (random, seeded), split into training and validation rows; None: all
+n_train = 8000  # labelled rows (random, seeded), split into training and validation rows; None: all
+n_test = 2000  # clean test rows (random, seeded) scored every epoch; None: the whole test set
 val_fraction = 0.2  # noisy validation rows held out (chapter 01's m); 0: none (the paper)
 csr_size = 500  # instances of the training subset on which CSR is measured
 csr_every = 2  # epochs between CSR measurements
@@ -86,7 +87,7 @@ noise_rates = sorted(float(r) for r in noise_rates)
 # as noisy validation rows, which no network trains on), so its IDN runs are these.
 
 # %% tags=["remove-stderr"]
-data = sample(dataset, n_train=n_train, val_fraction=val_fraction, seed=seed, root=data_root)
+data = sample(dataset, n_train=n_train, n_test=n_test, val_fraction=val_fraction, seed=seed, root=data_root)
 X, y = data.data("train").X, data.y[data.train]  # the training rows
 proto = protocol(dataset, n_epochs=n_epochs)
 if "IDN" in noise_types:

@@ -41,7 +41,8 @@ noise_rates = [0.1, 0.2, 0.3, 0.4]  # IDN rates
 use_published = True  # the authors' labels where they exist; False: Algorithm 1 on the same rows
 n_iterations = 2  # SEAL iterations after the CE one (the paper: 10 on MNIST, 3 on CIFAR-10)
 n_epochs = 20  # epochs per iteration (the paper: 50 on MNIST)
-n_train = 10000  # labelled rows (random, seeded), split into training and validation rows; None: all
+n_train = 8000  # labelled rows (random, seeded), split into training and validation rows; None: all
+n_test = 2000  # clean test rows (random, seeded) scored every epoch; None: the whole test set
 val_fraction = 0.2  # noisy validation rows held out (as chapters 01 and 03); 0: none (the paper)
 seeds = [0]  # one SEAL run per seed; tables show mean and spread
 seed = 0  # seed of the training subset
@@ -83,7 +84,7 @@ proto = protocol(dataset, n_epochs=n_epochs)
 # iteration 0 (CE) is their IDN run, trained once for all three.
 
 # %% tags=["remove-stderr"]
-data = sample(dataset, n_train=n_train, val_fraction=val_fraction, seed=seed, root=data_root)
+data = sample(dataset, n_train=n_train, n_test=n_test, val_fraction=val_fraction, seed=seed, root=data_root)
 X, y = data.data("train").X, data.y[data.train]  # the training rows
 labels, source = idn_label_sets(dataset, noise_rates, data.rows, use_published=use_published, n_train=n_train,
                                 seed=seed, root=data_root, device=device, precision=precision)
