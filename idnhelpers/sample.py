@@ -71,13 +71,15 @@ class Sample:
     def run(self, labels: torch.Tensor, protocol, **fields) -> Run:
         """The run that trains on the training rows with their ``labels`` (one per row of ``rows``),
         scored on the validation rows' noisy labels and the test rows' true labels, with the
-        training rows' true labels for the memorisation split; other ``Run`` fields by name."""
+        training rows' true labels for the memorisation split; other ``Run`` fields by name (also
+        ``test=None`` or ``y_true=None`` to score or split less)."""
         labels = torch.as_tensor(labels)
         if labels.shape != self.y.shape:
             fail("labels", f"a tensor of shape {tuple(labels.shape)}", f"one label per row of the sample ({len(self.y)})")
         val = None if self.val is None else Labelled(self.data("val"), labels[self.val])
-        return Run(self.data("train"), labels[self.train], protocol, y_true=self.y[self.train], val=val,
-                   test=Labelled(self.data("test"), self.y_test), **fields)
+        fields = {"y_true": self.y[self.train], "val": val, "test": Labelled(self.data("test"), self.y_test),
+                  **fields}
+        return Run(self.data("train"), labels[self.train], protocol, **fields)
 
 
 def sample(dataset: str, *, n_train: int | None = None, n_test: int | None = None, val_fraction: float = 0.0,

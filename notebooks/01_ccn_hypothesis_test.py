@@ -117,7 +117,8 @@ for rate in noise_rates:
     w = class_priors(y, n_classes)
     y_ccn = ccn_labels(y, M, seed=seed, n_flips=int((y_idn != y).sum()))
     for kind, labels in (("IDN", y_idn), ("CCN (same M)", y_ccn)):
-        records = memorisation_records(data, labels) if kind == "IDN" else {}
+        # the CCN runs need only their validation error: no softmax recording, no test set
+        records = memorisation_records(data, labels) if kind == "IDN" else dict(record_softmax=False, test=None)
         out = ccn_experiment(data, labels, M, w, proto, seed=seed, alpha=alpha, device=device, precision=precision,
                              **records)
         t = out["test"]
