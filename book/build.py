@@ -29,12 +29,13 @@ from pathlib import Path
 import jupytext
 import nbformat
 import papermill
-import yaml
 
 from idnhelpers.chapter import CLAIMS_GLUE, assigned_names, assignments
 from idnhelpers.hardware import resolve_precision
+from idnhelpers.profiles import chapter_exceptions, load_profile, profile_names
 
 ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ROOT / "notebooks" / "profiles"
 
 
 def declared(source: Path) -> list[str]:
@@ -43,19 +44,18 @@ def declared(source: Path) -> list[str]:
     return assigned_names(cells[0].source) if cells else []
 
 
-def check_profile(profile_path: Path, common: dict, sources: list[Path]) -> None:
+def check_profile(profile: str, common: dict, sources: list[Path]) -> None:
     """Refuse profile keys that no chapter declares, and chapter overrides a chapter does not declare."""
     every = {Path(s).stem: declared(Path(s)) for s in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))}
     unknown = sorted(set(common) - {name for names in every.values() for name in names})
     if unknown:
-        raise SystemExit(f"{profile_path.relative_to(ROOT)}: {unknown} declared by no chapter (a misspelt name?); "
+        raise SystemExit(f"notebooks/profiles/{profile}.yaml: {unknown} declared by no chapter (a misspelt name?); "
                          f"the chapters' parameters: {sorted({n for names in every.values() for n in names})}")
     for source in sources:
-        override = profile_path.with_suffix("") / f"{Path(source).stem}.yaml"
-        if override.exists():
-            extra = sorted(set(yaml.safe_load(override.read_text()) or {}) - set(declared(Path(source))))
-            if extra:
-                raise SystemExit(f"{override.relative_to(ROOT)}: {extra} not parameters of {Path(source).name}")
+        extra = sorted(set(chapter_exceptions(profile, Path(source).stem, PROFILES)) - set(declared(Path(source))))
+        if extra:
+            raise SystemExit(f"notebooks/profiles/{profile}/{Path(source).stem}.yaml: {extra} not parameters of "
+                             f"{Path(source).name}")
 
 
 def execute(source: Path, parameters: dict, profile: str) -> float:
@@ -211,17 +211,15 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="cpu", help="parameter file in notebooks/profiles (smoke, cpu, paper)")
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: all)")
     args = parser.parse_args(argv)
-    profile_path = ROOT / "notebooks" / "profiles" / f"{args.profile}.yaml"
-    if not profile_path.exists():
-        known = sorted(p.stem for p in profile_path.parent.glob("*.yaml"))
+    if args.profile not in profile_names(PROFILES):
+        known = profile_names(PROFILES)
         parser.error(f"--profile {args.profile!r} not found; choose one of {known}")
-    common = yaml.safe_load(profile_path.read_text())
+    common = load_profile(args.profile, folder=PROFILES)
     sources = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
-    check_profile(profile_path, common, sources)
+    check_profile(args.profile, common, sources)
     failed = None
     for source in sources:
-        override = profile_path.with_suffix("") / f"{Path(source).stem}.yaml"
-        parameters = {**common, **(yaml.safe_load(override.read_text()) if override.exists() else {})}
+        parameters = load_profile(args.profile, Path(source).stem, PROFILES)
         print(f"[{args.profile}] executing {source.name} ...", flush=True)
         try:
             seconds = execute(Path(source).resolve(), parameters, args.profile)

@@ -4,17 +4,23 @@ Where each part of the paper lives:
 
 - ``stats``        Section 2, Theorem 1 (CCN hypothesis test); transition matrices; Eq. 9-10
 - ``noise``        Section 3.1: Algorithm 1's selection (Eq. 3); exact-rate CCN (Definition 1);
-                   Xia et al.'s IDN; every family by name (``noisy_labels``)
-- ``experiments``  Algorithm 1 end to end, IDN label sets, any family's labels, Theorem 1's CCN experiment
+                   Xia et al.'s and PMD noise; the registry of noise families and published label
+                   sets (``FAMILIES``, ``register_family``)
+- ``published``    published label sets (this paper's IDN, CAL's IDN, CIFAR-N) and the CSV format
+- ``sample``       the rows of one experiment (training, noisy validation, test), one value
+- ``experiments``  Algorithm 1 end to end, any family's labels for a sample (``family_labels``),
+                   Theorem 1's CCN experiment, what the chapters record of memorisation
 - ``labels``       the ``idn-labels`` command: label files with a checksummed manifest
 - ``csr``          Section 3.2, Eq. 4: critical sample ratio (Langevin adversarial sample search)
 - ``methods``      Section 4: SEAL (Algorithm 2) and the baselines of Tables 1-3, a registry
 - ``losses``       the objectives: cross-entropy / L_SEAL, Forward, GCE (and truncated), DAC, DMI
+- ``paper``        Section 4.3: what each table runs, the per-data-set settings, the published numbers
+- ``grid``         Tables 1-3 as grids of cells: spec, plan, executors (local, Slurm), ``idn-grid``
 - ``clothing1m``   Table 3: Clothing1M's files and images streamed from disk
-- ``published``    the authors' published IDN labels and the ``label,label_noisy`` CSV format
 - ``datasets``     Appendix A's data sets and protocols, tabular feature sets, your own arrays
                    (``register_arrays``), a registry; ``protocol``: its dataclass
 - ``models``       Appendix A's networks
+- ``hardware``     the machine: precision ``auto``, fingerprint, matrix-product rate
 
 How a run flows through the engine:
 
@@ -29,8 +35,9 @@ How a run flows through the engine:
 3. The result is a ``runs.RunResult`` (averaged softmax ``S``, history, snapshots, weights, ...);
    a method (``methods``) chains runs into stages and returns a ``runs.MethodResult``.
 
-``checks`` holds the input checks every module shares; ``plots`` and ``paper_results`` serve the
-book; ``bench`` and ``check_bf16`` measure speed and the bf16 mode.
+``checks`` holds the input checks every module shares; ``chapter``, ``plots`` and ``profiles``
+serve the book; ``optim`` holds the protocols' optimisers; ``bench`` and ``check_bf16`` measure
+speed and the bf16 mode.
 """
 
 __version__ = "0.2.0"

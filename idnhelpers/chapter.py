@@ -1,6 +1,6 @@
-"""What every chapter of the book does: check its parameters before any work starts, and
-report its checks of the paper's claims (``claims``), which ``book/build.py`` collects into the
-book's reproduction summary.
+"""What every chapter of the book does: set up (``setup``: check its parameters before any work
+starts, resolve its precision, pick its rows) and report its checks of the paper's claims
+(``claims``), which ``book/build.py`` collects into the book's reproduction summary.
 
 The chapters share parameter names (``dataset``, ``noise_rates``, ``n_epochs``, ...); each name has
 one check here, with the library's messages (parameter, value, what is allowed). Under papermill
@@ -91,7 +91,8 @@ CHECKS = {
     "tabular_dataset": _features_dataset,
     "tabular_epochs": _int(1),
     "noise_seed": lambda v, name: check_seed(v, name),
-    "use_published": check_bool,
+    "family": lambda v, name: _families([v], name),
+    "family_settings": lambda v, name: v if isinstance(v, dict) else fail(name, v, "a dict of the family's settings"),
     "collect_only": check_bool,
     "n_epochs": _optional_int(1),
     "n_train": _optional_int(1),
@@ -137,15 +138,23 @@ def assigned_names(source: str) -> list[str]:
     return list(assignments(source))
 
 
+def _papermill_cells(namespace: dict) -> tuple[str | None, list[str] | None]:
+    """Under papermill, the source of its injected cell and the names the chapter's parameters cell
+    (the one before it) declares; (None, None) otherwise."""
+    history = namespace.get("In", [])
+    injected = next((i for i, cell in enumerate(history) if cell.startswith(PAPERMILL_HEADER)), None)
+    if injected is None or injected == 0:
+        return None, None
+    return history[injected], assigned_names(history[injected - 1])
+
+
 def check_parameters(namespace: dict) -> None:
     """Check the parameters of the chapter whose globals are ``namespace``: each value with the
     check of its name (``CHECKS``), and, under papermill, that every injected name is one the
     chapter declares. Raises ``ValueError`` naming the parameter, its value and what is allowed."""
-    history = namespace.get("In", [])
-    injected = next((i for i, cell in enumerate(history) if cell.startswith(PAPERMILL_HEADER)), None)
-    if injected is not None and injected > 0:
-        declared = assigned_names(history[injected - 1])  # names of other chapters pass: profiles are shared
-        unknown = [n for n in assigned_names(history[injected]) if n not in declared and n not in CHECKS]
+    injected, declared = _papermill_cells(namespace)
+    if injected is not None:
+        unknown = [n for n in assigned_names(injected) if n not in declared and n not in CHECKS]
         if unknown:
             fail("parameter", ", ".join(unknown), f"a parameter this chapter declares: {declared}")
     for name, check in CHECKS.items():
@@ -159,6 +168,30 @@ def check_parameters(namespace: dict) -> None:
                 raise ValueError(f"{error}. papermill's -p passes {value!r} as a string: give lists and null "
                                  f"with -y, e.g. -y '{name}: {value}'") from None
             raise
+
+
+def setup(namespace: dict):
+    """A chapter's first step, on its globals: check every parameter (``check_parameters``), replace
+    ``precision="auto"`` by what this machine's ``device`` runs fast (``hardware.resolve_precision``),
+    apply the book's figure style, and return the ``sample.Sample`` its ``dataset``, ``n_train``,
+    ``n_test``, ``val_fraction``, ``seed`` and ``data_root`` choose, those it declares (None for a chapter without a
+    ``dataset``). Chapters with the same settings get the same rows, and so share their runs."""
+    from . import plots
+    from .hardware import resolve_precision
+    from .sample import sample
+
+    check_parameters(namespace)
+    if "precision" in namespace:
+        namespace["precision"] = resolve_precision(namespace["precision"], namespace.get("device", "auto"))
+    plots.use_book_style()
+    if "dataset" not in namespace:
+        return None
+    _, declared = _papermill_cells(namespace)
+    # a shared profile injects every chapter's names: a chapter's rows come from the ones it declares
+    given = {name: namespace[name] for name in ("n_train", "n_test", "val_fraction", "seed", "data_root")
+             if name in namespace and (declared is None or name in declared)}
+    return sample(namespace["dataset"], n_train=given.get("n_train"), n_test=given.get("n_test"),
+                  val_fraction=given.get("val_fraction", 0.0), seed=given.get("seed", 0), root=given.get("data_root"))
 
 
 CLAIMS_GLUE = "claims:"  # glue-name prefix of a chapter's claim tables (book/build.py reads them)

@@ -9,7 +9,7 @@ The network is torchvision's ResNet-50 with ImageNet weights from a file the use
 (nothing is downloaded). Every run keeps the model with the best accuracy on the clean validation
 set (``keep="best_val"``) and reports its test accuracy; SEAL does not re-initialise: iteration m
 starts from iteration m-1's best model (Appendix A). The methods are those of ``methods``, with
-Clothing1M's settings. Files expected under ``root/clothing1m`` (the data set's own layout):
+Clothing1M's settings (``paper.method_options``); the grid runs Table 3 (``grid``, table 3). Files expected under ``root/clothing1m`` (the data set's own layout):
 ``noisy_label_kv.txt``, ``clean_label_kv.txt``, ``noisy_train_key_list.txt``,
 ``clean_val_key_list.txt``, ``clean_test_key_list.txt`` and the images at the paths they list.
 """
@@ -20,14 +20,12 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .checks import check_bool, check_int, fail
 from .datasets import DatasetSpec, default_root, register_dataset
-from .methods import Trainer, method_label, run_stages
 from .protocol import Protocol
 from .runs import Data, Labelled, Run
 
@@ -36,16 +34,9 @@ FILES = ("noisy_label_kv.txt", "clean_label_kv.txt", "noisy_train_key_list.txt",
 CLASSES = ("T-shirt", "shirt", "knitwear", "chiffon", "sweater", "hoodie", "windbreaker", "jacket", "down coat",
            "suit", "shawl", "dress", "vest", "underwear")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-METHODS = ("ce", "forward", "coteaching", "gce", "dac", "dmi", "seal", "seal_dmi")
-# Co-teaching's tau: Clothing1M's overall label noise. Xiao et al. (2015) estimate 61.54% of its noisy
-# labels correct, so tau = 1 - 0.6154; it is reached after half the epochs (T_k = n_epochs // 2 = 5),
-# since the paper's T_k = 10 would never reach it in Clothing1M's 10 epochs.
-NOISE_RATE = 0.3846
 # Appendix A: ResNet-50 from ImageNet weights, 10 epochs, batch 256, SGD momentum 0.9, weight decay 1e-3,
-# lr 1e-3 then 1e-4 after 5 epochs; DMI 1e-6 then 0.5e-6 (its authors' setting).
+# lr 1e-3 then 1e-4 after 5 epochs (DMI's schedule and the methods' options: paper.method_options).
 PROTOCOL = Protocol("resnet50", 10, 256, 1e-3, 0.9, 1e-3, (5,), 0.1, augment=True)
-DMI_OPTIONS = dict(lr=1e-6, momentum=0.9, weight_decay=1e-3, milestones=(5,), gamma=0.5,
-                   average_epochs=5)  # train_clothing_dmi.py: SEAL (DMI) starts from the first 5 epochs' average
 
 
 def _not_in_memory(root, train, verify):
@@ -217,32 +208,3 @@ def clothing1m_runs(root, weights_path, protocol: Protocol = PROTOCOL, *, seed: 
     return Run(files("train"), splits["train"][1], protocol.replace(pretrained=str(weights_path)), seed=seed,
                precision=precision, record_softmax=False, val=Labelled(files("val"), splits["val"][1]),
                test=Labelled(files("test"), splits["test"][1]), keep="best_val")
-
-
-def run_clothing1m(method: str, root, weights_path, protocol: Protocol = PROTOCOL, *, n_iterations: int = 3,
-                   forget_rate: float = NOISE_RATE, device=None, use_cache: bool = True, **run_options):
-    """One Table 3 entry: ``method`` (one of ``METHODS``) with the paper's Clothing1M protocol;
-    returns its ``MethodResult`` (the final stage's ``best_epoch`` is its best-on-validation epoch).
-    ``run_options`` go to ``clothing1m_runs`` (seed, precision, workers, resize, crop, squash)."""
-    if method not in METHODS:
-        fail("method", method, f"one of {METHODS} on Clothing1M")
-    options = {"dmi": dict(DMI_OPTIONS), "coteaching": dict(t_k=max(1, protocol.n_epochs // 2)),
-               "seal": dict(n_iterations=n_iterations, retrain=False),
-               "seal_dmi": dict(n_iterations=n_iterations, retrain=False, dmi_options=DMI_OPTIONS)}.get(method, {})
-    base = clothing1m_runs(root, weights_path, protocol, **run_options)
-    trainer = Trainer(backend="loop", device=device, use_cache=use_cache)
-    return run_stages(method, [base], [forget_rate], trainer, **options)[0]
-
-
-def best_test_accuracy(result) -> float:
-    """Test accuracy of the kept (best-on-validation) model of a result's last stage."""
-    final = result.final
-    return final.history["test_acc"][final.best_epoch - 1]
-
-
-def clothing1m_table(methods, root, weights_path, protocol: Protocol = PROTOCOL, **kwargs) -> pd.DataFrame:
-    """Test accuracy (%) of each method's best-on-validation model, in Table 3's layout; methods
-    not available on this pipeline are left out."""
-    rows = [(method_label(m), 100 * best_test_accuracy(run_clothing1m(m, root, weights_path, protocol, **kwargs)))
-            for m in methods if m in METHODS]
-    return pd.DataFrame(rows, columns=["method", "ours"])

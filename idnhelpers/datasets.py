@@ -47,8 +47,7 @@ class DatasetSpec:
     """One data set: ``classes`` (their names; their number is ``n_classes``), per-channel
     ``mean``/``std`` on the [0, 1] scale, ``input_shape`` (C, H, W), ``protocol`` (Appendix A,
     the benchmark length), ``load(root, train, verify) -> (X uint8 array, y int array)`` (with
-    ``verify``, files are checked against their published checksums before they are read),
-    ``published``: whether ``published.load_published_idn`` has the authors' labels for it, and
+    ``verify``, files are checked against their published checksums before they are read), and
     ``idn_protocol``: how Algorithm 1's labelling network trains (default: ``protocol``; the
     official generators train MNIST's CNN for 20 epochs, CIFAR-10's WRN-28-10 for the full 150)."""
 
@@ -59,7 +58,6 @@ class DatasetSpec:
     input_shape: tuple[int, ...]
     protocol: Protocol
     load: Callable[[Path, bool, bool], tuple[np.ndarray, np.ndarray]]
-    published: bool = False
     idn_protocol: Protocol | None = None
 
     @property
@@ -389,13 +387,13 @@ CIFAR100_CLASSES = tuple(
     "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm".split())
 
 register_dataset(DatasetSpec("mnist", DIGIT_NAMES, (0.1307,), (0.3081,), (1, 28, 28), MNIST_PROTOCOL, _load_mnist,
-                             published=True, idn_protocol=MNIST_IDN_PROTOCOL))
+                             idn_protocol=MNIST_IDN_PROTOCOL))
 register_dataset(DatasetSpec(
     "fashion_mnist", ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"),
     (0.2860,), (0.3530,), (1, 28, 28), MNIST_PROTOCOL, _load_fashion_mnist, idn_protocol=MNIST_IDN_PROTOCOL))
 register_dataset(DatasetSpec(
     "cifar10", ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), (3, 32, 32), CIFAR_PROTOCOL, _load_cifar10, published=True))
+    (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), (3, 32, 32), CIFAR_PROTOCOL, _load_cifar10))
 register_dataset(DatasetSpec("cifar100", CIFAR100_CLASSES, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                              (3, 32, 32), CIFAR_PROTOCOL, _load_cifar100))
 register_dataset(DatasetSpec("digits", DIGIT_NAMES, (0.3,), (0.38,), (1, 8, 8), Protocol("mlp", 30, 64, 0.05, 0.5),

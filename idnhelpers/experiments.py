@@ -1,8 +1,8 @@
-"""The paper's experiments that train, built on the engine: Algorithm 1 end to end
-(``generate_idn``), IDN label sets for a training subset (``idn_label_sets``), any noise
-family's labels for a data set (``family_labels``), Theorem 1's CCN experiment
-(``ccn_experiment``) and what the chapters record of memorisation (``memorisation_records``).
-SEAL and the baselines over a grid are ``methods.run_methods``."""
+"""The paper's experiments that train, built on the engine, each on a ``sample.Sample``:
+Algorithm 1 end to end (``generate_idn``), any noise family's labels (``family_labels``, the one
+way to noisy labels for a sample, training the network a family needs), Theorem 1's CCN
+experiment (``ccn_experiment``) and what the chapters record of memorisation
+(``memorisation_records``). SEAL and the baselines over a grid are ``methods`` and ``grid``."""
 
 from __future__ import annotations
 
@@ -11,25 +11,24 @@ from dataclasses import dataclass
 import torch
 
 from .checks import check_choice, check_int, check_rates, check_seed, fail
-from .datasets import get_dataset, load_dataset, subset
-from .engine import train
-from .hardware import resolve_precision
-from .noise import FAMILIES, idn_labels, mislabel_scores, noisy_labels
-from .protocol import Protocol
-from .published import PUBLISHED_RATES, load_published_idn
 from .csr import CSR_RADIUS
-from .runs import CSRProbe, Run, Tensors
+from .datasets import get_dataset
+from .engine import predict, train
+from .hardware import resolve_precision
+from .noise import FAMILIES, LabelInputs, idn_labels, labels_of, mislabel_scores
+from .protocol import Protocol
+from .runs import CSRProbe, Run
 from .sample import Sample
 from .stats import ccn_bound, ccn_test
 
 
 @dataclass
 class GeneratedIDN:
-    """Output of ``generate_idn``: rows ``idx`` of the training set, their true labels ``y``,
-    the averaged softmax ``S``, the scores N(x) and candidates of Eq. (3), the noisy labels per
-    rate, and the training history of the labelling network."""
+    """Output of ``generate_idn``: the ``sample`` whose rows were labelled, their true labels
+    ``y``, the averaged softmax ``S``, the scores N(x) and candidates of Eq. (3), the noisy labels
+    per rate, the training history of the labelling network and its run."""
 
-    idx: torch.Tensor
+    sample: Sample
     y: torch.Tensor
     S: torch.Tensor
     score: torch.Tensor
@@ -37,88 +36,88 @@ class GeneratedIDN:
     noisy: dict[float, torch.Tensor]
     history: dict
     seconds: float
+    run: Run
 
 
-def generate_idn(dataset: str, noise_rates, *, root=None, n_train: int | None = None,
-                 n_epochs: int | None = None, seed: int = 0, train_seed: int | None = None, device=None,
-                 precision: str = "fp32", softmax_mode: str = "eval", use_cache: bool = True, verify: bool = True,
+def generate_idn(sample: Sample, noise_rates, *, n_epochs: int | None = None, train_seed: int | None = None,
+                 device=None, precision: str = "fp32", softmax_mode: str = "eval", use_cache: bool = True,
                  **protocol_overrides) -> GeneratedIDN:
-    """Algorithm 1 end to end: train on the clean labels with the data set's generation protocol
-    (``DatasetSpec.generation_protocol``: MNIST's CNN, SGD lr 0.01 momentum 0.5, batch 64, 20
-    epochs; CIFAR's WRN-28-10 for the full 150-epoch schedule, as the official generators do;
-    ``n_epochs`` and ``protocol_overrides`` change it), average the softmax over epochs (Eq. 3)
-    and return noisy labels for every rate in ``noise_rates`` from that single run. ``n_train``
-    takes a random subset (``seed``) of the training set; ``train_seed`` (default ``seed``) seeds the
+    """Algorithm 1 end to end on the rows of ``sample`` (all its labelled rows): train on their
+    clean labels with the data set's generation protocol (``DatasetSpec.generation_protocol``:
+    MNIST's CNN, SGD lr 0.01 momentum 0.5, batch 64, 20 epochs; CIFAR's WRN-28-10 for the full
+    150-epoch schedule, as the official generators do; ``n_epochs`` and ``protocol_overrides``
+    change it), average the softmax over epochs (Eq. 3) and return noisy labels for every rate
+    in ``noise_rates`` from that single run. ``train_seed`` (default the sample's seed) seeds the
     labelling network (initial weights, batch order). ``softmax_mode="official"`` records the
-    softmax as the official code does (see ``runs``); ``verify``: see ``datasets.load_dataset``;
-    ``precision``: also ``"auto"`` (``hardware.resolve_precision`` for ``device``)."""
+    softmax as the official code does (see ``runs``); ``precision``: also ``"auto"``
+    (``hardware.resolve_precision`` for ``device``)."""
     rates = check_rates(noise_rates)
-    precision = resolve_precision(precision, device)
-    run = idn_run(dataset, root=root, n_train=n_train, n_epochs=n_epochs, seed=seed, train_seed=train_seed,
-                  precision=precision, softmax_mode=softmax_mode, verify=verify, **protocol_overrides)
-    y = run.targets
+    run = network_run(sample, train_seed=train_seed, n_epochs=n_epochs, precision=resolve_precision(precision, device),
+                      softmax_mode=softmax_mode, **protocol_overrides)
     result = train(run, device=device, use_cache=use_cache)
-    score, candidate = mislabel_scores(result.S, y)
-    noisy = {r: idn_labels(y, result.S, r) for r in rates}
-    return GeneratedIDN(run.data.origin[1], y, result.S, score, candidate, noisy, result.history, result.seconds)
+    score, candidate = mislabel_scores(result.S, sample.y)
+    noisy = {r: idn_labels(sample.y, result.S, r) for r in rates}
+    return GeneratedIDN(sample, sample.y, result.S, score, candidate, noisy, result.history, result.seconds, run)
 
 
-def idn_run(dataset: str, *, root=None, n_train: int | None = None, n_epochs: int | None = None, seed: int = 0,
-            train_seed: int | None = None, precision: str = "fp32", softmax_mode: str = "eval", verify: bool = True,
-            **protocol_overrides) -> Run:
-    """The run of Algorithm 1's labelling network that ``generate_idn`` trains (same arguments):
-    the clean labels of ``subset(..., n_train, seed)``'s rows, the data set's generation protocol."""
-    proto = get_dataset(dataset).generation_protocol.replace(n_epochs=n_epochs, **protocol_overrides)
-    X, y_all = load_dataset(dataset, root, train=True, verify=verify)
-    _, y, idx = subset(X, y_all, n_train, seed)
-    return Run(Tensors.of_rows(X, dataset, idx, root=root, verify=verify), y, proto,
-               seed=seed if train_seed is None else train_seed, precision=precision, softmax_mode=softmax_mode,
-               keep="none", label=f"Algorithm 1 on {dataset}")
+def network_run(sample: Sample, *, train_seed: int | None = None, n_epochs: int | None = None,
+                precision: str = "fp32", softmax_mode: str = "eval", keep: str = "none", **protocol_overrides) -> Run:
+    """The run of a labelling network on ``sample``'s rows: their clean labels, the data set's
+    generation protocol (Algorithm 1's network; PMD's eta with ``keep="last"``), seeded by
+    ``train_seed`` (default the sample's seed)."""
+    if not isinstance(sample, Sample):
+        fail("sample", sample, "a sample.Sample (sample.sample(dataset, n_train=..., seed=...))")
+    proto = get_dataset(sample.dataset).generation_protocol.replace(n_epochs=n_epochs, **protocol_overrides)
+    seed = sample.seed if train_seed is None else check_seed(train_seed, "train_seed")
+    return Run(sample.data("rows"), sample.y, proto, seed=seed, precision=precision, softmax_mode=softmax_mode,
+               keep=keep, label=f"labelling network on {sample.dataset}")
 
 
-def idn_label_sets(dataset: str, noise_rates, idx: torch.Tensor, *, use_published: bool = True, n_train=None,
-                   seed: int = 0, **generate_kwargs):
-    """IDN labels at every rate for the training rows ``idx`` (those ``subset(..., n_train, seed)``
-    picks): the authors' published labels where they exist for every rate (and ``use_published``),
-    otherwise Algorithm 1 (``generate_idn``) run on those rows. Returns ``({rate: y_noisy}, source)``
-    with ``source`` either ``"published"`` or ``"Algorithm 1"``."""
-    rates = check_rates(noise_rates)
-    if use_published and get_dataset(dataset).published and all(
-            any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES) for r in rates):
-        return {r: load_published_idn(dataset, r)[1][idx] for r in rates}, "published"
-    keys = ("root", "verify")
-    _, y_all = load_dataset(dataset, **{k: generate_kwargs[k] for k in keys if k in generate_kwargs})
-    if not torch.equal(subset(y_all, y_all, n_train, seed)[2], torch.as_tensor(idx)):  # before training
-        fail("idx", "rows that differ from subset(X, y, n_train, seed)'s",
-             "the rows subset(X, y, n_train, seed) picks, for the same n_train and seed")
-    return generate_idn(dataset, rates, n_train=n_train, seed=seed, **generate_kwargs).noisy, "Algorithm 1"
+def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: int | None = None,
+                  train_seed: int | None = None, n_epochs: int | None = None, device=None, precision: str = "fp32",
+                  use_cache: bool = True, **settings) -> dict[float | None, torch.Tensor]:
+    """Noisy labels of ``family`` (``noise.FAMILIES``) for every row of ``sample.rows``, per rate
+    of ``noise_rates`` (a fixed family, such as human labels, takes none: its one set is keyed
+    None). What the family needs comes from its entry: the instances (as stored), a network
+    trained on the sample's clean labels (``network_run``: trained here or loaded from the cache;
+    Algorithm 1's averaged softmax, or the final network's softmax on the clean instances in eval
+    mode), or a published file for the sample's rows. ``noise_seed`` (default 0) and ``train_seed``
+    (default the sample's seed) only where the family is seeded by them; ``n_epochs``, ``device``
+    and ``precision`` (also "auto") only where it trains a network; ``settings``: the family's own."""
+    spec = FAMILIES[check_choice(family, "family", FAMILIES)]
+    if not isinstance(sample, Sample):
+        fail("sample", sample, "a sample.Sample (sample.sample(dataset, n_train=..., seed=...))")
+    rates = spec.check_rates(family, noise_rates)
+    settings = spec.with_defaults(family, settings)
+    for name, value in (("noise_seed", noise_seed), ("train_seed", train_seed)):
+        if value is not None and name not in spec.seeded_by:
+            fail(name, value, f"None: family {family!r} is seeded by {list(spec.seeded_by) or 'nothing'}")
+        if value is not None:
+            check_seed(value, name)
+    if spec.needs != "network" and n_epochs is not None:
+        fail("n_epochs", n_epochs, f"None: family {family!r} trains no network")
+    if spec.needs == "file":
+        spec.check_dataset(family, sample.dataset)
+    S = None
+    if spec.needs == "network":
+        S = network_softmax(sample, spec.network, train_seed=train_seed, n_epochs=n_epochs, device=device,
+                            precision=precision, use_cache=use_cache)
+    inputs = LabelInputs(sample.y, sample.n_classes, sample.X if spec.needs == "instances" else None, S,
+                         sample.dataset, sample.rows, sample.root)
+    return {r: labels_of(family, inputs, r, noise_seed=noise_seed or 0, **settings) for r in rates}
 
 
-def family_labels(dataset: str, family: str, noise_rates, *, noise_seed: int = 0, train_seed: int | None = None,
-                  n_train: int | None = None, seed: int = 0, n_epochs: int | None = None, root=None,
-                  verify: bool = True, device=None, precision: str = "fp32", use_cache: bool = True,
-                  **settings) -> dict[float, torch.Tensor]:
-    """Noisy labels of ``family`` (``noise.FAMILIES``) at every rate for the training rows that
-    ``subset(..., n_train, seed)`` picks (all rows, in torchvision's order, by default).
-    ``idn`` trains Algorithm 1's network (``generate_idn``, seeded by ``train_seed``, default
-    ``seed``, for
-    ``n_epochs``, default the data set's generation protocol); Xia's
-    families project the instances as their authors do (raw pixel values for images, the
-    features for a feature data set), seeded by ``noise_seed``, as are the class-conditional
-    ones. ``settings``: the family's own (``norm_std``)."""
-    rates = check_rates(noise_rates)
-    FAMILIES[check_choice(family, "family", FAMILIES)].with_defaults(family, settings)
-    check_seed(noise_seed, "noise_seed")
-    if train_seed is not None:
-        check_seed(train_seed, "train_seed")
-    spec = get_dataset(dataset)
-    if family == "idn":
-        return generate_idn(dataset, rates, root=root, n_train=n_train, n_epochs=n_epochs, seed=seed,
-                            train_seed=train_seed, device=device, precision=precision, use_cache=use_cache,
-                            verify=verify).noisy
-    X_all, y_all = load_dataset(dataset, root, train=True, verify=verify)
-    X, y, _ = subset(X_all, y_all, n_train, seed)
-    return {r: noisy_labels(family, y, r, spec.n_classes, noise_seed=noise_seed, X=X, **settings) for r in rates}
+def network_softmax(sample: Sample, kind: str = "averaged", *, train_seed=None, n_epochs=None, device=None,
+                    precision: str = "fp32", use_cache: bool = True) -> torch.Tensor:
+    """The softmax a noise family reads of a network trained on ``sample``'s clean labels:
+    "averaged" over its epochs (Algorithm 1's S, Eq. 3) or the "final" network's, in eval mode on
+    the clean instances (PMD's eta; the authors record it during their last training epoch, in
+    train mode on augmented images, before each batch's step)."""
+    precision = resolve_precision(precision, device)
+    run = network_run(sample, train_seed=train_seed, n_epochs=n_epochs, precision=precision,
+                      keep="last" if kind == "final" else "none")
+    result = train(run, device=device, use_cache=use_cache)
+    return result.S if kind == "averaged" else predict(run, result.weights, device=device)
 
 
 def memorisation_records(sample: Sample, y_noisy, *, csr_size: int = 500, csr_every: int = 2,

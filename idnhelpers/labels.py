@@ -4,31 +4,35 @@ whole training split, written as files with a checksummed manifest, and a check 
 ``idn-labels`` (also ``python -m idnhelpers.labels``)::
 
     idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 --out labels/
-    idn-labels --from-npz mine.npz --family xia --norm-std 0.2 --rates 0.2 --out labels/
+    idn-labels --from-npz mine.npz --family xia --setting norm_std=0.2 --rates 0.2 --out labels/
+    idn-labels --dataset cifar10 --family cifar10n --setting labels=aggre --out labels/
     idn-labels --verify labels/
 
-For each rate r, ``--out`` receives three files named ``{prefix}_{family}_{r:g}``, the prefix being
-the data set's name (``npz-<stem>`` for ``--from-npz <stem>.npz``), e.g. ``mnist_idn_0.2``:
+For each rate r, ``--out`` receives three files named ``{prefix}_{family}_{r:g}`` (a fixed label set:
+``{prefix}_{family}-{setting}``, e.g. ``cifar10_cifar10n-aggre``), the prefix being the data set's
+name (``npz-<stem>`` for ``--from-npz <stem>.npz``), e.g. ``mnist_idn_0.2``:
 
 - ``mnist_idn_0.2.csv``: the official code's ``label,label_noisy`` rows (``published.write_noisy_csv``),
   row i = index i of the training split in torchvision's order;
 - ``mnist_idn_0.2.npy``: the noisy labels (int64, same order);
 - ``mnist_idn_0.2_corrupted.npy``: a boolean mask, True where the noisy label differs from the true one;
 
-and one ``manifest.json``: the family and its settings (defaults filled in), seeds, the
+and one ``manifest.json``: the family and its settings (defaults filled in), the seeds it uses, the
 data set (name, n, SHA-256 of X's and y's bytes; the npz file's name and SHA-256), the library
 version, and per rate the exact flip count, the realised rate and every file's SHA-256. Files are
 written atomically (a temporary file moved into place); the old manifest is removed first and the
 new one written last, so a killed run leaves no half-written file and no manifest that lies.
-The same arguments give byte-identical files (the manifest has no timestamp; keys sorted); for
-``idn`` on the same kind of device (its network's training depends on it; the manifest records the
-device, the precision it resolved and the torch version), whose network comes from the run cache on a re-run. ``--verify DIR`` re-hashes every listed
+The same arguments give byte-identical files (the manifest has no timestamp; keys sorted); for a
+family that trains a network (``idn``, ``pmd``) on the same kind of device (its training depends on
+it; the manifest records the network's run key, protocol, device, the precision it resolved and the
+torch version), whose network comes from the run cache on a re-run. ``--verify DIR`` re-hashes every listed
 file and checks that the CSV, the two arrays and the flip counts agree (``verify_label_files``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -40,25 +44,34 @@ import torch
 
 from . import __version__
 from .cache import atomic_write, file_digest
-from .checks import check_float, check_int, check_rates, check_seed, fail
-from .datasets import FEATURES_PROTOCOL, get_dataset, load_dataset, register_arrays
-from .experiments import family_labels
+from .checks import check_choice, check_int, check_seed, fail
+from .datasets import FEATURES_PROTOCOL, get_dataset, register_arrays
+from .experiments import family_labels, network_run
 from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
-from .noise import FAMILIES, XIA_NORM_STD
+from .noise import FAMILIES
 from .published import read_noisy_csv, write_noisy_csv
+from .sample import sample
 
 MANIFEST = "manifest.json"
 FORMAT = "idnhelpers-labels/1"
 KINDS = ("csv", "noisy", "corrupted")  # a rate's files: label,label_noisy CSV, noisy labels, corrupted mask
-GENERATE = ("dataset", "from_npz", "family", "rates", "noise_seed", "train_seed", "norm_std", "data_root", "device",
+GENERATE = ("dataset", "from_npz", "family", "rates", "noise_seed", "train_seed", "data_root", "device",
             "precision")  # the options that only writing labels takes
 
 
 # ---------------------------------------------------------------- writing
 
-def file_names(prefix: str, family: str, rate: float) -> dict[str, str]:
-    """The three files of one rate (module docstring), by kind (``KINDS``)."""
-    stem = f"{prefix}_{family}_{rate:g}"
+def label_set_name(family: str, rate: float | None, settings: dict) -> str:
+    """How a label set is named in files: ``{family}_{rate:g}``, or for a fixed family (one set of
+    labels) the family and the settings that choose it (``cifar10n-worst``)."""
+    if rate is not None:
+        return f"{family}_{rate:g}"
+    return family + "".join(f"-{v}" for v in settings.values() if isinstance(v, str) and v.isidentifier())
+
+
+def file_names(prefix: str, family: str, rate: float | None, settings: dict | None = None) -> dict[str, str]:
+    """The three files of one label set (module docstring), by kind (``KINDS``)."""
+    stem = f"{prefix}_{label_set_name(family, rate, settings or {})}"
     return dict(zip(KINDS, (f"{stem}.csv", f"{stem}.npy", f"{stem}_corrupted.npy")))
 
 
@@ -70,22 +83,13 @@ def _array_info(t: torch.Tensor) -> dict:
     return {"dtype": str(t.numpy().dtype), "shape": list(t.shape), "sha256": _sha256(t)}
 
 
-def family_settings(family: str, norm_std: float | None = None) -> dict:
-    """``family``'s settings with their defaults filled in; ``norm_std`` only for a family that has it."""
-    defaults = FAMILIES[family].settings
-    if norm_std is not None and "norm_std" not in defaults:
-        having = [name for name, spec in FAMILIES.items() if "norm_std" in spec.settings]
-        fail("--norm-std", norm_std, f"only with a family that has it ({having}); family {family!r} has "
-             + (f"the settings {list(defaults)}" if defaults else "none"))
-    settings = dict(defaults)
-    if norm_std is not None:
-        settings["norm_std"] = check_float(norm_std, "--norm-std", low=0.0, low_open=True)
-    return settings
-
-
-def check_rate_names(rates) -> list[float]:
-    """Noise rates, sorted; two rates whose files would share a name (``{r:g}``) are refused."""
-    rates = sorted(check_rates(rates, "--rates"))
+def check_rate_names(family: str, rates) -> list:
+    """The family's rates (``NoiseFamily.check_rates``: [None] for a fixed one), sorted; two rates
+    whose files would share a name (``{r:g}``) are refused."""
+    rates = FAMILIES[check_choice(family, "--family", FAMILIES)].check_rates(family, rates, "--rates")
+    if rates == [None]:
+        return rates
+    rates = sorted(rates)
     shown = [f"{r:g}" for r in rates]
     if len(set(shown)) < len(shown):
         fail("--rates", rates, f"distinct rates: each names its files by {{rate:g}} ({shown})")
@@ -119,48 +123,55 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
         fail("--from-npz", str(path), f"a readable .npz file of arrays, no pickles ({type(error).__name__}: {error})")
 
 
-def write_label_files(dataset: str, family: str, rates, out: str | Path, *, noise_seed: int = 0,
-                      train_seed: int = 0, root=None, device=None, precision: str = "fp32", npz: dict | None = None,
-                      settings: dict | None = None, echo=print) -> dict:
-    """Write every rate's files and the manifest into ``out`` (module docstring) and return the
-    manifest. The labels are ``experiments.family_labels``' for the whole training split; all of
-    them are made before the first file is written. ``settings``: the family's (default: its
-    defaults, ``family_settings``); ``npz``: the source file's manifest entry; ``echo`` prints
-    each rate's summary line."""
-    rates = check_rate_names(rates)
-    precision = resolve_precision(precision, device)  # the manifest records what trained
-    settings = dict(family_settings(family) if settings is None else settings)
-    X, y = load_dataset(dataset, root, train=True)
-    noisy = family_labels(dataset, family, rates, noise_seed=noise_seed, train_seed=train_seed, root=root,
-                          device=device, precision=precision, **settings)
+def write_label_files(dataset: str, family: str, rates, out: str | Path, *, noise_seed: int | None = None,
+                      train_seed: int | None = None, root=None, device=None, precision: str = "fp32",
+                      npz: dict | None = None, settings: dict | None = None, echo=print) -> dict:
+    """Write every label set's files and the manifest into ``out`` (module docstring) and return
+    the manifest. The labels are ``experiments.family_labels``' for the whole training split
+    (``sample.sample(dataset)``); all of them are made before the first file is written. Seeds
+    default to the family's (0); ``settings``: the family's own (defaults filled in); ``npz``: the
+    source file's manifest entry; ``echo`` prints each label set's summary line."""
+    spec = FAMILIES[check_choice(family, "family", FAMILIES)]
+    rates = check_rate_names(family, rates)
+    settings = spec.with_defaults(family, dict(settings or {}))
+    data = sample(dataset, root=root)
+    trains = spec.needs == "network"
+    precision = resolve_precision(precision, device) if trains else None  # the manifest records what trained
+    noisy = family_labels(data, family, None if rates == [None] else rates, noise_seed=noise_seed,
+                          train_seed=train_seed, device=device, precision=precision or "fp32", **settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     prefix = dataset.replace(":", "-")
-    entries = [_write_rate(out, file_names(prefix, family, r), r, y, noisy[r], echo) for r in rates]
-    spec = FAMILIES[family]
-    data = {"name": dataset, "n": len(y), "n_classes": get_dataset(dataset).n_classes, "X": _array_info(X),
-            "y": _array_info(y), **({"npz": npz} if npz else {})}
-    manifest = {"format": FORMAT, "idnhelpers": __version__, "dataset": data, "family": family,
-                "family_label": spec.label, "exact": spec.exact, "nested": spec.nested, "settings": settings,
-                "noise_seed": noise_seed, "train_seed": train_seed, "rates": list(rates),
-                "labels": entries}
-    if family == "idn":  # Algorithm 1's network: its training depends on the hardware and the library
-        manifest["network"] = {"device": resolve_device(device).type, "precision": precision, "torch": torch.__version__}
+    entries = [_write_rate(out, file_names(prefix, family, r, settings), r, data.y, noisy[r], echo) for r in rates]
+    info = {"name": dataset, "n": len(data.y), "n_classes": data.n_classes, "X": _array_info(data.X),
+            "y": _array_info(data.y), **({"npz": npz} if npz else {})}
+    seeds = {"noise_seed": 0 if noise_seed is None else noise_seed, "train_seed": data.seed if train_seed is None
+             else train_seed}
+    manifest = {"format": FORMAT, "idnhelpers": __version__, "dataset": info, "family": family,
+                "family_label": spec.label, "exact": spec.exact, "nested": spec.nested, "fixed": spec.fixed,
+                "settings": settings, **{name: seeds[name] for name in spec.seeded_by},
+                "rates": [] if spec.fixed else list(rates), "labels": entries}
+    if trains:  # the network the labels come from: its training depends on the hardware and the library
+        run = network_run(data, train_seed=train_seed, precision=precision,
+                          keep="last" if spec.network == "final" else "none")
+        manifest["network"] = {"run": run.key(), "softmax": spec.network, "protocol": dataclasses.asdict(run.protocol),
+                               "device": resolve_device(device).type, "precision": precision, "torch": torch.__version__}
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
     echo(f"manifest: {out / MANIFEST}")
     return manifest
 
 
-def _write_rate(out: Path, names: dict[str, str], rate: float, y: torch.Tensor, y_noisy: torch.Tensor, echo) -> dict:
-    """One rate's three files and its manifest entry: flips, realised rate, each file's SHA-256."""
+def _write_rate(out: Path, names: dict[str, str], rate: float | None, y: torch.Tensor, y_noisy: torch.Tensor,
+                echo) -> dict:
+    """One label set's three files and its manifest entry: flips, realised rate, each file's SHA-256."""
     corrupted = (y_noisy != y).numpy()
     write_noisy_csv(out / names["csv"], y, y_noisy)
     for kind, array in (("noisy", y_noisy.numpy().astype(np.int64)), ("corrupted", corrupted)):
         atomic_write(out / names[kind], lambda f, a=array: np.save(f, a, allow_pickle=False))
     flips = int(corrupted.sum())
-    echo(f"rate {rate:g}: {flips} of {len(y)} labels flipped ({flips / len(y):.4f}) -> {', '.join(names.values())}")
+    echo(f"{'rate ' + format(rate, 'g') if rate is not None else 'labels'}: {flips} of {len(y)} labels flipped ({flips / len(y):.4f}) -> {', '.join(names.values())}")
     return {"rate": rate, "flips": flips, "realised_rate": round(flips / len(y), 6),
             "files": {kind: {"name": name, "sha256": file_digest(out / name)} for kind, name in names.items()}}
 
@@ -248,15 +259,17 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--from-npz", metavar="FILE", help="an .npz holding X (uint8 images N x C x H x W or features "
                      "N x d) and y (integer labels); registered as npz:<stem>")
     p.add_argument("--family", choices=list(FAMILIES), help="the noise family (noise.FAMILIES)")
-    p.add_argument("--rates", nargs="+", type=float, metavar="RATE", help="noise rates in [0, 1), e.g. 0.2 0.4")
-    p.add_argument("--noise-seed", type=int, help="seeds xia, xia_exact, symmetric and pair (default 0)")
-    p.add_argument("--train-seed", type=int, help="seeds idn's labelling network (default 0)")
-    p.add_argument("--norm-std", type=float, help=f"xia and xia_exact: spread of the per-instance flip rates "
-                   f"(default {XIA_NORM_STD})")
+    p.add_argument("--rates", nargs="+", type=float, metavar="RATE", help="noise rates in [0, 1), e.g. 0.2 0.4 (none "
+                   "for a fixed label set such as cifar10n)")
+    p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting of the family (YAML value): norm_std=0.2 (xia), type=2 (pmd), labels=aggre (cifar10n)")
+    p.add_argument("--noise-seed", type=int, help="the noise draws' seed, for the families seeded by it (default 0)")
+    p.add_argument("--train-seed", type=int, help="the labelling network's seed, for the families that train one "
+                   "(idn, pmd; default 0)")
     p.add_argument("--data-root", help="folder with the data sets (default $IDNHELPERS_DATA)")
-    p.add_argument("--device", help="idn's training device: auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=PRECISION_CHOICES, help="idn's training precision: auto (default: bf16 "
-                   "where the device has it natively, else fp32), fp32 or bf16")
+    p.add_argument("--device", help="training device of a family's network: auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="training precision of a family's network: auto "
+                   "(default: bf16 where the device has it natively, else fp32), fp32 or bf16")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--out", metavar="DIR", help="write the label files and manifest.json into this folder")
     what.add_argument("--verify", metavar="DIR", help="check a folder against its manifest.json; exit 1 on a mismatch")
@@ -266,31 +279,61 @@ def parser() -> argparse.ArgumentParser:
 def _generate(args, p: argparse.ArgumentParser) -> int:
     """Check every option (errors name the option), then write the files."""
     missing = [option for option, value in (("--dataset or --from-npz", args.dataset or args.from_npz),
-                                            ("--family", args.family), ("--rates", args.rates)) if value is None]
+                                            ("--family", args.family)) if value is None]
     if missing:
         p.error(f"writing labels (--out) also needs {', '.join(missing)}")
     try:
-        settings = family_settings(args.family, args.norm_std)
-        noise_seed = check_seed(0 if args.noise_seed is None else args.noise_seed, "--noise-seed")
-        if args.family in ("xia", "xia_exact"):  # their draws use numpy's RandomState
-            check_int(noise_seed, "--noise-seed", maximum=2 ** 32 - 1)
-        train_seed = check_seed(0 if args.train_seed is None else args.train_seed, "--train-seed")
+        spec = FAMILIES[args.family]
+        if args.rates is None and not spec.fixed:
+            fail("--rates", None, f"one or more noise rates for family {args.family!r}, e.g. --rates 0.2 0.4")
+        rates = check_rate_names(args.family, args.rates)
+        settings = spec.with_defaults(args.family, _assignments(args.setting, list(spec.settings)))
+        for option, value in (("--noise-seed", args.noise_seed), ("--train-seed", args.train_seed)):
+            if value is not None and option[2:].replace("-", "_") not in spec.seeded_by:
+                fail(option, value, f"nothing: family {args.family!r} is seeded by "
+                     + (", ".join(f"--{s.replace('_', '-')}" for s in spec.seeded_by) or "nothing"))
+        if args.noise_seed is not None:
+            check_int(args.noise_seed, "--noise-seed", minimum=0, maximum=2 ** 32 - 1)  # numpy's RandomState
+        if args.train_seed is not None:
+            check_seed(args.train_seed, "--train-seed")
+        for option, value in (("--device", args.device), ("--precision", args.precision)):
+            if value is not None and spec.needs != "network":
+                fail(option, value, f"nothing: family {args.family!r} trains no network")
         device = resolve_device(args.device)
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             fail("--out", args.out, "a folder (this path is a file)")
         dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
-        write_label_files(dataset, args.family, args.rates, out, noise_seed=noise_seed, train_seed=train_seed,
-                          root=args.data_root, device=device, precision=args.precision or "auto", npz=npz,
-                          settings=settings)
+        spec.check_dataset(args.family, dataset)
+        write_label_files(dataset, args.family, None if rates == [None] else rates, out, noise_seed=args.noise_seed,
+                          train_seed=args.train_seed, root=args.data_root, device=device,
+                          precision=args.precision or "auto", npz=npz, settings=settings)
     except (ValueError, OSError) as error:  # OSError: a data set's files not found, a folder not writable
         p.error(str(error))
     return 0
 
 
+def _assignments(items: list[str], allowed: list[str]) -> dict:
+    """``--setting NAME=VALUE`` items (YAML values), each name once and one of ``allowed``."""
+    import yaml
+
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in allowed or name in values:
+            fail("--setting", item, f"NAME=VALUE, once per name, NAME one of {allowed}" if allowed else
+                 "nothing: this family has no settings")
+        try:
+            values[name] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            fail("--setting", item, f"NAME=VALUE with a YAML value ({type(error).__name__})")
+    return values
+
+
 def _verify(args, p: argparse.ArgumentParser) -> int:
     """Print OK / MISSING / MISMATCH per file; 0 if every file is OK, else 1."""
-    given = [f"--{o.replace('_', '-')}" for o in GENERATE if getattr(args, o) is not None]
+    given = [f"--{o.replace('_', '-')}" for o in GENERATE if getattr(args, o) is not None] + (
+        ["--setting"] if args.setting else [])
     if given:
         p.error(f"--verify checks a folder against its manifest: it takes none of {', '.join(given)}")
     if not Path(args.verify).is_dir():

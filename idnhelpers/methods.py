@@ -231,7 +231,7 @@ def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_
     MNIST and CIFAR (default) SGD lr 1e-6, momentum 0.9, weight decay 1e-4, constant, from the
     L_DMI authors' CIFAR-10 code, since the SEAL paper shares one protocol across methods and
     publishes no DMI-specific MNIST setting; the authors' own (Fashion-)MNIST setting is the
-    option ``**LDMI_MNIST`` (Adam, lr 1e-4, 20 epochs); Clothing1M (``clothing1m.DMI_OPTIONS``)
+    option ``**LDMI_MNIST`` (Adam, lr 1e-4, 20 epochs); Clothing1M (``paper.CLOTHING1M_DMI``)
     1e-6 halved after 5 epochs, as Appendix A. ``official_loss``: see ``losses.dmi_loss``.
     ``average_epochs``: the DMI stage's ``S`` (SEAL (DMI)'s S^[0]) averages its first that many
     epochs (the official ``train_clothing_dmi.py`` averages the first 5 on Clothing1M)."""

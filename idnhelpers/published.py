@@ -1,16 +1,26 @@
-"""The IDN labels published by the paper's authors, and the ``label,label_noisy`` CSV format.
+"""Published label sets, and the ``label,label_noisy`` CSV format. Each is a family of
+``noise.FAMILIES`` ("file" families), so the grid, ``idn-labels`` and the chapters take them by name.
 
-The authors released Algorithm 1's labels for MNIST and CIFAR-10 at 10-40% noise (GitHub
-``chenpf1025/IDN``, ``data/{MNIST,CIFAR10}/label_noisy/dependent{r}.csv``). They are the labels
-behind Tables 1 and 2, and new methods should use them for a fair comparison. The package ships
-them in ``published_labels/{dataset}.npz`` (a few hundred kB instead of 3.5 MB of CSV): the
-true labels, the noisy label at 40%, and for each instance the lowest rate at which it is flipped
-(the four flipped sets are nested and share their flip targets). ``write_noisy_csv`` turns them
-back into files byte-identical to the originals (SHA-256 recorded in ``PROVENANCE.md``).
+- This paper's IDN labels (``load_published_idn``): Algorithm 1's labels for MNIST and CIFAR-10 at
+  10-40% (GitHub ``chenpf1025/IDN``, ``data/{MNIST,CIFAR10}/label_noisy/dependent{r}.csv``), the
+  labels behind Tables 1 and 2. Shipped in ``published_labels/{dataset}.npz`` (a few hundred kB
+  instead of 3.5 MB of CSV): the true labels, the noisy label at 40%, and for each instance the
+  lowest rate at which it is flipped (the four flipped sets are nested and share their flip
+  targets). ``write_noisy_csv`` turns them back into files byte-identical to the originals.
+- CAL's instance-dependent labels for CIFAR-10/100 at 20-60% (``load_cal_idn``; Zhu et al., CVPR
+  2021, MIT licence): shipped in ``published_labels/cal_idn.npz``.
+- CIFAR-10N / CIFAR-100N human labels (``load_cifar_n``; Wei et al., ICLR 2022): CC BY-NC 4.0, so
+  not shipped; read from the user's copy of ``CIFAR-10_human.pt`` / ``CIFAR-100_human.pt`` under
+  ``$IDNHELPERS_DATA/cifar-10-100n``, checked against the files' MD5 before anything is read, and
+  unpickled with nothing allowed but the four numpy constructors those files use.
+
+Provenance, checksums and licences: ``published_labels/PROVENANCE.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -22,20 +32,99 @@ from .checks import check_choice, check_labels, check_n_classes, check_rate, che
 
 PUBLISHED = {"mnist": 60_000, "cifar10": 50_000}
 PUBLISHED_RATES = (0.1, 0.2, 0.3, 0.4)
+CAL_DATASETS = ("cifar10", "cifar100")
+CAL_RATES = (0.2, 0.4, 0.6)
+
+
+def _rate_index(noise_rate, rates) -> float:
+    check_rate(noise_rate)
+    match = next((r for r in rates if abs(noise_rate - r) < 1e-9), None)
+    if match is None:
+        fail("noise_rate", noise_rate, f"one of the published rates {rates}")
+    return match
+
+
+def _shipped(name: str) -> dict:
+    with resources.files("idnhelpers").joinpath(f"published_labels/{name}.npz").open("rb") as f:
+        with np.load(f, allow_pickle=False) as d:
+            return {key: d[key] for key in d.files}
 
 
 def load_published_idn(dataset: str, noise_rate: float):
     """The authors' ``(y, y_noisy)`` for ``dataset`` at ``noise_rate`` (row i = torchvision index i)."""
     check_choice(dataset, "dataset", sorted(PUBLISHED))
-    check_rate(noise_rate)
-    level = next((i + 1 for i, r in enumerate(PUBLISHED_RATES) if abs(noise_rate - r) < 1e-9), None)
-    if level is None:
-        fail("noise_rate", noise_rate, f"one of the published rates {PUBLISHED_RATES}")
-    with resources.files("idnhelpers").joinpath(f"published_labels/{dataset}.npz").open("rb") as f:
-        d = np.load(f)
-        y, noisy_max, first_level = d["label"], d["label_noisy_max"], d["first_level"]
+    level = PUBLISHED_RATES.index(_rate_index(noise_rate, PUBLISHED_RATES)) + 1
+    d = _shipped(dataset)
+    y, noisy_max, first_level = d["label"], d["label_noisy_max"], d["first_level"]
     flipped = (first_level > 0) & (first_level <= level)
     y_noisy = np.where(flipped, noisy_max, y)
+    return torch.from_numpy(y.astype(np.int64)), torch.from_numpy(y_noisy.astype(np.int64))
+
+
+def load_cal_idn(dataset: str, noise_rate: float):
+    """CAL's ``(y, y_noisy)`` for CIFAR-10 or CIFAR-100 at 20, 40 or 60% (row i = torchvision index i)."""
+    check_choice(dataset, "dataset", CAL_DATASETS)
+    rate = _rate_index(noise_rate, CAL_RATES)
+    d = _shipped("cal_idn")
+    return (torch.from_numpy(d[f"{dataset}_label"].astype(np.int64)),
+            torch.from_numpy(d[f"{dataset}_noisy_{rate:g}"].astype(np.int64)))
+
+
+@dataclass(frozen=True)
+class HumanLabels:
+    """One CIFAR-N file: its name, the MD5 of every published version, and the key of each label set."""
+
+    file: str
+    md5: tuple[str, ...]
+    keys: dict
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(name for name in self.keys if name != "clean")
+
+
+CIFAR_N_FOLDER = "cifar-10-100n"  # under the data root: the repository's name
+CIFAR_N = {
+    "cifar10": HumanLabels("CIFAR-10_human.pt", ("96644db5574813cae939af5f7f2a0aec",),
+                           {"clean": "clean_label", "aggre": "aggre_label", "worst": "worse_label",
+                            "random1": "random_label1", "random2": "random_label2", "random3": "random_label3"}),
+    # the 2023 file (coarse labels corrected) and the original; their fine labels are the same
+    "cifar100": HumanLabels("CIFAR-100_human.pt", ("a67b45c1d7992051865b5c755bd68bb1", "3957ab2a1b5fd13bfbd6ab956831f9b3"),
+                            {"clean": "clean_label", "noisy": "noisy_label"}),
+}
+# what those files' pickles may construct: numpy arrays and their dtypes, under numpy 1's and 2's names
+_CIFAR_N_GLOBALS = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+                    np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.int64))]
+
+
+def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = True):
+    """``(y, y_noisy)`` of CIFAR-10N (``labels``: aggre, worst, random1, random2, random3) or
+    CIFAR-100N (``noisy``) from the user's copy under ``root/cifar-10-100n`` (row i = CIFAR's
+    training index i). With ``verify`` the file's MD5 must be a published one before it is read;
+    either way it is loaded with ``torch.load(weights_only=True)`` allowing only numpy arrays."""
+    from .datasets import default_root  # late: datasets imports this module's neighbours
+
+    check_choice(dataset, "dataset", sorted(CIFAR_N))
+    spec = CIFAR_N[dataset]
+    check_choice(labels, "labels", spec.variants)
+    path = (Path(root) if root is not None else default_root()) / CIFAR_N_FOLDER / spec.file
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec.file} not found in {path.parent}: get it from "
+                                f"https://github.com/UCSC-REAL/cifar-10-100n (data/{spec.file}; CC BY-NC 4.0)")
+    if verify:
+        found = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        if found not in spec.md5:
+            raise ValueError(f"{path} fails its checksum (MD5 {found}, expected one of {list(spec.md5)}): it is "
+                             "damaged or not the published file, so it is not read (verify=False for a copy you made)")
+    try:
+        with torch.serialization.safe_globals(_CIFAR_N_GLOBALS):
+            contents = torch.load(path, weights_only=True, map_location="cpu")
+        y, y_noisy = (np.asarray(contents[spec.keys[k]]) for k in ("clean", labels))
+    except Exception as error:  # refused pickles, truncated archives, missing keys: never trusted
+        raise ValueError(f"{path} cannot be read as a CIFAR-N label file ({type(error).__name__}: "
+                         f"{str(error)[:200]})") from None
+    if y.shape != y_noisy.shape or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{path}: {spec.keys['clean']} and {spec.keys[labels]} are not label vectors of one length")
     return torch.from_numpy(y.astype(np.int64)), torch.from_numpy(y_noisy.astype(np.int64))
 
 
@@ -70,18 +159,3 @@ def write_noisy_csv(path: str | Path, y, y_noisy) -> None:
     check_same_length(y=y, y_noisy=y_noisy)
     text = "label,label_noisy\n" + "".join(f"{a},{b}\n" for a, b in zip(y.tolist(), y_noisy.tolist()))
     atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def pack_published(csv_dir: str | Path, out: str | Path) -> None:
-    """Pack ``dependent{r}.csv`` for the four rates into the compact npz shipped with the package."""
-    pairs = [tuple(t.numpy() for t in read_noisy_csv(Path(csv_dir) / f"dependent{r}.csv")) for r in PUBLISHED_RATES]
-    y, noisy_max = pairs[0][0], pairs[-1][1]
-    first_level = np.zeros(len(y), dtype=np.uint8)
-    for level, (_, noisy) in reversed(list(enumerate(pairs, start=1))):
-        first_level[noisy != y] = level
-    for level, (y_r, noisy) in enumerate(pairs, start=1):
-        rebuilt = np.where((first_level > 0) & (first_level <= level), noisy_max, y)
-        if not (np.array_equal(y_r, y) and np.array_equal(rebuilt, noisy)):
-            raise ValueError(f"{csv_dir}: the files are not nested with shared flip targets")
-    atomic_write(out, lambda f: np.savez_compressed(
-        f, label=y.astype(np.uint8), label_noisy_max=noisy_max.astype(np.uint8), first_level=first_level))

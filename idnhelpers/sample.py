@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import check_float, fail
+from .checks import check_float, check_int, check_seed, fail
 from .datasets import get_dataset, load_dataset, subset
 from .runs import Labelled, Run, Tensors
 from .stats import validation_split
@@ -28,8 +28,8 @@ from .stats import validation_split
 class Sample:
     """Rows of one experiment (module docstring): ``rows`` of the training split (sorted; their true
     labels ``y``), ``train``/``val`` positions into ``rows`` (``val`` None without a validation
-    split), ``test_rows`` of the test split (true labels ``y_test``), and the settings that chose
-    them."""
+    split), ``test_rows`` of the test split (true labels ``y_test``), the ``seed`` that drew them
+    (the default seed of a labelling network on them) and where the data are read from."""
 
     dataset: str
     rows: torch.Tensor
@@ -38,6 +38,7 @@ class Sample:
     test_rows: torch.Tensor
     y: torch.Tensor
     y_test: torch.Tensor
+    seed: int = 0
     root: str | None = None
     verify: bool = True
 
@@ -86,11 +87,14 @@ def sample(dataset: str, *, n_train: int | None = None, n_test: int | None = Non
            seed: int = 0, root=None, verify: bool = True) -> Sample:
     """The rows of an experiment on ``dataset`` (module docstring): ``n_train`` labelled rows of the
     training split (None: all), ``val_fraction`` of them as noisy validation rows (0: none),
-    ``n_test`` test rows (None: all), chosen from ``seed``."""
+    at most ``n_test`` test rows (None: all), chosen from ``seed``."""
     check_float(val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True)
+    check_seed(seed)
     _, y_all = load_dataset(dataset, root, train=True, verify=verify)
     _, y, rows = subset(y_all, y_all, n_train, seed)
     _, y_test_all = load_dataset(dataset, root, train=False, verify=verify)
+    if check_int(n_test, "n_test", minimum=1, none_ok=True) is not None:
+        n_test = min(n_test, len(y_test_all))  # a cap on scoring's cost: a profile's n_test serves any data set
     _, y_test, test_rows = subset(y_test_all, y_test_all, n_test, seed, name="n_test")
     train, val = validation_split(len(y), val_fraction, seed) if val_fraction else (torch.arange(len(y)), None)
-    return Sample(dataset, rows, train, val, test_rows, y, y_test, None if root is None else str(root), verify)
+    return Sample(dataset, rows, train, val, test_rows, y, y_test, seed, None if root is None else str(root), verify)

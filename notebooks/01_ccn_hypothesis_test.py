@@ -37,7 +37,8 @@
 # protocol (split, train, test).
 
 # %% tags=["parameters"]
-dataset = "mnist"  # mnist (published IDN labels) or another data set (IDN generated with Algorithm 1)
+dataset = "mnist"  # a registered data set
+family = "idn_published"  # IDN labels: the authors' published ones (MNIST, CIFAR-10); "idn": Algorithm 1 on these rows
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.1, 0.2, 0.3, 0.4]  # IDN rates to test
 n_epochs = 20  # training epochs of the network tested
@@ -59,18 +60,14 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
-from idnhelpers.chapter import check_parameters, claims
-from idnhelpers.hardware import resolve_precision
+from idnhelpers.chapter import claims, setup
 from idnhelpers.clothing1m import load_clothing1m_labels
 from idnhelpers.datasets import default_root, get_dataset, protocol
-from idnhelpers.experiments import ccn_experiment, idn_label_sets, memorisation_records
+from idnhelpers.experiments import ccn_experiment, family_labels, memorisation_records
 from idnhelpers.noise import ccn_labels
-from idnhelpers.sample import sample
 from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix
 
-check_parameters(globals())  # every parameter checked before any work starts
-precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
-plots.use_book_style()
+data = setup(globals())  # parameters checked, precision resolved, the rows of this chapter (shared with 01/03/04)
 
 n_classes = get_dataset(dataset).n_classes
 noise_rates = sorted(float(r) for r in noise_rates)
@@ -105,11 +102,9 @@ print(f"log10 of the probability bound: {paper.log10_p:.0f}  (the paper: 'lower 
 # serves all three chapters.
 
 # %% tags=["remove-stderr"]
-data = sample(dataset, n_train=n_train, n_test=n_test, val_fraction=val_fraction, seed=seed, root=data_root)
 y = data.y
 proto = protocol(dataset, n_epochs=n_epochs)
-idn_sets, source = idn_label_sets(dataset, noise_rates, data.rows, n_train=n_train, seed=seed, root=data_root,
-                                  device=device, precision=precision)
+idn_sets = family_labels(data, family, noise_rates, device=device, precision=precision)
 rows, curves = [], {}
 for rate in noise_rates:
     y_idn = idn_sets[rate]

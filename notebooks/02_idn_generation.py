@@ -55,17 +55,14 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
-from idnhelpers.chapter import check_parameters, claims
-from idnhelpers.hardware import resolve_precision
-from idnhelpers.datasets import get_dataset, load_dataset
+from idnhelpers.chapter import claims, setup
+from idnhelpers.datasets import get_dataset
 from idnhelpers.experiments import generate_idn
-from idnhelpers.noise import flip_count, symmetric_noise
-from idnhelpers.published import PUBLISHED_RATES, load_published_idn
+from idnhelpers.noise import FAMILIES, flip_count, symmetric_noise
+from idnhelpers.published import load_published_idn
 from idnhelpers.stats import estimate_transition_matrix, flip_agreement, per_class_noise_rate
 
-check_parameters(globals())  # every parameter checked before any work starts
-precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
-plots.use_book_style()
+data = setup(globals())  # parameters checked, precision resolved, the rows Algorithm 1 labels
 
 spec = get_dataset(dataset)
 names, n_classes = spec.classes, spec.n_classes
@@ -82,11 +79,8 @@ noise_rates = sorted(float(r) for r in noise_rates)
 # this notebook with other noise rates costs nothing.
 
 # %% tags=["remove-stderr"]
-idn = generate_idn(dataset, noise_rates, root=data_root, n_train=n_train, n_epochs=n_epochs, seed=seed,
-                   device=device, precision=precision)
-X_all, _ = load_dataset(dataset, data_root, train=True)
-X = X_all[idn.idx]
-y = idn.y
+idn = generate_idn(data, noise_rates, n_epochs=n_epochs, device=device, precision=precision)
+X, y = data.X, data.y
 (pd.DataFrame({"epoch": range(1, len(idn.history["loss"]) + 1), "loss": idn.history["loss"],
                "training accuracy (%)": 100 * np.array(idn.history["train_acc"])}).set_index("epoch").T.style
  .format("{:.3f}", subset=pd.IndexSlice["loss", :]).format("{:.2f}", subset=pd.IndexSlice["training accuracy (%)", :]))
@@ -167,15 +161,16 @@ fig = plots.image_grid(X[picks], [f"{names[y[i]]} → {names[idn.candidate[i]]}"
 # and the published labels come from a network trained on all 60k images, ours from the subset.
 
 # %% tags=["remove-stderr"]
-published_rates = [r for r in noise_rates if any(abs(r - p) < 1e-9 for p in PUBLISHED_RATES)] if spec.published else []
-runs_by_seed = {s: idn if s == seed else generate_idn(dataset, published_rates, root=data_root, n_train=n_train,
-                                                      n_epochs=n_epochs, seed=seed, train_seed=s, device=device,
-                                                      precision=precision)
+published = FAMILIES["idn_published"]
+published_rates = [r for r in noise_rates if any(abs(r - p) < 1e-9 for p in published.rates)] if (
+    dataset in published.datasets) else []
+runs_by_seed = {s: idn if s == seed else generate_idn(data, published_rates, n_epochs=n_epochs, train_seed=s,
+                                                      device=device, precision=precision)
                 for s in (idn_seeds if published_rates else [])}
 rows_agree, checks = [], []
 for r in published_rates:
     y_pub, y_noisy_pub = load_published_idn(dataset, r)
-    vs_published = {s: flip_agreement(y, g.noisy[r], y_noisy_pub[idn.idx]) for s, g in runs_by_seed.items()}
+    vs_published = {s: flip_agreement(y, g.noisy[r], y_noisy_pub[data.rows]) for s, g in runs_by_seed.items()}
     pairs = [flip_agreement(y, runs_by_seed[a].noisy[r], runs_by_seed[b].noisy[r])["recovered"]
              for i, a in enumerate(idn_seeds) for b in idn_seeds[i + 1:]]
     recovered = [v["recovered"] for v in vs_published.values()]

@@ -37,7 +37,8 @@
 # training set.
 
 # %% tags=["parameters"]
-dataset = "mnist"  # mnist uses the published IDN labels; other data sets generate them (Algorithm 1)
+dataset = "mnist"  # a registered image data set
+family = "idn_published"  # IDN labels: the authors' published ones (MNIST, CIFAR-10); "idn": Algorithm 1 on these rows
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.1, 0.2, 0.3, 0.4]  # noise fractions, for IDN and for uniform CCN
 noise_types = ["IDN", "CCN"]  # IDN (Algorithm 1) and uniform class-conditional noise
@@ -61,17 +62,13 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
-from idnhelpers.chapter import check_parameters, claims
-from idnhelpers.hardware import resolve_precision
+from idnhelpers.chapter import claims, setup
 from idnhelpers.datasets import get_dataset, protocol
 from idnhelpers.engine import train
-from idnhelpers.experiments import idn_label_sets, memorisation_records
+from idnhelpers.experiments import family_labels, memorisation_records
 from idnhelpers.noise import symmetric_noise
-from idnhelpers.sample import sample
 
-check_parameters(globals())  # every parameter checked before any work starts
-precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
-plots.use_book_style()
+data = setup(globals())  # parameters checked, precision resolved, the rows of this chapter (shared with 01/03/04)
 
 spec = get_dataset(dataset)
 names, n_classes = spec.classes, spec.n_classes
@@ -87,12 +84,10 @@ noise_rates = sorted(float(r) for r in noise_rates)
 # as noisy validation rows, which no network trains on), so its IDN runs are these.
 
 # %% tags=["remove-stderr"]
-data = sample(dataset, n_train=n_train, n_test=n_test, val_fraction=val_fraction, seed=seed, root=data_root)
 X, y = data.data("train").X, data.y[data.train]  # the training rows
 proto = protocol(dataset, n_epochs=n_epochs)
 if "IDN" in noise_types:
-    idn_sets, source = idn_label_sets(dataset, noise_rates, data.rows, n_train=n_train, seed=seed, root=data_root,
-                                      device=device, precision=precision)
+    idn_sets = family_labels(data, family, noise_rates, device=device, precision=precision)
 labels = {}  # per noise type and rate: the labels of every row of the sample (training and validation)
 for r in noise_rates:
     if "IDN" in noise_types:

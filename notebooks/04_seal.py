@@ -35,10 +35,10 @@
 # (Eq. 9), `correction_scores` (Eq. 10) and `correction_metrics` measure the correction.
 
 # %% tags=["parameters"]
-dataset = "mnist"  # mnist or cifar10 use the published IDN labels; other data sets generate them
+dataset = "mnist"  # a registered data set
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.1, 0.2, 0.3, 0.4]  # IDN rates
-use_published = True  # the authors' labels where they exist; False: Algorithm 1 on the same rows
+family = "idn_published"  # IDN labels: the authors' published ones (MNIST, CIFAR-10); "idn": Algorithm 1 on these rows
 n_iterations = 2  # SEAL iterations after the CE one (the paper: 10 on MNIST, 3 on CIFAR-10)
 n_epochs = 20  # epochs per iteration (the paper: 50 on MNIST)
 n_train = 8000  # labelled rows (random, seeded), split into training and validation rows; None: all
@@ -56,18 +56,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idnhelpers import paper_results, plots
-from idnhelpers.chapter import check_parameters, claims
-from idnhelpers.hardware import resolve_precision
+from idnhelpers import paper, plots
+from idnhelpers.chapter import claims, setup
 from idnhelpers.datasets import get_dataset, protocol
-from idnhelpers.experiments import idn_label_sets, memorisation_records
+from idnhelpers.experiments import family_labels, memorisation_records
 from idnhelpers.methods import Trainer, run_stages
-from idnhelpers.sample import sample
+from idnhelpers.noise import FAMILIES
 from idnhelpers.stats import correction_metrics, correction_scores, label_distance
 
-check_parameters(globals())  # every parameter checked before any work starts
-precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
-plots.use_book_style()
+data = setup(globals())  # parameters checked, precision resolved, the rows of this chapter (shared with 01/03/04)
 
 spec = get_dataset(dataset)
 names, n_classes = spec.classes, spec.n_classes
@@ -84,17 +81,15 @@ proto = protocol(dataset, n_epochs=n_epochs)
 # iteration 0 (CE) is their IDN run, trained once for all three.
 
 # %% tags=["remove-stderr"]
-data = sample(dataset, n_train=n_train, n_test=n_test, val_fraction=val_fraction, seed=seed, root=data_root)
 X, y = data.data("train").X, data.y[data.train]  # the training rows
-labels, source = idn_label_sets(dataset, noise_rates, data.rows, use_published=use_published, n_train=n_train,
-                                seed=seed, root=data_root, device=device, precision=precision)
+labels = family_labels(data, family, noise_rates, device=device, precision=precision)
 noisy = {r: labels[r][data.train] for r in noise_rates}  # the training rows' noisy labels
 grid = [(r, s) for r in noise_rates for s in seeds]  # every (rate, seed) run trains together, iteration by iteration
 base = [data.run(labels[r], proto, seed=s, precision=precision, keep="none", **memorisation_records(data, labels[r]))
         for r, s in grid]
 results = run_stages("seal", base, trainer=Trainer(device=device), n_iterations=n_iterations)
 runs = {cell: result.stages for cell, result in zip(grid, results)}  # runs[(rate, seed)][m]: iteration m
-print(f"IDN labels: {source}; {len(y)} training instances, "
+print(f"IDN labels: {FAMILIES[family].label}; {len(y)} training instances, "
       f"{len(runs) * (n_iterations + 1)} training runs")
 
 # %% [markdown]
@@ -137,8 +132,8 @@ def mean_std(values):
     return f"{values.mean():.2f} ± {values.std():.2f}" if len(values) > 1 else f"{values.mean():.2f}"
 
 
-def paper(method, r):
-    value = paper_results.paper_value(dataset, method, r)
+def published(method, r):
+    value = paper.paper_value(dataset, method, r)
     return "—" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}"
 
 
@@ -151,7 +146,7 @@ accuracy = pd.DataFrame(
                             for m in range(n_iterations + 1)] for r in noise_rates},
     index=["CE (iteration 0)"] + [f"SEAL iteration {m}" for m in range(1, n_iterations + 1)])
 for r in noise_rates:
-    accuracy[(f"{r:.0%}", "paper")] = [paper("ce", r)] + ["—"] * (n_iterations - 1) + [paper("seal", r)] * (
+    accuracy[(f"{r:.0%}", "paper")] = [published("ce", r)] + ["—"] * (n_iterations - 1) + [published("seal", r)] * (
         n_iterations > 0)
 accuracy = accuracy[[(f"{r:.0%}", kind) for r in noise_rates for kind in ("ours", "paper")]]
 accuracy.columns = pd.MultiIndex.from_tuples(accuracy.columns, names=["noise rate", ""])

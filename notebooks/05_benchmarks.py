@@ -42,7 +42,7 @@ dataset = "mnist"  # mnist (Table 1) or cifar10 (Table 2; needs cifar-10-batches
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.2, 0.4]  # IDN rates (the paper: 0.1, 0.2, 0.3, 0.4)
 methods = ["ce", "forward", "coteaching", "gce", "dac", "dmi", "seal"]  # Table 1-2's; add "seal_dmi" (Table 3)
-use_published = True  # the authors' IDN labels (fair comparison); False: Algorithm 1 on the same rows
+family = "idn_published"  # the authors' IDN labels (fair comparison); "idn": Algorithm 1 on the same rows; any of noise.FAMILIES
 n_epochs = 20  # epochs per training run (the paper: 50 on MNIST, 150 on CIFAR-10)
 n_train = 4400  # training subset size (random, seeded); None for the whole training set
 n_test = 2000  # test subset size (random, seeded), scored every epoch; None for the whole test set
@@ -64,20 +64,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idnhelpers import paper_results
-from idnhelpers import plots
-from idnhelpers.chapter import check_parameters, claims
-from idnhelpers.hardware import resolve_precision
-from idnhelpers.clothing1m import METHODS as CLOTHING1M_METHODS, clothing1m_available
+from idnhelpers import paper, plots
+from idnhelpers.chapter import claims, setup
+from idnhelpers.clothing1m import clothing1m_available
 from idnhelpers.grid import GridSpec, T_error, build_grid, collect, run_grid
 from idnhelpers.methods import METHODS, method_label
 
-check_parameters(globals())  # every parameter checked (an unknown method, a bad rate) before any work starts
-precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
-spec = GridSpec(dataset=dataset, methods=methods, noise_rates=noise_rates, seeds=seeds, n_epochs=n_epochs,
-                n_train=n_train, n_test=n_test, val_fraction=val_fraction, n_iterations=n_iterations,
-                dmi_epochs=dmi_epochs, use_published=use_published, seed=seed, precision=precision,
-                data_root=data_root)
+setup(globals())  # every parameter checked (an unknown method, a bad rate) before any work starts; precision resolved
+spec = GridSpec(dataset=dataset, methods=methods, family=family, noise_rates=noise_rates, seeds=seeds,
+                n_epochs=n_epochs, n_train=n_train, n_test=n_test, val_fraction=val_fraction,
+                n_iterations=n_iterations, dmi_epochs=dmi_epochs, seed=seed, precision=precision, data_root=data_root)
+if spec.noise_rates is None:
+    raise ValueError(f"family={family!r} is one fixed set of labels: this chapter compares the methods across noise "
+                     "rates; benchmark a fixed set with idn-grid --labels (README)")
 noise_rates = list(spec.noise_rates)
 
 # %% [markdown]
@@ -117,10 +116,10 @@ table = {}
 for name in methods:
     row = table[method_label(name)] = {}
     for rate in noise_rates:
-        paper = paper_results.paper_value(dataset, name, rate)
+        theirs = paper.paper_value(dataset, name, rate)
         row[(f"{rate:.0%}", "ours")] = cell(last[(name, rate)])
-        row[(f"{rate:.0%}", "paper")] = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "—"
-        row[(f"{rate:.0%}", "Δ")] = f"{mean_last(name, rate) - paper[0]:+.2f}" if paper else "—"
+        row[(f"{rate:.0%}", "paper")] = f"{theirs[0]:.2f} ± {theirs[1]:.2f}" if theirs else "—"
+        row[(f"{rate:.0%}", "Δ")] = f"{mean_last(name, rate) - theirs[0]:+.2f}" if theirs else "—"
 table = pd.DataFrame(table).T
 table.columns = pd.MultiIndex.from_tuples(table.columns, names=["noise rate", ""])
 table
@@ -132,9 +131,9 @@ for i, name in enumerate(methods):
     mean = [mean_last(name, r) for r in noise_rates]
     std = [np.std(last[(name, r)]) for r in noise_rates]
     ax.errorbar([100 * r for r in noise_rates], mean, yerr=std, color=color, marker="o", capsize=3, label=method_label(name))
-    paper = [paper_results.paper_value(dataset, name, r) for r in noise_rates]
-    if all(paper):
-        ax.plot([100 * r for r in noise_rates], [p[0] for p in paper], color=color, ls="--", lw=1, alpha=0.7)
+    theirs = [paper.paper_value(dataset, name, r) for r in noise_rates]
+    if all(theirs):
+        ax.plot([100 * r for r in noise_rates], [p[0] for p in theirs], color=color, ls="--", lw=1, alpha=0.7)
 ax.set(xlabel="IDN rate (%)", ylabel="test accuracy at the last epoch (%)",
        title=f"{dataset}: ours (solid) and the paper (dashed)", xticks=[100 * r for r in noise_rates])
 ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: the image keeps the page width
@@ -221,9 +220,9 @@ if "ce" in methods:
 
 # %%
 paper3 = pd.DataFrame([((method_label(n) if n in METHODS else "Joint Optimization") + ("*" if star else ""), acc)
-                       for n, acc, star in paper_results.CLOTHING1M], columns=["method", "paper"])
+                       for n, acc, star in paper.CLOTHING1M], columns=["method", "paper"])
 if clothing1m_available(data_root) and clothing1m_weights:
-    grid3 = build_grid(spec.replace(dataset="clothing1m", methods=[m for m in methods if m in CLOTHING1M_METHODS],
+    grid3 = build_grid(spec.replace(dataset="clothing1m", methods=[m for m in methods if m in paper.CLOTHING1M_METHODS],
                                     seeds=(0,), n_epochs=clothing1m_epochs, n_iterations=None,
                                     clothing1m_weights=clothing1m_weights))
     table3 = collect(grid3) if collect_only else run_grid(grid3, "local", device=device)

@@ -19,15 +19,19 @@
 # the most used one is Xia et al.'s {cite}`xia2020part` (`get_instance_noisy_label` in their code):
 # each instance draws its own flip rate $q_i$ from a normal distribution around the target
 # rate, truncated to $[0, 1]$, and a random linear projection of its pixels picks the class it
-# flips to. This chapter puts both, an exact-count variant of Xia's, and the two
-# class-conditional families on the same MNIST rows, and asks which of the paper's findings
-# hold for each. Every family comes from one call, `idnhelpers.noise.noisy_labels(family, ...)`;
-# the label files of any of them come from the command line, `idn-labels` (README).
+# flips to. PMD noise {cite}`zhang2021learning` starts from a network trained on the clean
+# labels: every label becomes the network's top class or its runner-up, the runner-up the more
+# likely the closer the two classes' probabilities are. This chapter puts these, exact-count
+# variants of Xia's and PMD, and two class-conditional families on the same MNIST rows, and asks
+# which of the paper's findings hold for each. Every family is an entry of `noise.FAMILIES` and
+# comes from one call, `experiments.family_labels(sample, family, rates)`; the grid of
+# `idnhelpers.grid` trains every family x method, and `idn-labels` writes any family's label files
+# (README).
 
 # %% tags=["parameters"]
-dataset = "mnist"  # mnist uses the published IDN labels for "idn"; other data sets run Algorithm 1
+dataset = "mnist"  # a registered image data set ("idn_published" has labels for mnist and cifar10)
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
-families = ["idn", "xia", "xia_exact", "symmetric", "pair"]  # noise families compared (noise.FAMILIES)
+families = ["idn_published", "xia", "xia_exact", "pmd", "symmetric", "pair"]  # families compared (noise.FAMILIES)
 noise_rates = [0.2, 0.4]  # target noise rates
 n_epochs = 20  # training epochs of every network
 n_train = 10000  # MNIST rows (random, seeded), split into training and noisy validation; None: all
@@ -46,24 +50,22 @@ profile = "cpu"  # name of the parameter file used, shown in the book
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown
 from myst_nb import glue
 
 from idnhelpers import plots
-from idnhelpers.chapter import check_parameters, claims
-from idnhelpers.hardware import resolve_precision
-from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
-from idnhelpers.experiments import family_labels, generate_idn, idn_label_sets
-from idnhelpers.methods import get_method, run_method, summarize
-from idnhelpers.noise import FAMILIES, flip_count, noisy_labels, xia_rate_distribution
-from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix, validation_split
+from idnhelpers.chapter import claims, setup
+from idnhelpers.datasets import get_dataset
+from idnhelpers.experiments import family_labels
+from idnhelpers.grid import GridSpec, build_grid, run_grid, trace
+from idnhelpers.methods import get_method, summarize
+from idnhelpers.noise import FAMILIES, expected_rate
+from idnhelpers.sample import sample
+from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix
 
-check_parameters(globals())  # every parameter checked before any work starts
-precision = resolve_precision(precision, device)  # "auto" -> what this machine runs fast
-plots.use_book_style()
+data = setup(globals())  # parameters checked, precision resolved, the rows every family labels
 
 spec = get_dataset(dataset)
 n_classes = spec.n_classes
@@ -74,54 +76,46 @@ label = {f: FAMILIES[f].label for f in families}
 # ## The families
 #
 # What decides a flip, whether the number of flips is exact, and what seeds it. Algorithm 1's
-# labels depend on its network's training (`train_seed`); the other families on `noise_seed`
-# only, so one can change the noise without retraining anything and the reverse.
+# labels depend on its network's training (`train_seed`), PMD's on its network and `noise_seed`,
+# the published labels on nothing, the other families on `noise_seed` only: one can change the
+# noise without retraining anything and the reverse. Every row comes from the family's registry
+# entry (`noise.FAMILIES`).
 
 # %%
-seeded = {"S": "training of Algorithm 1's network", "X": "noise_seed", None: "noise_seed"}
-pd.DataFrame([{"family": f, "name": label[f], "uses the instance": FAMILIES[f].needs in ("S", "X"),
+seeded_by = {"train_seed": "the network's training (train_seed)", "noise_seed": "noise_seed"}
+pd.DataFrame([{"family": f, "name": label[f], "uses the instance": FAMILIES[f].instance_dependent,
                "exact count": FAMILIES[f].exact, "nested across rates": FAMILIES[f].nested,
-               "seeded by": seeded[FAMILIES[f].needs]} for f in families]).set_index("family")
+               "seeded by": ", ".join(seeded_by[s] for s in FAMILIES[f].seeded_by) or "nothing (a published file)"}
+              for f in families]).set_index("family")
 
 # %% [markdown]
 # ## The labels
 #
-# All families label the same rows. For `idn` these are the authors' published labels where
-# they exist (Algorithm 1 run on the whole training set), restricted to these rows, so their
-# count is exact on the whole set only. Xia's family draws each instance's rate, so its realised
-# rate is random: the number of flips is Binomial$(n, \bar q)$, $\bar q$ the truncated normal's mean, which
-# sits above the target for low rates because the truncation at 0 cuts the left tail; `xia_exact`
-# flips exactly `int(rate * n)`, so a little fewer than `xia` does on average at the same target.
+# All families label the same rows. The published IDN labels are the authors' Algorithm 1 run on
+# the whole training set, restricted to these rows, so their count is exact on the whole set only.
+# Xia's family draws each instance's rate, so its realised rate is random: the number of flips is
+# Binomial$(n, \bar q)$, $\bar q$ the truncated normal's mean, which sits above the target for low rates
+# because the truncation at 0 cuts the left tail; `xia_exact` flips exactly `int(rate * n)`. PMD's
+# factor is solved so that the expected rate is the target (its network: the MNIST CNN trained on
+# these rows' clean labels, the data set's Algorithm 1 protocol); `pmd_exact` flips exactly.
 
 # %% tags=["remove-stderr"]
-X_all, y_all = load_dataset(dataset, data_root, train=True)
-X, y, idx = subset(X_all, y_all, n_train, seed)
-X_test_all, y_test_all = load_dataset(dataset, data_root, train=False)
-X_test, y_test, _ = subset(X_test_all, y_test_all, n_test, seed, name="n_test")
+y = data.y
 labels = {}
 for f in families:
-    if f == "idn":
-        sets, idn_source = idn_label_sets(dataset, noise_rates, idx, n_train=n_train, seed=seed, root=data_root,
-                                          device=device, precision=precision)
-    else:
-        sets = family_labels(dataset, f, noise_rates, noise_seed=noise_seed, n_train=n_train, seed=seed,
-                             root=data_root)
+    sets = family_labels(data, f, noise_rates, noise_seed=noise_seed if "noise_seed" in FAMILIES[f].seeded_by else None,
+                         device=device, precision=precision)
     for r in noise_rates:
         labels[(f, r)] = sets[r]
 
 rows = []
 for (f, r), y_noisy in labels.items():
     flips = int((y_noisy != y).sum())
-    row = {"family": f, "target rate": f"{r:.0%}", "flips": flips, "realised rate (%)": 100 * flips / len(y)}
-    if f == "xia":
-        dist = xia_rate_distribution(r)
-        sd = np.sqrt(dist.mean() * (1 - dist.mean()) / len(y))
-        row["expected (%)"] = f"{100 * dist.mean():.2f} ± {100 * sd:.2f}"
-    elif f == "idn" and idn_source == "published":  # exact on the whole training set, not on a subset of it
-        row["expected (%)"] = f"{100 * r:.2f} on all {len(y_all):,} rows"
-    else:
-        row["expected (%)"] = f"{100 * flip_count(r, len(y)) / len(y):.2f} exactly" if FAMILIES[f].exact else ""
-    rows.append(row)
+    expected = expected_rate(f, r, len(y))
+    rows.append({"family": f, "target rate": f"{r:.0%}", "flips": flips, "realised rate (%)": 100 * flips / len(y),
+                 "expected (%)": "not known on a subset (exact on the whole set)" if expected is None else
+                 f"{100 * expected[0]:.2f} exactly" if expected[1] == 0 else
+                 f"{100 * expected[0]:.2f} ± {100 * expected[1]:.2f}"})
 realised = pd.DataFrame(rows).set_index(["target rate", "family"]).sort_index()
 realised.style.format({"realised rate (%)": "{:.2f}"})
 
@@ -160,7 +154,8 @@ plt.show()
 # Jaccard overlap of the flipped sets, $|A \cap B| / |A \cup B|$, next to what two independent
 # random sets of the same sizes would share. With the same `noise_seed`, `symmetric` and `pair`
 # pick their instances from the same seeded permutation of each class (both pick uniformly),
-# and `xia` and `xia_exact` share their drawn rates $q_i$; their overlaps say so.
+# `xia` and `xia_exact` share their drawn rates $q_i$, and `pmd` flips the instances the network
+# is least sure of, as Algorithm 1 does; their overlaps say so.
 
 # %%
 overlap_rows = []
@@ -183,24 +178,24 @@ overlap = pd.DataFrame(overlap_rows)
 #
 # For every family and rate: cross-entropy (CE) and SEAL, and at the highest rate (where the checks
 # compare them) the baselines, each on the same training rows, with the remaining noisy rows as
-# validation set and the clean test set. The CE
-# run serves three purposes: Theorem 1's test (its noisy validation error at the last epoch),
-# how harmful the noise is (test accuracy at the best and the last epoch) and SEAL's iteration 0.
+# validation set and the clean test set: one grid per family (`grid.GridSpec(family=...)`, the
+# grid `idn-grid --family` runs). The CE run serves three purposes: Theorem 1's test (its noisy
+# validation error at the last epoch), how harmful the noise is (test accuracy at the best and the
+# last epoch) and SEAL's iteration 0.
 
 # %% tags=["remove-stderr"]
-train_idx, val_idx = validation_split(len(y), val_fraction, seed)
-proto = protocol(dataset, n_epochs=n_epochs)
-w = class_priors(y, n_classes)
+common = dict(dataset=dataset, seeds=[seed], n_epochs=n_epochs, n_train=n_train, n_test=n_test,
+              val_fraction=val_fraction, n_iterations=n_iterations, seed=seed, precision=precision, data_root=data_root)
 results = {}
-for (f, r), y_noisy in labels.items():
-    common = dict(dataset=dataset, seed=seed, X_test=X_test, y_test=y_test, X_val=X[val_idx],
-                  y_val=y_noisy[val_idx], precision=precision, device=device)
-    results[(f, r, "ce")] = run_method("ce", X[train_idx], y_noisy[train_idx], proto, **common)
-    results[(f, r, "seal")] = run_method("seal", X[train_idx], y_noisy[train_idx], proto,
-                                         n_iterations=n_iterations, **common)
-    for b in baselines if r == max(noise_rates) else []:
-        results[(f, r, b)] = run_method(b, X[train_idx], y_noisy[train_idx], proto,
-                                        noise_rate=r if get_method(b).uses_noise_rate else None, **common)
+for f in families:
+    seeded = dict(noise_seed=noise_seed) if "noise_seed" in FAMILIES[f].seeded_by else {}
+    for methods, rates in ((["ce", "seal"], noise_rates), (baselines, [max(noise_rates)])):
+        grid = build_grid(GridSpec(family=f, methods=methods, noise_rates=rates, **seeded, **common), device=device)
+        run_grid(grid, "local", device=device, progress=False)
+        for t in trace(grid.cells, progress=False):
+            results[(f, t.cell.noise_rate, t.cell.method)] = t.result
+w = class_priors(y, n_classes)
+m = len(data.val)
 
 # %% [markdown]
 # ## Theorem 1 on each family
@@ -212,7 +207,7 @@ for (f, r), y_noisy in labels.items():
 theorem_rows = []
 for (f, r), y_noisy in labels.items():
     val_error = 1 - results[(f, r, "ce")].final.history["val_acc"][-1]
-    t = ccn_test(val_error, matrices[(f, r)], w, len(val_idx), alpha)
+    t = ccn_test(val_error, matrices[(f, r)], w, m, alpha)
     theorem_rows.append({"family": f, "rate": f"{r:.0%}", "CCN bound": t.bound, "validation error": t.val_error,
                          "epsilon": t.epsilon, "log10 p": t.log10_p, "reject CCN": t.reject})
 theorem = pd.DataFrame(theorem_rows).set_index(["rate", "family"]).sort_index()
@@ -259,12 +254,12 @@ plt.show()
 # ## Which of the paper's findings carry over
 #
 # Each line is computed from the tables above. "Instance-dependent" families are those whose
-# flips use the instance (`idn`, `xia`, `xia_exact`); the class-conditional ones are
-# `symmetric` and `pair`.
+# flips depend on the instance (`noise.FAMILIES[f].instance_dependent`); the class-conditional ones
+# are `symmetric` and `pair`. The paper's own IDN is `idn_published` (or `idn`, Algorithm 1 here).
 
 # %%
-instance_families = [f for f in families if FAMILIES[f].needs in ("S", "X")]
-ccn_families = [f for f in families if FAMILIES[f].needs is None]
+instance_families = [f for f in families if FAMILIES[f].instance_dependent]
+paper_idn = next((f for f in ("idn_published", "idn") if f in families), None)
 
 
 def value(table, f, r, column):
@@ -279,16 +274,16 @@ for f in families:
                    if expect else f"Theorem 1 does not reject CCN for {f}",
                    len(rejected) == len(noise_rates) if expect else not rejected,
                    "rejected at " + (", ".join(rejected) if rejected else "no rate")))
-if "idn" in families and "symmetric" in families:
+if paper_idn and "symmetric" in families:
     checks.append(("beyond the paper", "Algorithm 1's IDN harms CE more than symmetric CCN of the same rate (Section 3)",
-                   all(value(harm, "idn", r, "CE last") < value(harm, "symmetric", r, "CE last") for r in noise_rates),
-                   ", ".join(f"{r:.0%}: {value(harm, 'idn', r, 'CE last'):.2f} vs "
+                   all(value(harm, paper_idn, r, "CE last") < value(harm, "symmetric", r, "CE last") for r in noise_rates),
+                   ", ".join(f"{r:.0%}: {value(harm, paper_idn, r, 'CE last'):.2f} vs "
                              f"{value(harm, 'symmetric', r, 'CE last'):.2f}" for r in noise_rates)))
     checks.append(("beyond the paper", "the memorisation gap is smaller under Algorithm 1's IDN than under symmetric "
                    "CCN (Section 3.2)",
-                   all(value(harm, "idn", r, "memorisation gap") < value(harm, "symmetric", r, "memorisation gap")
+                   all(value(harm, paper_idn, r, "memorisation gap") < value(harm, "symmetric", r, "memorisation gap")
                        for r in noise_rates),
-                   ", ".join(f"{r:.0%}: {value(harm, 'idn', r, 'memorisation gap'):.2f} vs "
+                   ", ".join(f"{r:.0%}: {value(harm, paper_idn, r, 'memorisation gap'):.2f} vs "
                              f"{value(harm, 'symmetric', r, 'memorisation gap'):.2f}" for r in noise_rates)))
 top = max(noise_rates)
 for f in families:
@@ -327,29 +322,26 @@ glue("families_failed", Markdown("; ".join(c for c, h in holds.items() if not h)
 # compared with CE, next to symmetric CCN at the same rate.
 
 # %% tags=["remove-stderr"]
-tab = get_dataset(tabular_dataset)
-tab_proto = tab.protocol.replace(n_epochs=tabular_epochs)
-Xf, yf = load_dataset(tabular_dataset)
-Xf_test, yf_test = load_dataset(tabular_dataset, train=False)
-tab_idn = generate_idn(tabular_dataset, noise_rates, seed=seed, n_epochs=tabular_epochs, device=device,
-                       precision=precision).noisy
-f_train, f_val = validation_split(len(yf), val_fraction, seed)
-wf = class_priors(yf, tab.n_classes)
+tab_data = sample(tabular_dataset, val_fraction=val_fraction, seed=seed)
+wf = class_priors(tab_data.y, tab_data.n_classes)
 tab_rows = []
-for r in noise_rates:
-    for f, yn in (("idn", tab_idn[r]), ("symmetric", noisy_labels("symmetric", yf, r, tab.n_classes,
-                                                                   noise_seed=noise_seed))):
-        common = dict(dataset=tabular_dataset, seed=seed, X_test=Xf_test, y_test=yf_test, X_val=Xf[f_val],
-                      y_val=yn[f_val], device=device)
-        ce = run_method("ce", Xf[f_train], yn[f_train], tab_proto, **common).final
-        seal = run_method("seal", Xf[f_train], yn[f_train], tab_proto, n_iterations=1, **common).final
-        t = ccn_test(1 - ce.history["val_acc"][-1], estimate_transition_matrix(yf, yn, tab.n_classes), wf, len(f_val),
-                     alpha)
-        tab_rows.append({"rate": f"{r:.0%}", "family": f, "flips": int((yn != yf).sum()),
+for f in ("idn", "symmetric"):
+    seeded = dict(noise_seed=noise_seed) if "noise_seed" in FAMILIES[f].seeded_by else {}
+    grid = build_grid(GridSpec(dataset=tabular_dataset, methods=["ce", "seal"], family=f, noise_rates=noise_rates,
+                               seeds=[seed], n_epochs=tabular_epochs, val_fraction=val_fraction, n_iterations=1,
+                               seed=seed, **seeded), device=device)
+    run_grid(grid, "local", device=device, progress=False)
+    done = {(t.cell.noise_rate, t.cell.method): t for t in trace(grid.cells, progress=False)}
+    for r in noise_rates:
+        labels_all = family_labels(tab_data, f, [r], **seeded)[r]
+        ce, seal = done[(r, "ce")].result.final, done[(r, "seal")].result.final
+        t = ccn_test(1 - ce.history["val_acc"][-1], estimate_transition_matrix(tab_data.y, labels_all, tab_data.n_classes),
+                     wf, len(tab_data.val), alpha)
+        tab_rows.append({"rate": f"{r:.0%}", "family": f, "flips": int((labels_all != tab_data.y).sum()),
                          "CCN bound": t.bound, "validation error": t.val_error, "reject CCN": t.reject,
                          "CE last": 100 * ce.history["test_acc"][-1], "SEAL last": 100 * seal.history["test_acc"][-1]})
 tabular = pd.DataFrame(tab_rows).set_index(["rate", "family"])
-majority = 100 * float(torch.bincount(yf_test).max()) / len(yf_test)
+majority = 100 * float(torch.bincount(tab_data.y_test).max()) / len(tab_data.y_test)
 tabular.style.format({"CCN bound": "{:.4f}", "validation error": "{:.4f}", "CE last": "{:.2f}", "SEAL last": "{:.2f}"})
 
 # %%

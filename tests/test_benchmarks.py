@@ -8,10 +8,11 @@ import torch
 from PIL import Image
 from torchvision.models import resnet50 as tv_resnet50
 
-from idnhelpers import clothing1m
+from idnhelpers import clothing1m, paper
 from idnhelpers.datasets import get_dataset, load_dataset, protocol
 from idnhelpers.experiments import generate_idn
-from idnhelpers.methods import METHODS, run_method, run_methods, summarize
+from idnhelpers.methods import Trainer, run_method, run_methods, run_stages, summarize
+from idnhelpers.sample import sample
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def cifar_root(tmp_path_factory):
 def test_cifar10_pipeline_every_method(cifar_root):
     X, y = load_dataset("cifar10", cifar_root, verify=False)
     X_test, y_test = load_dataset("cifar10", cifar_root, train=False, verify=False)
-    idn = generate_idn("cifar10", [0.2], root=cifar_root, verify=False, n_epochs=1, model="wrn16_2", batch_size=16)
+    idn = generate_idn(sample("cifar10", root=cifar_root, verify=False), [0.2], n_epochs=1, model="wrn16_2",
+                       batch_size=16)
     y_noisy = idn.noisy[0.2]
     assert int((y_noisy != y).sum()) == 8  # exactly 20% of 40
     proto = protocol("cifar10", n_epochs=2, model="wrn16_2", batch_size=16)
@@ -118,30 +120,32 @@ def test_clothing1m_files(clothing_root, tmp_path):
         clothing1m.load_clothing1m(tmp_path)
 
 
+def table3(method, clothing_root, use_cache=True):
+    """One Table 3 cell as a grid job trains it (``run_stages`` on the base run with the paper's
+    options), on the small images and protocol of these fakes."""
+    base = clothing1m.clothing1m_runs(clothing_root, clothing_root / "resnet50_imagenet.pth", SMALL, **FILES)
+    options = paper.method_options("clothing1m", method, n_epochs=SMALL.n_epochs, n_iterations=1)
+    return run_stages(method, [base], [paper.CLOTHING1M_NOISE_RATE], Trainer("loop", use_cache=use_cache),
+                      **options)[0]
+
+
 @pytest.mark.parametrize("method, n_stages", [("seal", 2), ("seal_dmi", 3), ("forward", 2), ("coteaching", 1)])
 def test_clothing1m_pipeline(clothing_root, method, n_stages):
-    r = clothing1m.run_clothing1m(method, clothing_root, clothing_root / "resnet50_imagenet.pth", SMALL,
-                                  n_iterations=1, **FILES)
+    r = table3(method, clothing_root)
     assert len(r.stages) == n_stages and all(0 <= a <= 1 for stage in r.stages for a in stage.history["test_acc"])
     h = r.final.history
     assert h["val_acc"][r.final.best_epoch - 1] == max(h["val_acc"])  # the kept model is the best on validation
-    assert clothing1m.best_test_accuracy(r) == h["test_acc"][r.final.best_epoch - 1]
+    assert summarize(r)["val_selected"] == pytest.approx(100 * h["test_acc"][r.final.best_epoch - 1])
     if method.startswith("seal"):
         assert r.S.shape == (28, 14) and torch.allclose(r.S.sum(1), torch.ones(28), atol=1e-4)
 
 
-def test_clothing1m_table_and_errors(clothing_root):
-    weights = clothing_root / "resnet50_imagenet.pth"
-    table = clothing1m.clothing1m_table(["ce", "coteaching", "seal"], clothing_root, weights, SMALL, n_iterations=1,
-                                        **FILES)
-    assert table["method"].tolist() == ["CE", "Co-teaching", "SEAL"]
-    seal = clothing1m.run_clothing1m("seal", clothing_root, weights, SMALL, n_iterations=1, **FILES)
-    assert table["ours"].tolist()[2] == pytest.approx(100 * clothing1m.best_test_accuracy(seal))  # cached: same run
-    again = clothing1m.run_clothing1m("seal", clothing_root, weights, SMALL, n_iterations=1, use_cache=False, **FILES)
+def test_clothing1m_runs_repeat_and_errors(clothing_root):
+    seal = table3("seal", clothing_root)
+    again = table3("seal", clothing_root, use_cache=False)
     assert torch.equal(again.S, seal.S)  # seeded: the same run again
     with pytest.raises(ValueError, match="noise_rate=1.2"):
-        clothing1m.run_clothing1m("coteaching", clothing_root, weights, forget_rate=1.2)
-    with pytest.raises(ValueError, match="method='mixup'"):
-        clothing1m.run_clothing1m("mixup", clothing_root, weights)
+        run_stages("coteaching", [clothing1m.clothing1m_runs(clothing_root, clothing_root / "resnet50_imagenet.pth",
+                                                             SMALL, **FILES)], [1.2], Trainer("loop"))
     with pytest.raises(FileNotFoundError, match="weights"):
-        clothing1m.run_clothing1m("ce", clothing_root, clothing_root / "missing.pth")
+        clothing1m.clothing1m_runs(clothing_root, clothing_root / "missing.pth")

@@ -6,6 +6,7 @@ from idnhelpers.datasets import load_dataset, protocol
 from idnhelpers.engine import train
 from idnhelpers.experiments import generate_idn
 from idnhelpers.runs import make_run
+from idnhelpers.sample import sample
 from idnhelpers.sources import augment_batch
 
 
@@ -110,14 +111,14 @@ def test_augment_batch_crops_and_flips():
 
 
 def test_generate_idn_on_digits():
-    idn = generate_idn("digits", [0.1, 0.3], n_epochs=3, n_train=600)
+    idn = generate_idn(sample("digits", n_train=600), [0.1, 0.3], n_epochs=3)
     assert len(idn.y) == 600 and idn.S.shape == (600, 10)
     for r in (0.1, 0.3):
         flipped = idn.noisy[r] != idn.y
         assert int(flipped.sum()) == int(r * 600)
         assert torch.equal(idn.noisy[r][flipped], idn.candidate[flipped])
     with pytest.raises(ValueError, match="noise_rates"):
-        generate_idn("digits", [0.1, 1.5])
+        generate_idn(sample("digits", n_train=600), [0.1, 1.5])
 
 
 def test_official_softmax_mode_equals_eval_without_batchnorm_or_augmentation(digits):
@@ -140,17 +141,17 @@ def test_paper_networks_shapes():
         build_model("vgg", 10, (1, 28, 28))
 
 
-def test_idn_label_sets_published_or_generated():
-    from idnhelpers.datasets import subset
-    from idnhelpers.experiments import idn_label_sets
+def test_published_or_generated_idn_labels_for_a_sample():
+    from idnhelpers.experiments import family_labels
     from idnhelpers.published import load_published_idn
 
-    idx = torch.tensor([0, 5, 9])
-    sets, source = idn_label_sets("mnist", [0.1, 0.4], idx)
-    assert source == "published" and torch.equal(sets[0.4], load_published_idn("mnist", 0.4)[1][idx])
-    X, y = load_dataset("digits")
-    _, y_sub, idx = subset(X, y, 500, seed=2)
-    sets, source = idn_label_sets("digits", [0.2], idx, n_train=500, seed=2, n_epochs=2)
-    assert source == "Algorithm 1" and int((sets[0.2] != y_sub).sum()) == 100
-    with pytest.raises(ValueError, match="idx"):
-        idn_label_sets("digits", [0.2], idx[:10], n_train=500, seed=2, n_epochs=2)
+    rows = sample("mnist", n_train=30, seed=4)
+    sets = family_labels(rows, "idn_published", [0.1, 0.4])
+    assert torch.equal(sets[0.4], load_published_idn("mnist", 0.4)[1][rows.rows])
+    digits = sample("digits", n_train=500, seed=2)
+    sets = family_labels(digits, "idn", [0.2], n_epochs=2)
+    assert int((sets[0.2] != digits.y).sum()) == 100
+    generated = generate_idn(digits, [0.2], n_epochs=2)  # the same network: Algorithm 1's run, from the cache
+    assert torch.equal(generated.noisy[0.2], sets[0.2]) and torch.equal(generated.sample.rows, digits.rows)
+    with pytest.raises(ValueError, match="dataset='digits' is not allowed: one of \\['mnist', 'cifar10'\\]"):
+        family_labels(digits, "idn_published", [0.2])

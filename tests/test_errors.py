@@ -15,7 +15,7 @@ from idnhelpers import chapter, engine
 from idnhelpers.clothing1m import load_clothing1m
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.engine import train_many
-from idnhelpers.experiments import ccn_experiment, generate_idn, idn_label_sets
+from idnhelpers.experiments import ccn_experiment, family_labels, generate_idn
 from idnhelpers.losses import DAC, GCE
 from idnhelpers.methods import run_method, run_methods
 from idnhelpers.noise import ccn_labels, idn_labels, mislabel_scores, pair_noise, symmetric_noise
@@ -107,15 +107,25 @@ CASES = [
     ("csv written from floats", lambda tmp: write_noisy_csv(tmp / "out.csv", [0.5, 1.7], [0, 1]), "y"),
     ("csv written with lengths", lambda tmp: write_noisy_csv(tmp / "out.csv", [0, 1], [0]), "y_noisy"),
     # Algorithm 1 and the experiments
-    ("generate scalar rates", lambda: generate_idn("digits", 0.2, n_epochs=1, use_cache=False), "noise_rates"),
-    ("generate n_train too large", lambda: generate_idn("digits", [0.2], n_train=5000, use_cache=False), "n_train"),
-    ("generate n_train string", lambda: generate_idn("digits", [0.2], n_train="100", use_cache=False), "n_train"),
-    ("generate precision", lambda: generate_idn("digits", [0.2], precision="fp16", use_cache=False), "precision"),
-    ("generate softmax mode", lambda: generate_idn("digits", [0.2], softmax_mode="train", use_cache=False),
+    ("generate scalar rates", lambda: generate_idn(sample("digits"), 0.2, n_epochs=1, use_cache=False), "noise_rates"),
+    ("sample n_train too large", lambda: sample("digits", n_train=5000), "n_train"),
+    ("sample n_train string", lambda: sample("digits", n_train="100"), "n_train"),
+    ("generate on a data set name", lambda: generate_idn("digits", [0.2], use_cache=False), "sample"),
+    ("generate precision", lambda: generate_idn(sample("digits"), [0.2], precision="fp16", use_cache=False),
+     "precision"),
+    ("generate softmax mode", lambda: generate_idn(sample("digits"), [0.2], softmax_mode="train", use_cache=False),
      "softmax_mode"),
-    ("generate n_epochs 0", lambda: generate_idn("digits", [0.2], n_epochs=0, use_cache=False), "n_epochs"),
-    ("label sets for other rows", lambda: idn_label_sets("digits", [0.2], torch.arange(100), n_train=50,
-                                                         n_epochs=1, use_cache=False), "idx"),
+    ("generate n_epochs 0", lambda: generate_idn(sample("digits"), [0.2], n_epochs=0, use_cache=False), "n_epochs"),
+    ("family labels of a data set name", lambda: family_labels("digits", "symmetric", [0.2]), "sample"),
+    ("family labels: unknown family", lambda: family_labels(sample("digits"), "uniform", [0.2]), "family"),
+    ("family labels: rates of a fixed set", lambda: family_labels(sample("digits"), "cifar10n", [0.2]), "rates"),
+    ("family labels: repeated rate", lambda: family_labels(sample("digits"), "symmetric", [0.2, 0.2]), "rates"),
+    ("family labels: a rate no file has", lambda: family_labels(sample("mnist", n_train=10), "idn_published", [0.25]),
+     "noise_rate"),
+    ("family labels: n_epochs without a network", lambda: family_labels(sample("digits"), "pair", [0.2], n_epochs=3),
+     "n_epochs"),
+    ("family labels: unknown setting", lambda: family_labels(sample("digits"), "xia", [0.2], norm_sd=0.2), "norm_sd"),
+    ("family labels: bad setting", lambda: family_labels(sample("digits"), "pmd", [0.2], type=4), "type"),
     ("ccn experiment without validation rows", lambda: ccn_experiment(
         sample("digits"), Y, torch.eye(10), torch.full((10,), 0.1), P1, use_cache=False), "sample"),
     ("ccn experiment M", lambda: ccn_experiment(sample("digits", val_fraction=0.2), Y, torch.ones(10, 10),

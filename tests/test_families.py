@@ -89,23 +89,25 @@ def test_xia_targets_depend_on_the_instance(digits):
 
 
 def test_noise_and_training_seeds_are_independent():
-    X, y = load_dataset("breast_cancer")
-    base = family_labels("breast_cancer", "xia", [0.3], noise_seed=1, train_seed=0)[0.3]
-    assert torch.equal(base, family_labels("breast_cancer", "xia", [0.3], noise_seed=1, train_seed=9)[0.3])
-    assert not torch.equal(base, family_labels("breast_cancer", "xia", [0.3], noise_seed=2, train_seed=0)[0.3])
-    idn = family_labels("breast_cancer", "idn", [0.3], noise_seed=0, train_seed=0, n_epochs=5)[0.3]
-    assert torch.equal(idn, family_labels("breast_cancer", "idn", [0.3], noise_seed=7, train_seed=0, n_epochs=5)[0.3])
-    other = family_labels("breast_cancer", "idn", [0.3], train_seed=1, n_epochs=5)[0.3]
-    assert not torch.equal(idn, other) and int((other != y).sum()) == int((idn != y).sum())
-    again = family_labels("breast_cancer", "xia", [0.3], noise_seed=1)[0.3]
-    assert torch.equal(base, again)  # deterministic
+    rows = sample("breast_cancer")
+    base = family_labels(rows, "xia", [0.3], noise_seed=1)[0.3]
+    assert not torch.equal(base, family_labels(rows, "xia", [0.3], noise_seed=2)[0.3])
+    assert torch.equal(base, family_labels(rows, "xia", [0.3], noise_seed=1)[0.3])  # deterministic
+    idn = family_labels(rows, "idn", [0.3], train_seed=0, n_epochs=5)[0.3]
+    other = family_labels(rows, "idn", [0.3], train_seed=1, n_epochs=5)[0.3]
+    assert not torch.equal(idn, other) and int((other != rows.y).sum()) == int((idn != rows.y).sum())
+    # a seed the family does not use is refused, not silently recorded
+    with pytest.raises(ValueError, match="train_seed=9 is not allowed: None: family 'xia' is seeded by \\['noise_seed'\\]"):
+        family_labels(rows, "xia", [0.3], train_seed=9)
+    with pytest.raises(ValueError, match="noise_seed=7 is not allowed: None: family 'idn' is seeded by \\['train_seed'\\]"):
+        family_labels(rows, "idn", [0.3], noise_seed=7, n_epochs=5)
 
 
 def test_tabular_features_run_algorithm_1_seal_and_theorem_1_above_chance():
     X, y = load_dataset("breast_cancer")
     X_test, y_test = load_dataset("breast_cancer", train=False)
     assert X.dtype == torch.float32 and X.shape[1] == 30 and get_dataset("breast_cancer").is_features
-    gen = generate_idn("breast_cancer", [0.2])
+    gen = generate_idn(sample("breast_cancer"), [0.2])
     y_noisy = gen.noisy[0.2]
     assert int((y_noisy != y).sum()) == noise.flip_count(0.2, len(y))
     seal = run_method("seal", X, y_noisy, protocol("breast_cancer"), dataset="breast_cancer", X_test=X_test,

@@ -9,7 +9,8 @@ import torch
 from idnhelpers import engine, losses
 from idnhelpers.datasets import get_dataset, load_dataset, protocol
 from idnhelpers.engine import init_networks, record_softmax
-from idnhelpers.experiments import idn_run
+from idnhelpers.experiments import network_run
+from idnhelpers.sample import sample
 from idnhelpers.methods import run_method
 from idnhelpers.runs import Weights, make_run
 from idnhelpers.steps import ModuleBank
@@ -58,10 +59,10 @@ def test_algorithm_1_uses_each_data_sets_own_generation_protocol(dataset, epochs
         assert proto.gamma == 0.2 and proto.lr_at(59) == 0.1 and proto.lr_at(60) == pytest.approx(0.02)
 
 
-def test_idn_run_trains_the_generation_protocol():
-    run = idn_run("digits", n_train=100)
+def test_the_labelling_network_trains_the_generation_protocol():
+    run = network_run(sample("digits", n_train=100))
     assert run.protocol == get_dataset("digits").generation_protocol and run.keep == "none"
-    assert idn_run("digits", n_train=100, n_epochs=3).protocol.n_epochs == 3
+    assert network_run(sample("digits", n_train=100), n_epochs=3).protocol.n_epochs == 3
 
 
 def test_seal_continuing_starts_each_iteration_from_the_previous_weights(monkeypatch):
@@ -95,10 +96,11 @@ def test_coteaching_keeps_round_of_the_keep_rate_as_the_official_code():
 
 
 def test_clothing1m_coteaching_reaches_its_forget_rate_within_the_epochs_run():
-    from idnhelpers.clothing1m import NOISE_RATE, PROTOCOL
+    from idnhelpers.clothing1m import PROTOCOL
+    from idnhelpers.paper import CLOTHING1M_NOISE_RATE as NOISE_RATE, method_options
     from idnhelpers.steps import keep_rate
 
-    t_k = max(1, PROTOCOL.n_epochs // 2)
+    t_k = method_options("clothing1m", "coteaching", n_epochs=PROTOCOL.n_epochs)["t_k"]
     assert keep_rate(PROTOCOL.n_epochs - 1, NOISE_RATE, t_k) == pytest.approx(1 - NOISE_RATE)
     assert keep_rate(PROTOCOL.n_epochs - 1, NOISE_RATE, 10) > 1 - NOISE_RATE  # the paper's T_k never gets there
 
@@ -228,9 +230,9 @@ def test_average_epochs_averages_only_the_first_epochs():
     first = engine.train(make_run(X[:300], y[:300], p, dataset="digits", average_epochs=1), use_cache=False)
     one = engine.train(make_run(X[:300], y[:300], p.replace(n_epochs=1), dataset="digits"), use_cache=False)
     assert torch.equal(first.S, one.S) and not torch.equal(first.S, full.S)
-    from idnhelpers.clothing1m import DMI_OPTIONS
+    from idnhelpers.paper import CLOTHING1M_DMI
 
-    assert DMI_OPTIONS["average_epochs"] == 5  # Clothing1M's SEAL (DMI) starts from DMI's first 5 epochs
+    assert CLOTHING1M_DMI["average_epochs"] == 5  # Clothing1M's SEAL (DMI) starts from DMI's first 5 epochs
 
 
 def test_forwards_T_error_against_the_true_transition_matrix():
@@ -239,7 +241,7 @@ def test_forwards_T_error_against_the_true_transition_matrix():
 
     X, y = load_dataset("digits")
     y_noisy = symmetric_noise(y, 0.4, 10, seed=0)
-    cell = Cell("digits", "forward", "0.4", 0.4, 0, make_run(X, y_noisy, protocol("digits"), dataset="digits",
+    cell = Cell("digits", "forward", "symmetric", "0.4", 0.4, 0, make_run(X, y_noisy, protocol("digits"), dataset="digits",
                                                              y_true=y))
     assert T_error(cell, symmetric_matrix(0.4, 10)) < 0.02  # exact-rate CCN: its M up to per-class rounding
     assert T_error(cell, torch.eye(10)) == pytest.approx(2 * 0.4 / 10, abs=0.01)

@@ -16,13 +16,16 @@ import pytest
 import torch
 import yaml
 
-from idnhelpers import cache, clothing1m, engine, experiments, grid
-from idnhelpers.grid import GridSpec, build_grid, collect, make_jobs, run_grid
+from idnhelpers import cache, clothing1m, engine, experiments, grid, paper
+from idnhelpers.grid import GridSpec, build_grid, collect, run_grid
+from idnhelpers.grid import cli
+from idnhelpers.grid.plan import make_jobs
+from idnhelpers.sample import sample
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = GridSpec(dataset="digits", methods=("ce", "forward", "seal"), noise_rates=(0.2, 0.4), seeds=(0,), n_epochs=3,
-                n_iterations=2, val_fraction=0.1, dmi_epochs=1)  # 8 runs: CE x2, Forward x2, SEAL iterations x4
-CLI = ["--profile", "smoke", "--dataset", "digits", "--methods", "ce", "forward", "seal", "--rates", "0.2", "0.4",
+SPEC = GridSpec(dataset="digits", methods=("ce", "forward", "seal"), family="idn", noise_rates=(0.2, 0.4), seeds=(0,),
+                n_epochs=3, n_iterations=2, val_fraction=0.1, dmi_epochs=1)  # 8 runs: CE x2, Forward x2, SEAL x4
+CLI = ["--profile", "smoke", "--dataset", "digits", "--family", "idn", "--methods", "ce", "forward", "seal", "--rates", "0.2", "0.4",
        "--set", "n_train=null", "--set", "n_test=null", "--set", "n_epochs=3", "--set", "n_iterations=2", "--set", "precision=fp32"]
 N_RUNS = 8
 COMPARED = ["dataset", "method", "labels", "seed", "last", "best", "best_epoch", "val_selected", "val_epoch"]
@@ -86,7 +89,7 @@ def test_a_grid_is_cells_with_the_runs_the_chapter_used_to_build(trained):
     X, y, idx = subset(*load_dataset("digits"), None, 0)
     X_test, y_test = load_dataset("digits", train=False)
     train, val = validation_split(len(y), 0.1, 0)
-    y_noisy = experiments.idn_label_sets("digits", [0.2], idx, seed=0, precision="fp32")[0][0.2]
+    y_noisy = experiments.generate_idn(sample("digits"), [0.2], precision="fp32").noisy[0.2]
     old = make_run(X[train], y_noisy[train], cell.run.protocol, dataset="digits", seed=0, y_true=y[train],
                    X_test=X_test, y_test=y_test, X_val=X[val], y_val=y_noisy[val], precision="fp32")
     assert cell.run.key() == old.key()
@@ -109,8 +112,8 @@ def test_bad_settings_are_refused_before_any_work():
 
 
 def test_the_command_line_and_the_chapter_build_the_same_spec_from_a_profile():
-    args = grid.parser().parse_args(CLI)
-    assert grid.spec_from_args(args)[0] == SPEC
+    args = cli.parser().parse_args(CLI)
+    assert cli.spec_from_args(args)[0] == SPEC
     # what book/build.py passes to chapter 05 (base profile, then its chapter override) over its parameters cell
     source = (ROOT / "notebooks" / "05_benchmarks.py").read_text()
     cell = source.split('# %% tags=["parameters"]\n')[1].split("\n# %%")[0]
@@ -120,11 +123,12 @@ def test_the_command_line_and_the_chapter_build_the_same_spec_from_a_profile():
         profile = yaml.safe_load((ROOT / "notebooks" / "profiles" / f"{name}.yaml").read_text())
         profile.update(yaml.safe_load((ROOT / "notebooks" / "profiles" / name / "05_benchmarks.yaml").read_text()))
         chapter = GridSpec.from_settings({**defaults, **profile})
-        assert grid.spec_from_args(grid.parser().parse_args(["--profile", name]))[0] == chapter, name
-    paper2 = grid.spec_from_args(grid.parser().parse_args(["--profile", "paper", "--table", "2"]))[0]
-    assert (paper2.dataset, paper2.n_epochs, paper2.iterations, paper2.seeds) == ("cifar10", 150, 3, (0, 1, 2))
+        assert cli.spec_from_args(cli.parser().parse_args(["--profile", name]))[0] == chapter, name
+    paper2 = cli.spec_from_args(cli.parser().parse_args(["--profile", "paper", "--table", "2"]))[0]
+    assert (paper2.dataset, paper2.n_epochs, paper2.options("seal")["n_iterations"], paper2.seeds) == ("cifar10", 150, 3,
+                                                                                                     (0, 1, 2))
     with pytest.raises(SystemExit):
-        grid.main(["--profile", "nope"])
+        cli.main(["--profile", "nope"])
 
 
 def test_the_local_executor_trains_each_run_once_and_loads_the_rest(trained, monkeypatch):
@@ -144,7 +148,7 @@ def test_collect_lists_the_missing_runs_and_trains_nothing(trained, monkeypatch)
     wider = build_grid(SPEC.replace(seeds=(0, 5)), train_labels=False)
     with pytest.raises(grid.MissingRuns, match=r"6 of 12 cells are not in the cache") as error:
         collect(wider)
-    assert "seal on digits, labels 0.4, seed 5: CE (run " in str(error.value) and len(error.value.cells) == 6
+    assert "seal on digits, labels idn 0.4, seed 5: CE (run " in str(error.value) and len(error.value.cells) == 6
     assert collect(trained["grid"]).equals(trained["table"]) and fits == []
 
 
@@ -154,7 +158,7 @@ def test_a_killed_job_resumes_training_only_the_missing_runs_with_identical_resu
     labels = results(private_cache)
     seal = next(job for job in make_jobs(g.cells) if job.method == "seal")  # 2 CE runs, then 4 SEAL iterations
     options = grid.executor_options("submitit-local", folder=tmp_path / "jobs", parallel=1)
-    handle = grid.make_executor("submitit-local", options, 1).submit(grid.run_job, seal, "cpu", None, 1, None)
+    handle = grid.executors.make_executor("submitit-local", options, 1).submit(grid.run_job, seal, "cpu", None, 1, None)
     deadline = time.time() + 120
     while not results(private_cache) - labels and time.time() < deadline:
         time.sleep(0.02)
@@ -180,14 +184,15 @@ def test_a_killed_job_resumes_training_only_the_missing_runs_with_identical_resu
 
 RACE = """
 import sys
-from idnhelpers import engine, grid
+from idnhelpers import engine
+from idnhelpers.grid import cli
 engine.WAIT_SECONDS = 0.1  # poll another process's lock often: a short test
 real = engine.fit
 def fit(runs, *a, **k):
     print("trained", len(runs), flush=True)
     return real(runs, *a, **k)
 engine.fit = fit
-sys.exit(grid.main(sys.argv[1:]))
+sys.exit(cli.main(sys.argv[1:]))
 """
 
 
@@ -198,7 +203,7 @@ def test_two_executors_racing_on_one_grid_train_each_run_once(trained, private_c
     outs, errs = zip(*[p.communicate(timeout=300) for p in procs])
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for err in errs]
     assert sum(int(line.split()[1]) for out in outs for line in out.splitlines() if line.startswith("trained")) == N_RUNS
-    tables = [out[out.index("digits: last-epoch"):] for out in outs]
+    tables = [out[out.index("digits, idn: last-epoch"):] for out in outs]
     assert tables[0] == tables[1]
     assert results(private_cache) == results(trained["cache"])
 
@@ -210,13 +215,13 @@ def test_dry_run_and_status_print_the_plan_and_each_cell(trained, monkeypatch, c
     first_ce = grid.trace([g.cells[3]], progress=False)[0].missing[0]  # CE of 0.2, seed 1: first of three cells
     assert first_ce.label == "CE"
     with cache.Lock.acquire(first_ce.key()):  # as if another job were training it
-        assert grid.main(wider + ["--status"]) == 0
+        assert cli.main(wider + ["--status"]) == 0
         out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("12 cells: 6 done, 3 running, 3 missing")
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[3:]}
     assert rows["CE"] == rows["Forward"] == rows["SEAL"] == ["done", "running", "done", "missing"]
-    assert "0.2 seed 0 0.2 seed 1 0.4 seed 0 0.4 seed 1" in " ".join(out.splitlines()[1].split())
-    assert grid.main(wider + ["--dry-run"]) == 0
+    assert "idn 0.2 seed 0 idn 0.2 seed 1 idn 0.4 seed 0 idn 0.4 seed 1" in " ".join(out.splitlines()[1].split())
+    assert cli.main(wider + ["--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "grid: 12 cells (6 done, 0 running, 6 missing)" in out
     assert "jobs: 3; runs to train: 8; run-epochs: 24; estimated CPU-hours:" in out
@@ -224,7 +229,7 @@ def test_dry_run_and_status_print_the_plan_and_each_cell(trained, monkeypatch, c
                                                                                 ["2", "digits"])]
     assert [row[2:6] for row in table] == [["ce", "2", "2", "6"], ["forward", "2", "2", "6"], ["seal", "2", "4", "12"]]
     assert all("this grid's runs, cpu" in line for line in out.splitlines()[-3:])
-    assert grid.main(wider + ["--dry-run", "--executor", "slurm", "--partition", "gpu", "--array-parallelism", "2"]) == 0
+    assert cli.main(wider + ["--dry-run", "--executor", "slurm", "--partition", "gpu", "--array-parallelism", "2"]) == 0
     out = capsys.readouterr().out
     assert "executor: slurm (folder=" in out and "partition=gpu, gpus=1" in out and "array_parallelism=2" in out
     assert "estimated GPU-hours:" in out and "no GPU measurement yet" in out
@@ -240,7 +245,7 @@ def test_slurm_gets_one_job_array_with_the_options(trained, monkeypatch, tmp_pat
         f.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("IDNHELPERS_CACHE", str(trained["cache"]))
-    assert grid.main(CLI + ["--seeds", "7", "--executor", "slurm", "--partition", "gpu", "--gpus", "1", "--cpus", "4",
+    assert cli.main(CLI + ["--seeds", "7", "--executor", "slurm", "--partition", "gpu", "--gpus", "1", "--cpus", "4",
                             "--time", "90", "--array-parallelism", "2", "--no-wait", "--folder",
                             str(tmp_path / "jobs")]) == 0
     script = (tmp_path / "script.sh").read_text()
@@ -261,7 +266,7 @@ def test_the_job_trainer_halves_k_until_it_fits_the_gpu(trained, monkeypatch):
         return ["result"] * len(runs)
 
     monkeypatch.setattr(engine, "train_many", train_many)
-    trainer = grid.JobTrainer(device="cpu")
+    trainer = grid.executors.JobTrainer(device="cpu")
     runs = [c.run for c in trained["grid"].cells] * 2  # 12 runs
     assert trainer(runs[:5]) == ["result"] * 5 and calls == [None, 3, 2]
     assert trainer(runs) == ["result"] * 12 and calls[3:] == [2]  # the K that fitted is kept
@@ -272,7 +277,7 @@ def test_chapter_05_collect_only_renders_the_table_from_the_cache(trained, monke
     notebook = tmp_path / "05.ipynb"
     nbformat.write(jupytext.read(ROOT / "notebooks" / "05_benchmarks.py"), notebook)
     before = results(trained["cache"])
-    params = dict(dataset="digits", methods=list(SPEC.methods), noise_rates=[0.2, 0.4], seeds=[0], n_epochs=3,
+    params = dict(dataset="digits", family="idn", methods=list(SPEC.methods), noise_rates=[0.2, 0.4], seeds=[0], n_epochs=3,
                   n_train=None, n_test=None, val_fraction=0.1, n_iterations=2, dmi_epochs=1, precision="fp32",
                   device="cpu", collect_only=True, profile="test")
     papermill.execute_notebook(str(notebook), str(notebook), parameters=params, cwd=str(ROOT), progress_bar=False,
@@ -283,7 +288,7 @@ def test_chapter_05_collect_only_renders_the_table_from_the_cache(trained, monke
     assert f"{ce:.2f}" in text and "read from the cache (collect_only)" in text
 
 
-def test_table_3_cells_are_the_runs_run_clothing1m_trains(tmp_path, monkeypatch):
+def test_table_3_cells_are_the_base_runs_with_the_papers_options(tmp_path):
     base = tmp_path / "clothing1m"
     base.mkdir()
     keys = {"noisy_train_key_list.txt": ["images/a.jpg", "images/b.jpg"], "clean_val_key_list.txt": ["images/c.jpg"],
@@ -293,24 +298,28 @@ def test_table_3_cells_are_the_runs_run_clothing1m_trains(tmp_path, monkeypatch)
     (base / "noisy_label_kv.txt").write_text("images/a.jpg 1\nimages/b.jpg 2\n")
     (base / "clean_label_kv.txt").write_text("images/c.jpg 3\nimages/d.jpg 4\n")
     (tmp_path / "w.pth").write_bytes(b"weights")
-    spec = grid.spec_from_args(grid.parser().parse_args(["--profile", "paper", "--table", "3", "--data-root",
+    spec = cli.spec_from_args(cli.parser().parse_args(["--profile", "paper", "--table", "3", "--data-root",
                                                          str(tmp_path), "--set", f"clothing1m_weights={tmp_path}/w.pth"]))[0]
     cells = build_grid(spec).cells
-    assert [c.method for c in cells] == list(grid.CLOTHING1M_METHODS)
-    seen = {}
-    monkeypatch.setattr(clothing1m, "run_stages", lambda name, runs, rates, trainer, **options: seen.setdefault(
-        name, (runs[0].key(), rates, options)) and [None])
+    assert [c.method for c in cells] == list(paper.CLOTHING1M_METHODS)
+    base = clothing1m.clothing1m_runs(tmp_path, tmp_path / "w.pth", clothing1m.PROTOCOL)
     for cell in cells:
-        clothing1m.run_clothing1m(cell.method, tmp_path, tmp_path / "w.pth")
-        assert seen[cell.method] == (cell.run.key(), [cell.noise_rate], cell.options), cell.method
+        assert cell.run.key() == base.key() and cell.noise_rate == paper.CLOTHING1M_NOISE_RATE
+        assert cell.options == paper.method_options("clothing1m", cell.method, n_epochs=10), cell.method
+    assert cells[-1].options == dict(n_iterations=3, retrain=False, dmi_options=paper.CLOTHING1M_DMI)  # SEAL (DMI)
 
 
-def test_collect_only_needs_the_labelling_run_too(private_cache, monkeypatch):
+def test_a_grid_without_its_labelling_network_plans_it_and_collect_says_it_is_missing(trained, private_cache,
+                                                                                        monkeypatch):
     for path in private_cache.glob("*.pt"):
         path.unlink()  # no Algorithm 1 run in the cache
     fits = count_fits(monkeypatch)
-    with pytest.raises(grid.MissingRuns, match="Algorithm 1's run on digits"):
-        build_grid(SPEC, train_labels=False)
+    g = build_grid(SPEC, train_labels=False)
+    assert {run.key() for run in g.prerequisites} == trained["labels"]  # Algorithm 1's network on digits
+    p = grid.plan(g)
+    assert p.runs == N_RUNS + 1 and p.table["job"].tolist()[0] == "labels"
+    with pytest.raises(grid.MissingRuns, match="labelling network"):
+        collect(g)
     assert fits == []
 
 

@@ -14,6 +14,7 @@ from idnhelpers.datasets import load_dataset
 from idnhelpers.experiments import family_labels
 from idnhelpers.noise import flip_count
 from idnhelpers.published import read_noisy_csv
+from idnhelpers.sample import sample
 
 
 def run(*argv) -> int:
@@ -45,7 +46,7 @@ def check_folder(folder, dataset, family, rates, **settings):
     m = manifest(folder)
     X, y = load_dataset(dataset)
     trained = {"precision": m["network"]["precision"]} if "network" in m else {}  # what Algorithm 1 trained in
-    expected = family_labels(dataset, family, rates, **settings, **trained)
+    expected = family_labels(sample(dataset), family, rates, **settings, **trained)
     assert m["dataset"]["n"] == len(y) and m["rates"] == sorted(rates) and m["family"] == family
     assert m["dataset"]["y"]["sha256"] == labels._sha256(y) and m["dataset"]["X"]["sha256"] == labels._sha256(X)
     for entry, rate in zip(m["labels"], sorted(rates)):
@@ -75,7 +76,7 @@ def test_round_trip(tmp_path, family):
 
 
 def test_rerun_is_byte_identical(tmp_path, capsys):
-    args = ["--dataset", "breast_cancer", "--family", "xia", "--norm-std", 0.2, "--rates", 0.1, 0.25]
+    args = ["--dataset", "breast_cancer", "--family", "xia", "--setting", "norm_std=0.2", "--rates", 0.1, 0.25]
     assert run(*args, "--out", tmp_path / "a") == 0
     first = folder_bytes(tmp_path / "a")
     assert run(*args, "--out", tmp_path / "a") == 0 and run(*args, "--out", tmp_path / "b") == 0
@@ -183,15 +184,29 @@ def test_verify_missing_file_and_bad_manifest(written, capsys):
     (["--dataset", "breast_cancer", "--family", "symmetric", "--rates", "1.5"],
      "--rates=1.5 is not allowed: a finite number in [0.0, 1.0)"),
     (["--dataset", "breast_cancer", "--family", "gaussian", "--rates", "0.2"],
-     "argument --family: invalid choice: 'gaussian' (choose from 'idn', 'xia', 'xia_exact', 'symmetric', 'pair')"),
-    (["--dataset", "breast_cancer", "--family", "symmetric", "--norm-std", "0.2", "--rates", "0.2"],
-     "--norm-std=0.2 is not allowed: only with a family that has it (['xia', 'xia_exact']); family 'symmetric' has none"),
-    (["--dataset", "breast_cancer", "--family", "xia", "--norm-std", "0", "--rates", "0.2"],
-     "--norm-std=0.0 is not allowed: a finite number in (0.0, inf]"),
+     "argument --family: invalid choice: 'gaussian' (choose from 'idn', 'idn_published', 'xia', "),
+    (["--dataset", "breast_cancer", "--family", "symmetric", "--setting", "norm_std=0.2", "--rates", "0.2"],
+     "--setting='norm_std=0.2' is not allowed: nothing: this family has no settings"),
+    (["--dataset", "breast_cancer", "--family", "xia", "--setting", "norm_std=0", "--rates", "0.2"],
+     "norm_std=0 is not allowed: a finite number in (0.0, inf]"),
+    (["--dataset", "breast_cancer", "--family", "xia", "--setting", "norm_sd=0.2", "--rates", "0.2"],
+     "--setting='norm_sd=0.2' is not allowed: NAME=VALUE, once per name, NAME one of ['norm_std']"),
+    (["--dataset", "breast_cancer", "--family", "xia", "--train-seed", "3", "--rates", "0.2"],
+     "--train-seed=3 is not allowed: nothing: family 'xia' is seeded by --noise-seed"),
+    (["--dataset", "breast_cancer", "--family", "symmetric", "--precision", "bf16", "--rates", "0.2"],
+     "--precision='bf16' is not allowed: nothing: family 'symmetric' trains no network"),
+    (["--dataset", "breast_cancer", "--family", "idn", "--noise-seed", "1", "--rates", "0.2"],
+     "--noise-seed=1 is not allowed: nothing: family 'idn' is seeded by --train-seed"),
+    (["--dataset", "breast_cancer", "--family", "symmetric"],
+     "--rates=None is not allowed: one or more noise rates for family 'symmetric'"),
+    (["--dataset", "breast_cancer", "--family", "idn_published", "--rates", "0.2"],
+     "dataset='breast_cancer' is not allowed: one of ['mnist', 'cifar10']"),
     (["--dataset", "breast_cancer", "--family", "xia", "--rates", "0.2", "0.2"], "--rates=[0.2, 0.2] is not allowed"),
     (["--dataset", "svhn", "--family", "symmetric", "--rates", "0.2"], "dataset='svhn' is not allowed: one of"),
     (["--dataset", "breast_cancer", "--family", "symmetric", "--rates", "0.2", "--noise-seed", "-1"],
      "--noise-seed=-1 is not allowed"),
+    (["--dataset", "breast_cancer", "--family", "xia", "--rates", "0.2", "--noise-seed", str(2 ** 32)],
+     "--noise-seed=4294967296 is not allowed"),
     (["--family", "symmetric", "--rates", "0.2"], "writing labels (--out) also needs --dataset or --from-npz"),
     (["--dataset", "breast_cancer", "--from-npz", "x.npz", "--family", "symmetric", "--rates", "0.2"],
      "argument --from-npz: not allowed with argument --dataset"),

@@ -1,0 +1,5 @@
+import sys
+
+from idnhelpers.grid.cli import main  # the importable module, so submitit pickles its functions by name
+
+sys.exit(main())

@@ -1,0 +1,175 @@
+"""``idn-grid`` (also ``python -m idnhelpers.grid``): a grid of methods x label sets x seeds from a
+profile (``profiles``), a table of the paper (``paper.TABLES``) and options, run on this machine or
+on Slurm, or planned (``--dry-run``) or followed (``--status``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+import torch
+
+from .. import paper
+from ..checks import check_choice, check_int, fail
+from ..noise import FAMILIES
+from ..profiles import load_profile
+from .executors import EXECUTORS, executor_options, run_grid
+from .plan import MissingRuns, format_plan, format_status, grid_status, plan
+from .spec import GridSpec, build_grid
+
+CHAPTER = "05_benchmarks"  # the chapter whose profile exceptions the grid reads
+
+
+def _assignments(items: list[str], option: str, allowed, example: str) -> dict:
+    """``NAME=VALUE`` items (YAML values) of a repeatable option, each name once and allowed."""
+    import yaml
+
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            fail(option, item, f"NAME=VALUE, e.g. {example}")
+        if name not in allowed:
+            fail(option, name, f"one of {list(allowed)}" if allowed else "nothing: there is no such setting here")
+        if name in values:
+            fail(option, item, f"each name once ({name} is given twice)")
+        try:
+            values[name] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            fail(option, item, f"NAME=VALUE with a YAML value ({type(error).__name__}), e.g. {example}")
+    return values
+
+
+def spec_from_args(args) -> tuple[GridSpec, dict]:
+    """The grid spec of parsed command-line arguments, and the profile's settings."""
+    settings = load_profile(args.profile, CHAPTER, args.profiles_dir)
+    if args.table is not None:
+        settings.update(paper.TABLES[args.table])
+        if args.profile == "paper":
+            settings.update(paper.PAPER_TABLES.get(args.table, {}))
+    family = args.family
+    if args.labels is not None:
+        if args.family is not None:
+            fail("--labels", args.labels, "not with --family: --labels names the labels itself")
+        known = FAMILIES.get(args.labels)
+        family = args.labels if known is not None and known.needs == "file" else "labels_file"
+        if family == "labels_file":
+            args.setting = [*args.setting, f"path={args.labels}"]
+    explicit = dict(dataset=args.dataset, methods=args.methods, noise_rates=args.rates, seeds=args.seeds,
+                    data_root=args.data_root, family=family)
+    settings.update({k: v for k, v in explicit.items() if v is not None})
+    if family is not None and FAMILIES.get(family) is not None and FAMILIES[family].fixed and args.rates is None:
+        settings["noise_rates"] = None  # one fixed set of labels
+    settings.update(_assignments(args.set, "--set", [f for f in GridSpec.fields() if f != "family_settings"],
+                                 "n_epochs=5 or n_train=null"))
+    chosen = FAMILIES[check_choice(settings.get("family", "idn_published"), "--family", FAMILIES)]
+    settings["family_settings"] = _assignments(args.setting, "--setting", list(chosen.settings), "norm_std=0.2")
+    return GridSpec.from_settings(settings), settings
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="idn-grid", description="Run the paper's benchmark grids (chapter 05, "
+                                "Tables 1-3) into the shared cache, on this machine or on Slurm.",
+                                epilog="Examples: idn-grid --profile paper --table 1 --dry-run; idn-grid --profile "
+                                "paper --table 1 --executor slurm --partition gpu --time 720; idn-grid --status")
+    g = p.add_argument_group("the grid")
+    g.add_argument("--profile", default="cpu", help="parameter profile of notebooks/profiles (smoke, cpu, paper); "
+                   "default cpu, as make book")
+    g.add_argument("--profiles-dir", help="folder of the profiles (default: the repository's notebooks/profiles)")
+    g.add_argument("--table", type=int, choices=sorted(paper.TABLES), help="the grid of the paper's Table 1 (MNIST), "
+                   "2 (CIFAR-10) or 3 (Clothing1M); with --profile paper, the paper's protocol for it")
+    g.add_argument("--dataset", help="data set (overrides the profile)")
+    g.add_argument("--methods", nargs="+", help="method names (ce forward coteaching gce dac dmi seal seal_dmi)")
+    g.add_argument("--family", help="noise family or published label set of noise.FAMILIES (default: the "
+                   "authors' published IDN labels, idn_published; idn: Algorithm 1 on these rows)")
+    g.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting of the family, e.g. --setting norm_std=0.2 (xia), --setting labels=aggre (cifar10n)")
+    g.add_argument("--labels", metavar="FILE_OR_SET", help="a label,label_noisy CSV of the training split, or a "
+                   "published label set by name (cifar10n, cal_idn, ...)")
+    g.add_argument("--rates", nargs="+", type=float, help="noise rates, e.g. 0.2 0.4 (none for a fixed label set)")
+    g.add_argument("--seeds", nargs="+", type=int, help="run seeds, e.g. 0 1 2")
+    g.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other grid setting, e.g. --set n_epochs=5 --set n_train=null (YAML values)")
+    g.add_argument("--data-root", help="folder with the data sets")
+    e = p.add_argument_group("how it runs")
+    e.add_argument("--executor", default="local", choices=EXECUTORS, help="local: in this process (default); "
+                   "slurm: a submitit job array; submitit-local: submitit's local processes; debug: submitit's debug "
+                   "executor")
+    e.add_argument("--device", help="auto, cpu or cuda (default: the profile's)")
+    e.add_argument("--stack-size", type=int, help="at most K runs stacked per call on CUDA (default: as many as fit)")
+    e.add_argument("--cells-per-job", type=int, help="cells per job (default: all cells of a method)")
+    e.add_argument("--folder", help="submitit's folder for logs and pickles (default: jobs/ in the cache folder)")
+    e.add_argument("--partition", help="Slurm partition")
+    e.add_argument("--gpus", type=int, help="Slurm: GPUs per job (default 1); submitit-local: GPUs of this machine "
+                   "the jobs share, one each (default: those visible)")
+    e.add_argument("--cpus", type=int, help="CPUs per job (Slurm)")
+    e.add_argument("--time", type=int, dest="time_min", help="time limit per job in minutes (default 1440)")
+    e.add_argument("--array-parallelism", type=int, help="Slurm: at most this many jobs of the array at once")
+    e.add_argument("--parallel", type=int, help="submitit-local: jobs at once (at most the CPU cores; default one "
+                   "per GPU, else one per core)")
+    e.add_argument("--no-wait", action="store_true", help="submit to Slurm and exit; --status follows the jobs")
+    a = p.add_argument_group("what to do").add_mutually_exclusive_group()
+    a.add_argument("--dry-run", action="store_true", help="print the plan: cells, jobs, runs, estimated hours")
+    a.add_argument("--status", action="store_true", help="print done / running / missing per cell")
+    p.add_argument("--csv", help="also write the results table to this CSV file")
+    return p
+
+
+def main(argv=None) -> int:
+    """``idn-grid`` / ``python -m idnhelpers.grid``: see ``--help``."""
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        spec, settings = spec_from_args(args)
+        device = args.device or settings.get("device") or "auto"
+        if spec.precision == "auto" and args.executor == "slurm" and not torch.cuda.is_available():
+            fail("precision", "auto", "'fp32' or 'bf16' for Slurm jobs submitted from a machine without a GPU: "
+                 "'auto' is decided by the GPU that trains, which this machine cannot see (--set precision=bf16 for "
+                 "GPUs of compute capability 8.0 or later, e.g. A100, H100)")
+        options = executor_options(args.executor, folder=args.folder, partition=args.partition, gpus=args.gpus,
+                                   cpus=args.cpus, time_min=args.time_min, array_parallelism=args.array_parallelism,
+                                   parallel=args.parallel)
+        check_int(args.stack_size, "--stack-size", minimum=1, none_ok=True)
+        check_int(args.cells_per_job, "--cells-per-job", minimum=1, none_ok=True)
+        if args.no_wait and args.executor != "slurm":
+            fail("--no-wait", True, "only with --executor slurm")
+        grid = build_grid(spec, device=device, train_labels=not (args.dry_run or args.status))
+    except (ValueError, MissingRuns) as error:
+        p.error(str(error))
+    print(grid.description, file=sys.stderr)
+    if args.status:
+        print(format_status(grid_status(grid)))
+        return 0
+    if args.dry_run:
+        target = "cuda" if options.get("gpus") or str(device).startswith("cuda") or (
+            device == "auto" and torch.cuda.is_available()) else "cpu"
+        print(format_plan(plan(grid, device=target, cells_per_job=args.cells_per_job), args.executor, options))
+        return 0
+    table = run_grid(grid, args.executor, device=device, stack_size=args.stack_size,
+                     cells_per_job=args.cells_per_job, wait=not args.no_wait, **_run_options(options))
+    if args.no_wait:
+        print("submitted; follow with --status, gather the table by running the same command (or chapter 05 with "
+              "collect_only: true) when they are done")
+        return 0
+    print(summary(table))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
+def _run_options(options: dict) -> dict:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def summary(table: pd.DataFrame) -> str:
+    """Test accuracy at the last epoch (%), mean ± std over seeds: method x labels per data set and family."""
+    lines = []
+    for (dataset, family), part in table.groupby(["dataset", "family"], sort=False):
+        stats = part.groupby(["label", "labels"], sort=False)["last"].agg(["mean", "std", "count"])
+        text = stats.apply(lambda r: f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["count"] > 1 else ""), axis=1)
+        wide = text.unstack("labels")
+        wide = wide.loc[list(dict.fromkeys(part["label"])), list(dict.fromkeys(part["labels"]))]
+        wide.index.name, wide.columns.name = f"{dataset}, {family}: last-epoch test accuracy (%)", None
+        lines.append(wide.to_string())
+    return "\n".join(lines)

@@ -1,0 +1,334 @@
+"""What a grid would do and what the cache holds of it: its jobs (``make_jobs``), each cell's
+stages read from the cache (``trace``), ``grid_status``, the results table (``collect``) and the
+plan (``plan``: jobs, runs to train, estimated hours).
+
+**Jobs.** A job is one slice of the grid: one method on one data set with all its cells (or
+``cells_per_job`` of them). It calls ``methods.run_stages`` with its cells, so each of the method's
+stages (CE, Forward's and DMI's second stage, SEAL's iterations, each needing the one before) is
+one ``engine.train_many`` call over every cell.
+
+**What a plan counts.** ``trace`` runs each cell's method driver with a trainer that loads what
+the cache has and answers the rest with placeholders (random softmax seeded by the run's key), so
+the stages a method would train are its driver's own, not a second description of it. A grid's
+``prerequisites`` (a labelling network not yet trained) come first.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .. import cache, engine
+from ..checks import check_choice, check_int, fail
+from ..methods import Trainer, method_label, run_stages, summarize
+from ..runs import MethodResult, Run, RunResult
+from ..stats import estimate_transition_matrix
+from .spec import Cell, Grid
+
+# Seconds per epoch per 1000 training rows and per network (training, softmax recording, test
+# scoring), measured on this project's 2-core CPU (AMD EPYC with native bf16; NOTES.md, "Grid"); a
+# plan prefers the seconds its own finished runs recorded on the device it plans for.
+MEASURED = {("mnist_cnn", "cpu", "fp32"): 0.250, ("mnist_cnn", "cpu", "bf16"): 0.170,
+            ("wrn28_10", "cpu", "fp32"): 279.0, ("wrn28_10", "cpu", "bf16"): 105.0, ("mlp", "cpu", "fp32"): 0.009}
+
+
+class MissingRuns(RuntimeError):
+    """Cells of a grid whose runs are not (all) in the cache; ``cells`` names them."""
+
+    def __init__(self, message: str, cells: list):
+        super().__init__(message)
+        self.cells = cells
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    """One slice of a grid: ``method`` with ``options`` on ``cells`` (all of one data set)."""
+
+    method: str
+    options: dict
+    cells: tuple[Cell, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} on {self.cells[0].dataset} ({len(self.cells)} cells)"
+
+
+def make_jobs(cells, cells_per_job: int | None = None) -> list[Job]:
+    """One job per method and data set (and options), with all its cells or ``cells_per_job`` of them."""
+    check_int(cells_per_job, "cells_per_job", minimum=1, none_ok=True)
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        key = (cell.dataset, cell.method, json.dumps(cell.options, sort_keys=True, default=str))
+        groups.setdefault(key, []).append(cell)
+    jobs = []
+    for group in groups.values():
+        size = cells_per_job or len(group)
+        jobs += [Job(group[0].method, group[0].options, tuple(group[i:i + size])) for i in range(0, len(group), size)]
+    return jobs
+
+
+# ---------------------------------------------------------------- reading the cache: trace, status, collect
+
+@dataclass(frozen=True)
+class _Tracer(Trainer):
+    """A trainer that trains nothing: it loads what the cache has and answers each other run with a
+    placeholder (a random softmax seeded by the run's key, no weights), recording ``(run, result or
+    None)`` in ``log``. Nothing it computes from placeholders is stored."""
+
+    log: list = field(default_factory=list, compare=False, repr=False)
+    placeholders: set = field(default_factory=set, compare=False, repr=False)
+
+    def __call__(self, runs: list[Run]) -> list[RunResult]:
+        results = []
+        for run in runs:
+            result = engine.load(run)
+            self.log.append((run, result))
+            if result is None:
+                self.placeholders.add(run.key())
+                result = RunResult(_noise_softmax(len(run.data), run.n_classes, run.key()) if run.record_softmax
+                                   else None, {}, None, None, 0, run.precision, "planned", 0.0, 0)
+            results.append(result)
+        return results
+
+    def predict(self, run: Run, weights: dict, all_outputs: bool = False) -> torch.Tensor:
+        if run.key() in self.placeholders:
+            extra = run.objective.extra_outputs if all_outputs else 0
+            return _noise_softmax(len(run.data), run.n_classes + extra, run.key())
+        return super().predict(run, weights, all_outputs)
+
+    def derive(self, key: str, compute: Callable[[], dict]) -> dict:
+        stored = cache.load(key)
+        return compute() if stored is None else stored
+
+
+def _noise_softmax(n: int, c: int, key: str) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(int(key[:15], 16))
+    return torch.softmax(torch.randn(n, c, generator=generator), 1)
+
+
+@dataclass(frozen=True, eq=False)
+class CellTrace:
+    """What the cache holds of one cell: its stages' runs in order with their results (None: not
+    in the cache; runs after a missing one have placeholder inputs), and the method's result if
+    every stage is there."""
+
+    cell: Cell
+    stages: tuple[tuple[Run, RunResult | None], ...]
+    result: MethodResult | None
+
+    @property
+    def missing(self) -> list[Run]:
+        return [run for run, result in self.stages if result is None]
+
+    @property
+    def status(self) -> str:
+        """``done``; ``running`` (another process holds the lock of its first missing run); ``missing``."""
+        if self.result is not None:
+            return "done"
+        return "running" if cache.lock_holder(self.missing[0].key()) is not None else "missing"
+
+
+def trace(cells, device=None, progress: bool = True) -> list[CellTrace]:
+    """Each cell's method driver run against the cache (see the module docstring); trains nothing."""
+    traces = []
+    for cell in tqdm(list(cells), desc="reading the cache", unit="cell", disable=not progress, file=sys.stderr):
+        tracer = _Tracer(device=device)
+        result = run_stages(cell.method, [cell.run], [cell.noise_rate], tracer, **cell.options)[0]
+        stages = tuple(tracer.log)
+        done = all(r is not None for _, r in stages)
+        traces.append(CellTrace(cell, stages, result if done else None))
+    return traces
+
+
+def _cells(grid) -> tuple[Cell, ...]:
+    if isinstance(grid, Grid):
+        return grid.cells
+    cells = tuple(grid)
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, Cell):
+            fail(f"cells[{i}]", type(cell).__name__, "a grid.Cell (build_grid(spec).cells)")
+    return cells
+
+
+def grid_status(grid, traces: list[CellTrace] | None = None) -> pd.DataFrame:
+    """One row per cell: data set, method, labels, seed, ``status`` (done / running / missing) and
+    how many of its stages are in the cache."""
+    traces = trace(_cells(grid)) if traces is None else traces
+    return pd.DataFrame([dict(dataset=t.cell.dataset, method=t.cell.method, family=t.cell.family, labels=t.cell.labels,
+                              seed=t.cell.seed, status=t.status, stages_done=sum(r is not None for _, r in t.stages))
+                         for t in traces])
+
+
+def format_status(status: pd.DataFrame) -> str:
+    """The status table as text: a line of counts, then method x (labels, seed) per data set."""
+    counts = status["status"].value_counts()
+    lines = [f"{len(status)} cells: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "running", "missing"))
+             + f" (cache: {cache.cache_dir()})"]
+    for dataset, part in status.groupby("dataset", sort=False):
+        part = part.assign(cell=[f"{family} {labels} seed {seed}" for family, labels, seed in zip(
+                               part["family"], part["labels"], part["seed"])],
+                           name=[method_label(m) for m in part["method"]])
+        table = part.pivot(index="name", columns="cell", values="status")
+        table = table.loc[list(dict.fromkeys(part["name"])), list(dict.fromkeys(part["cell"]))]
+        table.index.name, table.columns.name = dataset, None
+        lines.append(table.to_string())
+    return "\n".join(lines)
+
+
+def T_error(cell: Cell, T: torch.Tensor | None) -> float:
+    """Mean absolute difference between an estimated transition matrix (Forward's T) and the true
+    one of the cell's noisy labels (NaN without T or without the true labels)."""
+    run = cell.run
+    if T is None or run.y_true is None:
+        return float("nan")
+    true = estimate_transition_matrix(run.y_true, run.targets, run.n_classes)
+    return float((T.double() - true).abs().mean())
+
+
+def results_table(traces: list[CellTrace]) -> pd.DataFrame:
+    """One row per finished cell: test accuracy (%) at the last, best and validation-selected
+    epochs (``methods.summarize``), Forward's ``T_error`` (``T_error``), the seconds its stages
+    took and the device of its last one."""
+    rows = []
+    for t in traces:
+        if t.result is not None:
+            c = t.cell
+            rows.append(dict(dataset=c.dataset, method=c.method, label=method_label(c.method), family=c.family,
+                             labels=c.labels,
+                             noise_rate=c.noise_rate, seed=c.seed, **summarize(t.result),
+                             T_error=T_error(c, t.result.T), seconds=sum(s.seconds for s in t.result.stages),
+                             device=t.result.final.device))
+    return pd.DataFrame(rows)
+
+
+def collect(grid, traces: list[CellTrace] | None = None) -> pd.DataFrame:
+    """The results table of a grid read from the cache; trains nothing. Raises ``MissingRuns``
+    listing each cell whose runs are not all there (and its first missing run), or the labelling
+    network a grid built without it needs."""
+    if isinstance(grid, Grid) and grid.prerequisites:
+        keys = ", ".join(run.key() for run in grid.prerequisites)
+        raise MissingRuns(f"the labels of this grid need their labelling network (run {keys}), which is not in the cache "
+                          f"({cache.cache_dir()}): train it with `idn-grid` (same settings) or run_grid",
+                          list(grid.cells))
+    cells = _cells(grid)
+    traces = trace(cells) if traces is None else traces
+    todo = [t for t in traces if t.result is None]
+    if todo:
+        lines = []
+        for t in todo:
+            run, n_done = t.missing[0], sum(r is not None for _, r in t.stages)
+            lines.append(f"  {t.cell.name}: {run.label or 'a run'} (run {run.key()}; {t.status}; "
+                         f"{n_done} stage(s) before it in the cache)")
+        raise MissingRuns(f"{len(todo)} of {len(cells)} cells are not in the cache ({cache.cache_dir()}):\n"
+                          + "\n".join(lines) + "\nTrain them with `idn-grid` (same settings) or run_grid; "
+                          "`idn-grid --status` shows their progress.", [t.cell for t in todo])
+    return results_table(traces)
+
+
+# ---------------------------------------------------------------- the plan
+
+@dataclass(frozen=True)
+class Plan:
+    """What running a grid would do: its ``jobs`` (cells not done), ``table`` (one row per job: cells,
+    runs to train, run-epochs, estimated hours, where the seconds per epoch came from), the number
+    of distinct ``runs`` to train, ``hours`` in all and the ``device`` they are estimated for."""
+
+    jobs: list[Job]
+    table: pd.DataFrame
+    runs: int
+    hours: float
+    device: str
+    status: pd.DataFrame
+
+
+def measured_rates(traces: list[CellTrace]) -> dict:
+    """Seconds per epoch per 1000 training rows and network, by (model, device type, precision),
+    from the finished runs of these cells (a stacked run records its share of the call)."""
+    samples: dict[tuple, list[float]] = {}
+    for t in traces:
+        for run, result in t.stages:
+            if result is not None and result.history.get("loss") and result.seconds > 0:
+                key = (run.protocol.model, torch.device(result.device).type, run.precision)
+                per = result.seconds / len(result.history["loss"]) / (len(run.data) / 1000) / run.step.n_networks
+                samples.setdefault(key, []).append(per)
+    return {key: sum(v) / len(v) for key, v in samples.items()}
+
+
+def _rate(model: str, device: str, precision: str, rates: dict):
+    """(seconds per epoch per 1000 rows and network, where it came from), or (None, why not)."""
+    for source, table in (("this grid's runs", rates), ("NOTES.md", MEASURED)):
+        if (model, device, precision) in table:
+            return table[(model, device, precision)], f"{source}, {device}"
+    for source, table in (("this grid's runs", rates), ("NOTES.md", MEASURED)):
+        for other in ("fp32", "bf16"):
+            if (model, "cpu", other) in table and device != "cpu":
+                return table[(model, "cpu", other)], f"{source}, cpu {other} (no {device} measurement)"
+    return None, f"not measured ({model} on {device})"
+
+
+def _estimate(runs: list[Run], device: str, rates: dict) -> tuple[int, float | None, set]:
+    """(run-epochs, hours or None where a rate is unknown, where the seconds came from) of ``runs``."""
+    epochs = sum(run.protocol.n_epochs * run.step.n_networks for run in runs)
+    hours, sources = 0.0, set()
+    for run in runs:
+        rate, source = _rate(run.protocol.model, device, run.precision, rates)
+        sources.add(source)
+        hours = None if rate is None or hours is None else hours + (
+            rate * len(run.data) / 1000 * run.protocol.n_epochs * run.step.n_networks / 3600)
+    return epochs, hours, sources
+
+
+def plan(grid, *, device: str = "cpu", cells_per_job: int | None = None, traces=None) -> Plan:
+    """The jobs and runs that ``run_grid`` would start, with hours estimated for ``device``
+    ("cpu" or "cuda") from measured seconds per epoch (``measured_rates``, else ``MEASURED``); a
+    grid's ``prerequisites`` (its labels' network) come first, as job "labels"."""
+    check_choice(device, "device", ("cpu", "cuda"))
+    traces = trace(_cells(grid)) if traces is None else traces
+    todo = [t for t in traces if t.result is None]
+    jobs = make_jobs([t.cell for t in todo], cells_per_job)
+    by_cell = {id(t.cell): t for t in todo}
+    rates, seen, rows = measured_rates(traces), set(), []
+    slices = [("labels", "labelling network", list(grid.prerequisites) if isinstance(grid, Grid) else [], None)]
+    slices += [(i, job.method, [run for cell in job.cells for run in by_cell[id(cell)].missing], job)
+               for i, job in enumerate(jobs)]
+    for name, method, runs, job in slices:
+        new = [seen.add(run.key()) or run for run in runs if run.key() not in seen]
+        if job is None and not new:
+            continue
+        epochs, hours, sources = _estimate(new, device, rates)
+        rows.append(dict(job=name, dataset=(job.cells[0].dataset if job else new[0].data.dataset), method=method,
+                         cells=len(job.cells) if job else 0, runs=len(new), run_epochs=epochs,
+                         rows=len((job.cells[0].run if job else new[0]).data),
+                         hours=float("nan") if hours is None else hours, seconds_from="; ".join(sorted(sources)) or "-"))
+    table = pd.DataFrame(rows, columns=["job", "dataset", "method", "cells", "runs", "run_epochs", "rows", "hours",
+                                        "seconds_from"])
+    return Plan(jobs, table, len(seen), float(table["hours"].sum(min_count=1)) if len(table) else 0.0, device,
+                grid_status(grid, traces))
+
+
+def format_plan(p: Plan, executor: str = "local", executor_options: dict | None = None) -> str:
+    """The plan as text: counts, the executor's settings, one line per job, the estimated hours."""
+    counts = p.status["status"].value_counts()
+    unit = "GPU-hours" if p.device == "cuda" else "CPU-hours"
+    hours = "unknown (see seconds_from)" if pd.isna(p.hours) else _hours(p.hours)
+    if p.table["seconds_from"].str.contains("no cuda measurement").any():
+        hours += " (at this CPU's seconds per epoch: no GPU measurement yet, see seconds_from)"
+    settings = ", ".join(f"{k}={v}" for k, v in (executor_options or {}).items() if v is not None)
+    lines = [f"grid: {len(p.status)} cells ({counts.get('done', 0)} done, {counts.get('running', 0)} running, "
+             f"{counts.get('missing', 0)} missing)",
+             f"executor: {executor}" + (f" ({settings})" if settings else ""),
+             f"jobs: {len(p.jobs)}; runs to train: {p.runs}; run-epochs: {int(p.table['run_epochs'].sum())}; "
+             f"estimated {unit}: {hours}"]
+    if len(p.table):
+        lines.append(p.table.to_string(index=False, formatters={"hours": _hours}))
+    return "\n".join(lines)
+
+
+def _hours(h: float) -> str:
+    return "?" if pd.isna(h) else f"{h:,.0f}" if h >= 100 else f"{h:.1f}" if h >= 1 else f"{h:.2g}"
