@@ -12,8 +12,11 @@ Where each part of the paper lives:
                    Theorem 1's CCN experiment, what the chapters record of memorisation
 - ``labels``       the ``idn-labels`` command: label files with a checksummed manifest
 - ``csr``          Section 3.2, Eq. 4: critical sample ratio (Langevin adversarial sample search)
-- ``methods``      Section 4: SEAL (Algorithm 2) and the baselines of Tables 1-3, a registry
-- ``losses``       the objectives: cross-entropy / L_SEAL, Forward, GCE (and truncated), DAC, DMI
+- ``methods``      Section 4: SEAL (Algorithm 2) and the baselines of Tables 1-3, a registry;
+                   beyond the paper, ELR and PLC
+- ``losses``       the objectives: cross-entropy / L_SEAL, Forward, GCE (and truncated), DAC, DMI,
+                   ELR, PLC
+- ``noisy``        Eq. 10 beyond Fig. 6: noisy instances ranked (cleanlab's conventions), ``idn-noisy``
 - ``paper``        Section 4.3: what each table runs, the per-data-set settings, the published numbers
 - ``grid``         Tables 1-3 as grids of cells: spec, plan, executors (local, Slurm), ``idn-grid``
 - ``clothing1m``   Table 3: Clothing1M's files and images streamed from disk
@@ -40,4 +43,4 @@ serve the book; ``optim`` holds the protocols' optimisers; ``bench`` and ``check
 speed and the bf16 mode.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -16,6 +16,7 @@ import json
 
 from .checks import check_bool, check_choice, check_float, check_int, check_rates, check_seed, fail
 from .csr import SEARCHES
+from .experiments import CSR_PROBES
 from .datasets import get_dataset
 from .hardware import PRECISION_CHOICES, resolve_device
 
@@ -42,11 +43,11 @@ def _seeds(v, name):
         check_seed(s, name)
 
 
-def _methods(v, name):
+def _methods(v, name, empty_ok=False):
     from .methods import METHODS, get_method
 
-    if not isinstance(v, (list, tuple)) or not v:
-        fail(name, v, f"a non-empty list of method names from {sorted(METHODS)}")
+    if not isinstance(v, (list, tuple)) or not (v or empty_ok):
+        fail(name, v, f"a {'' if empty_ok else 'non-empty '}list of method names from {sorted(METHODS)}")
     for m in v:
         get_method(m)
 
@@ -87,6 +88,8 @@ CHECKS = {
     "noise_types": _noise_types,
     "methods": _methods,
     "baselines": _methods,
+    "beyond": lambda v, name: _methods(v, name, empty_ok=True),
+    "beyond_rates": lambda v, name: None if v is None else check_rates(v, name),
     "families": _families,
     "tabular_dataset": _features_dataset,
     "tabular_epochs": _int(1),
@@ -105,6 +108,7 @@ CHECKS = {
     "csr_every": _int(1),
     "csr_radius": _number(0.0),
     "csr_search": lambda v, name: check_choice(v, name, SEARCHES),
+    "csr_probe": lambda v, name: check_choice(v, name, CSR_PROBES),
     "seed": lambda v, name: check_seed(v, name),
     "seeds": _seeds,
     "idn_seeds": _seeds,

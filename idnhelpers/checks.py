@@ -145,3 +145,24 @@ def check_transition_matrix(M, name: str = "M") -> torch.Tensor:
         fail(name, "a matrix whose rows are not probability vectors", "a row-stochastic matrix: rows "
              "non-negative and summing to 1 (M_pq = P(noisy q | true p))")
     return M
+
+
+def check_assignments(items: list[str], option: str, allowed, example: str) -> dict:
+    """``NAME=VALUE`` items (YAML values) of a repeatable command-line option, each name once and one of
+    ``allowed``; ``example`` shows the form in messages."""
+    import yaml
+
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            fail(option, item, f"NAME=VALUE, e.g. {example}")
+        if name not in allowed:
+            fail(option, name, f"one of {list(allowed)}" if allowed else "nothing: there are no settings to give here")
+        if name in values:
+            fail(option, item, f"each name once ({name} is given twice)")
+        try:
+            values[name] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            fail(option, item, f"NAME=VALUE with a YAML value ({type(error).__name__}), e.g. {example}")
+    return values

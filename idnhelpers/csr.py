@@ -8,7 +8,10 @@ noise ~ N(0, I) per pixel, and mark x critical once argmax f(x_hat) differs from
 
 ``search="lass"`` (default) follows Arpit et al.'s LASS code (``lass.py``, "code from Devansh
 Arpit", as shipped with Ma et al.'s D2L): alpha = 0.25/255, beta = 0.2/255, r = 0.3/255 in pixel
-units of [0, 1] (divided here by the data set's std, since the network sees normalised input), at
+units of [0, 1]; for another radius, alpha and beta scale with it (alpha = 0.25/255 * r / (0.3/255),
+likewise beta), as Ma et al.'s ``callback_util.py`` derives its step sizes from its radius (with
+fixed steps a larger ball is never reached before the convergence stop, so the radius would
+change nothing) (divided here by the data set's std, since the network sees normalised input), at
 most 100 iterations, and stop at the first iteration that finds fewer than 20 new critical samples
 in the whole set (an absolute count, as in their code: on a probe of 500 instances where few are
 critical, the search usually ends after its first iteration). Their code needs the set's size to
@@ -37,12 +40,16 @@ SEARCHES = {"lass": dict(n_steps=100, converged_below=20), "official": dict(n_st
 
 
 def critical_samples(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, radius: float = CSR_RADIUS,
-                     alpha: float = CSR_ALPHA, beta: float = CSR_BETA, search: str = "lass", seed: int = 0,
+                     alpha: float | None = None, beta: float | None = None, search: str = "lass", seed: int = 0,
                      batch_size: int = 1000) -> torch.Tensor:
     """Boolean mask: which rows of uint8 ``X`` are critical samples (Eq. 4) for ``model``, found by
-    the search named ``search`` (see the module docstring)."""
+    the search named ``search`` (see the module docstring). ``alpha`` and ``beta`` (None: scaled
+    with ``radius``, ``step_sizes``) are the search's step and noise sizes."""
     check_choice(search, "search", SEARCHES)
-    for name, value in (("radius", radius), ("alpha", alpha), ("beta", beta)):
+    check_float(radius, "radius", low=0.0)
+    default_alpha, default_beta = step_sizes(radius)
+    alpha, beta = (default_alpha if alpha is None else alpha), (default_beta if beta is None else beta)
+    for name, value in (("alpha", alpha), ("beta", beta)):
         check_float(value, name, low=0.0)
     check_int(batch_size, "batch_size", minimum=1)
     device = next(model.parameters()).device
@@ -58,6 +65,13 @@ def critical_samples(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, r
         return _lass(model, x, radius / scale, alpha / scale, beta / scale, search, seed, batch_size).cpu()
     finally:
         model.train(was_training)
+
+
+def step_sizes(radius: float) -> tuple[float, float]:
+    """LASS's alpha and beta for ``radius``: Arpit et al.'s 0.25/255 and 0.2/255 at r = 0.3/255,
+    scaled in proportion to r (module docstring)."""
+    scale = radius / CSR_RADIUS  # exactly 1.0 at the default radius: Arpit et al.'s values unchanged
+    return CSR_ALPHA * scale, CSR_BETA * scale
 
 
 def critical_sample_ratio(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, **kwargs) -> float:

@@ -82,6 +82,8 @@ class Recorder:
         self.y_true, self.track = run.y_true, run.track
         self.y_test = run.test.y if run.test is not None else None
         self.y_val = run.val.y if run.val is not None else None
+        self.abstains = run.objective.extra_outputs > 0  # DAC: an abstention (arg-max = an extra output) is an error
+        self.n_classes = run.n_classes
         self.S_sum = torch.zeros(len(targets), run.n_classes, dtype=torch.float64) if run.record_softmax else None
         self.averaged = run.average_epochs or run.protocol.n_epochs  # S averages the first `averaged` epochs
         self.history = {"loss": [], "fit_acc": [], "train_acc": [], "true_acc": [], "test_acc": [], "csr": []}
@@ -90,6 +92,9 @@ class Recorder:
             self.history.update(mem_noisy=[], mem_true=[], mem_other=[], clean_correct=[])
         if self.y_val is not None:
             self.history["val_acc"] = []
+        for split, y in (("test", self.y_test), ("val", self.y_val)):
+            if self.abstains and y is not None:
+                self.history.update({f"{split}_abstained": [], f"{split}_kept_acc": []})
         self.snapshots = []
 
     def add(self, mean_loss: float, fit_acc: float, probs, test_pred, val_pred, csr) -> dict:
@@ -101,6 +106,11 @@ class Recorder:
         h["csr"].append(csr)
         if self.y_val is not None:
             h["val_acc"].append((val_pred == self.y_val).float().mean().item())
+        for split, pred, y in (("test", test_pred, self.y_test), ("val", val_pred, self.y_val)):
+            if self.abstains and y is not None:
+                kept = pred < self.n_classes
+                h[f"{split}_abstained"].append(1 - kept.float().mean().item())
+                h[f"{split}_kept_acc"].append((pred == y)[kept].float().mean().item() if kept.any() else float("nan"))
         if probs is None:
             h["train_acc"].append(None)
             h["true_acc"].append(None)
@@ -161,6 +171,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
         tune_cpu_allocator()
     run0 = runs[0]
     proto, n_classes, precision = run0.protocol, run0.n_classes, run0.precision
+    n_scored = n_classes + run0.objective.extra_outputs  # test and validation predictions: over every output
     source = run0.data.source(device)
     evals = {name: getattr(run0, name).data.source(device) for name in ("test", "val") if getattr(run0, name)}
     networks = [init_networks(run, device) for run in runs]
@@ -205,12 +216,14 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
                                     for k, (rows, _) in enumerate(batch)])
         probs = record_softmax(bank, source, run0, generators, device) if run0.record_softmax else None
         bank.train(False)  # test and validation sets are scored in eval mode, whether or not S is recorded
-        preds = {name: _probs(bank, s, n_classes, precision, device).argmax(-1) for name, s in evals.items()}
+        preds = {name: _probs(bank, s, n_scored, precision, device).argmax(-1) for name, s in evals.items()}
         postfix = []
         for k, run in enumerate(runs):
             ratio = None
             if run.csr is not None and (epoch + 1) % run.csr.every == 0:
-                ratio = critical_sample_ratio(bank.module(k), source.X[run.csr.rows.to(device)], dataset=run.data.dataset,
+                probe = source.X[run.csr.rows.to(device)] if run.csr.rows is not None else evals["test"].X[
+                    run.csr.test_rows(len(evals["test"]), run.seed, epoch).to(device)]
+                ratio = critical_sample_ratio(bank.module(k), probe, dataset=run.data.dataset,
                                               radius=run.csr.radius, search=run.csr.search, seed=run.seed)
             postfix.append(records[k].add(loss_sum[k].item() / len(source), correct[k].item() / len(source),
                                           None if probs is None else probs[k],

@@ -21,6 +21,8 @@ from .runs import CSRProbe, Run
 from .sample import Sample
 from .stats import ccn_bound, ccn_test
 
+CSR_PROBES = ("train", "test")  # memorisation_records' CSR probe sets
+
 
 @dataclass
 class GeneratedIDN:
@@ -121,17 +123,23 @@ def network_softmax(sample: Sample, kind: str = "averaged", *, train_seed=None, 
 
 
 def memorisation_records(sample: Sample, y_noisy, *, csr_size: int = 500, csr_every: int = 2,
-                         csr_radius: float = CSR_RADIUS, csr_search: str = "lass", n_tracked: int = 6) -> dict:
+                         csr_radius: float = CSR_RADIUS, csr_search: str = "lass", csr_probe: str = "train",
+                         n_tracked: int = 6) -> dict:
     """``Run`` fields that record memorisation (Section 3.2) on the ``sample``'s training rows with
-    labels ``y_noisy`` (one per row of ``sample.rows``): CSR (Eq. 4) of the first ``csr_size``
-    training rows every ``csr_every`` epochs (images only) and the softmax of the first
-    ``n_tracked`` corrupted ones every epoch (Fig. 3). Chapters 01, 03 and 04 record these
-    defaults, so one run per noise rate serves all three."""
+    labels ``y_noisy`` (one per row of ``sample.rows``): CSR (Eq. 4) every ``csr_every`` epochs
+    (images only) on ``csr_size`` instances, the first training rows (``csr_probe="train"``) or
+    random test rows drawn afresh every epoch (``"test"``, Ma et al.'s choice), and the softmax of
+    the first ``n_tracked`` corrupted rows every epoch (Fig. 3). Chapters 01, 03 and 04 record
+    these defaults, so one run per noise rate serves all three."""
     check_int(csr_size, "csr_size", minimum=1)
     check_int(n_tracked, "n_tracked", minimum=0)
+    check_choice(csr_probe, "csr_probe", CSR_PROBES)
     corrupted = (torch.as_tensor(y_noisy)[sample.train] != sample.y[sample.train]).nonzero().squeeze(1)
-    csr = None if get_dataset(sample.dataset).is_features else CSRProbe(
-        torch.arange(min(csr_size, len(sample.train))), every=csr_every, radius=csr_radius, search=csr_search)
+    csr = None
+    if not get_dataset(sample.dataset).is_features:
+        where = dict(rows=torch.arange(min(csr_size, len(sample.train)))) if csr_probe == "train" else dict(
+            test_draw=min(csr_size, len(sample.test_rows)))
+        csr = CSRProbe(**where, every=csr_every, radius=csr_radius, search=csr_search)
     return dict(track=corrupted[:n_tracked] if n_tracked else None, csr=csr)
 
 

@@ -44,7 +44,7 @@ import torch
 
 from . import __version__
 from .cache import atomic_write, file_digest
-from .checks import check_choice, check_int, check_seed, fail
+from .checks import check_assignments, check_choice, check_int, check_seed, fail
 from .datasets import FEATURES_PROTOCOL, get_dataset, register_arrays
 from .experiments import family_labels, network_run
 from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
@@ -287,7 +287,7 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
         if args.rates is None and not spec.fixed:
             fail("--rates", None, f"one or more noise rates for family {args.family!r}, e.g. --rates 0.2 0.4")
         rates = check_rate_names(args.family, args.rates)
-        settings = spec.with_defaults(args.family, _assignments(args.setting, list(spec.settings)))
+        settings = spec.with_defaults(args.family, check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2"))
         for option, value in (("--noise-seed", args.noise_seed), ("--train-seed", args.train_seed)):
             if value is not None and option[2:].replace("-", "_") not in spec.seeded_by:
                 fail(option, value, f"nothing: family {args.family!r} is seeded by "
@@ -311,23 +311,6 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
     except (ValueError, OSError) as error:  # OSError: a data set's files not found, a folder not writable
         p.error(str(error))
     return 0
-
-
-def _assignments(items: list[str], allowed: list[str]) -> dict:
-    """``--setting NAME=VALUE`` items (YAML values), each name once and one of ``allowed``."""
-    import yaml
-
-    values = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or name not in allowed or name in values:
-            fail("--setting", item, f"NAME=VALUE, once per name, NAME one of {allowed}" if allowed else
-                 "nothing: this family has no settings")
-        try:
-            values[name] = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            fail("--setting", item, f"NAME=VALUE with a YAML value ({type(error).__name__})")
-    return values
 
 
 def _verify(args, p: argparse.ArgumentParser) -> int:

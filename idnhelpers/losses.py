@@ -1,17 +1,18 @@
-"""Training objectives (cross-entropy, SEAL's soft labels and the baselines of Tables 1-3), as
-small specs the engine turns into a loss.
+"""Training objectives (cross-entropy, SEAL's soft labels, the baselines of Tables 1-3, and ELR and
+PLC beyond the paper), as small specs the engine turns into a loss.
 
 An ``Objective`` is a frozen dataclass: its fields, and for a class defined outside this library
 the source of its code, enter the cache key of every run that uses it (edit your loss and its
 runs are retrained). ``make`` returns the loss of one run, ``loss(logits, targets, epoch)``,
 possibly with state (DAC's alpha schedule). Class attributes: ``extra_outputs`` widens the
-network's last layer (DAC's abstention class; predictions and the recorded softmax always use the
-first ``n_classes`` outputs); ``drop_last`` skips a final incomplete batch (DMI's determinant
+network's last layer (DAC's abstention class: the recorded softmax and the training accuracy use
+the first ``n_classes`` outputs; test and validation predictions take the arg-max over every
+output, so an abstention counts as an error, as DAC's authors score it); ``drop_last`` skips a final incomplete batch (DMI's determinant
 needs every class in the batch); ``accepts_soft``: soft labels (n x c rows) allowed as targets;
 ``row_weighted``: the loss is called as ``loss(logits, targets, epoch, rows=...)`` with the
 batch's row indices, and its ``before_epoch(epoch, train_softmax, labels)`` runs before each
 epoch, ``train_softmax()`` giving the n x c eval-mode softmax of the training set on demand
-(truncated GCE's pruning).
+(truncated GCE's pruning; ELR's targets and PLC's corrected labels are such per-row state).
 Write your own by subclassing ``Objective`` and register it as a method with
 ``methods.register_method(name, methods.loss_method(label, YourObjective))``.
 """
@@ -287,3 +288,130 @@ class _DACLoss:
         elif epoch > self.alpha_epoch:
             self.alpha, self.alpha_epoch = self.alpha + self.alpha_inc, epoch
         return ((1 - p_abstain) * h_c - self.alpha * torch.log1p(-p_abstain)).mean()
+
+
+def elr_update(targets: torch.Tensor, probs: torch.Tensor, beta: float) -> torch.Tensor:
+    """ELR's target estimate after one batch (Liu et al. 2020, Eq. 9 of the paper; ``elr_loss`` in
+    shengliu66/ELR ``model/loss.py``): t <- beta t + (1 - beta) p / sum(p), with p the batch's
+    clamped softmax, detached."""
+    p = probs.detach()
+    return beta * targets + (1 - beta) * p / p.sum(1, keepdim=True)
+
+
+def elr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, lam: float) -> torch.Tensor:
+    """Cross-entropy plus ELR's regulariser (Liu et al. 2020, Eq. 6): lam * mean log(1 - <t, p>),
+    p the softmax clamped to [1e-4, 1 - 1e-4] as the authors' code, t the (updated) targets."""
+    p = F.softmax(logits, 1).clamp(1e-4, 1 - 1e-4)
+    return F.cross_entropy(logits, y) + lam * torch.log(1 - (targets * p).sum(1)).mean()
+
+
+@dataclass(frozen=True)
+class ELR(Objective):
+    """Early-learning regularisation (Liu et al., NeurIPS 2020, "Early-Learning Regularization
+    Prevents Memorization of Noisy Labels"; code shengliu66/ELR, ``ELR/model/loss.py``): every
+    training instance keeps a moving average t_i of its predictions (``elr_update``, momentum
+    ``beta``), and the loss adds ``lam`` * log(1 - <t_i, p_i>) to the cross-entropy
+    (``elr_loss``), which keeps the network's output near what it learnt early, before it memorises
+    the noise. As the authors' code: t starts at zero and is updated from the batch's softmax
+    before the loss reads it. The defaults are the authors' CIFAR-10 setting (beta 0.7, lambda 3;
+    CIFAR-100: 0.9 and 7); they give none for MNIST, so it uses CIFAR-10's. The network, optimiser
+    and schedule are the run's protocol (the SEAL paper's, shared by every method), not the ELR
+    paper's ResNet-34 with cosine annealing."""
+
+    beta: float = 0.7
+    lam: float = 3.0
+    row_weighted = True
+
+    def __post_init__(self):
+        check_float(self.beta, "beta", low=0.0, high=1.0, high_open=True)
+        check_float(self.lam, "lam", low=0.0)
+
+    def make(self, n_classes, n_epochs):
+        return _ELRLoss(self, n_classes)
+
+
+class _ELRLoss:
+    def __init__(self, spec: ELR, n_classes: int):
+        self.spec, self.n_classes, self.targets = spec, n_classes, None
+
+    def before_epoch(self, epoch, train_softmax, labels):
+        if self.targets is None:
+            self.targets = torch.zeros(len(labels), self.n_classes, device=labels.device)
+
+    def __call__(self, logits, y, epoch, rows):
+        p = F.softmax(logits, 1).clamp(1e-4, 1 - 1e-4)
+        self.targets[rows] = elr_update(self.targets[rows], p, self.spec.beta)
+        return elr_loss(logits, y, self.targets[rows], self.spec.lam)
+
+
+def lrt_correction(labels: torch.Tensor, f: torch.Tensor, delta: float, increment: float):
+    """PLC's label correction (Zhang et al. 2021, Algorithm 1; ``lrt_correction`` in pxiangwu/PLC
+    ``utils.py``): relabel every instance whose likelihood ratio f_y(x) / max_k f_k(x) is below
+    ``delta`` to argmax f(x); if fewer than 0.1% of the instances were relabelled, raise delta by
+    ``increment`` (at most 0.9). Returns the new labels and delta."""
+    ratio = f.gather(1, labels[:, None]).squeeze(1) / f.max(1).values
+    relabel = ratio < delta
+    corrected = torch.where(relabel, f.argmax(1), labels)
+    if int(relabel.sum()) < 0.001 * len(labels):
+        delta = min(delta + increment, 0.9)
+    return corrected, delta
+
+
+@dataclass(frozen=True)
+class PLC(Objective):
+    """Progressive label correction (Zhang et al., ICLR 2021, "Learning with Feature-Dependent
+    Label Noise: A Progressive Approach", Algorithm 1; code pxiangwu/PLC, ``cifar/train.py`` and
+    ``utils.lrt_correction``): cross-entropy on labels that are corrected as training goes. Each
+    batch's softmax (train mode, before its step, as the authors record it) is kept for the last
+    ``window`` epochs; after each epoch from ``warmup_epochs`` on (0-based, as the authors'
+    ``epoch >= warm_up``), the mean of those softmaxes relabels the instances whose likelihood
+    ratio is below the threshold delta (``lrt_correction``; the corrections accumulate), and delta
+    rises by ``delta_increment`` whenever fewer than 0.1% change. Defaults: the authors' CIFAR
+    setting (delta 0.3, increment 0.1, window 5, warm-up 8 of 180 epochs); they give none for MNIST.
+    ``warmup_epochs=None``: 8, or (n_epochs - 1) // 2 for a run too short for it, so a short run
+    still corrects. The network, optimiser and schedule are the run's protocol (the SEAL paper's,
+    shared by every method), not PLC's PreAct ResNet-34 schedule."""
+
+    delta: float = 0.3
+    delta_increment: float = 0.1
+    warmup_epochs: int | None = None
+    window: int = 5
+    row_weighted = True
+
+    def __post_init__(self):
+        check_float(self.delta, "delta", low=0.0, high=1.0, low_open=True)
+        check_float(self.delta_increment, "delta_increment", low=0.0)
+        check_int(self.warmup_epochs, "warmup_epochs", minimum=0, none_ok=True)
+        check_int(self.window, "window", minimum=1)
+
+    def warmup(self, n_epochs: int) -> int:
+        return min(8, (n_epochs - 1) // 2) if self.warmup_epochs is None else self.warmup_epochs
+
+    def check(self, n_classes, n_epochs):
+        if self.warmup(n_epochs) >= n_epochs - 1:
+            fail("warmup_epochs", self.warmup_epochs, f"fewer than n_epochs - 1 = {n_epochs - 1}: a correction after "
+                 "the last epoch changes nothing")
+
+    def make(self, n_classes, n_epochs):
+        return _PLCLoss(self, n_classes, self.warmup(n_epochs))
+
+
+class _PLCLoss:
+    def __init__(self, spec: PLC, n_classes: int, warmup: int):
+        self.spec, self.n_classes, self.warmup = spec, n_classes, warmup
+        self.labels = self.record = None
+        self.delta = spec.delta
+        self.corrected_at: list[int] = []  # 0-based epochs after which labels were corrected
+
+    def before_epoch(self, epoch, train_softmax, labels):
+        if self.labels is None:
+            self.labels = labels.clone()
+            self.record = torch.zeros(self.spec.window, len(labels), self.n_classes, device=labels.device)
+        if epoch - 1 >= self.warmup:  # the authors correct at the end of epoch e >= warm_up
+            self.labels, self.delta = lrt_correction(self.labels, self.record.mean(0), self.delta,
+                                                     self.spec.delta_increment)
+            self.corrected_at.append(epoch - 1)
+
+    def __call__(self, logits, y, epoch, rows):
+        self.record[epoch % self.spec.window, rows] = F.softmax(logits.detach(), 1)
+        return F.cross_entropy(logits, self.labels[rows])

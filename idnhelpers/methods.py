@@ -1,4 +1,5 @@
-"""The methods compared in the paper's benchmarks (Section 4.3, Tables 1-3), as registry entries.
+"""The methods compared in the paper's benchmarks (Section 4.3, Tables 1-3), and ELR and PLC
+beyond them, as registry entries.
 
 A ``Method`` is a label for tables, the method's own options with their defaults, and a driver:
 a function that turns base runs (one per grid cell: data, noisy labels, seed, what to record)
@@ -27,7 +28,7 @@ from . import cache, engine
 from .checks import check_bool, check_float, check_int, check_rate, check_seed, fail
 from .engine import predict, train_many
 from .hardware import resolve_precision
-from .losses import DAC, DMI, GCE, CrossEntropy, Forward, Objective, TruncatedGCE
+from .losses import DAC, DMI, ELR, GCE, PLC, CrossEntropy, Forward, Objective, TruncatedGCE
 from .protocol import Protocol
 from .runs import MethodResult, Run, RunResult, Tensors, make_run
 from .stats import anchor_transition_matrix
@@ -294,6 +295,9 @@ register_method("dac", Method("DAC", dac, {**{f.name: f.default for f in datacla
 register_method("dmi", _driver_method("DMI", dmi))
 register_method("seal", _driver_method("SEAL", seal))
 register_method("seal_dmi", _driver_method("SEAL (DMI)", seal_dmi))
+# Beyond the paper: baselines of later IDN papers (chapter 05's "beyond the paper" block)
+register_method("elr", loss_method("ELR", ELR))
+register_method("plc", loss_method("PLC", PLC))
 
 
 # ---------------------------------------------------------------- entry points

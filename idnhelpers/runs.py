@@ -23,7 +23,7 @@ import torch
 
 from .cache import config_key, file_digest, fingerprint
 from .checks import check_bool, check_choice, check_int, check_labels, check_seed, check_softmax, fail
-from .csr import SEARCHES
+from .csr import CSR_RADIUS, SEARCHES
 from .datasets import get_dataset, load_dataset
 from .hardware import PRECISIONS
 from .losses import CrossEntropy, Objective
@@ -138,23 +138,38 @@ class Weights:
 
 @dataclass(frozen=True)
 class CSRProbe:
-    """Measure the critical sample ratio (Eq. 4) of training rows ``rows`` every ``every`` epochs
-    at radius ``radius`` with the search ``search``: "lass" (radius in pixel units of [0, 1]) or
-    "official" (radius on the normalised input, as the official code; see ``csr``)."""
+    """Measure the critical sample ratio (Eq. 4) every ``every`` epochs at radius ``radius`` with
+    the search ``search``: "lass" (radius in pixel units of [0, 1]) or "official" (radius on the
+    normalised input, as the official code; see ``csr``). The probe set is either the training
+    rows ``rows`` (the same instances every epoch) or, with ``test_draw=n``, n random rows of the
+    run's test set drawn afresh every epoch (``test_rows``), as Ma et al.'s D2L code measures it."""
 
-    rows: torch.Tensor
+    rows: torch.Tensor | None = None
     every: int = 1
-    radius: float = 0.3 / 255
+    radius: float = CSR_RADIUS
     search: str = "lass"
+    test_draw: int | None = None
 
     def __post_init__(self):
+        if (self.rows is None) == (self.test_draw is None):
+            fail("csr rows/test_draw", (self.rows, self.test_draw), "exactly one of them: training rows, or the "
+                 "number of test rows drawn every epoch")
+        check_int(self.test_draw, "csr_test_draw", minimum=1, none_ok=True)
         check_int(self.every, "csr_every", minimum=1)
         if not isinstance(self.radius, (int, float)) or self.radius < 0:
             fail("csr_radius", self.radius, "a number >= 0 (pixel units of [0, 1])")
         check_choice(self.search, "csr_search", SEARCHES)
 
+    def test_rows(self, n_test: int, seed: int, epoch: int) -> torch.Tensor:
+        """The ``test_draw`` test rows probed after 0-based ``epoch`` of a run with ``seed``."""
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        return torch.randperm(n_test, generator=generator)[:self.test_draw]
+
     def config(self) -> dict:
-        return dict(rows=fingerprint(self.rows), every=self.every, radius=self.radius, search=self.search)
+        probe = dict(rows=fingerprint(self.rows)) if self.rows is not None else dict(test_draw=self.test_draw)
+        # step sizes scale with the radius since 0.3; at the default radius they did not change (nor its keys)
+        steps = {} if self.radius == CSR_RADIUS else dict(steps="scaled with the radius")
+        return dict(**probe, every=self.every, radius=self.radius, search=self.search, **steps)
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,6 +246,10 @@ class Run:
             fail("record_softmax", False, "True when tracking rows or measuring CSR")
         if self.keep == "best_val" and self.val is None:
             fail("keep", self.keep, "'last' or 'none' without a validation set (val)")
+        if self.csr is not None and self.csr.test_draw is not None and (
+                self.test is None or len(self.test.data) < self.csr.test_draw):
+            fail("csr test_draw", self.csr.test_draw, "at most the number of test rows "
+                 f"({0 if self.test is None else len(self.test.data)}): the CSR probe draws them from the test set")
         for name in ("track",) + (("csr",) if self.csr is not None else ()):
             rows = self.track if name == "track" else self.csr.rows
             if rows is not None:
@@ -274,7 +293,8 @@ class Run:
             precision=self.precision, softmax_mode=SOFTMAX_KEYS[self.softmax_mode], record_softmax=self.record_softmax,
             y_true=fp(self.y_true), test=self.test and self.test.fingerprint, val=self.val and self.val.fingerprint,
             track=fp(self.track), csr=self.csr and self.csr.config(), init=self.init and self.init.fingerprint,
-            weights=self.kept_weights, average_epochs=self.average_epochs)
+            weights=self.kept_weights, average_epochs=self.average_epochs,
+            **({"abstention": "an error"} if self.objective.extra_outputs else {}))
 
     @functools.cached_property
     def _key(self) -> str:
@@ -316,7 +336,10 @@ class RunResult:
     train mode (what the official scripts print and the paper's Fig. 4 plots as training
     accuracy), ``train_acc`` against the training labels after the epoch (eval mode), ``true_acc``, ``test_acc``, ``val_acc``, ``csr``
     and, with ``y_true``, the memorisation split ``mem_noisy``, ``mem_true``, ``mem_other``,
-    ``clean_correct``), ``snapshots`` (epochs x tracked rows x c softmax), ``weights`` (the kept
+    ``clean_correct``; for DAC, whose
+    abstentions count as errors in ``test_acc`` and ``val_acc``, also ``test_abstained``,
+    ``test_kept_acc`` and their ``val_`` pair: the fraction abstained on and the accuracy on the
+    rest), ``snapshots`` (epochs x tracked rows x c softmax), ``weights`` (the kept
     state_dict), ``best_epoch`` (1-based epoch of the kept weights), ``precision``, ``device``,
     ``seconds`` (per run) and ``threads`` (CPU threads torch used)."""
 

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .. import paper
-from ..checks import check_choice, check_int, fail
+from ..checks import check_assignments, check_choice, check_int, fail
 from ..noise import FAMILIES
 from ..profiles import load_profile
 from .executors import EXECUTORS, executor_options, run_grid
@@ -19,26 +19,6 @@ from .plan import MissingRuns, format_plan, format_status, grid_status, plan
 from .spec import GridSpec, build_grid
 
 CHAPTER = "05_benchmarks"  # the chapter whose profile exceptions the grid reads
-
-
-def _assignments(items: list[str], option: str, allowed, example: str) -> dict:
-    """``NAME=VALUE`` items (YAML values) of a repeatable option, each name once and allowed."""
-    import yaml
-
-    values = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            fail(option, item, f"NAME=VALUE, e.g. {example}")
-        if name not in allowed:
-            fail(option, name, f"one of {list(allowed)}" if allowed else "nothing: there is no such setting here")
-        if name in values:
-            fail(option, item, f"each name once ({name} is given twice)")
-        try:
-            values[name] = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            fail(option, item, f"NAME=VALUE with a YAML value ({type(error).__name__}), e.g. {example}")
-    return values
 
 
 def spec_from_args(args) -> tuple[GridSpec, dict]:
@@ -61,10 +41,10 @@ def spec_from_args(args) -> tuple[GridSpec, dict]:
     settings.update({k: v for k, v in explicit.items() if v is not None})
     if family is not None and FAMILIES.get(family) is not None and FAMILIES[family].fixed and args.rates is None:
         settings["noise_rates"] = None  # one fixed set of labels
-    settings.update(_assignments(args.set, "--set", [f for f in GridSpec.fields() if f != "family_settings"],
+    settings.update(check_assignments(args.set, "--set", [f for f in GridSpec.fields() if f != "family_settings"],
                                  "n_epochs=5 or n_train=null"))
     chosen = FAMILIES[check_choice(settings.get("family", "idn_published"), "--family", FAMILIES)]
-    settings["family_settings"] = _assignments(args.setting, "--setting", list(chosen.settings), "norm_std=0.2")
+    settings["family_settings"] = check_assignments(args.setting, "--setting", list(chosen.settings), "norm_std=0.2")
     return GridSpec.from_settings(settings), settings
 
 
@@ -80,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--table", type=int, choices=sorted(paper.TABLES), help="the grid of the paper's Table 1 (MNIST), "
                    "2 (CIFAR-10) or 3 (Clothing1M); with --profile paper, the paper's protocol for it")
     g.add_argument("--dataset", help="data set (overrides the profile)")
-    g.add_argument("--methods", nargs="+", help="method names (ce forward coteaching gce dac dmi seal seal_dmi)")
+    g.add_argument("--methods", nargs="+", help="method names (the paper's: ce forward coteaching gce dac dmi seal "
+                   "seal_dmi; beyond it: gce_truncated elr plc)")
     g.add_argument("--family", help="noise family or published label set of noise.FAMILIES (default: the "
                    "authors' published IDN labels, idn_published; idn: Algorithm 1 on these rows)")
     g.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",

@@ -193,8 +193,9 @@ def T_error(cell: Cell, T: torch.Tensor | None) -> float:
 
 def results_table(traces: list[CellTrace]) -> pd.DataFrame:
     """One row per finished cell: test accuracy (%) at the last, best and validation-selected
-    epochs (``methods.summarize``), Forward's ``T_error`` (``T_error``), the seconds its stages
-    took and the device of its last one."""
+    epochs (``methods.summarize``; an abstention counts as an error), the percentage of test
+    instances DAC abstains on at the last epoch (``abstained``, NaN for the other methods),
+    Forward's ``T_error`` (``T_error``), the seconds its stages took and the device of its last one."""
     rows = []
     for t in traces:
         if t.result is not None:
@@ -202,6 +203,7 @@ def results_table(traces: list[CellTrace]) -> pd.DataFrame:
             rows.append(dict(dataset=c.dataset, method=c.method, label=method_label(c.method), family=c.family,
                              labels=c.labels,
                              noise_rate=c.noise_rate, seed=c.seed, **summarize(t.result),
+                             abstained=100 * t.result.history.get("test_abstained", [float("nan")])[-1],
                              T_error=T_error(c, t.result.T), seconds=sum(s.seconds for s in t.result.stages),
                              device=t.result.final.device))
     return pd.DataFrame(rows)

@@ -1,0 +1,275 @@
+"""Noisy instances, ranked: which labels of a training set are likely wrong, read from any result
+that has an averaged softmax (SEAL's S-bar, Eq. 10; CE's and the other methods' S too).
+
+The conventions are cleanlab's (``cleanlab.rank.get_label_quality_scores`` and
+``cleanlab.filter.find_label_issues``): every instance gets a *label quality* score in [0, 1],
+low meaning a likely label issue, by one of ``RANKINGS``:
+
+- ``"self_confidence"``: S[i, y_i], the softmax of the given label;
+- ``"normalized_margin"``: (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2;
+- ``"mislabel"``: 1 - N-bar(x_i) (Eq. 10), SEAL's confidence that the label needs correction.
+
+``find_noisy(labels, pred_probs)`` returns a boolean mask of the flagged instances (cleanlab's
+``filter_by="predicted_neq_given"``: the arg-max of S is not the given label), or with ``n`` the
+``n`` lowest-quality instances; with ``return_indices_ranked_by=...`` their indices, lowest
+quality first. ``suggested_labels`` is Eq. (10)'s corrected label ỹ = argmax_{k != y} S_k.
+``noisy_metrics`` scores a ranking against the true labels where they are known.
+
+``idn-noisy`` (also ``python -m idnhelpers.noisy``) trains a method on a data set with a label file
+and writes the ranking::
+
+    idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv --method seal --out noisy/
+    idn-noisy --from-npz mine.npz --method ce --out noisy/      # rank the npz's own labels
+
+``--out`` receives ``noisy.csv`` (``index,score,suggested_label,flagged``, one row per training
+instance, lowest quality first; ``index`` is the row of the training split, ``score`` the label
+quality) and ``manifest.json`` (format ``idnhelpers-noisy/1``: the data set's and label file's
+SHA-256, the method, its options and run key, the ranking, device, precision, the flagged count
+and, where the data set's labels differ from the given ones, precision/recall/AUROC against them).
+Files are written atomically, the manifest last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .cache import atomic_write, file_digest
+from .checks import check_assignments, check_choice, check_int, check_labels, check_same_length, check_seed, check_softmax, fail
+from .stats import auroc
+
+RANKINGS = ("self_confidence", "normalized_margin", "mislabel")
+FORMAT = "idnhelpers-noisy/1"
+CSV_NAME, MANIFEST = "noisy.csv", "manifest.json"
+
+
+def _inputs(labels, pred_probs):
+    S = check_softmax(pred_probs, name="pred_probs")
+    y = check_labels(labels, S.shape[1], "labels")
+    check_same_length(labels=y, pred_probs=S)
+    return y, S
+
+
+def label_quality(labels, pred_probs, method: str = "self_confidence") -> torch.Tensor:
+    """Each instance's label quality in [0, 1] by ``method`` (one of ``RANKINGS``); low = likely noisy."""
+    check_choice(method, "method", RANKINGS)
+    y, S = _inputs(labels, pred_probs)
+    given = S.gather(1, y[:, None]).squeeze(1)
+    others = S.clone()
+    others[torch.arange(len(y)), y] = -1.0
+    best_other = others.max(1).values
+    if method == "self_confidence":
+        return given
+    if method == "normalized_margin":
+        return (given - best_other + 1) / 2
+    return 1 - best_other
+
+
+def suggested_labels(labels, pred_probs) -> torch.Tensor:
+    """Eq. (10)'s corrected label: argmax_{k != y_i} S_ik (the best class other than the given one)."""
+    y, S = _inputs(labels, pred_probs)
+    others = S.clone()
+    others[torch.arange(len(y)), y] = -1.0
+    return others.argmax(1)
+
+
+def ranked(quality: torch.Tensor) -> torch.Tensor:
+    """Indices by increasing label quality (most likely noisy first); ties go to the lower index."""
+    return torch.sort(torch.as_tensor(quality), stable=True).indices
+
+
+def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = None, n: int | None = None,
+               rank_by: str = "self_confidence") -> torch.Tensor:
+    """The instances whose label is likely wrong (module docstring): a boolean mask, or with
+    ``return_indices_ranked_by`` (one of ``RANKINGS``) the flagged indices, lowest quality first.
+    Flagged: those whose arg-max of ``pred_probs`` differs from the label, or with ``n`` the ``n``
+    lowest-quality ones by ``return_indices_ranked_by`` (else ``rank_by``)."""
+    y, S = _inputs(labels, pred_probs)
+    if return_indices_ranked_by is not None:
+        check_choice(return_indices_ranked_by, "return_indices_ranked_by", RANKINGS)
+    check_int(n, "n", minimum=0, maximum=len(y), none_ok=True)
+    quality = label_quality(y, S, return_indices_ranked_by or rank_by)
+    order = ranked(quality)
+    if n is None:
+        mask = S.argmax(1) != y
+    else:
+        mask = torch.zeros(len(y), dtype=torch.bool)
+        mask[order[:n]] = True
+    return order[mask[order]] if return_indices_ranked_by is not None else mask
+
+
+def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence") -> dict:
+    """How well the ranking finds the corrupted instances (labels != ``y_true``): ``precision`` and
+    ``recall`` of ``find_noisy``'s mask, ``precision_at_k`` of its k lowest-quality instances
+    (k the true number of corrupted ones), ``auroc`` of 1 - quality as a detector, the counts."""
+    y, S = _inputs(labels, pred_probs)
+    y_true = check_labels(y_true, S.shape[1], "y_true", n=len(y))
+    corrupted = y != y_true
+    quality = label_quality(y, S, rank_by)
+    flagged = find_noisy(y, S)
+    k = int(corrupted.sum())
+    top = ranked(quality)[:k]
+    nan = float("nan")
+    hits = int((flagged & corrupted).sum())
+    return dict(n=len(y), corrupted=k, flagged=int(flagged.sum()),
+                precision=hits / int(flagged.sum()) if flagged.any() else nan, recall=hits / k if k else nan,
+                precision_at_k=float(corrupted[top].float().mean()) if k else nan,
+                auroc=auroc(1 - quality, corrupted) if 0 < k < len(y) else nan)
+
+
+# ---------------------------------------------------------------- files
+
+def write_ranking(out: Path, labels: torch.Tensor, S: torch.Tensor, rank_by: str) -> str:
+    """``noisy.csv`` of one ranking (module docstring); returns its SHA-256."""
+    quality = label_quality(labels, S, rank_by)
+    suggested, flagged = suggested_labels(labels, S), find_noisy(labels, S)
+    order = ranked(quality)
+    lines = ["index,score,suggested_label,flagged"] + [
+        f"{i},{quality[i]:.6f},{suggested[i]},{int(flagged[i])}" for i in order.tolist()]
+    text = "\n".join(lines) + "\n"
+    atomic_write(out / CSV_NAME, lambda f: f.write(text.encode()))
+    return file_digest(out / CSV_NAME)
+
+
+def read_ranking(folder: str | Path) -> dict:
+    """A folder ``idn-noisy`` wrote: ``index``, ``score``, ``suggested_label`` and ``flagged`` as
+    tensors in the file's (ranked) order, and the manifest. The CSV's SHA-256 must be the manifest's."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        expected = manifest["files"][CSV_NAME]
+        if manifest["format"] != FORMAT:
+            raise ValueError(f"format {manifest['format']!r}")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        fail("folder", str(folder), f"a folder written by idn-noisy, with its {MANIFEST} ({type(error).__name__}: {error})")
+    if file_digest(folder / CSV_NAME) != expected:
+        fail("folder", str(folder), f"a folder whose {CSV_NAME} has the SHA-256 its manifest records")
+    rows = np.loadtxt(folder / CSV_NAME, delimiter=",", skiprows=1, ndmin=2)
+    return dict(index=torch.as_tensor(rows[:, 0]).long(), score=torch.as_tensor(rows[:, 1]).float(),
+                suggested_label=torch.as_tensor(rows[:, 2]).long(), flagged=torch.as_tensor(rows[:, 3]).bool(),
+                manifest=manifest)
+
+
+def _read_labels(path: Path, n: int, n_classes: int) -> torch.Tensor:
+    """Noisy labels from a ``label,label_noisy`` CSV or an integer .npy, one per training row."""
+    from .published import read_noisy_csv
+
+    if path.suffix == ".csv":
+        _, labels = read_noisy_csv(path)
+    elif path.suffix == ".npy":
+        try:
+            labels = torch.as_tensor(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as error:
+            fail("--labels", str(path), f"a readable .npy of integer labels ({type(error).__name__}: {error})")
+    else:
+        fail("--labels", str(path), "a label,label_noisy .csv (idn-labels, the official code) or an integer .npy")
+    return check_labels(labels, n_classes, "--labels", n=n)
+
+
+# ---------------------------------------------------------------- the command line
+
+def parser() -> argparse.ArgumentParser:
+    from .hardware import PRECISION_CHOICES
+
+    p = argparse.ArgumentParser(prog="idn-noisy", description="Train a method on a data set's training split with "
+                                "given labels and rank its instances by how likely their label is wrong (noisy.csv: "
+                                "index,score,suggested_label,flagged, and manifest.json).",
+                                epilog="Example: idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv "
+                                "--method seal --out noisy/")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a registered data set (mnist, cifar10, digits, ...)")
+    src.add_argument("--from-npz", metavar="FILE", help="an .npz holding X and y, registered as npz:<stem>")
+    p.add_argument("--labels", metavar="FILE", help="the training labels to rank: a label,label_noisy .csv or an "
+                   "integer .npy, row i = training row i (default: the data set's own labels)")
+    p.add_argument("--method", default="seal", help="the method whose averaged softmax ranks (default seal)")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an option of the method (YAML value), e.g. n_iterations=3")
+    p.add_argument("--rank-by", default="self_confidence", choices=RANKINGS, help="the label quality score")
+    p.add_argument("--epochs", type=int, help="epochs per training run (default: the data set's protocol)")
+    p.add_argument("--seed", type=int, default=0, help="the training seed (default 0)")
+    p.add_argument("--data-root", help="folder with the data sets (default $IDNHELPERS_DATA)")
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help="auto (default), fp32 or bf16")
+    p.add_argument("--out", metavar="DIR", required=True, help="folder for noisy.csv and manifest.json")
+    return p
+
+
+def _check_method(name: str, option_items: list[str]) -> dict:
+    from .methods import get_method, method_options
+
+    method = get_method(name)
+    if method.uses_noise_rate:
+        fail("--method", name, "a method that needs no noise rate (this one sets its forget rate from it)")
+    return check_assignments(option_items, "--option", list(method_options(name)), "n_iterations=3")
+
+
+def run(args) -> dict:
+    """Check every option, train, rank and write (module docstring); returns the manifest."""
+    from .datasets import get_dataset, protocol
+    from .hardware import resolve_device, resolve_precision
+    from .labels import _array_info, register_npz
+    from .methods import Trainer, run_stages
+    from .sample import sample
+
+    options = _check_method(args.method, args.option)
+    check_int(args.epochs, "--epochs", minimum=1, none_ok=True)
+    check_seed(args.seed, "--seed")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        fail("--out", args.out, "a folder (this path is a file)")
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
+    data = sample(dataset, root=args.data_root)
+    labels = data.y if args.labels is None else _read_labels(Path(args.labels), len(data.y), data.n_classes)
+    out.mkdir(parents=True, exist_ok=True)
+    proto = protocol(dataset, **({"n_epochs": args.epochs} if args.epochs else {}))
+    base = data.run(labels, proto, seed=args.seed, precision=precision, test=None, keep="none",
+                    label=args.method)
+    result = run_stages(args.method, [base], trainer=Trainer(device=device), **options)[0]
+    if result.S is None:
+        fail("--method", args.method, "a method whose last stage records the averaged softmax")
+    (out / MANIFEST).unlink(missing_ok=True)
+    sha = write_ranking(out, labels, result.S, args.rank_by)
+    known = bool((labels != data.y).any())
+    manifest = {"format": FORMAT, "idnhelpers": __version__,
+                "dataset": {"name": dataset, "n": len(data.y), "X": _array_info(data.X), "y": _array_info(data.y),
+                            **({"npz": npz} if npz else {})},
+                "labels": None if args.labels is None else {"file": Path(args.labels).name,
+                                                             "sha256": file_digest(args.labels)},
+                "method": args.method, "options": options, "rank_by": args.rank_by, "seed": args.seed,
+                "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(find_noisy(labels, result.S).sum()),
+                "precision": precision, "torch": torch.__version__,
+                "score": "label quality (lower: more likely mislabelled)",
+                "metrics": noisy_metrics(labels, result.S, data.y, args.rank_by) if known else None,
+                "files": {CSV_NAME: sha}}
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
+    return manifest
+
+
+def main(argv=None) -> int:
+    """``idn-noisy`` / ``python -m idnhelpers.noisy``: see ``--help``."""
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        manifest = run(args)
+    except (ValueError, OSError) as error:
+        p.error(str(error))
+    print(f"{Path(args.out) / CSV_NAME}: {manifest['dataset']['n']} instances ranked by {args.rank_by}, "
+          f"{manifest['flagged']} flagged (arg-max of the averaged softmax differs from the label)")
+    if manifest["metrics"]:
+        m = manifest["metrics"]
+        print(f"against the data set's labels ({m['corrupted']} differ): precision {m['precision']:.3f}, "
+              f"recall {m['recall']:.3f}, precision@{m['corrupted']} {m['precision_at_k']:.3f}, AUROC {m['auroc']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

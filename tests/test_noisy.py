@@ -1,0 +1,129 @@
+"""Noisy instances ranked (cleanlab's conventions) and the idn-noisy command line."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from idnhelpers import noisy
+from idnhelpers.datasets import load_dataset
+from idnhelpers.labels import main as labels_main
+from idnhelpers.noisy import find_noisy, label_quality, noisy_metrics, read_ranking, suggested_labels
+
+S = torch.tensor([[0.7, 0.2, 0.1],   # label 0: kept
+                  [0.6, 0.3, 0.1],   # label 1: arg-max 0, flagged
+                  [0.1, 0.1, 0.8],   # label 2: kept
+                  [0.2, 0.5, 0.3]])  # label 2: arg-max 1, flagged
+LABELS = torch.tensor([0, 1, 2, 2])
+
+
+def test_label_quality_scores_by_hand():
+    assert torch.allclose(label_quality(LABELS, S, "self_confidence"), torch.tensor([0.7, 0.3, 0.8, 0.3]))
+    assert torch.allclose(label_quality(LABELS, S, "normalized_margin"),
+                          torch.tensor([(0.5 + 1) / 2, (-0.3 + 1) / 2, (0.7 + 1) / 2, (-0.2 + 1) / 2]))
+    assert torch.allclose(label_quality(LABELS, S, "mislabel"), 1 - torch.tensor([0.2, 0.6, 0.1, 0.5]))  # 1 - Eq. 10
+    assert suggested_labels(LABELS, S).tolist() == [1, 0, 0, 1]  # Eq. 10's ỹ: best class other than the label
+
+
+def test_find_noisy_mask_and_ranked_indices():
+    assert find_noisy(LABELS, S).tolist() == [False, True, False, True]
+    # ranked by self-confidence: rows 1 and 3 tie at 0.3, the lower index first
+    assert find_noisy(LABELS, S, return_indices_ranked_by="self_confidence").tolist() == [1, 3]
+    assert find_noisy(LABELS, S, return_indices_ranked_by="normalized_margin").tolist() == [1, 3]
+    assert find_noisy(LABELS, S, return_indices_ranked_by="mislabel").tolist() == [1, 3]
+    assert find_noisy(LABELS, S, n=3, return_indices_ranked_by="self_confidence").tolist() == [1, 3, 0]
+    assert find_noisy(LABELS, S, n=1).tolist() == [False, True, False, False]
+    with pytest.raises(ValueError, match="return_indices_ranked_by"):
+        find_noisy(LABELS, S, return_indices_ranked_by="confidence")
+    with pytest.raises(ValueError, match="pred_probs"):
+        find_noisy(LABELS, S[:, :2])
+    with pytest.raises(ValueError, match="labels"):
+        find_noisy(LABELS[:3], S)
+    with pytest.raises(ValueError, match="n=5"):
+        find_noisy(LABELS, S, n=5)
+
+
+def test_noisy_metrics_by_hand():
+    y_true = torch.tensor([0, 0, 2, 1])  # rows 1 and 3 are corrupted: both flagged, nothing else
+    m = noisy_metrics(LABELS, S, y_true)
+    assert (m["precision"], m["recall"], m["precision_at_k"], m["auroc"]) == (1.0, 1.0, 1.0, 1.0)
+    assert (m["corrupted"], m["flagged"], m["n"]) == (2, 2, 4)
+    m = noisy_metrics(LABELS, S, torch.tensor([1, 1, 2, 2]))  # row 0 corrupted, lowest-quality pair flagged
+    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["auroc"] == pytest.approx(1 / 3)
+
+
+@pytest.fixture(scope="module")
+def digits_ranking(tmp_path_factory):
+    root = tmp_path_factory.mktemp("noisy")
+    assert labels_main(["--dataset", "digits", "--family", "symmetric", "--rates", "0.3", "--out",
+                        str(root / "labels")]) == 0
+    out = root / "ranked"
+    assert noisy.main(["--dataset", "digits", "--labels", str(root / "labels" / "digits_symmetric_0.3.csv"),
+                       "--method", "ce", "--epochs", "8", "--out", str(out)]) == 0
+    return root, out
+
+
+def test_idn_noisy_round_trip_on_the_digits(digits_ranking):
+    root, out = digits_ranking
+    ranking = read_ranking(out)
+    manifest = ranking["manifest"]
+    _, y = load_dataset("digits")
+    y_noisy = torch.as_tensor(np.load(root / "labels" / "digits_symmetric_0.3.npy"))
+    assert sorted(ranking["index"].tolist()) == list(range(len(y)))  # every training row once
+    assert (ranking["score"].diff() >= 0).all()  # lowest quality first
+    corrupted = (y_noisy != y)[ranking["index"]]
+    k = int(corrupted.sum())
+    assert k == manifest["metrics"]["corrupted"] == round(0.3 * len(y))
+    assert corrupted[:k].float().mean() == pytest.approx(manifest["metrics"]["precision_at_k"])
+    assert manifest["metrics"]["auroc"] > 0.9 and manifest["metrics"]["precision"] > 0.7  # chance: 0.5 and 0.3
+    assert int(ranking["flagged"].sum()) == manifest["flagged"]
+    flagged = ranking["index"][ranking["flagged"]]
+    # the suggested label of a flagged corrupted row is often its true one
+    hits = (ranking["suggested_label"][ranking["flagged"]] == y[flagged])[(y_noisy != y)[flagged]]
+    assert hits.float().mean() > 0.7
+    assert manifest["format"] == "idnhelpers-noisy/1" and manifest["method"] == "ce"
+    assert manifest["labels"]["file"] == "digits_symmetric_0.3.csv"
+
+
+def test_read_ranking_refuses_an_edited_file(digits_ranking, tmp_path):
+    _, out = digits_ranking
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("noisy.csv", "manifest.json"):
+        (copy / name).write_bytes((out / name).read_bytes())
+    with open(copy / "noisy.csv", "a") as f:
+        f.write("0,0.5,1,0\n")
+    with pytest.raises(ValueError, match="SHA-256"):
+        read_ranking(copy)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format": "idnhelpers-labels/1"}))
+    with pytest.raises(ValueError, match="format"):
+        read_ranking(copy)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "nope"], "method"),
+    (["--method", "coteaching"], "no noise rate"),
+    (["--method", "seal", "--option", "n_iteration=2"], "--option"),
+    (["--epochs", "0"], "--epochs"),
+    (["--labels", "missing.npy"], "--labels"),
+    (["--labels", "labels.txt"], "--labels"),
+])
+def test_idn_noisy_refuses_bad_options_before_training(argv, message, tmp_path, capsys, monkeypatch):
+    (tmp_path / "labels.txt").write_text("1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(noisy, "write_ranking", lambda *a: pytest.fail("trained and wrote despite a bad option"))
+    with pytest.raises(SystemExit) as exit_:
+        noisy.main(["--dataset", "digits", "--out", str(tmp_path / "out"), *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("idn-noisy: error: ")
+    assert any(m in err for m in message.split("|")), err
+
+
+def test_idn_noisy_refuses_labels_of_the_wrong_length(tmp_path, capsys):
+    np.save(tmp_path / "short.npy", np.zeros(10, dtype=np.int64))
+    with pytest.raises(SystemExit):
+        noisy.main(["--dataset", "digits", "--labels", str(tmp_path / "short.npy"), "--out", str(tmp_path / "o")])
+    assert "--labels" in capsys.readouterr().err
