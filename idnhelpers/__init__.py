@@ -38,9 +38,11 @@ How a run flows through the engine:
 3. The result is a ``runs.RunResult`` (averaged softmax ``S``, history, snapshots, weights, ...);
    a method (``methods``) chains runs into stages and returns a ``runs.MethodResult``.
 
-``checks`` holds the input checks every module shares; ``chapter``, ``plots`` and ``profiles``
-serve the book; ``optim`` holds the protocols' optimisers; ``bench`` and ``check_bf16`` measure
-speed and the bf16 mode.
+``checks`` holds the input checks every module shares and ``commands`` what the command lines
+share; ``checkpoint`` lets a killed run resume after its last epoch; ``progress`` draws bars on a
+terminal and writes lines to a log; ``chapter``, ``plots`` and ``profiles`` serve the book;
+``optim`` holds the protocols' optimisers; ``bench`` and ``check_bf16`` measure speed and the bf16
+mode.
 """
 
 __version__ = "0.3.0"

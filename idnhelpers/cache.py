@@ -87,13 +87,19 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
         raise
 
 
-def _path(key: str) -> Path:
-    return cache_dir() / f"{key}.pt"
+SUFFIXES = (".pt", ".ckpt")  # results, and the checkpoints of runs being trained (``checkpoint``)
 
 
-def load(key: str) -> dict | None:
-    """The stored payload of ``key``, or None if there is none or it fails a check (see module doc)."""
-    path = _path(key)
+def _path(key: str, suffix: str = ".pt") -> Path:
+    if suffix not in SUFFIXES:
+        raise ValueError(f"suffix={suffix!r} is not allowed: one of {list(SUFFIXES)}")
+    return cache_dir() / f"{key}{suffix}"
+
+
+def load(key: str, suffix: str = ".pt") -> dict | None:
+    """The stored payload of ``key`` (a result; with ``suffix=".ckpt"`` a checkpoint), or None if
+    there is none or it fails a check (see module doc)."""
+    path = _path(key, suffix)
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -113,19 +119,25 @@ def load(key: str) -> dict | None:
         return None
 
 
+def remove(key: str, suffix: str = ".pt") -> None:
+    """Remove ``key``'s entry (of ``suffix``), if there is one."""
+    _path(key, suffix).unlink(missing_ok=True)
+
+
 def _split(blob: bytes):
     header, rest = blob[:len(MAGIC)], blob[len(MAGIC):]
     digest, stored_key, payload = rest.split(b"\n", 2)
     return header, digest.decode("ascii"), stored_key.decode("ascii"), payload
 
 
-def save(key: str, payload: dict) -> None:
-    """Store ``payload`` (tensors, lists, dicts, strings, numbers) under ``key``, atomically."""
+def save(key: str, payload: dict, suffix: str = ".pt") -> None:
+    """Store ``payload`` (tensors, lists, dicts, strings, numbers) under ``key`` (``suffix``: see
+    ``load``), atomically."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
     header = MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + key.encode() + b"\n"
-    path = _path(key)
+    path = _path(key, suffix)
     _remove_leftovers(path)
     atomic_write(path, lambda f: (f.write(header), f.write(data)))
 
@@ -153,8 +165,9 @@ class Lock:
         self._thread.start()
 
     @classmethod
-    def acquire(cls, key: str) -> "Lock | None":
-        path = cache_dir() / f"{key}.lock"
+    def acquire(cls, key: str, path: Path | None = None) -> "Lock | None":
+        """The lock of ``key`` (its file: ``path``, default ``<cache>/<key>.lock``), or None."""
+        path = cache_dir() / f"{key}.lock" if path is None else Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):  # second try after removing a stale lock
             try:
@@ -208,9 +221,10 @@ def _break_if_stale(path: Path) -> bool:
         breaker.unlink(missing_ok=True)
 
 
-def lock_holder(key: str) -> dict | None:
-    """Who holds ``key``'s lock (host, pid, time), or None if it is free or stale."""
-    path = cache_dir() / f"{key}.lock"
+def lock_holder(key: str, path: Path | None = None) -> dict | None:
+    """Who holds ``key``'s lock (host, pid, time; its file ``path`` as in ``Lock.acquire``), or
+    None if it is free or stale."""
+    path = cache_dir() / f"{key}.lock" if path is None else Path(path)
     if not path.exists() or lock_is_stale(path):
         return None
     try:
@@ -238,6 +252,6 @@ def lock_is_stale(path: Path) -> bool:
     return age > stale_after()
 
 
-def exists(key: str) -> bool:
-    """Whether a (not yet checked) result file for ``key`` is present."""
-    return _path(key).exists()
+def exists(key: str, suffix: str = ".pt") -> bool:
+    """Whether a (not yet checked) result file (``suffix``: see ``load``) for ``key`` is present."""
+    return _path(key, suffix).exists()

@@ -41,15 +41,19 @@ def _seeds(v, name):
         fail(name, v, "a non-empty list of seeds, e.g. [0, 1, 2]")
     for s in v:
         check_seed(s, name)
+    if len(set(v)) < len(v):
+        fail(name, v, "distinct seeds (a mean over a repeated seed would count one run twice)")
 
 
 def _methods(v, name, empty_ok=False):
-    from .methods import METHODS, get_method
+    from .methods import METHODS
 
     if not isinstance(v, (list, tuple)) or not (v or empty_ok):
         fail(name, v, f"a {'' if empty_ok else 'non-empty '}list of method names from {sorted(METHODS)}")
     for m in v:
-        get_method(m)
+        check_choice(m, name, sorted(METHODS))
+    if len(set(v)) < len(v):
+        fail(name, v, "distinct method names")
 
 
 def _families(v, name):

@@ -56,12 +56,14 @@ def check_rate(value, name: str = "noise_rate") -> float:
 
 
 def check_rates(values, name: str = "noise_rates") -> list[float]:
-    """A non-empty list of noise rates."""
+    """A non-empty list of distinct noise rates."""
     if isinstance(values, (str, bytes, numbers.Number)) or not hasattr(values, "__iter__"):
         fail(name, values, "a list of numbers in [0, 1), e.g. [0.1, 0.2]")
     rates = [check_rate(r, name) for r in values]
     if not rates:
         fail(name, values, "a non-empty list of numbers in [0, 1)")
+    if len(set(rates)) < len(rates):
+        fail(name, list(values), "distinct noise rates (each is one set of labels)")
     return rates
 
 
@@ -166,3 +168,16 @@ def check_assignments(items: list[str], option: str, allowed, example: str) -> d
         except yaml.YAMLError as error:
             fail(option, item, f"NAME=VALUE with a YAML value ({type(error).__name__}), e.g. {example}")
     return values
+
+
+def check_new_name(registry: dict, name, what: str, replace: bool, identifier: bool = True) -> str:
+    """A name to register in ``registry``: a string (a Python identifier when ``identifier``; else
+    any non-empty string without spaces), not registered yet unless ``replace`` is True."""
+    check_bool(replace, "replace")
+    if not isinstance(name, str) or not name or (identifier and not name.isidentifier()) or any(
+            c.isspace() for c in name):
+        fail("name", name, f"a {what} name: " + ("letters, digits and underscores, not starting with a digit"
+                                                  if identifier else "a non-empty string without spaces"))
+    if name in registry and not replace:
+        fail("name", name, f"a {what} name not registered yet ({name!r} is; pass replace=True to replace it)")
+    return name

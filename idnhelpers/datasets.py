@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .cache import atomic_write
-from .checks import check_bool, check_int, check_seed, fail
+from .checks import check_bool, check_int, check_new_name, check_seed, fail
 from .protocol import Protocol
 
 
@@ -84,8 +84,11 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Add (or replace) a data set in the registry."""
+def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
+    """Add a data set to the registry (under a name already registered only with ``replace=True``)."""
+    if not isinstance(spec, DatasetSpec):
+        fail("spec", spec, "a datasets.DatasetSpec")
+    check_new_name(DATASETS, spec.name, "data set", replace, identifier=False)
     if len(spec.mean) != len(spec.std) or len(spec.mean) != spec.input_shape[0]:
         fail("mean/std", (spec.mean, spec.std), f"one value per input channel ({spec.input_shape[0]})")
     DATASETS[spec.name] = spec
@@ -429,24 +432,34 @@ register_dataset(_features_spec("breast_cancer", ("malignant", "benign"), 30, _s
 register_dataset(_features_spec("wine", ("class 0", "class 1", "class 2"), 13, _sklearn_features("load_wine")))
 
 
-def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, protocol: Protocol | None = None
-                    ) -> DatasetSpec:
+def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, protocol: Protocol | None = None, *,
+                    replace: bool = False) -> DatasetSpec:
     """Register your own arrays as data set ``name``: uint8 images ``X`` (N x C x H x W) or float
     feature vectors (N x d, standardised by the training rows' mean and std), integer labels
     ``y`` in [0, c). ``X_test``/``y_test``: an optional test split (else the training rows serve
     as both). ``classes``: names (default "0", "1", ...). ``protocol``: default the MLP's for
     features; images need one. Registered in this process only: train it with the "loop" or
-    "stacked" back-end."""
-    if not isinstance(name, str) or not name:
-        fail("name", name, "a non-empty string")
+    "stacked" back-end. A name already registered (a built-in above all) only with ``replace=True``.
+    Every class 0..c-1 must occur in ``y``, at least two of them."""
+    check_new_name(DATASETS, name, "data set", replace, identifier=False)
     X, y = np.asarray(X), np.asarray(y)
+    if (X_test is None) != (y_test is None):
+        fail("X_test/y_test", "one of the two", "both or neither")
     X_test, y_test = (X, y) if X_test is None else (np.asarray(X_test), np.asarray(y_test))
     images = X.dtype == np.uint8 and X.ndim == 4
-    if not images and not (X.ndim == 2 and np.issubdtype(X.dtype, np.number)):
+    real = np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)
+    if not images and not (X.ndim == 2 and real and X.dtype != np.bool_):
         fail("X", f"an array of dtype {X.dtype} and shape {X.shape}",
-             "uint8 images N x C x H x W or numeric feature vectors N x d")
-    if not np.isfinite(X.astype(np.float64)).all():
-        fail("X", "an array with NaN or infinite values", "finite values")
+             "uint8 images N x C x H x W or real-valued feature vectors N x d")
+    if not len(X) or not len(X_test):
+        fail("X" if not len(X) else "X_test", "an empty array", "at least one row")
+    for split, features in (("X", X), ("X_test", X_test)):
+        kinds_match = features.dtype == np.uint8 if images else (
+            np.issubdtype(features.dtype, np.integer) or np.issubdtype(features.dtype, np.floating))
+        if not kinds_match or features.dtype == np.bool_:
+            fail(split, f"an array of dtype {features.dtype}", "uint8 like X" if images else "real values like X")
+        if not np.isfinite(features.astype(np.float64)).all():
+            fail(split, "an array with NaN or infinite values", "finite values")
     for split, (features, labels) in {"": (X, y), "_test": (X_test, y_test)}.items():
         if labels.ndim != 1 or len(labels) != len(features) or not np.issubdtype(labels.dtype, np.integer) or (
                 len(labels) and labels.min() < 0):
@@ -455,6 +468,10 @@ def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, pro
         if features.shape[1:] != X.shape[1:]:
             fail("X" + split, features.shape, f"rows shaped as X's {X.shape[1:]}")
     n_classes = int(max(y.max(initial=0), y_test.max(initial=0))) + 1
+    missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
+    if missing or n_classes < 2:
+        fail("y", f"labels {sorted(set(np.unique(y).tolist()))}", "at least two classes, numbered 0..c-1, each "
+             "occurring in y" + (f" (class(es) {missing[:5]} never occur)" if missing else ""))
     classes = tuple(str(k) for k in range(n_classes)) if classes is None else tuple(classes)
     if len(classes) < n_classes:
         fail("classes", classes, f"at least {n_classes} names (the labels go up to {n_classes - 1})")
@@ -463,14 +480,15 @@ def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, pro
             fail("protocol", None, "a Protocol for images (e.g. datasets.protocol('mnist'))")
         scaled = X.astype(np.float64) / 255
         axes = (0, 2, 3)
-        mean, std = tuple(scaled.mean(axes)), tuple(np.maximum(scaled.std(axes), 1e-6))
+        mean, std = tuple(map(float, scaled.mean(axes))), tuple(map(float, np.maximum(scaled.std(axes), 1e-6)))
         arrays = {True: (X, y), False: (X_test, y_test)}
         return register_dataset(DatasetSpec(name, classes, mean, std, X.shape[1:], protocol,
-                                            lambda root, train, verify: arrays[train]))
+                                            lambda root, train, verify: arrays[train]), replace=replace)
     mean, std = X.astype(np.float64).mean(0), np.maximum(X.astype(np.float64).std(0), 1e-12)
     arrays = {True: (X.astype(np.float32), y), False: (X_test.astype(np.float32), y_test)}
     return register_dataset(DatasetSpec(name, classes, tuple(map(float, mean)), tuple(map(float, std)), (X.shape[1],),
-                                        protocol or FEATURES_PROTOCOL, lambda root, train, verify: arrays[train]))
+                                        protocol or FEATURES_PROTOCOL, lambda root, train, verify: arrays[train]),
+                            replace=replace)
 
 
 if __name__ == "__main__":  # python -m idnhelpers.datasets mnist [root]

@@ -18,8 +18,11 @@ Back-ends of ``train_many``: ``"loop"`` (one run after another), ``"processes"``
 processes, each with its share of the CPU threads; a script that uses it needs the
 ``if __name__ == "__main__":`` guard), ``"stacked"`` (runs that differ only in targets, seeds,
 starting weights and their objective's parameters train K at a time as one batched network) and
-``"auto"`` (stacked on CUDA, loop on a CPU, where batched convolutions measured slower).
+``"auto"`` (stacked on CUDA, loop on a CPU, where batched convolutions measured slower, and
+for images streamed from disk).
 Every back-end gives each run the result it gets alone (stacked: up to float summation order).
+With the cache, every ``fit`` call stores a checkpoint after each epoch and a killed run resumes
+from it (``checkpoint``).
 """
 
 from __future__ import annotations
@@ -36,14 +39,14 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 import torch
-from tqdm import tqdm
 
-from . import cache
+from . import cache, checkpoint
 from .checks import check_choice, check_int, fail
 from .csr import critical_sample_ratio
 from .hardware import resolve_device, tune_cpu_allocator
 from .models import build_model
-from .runs import Data, Run, RunResult
+from .progress import EpochProgress
+from .runs import Data, Run, RunResult, Tensors
 from .sources import OFFICIAL_SOFTMAX_BATCH
 from .steps import ModuleBank, Single, StackedBank
 
@@ -138,6 +141,10 @@ class Recorder:
         if self.track is not None:
             self.snapshots.append(probs[self.track])
 
+    def checkpoint(self) -> dict:
+        """What the recorder has gathered so far (``checkpoint``)."""
+        return {"S_sum": self.S_sum, "history": self.history, "snapshots": self.snapshots}
+
     def S(self):
         return None if self.S_sum is None else (self.S_sum / min(self.averaged, len(self.history["loss"]))).float()
 
@@ -164,8 +171,9 @@ def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
                   OFFICIAL_SOFTMAX_BATCH if official else None)
 
 
-def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[RunResult]:
-    """The one epoch loop: train ``runs`` (one, or several stacked) and record them."""
+def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable: bool = False) -> list[RunResult]:
+    """The one epoch loop: train ``runs`` (one, or several stacked) and record them. ``resumable``:
+    store the call's state after every epoch and resume from a stored one (``checkpoint``)."""
     start = time.perf_counter()
     if device.type == "cpu":
         tune_cpu_allocator()
@@ -185,10 +193,23 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
     records = [Recorder(run) for run in runs]
     best = [(-1.0, 0, None)] * len(runs)
     label = run0.label or f"{proto.model} seed {run0.seed}"
-    bar = tqdm(range(proto.n_epochs), desc=f"{len(runs)} runs of {label} (stacked)" if stacked else label,
-               unit="epoch", file=sys.stderr)
-    probs = None
-    for epoch in bar:
+    probs, first_epoch, elapsed_before = None, 0, 0.0
+    key = checkpoint.checkpoint_key(runs, stacked) if resumable else None
+    saved = cache.load(key, checkpoint.SUFFIX) if resumable else None
+    if saved is not None:  # a killed process's last epoch: carry on after it
+        first_epoch, elapsed_before, probs, best = saved["epoch"], saved["seconds"], saved["probs"], saved["best"]
+        bank.restore(checkpoint.to_device(saved["networks"], device))
+        checkpoint.restore_object(optimizer, saved["optimizer"], device)
+        for g, state in zip(generators, saved["generators"]):
+            g.set_state(state)
+        for fn, state in zip(loss_fns, saved["losses"]):
+            checkpoint.restore_object(fn, state, device)
+        for rec, state in zip(records, saved["records"]):
+            checkpoint.restore_object(rec, state, "cpu")
+        print(f"{label}: resuming after epoch {first_epoch} of {proto.n_epochs} (checkpoint {key})", file=sys.stderr)
+    progress = EpochProgress(proto.n_epochs, f"{len(runs)} runs of {label} (stacked)" if stacked else label,
+                             done=first_epoch)
+    for epoch in range(first_epoch, proto.n_epochs):
         if epoch and proto.fresh_optimizer:  # the official scripts' optim.SGD(...) inside the epoch loop
             optimizer = proto.make_optimizer(bank.parameters())
         optimizer.lr = proto.lr_at(epoch)
@@ -231,9 +252,17 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False) -> list[Ru
                                           preds["val"][k] if "val" in preds else None, ratio))
             if run.keep == "best_val" and records[k].history["val_acc"][-1] > best[k][0]:
                 best[k] = (records[k].history["val_acc"][-1], epoch + 1, bank.state(k))
-        bar.set_postfix(postfix[0])
-    bar.close()
-    seconds = (time.perf_counter() - start) / len(runs)
+        if resumable and epoch + 1 < proto.n_epochs:
+            state = dict(epoch=epoch + 1, seconds=elapsed_before + time.perf_counter() - start, probs=probs, best=best,
+                         networks=bank.checkpoint(), optimizer=checkpoint.object_state(optimizer),
+                         generators=[g.get_state() for g in generators],
+                         losses=[checkpoint.object_state(fn) for fn in loss_fns], records=[rec.checkpoint() for rec in records])
+            cache.save(key, state, checkpoint.SUFFIX)
+        progress.epoch_done(postfix[0])
+    progress.close()
+    if resumable:
+        cache.remove(key, checkpoint.SUFFIX)
+    seconds = (elapsed_before + time.perf_counter() - start) / len(runs)
     results = []
     for k, run in enumerate(runs):
         weights, best_epoch = {"last": (bank.state(k), proto.n_epochs), "none": (None, proto.n_epochs),
@@ -267,8 +296,7 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
     check_int(workers, "workers", minimum=1, none_ok=True)
     check_int(stack_size, "stack_size", minimum=1, none_ok=True)
     device = resolve_device(device)
-    if backend == "auto":
-        backend = "stacked" if device.type == "cuda" else "loop"
+    backend = choose_backend(backend, device, runs)
     results: list[RunResult | None] = [load(run) if use_cache else None for run in runs]
     missing = defaultdict(list)  # key -> indices of the runs that want it
     for i, run in enumerate(runs):
@@ -287,7 +315,8 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
             # another process may have stored a result between our first look and taking its lock
             todo = [key for key in held if not use_cache or load(wanted[key]) is None]
             trained = {}
-            for i, result in _train_runs([wanted[key] for key in todo], backend, device, workers, stack_size):
+            for i, result in _train_runs([wanted[key] for key in todo], backend, device, workers, stack_size,
+                                         resumable=use_cache):
                 if use_cache:  # stored as soon as trained: a process killed mid-call keeps what it finished
                     cache.save(todo[i], result.payload())
                 trained[todo[i]] = result
@@ -308,6 +337,15 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
                 if not missing[key]:
                     del missing[key]
     return results
+
+
+def choose_backend(backend: str, device: torch.device, runs: list[Run]) -> str:
+    """``backend``, with "auto" resolved: stacked on CUDA for runs on tensors, else the loop (on a
+    CPU batched convolutions measured slower; streamed images train one run per call)."""
+    if backend != "auto":
+        return backend
+    on_tensors = all(isinstance(run.data, Tensors) for run in runs)
+    return "stacked" if device.type == "cuda" and on_tensors else "loop"
 
 
 def _representative(runs: list[Run]) -> Run:
@@ -344,7 +382,7 @@ def _wait_for(keys: list[str]) -> None:
         keys = [k for k in keys if not cache.exists(k) and cache.lock_holder(k) is not None]
 
 
-def _train_runs(runs: list[Run], backend: str, device, workers, stack_size):
+def _train_runs(runs: list[Run], backend: str, device, workers, stack_size, resumable: bool = False):
     """Train ``runs``, yielding ``(index, result)`` as each ``fit`` call finishes."""
     if not runs:
         return
@@ -352,11 +390,12 @@ def _train_runs(runs: list[Run], backend: str, device, workers, stack_size):
         workers = min(workers or os.cpu_count() or 1, len(runs))
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            yield from enumerate(pool.map(_fit_in_worker, runs, [device] * len(runs), [threads] * len(runs)))
+            yield from enumerate(pool.map(_fit_in_worker, runs, [device] * len(runs), [threads] * len(runs),
+                                          [resumable] * len(runs)))
         return
     if backend != "stacked":
         for i, run in enumerate(runs):
-            yield i, fit([run], device)[0]
+            yield i, fit([run], device, resumable=resumable)[0]
         return
     groups = defaultdict(list)
     for i, run in enumerate(runs):
@@ -364,12 +403,12 @@ def _train_runs(runs: list[Run], backend: str, device, workers, stack_size):
     for indices in groups.values():
         for start in range(0, len(indices), stack_size or len(indices)):
             chunk = indices[start:start + (stack_size or len(indices))]
-            yield from zip(chunk, fit([runs[i] for i in chunk], device, stacked=len(chunk) > 1))
+            yield from zip(chunk, fit([runs[i] for i in chunk], device, stacked=len(chunk) > 1, resumable=resumable))
 
 
-def _fit_in_worker(run: Run, device, threads: int) -> RunResult:
+def _fit_in_worker(run: Run, device, threads: int, resumable: bool) -> RunResult:
     torch.set_num_threads(threads)
-    return fit([run], device)[0]
+    return fit([run], device, resumable=resumable)[0]
 
 
 @torch.no_grad()

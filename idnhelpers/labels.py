@@ -32,10 +32,12 @@ file and checks that the CSV, the two arrays and the flip counts agree (``verify
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -43,8 +45,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .cache import atomic_write, file_digest
+from .cache import Lock, atomic_write, file_digest, lock_holder
 from .checks import check_assignments, check_choice, check_int, check_seed, fail
+from .commands import Parser, check_output_folder
 from .datasets import FEATURES_PROTOCOL, get_dataset, register_arrays
 from .experiments import family_labels, network_run
 from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
@@ -53,6 +56,7 @@ from .published import read_noisy_csv, write_noisy_csv
 from .sample import sample
 
 MANIFEST = "manifest.json"
+LOCK = ".idn-labels.lock"  # held while a process writes the folder
 FORMAT = "idnhelpers-labels/1"
 KINDS = ("csv", "noisy", "corrupted")  # a rate's files: label,label_noisy CSV, noisy labels, corrupted mask
 GENERATE = ("dataset", "from_npz", "family", "rates", "noise_seed", "train_seed", "data_root", "device",
@@ -107,7 +111,7 @@ def register_npz(path: str | Path) -> tuple[str, dict]:
     if not {"X", "y"} <= set(arrays):
         fail("--from-npz", str(path), f"an .npz holding arrays 'X' and 'y' (this one holds {sorted(arrays)})")
     name = f"npz:{path.stem}"
-    register_arrays(name, arrays["X"], arrays["y"], protocol=FEATURES_PROTOCOL)
+    register_arrays(name, arrays["X"], arrays["y"], protocol=FEATURES_PROTOCOL, replace=True)  # the file's own name
     return name, {"file": path.name, "sha256": file_digest(path)}
 
 
@@ -141,9 +145,21 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
                           train_seed=train_seed, device=device, precision=precision or "fp32", **settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)
     prefix = dataset.replace(":", "-")
-    entries = [_write_rate(out, file_names(prefix, family, r, settings), r, data.y, noisy[r], echo) for r in rates]
+    names = {r: file_names(prefix, family, r, settings) for r in rates}
+    with folder_lock(out, echo):
+        _make_room(out, [name for files in names.values() for name in files.values()], dataset, family)
+        entries = [_write_rate(out, names[r], r, data.y, noisy[r], echo) for r in rates]
+        manifest = _manifest(dataset, family, spec, rates, settings, data, noise_seed, train_seed, npz, entries,
+                             precision if trains else None, device)
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
+    echo(f"manifest: {out / MANIFEST}")
+    return manifest
+
+
+def _manifest(dataset, family, spec, rates, settings, data, noise_seed, train_seed, npz, entries, precision,
+              device) -> dict:
     info = {"name": dataset, "n": len(data.y), "n_classes": data.n_classes, "X": _array_info(data.X),
             "y": _array_info(data.y), **({"npz": npz} if npz else {})}
     seeds = {"noise_seed": 0 if noise_seed is None else noise_seed, "train_seed": data.seed if train_seed is None
@@ -152,15 +168,62 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
                 "family_label": spec.label, "exact": spec.exact, "nested": spec.nested, "fixed": spec.fixed,
                 "settings": settings, **{name: seeds[name] for name in spec.seeded_by},
                 "rates": [] if spec.fixed else list(rates), "labels": entries}
-    if trains:  # the network the labels come from: its training depends on the hardware and the library
+    if precision is not None:  # the network the labels come from: its training depends on the hardware and library
         run = network_run(data, train_seed=train_seed, precision=precision,
                           keep="last" if spec.network == "final" else "none")
         manifest["network"] = {"run": run.key(), "softmax": spec.network, "protocol": dataclasses.asdict(run.protocol),
                                "device": resolve_device(device).type, "precision": precision, "torch": torch.__version__}
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
-    echo(f"manifest: {out / MANIFEST}")
     return manifest
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, echo=print):
+    """Hold the lock of a label folder (``.idn-labels.lock``): another writer waits until it is
+    free, so two processes never mix their files (a lock whose process died is taken over)."""
+    waited = False
+    while (lock := Lock.acquire("labels", folder / LOCK)) is None:
+        if not waited:
+            holder = lock_holder("labels", folder / LOCK) or {}
+            echo(f"waiting for another process writing {folder} (pid {holder.get('pid', '?')} on "
+                 f"{holder.get('host', '?')})")
+            waited = True
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def label_files_in(folder: Path) -> list[str]:
+    """The label files (``.csv``, ``.npy``) of a folder, hidden files aside."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in (".csv", ".npy")
+                  and not p.name.startswith("."))
+
+
+def _make_room(out: Path, names: list[str], dataset: str, family: str) -> None:
+    """Before writing ``names`` into ``out`` (under its lock): remove the temporary files of killed
+    writers, refuse a folder holding label files of another label set (neither ours nor listed
+    by the folder's manifest of the same data set and family), remove those of that manifest that
+    this run does not rewrite, and remove the manifest, so a killed run never leaves one that lies."""
+    for partial in out.glob(".*.tmp"):
+        partial.unlink(missing_ok=True)
+    listed = set()
+    if (out / MANIFEST).is_file():
+        try:
+            old = json.loads((out / MANIFEST).read_text())
+            if (old["dataset"]["name"], old["family"]) == (dataset, family):
+                listed = {str(f["name"]) for e in old["labels"] for f in e["files"].values()}
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            listed = set()
+    foreign = [name for name in label_files_in(out) if name not in names and name not in listed]
+    if foreign:
+        fail("--out", str(out), f"a folder for one label set: it holds {len(foreign)} label file(s) its manifest does "
+             f"not list ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose another folder or "
+             "remove them")
+    (out / MANIFEST).unlink(missing_ok=True)
+    for name in listed - set(names):
+        if Path(name).name == name:
+            (out / name).unlink(missing_ok=True)
 
 
 def _write_rate(out: Path, names: dict[str, str], rate: float | None, y: torch.Tensor, y_noisy: torch.Tensor,
@@ -182,10 +245,15 @@ def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
     """Check a folder ``write_label_files`` wrote against its manifest: each listed file exists and
     has its recorded SHA-256; the CSV's ``label_noisy`` equals the ``.npy``, the mask equals
     ``label != label_noisy``, the flip count and n are the manifest's and the CSV's true labels
-    hash to the data set's y. Returns each file's problems (an empty list: OK), manifest first."""
+    hash to the data set's y; the manifest is of this format and lists at least one label set,
+    and every label file (``.csv``, ``.npy``) in the folder is one it lists. Returns each file's
+    problems (an empty list: OK), manifest first."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            return {MANIFEST: [f"format {found!r}, not {FORMAT!r}: not a manifest written by idn-labels"]}
         entries = [({kind: (str(e["files"][kind]["name"]), str(e["files"][kind]["sha256"])) for kind in KINDS},
                     int(e["flips"])) for e in manifest["labels"]]
         n, y_sha = manifest["dataset"]["n"], manifest["dataset"]["y"]["sha256"]
@@ -193,9 +261,13 @@ def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
         return {MANIFEST: ["missing"]}
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
         return {MANIFEST: [f"not a manifest written by idn-labels ({type(error).__name__}: {error})"]}
-    report = {MANIFEST: []}
+    report = {MANIFEST: [] if entries else ["lists no label files"]}
     for files, flips in entries:
         report.update(_verify_rate(folder, files, flips, n, y_sha))
+    listed = {name for files, _ in entries for name, _ in files.values()}
+    for name in label_files_in(folder):
+        if name not in listed:
+            report[name] = ["a label file the manifest does not list"]
     return report
 
 
@@ -248,7 +320,7 @@ def _array_problems(path: Path, want: np.ndarray, what: str) -> list[str]:
 # ---------------------------------------------------------------- the command line
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="idn-labels", description="Write a noise family's labels for a data set's "
+    p = Parser(prog="idn-labels", description="Write a noise family's labels for a data set's "
                                 "training split (label,label_noisy CSV, .npy labels, corrupted mask, manifest.json), "
                                 "or verify such a folder.",
                                 epilog="Examples: idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 "
@@ -300,9 +372,7 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
             if value is not None and spec.needs != "network":
                 fail(option, value, f"nothing: family {args.family!r} trains no network")
         device = resolve_device(args.device)
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            fail("--out", args.out, "a folder (this path is a file)")
+        out = check_output_folder(args.out, "--out")
         dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
         spec.check_dataset(args.family, dataset)
         write_label_files(dataset, args.family, None if rates == [None] else rates, out, noise_seed=args.noise_seed,

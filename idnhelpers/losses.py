@@ -121,8 +121,20 @@ class Forward(Objective):
             fail("T", f"a {len(T)} x {len(T)} matrix", f"a {n_classes} x {n_classes} transition matrix")
 
     def make(self, n_classes, n_epochs):
-        T = torch.tensor(self.T, dtype=torch.float32)
-        return lambda logits, y, epoch: forward_loss(logits, y, T.to(logits.device))
+        return _ForwardLoss(torch.tensor(self.T, dtype=torch.float32))
+
+
+class _ForwardLoss:
+    """Forward's loss with T copied to each device once, not at every step (a copy per step makes a
+    GPU wait on the host)."""
+
+    def __init__(self, T: torch.Tensor):
+        self.T, self.on_device = T, {}
+
+    def __call__(self, logits, y, epoch):
+        if logits.device not in self.on_device:
+            self.on_device[logits.device] = self.T.to(logits.device)
+        return forward_loss(logits, y, self.on_device[logits.device])
 
 
 def gce_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from . import cache, engine
-from .checks import check_bool, check_float, check_int, check_rate, check_seed, fail
+from .checks import check_bool, check_float, check_int, check_new_name, check_rate, check_seed, fail
 from .engine import predict, train_many
 from .hardware import resolve_precision
 from .losses import DAC, DMI, ELR, GCE, PLC, CrossEntropy, Forward, Objective, TruncatedGCE
@@ -86,10 +86,14 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, method: Method) -> Method:
-    """Add (or replace) a method in the registry."""
+def register_method(name: str, method: Method, *, replace: bool = False) -> Method:
+    """Add ``method`` to the registry under ``name`` (an existing name only with ``replace=True``)."""
+    check_new_name(METHODS, name, "method", replace)
     if not isinstance(method, Method):
         fail("method", method, "a methods.Method (e.g. loss_method(label, YourObjective))")
+    if not isinstance(method.label, str) or not method.label or not callable(method.driver) or not isinstance(
+            method.options, dict):
+        fail("method", method, "a Method with a label (a non-empty string), a callable driver and a dict of options")
     METHODS[name] = method
     return method
 

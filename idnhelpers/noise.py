@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checks import (check_choice, check_float, check_int, check_labels, check_n_classes, check_rate, check_rates,
-                     check_seed, check_softmax, check_transition_matrix, fail)
+from .checks import (check_choice, check_float, check_int, check_labels, check_n_classes, check_new_name, check_rate,
+                     check_rates, check_seed, check_softmax, check_transition_matrix, fail)
 from .published import (CAL_DATASETS, CAL_RATES, CIFAR_N, PUBLISHED, PUBLISHED_RATES, load_cal_idn, load_cifar_n,
                         load_published_idn, read_noisy_csv)
 
@@ -353,7 +353,8 @@ class NoiseFamily:
     a single label set (human labels), which takes no rate. ``instance_dependent``: whether a flip
     depends on the instance (False: class-conditional, Definition 1). ``expected(rate, n)``: the
     realised rate's (mean, standard deviation) over ``n`` labels for a family whose count is not
-    exact (None: not known, as for published files on a subset of their rows)."""
+    exact (None: not known, as for published files on a subset of their rows). ``elsewhere``: what
+    to use on a data set outside ``datasets`` (said when one is refused)."""
 
     label: str
     make: Callable
@@ -369,6 +370,7 @@ class NoiseFamily:
     fixed: bool = False
     instance_dependent: bool = True
     expected: Callable | None = None
+    elsewhere: str = ""
 
     def __post_init__(self):
         if not callable(self.make):
@@ -394,14 +396,12 @@ class NoiseFamily:
 
     def check_rates(self, family: str, rates, name: str = "noise_rates") -> list:
         """``rates`` (the parameter ``name``) checked for this family: [None] for a fixed one (which
-        takes none), else distinct noise rates, those of the published files where it has files."""
+        takes none), else noise rates (``checks.check_rates``), those of the published files where it has files."""
         if self.fixed:
             if rates not in (None, [None], (None,)):
                 fail(name, rates, f"None: family {family!r} is one fixed set of labels, with no rate")
             return [None]
         checked = check_rates(rates, name)
-        if len(set(checked)) < len(checked):
-            fail(name, rates, "distinct noise rates (each is one set of labels)")
         for r in checked:
             if self.rates is not None and not any(abs(r - p) < 1e-9 for p in self.rates):
                 fail("noise_rate", r, f"one of the rates family {family!r} has: {list(self.rates)}")
@@ -410,7 +410,7 @@ class NoiseFamily:
     def check_dataset(self, family: str, dataset: str) -> None:
         if self.datasets is not None and dataset not in self.datasets:
             fail("dataset", dataset, f"one of {list(self.datasets)}: family {family!r} has labels for those only"
-                 + ("; family 'idn' runs Algorithm 1 on any data set" if family == "idn_published" else ""))
+                 + (f"; {self.elsewhere}" if self.elsewhere else ""))
 
 
 def expected_rate(family: str, rate: float, n: int, **settings) -> tuple[float, float] | None:
@@ -453,12 +453,9 @@ FAMILIES: dict[str, NoiseFamily] = {}
 
 def register_family(name: str, family: NoiseFamily, *, replace: bool = False) -> NoiseFamily:
     """Add ``family`` to the registry under ``name`` (an existing name only with ``replace=True``)."""
-    if not isinstance(name, str) or not name.isidentifier():
-        fail("name", name, "a family name: letters, digits and underscores, not starting with a digit")
+    check_new_name(FAMILIES, name, "noise family", replace)
     if not isinstance(family, NoiseFamily):
         fail("family", family, "a noise.NoiseFamily")
-    if name in FAMILIES and not replace:
-        fail("name", name, f"a name not yet registered (pass replace=True to replace {name!r})")
     FAMILIES[name] = family
     return family
 
@@ -469,7 +466,8 @@ register_family("idn", NoiseFamily(
 register_family("idn_published", NoiseFamily(
     "IDN (the authors' published labels)",
     _published(lambda dataset, r, root: load_published_idn(dataset, r)), needs="file", seeded_by=(), exact=True,
-    nested=True, datasets=tuple(PUBLISHED), rates=PUBLISHED_RATES))
+    nested=True, datasets=tuple(PUBLISHED), rates=PUBLISHED_RATES,
+    elsewhere="family 'idn' runs Algorithm 1 on any data set"))
 register_family("xia", NoiseFamily(
     "Xia et al.", lambda inputs, r, seed, norm_std: xia_noise(inputs.X, inputs.y, r, inputs.n_classes,
                                                                seed, norm_std),

@@ -175,9 +175,10 @@ def _read_labels(path: Path, n: int, n_classes: int) -> torch.Tensor:
 # ---------------------------------------------------------------- the command line
 
 def parser() -> argparse.ArgumentParser:
+    from .commands import Parser
     from .hardware import PRECISION_CHOICES
 
-    p = argparse.ArgumentParser(prog="idn-noisy", description="Train a method on a data set's training split with "
+    p = Parser(prog="idn-noisy", description="Train a method on a data set's training split with "
                                 "given labels and rank its instances by how likely their label is wrong (noisy.csv: "
                                 "index,score,suggested_label,flagged, and manifest.json).",
                                 epilog="Example: idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv "
@@ -211,6 +212,7 @@ def _check_method(name: str, option_items: list[str]) -> dict:
 
 def run(args) -> dict:
     """Check every option, train, rank and write (module docstring); returns the manifest."""
+    from .commands import check_output_folder
     from .datasets import get_dataset, protocol
     from .hardware import resolve_device, resolve_precision
     from .labels import _array_info, register_npz
@@ -220,9 +222,7 @@ def run(args) -> dict:
     options = _check_method(args.method, args.option)
     check_int(args.epochs, "--epochs", minimum=1, none_ok=True)
     check_seed(args.seed, "--seed")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        fail("--out", args.out, "a folder (this path is a file)")
+    out = check_output_folder(args.out, "--out")
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)

@@ -130,23 +130,29 @@ def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = 
 
 def read_noisy_csv(path: str | Path, n_classes: int | None = None):
     """Read a ``label,label_noisy`` CSV (the official code's format) as two int64 tensors. Every
-    row must hold exactly two integer labels >= 0 (below ``n_classes`` when given)."""
+    row must hold exactly two integer labels >= 0 (below ``n_classes`` when given). What users'
+    tools write is accepted: a UTF-8 byte-order mark, CRLF line ends, a trailing newline, blank
+    lines, spaces around fields; anything else is refused with the path and line."""
     if n_classes is not None:
         check_n_classes(n_classes)
     path = Path(path)
     if not path.is_file():
         fail("path", str(path), "an existing label,label_noisy CSV file")
-    lines = path.read_text().splitlines()
-    if not lines or lines[0].strip() != "label,label_noisy":
+    try:  # utf-8-sig: a byte-order mark (spreadsheet programs write one) is not part of the header
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()  # \n, \r\n or \r
+    except UnicodeDecodeError as error:
+        fail("path", str(path), f"a UTF-8 text file (byte {error.start} is not UTF-8)")
+    header = ",".join(field.strip() for field in lines[0].split(",")) if lines else ""
+    if header != "label,label_noisy":
         fail("path", str(path), f"a CSV whose header is 'label,label_noisy' (found {lines[0][:40] if lines else ''!r})")
-    rows = [line.split(",") for line in lines[1:] if line.strip()]
-    if not rows:
+    numbered = [(number, line.split(",")) for number, line in enumerate(lines[1:], start=2) if line.strip()]
+    if not numbered:
         fail("path", str(path), "a label,label_noisy CSV with at least one row (this one has only its header)")
-    for number, row in enumerate(rows, start=2):
-        if len(row) != 2 or not all(field.strip().isdigit() for field in row):
+    for number, row in numbered:
+        if len(row) != 2 or not all(f.strip().isascii() and f.strip().isdigit() and len(f.strip()) <= 9 for f in row):
             fail("path", f"{path}, line {number}: {','.join(row)[:40]!r}",
-                 "rows of exactly two non-negative integer labels, e.g. '3,5'")
-    a = np.array(rows, dtype=np.int64)
+                 "rows of exactly two non-negative integer labels (at most 9 digits), e.g. '3,5'")
+    a = np.array([[int(f) for f in row] for _, row in numbered], dtype=np.int64)
     y = check_labels(a[:, 0].copy(), n_classes, f"{path}: label")
     y_noisy = check_labels(a[:, 1].copy(), n_classes, f"{path}: label_noisy")
     return y, y_noisy

@@ -44,16 +44,31 @@ class Normalizer:
         return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero-padding ``pad`` pixels, then random horizontal flip, on uint8 ``x``
-    (Appendix A's CIFAR-10 augmentation)."""
+PAD = 4  # Appendix A's CIFAR-10 crop: zero-pad 4 pixels, crop back
+
+
+def augmentation_draws(generator: torch.Generator, sizes: list[int], device: torch.device) -> list[tuple]:
+    """The random offsets (2 x b) and flips (b) of batches of ``sizes``, drawn on the CPU
+    ``generator`` in the order ``augment_batch`` uses them, batch after batch, and moved to
+    ``device`` in one copy (a copy per batch would make the GPU wait on the host at every step)."""
+    parts = [(torch.randint(0, 2 * PAD + 1, (2, b), generator=generator), torch.rand(b, generator=generator) < 0.5)
+             for b in sizes]
+    if not parts:
+        return []
+    offsets = torch.cat([o for o, _ in parts], 1).to(device, non_blocking=True)
+    flips = torch.cat([f for _, f in parts]).to(device, non_blocking=True)
+    return list(zip(offsets.split(sizes, 1), flips.split(sizes)))
+
+
+def augment_batch(x: torch.Tensor, draws: tuple) -> torch.Tensor:
+    """Random crop after zero-padding ``PAD`` pixels, then random horizontal flip, on uint8 ``x``
+    (Appendix A's CIFAR-10 augmentation), with one batch's ``augmentation_draws``."""
+    (dy, dx), flip = draws
     b, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=generator)).to(x.device)
+    padded = F.pad(x, (PAD, PAD, PAD, PAD))
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
     out = padded.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
@@ -80,10 +95,11 @@ class TensorSource:
         n_batches = len(parts[0])
         if drop_last and n_batches > 1 and len(parts[0][-1]) < batch_size:
             n_batches -= 1
+        sizes = [len(order) for order in parts[0][:n_batches]]
+        draws = [augmentation_draws(g, sizes, self.device) for g in generators] if augment else None
         for b in range(n_batches):
             if augment:
-                yield [(order[b], self.normalize(augment_batch(self.X[order[b]], g)))
-                       for order, g in zip(parts, generators)]
+                yield [(order[b], self.normalize(augment_batch(self.X[order[b]], d[b]))) for order, d in zip(parts, draws)]
             else:
                 yield [(order[b], self.normalized[order[b]]) for order in parts]
 
@@ -92,9 +108,13 @@ class TensorSource:
         ``eval_batch``); with ``augment_generators`` (the official code's softmax recording) one
         augmented copy per generator."""
         batch_size = batch_size or eval_batch(self.device)
-        for start in range(0, len(self.X), batch_size):
-            if augment_generators is None:
+        starts = range(0, len(self.X), batch_size)
+        sizes = [min(batch_size, len(self.X) - start) for start in starts]
+        draws = None if augment_generators is None else [augmentation_draws(g, sizes, self.device)
+                                                          for g in augment_generators]
+        for b, start in enumerate(starts):
+            if draws is None:
                 yield self.normalized[start:start + batch_size]
             else:
                 x = self.X[start:start + batch_size]
-                yield [self.normalize(augment_batch(x, g)) for g in augment_generators]
+                yield [self.normalize(augment_batch(x, d[b])) for d in draws]

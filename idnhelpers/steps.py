@@ -114,6 +114,14 @@ class ModuleBank:
     def state(self, k: int) -> dict:
         return {name: v.detach().cpu().clone() for name, v in self.models[0].state_dict().items()}
 
+    def checkpoint(self) -> list[dict]:
+        """Every network's weights and buffers (live tensors: save them before the next step)."""
+        return [m.state_dict() for m in self.models]
+
+    def restore(self, state: list[dict]) -> None:
+        for m, saved in zip(self.models, state):
+            m.load_state_dict(saved)
+
 
 class StackedBank:
     """K runs' networks (each run ``n`` of them) stacked into one batched call (module docstring)."""
@@ -157,6 +165,16 @@ class StackedBank:
     def state(self, k: int) -> dict:
         i = k * self.n
         return {name: v[i].detach().cpu().clone() for name, v in {**self.params, **self.buffers}.items()}
+
+    def checkpoint(self) -> dict:
+        """Every network's stacked weights and buffers (live tensors: save them before the next step)."""
+        return {"params": self.params, "buffers": self.buffers}
+
+    @torch.no_grad()
+    def restore(self, state: dict) -> None:  # in place: the optimiser holds these tensors
+        for part in ("params", "buffers"):
+            for name, tensor in getattr(self, part).items():
+                tensor.copy_(state[part][name])
 
     def module(self, k: int) -> torch.nn.Module:
         device = next(iter(self.params.values())).device

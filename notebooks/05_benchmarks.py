@@ -42,7 +42,7 @@
 # are reported beside it. (Before, the best real class scored it: an upper bound on this measure.)
 # Forward's $T$ and DMI's starting point come from a CE model: the one picked on the noisy
 # validation split where there is one (`val_fraction` > 0: the `cpu` and `smoke` profiles), else
-# the last epoch's, which has memorised part of the noise (the `paper` profile, which has no
+# the last epoch's, which may have memorised part of the noise (the `paper` profile, which has no
 # validation split, as the paper).
 #
 # Every method is `idnhelpers.methods.run_method(name, X, y_noisy, protocol, ...)`; the grid of

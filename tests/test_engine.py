@@ -7,7 +7,7 @@ from idnhelpers.engine import train
 from idnhelpers.experiments import generate_idn
 from idnhelpers.runs import make_run
 from idnhelpers.sample import sample
-from idnhelpers.sources import augment_batch
+from idnhelpers.sources import augment_batch, augmentation_draws
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_paper_protocols():
 
 def test_augment_batch_crops_and_flips():
     x = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 3, 32, 32)
-    out = augment_batch(x, torch.Generator().manual_seed(0))
+    out = augment_batch(x, augmentation_draws(torch.Generator().manual_seed(0), [2], torch.device("cpu"))[0])
     assert out.shape == x.shape and out.dtype == torch.uint8
     # every output is a shifted (possibly mirrored) window of the zero-padded input
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
@@ -155,3 +155,20 @@ def test_published_or_generated_idn_labels_for_a_sample():
     assert torch.equal(generated.noisy[0.2], sets[0.2]) and torch.equal(generated.sample.rows, digits.rows)
     with pytest.raises(ValueError, match="dataset='digits' is not allowed: one of \\['mnist', 'cifar10'\\]"):
         family_labels(digits, "idn_published", [0.2])
+
+
+def test_augmentation_costs_one_host_to_device_copy_per_run_and_epoch(monkeypatch):
+    # per step, a copy from the CPU generator's draws to a GPU makes the GPU wait on the host; on a
+    # CPU the same calls are counted (each would be a copy on CUDA)
+    from idnhelpers.runs import Tensors
+    from idnhelpers.sources import TensorSource
+
+    source = TensorSource(Tensors(torch.zeros(640, 3, 32, 32, dtype=torch.uint8), "cifar10"), torch.device("cpu"))
+    copies = []
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: copies.append(1) or real_to(self, *a, **k))
+    for batch_size in (64, 16):  # 10 and 40 steps
+        copies.clear()
+        for _ in source.train_batches([torch.Generator().manual_seed(s) for s in range(3)], batch_size, True, False):
+            pass
+        assert len(copies) == 3 * 3  # per run: its permutation, the offsets and the flips, whatever the steps

@@ -166,7 +166,7 @@ CASES = [
     ("chapter dataset", lambda: chapter.check_parameters({"dataset": "nope"}), "dataset"),
     ("chapter list as a string", lambda: chapter.check_parameters({"noise_rates": "[0.35, 0.45]"}), "noise_rates"),
     ("chapter null as a string", lambda: chapter.check_parameters({"n_train": "null"}), "n_train"),
-    ("chapter methods", lambda: chapter.check_parameters({"methods": ["ce", "mixup"]}), "method"),
+    ("chapter methods", lambda: chapter.check_parameters({"methods": ["ce", "mixup"]}), "methods"),
     ("chapter device", lambda: chapter.check_parameters({"device": "gpu"}), "device"),
     ("chapter precision", lambda: chapter.check_parameters({"precision": "fp16"}), "precision"),
     ("chapter seeds", lambda: chapter.check_parameters({"seeds": 0}), "seeds"),

@@ -69,9 +69,9 @@ def test_seal_continuing_starts_each_iteration_from_the_previous_weights(monkeyp
     X, y = load_dataset("digits")
     inits, real_fit = [], engine.fit
 
-    def spy(runs, device, stacked=False):
+    def spy(runs, device, stacked=False, **kwargs):
         inits.append(runs[0].init)
-        return real_fit(runs, device, stacked)
+        return real_fit(runs, device, stacked, **kwargs)
 
     monkeypatch.setattr(engine, "fit", spy)
     result = run_method("seal", X[:300], y[:300], protocol("digits", n_epochs=1), n_iterations=2, retrain=False,
@@ -164,8 +164,8 @@ def noisy_digits():
 def spy_fit(monkeypatch):
     calls, real_fit = [], engine.fit
 
-    def spy(runs, device, stacked=False):
-        results = real_fit(runs, device, stacked)
+    def spy(runs, device, stacked=False, **kwargs):
+        results = real_fit(runs, device, stacked, **kwargs)
         calls.append((runs[0], results[0]))
         return results
 

@@ -60,7 +60,7 @@ def test_a_family_registered_from_a_test_file_runs_everywhere(toy_family, tmp_pa
                                                    [labels.MANIFEST, *labels.file_names("digits", toy_family, 0.2).values()]}
     with pytest.raises(ValueError, match="shift=0 is not allowed: a positive shift"):
         family_labels(rows, toy_family, [0.2], shift=0)
-    with pytest.raises(ValueError, match="name='every_third' is not allowed: a name not yet registered"):
+    with pytest.raises(ValueError, match="name='every_third' is not allowed: a noise family name not registered yet"):
         register_family(toy_family, FAMILIES[toy_family])
     with pytest.raises(ValueError, match="name='idn' is not allowed"):
         register_family("idn", FAMILIES["symmetric"])

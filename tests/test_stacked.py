@@ -36,8 +36,8 @@ def test_stacked_runs_equal_runs_one_by_one(digits, name, monkeypatch):
                 **OPTIONS.get(name, {}))
     stacked_calls = []
     real_fit = engine.fit
-    monkeypatch.setattr(engine, "fit", lambda runs, device, stacked=False: stacked_calls.append(
-        (len(runs), stacked)) or real_fit(runs, device, stacked))
+    monkeypatch.setattr(engine, "fit", lambda runs, device, stacked=False, **k: stacked_calls.append(
+        (len(runs), stacked)) or real_fit(runs, device, stacked, **k))
     stacked = run_methods(name, X, label_sets, proto, seeds=[0, 1, 2], noise_rates=[0.2, 0.3, 0.4], backend="stacked",
                           **cell)
     assert stacked_calls and all(call == (3, True) for call in stacked_calls)  # every stage: 3 runs in one call
@@ -91,8 +91,8 @@ def test_train_many_shares_the_cache_with_train(mnist_small, monkeypatch, tmp_pa
     single = train(runs[1])
     trained = []
     real_fit = engine.fit
-    monkeypatch.setattr(engine, "fit", lambda r, device, stacked=False: trained.append(len(r)) or real_fit(
-        r, device, stacked))
+    monkeypatch.setattr(engine, "fit", lambda r, device, stacked=False, **k: trained.append(len(r)) or real_fit(
+        r, device, stacked, **k))
     results = train_many(runs, backend="stacked")
     assert trained == [1] and torch.equal(results[1].S, single.S)
     assert torch.equal(train(runs[0]).S, results[0].S) and trained == [1]

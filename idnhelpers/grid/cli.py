@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from .. import paper
 from ..checks import check_assignments, check_choice, check_int, fail
+from ..commands import Parser, check_output_file, check_output_folder
 from ..noise import FAMILIES
 from ..profiles import load_profile
 from .executors import EXECUTORS, executor_options, run_grid
@@ -49,7 +51,7 @@ def spec_from_args(args) -> tuple[GridSpec, dict]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="idn-grid", description="Run the paper's benchmark grids (chapter 05, "
+    p = Parser(prog="idn-grid", description="Run the paper's benchmark grids (chapter 05, "
                                 "Tables 1-3) into the shared cache, on this machine or on Slurm.",
                                 epilog="Examples: idn-grid --profile paper --table 1 --dry-run; idn-grid --profile "
                                 "paper --table 1 --executor slurm --partition gpu --time 720; idn-grid --status")
@@ -102,6 +104,9 @@ def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
     try:
+        for option, value, check in (("--csv", args.csv, check_output_file), ("--folder", args.folder, check_output_folder)):
+            if value is not None:
+                check(value, option)
         spec, settings = spec_from_args(args)
         device = args.device or settings.get("device") or "auto"
         if spec.precision == "auto" and args.executor == "slurm" and not torch.cuda.is_available():
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
         if args.no_wait and args.executor != "slurm":
             fail("--no-wait", True, "only with --executor slurm")
         grid = build_grid(spec, device=device, train_labels=not (args.dry_run or args.status))
-    except (ValueError, MissingRuns) as error:
+    except (ValueError, OSError, MissingRuns) as error:  # OSError: a data set's files not found
         p.error(str(error))
     print(grid.description, file=sys.stderr)
     if args.status:
@@ -135,6 +140,7 @@ def main(argv=None) -> int:
         return 0
     print(summary(table))
     if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.csv, index=False)
     return 0
 

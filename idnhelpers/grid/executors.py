@@ -28,7 +28,8 @@ from .. import cache, engine
 from ..checks import check_choice, check_int, fail
 from ..hardware import resolve_device
 from ..methods import Trainer, run_stages
-from ..runs import Run, RunResult, Tensors
+from ..progress import clock, use_bars
+from ..runs import Run, RunResult
 from .plan import Job, _cells, collect, plan, trace
 from .spec import Grid, build_grid
 
@@ -54,13 +55,45 @@ class JobTrainer(Trainer):
             try:
                 return engine.train_many(runs, backend=self.backend, device=self.device, use_cache=self.use_cache,
                                          stack_size=k, workers=self.workers)
-            except torch.cuda.OutOfMemoryError:
+            except RuntimeError as error:  # torch.cuda.OutOfMemoryError is one
                 tried = min(k or len(runs), len(runs))
-                if tried == 1 or self.backend == "loop":  # halving K only helps a stacked call
+                if not out_of_memory(error) or tried == 1 or self.backend == "loop":  # halving K helps stacks only
                     raise
                 k = self.fitted["k"] = (tried + 1) // 2
-                print(f"out of GPU memory with {tried} stacked runs: retrying {k} at a time", file=sys.stderr)
-                torch.cuda.empty_cache()
+                print(f"out of GPU memory with {tried} stacked runs ({type(error).__name__}): retrying {k} at a time",
+                      file=sys.stderr)
+            # here, after the except block, the traceback and the failed step's tensors are gone
+            torch.cuda.empty_cache()
+
+
+# What CUDA and cuDNN say when memory runs out: besides torch.cuda.OutOfMemoryError, cuDNN raises a
+# plain RuntimeError near the limit (its workspace could not be allocated)
+OUT_OF_MEMORY_MESSAGES = ("CUDA out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED",
+                          "unable to find an engine to execute this computation", "CUDA error: out of memory")
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is the GPU running out of memory, in any of the forms CUDA and cuDNN raise."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and any(m in str(error) for m in OUT_OF_MEMORY_MESSAGES))
+
+
+def visible_gpus() -> list[int]:
+    """The GPUs this process may use, as the indices submitit-local's jobs are given: those of
+    ``CUDA_VISIBLE_DEVICES`` (a job given 0 under ``CUDA_VISIBLE_DEVICES=2,3`` would land on GPU 0
+    of the machine, not 2), else 0..n-1."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return list(range(torch.cuda.device_count()))
+    names = [d.strip() for d in listed.split(",") if d.strip()]
+    if not all(d.lstrip("-").isdigit() for d in names):
+        fail("CUDA_VISIBLE_DEVICES", listed, "GPU indices (e.g. 2,3) for submitit-local, which passes indices on")
+    visible = []
+    for d in map(int, names):
+        if d < 0:  # CUDA stops at the first invalid index
+            break
+        visible.append(d)
+    return visible
 
 
 class _FileReport:
@@ -83,20 +116,21 @@ def run_job(job: Job, device=None, stack_size: int | None = None, threads: int |
     if threads is not None:
         torch.set_num_threads(threads)
     report = _FileReport(progress) if isinstance(progress, (str, Path)) else progress
-    streamed = not all(isinstance(c.run.data, Tensors) for c in job.cells)  # Clothing1M: one run per call
-    trainer = JobTrainer("loop" if streamed else "auto", device, stack_size=stack_size, report=report)
+    trainer = JobTrainer("auto", device, stack_size=stack_size, report=report)  # streamed images: the loop
     run_stages(job.method, [c.run for c in job.cells], [c.noise_rate for c in job.cells], trainer, **job.options)
     return len(job.cells)
 
 
 class Progress:
-    """A tqdm bar over the runs this call trains: the keys jobs report (in this process through
+    """Progress over the runs this call trains: the keys jobs report (in this process through
     ``report``, or in files under ``folder``) whose results appear in the cache after it started.
-    A thread refreshes it every second until ``close``."""
+    A thread refreshes it every second until ``close``: a tqdm bar on a terminal, else a line
+    each time a run finishes, with elapsed time and ETA (``progress``)."""
 
     def __init__(self, total: int, folder: Path | None = None, enabled: bool = True):
         self.folder, self.keys, self.start = folder, set(), time.time() - 1
-        self.bar = tqdm(total=total, desc="grid", unit="run", disable=not enabled, file=sys.stderr)
+        self.total, self.lines, self.shown = total, enabled and not use_bars(), 0
+        self.bar = tqdm(total=total, desc="grid", unit="run", disable=not enabled or self.lines, file=sys.stderr)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -123,6 +157,12 @@ class Progress:
         with self._lock:
             self.bar.n = self._finished()
             self.bar.refresh()
+            if self.lines and self.bar.n > self.shown:
+                self.shown = self.bar.n
+                elapsed = time.time() - self.start
+                eta = elapsed / self.shown * (self.total - self.shown)
+                print(f"grid: {self.shown}/{self.total} runs done, {clock(elapsed)} elapsed, ETA {clock(eta)}",
+                      file=sys.stderr, flush=True)
 
     def _loop(self):
         while not self._stop.wait(POLL_SECONDS):
@@ -166,7 +206,10 @@ def executor_options(executor: str, *, folder=None, partition=None, gpus=None, c
         options.update(partition=partition, gpus=1 if gpus is None else gpus, cpus=cpus,
                        time_min=time_min or DEFAULT_TIME_MIN, array_parallelism=array_parallelism)
     elif executor == "submitit-local":  # one GPU per job where there are GPUs, else one core each
-        gpus = torch.cuda.device_count() if gpus is None else gpus
+        available = visible_gpus()
+        gpus = len(available) if gpus is None else gpus
+        if gpus > len(available):
+            fail("gpus", gpus, f"at most the {len(available)} GPUs this process sees ({available})")
         options.update(gpus=gpus, time_min=time_min or DEFAULT_TIME_MIN, parallel=parallel or min(gpus or cpu_cores(),
                                                                                                 cpu_cores()))
     return options
@@ -257,7 +300,7 @@ def _submit(jobs: list[Job], executor: str, options: dict, device, stack_size, w
             while pending and sum(not h.done() for h in handles) < workers:
                 if local and options["gpus"]:
                     busy = [g for h, g in gpu_of.items() if not h.done()]
-                    gpu = min(range(options["gpus"]), key=busy.count)
+                    gpu = min(visible_gpus()[:options["gpus"]], key=busy.count)
                     ex.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
                 handles.append(ex.submit(run_job, *pending.pop(0)))
                 gpu_of[handles[-1]] = gpu if local and options["gpus"] else None

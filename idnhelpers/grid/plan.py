@@ -27,6 +27,7 @@ from tqdm import tqdm
 from .. import cache, engine
 from ..checks import check_choice, check_int, fail
 from ..methods import Trainer, method_label, run_stages, summarize
+from ..progress import use_bars
 from ..runs import MethodResult, Run, RunResult
 from ..stats import estimate_transition_matrix
 from .spec import Cell, Grid
@@ -137,7 +138,8 @@ class CellTrace:
 def trace(cells, device=None, progress: bool = True) -> list[CellTrace]:
     """Each cell's method driver run against the cache (see the module docstring); trains nothing."""
     traces = []
-    for cell in tqdm(list(cells), desc="reading the cache", unit="cell", disable=not progress, file=sys.stderr):
+    for cell in tqdm(list(cells), desc="reading the cache", unit="cell", disable=not progress or not use_bars(),
+                     file=sys.stderr):
         tracer = _Tracer(device=device)
         result = run_stages(cell.method, [cell.run], [cell.noise_rate], tracer, **cell.options)[0]
         stages = tuple(tracer.log)

@@ -1,0 +1,140 @@
+"""Runs that survive being killed: a run stopped after any epoch, or killed mid-epoch, resumes in a
+new call or process from its checkpoint and ends bit for bit where an uninterrupted run ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from idnhelpers import cache, checkpoint, engine
+from idnhelpers.datasets import load_dataset, protocol, subset
+from idnhelpers.engine import train, train_many
+from idnhelpers.losses import DAC, PLC
+from idnhelpers.noise import symmetric_noise
+from idnhelpers.runs import make_run
+from idnhelpers.steps import Peers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def digits_run(**fields):
+    X, y = load_dataset("digits")
+    Xt, yt = load_dataset("digits", train=False)
+    return make_run(X, symmetric_noise(y, 0.3, 10, seed=0), protocol("digits", n_epochs=5), dataset="digits",
+                    y_true=y, X_test=Xt, y_test=yt, X_val=Xt[:100], y_val=yt[:100], **fields)
+
+
+def cifar_run():  # a WRN with BatchNorm and augmentation: buffers and the augmentation draws resume too
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.integers(0, 256, (48, 3, 32, 32), dtype=np.uint8))
+    y = torch.from_numpy(rng.integers(0, 10, 48)).long()
+    return make_run(X, y, protocol("cifar10", n_epochs=3, model="wrn16_2", batch_size=16, lr=0.1), dataset="cifar10",
+                    seed=2, X_test=X[:16], y_test=y[:16])
+
+
+def same(a, b):
+    assert torch.equal(a.S, b.S) and a.best_epoch == b.best_epoch
+    assert json.dumps(a.history) == json.dumps(b.history)  # NaN (an epoch DAC abstains on all) equal to NaN
+    assert (a.weights is None) == (b.weights is None)
+    if a.weights is not None:
+        assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+
+
+CASES = {
+    "ce, keeping the best on validation": lambda: [digits_run(keep="best_val")],
+    "dac (loss state)": lambda: [digits_run(objective=DAC(warmup_epochs=1))],
+    "plc (corrected labels)": lambda: [digits_run(objective=PLC(warmup_epochs=1))],
+    "co-teaching (two networks)": lambda: [digits_run(step=Peers(0.3, t_k=2))],
+    "wrn with batch norm and augmentation": lambda: [cifar_run()],
+    "three runs stacked": lambda: [digits_run(seed=s) for s in range(3)],
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(name, stop_after, private_cache,
+                                                                          monkeypatch, capsys):
+    runs = CASES[name]()
+    backend = "stacked" if len(runs) > 1 else "loop"
+    uninterrupted = train_many(runs, backend=backend, use_cache=False)
+    real_save, saves = cache.save, []
+    key = checkpoint.checkpoint_key(runs, len(runs) > 1)
+
+    def save_then_die(k, payload, *suffix):
+        real_save(k, payload, *suffix)
+        saves.append(k)
+        if k == key and saves.count(key) == stop_after:
+            raise KeyboardInterrupt("killed")  # as a process dies: after its last checkpoint
+
+    monkeypatch.setattr(cache, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_many(runs, backend=backend)
+    monkeypatch.setattr(cache, "save", real_save)
+    assert cache.load(key, checkpoint.SUFFIX)["epoch"] == stop_after
+    capsys.readouterr()
+    resumed = train_many(runs, backend=backend)
+    assert f"resuming after epoch {stop_after} of" in capsys.readouterr().err  # not trained again from epoch 0
+    for a, b in zip(resumed, uninterrupted):
+        same(a, b)
+    assert not cache.exists(key, checkpoint.SUFFIX)  # removed once the results are stored
+
+
+SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from idnhelpers import progress
+from idnhelpers.engine import train
+import test_resume
+progress.LINE_SECONDS = 0.0
+train(test_resume.mnist_run())
+"""
+
+
+def mnist_run():
+    X, y, _ = subset(*load_dataset("mnist"), 3000, seed=0)
+    Xt, yt = load_dataset("mnist", train=False)
+    return make_run(X, symmetric_noise(y, 0.4, 10, seed=1), protocol("mnist", n_epochs=6), dataset="mnist",
+                    y_true=y, X_test=Xt[:500], y_test=yt[:500], label="CE")
+
+
+@pytest.mark.parametrize("when", ["between epochs", "mid-epoch"])
+def test_sigkill_and_resume_in_a_new_process(when, private_cache):
+    run = mnist_run()
+    key = checkpoint.checkpoint_key([run], False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "IDNHELPERS_PROGRESS": "lines"}
+    worker = subprocess.Popen([sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests"))], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    path = private_cache / f"{key}{checkpoint.SUFFIX}"
+    deadline = time.time() + 120
+    while not path.exists() and time.time() < deadline and worker.poll() is None:
+        time.sleep(0.005)
+    if when == "mid-epoch":
+        stored = path.stat().st_mtime
+        time.sleep(0.3 * _epoch_seconds(worker, path, stored))
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=60)
+    stopped_at = cache.load(key, checkpoint.SUFFIX)["epoch"]
+    assert 1 <= stopped_at < 6 and not cache.exists(run.key())
+    resumed = train(run)  # a new call, this process: carries on after the stored epoch
+    same(resumed, train(run, use_cache=False))
+
+
+def _epoch_seconds(worker, path, stored) -> float:
+    """The time one epoch takes in the worker: until the checkpoint is stored again."""
+    start = time.time()
+    while path.exists() and path.stat().st_mtime == stored and worker.poll() is None and time.time() - start < 60:
+        time.sleep(0.005)
+    return time.time() - start
