@@ -14,7 +14,8 @@ from __future__ import annotations
 import ast
 import json
 
-from .checks import check_bool, check_choice, check_float, check_int, check_rates, check_seed, fail
+from .checks import (check_bool, check_choice, check_distinct, check_float, check_int, check_rates, check_seed,
+                     check_seeds, fail)
 from .csr import SEARCHES
 from .experiments import CSR_PROBES
 from .datasets import get_dataset
@@ -36,15 +37,6 @@ def _path_or_none(v, name):
         fail(name, v, "a folder or file path (a string), or null")
 
 
-def _seeds(v, name):
-    if not isinstance(v, (list, tuple)) or not v:
-        fail(name, v, "a non-empty list of seeds, e.g. [0, 1, 2]")
-    for s in v:
-        check_seed(s, name)
-    if len(set(v)) < len(v):
-        fail(name, v, "distinct seeds (a mean over a repeated seed would count one run twice)")
-
-
 def _methods(v, name, empty_ok=False):
     from .methods import METHODS
 
@@ -52,8 +44,7 @@ def _methods(v, name, empty_ok=False):
         fail(name, v, f"a {'' if empty_ok else 'non-empty '}list of method names from {sorted(METHODS)}")
     for m in v:
         check_choice(m, name, sorted(METHODS))
-    if len(set(v)) < len(v):
-        fail(name, v, "distinct method names")
+    check_distinct(v, name, "method names")
 
 
 def _families(v, name):
@@ -114,8 +105,8 @@ CHECKS = {
     "csr_search": lambda v, name: check_choice(v, name, SEARCHES),
     "csr_probe": lambda v, name: check_choice(v, name, CSR_PROBES),
     "seed": lambda v, name: check_seed(v, name),
-    "seeds": _seeds,
-    "idn_seeds": _seeds,
+    "seeds": lambda v, name: check_seeds(v, name),
+    "idn_seeds": lambda v, name: check_seeds(v, name),
     "device": _device,
     "precision": lambda v, name: check_choice(v, name, PRECISION_CHOICES),
     "clothing1m_weights": _path_or_none,

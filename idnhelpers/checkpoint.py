@@ -1,12 +1,14 @@
-"""Runs that survive being killed: after every epoch, ``engine.fit`` stores the whole state of its
-call (every network's weights and buffers, the optimiser, the runs' random generators, the
-losses' state, the recorders' sums, history and snapshots, the weights kept so far, the epoch;
-training draws from no other generator) in the
-cache under a key of its runs (``checkpoint_key``, file ``<key>.ckpt``): atomic, checksummed and loaded with
-``torch.load(weights_only=True)``, as every cache entry. The next process that trains the same
-runs (the runs' locks make it one process) resumes after the last stored epoch, and its result
-equals an uninterrupted run's bit for bit on the same machine; the checkpoint is removed when the
-call finishes. A run killed mid-epoch repeats that epoch only."""
+"""Runs that survive being killed: after an epoch that ends ``EVERY_SECONDS`` or more after the
+last store (or the start), ``engine.fit`` stores the whole state of its call (every network's
+weights and buffers, the optimiser, the runs' random generators, the losses' state, the
+recorders' sums, history and snapshots, the weights kept so far, the epoch; training draws from no
+other generator) in the cache under a key of its runs (``checkpoint_key``, file ``<key>.ckpt``):
+atomic, checksummed and loaded with ``torch.load(weights_only=True)``, as every cache entry. The
+next process that trains the same runs (the runs' locks make it one process) resumes after the
+last stored epoch, and its result equals an uninterrupted run's bit for bit on the same machine;
+the checkpoint is removed when the call finishes. A killed run loses at most ``EVERY_SECONDS``
+and the epoch it was in; a run shorter than that stores nothing (a store costs about 19 ms for
+the MNIST CNN: a tenth of a small epoch)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import torch
 from . import cache
 
 SUFFIX = ".ckpt"  # beside the results (``.pt``) in the cache folder, never mistaken for one
+EVERY_SECONDS = 30.0  # at most this much training lost to a kill (plus the epoch it interrupted)
+
 
 def checkpoint_key(runs, stacked: bool) -> str:
     """The key of a ``fit`` call's checkpoint: its runs' keys, in order, and whether they are stacked."""

@@ -62,9 +62,14 @@ def check_rates(values, name: str = "noise_rates") -> list[float]:
     rates = [check_rate(r, name) for r in values]
     if not rates:
         fail(name, values, "a non-empty list of numbers in [0, 1)")
-    if len(set(rates)) < len(rates):
-        fail(name, list(values), "distinct noise rates (each is one set of labels)")
+    check_distinct(rates, name, "noise rates (each is one set of labels)")
     return rates
+
+
+def check_distinct(values, name: str, what: str) -> None:
+    """Refuse a list that holds a value twice (a grid cell, a label set or a run counted twice)."""
+    if len(set(values)) < len(values):
+        fail(name, list(values), f"distinct {what}")
 
 
 def check_choice(value, name: str, choices) -> str:
@@ -85,6 +90,15 @@ def check_bool(value, name: str) -> bool:
 def check_seed(value, name: str = "seed") -> int:
     """A seed torch accepts: an integer in [0, 2**63 - 1]."""
     return check_int(value, name, minimum=0, maximum=2 ** 63 - 1)
+
+
+def check_seeds(values, name: str = "seeds") -> tuple[int, ...]:
+    """A non-empty list of distinct seeds."""
+    if isinstance(values, (str, bytes, numbers.Number)) or not hasattr(values, "__iter__") or not len(values):
+        fail(name, values, "a non-empty list of seeds, e.g. [0, 1, 2]")
+    seeds = tuple(check_seed(s, name) for s in values)
+    check_distinct(seeds, name, "seeds (a mean over a repeated seed would count one run twice)")
+    return seeds
 
 
 def check_n_classes(value, name: str = "n_classes") -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from .checks import fail
@@ -19,8 +20,6 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def parse_args(self, args=None, namespace=None):
-        import sys
-
         argv = sys.argv[1:] if args is None else [str(a) for a in args]
         seen = {}
         for token in argv:

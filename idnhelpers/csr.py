@@ -8,14 +8,14 @@ noise ~ N(0, I) per pixel, and mark x critical once argmax f(x_hat) differs from
 
 ``search="lass"`` (default) follows Arpit et al.'s LASS code (``lass.py``, "code from Devansh
 Arpit", as shipped with Ma et al.'s D2L): alpha = 0.25/255, beta = 0.2/255, r = 0.3/255 in pixel
-units of [0, 1]; for another radius, alpha and beta scale with it (alpha = 0.25/255 * r / (0.3/255),
-likewise beta), as Ma et al.'s ``callback_util.py`` derives its step sizes from its radius (with
-fixed steps a larger ball is never reached before the convergence stop, so the radius would
-change nothing) (divided here by the data set's std, since the network sees normalised input), at
+units of [0, 1] (divided here by the data set's std, since the network sees normalised input), at
 most 100 iterations, and stop at the first iteration that finds fewer than 20 new critical samples
 in the whole set (an absolute count, as in their code: on a probe of 500 instances where few are
 critical, the search usually ends after its first iteration). Their code needs the set's size to
-be a multiple of its batch size; here any number of rows is searched.
+be a multiple of its batch size; here any number of rows is searched. For another radius, alpha
+and beta scale with it (``step_sizes``), as in Ma et al.'s ``callback_util.py``, where a, b and r
+are 0.25, 0.2 and 0.3 over one scale factor: with fixed steps the convergence stop ends the search
+before a larger ball is reached, and the radius would change nothing.
 
 ``search="official"`` follows ``compute_CSR`` in ``chenpf1025/IDN``: a fixed 10 iterations with no
 convergence stop, alpha, beta and r applied directly to the normalised input (about 1/3 of those

@@ -432,6 +432,11 @@ register_dataset(_features_spec("breast_cancer", ("malignant", "benign"), 30, _s
 register_dataset(_features_spec("wine", ("class 0", "class 1", "class 2"), 13, _sklearn_features("load_wine")))
 
 
+def _real(a: np.ndarray) -> bool:
+    """Integer or floating-point values (not booleans, complex numbers or objects)."""
+    return np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
+
+
 def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, protocol: Protocol | None = None, *,
                     replace: bool = False) -> DatasetSpec:
     """Register your own arrays as data set ``name``: uint8 images ``X`` (N x C x H x W) or float
@@ -447,16 +452,13 @@ def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, pro
         fail("X_test/y_test", "one of the two", "both or neither")
     X_test, y_test = (X, y) if X_test is None else (np.asarray(X_test), np.asarray(y_test))
     images = X.dtype == np.uint8 and X.ndim == 4
-    real = np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)
-    if not images and not (X.ndim == 2 and real and X.dtype != np.bool_):
+    if not images and not (X.ndim == 2 and _real(X)):
         fail("X", f"an array of dtype {X.dtype} and shape {X.shape}",
              "uint8 images N x C x H x W or real-valued feature vectors N x d")
     if not len(X) or not len(X_test):
         fail("X" if not len(X) else "X_test", "an empty array", "at least one row")
     for split, features in (("X", X), ("X_test", X_test)):
-        kinds_match = features.dtype == np.uint8 if images else (
-            np.issubdtype(features.dtype, np.integer) or np.issubdtype(features.dtype, np.floating))
-        if not kinds_match or features.dtype == np.bool_:
+        if not (features.dtype == np.uint8 if images else _real(features)):
             fail(split, f"an array of dtype {features.dtype}", "uint8 like X" if images else "real values like X")
         if not np.isfinite(features.astype(np.float64)).all():
             fail(split, "an array with NaN or infinite values", "finite values")

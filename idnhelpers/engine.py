@@ -21,8 +21,8 @@ starting weights and their objective's parameters train K at a time as one batch
 ``"auto"`` (stacked on CUDA, loop on a CPU, where batched convolutions measured slower, and
 for images streamed from disk).
 Every back-end gives each run the result it gets alone (stacked: up to float summation order).
-With the cache, every ``fit`` call stores a checkpoint after each epoch and a killed run resumes
-from it (``checkpoint``).
+With the cache, a ``fit`` call stores a checkpoint every half minute or so, after an epoch, and a
+killed run resumes from it (``checkpoint``).
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
 
 def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable: bool = False) -> list[RunResult]:
     """The one epoch loop: train ``runs`` (one, or several stacked) and record them. ``resumable``:
-    store the call's state after every epoch and resume from a stored one (``checkpoint``)."""
+    store the call's state after epochs (``checkpoint.EVERY_SECONDS`` apart) and resume from a
+    stored one (``checkpoint``)."""
     start = time.perf_counter()
     if device.type == "cpu":
         tune_cpu_allocator()
@@ -193,7 +194,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable:
     records = [Recorder(run) for run in runs]
     best = [(-1.0, 0, None)] * len(runs)
     label = run0.label or f"{proto.model} seed {run0.seed}"
-    probs, first_epoch, elapsed_before = None, 0, 0.0
+    probs, first_epoch, elapsed_before, stored_at = None, 0, 0.0, start
     key = checkpoint.checkpoint_key(runs, stacked) if resumable else None
     saved = cache.load(key, checkpoint.SUFFIX) if resumable else None
     if saved is not None:  # a killed process's last epoch: carry on after it
@@ -252,12 +253,14 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable:
                                           preds["val"][k] if "val" in preds else None, ratio))
             if run.keep == "best_val" and records[k].history["val_acc"][-1] > best[k][0]:
                 best[k] = (records[k].history["val_acc"][-1], epoch + 1, bank.state(k))
-        if resumable and epoch + 1 < proto.n_epochs:
-            state = dict(epoch=epoch + 1, seconds=elapsed_before + time.perf_counter() - start, probs=probs, best=best,
+        if resumable and epoch + 1 < proto.n_epochs and time.perf_counter() - stored_at >= checkpoint.EVERY_SECONDS:
+            state = dict(epoch=epoch + 1, seconds=elapsed_before + time.perf_counter() - start, best=best,
+                         probs=probs if any(row_weighted) else None,  # only a row-weighted loss reads it back
                          networks=bank.checkpoint(), optimizer=checkpoint.object_state(optimizer),
                          generators=[g.get_state() for g in generators],
                          losses=[checkpoint.object_state(fn) for fn in loss_fns], records=[rec.checkpoint() for rec in records])
             cache.save(key, state, checkpoint.SUFFIX)
+            stored_at = time.perf_counter()
         progress.epoch_done(postfix[0])
     progress.close()
     if resumable:

@@ -83,7 +83,7 @@ def _sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _array_info(t: torch.Tensor) -> dict:
+def array_info(t: torch.Tensor) -> dict:
     return {"dtype": str(t.numpy().dtype), "shape": list(t.shape), "sha256": _sha256(t)}
 
 
@@ -160,8 +160,8 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
 
 def _manifest(dataset, family, spec, rates, settings, data, noise_seed, train_seed, npz, entries, precision,
               device) -> dict:
-    info = {"name": dataset, "n": len(data.y), "n_classes": data.n_classes, "X": _array_info(data.X),
-            "y": _array_info(data.y), **({"npz": npz} if npz else {})}
+    info = {"name": dataset, "n": len(data.y), "n_classes": data.n_classes, "X": array_info(data.X),
+            "y": array_info(data.y), **({"npz": npz} if npz else {})}
     seeds = {"noise_seed": 0 if noise_seed is None else noise_seed, "train_seed": data.seed if train_seed is None
              else train_seed}
     manifest = {"format": FORMAT, "idnhelpers": __version__, "dataset": info, "family": family,

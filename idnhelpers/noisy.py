@@ -24,7 +24,7 @@ and writes the ranking::
 ``--out`` receives ``noisy.csv`` (``index,score,suggested_label,flagged``, one row per training
 instance, lowest quality first; ``index`` is the row of the training split, ``score`` the label
 quality) and ``manifest.json`` (format ``idnhelpers-noisy/1``: the data set's and label file's
-SHA-256, the method, its options and run key, the ranking, device, precision, the flagged count
+SHA-256, the method and its options, the ranking, seed, epochs, device, precision, the flagged count
 and, where the data set's labels differ from the given ones, precision/recall/AUROC against them).
 Files are written atomically, the manifest last.
 """
@@ -42,6 +42,7 @@ import torch
 from . import __version__
 from .cache import atomic_write, file_digest
 from .checks import check_assignments, check_choice, check_int, check_labels, check_same_length, check_seed, check_softmax, fail
+from .noise import mislabel_scores
 from .stats import auroc
 
 RANKINGS = ("self_confidence", "normalized_margin", "mislabel")
@@ -60,23 +61,18 @@ def label_quality(labels, pred_probs, method: str = "self_confidence") -> torch.
     """Each instance's label quality in [0, 1] by ``method`` (one of ``RANKINGS``); low = likely noisy."""
     check_choice(method, "method", RANKINGS)
     y, S = _inputs(labels, pred_probs)
-    given = S.gather(1, y[:, None]).squeeze(1)
-    others = S.clone()
-    others[torch.arange(len(y)), y] = -1.0
-    best_other = others.max(1).values
     if method == "self_confidence":
-        return given
+        return S.gather(1, y[:, None]).squeeze(1)
+    best_other = mislabel_scores(S, y)[0]  # N-bar(x), Eq. 10
     if method == "normalized_margin":
-        return (given - best_other + 1) / 2
+        return (S.gather(1, y[:, None]).squeeze(1) - best_other + 1) / 2
     return 1 - best_other
 
 
 def suggested_labels(labels, pred_probs) -> torch.Tensor:
     """Eq. (10)'s corrected label: argmax_{k != y_i} S_ik (the best class other than the given one)."""
     y, S = _inputs(labels, pred_probs)
-    others = S.clone()
-    others[torch.arange(len(y)), y] = -1.0
-    return others.argmax(1)
+    return mislabel_scores(S, y)[1]
 
 
 def ranked(quality: torch.Tensor) -> torch.Tensor:
@@ -125,13 +121,11 @@ def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence") 
 
 # ---------------------------------------------------------------- files
 
-def write_ranking(out: Path, labels: torch.Tensor, S: torch.Tensor, rank_by: str) -> str:
-    """``noisy.csv`` of one ranking (module docstring); returns its SHA-256."""
-    quality = label_quality(labels, S, rank_by)
-    suggested, flagged = suggested_labels(labels, S), find_noisy(labels, S)
-    order = ranked(quality)
+def write_ranking(out: Path, quality: torch.Tensor, suggested: torch.Tensor, flagged: torch.Tensor) -> str:
+    """``noisy.csv`` of one ranking (module docstring): each instance's label ``quality``,
+    ``suggested`` label and whether it is ``flagged``, lowest quality first; returns its SHA-256."""
     lines = ["index,score,suggested_label,flagged"] + [
-        f"{i},{quality[i]:.6f},{suggested[i]},{int(flagged[i])}" for i in order.tolist()]
+        f"{i},{quality[i]:.6f},{suggested[i]},{int(flagged[i])}" for i in ranked(quality).tolist()]
     text = "\n".join(lines) + "\n"
     atomic_write(out / CSV_NAME, lambda f: f.write(text.encode()))
     return file_digest(out / CSV_NAME)
@@ -215,7 +209,7 @@ def run(args) -> dict:
     from .commands import check_output_folder
     from .datasets import get_dataset, protocol
     from .hardware import resolve_device, resolve_precision
-    from .labels import _array_info, register_npz
+    from .labels import array_info, register_npz
     from .methods import Trainer, run_stages
     from .sample import sample
 
@@ -236,15 +230,16 @@ def run(args) -> dict:
     if result.S is None:
         fail("--method", args.method, "a method whose last stage records the averaged softmax")
     (out / MANIFEST).unlink(missing_ok=True)
-    sha = write_ranking(out, labels, result.S, args.rank_by)
+    flagged = find_noisy(labels, result.S)
+    sha = write_ranking(out, label_quality(labels, result.S, args.rank_by), suggested_labels(labels, result.S), flagged)
     known = bool((labels != data.y).any())
     manifest = {"format": FORMAT, "idnhelpers": __version__,
-                "dataset": {"name": dataset, "n": len(data.y), "X": _array_info(data.X), "y": _array_info(data.y),
+                "dataset": {"name": dataset, "n": len(data.y), "X": array_info(data.X), "y": array_info(data.y),
                             **({"npz": npz} if npz else {})},
                 "labels": None if args.labels is None else {"file": Path(args.labels).name,
                                                              "sha256": file_digest(args.labels)},
                 "method": args.method, "options": options, "rank_by": args.rank_by, "seed": args.seed,
-                "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(find_noisy(labels, result.S).sum()),
+                "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(flagged.sum()),
                 "precision": precision, "torch": torch.__version__,
                 "score": "label quality (lower: more likely mislabelled)",
                 "metrics": noisy_metrics(labels, result.S, data.y, args.rank_by) if known else None,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from idnhelpers import cache, checkpoint, engine
+from idnhelpers import cache, checkpoint
 from idnhelpers.datasets import load_dataset, protocol, subset
 from idnhelpers.engine import train, train_many
 from idnhelpers.losses import DAC, PLC
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(checkpoint, "EVERY_SECONDS", 0.0)  # these runs are short: a checkpoint after every epoch
     return tmp_path / "cache"
 
 
@@ -95,10 +96,10 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(name, 
 SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from idnhelpers import progress
+from idnhelpers import checkpoint, progress
 from idnhelpers.engine import train
 import test_resume
-progress.LINE_SECONDS = 0.0
+progress.LINE_SECONDS = checkpoint.EVERY_SECONDS = 0.0
 train(test_resume.mnist_run())
 """
 

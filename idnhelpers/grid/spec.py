@@ -15,7 +15,7 @@ import torch
 
 
 from .. import clothing1m, engine, paper
-from ..checks import check_choice, check_float, check_int, check_seed, fail
+from ..checks import check_choice, check_distinct, check_float, check_int, check_seed, check_seeds, fail
 from ..datasets import get_dataset, protocol
 from ..experiments import family_labels, network_run
 from ..hardware import PRECISION_CHOICES, resolve_precision
@@ -62,8 +62,7 @@ class GridSpec:
         if isinstance(self.methods, str) or not self.methods:
             fail("methods", self.methods, "a non-empty list of method names, e.g. ['ce', 'seal']")
         set_("methods", tuple(self.methods))
-        if len(set(self.methods)) < len(self.methods):
-            fail("methods", list(self.methods), "distinct method names")
+        check_distinct(self.methods, "methods", "method names")
         for name in self.methods:
             get_method(name)
         if self.dataset != "clothing1m":
@@ -78,11 +77,7 @@ class GridSpec:
                 value = getattr(self, name)
                 if value is not None and name not in family.seeded_by:
                     fail(name, value, f"None: family {self.family!r} is seeded by {list(family.seeded_by) or 'nothing'}")
-        if isinstance(self.seeds, (int, str)) or not self.seeds:
-            fail("seeds", self.seeds, "a non-empty list of seeds, e.g. [0, 1, 2]")
-        set_("seeds", tuple(check_seed(s, "seeds") for s in self.seeds))
-        if len(set(self.seeds)) < len(self.seeds):
-            fail("seeds", list(self.seeds), "distinct seeds (a mean over a repeated seed would count one run twice)")
+        set_("seeds", check_seeds(self.seeds))
         for name in ("n_epochs", "n_train", "n_test"):
             check_int(getattr(self, name), name, minimum=1, none_ok=True)
         check_int(self.n_iterations, "n_iterations", minimum=0, none_ok=True)
