@@ -15,8 +15,8 @@ rows. What varies plugs in:
   streamed from disk (``clothing1m.StreamSource``).
 
 Back-ends of ``train_many``: ``"loop"`` (one run after another), ``"processes"`` (worker
-processes, each with its share of the CPU threads; a script that uses it needs the
-``if __name__ == "__main__":`` guard), ``"stacked"`` (runs that differ only in targets, seeds,
+processes, each with its share of the CPU threads and, on CUDA, its own GPU (``worker_devices``);
+a script that uses it needs the ``if __name__ == "__main__":`` guard), ``"stacked"`` (runs that differ only in targets, seeds,
 starting weights and their objective's parameters train K at a time as one batched network) and
 ``"auto"`` (stacked on CUDA, loop on a CPU, where batched convolutions measured slower, and
 for images streamed from disk).
@@ -43,7 +43,7 @@ import torch
 from . import cache, checkpoint
 from .checks import check_choice, check_int, fail
 from .csr import critical_sample_ratio
-from .hardware import resolve_device, tune_cpu_allocator
+from .hardware import describe, resolve_device, training_settings, tune_cpu_allocator
 from .models import build_model
 from .progress import EpochProgress
 from .runs import Data, Run, RunResult, Tensors
@@ -171,10 +171,22 @@ def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
                   OFFICIAL_SOFTMAX_BATCH if official else None)
 
 
+def on_device(run: Run, device: torch.device) -> Run:
+    """``run`` as trained on ``device``: its ``device_type`` (part of its cache key) set to the device's."""
+    return run if run.device_type == device.type else run.replace(device_type=device.type)
+
+
 def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable: bool = False) -> list[RunResult]:
-    """The one epoch loop: train ``runs`` (one, or several stacked) and record them. ``resumable``:
+    """The one epoch loop: train ``runs`` (one, or several stacked) and record them, under their
+    precision's TF32 and determinism settings (``hardware.training_settings``). ``resumable``:
     store the call's state after epochs (``checkpoint.EVERY_SECONDS`` apart) and resume from a
     stored one (``checkpoint``)."""
+    runs = [on_device(run, device) for run in runs]
+    with training_settings(device, runs[0].precision, runs[0].deterministic):
+        return _fit(runs, device, stacked, resumable)
+
+
+def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) -> list[RunResult]:
     start = time.perf_counter()
     if device.type == "cpu":
         tune_cpu_allocator()
@@ -274,7 +286,7 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable:
         results.append(RunResult(
             S=rec.S(), history=rec.history, snapshots=torch.stack(rec.snapshots) if rec.snapshots else None,
             weights=weights, best_epoch=best_epoch, precision=precision, device=str(device), seconds=seconds,
-            threads=torch.get_num_threads()))
+            threads=torch.get_num_threads(), hardware=describe(device, precision, run0.deterministic)))
     return results
 
 
@@ -299,6 +311,7 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
     check_int(workers, "workers", minimum=1, none_ok=True)
     check_int(stack_size, "stack_size", minimum=1, none_ok=True)
     device = resolve_device(device)
+    runs = [on_device(run, device) for run in runs]
     backend = choose_backend(backend, device, runs)
     results: list[RunResult | None] = [load(run) if use_cache else None for run in runs]
     missing = defaultdict(list)  # key -> indices of the runs that want it
@@ -390,11 +403,15 @@ def _train_runs(runs: list[Run], backend: str, device, workers, stack_size, resu
     if not runs:
         return
     if backend == "processes" and len(runs) > 1:
-        workers = min(workers or os.cpu_count() or 1, len(runs))
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            yield from enumerate(pool.map(_fit_in_worker, runs, [device] * len(runs), [threads] * len(runs),
-                                          [resumable] * len(runs)))
+        devices = worker_devices(device, workers)[:len(runs)]
+        threads = max(1, cpu_cores() // len(devices))
+        context = get_context("spawn")
+        handed_out = context.Queue()  # each worker takes one device when it starts
+        for d in devices:
+            handed_out.put(str(d))
+        with ProcessPoolExecutor(len(devices), mp_context=context, initializer=_take_device,
+                                 initargs=(handed_out, threads)) as pool:
+            yield from enumerate(pool.map(_fit_in_worker, runs, [resumable] * len(runs)))
         return
     if backend != "stacked":
         for i, run in enumerate(runs):
@@ -409,9 +426,37 @@ def _train_runs(runs: list[Run], backend: str, device, workers, stack_size, resu
             yield from zip(chunk, fit([runs[i] for i in chunk], device, stacked=len(chunk) > 1, resumable=resumable))
 
 
-def _fit_in_worker(run: Run, device, threads: int, resumable: bool) -> RunResult:
+def cpu_cores() -> int:
+    """The CPU cores this process may use (its affinity: what Slurm or taskset gave it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_devices(device: torch.device, workers: int | None = None) -> list[torch.device]:
+    """The device of each worker process of the ``processes`` back-end: on a CPU ``workers``
+    (default: one per core) sharing it; on ``cuda`` one per visible GPU by default, ``workers``
+    of them spread over the GPUs in turn; on ``cuda:N`` all on GPU N (default: one)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return [device] * (workers or cpu_cores())
+    if device.index is not None:
+        return [device] * (workers or 1)
+    n_gpus = torch.cuda.device_count()
+    return [torch.device("cuda", i % n_gpus) for i in range(workers or n_gpus)]
+
+
+_worker_device = None  # the device of this worker process (``_take_device``)
+
+
+def _take_device(handed_out, threads: int) -> None:
+    global _worker_device
+    _worker_device = torch.device(handed_out.get())
     torch.set_num_threads(threads)
-    return fit([run], device, resumable=resumable)[0]
+    if _worker_device.type == "cuda":
+        torch.cuda.set_device(_worker_device)  # its one CUDA context, on its own GPU
+
+
+def _fit_in_worker(run: Run, resumable: bool) -> RunResult:
+    return fit([run], _worker_device, resumable=resumable)[0]
 
 
 @torch.no_grad()

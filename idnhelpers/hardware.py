@@ -5,7 +5,13 @@
   and fast (CUDA with compute capability >= 8; a CPU whose oneDNN has native bf16 instructions,
   ``avx512_bf16`` or ``amx_bf16``), ``"fp32"`` elsewhere. It decides from the hardware's own report,
   so every process on one machine decides alike. Naming ``"bf16"`` on a CPU without it warns with
-  the slowdown measured here (it is emulated there, often 100x slower than fp32).
+  the slowdown measured here (it is emulated there, often 100x slower than fp32). On CUDA ``"fp32"``
+  is true fp32 (``training_settings`` turns PyTorch's default TF32 convolutions off); ``"tf32"``
+  (compute capability >= 8) asks for TF32 matrix products and convolutions.
+- ``training_settings(device, precision, deterministic)``: the TF32 and determinism switches a
+  run trains under, set for the run and restored after it.
+- ``describe(device, precision, deterministic)``: what every result records of the hardware that
+  made it (GPU model, compute capability, CUDA, cuDNN, TF32, determinism; on a CPU its fingerprint).
 - ``fingerprint()``: what decides whether two CPU results can be bit-identical (CPU model and
   flags, oneDNN and MKL versions, the instruction set torch and oneDNN use, torch, threads).
 - ``matmul_gflops(dtype)``: this machine's measured matrix-multiply rate, the speed limit the
@@ -16,6 +22,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -29,10 +36,11 @@ import torch
 
 from .checks import check_choice, fail
 
-PRECISIONS = ("fp32", "bf16")  # what a run trains in
+PRECISIONS = ("fp32", "tf32", "bf16")  # what a run trains in (tf32: CUDA only)
 PRECISION_CHOICES = ("auto",) + PRECISIONS  # what a user may ask for
 ISA_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to be deterministic (CUBLAS_WORKSPACE_CONFIG)
 
 
 @functools.cache
@@ -123,22 +131,72 @@ def bf16_slowdown() -> float:
 
 
 def resolve_precision(precision, device) -> str:
-    """``precision`` ("auto", "fp32" or "bf16") for ``device`` (module docstring): ``"auto"`` is
-    bf16 where it is native, else fp32. ``"bf16"`` on a GPU without native bf16 is refused; on a
-    CPU without it, it is kept (bf16 is emulated there) with a warning giving the measured slowdown."""
+    """``precision`` ("auto", "fp32", "tf32" or "bf16") for ``device`` (module docstring): ``"auto"``
+    is bf16 where it is native, else fp32. ``"bf16"`` and ``"tf32"`` on a GPU without them
+    (compute capability below 8.0: V100, T4) are refused, ``"tf32"`` on a CPU too; ``"bf16"`` on a
+    CPU without it is kept (bf16 is emulated there) with a warning giving the measured slowdown."""
     check_choice(precision, "precision", PRECISION_CHOICES)
     device = resolve_device(device)
     native = native_bf16(device)
     if precision == "auto":
         return "bf16" if native else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        fail("precision", precision, "'auto', 'fp32' or 'bf16' on a CPU: TF32 is an NVIDIA GPU format (compute "
+             "capability 8.0 or later)")
+    if precision in ("bf16", "tf32") and device.type == "cuda" and not native:
+        major, minor = torch.cuda.get_device_capability(device)
+        fail("precision", precision, f"'fp32' or 'auto' on {torch.cuda.get_device_name(device)} (compute "
+             f"capability {major}.{minor}): {precision} needs 8.0 or later")
     if precision == "bf16" and not native:
-        if device.type == "cuda":
-            major, minor = torch.cuda.get_device_capability(device)
-            fail("precision", precision, f"'fp32' or 'auto' on {torch.cuda.get_device_name(device)} (compute "
-                 f"capability {major}.{minor}): bf16 needs 8.0 or later")
         warnings.warn(f"precision='bf16' on this CPU ({cpu_model()}) is emulated: a matrix product runs "
                       f"{bf16_slowdown():.0f}x slower than in fp32 here; precision='auto' chooses fp32", stacklevel=2)
     return precision
+
+
+@contextlib.contextmanager
+def training_settings(device, precision: str, deterministic: bool = False):
+    """The switches a run trains under, restored afterwards. On CUDA: TF32 on for ``"tf32"`` only,
+    so ``"fp32"`` is IEEE fp32 (PyTorch's default runs convolutions in TF32). ``deterministic``:
+    ``torch.use_deterministic_algorithms``, cuDNN's deterministic algorithms and no benchmarking,
+    and ``CUBLAS_WORKSPACE_CONFIG`` (set here unless set already; it must be before cuBLAS starts);
+    an operation PyTorch cannot make deterministic is refused with a ``ValueError`` naming it."""
+    device = torch.device(device)
+    # PyTorch's TF32 switches of float32 matrix products and cuDNN convolutions, in its newer API
+    # (setting its older allow_tf32 flags as well would mix the two APIs, which PyTorch refuses)
+    switches = (torch.backends.cuda.matmul, torch.backends.cudnn.conv) if device.type == "cuda" else ()
+    saved = ([s.fp32_precision for s in switches], torch.are_deterministic_algorithms_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    for switch in switches:
+        switch.fp32_precision = "tf32" if precision == "tf32" else "ieee"
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    except RuntimeError as error:
+        if deterministic and "deterministic" in str(error):
+            fail("deterministic", True, f"False for this run: {str(error).splitlines()[0]}")
+        raise
+    finally:
+        for switch, value in zip(switches, saved[0]):
+            switch.fp32_precision = value
+        torch.use_deterministic_algorithms(saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+def describe(device, precision: str, deterministic: bool = False) -> dict:
+    """What a result records of the hardware that trained it: on CUDA the GPU (name, compute
+    capability, memory), the CUDA and cuDNN versions, TF32 and determinism; on a CPU its
+    ``fingerprint()``; both with torch's version and the precision."""
+    device = torch.device(device)
+    record = {"device": str(device), "precision": precision, "deterministic": deterministic}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {**record, "gpu": props.name, "capability": f"{props.major}.{props.minor}",
+                "memory_gib": round(props.total_memory / 2 ** 30, 1), "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(), "tf32": precision == "tf32", "torch": str(torch.__version__)}
+    return {**record, **fingerprint()}
 
 
 def fingerprint() -> dict:
@@ -148,7 +206,7 @@ def fingerprint() -> dict:
     return {"cpu": cpu_model(), "flags": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16],
             **_library_versions(), "capability": torch.backends.cpu.get_cpu_capability(),
             "isa_environment": {name: os.environ[name] for name in ISA_ENVIRONMENT if name in os.environ},
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": str(torch.__version__), "threads": torch.get_num_threads()}
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters

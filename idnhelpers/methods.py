@@ -307,7 +307,7 @@ register_method("plc", loss_method("PLC", PLC))
 # ---------------------------------------------------------------- entry points
 
 # Run fields every method takes (the rest are set by the method or by run_methods' arguments)
-RUN_OPTIONS = ("y_true", "precision", "softmax_mode", "record_softmax", "track", "csr", "init", "keep")
+RUN_OPTIONS = ("y_true", "precision", "softmax_mode", "record_softmax", "track", "csr", "init", "keep", "deterministic")
 
 
 def run_stages(name: str, runs: list[Run], noise_rates=None, trainer: Trainer = Trainer(), **options) -> list[

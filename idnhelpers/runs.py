@@ -37,6 +37,7 @@ RESULT_FORMAT = 1  # bump when a change to the library changes stored results
 SOFTMAX_MODES = ("eval", "official")
 SOFTMAX_KEYS = {"eval": "eval", "official": "official, eval mode"}  # "official" recorded in train mode before 0.3
 KEEP = ("last", "best_val", "none")
+DEVICE_TYPES = ("cpu", "cuda")
 
 
 class Data:
@@ -178,7 +179,10 @@ class Run:
     carries: those of the last epoch, those of the epoch with the best validation accuracy
     (``best_val``, needs ``val``), or none. ``average_epochs``: ``S`` averages the first that many
     epochs only (default: all; the official Clothing1M SEAL (DMI) averages DMI's first 5).
-    ``label`` only names the progress bar."""
+    ``deterministic``: train with PyTorch's deterministic algorithms (``hardware.training_settings``;
+    what matters on CUDA). ``device_type``: where it trains, "cpu" or "cuda", so that the results of
+    the two never share a cache entry (the engine sets it to its device's). ``label`` only names the
+    progress bar."""
 
     data: Data
     targets: torch.Tensor
@@ -197,6 +201,8 @@ class Run:
     init: Weights | None = None
     keep: str = "last"
     average_epochs: int | None = None
+    deterministic: bool = False
+    device_type: str = "cpu"
     label: str = ""
 
     def __post_init__(self):
@@ -226,6 +232,10 @@ class Run:
             fail("precision", "auto", f"one of {list(PRECISIONS)}: a run trains in one precision, so 'auto' is "
                  "resolved for its device first (hardware.resolve_precision(precision, device))")
         check_choice(self.precision, "precision", PRECISIONS)
+        check_choice(self.device_type, "device_type", DEVICE_TYPES)
+        if self.precision == "tf32" and self.device_type != "cuda":
+            fail("precision", "tf32", "'fp32' or 'bf16' for a run on a CPU (device_type='cpu'): TF32 is a GPU format")
+        check_bool(self.deterministic, "deterministic")
         check_choice(self.softmax_mode, "softmax_mode", SOFTMAX_MODES)
         check_choice(self.keep, "keep", KEEP)
         check_int(self.average_epochs, "average_epochs", minimum=1, none_ok=True)
@@ -294,7 +304,10 @@ class Run:
             y_true=fp(self.y_true), test=self.test and self.test.fingerprint, val=self.val and self.val.fingerprint,
             track=fp(self.track), csr=self.csr and self.csr.config(), init=self.init and self.init.fingerprint,
             weights=self.kept_weights, average_epochs=self.average_epochs,
-            **({"abstention": "an error"} if self.objective.extra_outputs else {}))
+            **({"abstention": "an error"} if self.objective.extra_outputs else {}),
+            # CPU results keep the keys they had before a GPU could train them
+            **({"device": self.device_type} if self.device_type != "cpu" else {}),
+            **({"deterministic": True} if self.deterministic else {}))
 
     @functools.cached_property
     def _key(self) -> str:
@@ -341,7 +354,9 @@ class RunResult:
     ``test_kept_acc`` and their ``val_`` pair: the fraction abstained on and the accuracy on the
     rest), ``snapshots`` (epochs x tracked rows x c softmax), ``weights`` (the kept
     state_dict), ``best_epoch`` (1-based epoch of the kept weights), ``precision``, ``device``,
-    ``seconds`` (per run) and ``threads`` (CPU threads torch used)."""
+    ``seconds`` (per run), ``threads`` (CPU threads torch used) and ``hardware``
+    (``hardware.describe``: the GPU, CUDA, cuDNN, TF32 and determinism, or the CPU's fingerprint;
+    None in results stored before it was recorded)."""
 
     S: torch.Tensor | None
     history: dict
@@ -352,6 +367,7 @@ class RunResult:
     device: str
     seconds: float
     threads: int
+    hardware: dict | None = None
 
     def payload(self) -> dict:
         """Plain tensors, lists and numbers: what the cache stores."""
@@ -360,7 +376,7 @@ class RunResult:
     @classmethod
     def from_payload(cls, payload: dict) -> "RunResult":
         names = {f.name for f in dataclasses.fields(cls)}
-        if set(payload) != names:
+        if set(payload) not in (names, names - {"hardware"}):
             raise ValueError(f"a stored result has fields {sorted(payload)}, expected {sorted(names)}")
         return cls(**payload)
 

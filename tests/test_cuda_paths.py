@@ -1,6 +1,7 @@
 """What only shows on CUDA, tested on a CPU: both forms of running out of GPU memory halve K,
 and submitit-local's jobs land on the GPUs CUDA_VISIBLE_DEVICES names."""
 
+import os
 import sys
 
 import pytest
@@ -90,6 +91,7 @@ def test_submitit_local_submits_each_job_to_a_visible_gpu(monkeypatch, tmp_path)
             return Handle()
 
     monkeypatch.setattr(executors, "make_executor", lambda *a: FakeExecutor())
+    monkeypatch.setattr(executors, "jobs_device_type", lambda *a: "cpu")  # the fake jobs train here, on the CPU
     spec = GridSpec(dataset="digits", methods=["ce", "gce"], family="symmetric", noise_rates=[0.2], seeds=[0],
                     n_epochs=1, n_train=200, n_test=50, precision="fp32")
     table = executors.run_grid(build_grid(spec, device="cpu"), "submitit-local", folder=tmp_path / "jobs",
@@ -126,3 +128,103 @@ def test_forward_copies_its_transition_matrix_to_a_device_once():
     finally:
         torch.Tensor.to = real_to
     assert len(copies) == 1  # not one per step
+
+
+def fake_gpu(monkeypatch, capability=(9, 0), name="NVIDIA H100 80GB HBM3"):
+    """This CPU-only process told it has one GPU of ``capability``: what resolve_precision reads."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+
+
+def test_tf32_and_bf16_only_where_the_gpu_has_them(monkeypatch):
+    from idnhelpers.hardware import resolve_precision
+
+    with pytest.raises(ValueError, match="precision='tf32'.*on a CPU"):
+        resolve_precision("tf32", "cpu")
+    fake_gpu(monkeypatch)
+    assert resolve_precision("tf32", "cuda") == "tf32" and resolve_precision("auto", "cuda") == "bf16"
+    fake_gpu(monkeypatch, (7, 0), "Tesla V100-SXM2-16GB")
+    for precision in ("tf32", "bf16"):
+        with pytest.raises(ValueError, match=f"precision='{precision}'.*V100.*compute capability 7.0"):
+            resolve_precision(precision, "cuda")
+    assert resolve_precision("auto", "cuda") == "fp32"
+
+
+def test_fp32_on_cuda_turns_pytorchs_tf32_convolutions_off_and_tf32_turns_them_on():
+    from idnhelpers.hardware import training_settings
+
+    switches = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = [s.fp32_precision for s in switches]
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"  # PyTorch's default: TF32 convolutions
+    with training_settings(torch.device("cuda"), "fp32"):
+        assert [s.fp32_precision for s in switches] == ["ieee", "ieee"]
+    with training_settings(torch.device("cuda"), "tf32"):
+        assert [s.fp32_precision for s in switches] == ["tf32", "tf32"]
+    with training_settings(torch.device("cpu"), "fp32"):
+        assert [s.fp32_precision for s in switches] == before  # a CPU run leaves CUDA's switches alone
+    assert [s.fp32_precision for s in switches] == before  # restored after the run
+
+
+def test_deterministic_sets_what_pytorch_needs_and_refuses_what_it_cannot_make_deterministic(monkeypatch):
+    from idnhelpers.hardware import training_settings
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with training_settings(torch.device("cuda"), "fp32", deterministic=True):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    message = "adaptive_avg_pool2d_backward_cuda does not have a deterministic implementation, but you set ..."
+    with pytest.raises(ValueError, match="deterministic=True.*False for this run: adaptive_avg_pool2d_backward_cuda"):
+        with training_settings(torch.device("cuda"), "fp32", deterministic=True):
+            raise RuntimeError(message)
+    with pytest.raises(RuntimeError, match="deterministic"):  # not asked for: PyTorch's own error
+        with training_settings(torch.device("cuda"), "fp32"):
+            raise RuntimeError(message)
+
+
+def test_cpu_gpu_tf32_and_deterministic_results_never_share_a_cache_entry():
+    from idnhelpers.datasets import load_dataset, protocol
+    from idnhelpers.runs import make_run
+
+    X, y = load_dataset("digits")
+    cpu = make_run(X[:50], y[:50], protocol("digits", n_epochs=1), dataset="digits")
+    gpu = cpu.replace(device_type="cuda")
+    keys = {cpu.key(), gpu.key(), gpu.replace(precision="tf32").key(), gpu.replace(deterministic=True).key()}
+    assert len(keys) == 4
+    assert engine.on_device(cpu, torch.device("cuda")).key() == gpu.key()  # the engine keys a run by its device
+    assert engine.on_device(gpu, torch.device("cpu")).key() == cpu.key()
+    with pytest.raises(ValueError, match="precision='tf32'.*device_type='cpu'"):
+        cpu.replace(precision="tf32")
+    with pytest.raises(ValueError, match="device_type='tpu'"):
+        cpu.replace(device_type="tpu")
+
+
+def test_every_result_records_the_hardware_that_made_it(tmp_path, monkeypatch):
+    from idnhelpers.datasets import load_dataset, protocol
+    from idnhelpers.hardware import fingerprint
+    from idnhelpers.runs import RunResult, make_run
+
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path))
+    X, y = load_dataset("digits")
+    result = engine.train(make_run(X[:64], y[:64], protocol("digits", n_epochs=1), dataset="digits"))
+    assert result.hardware == {"device": "cpu", "precision": "fp32", "deterministic": False, **fingerprint()}
+    old = {k: v for k, v in result.payload().items() if k != "hardware"}  # stored before hardware was recorded
+    assert RunResult.from_payload(old).hardware is None
+
+
+def test_slurm_jobs_on_gpus_key_their_cells_for_cuda_even_when_submitted_from_a_cpu():
+    assert executors.jobs_device_type("slurm", executor_options("slurm")) == "cuda"  # one GPU per job by default
+    assert executors.jobs_device_type("slurm", executor_options("slurm", gpus=0)) == "cpu"
+    assert executors.jobs_device_type("local", executor_options("local"), "cpu") == "cpu"
+
+
+def test_the_processes_backend_gives_each_worker_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    cuda = [torch.device("cuda", i) for i in range(2)]
+    assert engine.worker_devices(torch.device("cuda")) == cuda  # one worker per GPU, not one per CPU core
+    assert engine.worker_devices(torch.device("cuda"), 4) == cuda * 2
+    assert engine.worker_devices(torch.device("cuda:1")) == [torch.device("cuda:1")]
+    assert engine.worker_devices(torch.device("cpu"), 3) == [torch.device("cpu")] * 3
+    assert engine.worker_devices(torch.device("cpu")) == [torch.device("cpu")] * engine.cpu_cores()

@@ -31,7 +31,7 @@ def test_auto_is_bf16_only_where_the_cpu_has_it_natively(monkeypatch):
     monkeypatch.setattr(hardware, "_mkldnn_bf16", lambda: False)  # oneDNN capped below its bf16 instructions
     assert hardware.resolve_precision("auto", "cpu") == "fp32"
     assert hardware.resolve_precision("fp32", "cpu") == "fp32"
-    with pytest.raises(ValueError, match="precision='fp16' is not allowed: one of \\['auto', 'fp32', 'bf16'\\]"):
+    with pytest.raises(ValueError, match="precision='fp16' is not allowed: one of \\['auto', 'fp32', 'tf32', 'bf16'\\]"):
         hardware.resolve_precision("fp16", "cpu")
 
 

@@ -16,7 +16,7 @@ from ..checks import check_assignments, check_choice, check_int, fail
 from ..commands import Parser, check_output_file, check_output_folder
 from ..noise import FAMILIES
 from ..profiles import load_profile
-from .executors import EXECUTORS, executor_options, run_grid
+from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid
 from .plan import MissingRuns, format_plan, format_status, grid_status, plan
 from .spec import GridSpec, build_grid
 
@@ -120,7 +120,8 @@ def main(argv=None) -> int:
         check_int(args.cells_per_job, "--cells-per-job", minimum=1, none_ok=True)
         if args.no_wait and args.executor != "slurm":
             fail("--no-wait", True, "only with --executor slurm")
-        grid = build_grid(spec, device=device, train_labels=not (args.dry_run or args.status))
+        target = jobs_device_type(args.executor, options, device)  # where the cells train: part of their keys
+        grid = build_grid(spec, device=device, train_labels=not (args.dry_run or args.status), device_type=target)
     except (ValueError, OSError, MissingRuns) as error:  # OSError: a data set's files not found
         p.error(str(error))
     print(grid.description, file=sys.stderr)
@@ -128,8 +129,6 @@ def main(argv=None) -> int:
         print(format_status(grid_status(grid)))
         return 0
     if args.dry_run:
-        target = "cuda" if options.get("gpus") or str(device).startswith("cuda") or (
-            device == "auto" and torch.cuda.is_available()) else "cpu"
         print(format_plan(plan(grid, device=target, cells_per_job=args.cells_per_job), args.executor, options))
         return 0
     table = run_grid(grid, args.executor, device=device, stack_size=args.stack_size,

@@ -11,6 +11,7 @@ K runs per call, with K halved until it fits the GPU's memory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from .. import cache, engine
 from ..checks import check_choice, check_int, fail
+from ..engine import cpu_cores
 from ..hardware import resolve_device
 from ..methods import Trainer, run_stages
 from ..progress import clock, use_bars
@@ -175,11 +177,6 @@ class Progress:
         self.bar.close()
 
 
-def cpu_cores() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def executor_options(executor: str, *, folder=None, partition=None, gpus=None, cpus=None, time_min=None,
                      array_parallelism=None, parallel=None) -> dict:
     """Checked options of ``executor`` (see ``run_grid``), with their defaults filled in."""
@@ -213,6 +210,15 @@ def executor_options(executor: str, *, folder=None, partition=None, gpus=None, c
         options.update(gpus=gpus, time_min=time_min or DEFAULT_TIME_MIN, parallel=parallel or min(gpus or cpu_cores(),
                                                                                                 cpu_cores()))
     return options
+
+
+def jobs_device_type(executor: str, options: dict, device=None) -> str:
+    """Where the jobs of ``executor`` with ``options`` (``executor_options``') train, "cuda" or "cpu":
+    on GPUs when Slurm or submitit-local gives them some, else on ``device`` (auto: CUDA where
+    this machine has it)."""
+    if executor in ("slurm", "submitit-local") and options.get("gpus"):
+        return "cuda"
+    return resolve_device(device).type
 
 
 def make_executor(executor: str, options: dict, n_jobs: int):
@@ -254,10 +260,13 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
         fail("wait", wait, "True unless executor='slurm' (jobs on this machine end with this process)")
     if executor == "local":
         resolve_device(device)
+    device_type = jobs_device_type(executor, options, device)
     if isinstance(grid, Grid) and grid.prerequisites:
         engine.train_many(list(grid.prerequisites), device=device)
-        grid = build_grid(grid.spec, device=device)
-    cells = _cells(grid)
+        grid = build_grid(grid.spec, device=device, device_type=device_type)
+    # the cells as the jobs' device will key them (a grid built on a login node without a GPU says "cpu")
+    cells = [c if c.run.device_type == device_type else dataclasses.replace(c, run=c.run.replace(
+        device_type=device_type)) for c in _cells(grid)]
     traces = trace(cells, progress=progress)
     p = plan(cells, cells_per_job=cells_per_job, traces=traces)
     if p.jobs and executor == "local":

@@ -18,10 +18,10 @@ from .. import clothing1m, engine, paper
 from ..checks import check_choice, check_distinct, check_float, check_int, check_seed, check_seeds, fail
 from ..datasets import get_dataset, protocol
 from ..experiments import family_labels, network_run
-from ..hardware import PRECISION_CHOICES, resolve_precision
+from ..hardware import PRECISION_CHOICES, resolve_device, resolve_precision
 from ..methods import get_method
 from ..noise import FAMILIES
-from ..runs import Run
+from ..runs import DEVICE_TYPES, Run
 from ..sample import sample
 
 
@@ -156,18 +156,20 @@ class Grid:
     prerequisites: tuple[Run, ...] = ()
 
 
-def build_grid(spec: GridSpec, *, device=None, train_labels: bool = True) -> Grid:
+def build_grid(spec: GridSpec, *, device=None, train_labels: bool = True, device_type: str | None = None) -> Grid:
     """The cells of ``spec``: methods x label sets (noise rates) x seeds, in that order, on the rows
     of ``sample(spec.dataset, ...)``. The labels are ``experiments.family_labels``' for
     ``spec.family``; a family that needs a network trains it on ``device`` (or loads it from the
-    cache). With ``train_labels=False`` a missing labelling network is not trained: the grid lists
+    cache). ``device_type``: where the cells train, "cpu" or "cuda" (part of their cache keys;
+    default: ``device``'s type; Slurm jobs submitted from a machine without a GPU: "cuda"). With ``train_labels=False`` a missing labelling network is not trained: the grid lists
     it in ``prerequisites`` and its cells carry random placeholder labels (a plan still
     counts every run; ``run_grid`` trains the network and builds the grid again)."""
     if not isinstance(spec, GridSpec):
         fail("spec", type(spec).__name__, "a grid.GridSpec")
     spec = spec.replace(precision=resolve_precision(spec.precision, device))  # "auto": for the device that trains
+    device_type = check_choice(device_type or resolve_device(device).type, "device_type", DEVICE_TYPES)
     if spec.dataset == "clothing1m":
-        return _clothing1m_grid(spec)
+        return _clothing1m_grid(spec, device_type)
     proto = protocol(spec.dataset, n_epochs=spec.n_epochs)
     data = sample(spec.dataset, n_train=spec.n_train, n_test=spec.n_test, val_fraction=spec.val_fraction,
                   seed=spec.seed, root=spec.data_root)
@@ -188,7 +190,7 @@ def build_grid(spec: GridSpec, *, device=None, train_labels: bool = True) -> Gri
         measured = float((y_noisy[data.train] != data.y[data.train]).float().mean())
         name = f"{rate:g}" if rate is not None else " ".join(map(str, {**family.settings, **spec.family_settings}.values())) or spec.family
         for seed in spec.seeds:
-            base = data.run(y_noisy, proto, seed=seed, precision=spec.precision)
+            base = data.run(y_noisy, proto, seed=seed, precision=spec.precision, device_type=device_type)
             cells += [Cell(spec.dataset, method, spec.family, name, measured if rate is None else rate, seed, base,
                            spec.options(method)) for method in spec.methods]
     val = 0 if data.val is None else len(data.val)
@@ -204,14 +206,14 @@ def _placeholder(data, i: int) -> torch.Tensor:
     return torch.randint(data.n_classes, data.y.shape, generator=torch.Generator().manual_seed(i))
 
 
-def _clothing1m_grid(spec: GridSpec) -> Grid:
+def _clothing1m_grid(spec: GridSpec, device_type: str) -> Grid:
     """Table 3: each method on Clothing1M's own noisy labels (Co-teaching forgets Clothing1M's
     estimated noise rate)."""
     proto = clothing1m.PROTOCOL.replace(n_epochs=spec.n_epochs)
     cells = []
     for seed in spec.seeds:
         base = clothing1m.clothing1m_runs(spec.data_root, spec.clothing1m_weights, proto, seed=seed,
-                                          precision=spec.precision)
+                                          precision=spec.precision).replace(device_type=device_type)
         cells += [Cell("clothing1m", method, "clothing1m", "clothing1m", paper.CLOTHING1M_NOISE_RATE, seed, base,
                        spec.options(method)) for method in spec.methods]
     description = (f"Clothing1M: {len(base.data)} noisy training images, {len(base.val.data)} clean validation and "
