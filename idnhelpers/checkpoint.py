@@ -6,18 +6,22 @@ other generator) in the cache under a key of its runs (``checkpoint_key``, file 
 atomic, checksummed and loaded with ``torch.load(weights_only=True)``, as every cache entry. The
 next process that trains the same runs (the runs' locks make it one process) resumes after the
 last stored epoch, and its result equals an uninterrupted run's bit for bit on the same machine;
-the checkpoint is removed when the call finishes. A killed run loses at most ``EVERY_SECONDS``
+the checkpoint is removed when the call finishes. On Slurm a grid job requeues itself on
+pre-emption or time-out (``grid.executors.GridJob``) and resumes so. A killed run loses at most ``EVERY_SECONDS``
 and the epoch it was in; a run shorter than that stores nothing (a store costs about 19 ms for
 the MNIST CNN: a tenth of a small epoch)."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 from . import cache
 
 SUFFIX = ".ckpt"  # beside the results (``.pt``) in the cache folder, never mistaken for one
-EVERY_SECONDS = 30.0  # at most this much training lost to a kill (plus the epoch it interrupted)
+# at most this much training lost to a kill (plus the epoch it interrupted); IDNHELPERS_CHECKPOINT_SECONDS sets it
+EVERY_SECONDS = float(os.environ.get("IDNHELPERS_CHECKPOINT_SECONDS", 30))
 
 
 def checkpoint_key(runs, stacked: bool) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checks import check_bool, check_int, fail
 from .datasets import DatasetSpec, default_root, register_dataset
@@ -108,15 +108,17 @@ class ImageFiles(Data):
     """Images read from ``root/clothing1m/<key>``: squashed to ``resize`` x ``resize`` then
     randomly cropped to ``crop`` and flipped when training, squashed to ``crop`` x ``crop`` for
     evaluation (the official transforms); ``squash=False``: shorter side to ``resize``, then a
-    random (training) or centre (evaluation) ``crop``. ``workers`` and ``batch_size``
-    (evaluation) only set how they are read."""
+    random (training) or centre (evaluation) ``crop``. ``workers`` (default: one per CPU core this
+    process may use, less one for the training loop; 0 decodes in this process) and ``batch_size``
+    (evaluation) only set how they are read: the images' augmentation is seeded per image and
+    epoch, so a run's result does not depend on them."""
 
     keys: tuple[str, ...]
     root: str
     resize: int = 256
     crop: int = 224
     squash: bool = True
-    workers: int = field(default=4, compare=False)
+    workers: int | None = field(default=None, compare=False)
     batch_size: int = field(default=256, compare=False)
     dataset: str = "clothing1m"
 
@@ -124,7 +126,7 @@ class ImageFiles(Data):
         check_int(self.resize, "resize", minimum=1)
         check_int(self.crop, "crop", minimum=1, maximum=self.resize)
         check_bool(self.squash, "squash")
-        check_int(self.workers, "workers", minimum=0)
+        check_int(self.workers, "workers", minimum=0, none_ok=True)
         h = hashlib.sha256("\n".join(self.keys).encode())
         h.update(f"{self.resize} {self.crop}{'' if self.squash else ' aspect'}".encode())
         object.__setattr__(self, "fingerprint", h.hexdigest()[:16])
@@ -136,8 +138,17 @@ class ImageFiles(Data):
         return StreamSource(self, device)
 
 
+def default_workers() -> int:
+    """Decoding processes per loader: the CPU cores this process may use (Slurm's ``--cpus``), less
+    one for the training loop."""
+    from .engine import cpu_cores
+
+    return max(1, cpu_cores() - 1)
+
+
 class _Images(Dataset):
-    """Items ``(index, image)``."""
+    """Items ``(index, image)``, for an index or an ``(index, seed)`` pair (training: the image's
+    augmentation drawn from ``seed + index``, whichever worker decodes it)."""
 
     def __init__(self, files: ImageFiles, transform):
         self.base, self.keys, self.transform = folder(files.root), files.keys, transform
@@ -145,13 +156,35 @@ class _Images(Dataset):
     def __len__(self):
         return len(self.keys)
 
-    def __getitem__(self, i):
-        with Image.open(self.base / self.keys[i]) as img:
+    def __getitem__(self, item):
+        i, seed = item if isinstance(item, tuple) else (item, None)
+        with Image.open(self.base / self.keys[i]) as img, torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed + i)
             return i, self.transform(img.convert("RGB"))
 
 
+class _EpochOrder(Sampler):
+    """Each pass (epoch): a random order of the ``n`` images and one seed, both drawn from the run's
+    ``generator``; yields ``(index, seed)``."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator = n, generator
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator)
+        seed = int(torch.randint(2 ** 62, (1,), generator=self.generator))
+        return iter([(int(i), seed) for i in order])
+
+
 class StreamSource:
-    """The engine's batch source for ``ImageFiles`` (same interface as ``sources.TensorSource``)."""
+    """The engine's batch source for ``ImageFiles`` (same interface as ``sources.TensorSource``).
+    Its loaders are made once per ``fit`` call: their decoding workers live across the training,
+    validation and test passes of every epoch (``persistent_workers``), and on CUDA batches are
+    read into pinned memory and copied to the GPU without waiting."""
 
     def __init__(self, files: ImageFiles, device: torch.device):
         from torchvision import transforms  # late: importing torchvision costs seconds (it imports torch._dynamo)
@@ -166,34 +199,45 @@ class StreamSource:
         self.train_transform = transforms.Compose([resize, transforms.RandomCrop(files.crop),
                                                    transforms.RandomHorizontalFlip()] + normalize)
         self.eval_transform = transforms.Compose(evaluate + normalize)
+        self.workers = default_workers() if files.workers is None else files.workers
+        self.loaders = {}
 
     def __len__(self):
         return len(self.files)
 
+    def _loader(self, name: str, transform, **options) -> DataLoader:
+        if name not in self.loaders:
+            self.loaders[name] = DataLoader(
+                _Images(self.files, transform), num_workers=self.workers, persistent_workers=self.workers > 0,
+                pin_memory=self.device.type == "cuda",
+                generator=torch.Generator().manual_seed(0), **options)  # its own seeds: the caller's RNG untouched
+        return self.loaders[name]
+
+    def _batches(self, loader):
+        for rows, x in loader:
+            yield rows.to(self.device, non_blocking=True), x.to(self.device, non_blocking=True)
+
     def train_batches(self, generators, batch_size, augment, drop_last):
-        """One epoch, shuffled by the (single) run's generator; augmentation in the workers is
-        seeded from it too (in this process, with ``workers=0``, under a forked RNG)."""
+        """One epoch in the order of the (single) run's generator, each image augmented from a
+        seed of that generator (``_EpochOrder``)."""
         (generator,) = generators
-        transform = self.train_transform if augment else self.eval_transform
-        loader = DataLoader(_Images(self.files, transform), batch_size=batch_size, shuffle=True,
-                            num_workers=self.files.workers, generator=generator,
-                            drop_last=drop_last and len(self.files) > batch_size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
-            for rows, x in loader:
-                yield [(rows.to(self.device), x.to(self.device, non_blocking=True))]
+        loader = self._loader(f"train {augment}", self.train_transform if augment else self.eval_transform,
+                              batch_size=batch_size, sampler=_EpochOrder(len(self.files), generator),
+                              drop_last=drop_last and len(self.files) > batch_size)
+        if loader.sampler.generator is not generator:
+            fail("generators", "another run's generator", "the generator this source's first epoch used")
+        for rows, x in self._batches(loader):
+            yield [(rows, x)]
 
     def eval_batches(self, batch_size=None, augment_generators=None):
         if augment_generators is not None:
             fail("softmax_mode", "official", "'eval' for streamed images")
-        loader = DataLoader(_Images(self.files, self.eval_transform), batch_size=self.files.batch_size,
-                            num_workers=self.files.workers)
-        for _, x in loader:
-            yield x.to(self.device, non_blocking=True)
+        for _, x in self._batches(self._loader("eval", self.eval_transform, batch_size=self.files.batch_size)):
+            yield x
 
 
 def clothing1m_runs(root, weights_path, protocol: Protocol = PROTOCOL, *, seed: int = 0, precision: str = "fp32",
-                    workers: int = 4, resize: int = 256, crop: int = 224, squash: bool = True) -> Run:
+                    workers: int | None = None, resize: int = 256, crop: int = 224, squash: bool = True) -> Run:
     """The base run of every Table 3 entry: noisy training images, clean validation set (picks the
     model) and test set, ResNet-50 from ``weights_path``."""
     if weights_path is None or not Path(weights_path).exists():

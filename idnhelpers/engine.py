@@ -47,7 +47,7 @@ from .hardware import describe, resolve_device, training_settings, tune_cpu_allo
 from .models import build_model
 from .progress import EpochProgress
 from .runs import Data, Run, RunResult, Tensors
-from .sources import OFFICIAL_SOFTMAX_BATCH
+from .sources import OFFICIAL_SOFTMAX_BATCH, eval_batch
 from .steps import ModuleBank, Single, StackedBank
 
 BACKENDS = ("auto", "loop", "processes", "stacked")
@@ -151,8 +151,11 @@ class Recorder:
 
 @torch.no_grad()
 def _probs(bank, source, n_classes: int, precision: str, device, augment_generators=None, batch_size=None):
-    """K x n x c softmax of each run's recorded network on a source's instances, in order."""
+    """K x n x c softmax of each run's recorded network on a source's instances, in order: the
+    rows per call (``batch_size``, default ``sources.eval_batch``) shared by the K runs, so a
+    stacked call holds no more activations than one run's."""
     out = []
+    batch_size = max(1, (batch_size or eval_batch(device)) // bank.K)
     for x in source.eval_batches(batch_size, augment_generators):
         with autocast(device, precision):
             out.append(bank.probs(x, n_classes, per_run=augment_generators is not None).cpu())
@@ -197,6 +200,7 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
     evals = {name: getattr(run0, name).data.source(device) for name in ("test", "val") if getattr(run0, name)}
     networks = [init_networks(run, device) for run in runs]
     bank = StackedBank(networks) if stacked else ModuleBank(networks[0])
+    del networks  # stacked: the K runs' modules were copied into the bank's stacked tensors; free them
     loss_fns = [run.objective.make(n_classes, proto.n_epochs) for run in runs]
     row_weighted = [run.objective.row_weighted for run in runs]
     optimizer = proto.make_optimizer(bank.parameters())

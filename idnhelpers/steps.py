@@ -89,6 +89,8 @@ class Peers(Step):
 class ModuleBank:
     """One run's networks as modules, called one after another."""
 
+    K = 1  # runs
+
     def __init__(self, models: list[torch.nn.Module]):
         self.models = models
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.models import resnet50 as tv_resnet50
 
-from idnhelpers import clothing1m, paper
+from idnhelpers import clothing1m, engine, paper
 from idnhelpers.datasets import get_dataset, load_dataset, protocol
 from idnhelpers.experiments import generate_idn
 from idnhelpers.methods import Trainer, run_method, run_methods, run_stages, summarize
@@ -149,3 +149,28 @@ def test_clothing1m_runs_repeat_and_errors(clothing_root):
                                                              SMALL, **FILES)], [1.2], Trainer("loop"))
     with pytest.raises(FileNotFoundError, match="weights"):
         clothing1m.clothing1m_runs(clothing_root, clothing_root / "missing.pth")
+
+
+def test_clothing1m_loaders_persist_pin_and_give_the_same_batches_with_any_workers(clothing_root, monkeypatch):
+    from idnhelpers.clothing1m import ImageFiles, StreamSource
+
+    keys = clothing1m.load_clothing1m(clothing_root)["train"][0][:12]
+
+    def two_epochs(workers):
+        source = StreamSource(ImageFiles(keys, str(clothing_root), resize=36, crop=32, workers=workers), torch.device("cpu"))
+        generator = torch.Generator().manual_seed(0)
+        epochs = [[(rows, x) for ((rows, x),) in source.train_batches([generator], 4, True, False)] for _ in range(2)]
+        return source, epochs
+
+    rng = torch.get_rng_state()
+    inline, (in_workers, epochs) = two_epochs(0)[1], two_epochs(2)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's RNG untouched
+    for a, b in zip(inline, epochs):  # each image's crop and flip come from its seed, not from its worker
+        assert all(torch.equal(ra, rb) and torch.equal(xa, xb) for (ra, xa), (rb, xb) in zip(a, b))
+    assert not torch.equal(torch.cat([r for r, _ in epochs[0]]), torch.cat([r for r, _ in epochs[1]]))  # reshuffled
+    (loader,) = in_workers.loaders.values()  # one loader for both epochs, its workers kept
+    assert loader.persistent_workers and loader.num_workers == 2 and not loader.pin_memory
+    monkeypatch.setattr(engine, "cpu_cores", lambda: 3)
+    on_gpu = StreamSource(ImageFiles(keys, str(clothing_root), resize=36, crop=32), torch.device("cuda"))
+    assert on_gpu.workers == 2  # the cores Slurm gave the job, less the training loop's
+    assert on_gpu._loader("eval", on_gpu.eval_transform, batch_size=4).pin_memory

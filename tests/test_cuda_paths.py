@@ -228,3 +228,42 @@ def test_the_processes_backend_gives_each_worker_its_own_gpu(monkeypatch):
     assert engine.worker_devices(torch.device("cuda:1")) == [torch.device("cuda:1")]
     assert engine.worker_devices(torch.device("cpu"), 3) == [torch.device("cpu")] * 3
     assert engine.worker_devices(torch.device("cpu")) == [torch.device("cpu")] * engine.cpu_cores()
+
+
+def test_a_stacked_call_frees_the_runs_modules_and_evaluates_in_shared_batches(monkeypatch):
+    """Stacked WRNs on a GPU: the K modules the runs start from are freed once copied into the
+    stacked weights, and an evaluation call holds eval_batch rows in all, not K x eval_batch."""
+    import gc
+    import weakref
+
+    from idnhelpers.datasets import load_dataset, protocol
+    from idnhelpers.runs import make_run
+    from idnhelpers.sources import eval_batch
+    from idnhelpers.steps import StackedBank
+
+    built, alive_at_first_step, rows = [], [], []
+    real_init, real_logits, real_probs = engine.init_networks, StackedBank.logits, StackedBank.probs
+
+    def init_networks(run, device):
+        models = real_init(run, device)
+        built.extend(weakref.ref(m) for m in models)
+        return models
+
+    def logits(self, xs):
+        if not alive_at_first_step:
+            gc.collect()
+            alive_at_first_step.append(sum(ref() is not None for ref in built))
+        return real_logits(self, xs)
+
+    def probs(self, x, n_classes, per_run=False):
+        rows.append(len(x[0]) if per_run else len(x))
+        return real_probs(self, x, n_classes, per_run)
+
+    monkeypatch.setattr(engine, "init_networks", init_networks)
+    monkeypatch.setattr(StackedBank, "logits", logits)
+    monkeypatch.setattr(StackedBank, "probs", probs)
+    X, y = load_dataset("digits")
+    runs = [make_run(X[:600], y[:600], protocol("digits", n_epochs=1), dataset="digits", seed=s) for s in range(4)]
+    engine.fit(runs, torch.device("cpu"), stacked=True)
+    assert len(built) == 4 and alive_at_first_step == [0]
+    assert max(rows) == eval_batch(torch.device("cpu")) // 4 and sum(rows) == 600  # one softmax pass of 600 rows

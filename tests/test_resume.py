@@ -16,6 +16,7 @@ import torch
 from idnhelpers import cache, checkpoint
 from idnhelpers.datasets import load_dataset, protocol, subset
 from idnhelpers.engine import train, train_many
+from idnhelpers.grid.plan import make_jobs
 from idnhelpers.losses import DAC, PLC
 from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import make_run
@@ -139,3 +140,33 @@ def _epoch_seconds(worker, path, stored) -> float:
     while path.exists() and path.stat().st_mtime == stored and worker.poll() is None and time.time() - start < 60:
         time.sleep(0.005)
     return time.time() - start
+
+
+def test_a_job_interrupted_as_slurm_preempts_requeues_itself_and_resumes(tmp_path, monkeypatch):
+    """The job gets the signal submitit has Slurm send before a pre-emption or the time limit
+    (SIGUSR2); it checkpoints through GridJob.checkpoint, is requeued (submitit's local controller
+    starts it again, as Slurm would), and resumes its run from the run's own checkpoint."""
+    from idnhelpers import grid
+
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(cache_dir))
+    monkeypatch.setenv("IDNHELPERS_CHECKPOINT_SECONDS", "0")  # the job stores a checkpoint after every epoch
+    monkeypatch.setenv("IDNHELPERS_PROGRESS", "lines")
+    spec = grid.GridSpec(dataset="mnist", methods=["ce"], family="symmetric", noise_rates=[0.3], seeds=[0], n_epochs=8,
+                         n_train=3000, n_test=200, precision="fp32")
+    g = grid.build_grid(spec, device="cpu")
+    (job,) = make_jobs(g.cells)
+    options = grid.executor_options("submitit-local", folder=tmp_path / "jobs", parallel=1)
+    handle = grid.executors.make_executor("submitit-local", options, 1).submit(grid.executors.GridJob(), job, "cpu",
+                                                                             None, 1, None)
+    deadline = time.time() + 120
+    while not list(cache_dir.glob(f"*{checkpoint.SUFFIX}")) and time.time() < deadline and not handle.done():
+        time.sleep(0.01)
+    assert not handle.done(), "the job ended before it could be interrupted"
+    controller = handle._process.pid  # submitit's local controller; the job is its child
+    (task,) = map(int, Path(f"/proc/{controller}/task/{controller}/children").read_text().split())
+    os.kill(task, signal.SIGUSR2)
+    assert handle.result() == 1  # requeued and finished
+    log = Path(handle.paths.stdout).read_text() + Path(handle.paths.stderr).read_text()
+    assert "Calling checkpoint method" in log and "Requeued job" in log
+    assert "resuming after epoch" in log and grid.collect(g)["method"].tolist() == ["ce"]

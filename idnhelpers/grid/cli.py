@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--partition", help="Slurm partition")
     e.add_argument("--gpus", type=int, help="Slurm: GPUs per job (default 1); submitit-local: GPUs of this machine "
                    "the jobs share, one each (default: those visible)")
-    e.add_argument("--cpus", type=int, help="CPUs per job (Slurm)")
+    e.add_argument("--cpus", type=int, help="CPUs per job (Slurm; default 8 per GPU)")
     e.add_argument("--time", type=int, dest="time_min", help="time limit per job in minutes (default 1440)")
     e.add_argument("--array-parallelism", type=int, help="Slurm: at most this many jobs of the array at once")
     e.add_argument("--parallel", type=int, help="submitit-local: jobs at once (at most the CPU cores; default one "

@@ -37,6 +37,7 @@ from .spec import Grid, build_grid
 
 EXECUTORS = ("local", "slurm", "submitit-local", "debug")
 DEFAULT_TIME_MIN = 24 * 60  # a submitit job's time limit (minutes) unless given
+CPUS_PER_GPU = 8  # a Slurm job's CPU cores per GPU unless given: Clothing1M's image decoders run on them
 POLL_SECONDS = 1.0
 
 
@@ -123,6 +124,21 @@ def run_job(job: Job, device=None, stack_size: int | None = None, threads: int |
     return len(job.cells)
 
 
+class GridJob:
+    """``run_job`` as the callable submitit runs, with submitit's checkpointing hook: when Slurm
+    warns a job of its time limit or pre-emption, submitit calls ``checkpoint`` and requeues the
+    same call. The requeued job loads the runs already stored and resumes the one that was
+    training from its last checkpoint (``checkpoint``), so it trains only what is left."""
+
+    def __call__(self, *args):
+        return run_job(*args)
+
+    def checkpoint(self, *args):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(GridJob(), *args)
+
+
 class Progress:
     """Progress over the runs this call trains: the keys jobs report (in this process through
     ``report``, or in files under ``folder``) whose results appear in the cache after it started.
@@ -200,7 +216,8 @@ def executor_options(executor: str, *, folder=None, partition=None, gpus=None, c
         return {}
     options = dict(folder=str(folder or cache.cache_dir() / "jobs"))
     if executor == "slurm":
-        options.update(partition=partition, gpus=1 if gpus is None else gpus, cpus=cpus,
+        gpus = 1 if gpus is None else gpus
+        options.update(partition=partition, gpus=gpus, cpus=cpus or CPUS_PER_GPU * max(1, gpus),
                        time_min=time_min or DEFAULT_TIME_MIN, array_parallelism=array_parallelism)
     elif executor == "submitit-local":  # one GPU per job where there are GPUs, else one core each
         available = visible_gpus()
@@ -294,7 +311,7 @@ def _submit(jobs: list[Job], executor: str, options: dict, device, stack_size, w
     threads = max(1, cpu_cores() // min(workers, len(jobs))) if local else options.get("cpus")
     args = [(job, device, stack_size, threads, str(folder / f"{i}.keys")) for i, job in enumerate(jobs)]
     if executor == "slurm":
-        handles = ex.map_array(run_job, *zip(*args))
+        handles = ex.map_array(GridJob(), *zip(*args))
         print(f"submitted job array {handles[0].job_id.split('_')[0]} ({len(handles)} jobs); logs in "
               f"{options['folder']}", file=sys.stderr)
         if not wait:
@@ -311,7 +328,7 @@ def _submit(jobs: list[Job], executor: str, options: dict, device, stack_size, w
                     busy = [g for h, g in gpu_of.items() if not h.done()]
                     gpu = min(visible_gpus()[:options["gpus"]], key=busy.count)
                     ex.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
-                handles.append(ex.submit(run_job, *pending.pop(0)))
+                handles.append(ex.submit(GridJob(), *pending.pop(0)))
                 gpu_of[handles[-1]] = gpu if local and options["gpus"] else None
             time.sleep(0 if executor == "debug" else POLL_SECONDS)
     finally:
