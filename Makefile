@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: book html notebooks test data bench clean
+.PHONY: book html notebooks test data bench gpu-check clean
 
 book: notebooks html
 
@@ -21,6 +21,9 @@ test: data
 
 bench: data  # the paper's MNIST protocol, official-code style vs the engine (see NOTES.md)
 	$(PY) -m idnhelpers.bench --epochs 3 --n-train 10000 --runs 2
+
+gpu-check: data  # every CUDA path once, PASS/FAIL per check, seconds per epoch (README, "cluster"); no GPU: says so
+	$(PY) -m idnhelpers.gpu_check
 
 data: $(STAMP)
 	$(PY) -m idnhelpers.datasets mnist

@@ -1,7 +1,10 @@
 """What only shows on CUDA, tested on a CPU: both forms of running out of GPU memory halve K,
-and submitit-local's jobs land on the GPUs CUDA_VISIBLE_DEVICES names."""
+submitit-local's jobs land on the GPUs CUDA_VISIBLE_DEVICES names, the processes back-end gives
+each worker a GPU, TF32 and determinism are set as asked and recorded, CUDA results have their
+own cache keys, stacked calls free what they copied, and the GPU check's own code runs."""
 
 import os
+import re
 import sys
 
 import pytest
@@ -267,3 +270,35 @@ def test_a_stacked_call_frees_the_runs_modules_and_evaluates_in_shared_batches(m
     engine.fit(runs, torch.device("cpu"), stacked=True)
     assert len(built) == 4 and alive_at_first_step == [0]
     assert max(rows) == eval_batch(torch.device("cpu")) // 4 and sum(rows) == 600  # one softmax pass of 600 rows
+
+
+def test_the_gpu_check_says_there_is_no_cuda_device_and_exits_0(capsys):
+    from idnhelpers import gpu_check
+
+    assert not torch.cuda.is_available()
+    assert gpu_check.main([]) == 0
+    assert capsys.readouterr().out.startswith("no CUDA device")
+
+
+def test_the_gpu_checks_themselves_pass_on_the_cpu(capsys):
+    """Each check's code runs (small sizes, on the CPU); those that need CUDA say so."""
+    from idnhelpers import gpu_check
+
+    assert gpu_check.main(["--device", "cpu", "--quick"]) == 0
+    out = capsys.readouterr().out
+    for name in gpu_check.CHECKS:
+        verdict = "SKIP" if name in ("syncs per epoch", "out of memory halves K") else "PASS"
+        assert re.search(rf"^{verdict} {re.escape(name)} +[\d.]+ s", out, re.M), (name, out)
+    assert re.search(r"^mnist_cnn K=8 +[\d.]+ s per epoch per run", out, re.M)
+    assert re.search(r"Table 1 \(paper protocol\): 84 cells, \d+ runs", out)
+
+
+def test_the_readme_lists_every_gpu_check():
+    from pathlib import Path
+
+    from idnhelpers import gpu_check
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Run the paper's grid on a cluster"):readme.index("## Edit notebooks")]
+    assert "make gpu-check" in section
+    assert all(f"| {name} |" in section for name in gpu_check.CHECKS)
