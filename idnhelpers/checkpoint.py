@@ -1,15 +1,19 @@
 """Runs that survive being killed: after an epoch that ends ``EVERY_SECONDS`` or more after the
-last store (or the start), ``engine.fit`` stores the whole state of its call (every network's
-weights and buffers, the optimiser, the runs' random generators, the losses' state, the
-recorders' sums, history and snapshots, the weights kept so far, the epoch; training draws from no
-other generator) in the cache under a key of its runs (``checkpoint_key``, file ``<key>.ckpt``):
-atomic, checksummed and loaded with ``torch.load(weights_only=True)``, as every cache entry. The
-next process that trains the same runs (the runs' locks make it one process) resumes after the
-last stored epoch, and its result equals an uninterrupted run's bit for bit on the same machine;
-the checkpoint is removed when the call finishes. On Slurm a grid job requeues itself on
-pre-emption or time-out (``grid.executors.GridJob``) and resumes so. A killed run loses at most ``EVERY_SECONDS``
-and the epoch it was in; a run shorter than that stores nothing (a store costs about 19 ms for
-the MNIST CNN: a tenth of a small epoch)."""
+last store (or the start), and within an epoch once ``WITHIN_EPOCH_SECONDS`` have passed since
+the last store (a long epoch: Clothing1M's, a WRN's on a slow GPU), ``engine.fit`` stores the
+whole state of its call (every network's weights and buffers, the optimiser, the runs' random
+generators, the losses' state, the recorders' sums, history and snapshots, the weights kept so
+far, the epoch and step, and within an epoch its running loss and accuracy sums; training draws
+from no other generator) in the cache under a key of its runs (``checkpoint_key``, file
+``<key>.ckpt``): atomic, checksummed and loaded with ``torch.load(weights_only=True)``, as every
+cache entry. The next process that trains the same runs (the runs' locks make it one process)
+resumes from the last stored epoch or step (within an epoch it draws the epoch's batch order
+again from the generators as they were when it began and skips the steps done), and its result
+equals an uninterrupted run's bit for bit on the same machine; the checkpoint is removed when the
+call finishes. On Slurm a grid job requeues itself on pre-emption or time-out
+(``grid.executors.GridJob``) and resumes so. A killed run loses at most ``EVERY_SECONDS`` and the
+epoch it was in (of a long epoch, ``WITHIN_EPOCH_SECONDS``); a run shorter than that stores
+nothing (a store costs about 19 ms for the MNIST CNN: a tenth of a small epoch)."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from . import cache
 SUFFIX = ".ckpt"  # beside the results (``.pt``) in the cache folder, never mistaken for one
 # at most this much training lost to a kill (plus the epoch it interrupted); IDNHELPERS_CHECKPOINT_SECONDS sets it
 EVERY_SECONDS = float(os.environ.get("IDNHELPERS_CHECKPOINT_SECONDS", 30))
+WITHIN_EPOCH_SECONDS = 300.0  # an epoch longer than this also stores every this many seconds within it
 
 
 def checkpoint_key(runs, stacked: bool) -> str:

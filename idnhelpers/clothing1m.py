@@ -169,7 +169,7 @@ class _EpochOrder(Sampler):
     ``generator``; yields ``(index, seed)``."""
 
     def __init__(self, n: int, generator: torch.Generator):
-        self.n, self.generator = n, generator
+        self.n, self.generator, self.skip = n, generator, 0
 
     def __len__(self):
         return self.n
@@ -177,7 +177,8 @@ class _EpochOrder(Sampler):
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator)
         seed = int(torch.randint(2 ** 62, (1,), generator=self.generator))
-        return iter([(int(i), seed) for i in order])
+        skip, self.skip = self.skip, 0  # the next pass: the whole epoch again
+        return iter([(int(i), seed) for i in order[skip:]])
 
 
 class StreamSource:
@@ -217,15 +218,16 @@ class StreamSource:
         for rows, x in loader:
             yield rows.to(self.device, non_blocking=True), x.to(self.device, non_blocking=True)
 
-    def train_batches(self, generators, batch_size, augment, drop_last):
+    def train_batches(self, generators, batch_size, augment, drop_last, skip: int = 0):
         """One epoch in the order of the (single) run's generator, each image augmented from a
-        seed of that generator (``_EpochOrder``)."""
+        seed of that generator (``_EpochOrder``), without its first ``skip`` batches."""
         (generator,) = generators
         loader = self._loader(f"train {augment}", self.train_transform if augment else self.eval_transform,
                               batch_size=batch_size, sampler=_EpochOrder(len(self.files), generator),
                               drop_last=drop_last and len(self.files) > batch_size)
         if loader.sampler.generator is not generator:
             fail("generators", "another run's generator", "the generator this source's first epoch used")
+        loader.sampler.skip = skip * batch_size
         for rows, x in self._batches(loader):
             yield [(rows, x)]
 

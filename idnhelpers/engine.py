@@ -210,11 +210,12 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
     records = [Recorder(run) for run in runs]
     best = [(-1.0, 0, None)] * len(runs)
     label = run0.label or f"{proto.model} seed {run0.seed}"
-    probs, first_epoch, elapsed_before, stored_at = None, 0, 0.0, start
+    probs, first_epoch, first_step, elapsed_before, stored_at = None, 0, 0, 0.0, start
     key = checkpoint.checkpoint_key(runs, stacked) if resumable else None
     saved = cache.load(key, checkpoint.SUFFIX) if resumable else None
-    if saved is not None:  # a killed process's last epoch: carry on after it
-        first_epoch, elapsed_before, probs, best = saved["epoch"], saved["seconds"], saved["probs"], saved["best"]
+    if saved is not None:  # a killed process's last checkpoint: carry on from it
+        first_epoch, first_step = saved["epoch"], saved.get("step", 0)
+        elapsed_before, probs, best = saved["seconds"], saved["probs"], saved["best"]
         bank.restore(checkpoint.to_device(saved["networks"], device))
         checkpoint.restore_object(optimizer, saved["optimizer"], device)
         for g, state in zip(generators, saved["generators"]):
@@ -223,23 +224,43 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
             checkpoint.restore_object(fn, state, device)
         for rec, state in zip(records, saved["records"]):
             checkpoint.restore_object(rec, state, "cpu")
-        print(f"{label}: resuming after epoch {first_epoch} of {proto.n_epochs} (checkpoint {key})", file=sys.stderr)
+        where = f"after epoch {first_epoch}" if not first_step else f"in epoch {first_epoch + 1}, after step {first_step},"
+        print(f"{label}: resuming {where} of {proto.n_epochs} (checkpoint {key})", file=sys.stderr)
+
+    def store(epoch: int, step: int = 0, epoch_generators=None, sums=None) -> None:
+        """The call's state after ``epoch`` epochs and ``step`` more steps (``checkpoint``); within
+        an epoch the generators as the epoch began (its batch order is drawn again on resuming)."""
+        state = dict(epoch=epoch, step=step, seconds=elapsed_before + time.perf_counter() - start, best=best,
+                     probs=probs if any(row_weighted) else None,  # only a row-weighted loss reads it back
+                     networks=bank.checkpoint(), optimizer=checkpoint.object_state(optimizer),
+                     generators=epoch_generators or [g.get_state() for g in generators], sums=sums,
+                     losses=[checkpoint.object_state(fn) for fn in loss_fns], records=[rec.checkpoint() for rec in records])
+        cache.save(key, state, checkpoint.SUFFIX)
+
     progress = EpochProgress(proto.n_epochs, f"{len(runs)} runs of {label} (stacked)" if stacked else label,
                              done=first_epoch)
     for epoch in range(first_epoch, proto.n_epochs):
-        if epoch and proto.fresh_optimizer:  # the official scripts' optim.SGD(...) inside the epoch loop
+        within = epoch == first_epoch and first_step > 0  # resuming inside this epoch: its start is restored
+        if epoch and proto.fresh_optimizer and not within:  # the official scripts' optim.SGD(...) inside the epoch loop
             optimizer = proto.make_optimizer(bank.parameters())
         optimizer.lr = proto.lr_at(epoch)
-        if any(row_weighted):  # the training set's softmax before this epoch: the one just recorded, if any
+        if any(row_weighted) and not within:  # the training set's softmax before this epoch: the one just recorded, if any
             softmax_now = functools.cache(lambda: probs if probs is not None and run0.softmax_mode == "eval" else (
                 bank.train(False), _probs(bank, source, n_classes, precision, device))[1])
             for k, fn in enumerate(loss_fns):
                 if row_weighted[k]:
                     fn.before_epoch(epoch, lambda k=k: softmax_now()[k], labels[k])
         bank.train(True)
-        loss_sum = torch.zeros(len(runs), device=device)
-        correct = torch.zeros(len(runs), device=device)
-        for batch in source.train_batches(generators, proto.batch_size, proto.augment, run0.objective.drop_last):
+        epoch_generators = [g.get_state() for g in generators] if resumable else None
+        if within:
+            epoch_generators = saved["generators"]
+            loss_sum, correct = (t.to(device) for t in saved["sums"])
+        else:
+            loss_sum = torch.zeros(len(runs), device=device)
+            correct = torch.zeros(len(runs), device=device)
+        skip = first_step if within else 0
+        batches = source.train_batches(generators, proto.batch_size, proto.augment, run0.objective.drop_last, skip)
+        for step, batch in enumerate(batches, start=skip + 1):
             with autocast(device, precision):
                 logits = bank.logits([x for _, x in batch])
             fns = [functools.partial(fn, rows=rows) if row_weighted[k] else fn
@@ -252,6 +273,9 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
             loss_sum += torch.stack([logged.detach() for _, logged in parts]) * len(batch[0][0])
             correct += torch.stack([(logits[k][0][:, :n_classes].argmax(1) == labels[k][rows]).sum()
                                     for k, (rows, _) in enumerate(batch)])
+            if resumable and time.perf_counter() - stored_at >= checkpoint.WITHIN_EPOCH_SECONDS:  # a long epoch
+                store(epoch, step, epoch_generators, (loss_sum, correct))
+                stored_at = time.perf_counter()
         probs = record_softmax(bank, source, run0, generators, device) if run0.record_softmax else None
         bank.train(False)  # test and validation sets are scored in eval mode, whether or not S is recorded
         preds = {name: _probs(bank, s, n_scored, precision, device).argmax(-1) for name, s in evals.items()}
@@ -270,12 +294,7 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
             if run.keep == "best_val" and records[k].history["val_acc"][-1] > best[k][0]:
                 best[k] = (records[k].history["val_acc"][-1], epoch + 1, bank.state(k))
         if resumable and epoch + 1 < proto.n_epochs and time.perf_counter() - stored_at >= checkpoint.EVERY_SECONDS:
-            state = dict(epoch=epoch + 1, seconds=elapsed_before + time.perf_counter() - start, best=best,
-                         probs=probs if any(row_weighted) else None,  # only a row-weighted loss reads it back
-                         networks=bank.checkpoint(), optimizer=checkpoint.object_state(optimizer),
-                         generators=[g.get_state() for g in generators],
-                         losses=[checkpoint.object_state(fn) for fn in loss_fns], records=[rec.checkpoint() for rec in records])
-            cache.save(key, state, checkpoint.SUFFIX)
+            store(epoch + 1)
             stored_at = time.perf_counter()
         progress.epoch_done(postfix[0])
     progress.close()

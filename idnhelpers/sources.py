@@ -88,16 +88,18 @@ class TensorSource:
     def normalized(self) -> torch.Tensor:
         return self.normalize(self.X)
 
-    def train_batches(self, generators: list[torch.Generator], batch_size: int, augment: bool, drop_last: bool):
+    def train_batches(self, generators: list[torch.Generator], batch_size: int, augment: bool, drop_last: bool,
+                      skip: int = 0):
         """One epoch: per step, one ``(rows, x)`` per run, from that run's shuffled order (a random
-        permutation from its generator). ``drop_last`` skips a final incomplete batch."""
+        permutation from its generator). ``drop_last`` skips a final incomplete batch; ``skip``
+        leaves out the first steps (an epoch resumed within: the same draws, fewer batches)."""
         parts = [torch.randperm(len(self.X), generator=g).to(self.device).split(batch_size) for g in generators]
         n_batches = len(parts[0])
         if drop_last and n_batches > 1 and len(parts[0][-1]) < batch_size:
             n_batches -= 1
         sizes = [len(order) for order in parts[0][:n_batches]]
         draws = [augmentation_draws(g, sizes, self.device) for g in generators] if augment else None
-        for b in range(n_batches):
+        for b in range(skip, n_batches):
             if augment:
                 yield [(order[b], self.normalize(augment_batch(self.X[order[b]], d[b]))) for order, d in zip(parts, draws)]
             else:

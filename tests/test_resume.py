@@ -69,7 +69,20 @@ CASES = {
 @pytest.mark.parametrize("stop_after", [1, 2])
 def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(name, stop_after, private_cache,
                                                                           monkeypatch, capsys):
-    runs = CASES[name]()
+    stop_and_resume(CASES[name](), stop_after, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("stop_after", [2, 6])
+def test_a_run_stopped_within_an_epoch_resumes_to_the_uninterrupted_result(name, stop_after, private_cache,
+                                                                           monkeypatch, capsys):
+    """Stores after every step (a long epoch's checkpoints); stopped after the 2nd or 6th store:
+    within the first epoch or, for the WRN's three steps an epoch, within the second."""
+    monkeypatch.setattr(checkpoint, "WITHIN_EPOCH_SECONDS", 0.0)
+    stop_and_resume(CASES[name](), stop_after, monkeypatch, capsys, within=True)
+
+
+def stop_and_resume(runs, stop_after, monkeypatch, capsys, within=False):
     backend = "stacked" if len(runs) > 1 else "loop"
     uninterrupted = train_many(runs, backend=backend, use_cache=False)
     real_save, saves = cache.save, []
@@ -85,10 +98,15 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(name, 
     with pytest.raises(KeyboardInterrupt):
         train_many(runs, backend=backend)
     monkeypatch.setattr(cache, "save", real_save)
-    assert cache.load(key, checkpoint.SUFFIX)["epoch"] == stop_after
+    stored = cache.load(key, checkpoint.SUFFIX)
     capsys.readouterr()
     resumed = train_many(runs, backend=backend)
-    assert f"resuming after epoch {stop_after} of" in capsys.readouterr().err  # not trained again from epoch 0
+    if within:
+        assert stored["step"] > 0
+        assert f"resuming in epoch {stored['epoch'] + 1}, after step {stored['step']}," in capsys.readouterr().err
+    else:
+        assert stored["epoch"] == stop_after
+        assert f"resuming after epoch {stop_after} of" in capsys.readouterr().err  # not trained again from epoch 0
     for a, b in zip(resumed, uninterrupted):
         same(a, b)
     assert not cache.exists(key, checkpoint.SUFFIX)  # removed once the results are stored
