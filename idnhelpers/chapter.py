@@ -20,6 +20,7 @@ from .csr import SEARCHES
 from .experiments import CSR_PROBES
 from .datasets import get_dataset
 from .hardware import PRECISION_CHOICES, resolve_device
+from .runs import DEVICE_TYPES
 
 PAPERMILL_HEADER = "# Parameters"  # first line of the cell papermill injects
 
@@ -108,6 +109,7 @@ CHECKS = {
     "seeds": lambda v, name: check_seeds(v, name),
     "idn_seeds": lambda v, name: check_seeds(v, name),
     "device": _device,
+    "trained_on": lambda v, name: check_choice(v, name, ("auto",) + DEVICE_TYPES),
     "precision": lambda v, name: check_choice(v, name, PRECISION_CHOICES),
     "clothing1m_weights": _path_or_none,
     "clothing1m_epochs": _int(1),

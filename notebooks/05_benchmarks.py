@@ -74,6 +74,7 @@ precision = "auto"  # "auto" (bf16 where the device has it natively, else fp32),
 clothing1m_weights = None  # ImageNet ResNet-50 weights (torchvision state_dict file) for Table 3
 clothing1m_epochs = 10  # epochs per Clothing1M run (the paper: 10)
 collect_only = False  # True: train nothing, read every run from the cache (trained by idn-grid)
+trained_on = "auto"  # where the runs were trained, part of their cache keys: "cpu", "cuda", or "auto" (this machine's device)
 profile = "cpu"  # name of the parameter file used, shown in the book
 
 # %%
@@ -96,12 +97,13 @@ if spec.noise_rates is None:
     raise ValueError(f"family={family!r} is one fixed set of labels: this chapter compares the methods across noise "
                      "rates; benchmark a fixed set with idn-grid --labels (README)")
 noise_rates = list(spec.noise_rates)
+device_type = None if trained_on == "auto" else trained_on  # collect_only on a laptop: "cuda" for a cluster's runs
 
 # %% [markdown]
 # ## Data, labels and the grid
 
 # %% tags=["remove-stderr"]
-grid = build_grid(spec, device=device, train_labels=not collect_only)
+grid = build_grid(spec, device=device, train_labels=not collect_only, device_type=device_type)
 table = collect(grid) if collect_only else run_grid(grid, "local", device=device)
 results = {(row["noise_rate"], row["seed"], row["method"]): row for row in table.to_dict("records")}
 print(grid.description + ("; read from the cache (collect_only)" if collect_only else ""))
@@ -253,7 +255,7 @@ if "ce" in methods:
 table_beyond = None
 if beyond:
     spec_beyond = spec.replace(methods=beyond, noise_rates=beyond_rates or noise_rates)
-    grid_beyond = build_grid(spec_beyond, device=device, train_labels=not collect_only)
+    grid_beyond = build_grid(spec_beyond, device=device, train_labels=not collect_only, device_type=device_type)
     try:
         table_beyond = collect(grid_beyond) if collect_only else run_grid(grid_beyond, "local", device=device)
     except MissingRuns as missing:  # collect_only: idn-grid trained the paper's methods only
@@ -287,7 +289,7 @@ paper3 = pd.DataFrame([((method_label(n) if n in METHODS else "Joint Optimizatio
 if clothing1m_available(data_root) and clothing1m_weights:
     grid3 = build_grid(spec.replace(dataset="clothing1m", methods=[m for m in methods if m in paper.CLOTHING1M_METHODS],
                                     seeds=(0,), n_epochs=clothing1m_epochs, n_iterations=None,
-                                    clothing1m_weights=clothing1m_weights))
+                                    clothing1m_weights=clothing1m_weights), device=device, device_type=device_type)
     table3 = collect(grid3) if collect_only else run_grid(grid3, "local", device=device)
     # the model kept is the best on the clean validation set: its test accuracy is val_selected
     ours = pd.DataFrame({"method": table3["label"], "ours": table3["val_selected"]})

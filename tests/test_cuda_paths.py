@@ -302,3 +302,17 @@ def test_the_readme_lists_every_gpu_check():
     section = readme[readme.index("## Run the paper's grid on a cluster"):readme.index("## Edit notebooks")]
     assert "make gpu-check" in section
     assert all(f"| {name} |" in section for name in gpu_check.CHECKS)
+
+
+def test_a_laptop_collects_a_clusters_gpu_runs_by_their_device_type():
+    from idnhelpers.chapter import CHECKS
+    from idnhelpers.grid import GridSpec, build_grid
+
+    spec = GridSpec(dataset="digits", methods=["ce"], family="symmetric", noise_rates=[0.2], seeds=[0], n_epochs=1,
+                    n_train=100, n_test=50)
+    here, there = build_grid(spec, device="cpu"), build_grid(spec, device="cpu", device_type="cuda")
+    assert here.cells[0].run.device_type == "cpu" and there.cells[0].run.device_type == "cuda"
+    assert here.cells[0].run.key() != there.cells[0].run.key()
+    assert CHECKS["trained_on"]("cuda", "trained_on") == "cuda"
+    with pytest.raises(ValueError, match="trained_on='gpu'"):
+        CHECKS["trained_on"]("gpu", "trained_on")
