@@ -34,6 +34,8 @@ The one substitution, mechanical: the ``smoke`` profile wherever a command names
    built from the same arguments, so a bad option still fails. Where its profile became ``smoke``,
    it keeps the precision of the profile it named (``--set precision=...``): Slurm jobs submitted
    from a machine without a GPU need one stated (``paper``'s fp32), where ``smoke`` says ``auto``.
+5. papermill's ``-p trained_on cuda`` (collecting a cluster's GPU runs) becomes ``-p trained_on auto``:
+   the runs collected here were trained on this machine's device, by the recipes before it.
 
 ``make`` targets are listed (the book and the test suite are minutes to an hour, and CI runs
 ``make test``); each is still checked with ``make -n`` (the target exists and expands).
@@ -201,6 +203,7 @@ def smoke(command: str, root: Path = ROOT) -> str:
             extra += "".join(f" -f notebooks/profiles/smoke/{p.name}" for p in own)
         at = out.index(target, out.index(source) + len(source)) + len(target)
         out = f"{out[:at]} {extra}{out[at:]}"
+        out = re.sub(r"(-p\s+trained_on\s+)cuda\b", r"\1auto", out)
         given = _papermill_values(words)
         if "n_train" in given and given["n_train"] is None and "dataset" not in given:
             out += ' -y "dataset: digits"'
@@ -331,6 +334,9 @@ def test_the_substitution():
         ".venv/bin/papermill scratch/05_benchmarks.ipynb t.ipynb -f notebooks/profiles/smoke.yaml "
         "-f notebooks/profiles/smoke/05_benchmarks.yaml -f notebooks/profiles/smoke.yaml "
         "-f notebooks/profiles/smoke/05_benchmarks.yaml -p seed 1")
+    assert smoke(".venv/bin/papermill scratch/05_benchmarks.ipynb t.ipynb -p collect_only True -p trained_on cuda") == (
+        ".venv/bin/papermill scratch/05_benchmarks.ipynb t.ipynb -f notebooks/profiles/smoke.yaml "
+        "-f notebooks/profiles/smoke/05_benchmarks.yaml -p collect_only True -p trained_on auto")
     assert smoke("make book PROFILE=paper") == "make book PROFILE=smoke"
     assert smoke(".venv/bin/idn-grid --profile paper --table 1 --executor slurm --no-wait") == (
         ".venv/bin/idn-grid --profile smoke --table 1 --executor slurm --no-wait --dry-run --set precision=fp32")
