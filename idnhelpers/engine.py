@@ -230,12 +230,14 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
     def store(epoch: int, step: int = 0, epoch_generators=None, sums=None) -> None:
         """The call's state after ``epoch`` epochs and ``step`` more steps (``checkpoint``); within
         an epoch the generators as the epoch began (its batch order is drawn again on resuming)."""
+        nonlocal stored_at
         state = dict(epoch=epoch, step=step, seconds=elapsed_before + time.perf_counter() - start, best=best,
                      probs=probs if any(row_weighted) else None,  # only a row-weighted loss reads it back
                      networks=bank.checkpoint(), optimizer=checkpoint.object_state(optimizer),
                      generators=epoch_generators or [g.get_state() for g in generators], sums=sums,
                      losses=[checkpoint.object_state(fn) for fn in loss_fns], records=[rec.checkpoint() for rec in records])
         cache.save(key, state, checkpoint.SUFFIX)
+        stored_at = time.perf_counter()
 
     progress = EpochProgress(proto.n_epochs, f"{len(runs)} runs of {label} (stacked)" if stacked else label,
                              done=first_epoch)
@@ -251,14 +253,12 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
                 if row_weighted[k]:
                     fn.before_epoch(epoch, lambda k=k: softmax_now()[k], labels[k])
         bank.train(True)
-        epoch_generators = [g.get_state() for g in generators] if resumable else None
         if within:
-            epoch_generators = saved["generators"]
+            epoch_generators, skip = saved["generators"], first_step
             loss_sum, correct = (t.to(device) for t in saved["sums"])
         else:
-            loss_sum = torch.zeros(len(runs), device=device)
-            correct = torch.zeros(len(runs), device=device)
-        skip = first_step if within else 0
+            epoch_generators, skip = [g.get_state() for g in generators] if resumable else None, 0
+            loss_sum, correct = torch.zeros(len(runs), device=device), torch.zeros(len(runs), device=device)
         batches = source.train_batches(generators, proto.batch_size, proto.augment, run0.objective.drop_last, skip)
         for step, batch in enumerate(batches, start=skip + 1):
             with autocast(device, precision):
@@ -275,7 +275,6 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
                                     for k, (rows, _) in enumerate(batch)])
             if resumable and time.perf_counter() - stored_at >= checkpoint.WITHIN_EPOCH_SECONDS:  # a long epoch
                 store(epoch, step, epoch_generators, (loss_sum, correct))
-                stored_at = time.perf_counter()
         probs = record_softmax(bank, source, run0, generators, device) if run0.record_softmax else None
         bank.train(False)  # test and validation sets are scored in eval mode, whether or not S is recorded
         preds = {name: _probs(bank, s, n_scored, precision, device).argmax(-1) for name, s in evals.items()}
@@ -295,7 +294,6 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
                 best[k] = (records[k].history["val_acc"][-1], epoch + 1, bank.state(k))
         if resumable and epoch + 1 < proto.n_epochs and time.perf_counter() - stored_at >= checkpoint.EVERY_SECONDS:
             store(epoch + 1)
-            stored_at = time.perf_counter()
         progress.epoch_done(postfix[0])
     progress.close()
     if resumable:
