@@ -153,11 +153,12 @@ class Recorder:
 def _probs(bank, source, n_classes: int, precision: str, device, augment_generators=None, batch_size=None):
     """K x n x c softmax of each run's recorded network on a source's instances, in order: the
     rows per call (``batch_size``, default ``sources.eval_batch``) shared by the K runs, so a
-    stacked call holds no more activations than one run's."""
+    stacked call holds no more activations than one run's. One autocast region for the pass: the
+    weights are cast to bf16 once, not once per batch."""
     out = []
     batch_size = max(1, (batch_size or eval_batch(device)) // bank.K)
-    for x in source.eval_batches(batch_size, augment_generators):
-        with autocast(device, precision):
+    with autocast(device, precision):
+        for x in source.eval_batches(batch_size, augment_generators):
             out.append(bank.probs(x, n_classes, per_run=augment_generators is not None).cpu())
     return torch.cat(out, 1)
 

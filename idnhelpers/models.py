@@ -10,6 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)``. Where no gradient is wanted (evaluation, softmax recording) it is two
+    element-wise maxima of strided views: the same values bit for bit (NaN included), 3-6x faster
+    on a CPU than ATen's pooling kernel at 512 rows (NOTES.md, issue 20), channels-last kept."""
+    if x.requires_grad:
+        return F.max_pool2d(x, 2)
+    x = x[:, :, : x.shape[2] // 2 * 2, : x.shape[3] // 2 * 2]  # max_pool2d drops an odd last row or column
+    rows = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
+    return torch.maximum(rows[:, :, :, 0::2], rows[:, :, :, 1::2])
+
+
 class MnistCNN(nn.Module):
     """Appendix A's MNIST CNN: [conv 5x5, 20, relu, maxpool 2]; [conv 5x5, 50, relu, maxpool 2];
     [fc 800 -> 500, relu]; [fc 500 -> 10]. Each relu runs after its max-pool: the two commute
@@ -24,8 +35,8 @@ class MnistCNN(nn.Module):
         self.fc2 = nn.Linear(500, n_classes)
 
     def forward(self, x):
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = F.relu(max_pool_2x2(self.conv1(x)))
+        x = F.relu(max_pool_2x2(self.conv2(x)))
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 

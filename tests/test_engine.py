@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from idnhelpers import cache, engine
 from idnhelpers.datasets import load_dataset, protocol
@@ -139,6 +140,32 @@ def test_paper_networks_shapes():
     assert build_model("resnet50", 14, (3, 64, 64)).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 14)
     with pytest.raises(ValueError, match="mnist_cnn"):
         build_model("vgg", 10, (1, 28, 28))
+
+
+def test_pooling_without_gradients_equals_atens_max_pool_and_the_official_network():
+    """models.max_pool_2x2's no-gradient path gives max_pool2d's values bit for bit (ties, NaN, odd
+    sizes, both layouts), and the engine's MnistCNN the official forward's (bench.OfficialMnistCNN)."""
+    from idnhelpers.bench import OfficialMnistCNN
+    from idnhelpers.models import MnistCNN, max_pool_2x2
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(3, 20, 24, 24), (2, 5, 9, 7)]:
+        x = torch.randn(shape, generator=g).mul(2).round()  # integers: many ties within a window
+        x[0, 0, 0, 0] = float("nan")
+        for layout in (torch.contiguous_format, torch.channels_last):
+            x = x.contiguous(memory_format=layout)
+            pooled = max_pool_2x2(x)
+            assert torch.allclose(pooled, F.max_pool2d(x, 2), rtol=0, atol=0, equal_nan=True)  # exactly, NaN = NaN
+            assert pooled.is_contiguous(memory_format=layout) and torch.isnan(pooled[0, 0, 0, 0])
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)  # with gradients: ATen's pooling and its backward
+    assert max_pool_2x2(x).grad_fn.name() == F.max_pool2d(x, 2).grad_fn.name()
+    torch.manual_seed(0)
+    engine_net = MnistCNN().eval()
+    torch.manual_seed(0)
+    official = OfficialMnistCNN().eval()
+    images = torch.randn(64, 1, 28, 28, generator=g)
+    with torch.no_grad():
+        assert torch.equal(engine_net(images), official(images))
 
 
 def test_published_or_generated_idn_labels_for_a_sample():
