@@ -11,10 +11,12 @@ from torch import nn
 
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(x, 2)``. Where no gradient is wanted (evaluation, softmax recording) it is two
+    """``F.max_pool2d(x, 2)``. Under ``torch.no_grad`` (evaluation, softmax recording) it is two
     element-wise maxima of strided views: the same values bit for bit (NaN included), 3-6x faster
-    on a CPU than ATen's pooling kernel at 512 rows (NOTES.md, issue 20), channels-last kept."""
-    if x.requires_grad:
+    on a CPU than ATen's pooling kernel at 512 rows (NOTES.md, issue 20), channels-last kept. With
+    gradients on, always ATen's kernel and backward (ties to the first maximum), also under vmap,
+    where ``x.requires_grad`` reads False."""
+    if torch.is_grad_enabled():
         return F.max_pool2d(x, 2)
     x = x[:, :, : x.shape[2] // 2 * 2, : x.shape[3] // 2 * 2]  # max_pool2d drops an odd last row or column
     rows = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])

@@ -142,9 +142,10 @@ def test_paper_networks_shapes():
         build_model("vgg", 10, (1, 28, 28))
 
 
-def test_pooling_without_gradients_equals_atens_max_pool_and_the_official_network():
+def test_pooling_without_gradients_equals_atens_max_pool_and_the_official_network(monkeypatch):
     """models.max_pool_2x2's no-gradient path gives max_pool2d's values bit for bit (ties, NaN, odd
     sizes, both layouts), and the engine's MnistCNN the official forward's (bench.OfficialMnistCNN)."""
+    from idnhelpers import models
     from idnhelpers.bench import OfficialMnistCNN
     from idnhelpers.models import MnistCNN, max_pool_2x2
 
@@ -159,6 +160,14 @@ def test_pooling_without_gradients_equals_atens_max_pool_and_the_official_networ
             assert pooled.is_contiguous(memory_format=layout) and torch.isnan(pooled[0, 0, 0, 0])
     x = torch.randn(2, 3, 8, 8, requires_grad=True)  # with gradients: ATen's pooling and its backward
     assert max_pool_2x2(x).grad_fn.name() == F.max_pool2d(x, 2).grad_fn.name()
+    aten_calls = []
+    monkeypatch.setattr(models.F, "max_pool2d", lambda x, k: aten_calls.append(k) or F.avg_pool2d(x, k))
+    nets = [MnistCNN() for _ in range(2)]  # stacked training (steps.StackedBank): vmap hides requires_grad
+    params, buffers = torch.func.stack_module_state(nets)
+    stacked = torch.func.vmap(lambda p, b, x: torch.func.functional_call(nets[0], (p, b), (x,)), in_dims=(0, 0, None))
+    stacked(params, buffers, torch.randn(4, 1, 28, 28))
+    assert aten_calls == [2, 2]
+    monkeypatch.undo()
     torch.manual_seed(0)
     engine_net = MnistCNN().eval()
     torch.manual_seed(0)
