@@ -150,8 +150,8 @@ def main(argv=None) -> int:
              f"{cpu_model()}, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}")
     print(f"device: {device} ({where}); native bf16: {'yes' if native_bf16(device) else 'no'}; "
           f"precision: {args.precision} -> {precision}")
-    rates = {p: matmul_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[p], device=str(device))
-             for p in ("fp32", "bf16")}
+    rates = {p: matmul_gflops(dtype, device=str(device)) for p, dtype in (("fp32", torch.float32),
+                                                                           ("bf16", torch.bfloat16))}
     limit, per_image = epoch_limit(len(y), len(y_test), rates["bf16" if precision == "bf16" else "fp32"])
     print("1024 x 1024 matrix product: " + ", ".join(f"{p} {g:.1f} GFLOP/s" for p, g in rates.items())
           + f"; MNIST CNN {per_image / 1e6:.2f} MFLOP forward per image")

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checks import check_bool, check_int, fail
 from .datasets import DatasetSpec, default_root, register_dataset
+from .hardware import cpu_cores
 from .protocol import Protocol
 from .runs import Data, Labelled, Run
 
@@ -141,8 +142,6 @@ class ImageFiles(Data):
 def default_workers() -> int:
     """Decoding processes per loader: the CPU cores this process may use (Slurm's ``--cpus``), less
     one for the training loop."""
-    from .engine import cpu_cores
-
     return max(1, cpu_cores() - 1)
 
 

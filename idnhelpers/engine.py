@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import sys
 import time
 import warnings
@@ -43,7 +42,7 @@ import torch
 from . import cache, checkpoint
 from .checks import check_choice, check_int, fail
 from .csr import critical_sample_ratio
-from .hardware import describe, resolve_device, training_settings, tune_cpu_allocator
+from .hardware import cpu_cores, describe, resolve_device, training_settings, tune_cpu_allocator
 from .models import build_model
 from .progress import EpochProgress
 from .runs import Data, Run, RunResult, Tensors
@@ -446,11 +445,6 @@ def _train_runs(runs: list[Run], backend: str, device, workers, stack_size, resu
         for start in range(0, len(indices), stack_size or len(indices)):
             chunk = indices[start:start + (stack_size or len(indices))]
             yield from zip(chunk, fit([runs[i] for i in chunk], device, stacked=len(chunk) > 1, resumable=resumable))
-
-
-def cpu_cores() -> int:
-    """The CPU cores this process may use (its affinity: what Slurm or taskset gave it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def worker_devices(device: torch.device, workers: int | None = None) -> list[torch.device]:

@@ -213,6 +213,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 @functools.cache
+def cpu_cores() -> int:
+    """The CPU cores this process may use (its affinity: what Slurm or taskset gave it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def tune_cpu_allocator() -> bool:
     """Serve allocations below 32 MB from glibc's heap and keep up to 512 MB of freed heap, so a
     training step's activations (a few MB each, freed every step) reuse memory instead of being

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.models import resnet50 as tv_resnet50
 
-from idnhelpers import clothing1m, engine, paper
+from idnhelpers import clothing1m, paper
 from idnhelpers.datasets import get_dataset, load_dataset, protocol
 from idnhelpers.experiments import generate_idn
 from idnhelpers.methods import Trainer, run_method, run_methods, run_stages, summarize
@@ -170,7 +170,7 @@ def test_clothing1m_loaders_persist_pin_and_give_the_same_batches_with_any_worke
     assert not torch.equal(torch.cat([r for r, _ in epochs[0]]), torch.cat([r for r, _ in epochs[1]]))  # reshuffled
     (loader,) = in_workers.loaders.values()  # one loader for both epochs, its workers kept
     assert loader.persistent_workers and loader.num_workers == 2 and not loader.pin_memory
-    monkeypatch.setattr(engine, "cpu_cores", lambda: 3)
+    monkeypatch.setattr(clothing1m, "cpu_cores", lambda: 3)
     on_gpu = StreamSource(ImageFiles(keys, str(clothing_root), resize=36, crop=32), torch.device("cuda"))
     assert on_gpu.workers == 2  # the cores Slurm gave the job, less the training loop's
     assert on_gpu._loader("eval", on_gpu.eval_transform, batch_size=4).pin_memory

@@ -27,8 +27,7 @@ from tqdm import tqdm
 
 from .. import cache, engine
 from ..checks import check_choice, check_int, fail
-from ..engine import cpu_cores
-from ..hardware import resolve_device
+from ..hardware import cpu_cores, resolve_device
 from ..methods import Trainer, run_stages
 from ..progress import clock, use_bars
 from ..runs import Run, RunResult
@@ -282,8 +281,7 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
         engine.train_many(list(grid.prerequisites), device=device)
         grid = build_grid(grid.spec, device=device, device_type=device_type)
     # the cells as the jobs' device will key them (a grid built on a login node without a GPU says "cpu")
-    cells = [c if c.run.device_type == device_type else dataclasses.replace(c, run=c.run.replace(
-        device_type=device_type)) for c in _cells(grid)]
+    cells = [dataclasses.replace(c, run=engine.on_device(c.run, torch.device(device_type))) for c in _cells(grid)]
     traces = trace(cells, progress=progress)
     p = plan(cells, cells_per_job=cells_per_job, traces=traces)
     if p.jobs and executor == "local":
