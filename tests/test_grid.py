@@ -90,8 +90,9 @@ def test_a_grid_is_cells_with_the_runs_the_chapter_used_to_build(trained):
     X_test, y_test = load_dataset("digits", train=False)
     train, val = validation_split(len(y), 0.1, 0)
     y_noisy = experiments.generate_idn(sample("digits"), [0.2], precision="fp32").noisy[0.2]
+    records = experiments.memorisation_records(sample("digits", val_fraction=0.1), y_noisy)  # CSR, tracked rows
     old = make_run(X[train], y_noisy[train], cell.run.protocol, dataset="digits", seed=0, y_true=y[train],
-                   X_test=X_test, y_test=y_test, X_val=X[val], y_val=y_noisy[val], precision="fp32")
+                   X_test=X_test, y_test=y_test, X_val=X[val], y_val=y_noisy[val], precision="fp32", **records)
     assert cell.run.key() == old.key()
     assert len(g.cells[0].run.data.__reduce__()[1][0]) == 5  # travels as a reference to the data set's rows
     assert "1260 training rows, 140 validation rows, 397 test rows, 6 grid cells" in g.description

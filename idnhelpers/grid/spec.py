@@ -17,7 +17,7 @@ import torch
 from .. import clothing1m, engine, paper
 from ..checks import check_choice, check_distinct, check_float, check_int, check_seed, check_seeds, fail
 from ..datasets import get_dataset, protocol
-from ..experiments import family_labels, network_run
+from ..experiments import family_labels, memorisation_records, network_run
 from ..hardware import PRECISION_CHOICES, resolve_device, resolve_precision
 from ..methods import get_method
 from ..noise import FAMILIES
@@ -163,7 +163,9 @@ def build_grid(spec: GridSpec, *, device=None, train_labels: bool = True, device
     cache). ``device_type``: where the cells train, "cpu" or "cuda" (part of their cache keys;
     default: ``device``'s type; Slurm jobs submitted from a machine without a GPU: "cuda"). With ``train_labels=False`` a missing labelling network is not trained: the grid lists
     it in ``prerequisites`` and its cells carry random placeholder labels (a plan still
-    counts every run; ``run_grid`` trains the network and builds the grid again)."""
+    counts every run; ``run_grid`` trains the network and builds the grid again). Every base run
+    records what chapter 03 reads of memorisation (``experiments.memorisation_records``: CSR and six
+    tracked corrupted rows, which cost little), so chapters 01, 03, 04 and 05 share the grid's runs."""
     if not isinstance(spec, GridSpec):
         fail("spec", type(spec).__name__, "a grid.GridSpec")
     spec = spec.replace(precision=resolve_precision(spec.precision, device))  # "auto": for the device that trains
@@ -190,7 +192,8 @@ def build_grid(spec: GridSpec, *, device=None, train_labels: bool = True, device
         measured = float((y_noisy[data.train] != data.y[data.train]).float().mean())
         name = f"{rate:g}" if rate is not None else " ".join(map(str, {**family.settings, **spec.family_settings}.values())) or spec.family
         for seed in spec.seeds:
-            base = data.run(y_noisy, proto, seed=seed, precision=spec.precision, device_type=device_type)
+            base = data.run(y_noisy, proto, seed=seed, precision=spec.precision, device_type=device_type,
+                            **memorisation_records(data, y_noisy))
             cells += [Cell(spec.dataset, method, spec.family, name, measured if rate is None else rate, seed, base,
                            spec.options(method)) for method in spec.methods]
     val = 0 if data.val is None else len(data.val)
