@@ -33,6 +33,7 @@ import papermill
 from idnhelpers.chapter import CLAIMS_GLUE, assigned_names, assignments
 from idnhelpers.hardware import resolve_precision
 from idnhelpers.profiles import chapter_exceptions, load_profile, profile_names
+from idnhelpers.stats import CONTRADICTED, HOLDS, NOT_CHECKED, NOT_RESOLVED, VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "notebooks" / "profiles"
@@ -131,9 +132,10 @@ def chapter_claims(nb) -> list[dict]:
 
 
 def write_summary(root: Path) -> Path:
-    """Write ``book/summary.md``: every chapter's checks of the paper's claims in this build."""
+    """Write ``book/summary.md``: every chapter's checks of the paper's claims in this build, each
+    with its verdict (``idnhelpers.stats.judge``'s rule), counted per verdict."""
     lines = {"paper": [], "beyond": []}
-    counts = {part: {True: 0, False: 0, None: 0} for part in lines}
+    counts = {part: dict.fromkeys(VERDICTS, 0) for part in lines}
     for source in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
         nb_path = source.with_suffix(".ipynb")
         if not nb_path.exists():
@@ -142,23 +144,35 @@ def write_summary(root: Path) -> Path:
         profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile", "?")
         for row in chapter_claims(nb):
             part = "beyond" if "beyond the paper" in row["paper"] else "paper"
-            counts[part][row["holds here"]] += 1
-            verdict = {True: "yes", False: "**no**", None: "not checked"}[row["holds here"]]
+            counts[part][row["verdict"]] += 1
+            verdict = row["verdict"] if row["verdict"] == HOLDS else f"**{row['verdict']}**"
             chapter = f"[{source.stem}](../notebooks/{source.stem})"
             cells = [row["paper"], row["claim"], verdict, row["evidence"], chapter, profile]
             lines[part].append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    head = "| paper | claim | holds | decided by | chapter | profile |\n|---|---|---|---|---|---|\n"
+    head = "| paper | claim | verdict | decided by | chapter | profile |\n|---|---|---|---|---|---|\n"
 
     def tally(part):
         c = counts[part]
-        return f"{c[True]} hold, {c[False]} do not and {c[None]} were not checked"
+        one = {HOLDS: ("holds", "hold"), CONTRADICTED: ("is contradicted", "are contradicted"),
+               NOT_RESOLVED: ("is not resolved at this scale", "are not resolved at this scale"),
+               NOT_CHECKED: ("was not checked", "were not checked")}
+        said = [f"{c[v]} {one[v][c[v] != 1]}" for v in VERDICTS]
+        return ", ".join(said[:-1]) + " and " + said[-1]
 
     text = f"""# Reproduction summary
 
-Every claim of the paper that a chapter of this build checks, as that chapter's own check decided
-it, with the number that decides it. A claim is judged under the profile that built its chapter:
-under `smoke` the verdicts only show that the checks run. Not checked: the data or settings it
-needs were missing from this build.
+Every claim of the paper that a chapter of this build checks, with the chapter's verdict and the
+numbers that decide it. A claim that compares accuracies or rates is decided by one rule over the
+seeds of the build (`idnhelpers.stats.judge`): with d the mean of the claimed difference over the
+seeds and se its standard error (their standard deviation / sqrt(k); for a single measured
+proportion, its binomial standard error), the claim **holds** if d > 2 se, is **contradicted** if
+d < -2 se, and is **not resolved at this scale** otherwise, with the reason (the margin within the
+seeds' spread, a subset where the claim needs the whole data set, a test without the power at
+this m) and what would resolve it. A claim that holds "at every rate" must hold at each rate.
+Claims without a spread to weigh (arithmetic, a hypothesis test's decision) are facts. Not
+checked: the data or settings it needs were missing from this build. A claim is judged under the
+profile that built its chapter: under `smoke` the verdicts only show that the checks run. The
+paper's protocol, where it has been run, is shown beside this build's numbers in each chapter.
 
 ## The paper's claims
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 
 import numpy as np
 
@@ -48,14 +47,12 @@ def study(size: int, rates, seeds, max_epochs: int, iterations: int, n_test: int
     def train(name, n_epochs, **options):
         base = [rows.run(labels[r], protocol("mnist", n_epochs=n_epochs), seed=s, precision=precision, keep="none")
                 for r in rates for s in seeds]
-        start = time.perf_counter()
-        results = run_stages(name, base, trainer=trainer, **options)
-        return dict(zip([(r, s) for r in rates for s in seeds], results)), time.perf_counter() - start
+        return dict(zip([(r, s) for r in rates for s in seeds], run_stages(name, base, trainer=trainer, **options)))
 
-    long, seconds = train("ce", max_epochs)
+    long = train("ce", max_epochs)
     fit = {cell: result.history["fit_acc"] for cell, result in long.items()}
     epochs = 5 * math.ceil(max(converged_epoch(fit[(max(rates), s)], tolerance) for s in seeds) / 5)
-    chosen, _ = train("seal", epochs, n_iterations=iterations)
+    chosen = train("seal", epochs, n_iterations=iterations)
     out = []
     for r in rates:
         def mean(values):
@@ -74,7 +71,7 @@ def study(size: int, rates, seeds, max_epochs: int, iterations: int, n_test: int
             ce_last=mean(ce_last), ce_best=mean([max(chosen[(r, s)].stages[0].history["test_acc"]) for s in seeds]),
             seal_gain=[mean(np.subtract(v, ce_last)) for v in seal_last],
             seal_gain_std=[float(np.std(np.subtract(v, ce_last))) for v in seal_last],
-            row_epochs_per_run=size * epochs, seconds_long=seconds / len(long),
+            seconds_per_epoch=mean([chosen[(r, s)].stages[0].seconds / epochs for s in seeds]),
             fit_acc_curve=np.mean([fit[(r, s)] for s in seeds], 0).round(4).tolist(),
             test_acc_curve=np.mean(test, 0).round(4).tolist()))
     return out
@@ -82,13 +79,14 @@ def study(size: int, rates, seeds, max_epochs: int, iterations: int, n_test: int
 
 def markdown(rows: list[dict]) -> str:
     head = ("| training rows | rate | CE train acc. converged at epoch (acc.) | CE peak test (epoch) | epochs chosen | "
-            "CE train acc. there | CE last (best) | SEAL gain, iterations 1..m |\n|---|---|---|---|---|---|---|---|")
+            "CE train acc. there | CE last (best) | SEAL gain, iterations 1..m | s per epoch |\n"
+            "|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         gains = ", ".join(f"{100 * g:+.2f} ± {100 * s:.2f}" for g, s in zip(r["seal_gain"], r["seal_gain_std"]))
         lines.append(f"| {r['n_train']} | {r['rate']:.0%} | {r['converged_epoch']:.0f} ({100 * r['train_acc_at_convergence']:.1f}) | "
                      f"{100 * r['peak_test']:.2f} ({r['peak_epoch']:.0f}) | {r['epochs']} | {100 * r['train_acc']:.1f} | "
-                     f"{100 * r['ce_last']:.2f} ({100 * r['ce_best']:.2f}) | {gains} |")
+                     f"{100 * r['ce_last']:.2f} ({100 * r['ce_best']:.2f}) | {gains} | {r['seconds_per_epoch']:.2f} |")
     return "\n".join(lines)
 
 

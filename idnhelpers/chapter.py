@@ -86,6 +86,7 @@ CHECKS = {
     "baselines": _methods,
     "beyond": lambda v, name: _methods(v, name, empty_ok=True),
     "beyond_rates": lambda v, name: None if v is None else check_rates(v, name),
+    "baseline_rates": lambda v, name: None if v is None else check_rates(v, name),
     "families": _families,
     "tabular_dataset": _features_dataset,
     "tabular_epochs": _int(1),
@@ -195,18 +196,58 @@ def setup(namespace: dict):
                   val_fraction=given.get("val_fraction", 0.0), seed=given.get("seed", 0), root=given.get("data_root"))
 
 
+def mean_std(values, digits: int = 2) -> str:
+    """``values`` (one per seed) as "mean ± standard deviation" (the mean alone for one value): how
+    every chapter shows a number measured over seeds."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if len(values) == 1:
+        return f"{values.mean():.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+PAPER_SCALE = "book/paper_scale.yaml"  # results at the paper's protocol, run outside the book's build
+
+
+def paper_scale(name: str, path: str = PAPER_SCALE):
+    """The measurement ``name`` of ``book/paper_scale.yaml`` (read from the repository root, where the
+    chapters run): results of runs at the paper's protocol that no ``cpu`` build can afford, shown
+    beside a chapter's own numbers. Returns its rows as a DataFrame and one line of provenance
+    (what, command, commit, precision, hardware, date, cost), which says that this build did not
+    produce them."""
+    import pandas as pd
+    import yaml
+
+    with open(path) as f:
+        entry = (yaml.safe_load(f) or {}).get(name)
+    if entry is None:
+        fail("name", name, f"a measurement of {path}")
+    p = entry["provenance"]
+    line = (f"Not produced by this build: {entry['what']}. Run with `{p['command']}` at commit {p['commit']}, "
+            f"{p['precision']}, on {p['hardware']}, {p['date']} ({p['cost']}).")
+    return pd.DataFrame(entry["rows"]), line
+
+
 CLAIMS_GLUE = "claims:"  # glue-name prefix of a chapter's claim tables (book/build.py reads them)
-CLAIM_COLUMNS = ["paper", "claim", "holds here", "evidence"]
+CLAIM_COLUMNS = ["paper", "claim", "verdict", "evidence"]
 
 
 def claims(rows, name: str):
-    """A chapter's checks of the paper's claims as a table: ``rows`` of (where in the paper,
-    claim, holds: True / False / None for not checked, the evidence that decides it). Shown in
-    the chapter, and glued (myst-nb) as ``claims:<name>`` for the reproduction summary page."""
+    """A chapter's checks of the paper's claims as a table: ``rows`` of (where in the paper, claim,
+    ``stats.Verdict``); a verdict that is not resolved (or not checked) shows its reason beside the
+    evidence. Shown in the chapter, and glued (myst-nb) as ``claims:<name>`` for the reproduction
+    summary page."""
     import pandas as pd
 
-    table = pd.DataFrame([(ref, claim, None if holds is None else bool(holds), evidence)
-                          for ref, claim, holds, evidence in rows], columns=CLAIM_COLUMNS)
+    from .stats import Verdict
+
+    for row in rows:
+        if len(row) != 3 or not isinstance(row[2], Verdict):
+            fail("rows", row, "(where in the paper, claim, stats.Verdict)")
+    table = pd.DataFrame([(ref, claim, v.verdict, v.evidence + (f". {v.reason[0].upper()}{v.reason[1:]}" if v.reason
+                                                                else "")) for ref, claim, v in rows],
+                         columns=CLAIM_COLUMNS)
     try:
         from myst_nb import glue
     except ImportError:  # outside the book (no myst-nb installed): the table alone

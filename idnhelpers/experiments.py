@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import check_choice, check_int, check_rates, check_seed, fail
+from .checks import check_choice, check_int, check_rates, check_seed, check_seeds, fail
 from .csr import CSR_RADIUS
 from .datasets import get_dataset
 from .engine import predict, train
@@ -124,13 +124,13 @@ def network_softmax(sample: Sample, kind: str = "averaged", *, train_seed=None, 
 
 def memorisation_records(sample: Sample, y_noisy, *, csr_size: int = 500, csr_every: int = 2,
                          csr_radius: float = CSR_RADIUS, csr_search: str = "lass", csr_probe: str = "train",
-                         n_tracked: int = 6) -> dict:
+                         n_tracked: int = 20) -> dict:
     """``Run`` fields that record memorisation (Section 3.2) on the ``sample``'s training rows with
     labels ``y_noisy`` (one per row of ``sample.rows``): CSR (Eq. 4) every ``csr_every`` epochs
     (images only) on ``csr_size`` instances, the first training rows (``csr_probe="train"``) or
     random test rows drawn afresh every epoch (``"test"``, Ma et al.'s choice), and the softmax of
-    the first ``n_tracked`` corrupted rows every epoch (Fig. 3). Chapters 01, 03 and 04 record
-    these defaults, so one run per noise rate serves all three."""
+    the first ``n_tracked`` corrupted rows every epoch (Fig. 3). The grid and chapters 01 and 03-05
+    record these defaults (``noisy_runs``), so one run per noise rate and seed serves them all."""
     check_int(csr_size, "csr_size", minimum=1)
     check_int(n_tracked, "n_tracked", minimum=0)
     check_choice(csr_probe, "csr_probe", CSR_PROBES)
@@ -141,6 +141,22 @@ def memorisation_records(sample: Sample, y_noisy, *, csr_size: int = 500, csr_ev
             test_draw=min(csr_size, len(sample.test_rows)))
         csr = CSRProbe(**where, every=csr_every, radius=csr_radius, search=csr_search)
     return dict(track=corrupted[:n_tracked] if n_tracked else None, csr=csr)
+
+
+def noisy_runs(sample: Sample, labels: dict, proto: Protocol, seeds, *, precision: str = "fp32",
+               **records) -> dict:
+    """The runs the grid and the chapters start every method from: one per (label set, seed) of
+    ``labels`` (``{key: labels of every row of sample.rows}``, e.g. per noise rate) and ``seeds``,
+    on the ``sample``'s training rows, each recording memorisation (``memorisation_records``, with
+    ``records`` as its options). Equal settings give equal runs, so the chapters share them through
+    the cache. Returns ``{(key, seed): Run}``."""
+    check_seeds(seeds)
+    out = {}
+    for key, y_noisy in labels.items():
+        recorded = memorisation_records(sample, y_noisy, **records)
+        for seed in seeds:
+            out[(key, seed)] = sample.run(y_noisy, proto, seed=seed, precision=precision, **recorded)
+    return out
 
 
 def ccn_experiment(sample: Sample, y_noisy, M, w, proto: Protocol, *, seed: int = 0, alpha: float = 0.05,

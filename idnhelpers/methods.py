@@ -362,11 +362,14 @@ def run_method(name: str, X, y_noisy, protocol: Protocol, *, seed: int = 0, nois
 
 def summarize(result) -> dict:
     """Test accuracy (%) at the last epoch (the paper's headline), at the best epoch, and at the
-    epoch with the best accuracy on the noisy validation split (NaN without one); epochs 1-based."""
+    epoch with the best accuracy on the noisy validation split (NaN without one); epochs 1-based;
+    ``train``: the training accuracy (%) on the training labels at the last epoch, the paper's
+    criterion for its epochs (``fit_acc``, Fig. 4's measure)."""
     test = result.history["test_acc"]
     val = result.history.get("val_acc")
     best = max(range(len(test)), key=test.__getitem__)
     chosen = max(range(len(val)), key=val.__getitem__) if val else None
     nan = float("nan")
     return dict(last=100 * test[-1], best=100 * test[best], best_epoch=best + 1,
+                train=100 * result.history["fit_acc"][-1],
                 val_selected=100 * test[chosen] if val else nan, val_epoch=chosen + 1 if val else nan)

@@ -211,3 +211,92 @@ def correction_metrics(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) 
                 acc_noisy=float((y_noisy == y).float().mean()), acc_argmax=float((S.argmax(1) == y).float().mean()),
                 acc_corrected=float((relabelled == y).float().mean()),
                 mean_distance=float(label_distance(S, y, y_noisy).mean()) if k else float("nan"))
+
+
+# ---------------------------------------------------------------- claims judged over seeds
+
+HOLDS, CONTRADICTED, NOT_RESOLVED, NOT_CHECKED = "holds", "contradicted", "not resolved", "not checked"
+VERDICTS = (HOLDS, CONTRADICTED, NOT_RESOLVED, NOT_CHECKED)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A claim's verdict: ``verdict`` is HOLDS, CONTRADICTED or NOT_RESOLVED (``judge``'s rule, or
+    ``fact`` for a claim with no spread to weigh), or NOT_CHECKED (the build lacks what it needs),
+    ``evidence`` the numbers that decide it, ``reason`` why it is not resolved (or not checked) and
+    what would resolve it."""
+
+    verdict: str
+    evidence: str
+    reason: str = ""
+
+
+def judge(differences, *, se: float | None = None, unit: str = " points", digits: int = 2) -> Verdict:
+    """The one rule by which a claim that compares accuracies or rates is decided. ``differences``:
+    the claimed difference per seed, positive where the claim holds (SEAL's accuracy minus CE's, in
+    points). With mean d and standard error se (the seeds': their standard deviation / sqrt(k), for
+    k >= 2 seeds; or ``se`` given, e.g. a binomial one for a single measured proportion), the claim
+    **holds** if d > 2 se, is **contradicted** if d < -2 se, and is **not resolved** otherwise: the
+    margin lies within the seeds' spread (the reason says how many seeds would resolve it if the
+    spread stays as it is)."""
+    d = torch.as_tensor(differences, dtype=torch.float64).flatten()
+    if not len(d) or not torch.isfinite(d).all():
+        fail("differences", d.tolist(), "one finite difference per seed, at least one")
+    k, mean = len(d), float(d.mean())
+    if se is None:
+        if k < 2:
+            return Verdict(NOT_RESOLVED, f"{mean:+.{digits}f}{unit} (one seed)",
+                           "one seed: the rule needs the spread of at least two")
+        se = float(d.std(unbiased=True)) / math.sqrt(k)
+    else:
+        se = check_float(se, "se", low=0.0)
+    seeds = f", {k} seeds" if k > 1 else ""
+    evidence = f"{mean:+.{digits}f} ± {se:.{digits}f}{unit} (mean ± s.e.{seeds})"
+    if mean > 2 * se:
+        return Verdict(HOLDS, evidence)
+    if mean < -2 * se:
+        return Verdict(CONTRADICTED, evidence)
+    needed = f"; about {math.floor(k * (2 * se / abs(mean)) ** 2) + 1} seeds would resolve a margin this size if the " \
+             "spread stays" if mean and k > 1 else ""
+    return Verdict(NOT_RESOLVED, evidence, f"the margin is within twice its standard error{needed}")
+
+
+def fact(holds: bool, evidence: str) -> Verdict:
+    """The verdict of a claim decided by a fact with no seeds' spread to weigh (arithmetic, a
+    hypothesis test's own decision): it holds or is contradicted."""
+    return Verdict(HOLDS if holds else CONTRADICTED, evidence)
+
+
+def every(parts: dict) -> Verdict:
+    """A claim that must hold at each of several places (every noise rate): it holds where every
+    part holds, is contradicted where any part is, and is not resolved otherwise. ``parts``:
+    ``{place: Verdict}``."""
+    if not parts:
+        fail("parts", parts, "at least one {place: Verdict}")
+    verdicts = [v.verdict for v in parts.values()]
+    verdict = CONTRADICTED if CONTRADICTED in verdicts else HOLDS if set(verdicts) == {HOLDS} else NOT_RESOLVED
+    evidence = "; ".join(f"{place}: {v.evidence}" for place, v in parts.items())
+    reasons = "; ".join(f"{place}: {v.reason}" for place, v in parts.items() if v.verdict == NOT_RESOLVED and v.reason)
+    return Verdict(verdict, evidence, reasons if verdict == NOT_RESOLVED else "")
+
+
+def rejects_ccn(tests: list) -> Verdict:
+    """Theorem 1's verdict on one noisy data set from its tests (``CCNTest``, one per seed, on the same
+    validation rows): it holds if every test rejects CCN; it is contradicted if the mean validation
+    error lies above the CCN bound by more than twice its binomial standard error (nothing to
+    reject); otherwise it is not resolved, and the reason gives the validation size m that would
+    reject at the mean epsilon."""
+    if not tests or not all(isinstance(t, CCNTest) for t in tests):
+        fail("tests", tests, "a non-empty list of stats.CCNTest, one per seed")
+    m, alpha, k = tests[0].m, tests[0].alpha, len(tests)
+    if all(t.reject for t in tests):
+        return fact(True, f"log10 p <= {max(t.log10_p for t in tests):.1f} on each of {k} seed(s), m = {m}")
+    error = sum(t.val_error for t in tests) / k
+    below = judge([t.epsilon for t in tests], se=math.sqrt(error * (1 - error) / m), unit="", digits=4)
+    evidence = f"rejected on {sum(t.reject for t in tests)} of {k} seed(s); bound minus error {below.evidence}"
+    if below.verdict == CONTRADICTED:
+        return Verdict(CONTRADICTED, evidence)
+    eps = sum(t.epsilon for t in tests) / k
+    reason = (f"the test lacks the power at m = {m}: m >= {math.ceil(math.log(1 / alpha) / (2 * eps ** 2))} would "
+              "reject at this epsilon" if eps > 0 else "the validation error does not fall below the bound")
+    return Verdict(NOT_RESOLVED, evidence, reason)

@@ -42,7 +42,7 @@ dataset = "mnist"  # mnist, fashion_mnist, cifar10 or digits
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.1, 0.2, 0.3, 0.4]  # fractions of labels to flip
 n_epochs = 20  # epochs T of the labelling network; null: the data set's own (MNIST 20, CIFAR 150, as the official code)
-n_train = 8000  # training subset size (random, seeded); None for the whole training set
+n_train = 2000  # training subset size (random, seeded; the labelled rows of chapters 01 and 03-05); None: all
 seed = 0  # seed of the subset, the initial weights and the batch order
 idn_seeds = [0, 1, 2]  # training seeds of Algorithm 1 compared with each other and the published labels
 device = "auto"  # "cpu", "cuda" or "auto"
@@ -55,12 +55,13 @@ import pandas as pd
 import torch
 
 from idnhelpers import plots
-from idnhelpers.chapter import claims, setup
+from idnhelpers.chapter import claims, paper_scale, setup
 from idnhelpers.datasets import get_dataset
 from idnhelpers.experiments import generate_idn
 from idnhelpers.noise import FAMILIES, flip_count, symmetric_noise
 from idnhelpers.published import load_published_idn
-from idnhelpers.stats import estimate_transition_matrix, flip_agreement, per_class_noise_rate
+from idnhelpers.stats import (NOT_CHECKED, NOT_RESOLVED, Verdict, estimate_transition_matrix, every, fact,
+                              flip_agreement, per_class_noise_rate)
 
 data = setup(globals())  # parameters checked, precision resolved, the rows Algorithm 1 labels
 
@@ -157,8 +158,12 @@ fig = plots.image_grid(X[picks], [f"{names[y[i]]} → {names[idn.candidate[i]]}"
 # same fraction between them. The check: the published labels behave like one more seed, that is
 # our seeds' mean agreement with them lies within the spread of their agreement with each other
 # (no more than 2 points below its minimum), and it is far above chance: at least halfway from
-# chance to full agreement. A smaller training set (`n_train`) than the authors' 60k lowers both,
-# and the published labels come from a network trained on all 60k images, ours from the subset.
+# chance to full agreement, at every rate. It can only be decided on the whole training set: the
+# published labels come from a network trained on all 60k images, while on a subset our seeds
+# share their training images, which the authors' network did not, and so agree with each other
+# more than with the published labels whatever the algorithm. On a subset the chapter shows the
+# numbers and leaves the claim *not resolved at this scale*, next to the same measurement on all
+# 60k images, run outside this build.
 
 # %% tags=["remove-stderr"]
 published = FAMILIES["idn_published"]
@@ -167,7 +172,7 @@ published_rates = [r for r in noise_rates if any(abs(r - p) < 1e-9 for p in publ
 runs_by_seed = {s: idn if s == seed else generate_idn(data, published_rates, n_epochs=n_epochs, train_seed=s,
                                                       device=device, precision=precision)
                 for s in (idn_seeds if published_rates else [])}
-rows_agree, checks = [], []
+rows_agree, checks = [], {}
 for r in published_rates:
     y_pub, y_noisy_pub = load_published_idn(dataset, r)
     vs_published = {s: flip_agreement(y, g.noisy[r], y_noisy_pub[data.rows]) for s, g in runs_by_seed.items()}
@@ -184,17 +189,37 @@ for r in published_rates:
                        "chance (%)": round(100 * chance, 1)})
     if pairs:
         mean, halfway = float(np.mean(recovered)), (1 + chance) / 2
-        checks.append(("Algorithm 1", f"{r:.0%}: the published flips agree with our seeds as our seeds agree with "
-                       "each other, far above chance", mean >= min(pairs) - 0.02 and mean >= halfway,
-                       f"published {100 * mean:.1f}% on average ({100 * min(recovered):.1f}-"
-                       f"{100 * max(recovered):.1f}) vs seeds with each other {100 * min(pairs):.1f}-"
-                       f"{100 * max(pairs):.1f}%; halfway from chance: {100 * halfway:.1f}%"))
+        checks[f"{r:.0%}"] = fact(mean >= min(pairs) - 0.02 and mean >= halfway,
+                                  f"published {100 * mean:.1f}% on average ({100 * min(recovered):.1f}-"
+                                  f"{100 * max(recovered):.1f}) vs seeds with each other {100 * min(pairs):.1f}-"
+                                  f"{100 * max(pairs):.1f}%; halfway from chance: {100 * halfway:.1f}%")
 agreement = pd.DataFrame(rows_agree)
 agreement.set_index("rate") if len(agreement) else print(f"No published labels for {dataset} at these rates.")
 
+# %% [markdown]
+# **At the paper's scale**, the same measurement on all 60,000 MNIST training images:
+
 # %%
-claims(checks or [("Algorithm 1", "agreement with the published labels", None,
-                    "not checked: needs published labels and at least two idn_seeds")], "algorithm1")
+if dataset == "mnist" and n_train is not None:  # a build on every row is itself at the paper's scale
+    at_scale, provenance = paper_scale("algorithm1_60k")
+    print(provenance)
+    display(at_scale.assign(rate=lambda d: d.rate.map("{:.0%}".format)).set_index("rate"))
+
+# %%
+claim = "the published flips agree with our seeds as our seeds agree with each other, far above chance, at every rate"
+whole = len(data.rows) == len(load_published_idn(dataset, published_rates[0])[0]) if published_rates else False
+if not checks:
+    verdict = Verdict(NOT_CHECKED, "no published labels at these rates, or fewer than two idn_seeds",
+                      "needs published labels and at least two idn_seeds")
+elif whole:
+    verdict = every(checks)
+else:
+    found = every(checks)
+    verdict = Verdict(NOT_RESOLVED, f"on {len(data.rows)} rows: {found.evidence}",
+                      f"the claim needs the whole training set ({dataset}: all its training images, n_train: null): "
+                      "the published labels come from a network that saw every image, our seeds from one that saw "
+                      "this subset only (at the paper's scale: the table above)")
+claims([("Algorithm 1", claim, verdict)], "algorithm1")
 
 # %% [markdown]
 # ## Using these labels elsewhere

@@ -37,14 +37,14 @@
 # %% tags=["parameters"]
 dataset = "mnist"  # a registered data set
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
-noise_rates = [0.1, 0.2, 0.3, 0.4]  # IDN rates
+noise_rates = [0.2, 0.4]  # IDN rates (the paper: 0.1, 0.2, 0.3, 0.4)
 family = "idn_published"  # IDN labels: the authors' published ones (MNIST, CIFAR-10); "idn": Algorithm 1 on these rows
-n_iterations = 2  # SEAL iterations after the CE one (the paper: 10 on MNIST, 3 on CIFAR-10)
-n_epochs = 20  # epochs per iteration (the paper: 50 on MNIST)
-n_train = 8000  # labelled rows (random, seeded), split into training and validation rows; None: all
+n_iterations = 1  # SEAL iterations after the CE one (the paper: 10 on MNIST, 3 on CIFAR-10)
+n_epochs = 75  # epochs per iteration: CE's training accuracy converges (the paper: 50 on 60k rows; NOTES, scale study)
+n_train = 2000  # labelled rows (random, seeded), split into training and validation rows; None: all
 n_test = 2000  # clean test rows (random, seeded) scored every epoch; None: the whole test set
-val_fraction = 0.2  # noisy validation rows held out (as chapters 01 and 03); 0: none (the paper)
-seeds = [0]  # one SEAL run per seed; tables show mean and spread
+val_fraction = 0.5  # noisy validation rows held out (as chapters 01, 03 and 05); 0: none (the paper)
+seeds = [0, 1, 2]  # one SEAL run per seed; tables show mean ± std, the claims are judged over them
 seed = 0  # seed of the training subset
 device = "auto"  # "cpu", "cuda" or "auto"
 precision = "auto"  # "auto" (bf16 where the device has it natively, else fp32), "fp32" or "bf16"
@@ -57,13 +57,13 @@ import pandas as pd
 import torch
 
 from idnhelpers import paper, plots
-from idnhelpers.chapter import claims, setup
+from idnhelpers.chapter import claims, mean_std, paper_scale, setup
 from idnhelpers.datasets import get_dataset, protocol
-from idnhelpers.experiments import family_labels, memorisation_records
+from idnhelpers.experiments import family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.noise import FAMILIES
 from idnhelpers.noisy import RANKINGS, find_noisy, label_quality, noisy_metrics, suggested_labels
-from idnhelpers.stats import correction_metrics, correction_scores, label_distance
+from idnhelpers.stats import correction_metrics, correction_scores, every, judge, label_distance
 
 data = setup(globals())  # parameters checked, precision resolved, the rows of this chapter (shared with 01/03/04)
 
@@ -78,20 +78,23 @@ proto = protocol(dataset, n_epochs=n_epochs)
 # Each iteration trains every (noise rate, seed) run with the paper's protocol in one call
 # (`methods.run_stages("seal", ...)`: on a GPU the runs are stacked into one batched network; on a
 # CPU they run one after another). Every run is cached on disk: re-running with more iterations
-# only trains the new ones. The rows and what the runs record are chapter 01's and 03's, so
-# iteration 0 (CE) is their IDN run, trained once for all three.
+# only trains the new ones. The rows and the runs are those of chapters 01, 03 and 05
+# (`experiments.noisy_runs`), so iteration 0 (CE) is their IDN run and chapter 05's SEAL is this
+# one, each trained once. The paper chooses its epochs so that "the training accuracy is converged
+# and it is as high as possible" (Section 4); CE's training accuracy on the noisy labels at the last
+# epoch is printed below.
 
 # %% tags=["remove-stderr"]
 X, y = data.data("train").X, data.y[data.train]  # the training rows
 labels = family_labels(data, family, noise_rates, device=device, precision=precision)
 noisy = {r: labels[r][data.train] for r in noise_rates}  # the training rows' noisy labels
-grid = [(r, s) for r in noise_rates for s in seeds]  # every (rate, seed) run trains together, iteration by iteration
-base = [data.run(labels[r], proto, seed=s, precision=precision, keep="none", **memorisation_records(data, labels[r]))
-        for r, s in grid]
-results = run_stages("seal", base, trainer=Trainer(device=device), n_iterations=n_iterations)
-runs = {cell: result.stages for cell, result in zip(grid, results)}  # runs[(rate, seed)][m]: iteration m
-print(f"IDN labels: {FAMILIES[family].label}; {len(y)} training instances, "
-      f"{len(runs) * (n_iterations + 1)} training runs")
+base = noisy_runs(data, labels, proto, seeds, precision=precision)  # every (rate, seed) run trains together
+results = run_stages("seal", list(base.values()), trainer=Trainer(device=device), n_iterations=n_iterations)
+runs = {cell: result.stages for cell, result in zip(base, results)}  # runs[(rate, seed)][m]: iteration m
+print(f"IDN labels: {FAMILIES[family].label}; {len(y)} training instances, {len(runs) * (n_iterations + 1)} runs")
+fit = {r: [100 * runs[(r, s)][0].history["fit_acc"][-1] for s in seeds] for r in noise_rates}
+print("CE's training accuracy on the noisy labels at the last epoch (the paper's criterion: converged, as high as "
+      "possible): " + ", ".join(f"{r:.0%}: {mean_std(v, 1)}%" for r, v in fit.items()))
 
 # %% [markdown]
 # ## SEAL moves the soft labels of corrupted instances towards the truth (Fig. 5)
@@ -128,9 +131,9 @@ fig.tight_layout()
 # 10 iterations, 3 seeds) beside CE and the last SEAL iteration.
 
 # %%
-def mean_std(values):
-    values = 100 * np.asarray(values)
-    return f"{values.mean():.2f} ± {values.std():.2f}" if len(values) > 1 else f"{values.mean():.2f}"
+def last_acc(r, m):
+    """Test accuracy (%) at the last epoch of iteration m, per seed."""
+    return [100 * runs[(r, s)][m].history["test_acc"][-1] for s in seeds]
 
 
 def published(method, r):
@@ -138,14 +141,9 @@ def published(method, r):
     return "—" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}"
 
 
-def final_acc(r, m):
-    return float(np.mean([runs[(r, s)][m].history["test_acc"][-1] for s in seeds]))
-
-
-accuracy = pd.DataFrame(
-    {(f"{r:.0%}", "ours"): [mean_std([runs[(r, s)][m].history["test_acc"][-1] for s in seeds])
-                            for m in range(n_iterations + 1)] for r in noise_rates},
-    index=["CE (iteration 0)"] + [f"SEAL iteration {m}" for m in range(1, n_iterations + 1)])
+accuracy = pd.DataFrame({(f"{r:.0%}", "ours"): [mean_std(last_acc(r, m)) for m in range(n_iterations + 1)]
+                         for r in noise_rates},
+                        index=["CE (iteration 0)"] + [f"SEAL iteration {m}" for m in range(1, n_iterations + 1)])
 for r in noise_rates:
     accuracy[(f"{r:.0%}", "paper")] = [published("ce", r)] + ["—"] * (n_iterations - 1) + [published("seal", r)] * (
         n_iterations > 0)
@@ -153,11 +151,27 @@ accuracy = accuracy[[(f"{r:.0%}", kind) for r in noise_rates for kind in ("ours"
 accuracy.columns = pd.MultiIndex.from_tuples(accuracy.columns, names=["noise rate", ""])
 accuracy
 
+# %% [markdown]
+# **At the paper's scale.** The same method on the paper's protocol (all 60,000 rows, 50 epochs,
+# the whole test set), run by us outside this build, one seed per rate, SEAL for 3 of the paper's
+# 10 iterations; test accuracy (%) at the last epoch of each iteration:
+
+# %%
+if dataset == "mnist" and n_train is not None:  # a build on every row is itself at the paper's scale
+    at_scale = []
+    for name in ("table1_20", "table1_40"):
+        rows, provenance = paper_scale(name)
+        at_scale.append(rows[rows.method.isin(["ce", "seal"])])
+        print(provenance)
+    display(pd.concat(at_scale).pivot_table(index="iteration", columns="rate", values="last").rename(
+        columns=lambda r: f"{r:.0%}", index=lambda m: "CE (iteration 0)" if m == 0 else f"SEAL iteration {m}"))
+
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(plots.PAGE_WIDTH, 3.4))
 for r in noise_rates:
-    acc = [100 * np.mean([runs[(r, s)][m].history["test_acc"][-1] for s in seeds]) for m in range(n_iterations + 1)]
-    ax.plot(range(n_iterations + 1), acc, marker="o", label=f"IDN {r:.0%}")
+    acc = [last_acc(r, m) for m in range(n_iterations + 1)]
+    ax.errorbar(range(n_iterations + 1), np.mean(acc, 1), yerr=np.std(acc, 1, ddof=1) if len(seeds) > 1 else None,
+                marker="o", capsize=3, label=f"IDN {r:.0%}")
 ax.set(xlabel="iteration (0 = CE)", ylabel="test accuracy (%)", xticks=range(n_iterations + 1))
 ax.legend()
 fig.tight_layout()
@@ -238,26 +252,33 @@ for ax, i in zip(fig.axes, picks):
 
 # %% [markdown]
 # ## The paper's claims, checked on this run
+#
+# Each claim is decided over the seeds by the book's one rule (the [reproduction
+# summary](../book/summary.md) states it): the claimed difference per seed, its mean against twice
+# its standard error. Fig. 5's check follows the paper's text, in which the distribution "moves
+# toward the left" as SEAL iterates: the last iteration's mean distance below the first soft
+# labels' ($\bar S^{[0]}$, Fig. 5's iteration 1). An earlier version of this check asked for a fall
+# at *every* iteration, which the paper does not claim.
 
 # %%
-def mean_distance(r, m):
-    return float(np.mean([label_distance(runs[(r, s)][m].S, y, noisy[r]).mean() for s in seeds]))
+def distance(r, m):
+    """Mean Eq. (9) distance of the corrupted instances' soft labels after iteration m, per seed."""
+    return [float(label_distance(runs[(r, s)][m].S, y, noisy[r]).mean()) for s in seeds]
 
 
 checks = []
 if n_iterations:
-    distances = {r: [mean_distance(r, m) for m in range(n_iterations + 1)] for r in noise_rates}
-    checks.append(("Fig. 5", "the mean distance d of the corrupted instances' labels falls with every iteration",
-                   all(b < a for d in distances.values() for a, b in zip(d, d[1:])),
-                   "; ".join(f"{r:.0%}: " + " → ".join(f"{v:.3f}" for v in d) for r, d in distances.items())))
-    gains = {r: 100 * (final_acc(r, n_iterations) - final_acc(r, 0)) for r in noise_rates}
+    checks.append(("Fig. 5", "SEAL's soft labels of the corrupted instances move towards the true labels as it "
+                   "iterates (mean distance d, Eq. 9, lower at the last iteration than at the first)",
+                   every({f"{r:.0%}": judge(np.subtract(distance(r, 0), distance(r, n_iterations)), unit="",
+                                            digits=3) for r in noise_rates})))
     checks.append(({"mnist": "Table 1", "cifar10": "Table 2"}.get(dataset, f"Table 1 ({dataset})"),
-                   "SEAL's last iteration beats CE at every noise rate", all(g > 0 for g in gains.values()),
-                   ", ".join(f"{r:.0%}: {g:+.2f} points" for r, g in gains.items())))
-last_rate = f"{noise_rates[-1]:.0%}"
-fixed = correction.loc[(last_rate, n_iterations)]
-checks.append(("Fig. 6", "SEAL's soft labels find and correct noisy labels: relabelling the top N(x) (Eq. 10) raises "
-               "the labels' accuracy", fixed["relabelled acc."] > fixed["noisy labels acc."],
-               f"{fixed['noisy labels acc.']:.1f}% → {fixed['relabelled acc.']:.1f}% at {last_rate}, iteration "
-               f"{n_iterations}"))
+                   "SEAL's last iteration beats CE at every noise rate",
+                   every({f"{r:.0%}": judge(np.subtract(last_acc(r, n_iterations), last_acc(r, 0)))
+                          for r in noise_rates})))
+r = noise_rates[-1]
+relabelled = [correction_metrics(runs[(r, s)][n_iterations].S, y, noisy[r]) for s in seeds]
+checks.append(("Fig. 6", f"SEAL's soft labels find and correct noisy labels: relabelling the top N(x) (Eq. 10) raises "
+               f"the labels' accuracy ({r:.0%}, iteration {n_iterations})",
+               judge([100 * (m["acc_corrected"] - m["acc_noisy"]) for m in relabelled])))
 claims(checks, "seal")

@@ -43,6 +43,34 @@ def test_notebooks_execute_under_smoke_profile(book_copy):
         assert executed.metadata.papermill.parameters["profile"] == "smoke"
         assert not executed.metadata.papermill.exception
     assert "| smoke |" in (book_copy / "book" / "status.md").read_text()
+    # the summary counts each verdict of the claims table under it (issue 31: three verdicts, not yes/no)
+    summary = (book_copy / "book" / "summary.md").read_text()
+    for part in summary.split("\n## ")[1:]:
+        rows = [line.split(" | ")[2].strip("*") for line in part.splitlines() if line.startswith("| ") and
+                not line.startswith("| paper |")]
+        tally = re.findall(r"(\d+) (hold|(?:is|are) contradicted|(?:is|are) not resolved|(?:was|were) not checked)",
+                           part.split("| paper |")[0])
+        counts = {phrase.split()[-1]: int(n) for n, phrase in tally}  # hold, contradicted, resolved, checked
+        assert rows and set(rows) <= {"holds", "contradicted", "not resolved", "not checked"}, rows
+        assert len(counts) == 4 and sum(counts.values()) == len(rows), (counts, len(rows))
+        assert counts["hold"] == rows.count("holds") and counts["resolved"] == rows.count("not resolved")
+
+
+def test_paper_scale_results_load_with_their_provenance(monkeypatch):
+    """Every measurement of book/paper_scale.yaml loads as rows and a line saying it is not this build's."""
+    import yaml
+
+    from idnhelpers.chapter import paper_scale
+
+    monkeypatch.chdir(ROOT)
+    entries = yaml.safe_load((ROOT / "book" / "paper_scale.yaml").read_text())
+    for name, entry in entries.items():
+        assert set(entry["provenance"]) == {"command", "commit", "precision", "hardware", "date", "cost"}, name
+        rows, line = paper_scale(name)
+        assert len(rows) == len(entry["rows"]) and line.startswith("Not produced by this build")
+        assert entry["provenance"]["commit"] in line and entry["provenance"]["command"] in line
+    with pytest.raises(ValueError, match="name='nope'"):
+        paper_scale("nope")
 
 
 def test_a_failing_notebook_fails_the_build(tmp_path):

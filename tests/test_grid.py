@@ -98,6 +98,21 @@ def test_a_grid_is_cells_with_the_runs_the_chapter_used_to_build(trained):
     assert "1260 training rows, 140 validation rows, 397 test rows, 6 grid cells" in g.description
 
 
+def test_the_chapters_runs_are_the_grids_runs():
+    """Chapters 01, 03 and 04 build their runs with experiments.noisy_runs, chapter 05 and idn-grid with
+    build_grid: the same keys, so one run per (label set, seed) serves them all through the cache."""
+    from idnhelpers.datasets import protocol
+
+    spec = GridSpec(dataset="digits", methods=["ce", "seal"], family="symmetric", noise_rates=[0.2, 0.4], seeds=[0, 1],
+                    n_epochs=2, val_fraction=0.5, noise_seed=0)
+    cells = build_grid(spec, device="cpu").cells
+    data = sample("digits", val_fraction=0.5)
+    labels = experiments.family_labels(data, "symmetric", [0.2, 0.4], noise_seed=0)
+    runs = experiments.noisy_runs(data, labels, protocol("digits", n_epochs=2), [0, 1])
+    assert [c.run.key() for c in cells if c.method == "ce"] == [run.key() for run in runs.values()]
+    assert all(run.track is not None and len(run.track) == 20 for run in runs.values())  # Fig. 3's tracked rows
+
+
 def test_bad_settings_are_refused_before_any_work():
     for kwargs, match in ((dict(methods=("ce", "nope")), "method='nope'"), (dict(noise_rates=(1.5,)), "noise_rates"),
                           (dict(seeds=()), "seeds"), (dict(precision="fp16"), "precision='fp16'"),

@@ -192,10 +192,11 @@ def test_methods_by_name_and_clear_errors(digits):
 
 
 def test_summarize_reads_last_best_and_validation_selected_epochs():
-    history = {"test_acc": [0.5, 0.9, 0.7], "val_acc": [0.6, 0.5, 0.8]}
+    history = {"test_acc": [0.5, 0.9, 0.7], "val_acc": [0.6, 0.5, 0.8], "fit_acc": [0.4, 0.6, 0.75]}
     result = SimpleNamespace(history=history)
-    assert methods.summarize(result) == dict(last=70.0, best=90.0, best_epoch=2, val_selected=70.0, val_epoch=3)
-    assert math.isnan(methods.summarize(SimpleNamespace(history={"test_acc": [0.5]}))["val_selected"])
+    assert methods.summarize(result) == dict(last=70.0, best=90.0, best_epoch=2, train=75.0, val_selected=70.0,
+                                             val_epoch=3)
+    assert math.isnan(methods.summarize(SimpleNamespace(history={"test_acc": [0.5], "fit_acc": [0.5]}))["val_selected"])
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ import torch
 
 from idnhelpers.noise import symmetric_matrix
 from idnhelpers.experiments import ccn_experiment
-from idnhelpers.stats import (ccn_bound, ccn_test, class_priors, estimate_transition_matrix, flip_agreement,
+from idnhelpers.stats import (CONTRADICTED, HOLDS, NOT_CHECKED, NOT_RESOLVED, VERDICTS, every, fact, judge, rejects_ccn,
+                              ccn_bound, ccn_test, class_priors, estimate_transition_matrix, flip_agreement,
                               per_class_noise_rate)
 
 
@@ -92,3 +93,58 @@ def test_ccn_experiment_rejects_idn_but_not_ccn_with_the_same_matrix():
     assert not ccn.reject
     assert idn.val_error < ccn.val_error - 0.05
     assert idn.reject and idn.log10_p < -3
+
+
+def test_judge_decides_by_twice_the_standard_error():
+    # three seeds: mean 2.0, sd 1.0, se 0.577: 2.0 > 1.155 holds
+    v = judge([1.0, 2.0, 3.0])
+    assert v.verdict == HOLDS and "+2.00 ± 0.58" in v.evidence and "3 seeds" in v.evidence
+    assert judge([-1.0, -2.0, -3.0]).verdict == CONTRADICTED
+    # mean 0.5, se 0.5: within twice the s.e., with the seeds that would resolve it: 3 * (2 * 0.5 / 0.5)^2 + 1 = 13
+    unresolved = judge([0.0, 0.0, 1.5])
+    assert unresolved.verdict == NOT_RESOLVED and "13 seeds" in unresolved.reason
+    assert judge([0.4]).verdict == NOT_RESOLVED and "one seed" in judge([0.4]).reason
+    # a single proportion with its binomial standard error
+    assert judge([0.03], se=0.01, unit="").verdict == HOLDS
+    assert judge([0.01], se=0.01, unit="").verdict == NOT_RESOLVED
+    assert judge([2.0, 2.0]).verdict == HOLDS  # no spread at all: any positive margin holds
+    with pytest.raises(ValueError, match="differences"):
+        judge([])
+    with pytest.raises(ValueError, match="differences"):
+        judge([1.0, float("nan")])
+
+
+def test_every_needs_each_part_and_fact_has_no_spread():
+    held, against, open_ = judge([1.0, 2.0, 3.0]), judge([-1.0, -2.0, -3.0]), judge([0.0, 0.0, 1.5])
+    assert every({"10%": held, "20%": held}).verdict == HOLDS
+    assert every({"10%": held, "20%": open_}).verdict == NOT_RESOLVED
+    assert every({"10%": held, "20%": open_, "40%": against}).verdict == CONTRADICTED
+    combined = every({"10%": held, "20%": open_})
+    assert combined.evidence.startswith("10%: +2.00") and combined.reason.startswith("20%: the margin")
+    assert "13 seeds" in combined.reason
+    assert fact(True, "x").verdict == HOLDS and fact(False, "x").verdict == CONTRADICTED
+    assert set(VERDICTS) == {HOLDS, CONTRADICTED, NOT_RESOLVED, NOT_CHECKED}
+
+
+def test_rejects_ccn_holds_contradicts_or_names_the_m_that_would_decide():
+    M, w = torch.eye(2) * 0.6 + 0.2, torch.tensor([0.5, 0.5])  # bound 1 - 0.8 = 0.2
+    rejecting = [ccn_test(0.10, M, w, m=1000) for _ in range(3)]
+    assert rejects_ccn(rejecting).verdict == HOLDS
+    above = [ccn_test(0.30, M, w, m=1000)]  # 0.1 above the bound, se 0.0145
+    assert rejects_ccn(above).verdict == CONTRADICTED
+    weak = rejects_ccn([ccn_test(0.19, M, w, m=100)])  # eps 0.01: log10 p = -0.009, far from alpha
+    assert weak.verdict == NOT_RESOLVED and "m >= 14979" in weak.reason  # ln(20) / (2 * 0.01^2)
+    with pytest.raises(ValueError, match="tests"):
+        rejects_ccn([])
+
+
+def test_chapter_claims_show_the_verdict_with_its_reason():
+    from idnhelpers.chapter import claims
+
+    table = claims([("Table 1", "SEAL beats CE", judge([1.0, 2.0, 3.0])),
+                    ("Fig. 4", "CSR is lower", judge([0.0, 0.0, 1.5]))], "test")
+    assert table["verdict"].tolist() == [HOLDS, NOT_RESOLVED]
+    assert table["evidence"][1].endswith("13 seeds would resolve a margin this size if the spread stays")
+    assert ". The margin is within twice its standard error" in table["evidence"][1]
+    with pytest.raises(ValueError, match="stats.Verdict"):
+        claims([("Table 1", "SEAL beats CE", True, "+1.0")], "test")

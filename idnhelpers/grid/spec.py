@@ -17,7 +17,7 @@ import torch
 from .. import clothing1m, engine, paper
 from ..checks import check_choice, check_distinct, check_float, check_int, check_seed, check_seeds, fail
 from ..datasets import get_dataset, protocol
-from ..experiments import family_labels, memorisation_records, network_run
+from ..experiments import family_labels, network_run, noisy_runs
 from ..hardware import PRECISION_CHOICES, resolve_device, resolve_precision
 from ..methods import get_method
 from ..noise import FAMILIES
@@ -164,8 +164,8 @@ def build_grid(spec: GridSpec, *, device=None, train_labels: bool = True, device
     default: ``device``'s type; Slurm jobs submitted from a machine without a GPU: "cuda"). With ``train_labels=False`` a missing labelling network is not trained: the grid lists
     it in ``prerequisites`` and its cells carry random placeholder labels (a plan still
     counts every run; ``run_grid`` trains the network and builds the grid again). Every base run
-    records what chapter 03 reads of memorisation (``experiments.memorisation_records``: CSR and six
-    tracked corrupted rows, which cost little), so chapters 01, 03, 04 and 05 share the grid's runs."""
+    records what chapter 03 reads of memorisation (``experiments.noisy_runs``: CSR and 20 tracked
+    corrupted rows, which cost little), so chapters 01, 03, 04 and 05 share the grid's runs."""
     if not isinstance(spec, GridSpec):
         fail("spec", type(spec).__name__, "a grid.GridSpec")
     spec = spec.replace(precision=resolve_precision(spec.precision, device))  # "auto": for the device that trains
@@ -186,15 +186,15 @@ def build_grid(spec: GridSpec, *, device=None, train_labels: bool = True, device
     labels = {r: _placeholder(data, i) for i, r in enumerate(rates)} if prerequisites else family_labels(
         data, spec.family, spec.noise_rates, noise_seed=spec.noise_seed, train_seed=spec.train_seed, device=device,
         precision=spec.precision, **spec.family_settings)
+    base = noisy_runs(data, labels, proto, spec.seeds, precision=spec.precision)
     cells = []
     for rate in rates:
         y_noisy = labels[rate]
         measured = float((y_noisy[data.train] != data.y[data.train]).float().mean())
         name = f"{rate:g}" if rate is not None else " ".join(map(str, {**family.settings, **spec.family_settings}.values())) or spec.family
         for seed in spec.seeds:
-            base = data.run(y_noisy, proto, seed=seed, precision=spec.precision, device_type=device_type,
-                            **memorisation_records(data, y_noisy))
-            cells += [Cell(spec.dataset, method, spec.family, name, measured if rate is None else rate, seed, base,
+            run = base[(rate, seed)].replace(device_type=device_type)
+            cells += [Cell(spec.dataset, method, spec.family, name, measured if rate is None else rate, seed, run,
                            spec.options(method)) for method in spec.methods]
     val = 0 if data.val is None else len(data.val)
     description = (f"labels: {family.label} ({spec.family}{', to be trained' if prerequisites else ''}); "
