@@ -83,7 +83,7 @@ CHECKS = {
     "noise_rates": lambda v, name: check_rates(v, name),
     "noise_types": _noise_types,
     "methods": _methods,
-    "baselines": _methods,
+    "baselines": lambda v, name: _methods(v, name, empty_ok=True),
     "beyond": lambda v, name: _methods(v, name, empty_ok=True),
     "beyond_rates": lambda v, name: None if v is None else check_rates(v, name),
     "baseline_rates": lambda v, name: None if v is None else check_rates(v, name),

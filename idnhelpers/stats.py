@@ -72,6 +72,11 @@ class CCNTest:
     alpha: float
 
     @property
+    def se(self) -> float:
+        """Binomial standard error of the validation error measured on m rows."""
+        return math.sqrt(self.val_error * (1 - self.val_error) / self.m)
+
+    @property
     def m_to_reject(self) -> float:
         """Smallest validation size at which this epsilon would reject CCN at ``alpha`` (inf if eps <= 0)."""
         return math.ceil(math.log(1 / self.alpha) / (2 * self.epsilon ** 2)) if self.epsilon > 0 else math.inf
@@ -231,14 +236,15 @@ class Verdict:
     reason: str = ""
 
 
-def judge(differences, *, se: float | None = None, unit: str = " points", digits: int = 2) -> Verdict:
+def judge(differences, *, se: float | None = None, measured_on: int | None = None, unit: str = " points",
+          digits: int = 2) -> Verdict:
     """The one rule by which a claim that compares accuracies or rates is decided. ``differences``:
     the claimed difference per seed, positive where the claim holds (SEAL's accuracy minus CE's, in
     points). With mean d and standard error se (the seeds': their standard deviation / sqrt(k), for
-    k >= 2 seeds; or ``se`` given, e.g. a binomial one for a single measured proportion), the claim
-    **holds** if d > 2 se, is **contradicted** if d < -2 se, and is **not resolved** otherwise: the
-    margin lies within the seeds' spread (the reason says how many seeds would resolve it if the
-    spread stays as it is)."""
+    k >= 2 seeds; or ``se`` given, e.g. the binomial one of a proportion ``measured_on`` that many
+    instances), the claim **holds** if d > 2 se, is **contradicted** if d < -2 se, and is **not
+    resolved** otherwise: the margin lies within its spread, and the reason says how many seeds (or
+    instances) would resolve a margin this size if the spread stays as it is."""
     d = torch.as_tensor(differences, dtype=torch.float64).flatten()
     if not len(d) or not torch.isfinite(d).all():
         fail("differences", d.tolist(), "one finite difference per seed, at least one")
@@ -247,18 +253,20 @@ def judge(differences, *, se: float | None = None, unit: str = " points", digits
         if k < 2:
             return Verdict(NOT_RESOLVED, f"{mean:+.{digits}f}{unit} (one seed)",
                            "one seed: the rule needs the spread of at least two")
-        se = float(d.std(unbiased=True)) / math.sqrt(k)
+        se, count, counted = float(d.std(unbiased=True)) / math.sqrt(k), k, "seeds"
     else:
-        se = check_float(se, "se", low=0.0)
+        se, count, counted = check_float(se, "se", low=0.0), measured_on, "instances"
     seeds = f", {k} seeds" if k > 1 else ""
     evidence = f"{mean:+.{digits}f} ± {se:.{digits}f}{unit} (mean ± s.e.{seeds})"
     if mean > 2 * se:
         return Verdict(HOLDS, evidence)
     if mean < -2 * se:
         return Verdict(CONTRADICTED, evidence)
-    needed = f"; about {math.floor(k * (2 * se / abs(mean)) ** 2) + 1} seeds would resolve a margin this size if the " \
-             "spread stays" if mean and k > 1 else ""
-    return Verdict(NOT_RESOLVED, evidence, f"the margin is within twice its standard error{needed}")
+    reason = "the margin is within twice its standard error"
+    if mean and count:  # se shrinks with the square root of the count
+        reason += (f"; about {math.floor(count * (2 * se / abs(mean)) ** 2) + 1} {counted} (here {count}) would "
+                   "resolve a margin this size if the spread stays")
+    return Verdict(NOT_RESOLVED, evidence, reason)
 
 
 def fact(holds: bool, evidence: str) -> Verdict:
@@ -280,19 +288,27 @@ def every(parts: dict) -> Verdict:
     return Verdict(verdict, evidence, reasons if verdict == NOT_RESOLVED else "")
 
 
-def rejects_ccn(tests: list) -> Verdict:
-    """Theorem 1's verdict on one noisy data set from its tests (``CCNTest``, one per seed, on the same
-    validation rows): it holds if every test rejects CCN; it is contradicted if the mean validation
-    error lies above the CCN bound by more than twice its binomial standard error (nothing to
-    reject); otherwise it is not resolved, and the reason gives the validation size m that would
-    reject at the mean epsilon."""
+def below_bound(tests: list) -> Verdict:
+    """Whether the validation error lies below the CCN bound, from Theorem 1's tests of one noisy data
+    set (``CCNTest``, one per seed, on the same validation rows): ``judge``'s rule on epsilon (bound
+    minus error) with the binomial standard error of the mean error (the seeds share their validation
+    rows, so their spread alone would understate it)."""
     if not tests or not all(isinstance(t, CCNTest) for t in tests):
         fail("tests", tests, "a non-empty list of stats.CCNTest, one per seed")
+    error = sum(t.val_error for t in tests) / len(tests)
+    return judge([t.epsilon for t in tests], se=math.sqrt(error * (1 - error) / tests[0].m), measured_on=tests[0].m,
+                 unit="", digits=4)
+
+
+def rejects_ccn(tests: list) -> Verdict:
+    """Theorem 1's verdict on one noisy data set from its tests (``CCNTest``, one per seed, on the same
+    validation rows): it holds if every test rejects CCN; it is contradicted if the error lies above
+    the bound (``below_bound`` contradicted: nothing to reject); otherwise it is not resolved, and the
+    reason gives the validation size m that would reject at the mean epsilon."""
+    below = below_bound(tests)
     m, alpha, k = tests[0].m, tests[0].alpha, len(tests)
     if all(t.reject for t in tests):
         return fact(True, f"log10 p <= {max(t.log10_p for t in tests):.1f} on each of {k} seed(s), m = {m}")
-    error = sum(t.val_error for t in tests) / k
-    below = judge([t.epsilon for t in tests], se=math.sqrt(error * (1 - error) / m), unit="", digits=4)
     evidence = f"rejected on {sum(t.reject for t in tests)} of {k} seed(s); bound minus error {below.evidence}"
     if below.verdict == CONTRADICTED:
         return Verdict(CONTRADICTED, evidence)

@@ -68,7 +68,8 @@ from idnhelpers.datasets import default_root, get_dataset, protocol
 from idnhelpers.experiments import ccn_experiment, family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.noise import ccn_labels
-from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix, every, fact, judge, rejects_ccn
+from idnhelpers.stats import (below_bound, ccn_test, class_priors, estimate_transition_matrix, every, fact, judge,
+                              rejects_ccn)
 
 data = setup(globals())  # parameters checked, precision resolved, the rows of this chapter (shared with 03-05)
 
@@ -150,31 +151,33 @@ results.set_index(["rate", "noise", "seed"])
 # $\sqrt{\hat{er}(1-\hat{er})/m}$ (the seeds share their validation rows, so their spread alone would
 # understate it); a rejection is the test's own decision on every seed, and a test that does not
 # reject though the error lies below the bound is *not resolved*, with the $m$ that would reject.
+# That the gap grows with the noise rate is this book's observation, not the paper's: it is listed
+# with the checks beyond the paper.
 
 # %%
+def idn_tests(rate):
+    return [tests[("IDN", rate, s)] for s in seeds]
+
+
 def eps(rate):
-    return [tests[("IDN", rate, s)].epsilon for s in seeds]
-
-
-def se(rate):
-    error = np.mean([tests[("IDN", rate, s)].val_error for s in seeds])
-    return float(np.sqrt(error * (1 - error) / len(data.val)))
+    return [t.epsilon for t in idn_tests(rate)]
 
 
 ccn_tests = [t for (kind, _, _), t in tests.items() if kind != "IDN"]
-gaps = {f"{a:.0%} -> {b:.0%}": judge(np.subtract(eps(b), eps(a)), se=float(np.hypot(se(a), se(b))), unit="", digits=4)
+gaps = {f"{a:.0%} -> {b:.0%}": judge(np.subtract(eps(b), eps(a)), se=float(np.hypot(idn_tests(a)[0].se,
+                                                                                      idn_tests(b)[0].se)),
+                                     measured_on=len(data.val), unit="", digits=4)
         for a, b in zip(noise_rates, noise_rates[1:])}
 claims([
     ("Section 2", "Clothing1M's noise is not CCN: under CCN its validation error has probability about 10^-21250 "
      "(Eq. 1)", fact(abs(paper.log10_p + 21250) < 1, f"log10 p = {paper.log10_p:.1f} (the paper: 'lower than "
                                                        "10^-21250')")),
     ("Section 2", "the IDN validation error falls below the CCN bound at every rate",
-     every({f"{r:.0%}": judge(eps(r), se=se(r), unit="", digits=4) for r in noise_rates})),
-    ("Section 2", "the gap below the bound grows with the noise rate", every(gaps)),
+     every({f"{r:.0%}": below_bound(idn_tests(r)) for r in noise_rates})),
+    ("beyond the paper (Section 2)", "the gap below the bound grows with the noise rate", every(gaps)),
     ("Theorem 1", "CCN labels with the same M are never rejected",
      fact(not any(t.reject for t in ccn_tests), f"{sum(t.reject for t in ccn_tests)} of {len(ccn_tests)} rejected")),
-    ("Theorem 1", "IDN is rejected at the highest rate",
-     rejects_ccn([tests[("IDN", noise_rates[-1], s)] for s in seeds])),
+    ("Theorem 1", "IDN is rejected at the highest rate", rejects_ccn(idn_tests(noise_rates[-1]))),
 ], "theorem1")
 
 # %% tags=["hide-input"]

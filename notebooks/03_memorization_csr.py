@@ -212,7 +212,7 @@ if set(noise_types) == {"IDN", "CCN"}:
     differences = {r: [claimed(per_seed[s], r) for s in seeds] for r in noise_rates}
 
     def verdict(claim, r):
-        epochs = "epochs" in str(claim)
+        epochs = claim in FIG4 and FIG4[claim][1] == "memorised at epoch"
         values = [d[claim] for d in differences[r]]
         return judge(values, unit=" epochs" if epochs else " points", digits=1 if epochs else 2)
 
@@ -232,9 +232,16 @@ if set(noise_types) == {"IDN", "CCN"}:
 # %%
 if dataset == "mnist" and n_train is not None and set(noise_types) == {"IDN", "CCN"}:
     scale = {(row["noise"], row["rate"]): row for row in at_scale.to_dict("records")}
-    display(pd.DataFrame({f"{r:.0%}": {claim if isinstance(claim, str) else f"CSR rises under {claim[1]}": round(d, 2)
-                                       for claim, d in claimed(scale, r).items()}
-                          for r in sorted({r for _, r in scale})}))
+    at_paper = {r: claimed(scale, r) for r in sorted({r for _, r in scale})}
+    name = {claim: claim if isinstance(claim, str) else f"CSR rises under {claim[1]}" for claim in at_paper[0.2]}
+    display(pd.DataFrame({f"{r:.0%}": {name[c]: round(d, 2) for c, d in diffs.items()} for r, diffs in at_paper.items()}))
+    for ref, claim, v in fig4:  # a contradiction this build shares with the paper's scale is a finding
+        if v.verdict == "contradicted":
+            parts = [c for c in at_paper[0.2] if c == claim or (isinstance(c, tuple) and c[0] == claim)]
+            shared = [name[c] for c in parts if all(d[c] < 0 for d in at_paper.values())]
+            print(f"Contradicted in this build: {claim}. " + (
+                f"At the paper's scale too, at every rate there: {', '.join(shared)}." if shared else
+                "Not at the paper's scale: compare the scales before reading it as a finding."))
 
 # %% [markdown]
 # A claim can only be judged where its premise holds in this run. The checks below say where it
@@ -336,7 +343,8 @@ if "IDN" in noise_types:
     shows = [oscillates(runs[(("IDN", r), s)].snapshots[:, j, y_noisy[i]], runs[(("IDN", r), s)].snapshots[:, j, y[i]])
              for s in seeds for j, i in enumerate(base[(("IDN", r), s)].track.tolist())]
     share = float(np.mean(shows))
-    verdict = judge([share - 0.5], se=float(np.sqrt(share * (1 - share) / len(shows))), unit="", digits=3)
+    verdict = judge([share - 0.5], se=float(np.sqrt(share * (1 - share) / len(shows))), measured_on=len(shows), unit="",
+                    digits=3)
     memo_claims.append(("Fig. 3", f"the true label is activated with oscillation before memorisation (IDN {r:.0%}; "
                         f"{sum(shows)} of {len(shows)} tracked corrupted instances; share minus one half)", verdict))
 claims(memo_claims, "memorisation")

@@ -2,10 +2,12 @@
 full fingerprint (``hardware.fingerprint``: CPU model and flags, oneDNN, MKL, instruction set, torch,
 threads) has an exact record, and within tolerances everywhere else.
 
-The tolerances are ten times the largest difference measured between two CPUs (this project's
+The tolerances are ten times the largest difference measured between CPUs (this project's AMD
 AVX-512 machine with native bf16 and the same machine limited to AVX2 with
-``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2``), and below what a
-2% change of the learning rate does to each fp32 run (``test_the_tolerances_catch_a_learning_rate_change``).
+``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2``; for the WRN fixtures
+also an Intel Xeon with AMX, natively and limited to AVX2), and below what a 2% change of the
+learning rate does to each fp32 run in at least one recorded number
+(``test_the_tolerances_catch_a_learning_rate_change``).
 The tolerance of the previous version of this file (0.02 on S) let a deliberate change of DAC's
 alpha schedule (issue 12) pass unrecorded, 0.019 away.
 
@@ -34,14 +36,19 @@ from idnhelpers.runs import CSRProbe, make_run
 
 GOLDEN_FILE = Path(__file__).parent / "golden" / "runs.json"
 N_ROWS = 128  # rows of S kept in the reference values, evenly spaced
-# max |S - reference| per kind of run: 10x the largest difference measured across the two CPUs
-# (digits MLP fp32 1e-5, MNIST CNN fp32 2.4e-5, bf16 2.4e-4, WRN 4.8e-5, WRN official softmax 4.2e-4)
-S_TOLERANCE = {"digits": 1e-4, "mnist_fp32": 2.5e-4, "mnist_bf16": 2.5e-3, "cifar": 5e-4, "cifar_official": 5e-3}
+# max |S - reference| per kind of run: 10x the largest difference measured across the CPUs (digits MLP fp32 1e-5,
+# MNIST CNN fp32 2.4e-5, bf16 2.4e-4; the WRN-16-2 fixtures, trained on random labels at lr 0.1, where float-order
+# differences grow about a hundredfold per epoch: 1.0e-3, with the official softmax 4.9e-3, on a third CPU, an Intel
+# Xeon with AMX, natively and limited to AVX2)
+S_TOLERANCE = {"digits": 1e-4, "mnist_fp32": 2.5e-4, "mnist_bf16": 2.5e-3, "cifar": 1e-2, "cifar_official": 5e-2}
 # accuracies and other fractions: fp32 two of the 397 digits test rows; bf16 two of the 120 corrupted MNIST
 # rows (measured across CPUs: 1 instance there, at epoch 1, where 30% accuracy leaves many near-ties);
 # CSR one of its 50 probed rows (a sign-gradient search: one row may tip either way)
 RATE_TOLERANCE = {"fp32": 0.0051, "bf16": 0.017, "csr": 0.021}
 LOSS_TOLERANCE = {"fp32": 1e-4, "bf16": 1e-3}  # relative; measured across CPUs 1.2e-6 / 3.1e-5
+# the WRN fixtures' loss after their first epoch: 2.5e-4 relative on the Intel Xeon; their first epoch (1.6e-6 there)
+# keeps fp32's 1e-4, which a 2% learning-rate change exceeds (2.4e-4)
+WRN_LATER_LOSS_TOLERANCE = 3e-3
 
 
 def golden_results(lr_factor: float = 1.0, names=None) -> dict:
@@ -120,7 +127,9 @@ def differences(result, reference: dict) -> list[str]:
             if a is None or b is None or (isinstance(b, float) and math.isnan(b)):
                 ok = a == b or (isinstance(a, float) and math.isnan(a) and isinstance(b, float) and math.isnan(b))
             elif field == "loss":
-                ok = abs(a - b) <= LOSS_TOLERANCE[reference["precision"]] * abs(b)
+                later_wrn = name_kind.startswith("cifar") and epoch > 0
+                tolerance = WRN_LATER_LOSS_TOLERANCE if later_wrn else LOSS_TOLERANCE[reference["precision"]]
+                ok = abs(a - b) <= tolerance * abs(b)
             else:
                 ok = abs(a - b) <= RATE_TOLERANCE["csr" if field == "csr" else reference["precision"]]
             if not ok:

@@ -5,9 +5,9 @@ import torch
 
 from idnhelpers.noise import symmetric_matrix
 from idnhelpers.experiments import ccn_experiment
-from idnhelpers.stats import (CONTRADICTED, HOLDS, NOT_CHECKED, NOT_RESOLVED, VERDICTS, every, fact, judge, rejects_ccn,
-                              ccn_bound, ccn_test, class_priors, estimate_transition_matrix, flip_agreement,
-                              per_class_noise_rate)
+from idnhelpers.stats import (CONTRADICTED, HOLDS, NOT_CHECKED, NOT_RESOLVED, VERDICTS, below_bound, ccn_bound, ccn_test,
+                              class_priors, estimate_transition_matrix, every, fact, flip_agreement, judge,
+                              per_class_noise_rate, rejects_ccn)
 
 
 def test_paper_clothing1m_arithmetic():
@@ -102,11 +102,13 @@ def test_judge_decides_by_twice_the_standard_error():
     assert judge([-1.0, -2.0, -3.0]).verdict == CONTRADICTED
     # mean 0.5, se 0.5: within twice the s.e., with the seeds that would resolve it: 3 * (2 * 0.5 / 0.5)^2 + 1 = 13
     unresolved = judge([0.0, 0.0, 1.5])
-    assert unresolved.verdict == NOT_RESOLVED and "13 seeds" in unresolved.reason
+    assert unresolved.verdict == NOT_RESOLVED and "13 seeds (here 3)" in unresolved.reason
     assert judge([0.4]).verdict == NOT_RESOLVED and "one seed" in judge([0.4]).reason
     # a single proportion with its binomial standard error
     assert judge([0.03], se=0.01, unit="").verdict == HOLDS
-    assert judge([0.01], se=0.01, unit="").verdict == NOT_RESOLVED
+    # a binomial se measured on 1000 instances: 1000 * (2 * 0.01 / 0.015)^2 = 1777.8
+    binomial = judge([0.015], se=0.01, measured_on=1000, unit="")
+    assert binomial.verdict == NOT_RESOLVED and "1778 instances (here 1000)" in binomial.reason
     assert judge([2.0, 2.0]).verdict == HOLDS  # no spread at all: any positive margin holds
     with pytest.raises(ValueError, match="differences"):
         judge([])
@@ -132,6 +134,8 @@ def test_rejects_ccn_holds_contradicts_or_names_the_m_that_would_decide():
     assert rejects_ccn(rejecting).verdict == HOLDS
     above = [ccn_test(0.30, M, w, m=1000)]  # 0.1 above the bound, se 0.0145
     assert rejects_ccn(above).verdict == CONTRADICTED
+    assert below_bound(rejecting).verdict == HOLDS and below_bound(above).verdict == CONTRADICTED
+    assert rejecting[0].se == pytest.approx(math.sqrt(0.1 * 0.9 / 1000))
     weak = rejects_ccn([ccn_test(0.19, M, w, m=100)])  # eps 0.01: log10 p = -0.009, far from alpha
     assert weak.verdict == NOT_RESOLVED and "m >= 14979" in weak.reason  # ln(20) / (2 * 0.01^2)
     with pytest.raises(ValueError, match="tests"):
@@ -144,7 +148,7 @@ def test_chapter_claims_show_the_verdict_with_its_reason():
     table = claims([("Table 1", "SEAL beats CE", judge([1.0, 2.0, 3.0])),
                     ("Fig. 4", "CSR is lower", judge([0.0, 0.0, 1.5]))], "test")
     assert table["verdict"].tolist() == [HOLDS, NOT_RESOLVED]
-    assert table["evidence"][1].endswith("13 seeds would resolve a margin this size if the spread stays")
+    assert table["evidence"][1].endswith("13 seeds (here 3) would resolve a margin this size if the spread stays")
     assert ". The margin is within twice its standard error" in table["evidence"][1]
     with pytest.raises(ValueError, match="stats.Verdict"):
         claims([("Table 1", "SEAL beats CE", True, "+1.0")], "test")
