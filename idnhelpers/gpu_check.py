@@ -121,7 +121,8 @@ def check_processes_backend(device, precision, quick):
         return "two workers did not get two GPUs"
     apart = train_many(runs, backend="processes", device=device, use_cache=False, workers=2)
     alone = train_many(runs, backend="loop", device=device, use_cache=False)
-    return _agree(apart, alone, S_tol=1e-4)
+    # One GPU per worker runs the loop's kernels; CPU workers split the cores, so their sums run in another order.
+    return _agree(apart, alone, S_tol=1e-4 if device.type == "cuda" else 0.02)
 
 
 def check_syncs_per_epoch(device, precision, quick):
