@@ -31,7 +31,7 @@ WITHIN_EPOCH_SECONDS = 300.0  # an epoch longer than this also stores every this
 
 def checkpoint_key(runs, stacked: bool) -> str:
     """The key of a ``fit`` call's checkpoint: its runs' keys, in order, and whether they are stacked."""
-    return cache.config_key({"checkpoint of": [run.key() for run in runs], "stacked": stacked})
+    return cache.config_key({"checkpoint of": [run.key() for run in runs], "stacked": stacked, "format": 2})
 
 
 def _storable(value) -> bool:

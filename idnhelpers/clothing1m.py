@@ -228,7 +228,7 @@ class StreamSource:
             fail("generators", "another run's generator", "the generator this source's first epoch used")
         loader.sampler.skip = skip * batch_size
         for rows, x in self._batches(loader):
-            yield [(rows, x)]
+            yield rows[None], x[None]
 
     def eval_batches(self, batch_size=None, augment_generators=None):
         if augment_generators is not None:

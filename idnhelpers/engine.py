@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import sys
 import time
 import warnings
@@ -45,6 +44,7 @@ from .csr import critical_sample_ratio
 from .hardware import cpu_cores, describe, resolve_device, training_settings, tune_cpu_allocator
 from .models import build_model
 from .progress import EpochProgress
+from .losses import rows_of
 from .runs import Data, Run, RunResult, Tensors
 from .sources import OFFICIAL_SOFTMAX_BATCH, eval_batch
 from .steps import ModuleBank, Single, StackedBank
@@ -152,14 +152,14 @@ class Recorder:
 def _probs(bank, source, n_classes: int, precision: str, device, augment_generators=None, batch_size=None):
     """K x n x c softmax of each run's recorded network on a source's instances, in order: the
     rows per call (``batch_size``, default ``sources.eval_batch``) shared by the K runs, so a
-    stacked call holds no more activations than one run's. One autocast region for the pass: the
-    weights are cast to bf16 once, not once per batch."""
+    stacked call holds no more activations than one run's; the result is copied to the host once
+    per pass. One autocast region for the pass: the weights are cast to bf16 once, not once per batch."""
     out = []
     batch_size = max(1, (batch_size or eval_batch(device)) // bank.K)
     with autocast(device, precision):
         for x in source.eval_batches(batch_size, augment_generators):
-            out.append(bank.probs(x, n_classes, per_run=augment_generators is not None).cpu())
-    return torch.cat(out, 1)
+            out.append(bank.probs(x, n_classes, per_run=augment_generators is not None))
+    return torch.cat(out, 1).cpu()  # one copy to the host per pass
 
 
 def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
@@ -172,6 +172,28 @@ def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
     return _probs(bank, source, run.n_classes, run.precision, device,
                   generators if official and run.protocol.augment else None,
                   OFFICIAL_SOFTMAX_BATCH if official else None)
+
+
+def train_step(bank, optimizer, step_losses, loss, rows, x, targets, labels, epoch: int, run: Run):
+    """One SGD step of the K runs on their batch (rows K x b, inputs ``x`` K x b x ...), every call
+    batched over K: the K runs' summed losses and fitted rows (arg-max = the noisy label)."""
+    with autocast(x.device, run.precision):
+        logits = bank.logits(x)  # K x n x b x c
+    total, logged = step_losses(logits.float(), rows_of(targets, rows), epoch, rows, loss)
+    optimizer.zero_grad()
+    total.backward()  # run k's loss depends on run k's weights only
+    optimizer.step()
+    fitted = (logits[:, 0, :, :run.n_classes].argmax(-1) == rows_of(labels, rows)).sum(1)
+    return logged.detach() * rows.shape[1], fitted
+
+
+def training_softmax(bank, source, run: Run, recorded, device) -> torch.Tensor:
+    """K x n x c eval-mode softmax of the training instances before an epoch: the one just
+    recorded, if any (a row-weighted loss reads it, ``losses``)."""
+    if recorded is not None and run.softmax_mode == "eval":
+        return recorded
+    bank.train(False)
+    return _probs(bank, source, run.n_classes, run.precision, device)
 
 
 def on_device(run: Run, device: torch.device) -> Run:
@@ -201,12 +223,12 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
     networks = [init_networks(run, device) for run in runs]
     bank = StackedBank(networks) if stacked else ModuleBank(networks[0])
     del networks  # stacked: the K runs' modules were copied into the bank's stacked tensors; free them
-    loss_fns = [run.objective.make(n_classes, proto.n_epochs) for run in runs]
-    row_weighted = [run.objective.row_weighted for run in runs]
+    loss = run0.objective.make([run.objective for run in runs], n_classes, proto.n_epochs)
+    step_losses = run0.step.make([run.step for run in runs])
     optimizer = proto.make_optimizer(bank.parameters())
     generators = [torch.Generator().manual_seed(run.seed) for run in runs]
-    targets = [run.targets.to(device) for run in runs]
-    labels = [t if t.dim() == 1 else t.argmax(1) for t in targets]  # soft targets: their arg-max
+    targets = torch.stack([run.targets for run in runs]).to(device)  # K x n, or K x n x c soft labels
+    labels = targets if targets.dim() == 2 else targets.argmax(-1)  # soft targets: their arg-max
     records = [Recorder(run) for run in runs]
     best = [(-1.0, 0, None)] * len(runs)
     label = run0.label or f"{proto.model} seed {run0.seed}"
@@ -220,8 +242,7 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
         checkpoint.restore_object(optimizer, saved["optimizer"], device)
         for g, state in zip(generators, saved["generators"]):
             g.set_state(state)
-        for fn, state in zip(loss_fns, saved["losses"]):
-            checkpoint.restore_object(fn, state, device)
+        checkpoint.restore_object(loss, saved["loss"], device)
         for rec, state in zip(records, saved["records"]):
             checkpoint.restore_object(rec, state, "cpu")
         where = f"after epoch {first_epoch}" if not first_step else f"in epoch {first_epoch + 1}, after step {first_step},"
@@ -232,10 +253,10 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
         an epoch the generators as the epoch began (its batch order is drawn again on resuming)."""
         nonlocal stored_at
         state = dict(epoch=epoch, step=step, seconds=elapsed_before + time.perf_counter() - start, best=best,
-                     probs=probs if any(row_weighted) else None,  # only a row-weighted loss reads it back
+                     probs=probs if run0.objective.row_weighted else None,  # only a row-weighted loss reads it
                      networks=bank.checkpoint(), optimizer=checkpoint.object_state(optimizer),
                      generators=epoch_generators or [g.get_state() for g in generators], sums=sums,
-                     losses=[checkpoint.object_state(fn) for fn in loss_fns], records=[rec.checkpoint() for rec in records])
+                     loss=checkpoint.object_state(loss), records=[rec.checkpoint() for rec in records])
         cache.save(key, state, checkpoint.SUFFIX)
         stored_at = time.perf_counter()
 
@@ -246,12 +267,8 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
         if epoch and proto.fresh_optimizer and not within:  # the official scripts' optim.SGD(...) inside the epoch loop
             optimizer = proto.make_optimizer(bank.parameters())
         optimizer.lr = proto.lr_at(epoch)
-        if any(row_weighted) and not within:  # the training set's softmax before this epoch: the one just recorded, if any
-            softmax_now = functools.cache(lambda: probs if probs is not None and run0.softmax_mode == "eval" else (
-                bank.train(False), _probs(bank, source, n_classes, precision, device))[1])
-            for k, fn in enumerate(loss_fns):
-                if row_weighted[k]:
-                    fn.before_epoch(epoch, lambda k=k: softmax_now()[k], labels[k])
+        if run0.objective.row_weighted and not within:
+            loss.before_epoch(epoch, lambda: training_softmax(bank, source, run0, probs, device), labels)
         bank.train(True)
         if within:
             epoch_generators, skip = saved["generators"], first_step
@@ -260,19 +277,11 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
             epoch_generators, skip = [g.get_state() for g in generators] if resumable else None, 0
             loss_sum, correct = torch.zeros(len(runs), device=device), torch.zeros(len(runs), device=device)
         batches = source.train_batches(generators, proto.batch_size, proto.augment, run0.objective.drop_last, skip)
-        for step, batch in enumerate(batches, start=skip + 1):
-            with autocast(device, precision):
-                logits = bank.logits([x for _, x in batch])
-            fns = [functools.partial(fn, rows=rows) if row_weighted[k] else fn
-                   for k, (fn, (rows, _)) in enumerate(zip(loss_fns, batch))]
-            parts = [run.step.losses([z.float() for z in logits[k]], targets[k][rows], epoch, fns[k])
-                     for k, (run, (rows, _)) in enumerate(zip(runs, batch))]
-            optimizer.zero_grad()
-            sum(total for total, _ in parts).backward()  # run k's loss depends on run k's weights only
-            optimizer.step()
-            loss_sum += torch.stack([logged.detach() for _, logged in parts]) * len(batch[0][0])
-            correct += torch.stack([(logits[k][0][:, :n_classes].argmax(1) == labels[k][rows]).sum()
-                                    for k, (rows, _) in enumerate(batch)])
+        for step, (rows, x) in enumerate(batches, start=skip + 1):
+            batch_loss, batch_correct = train_step(bank, optimizer, step_losses, loss, rows, x, targets, labels, epoch,
+                                                   run0)
+            loss_sum += batch_loss
+            correct += batch_correct
             if resumable and time.perf_counter() - stored_at >= checkpoint.WITHIN_EPOCH_SECONDS:  # a long epoch
                 store(epoch, step, epoch_generators, (loss_sum, correct))
         probs = record_softmax(bank, source, run0, generators, device) if run0.record_softmax else None

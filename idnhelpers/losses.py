@@ -3,16 +3,22 @@ PLC beyond the paper), as small specs the engine turns into a loss.
 
 An ``Objective`` is a frozen dataclass: its fields, and for a class defined outside this library
 the source of its code, enter the cache key of every run that uses it (edit your loss and its
-runs are retrained). ``make`` returns the loss of one run, ``loss(logits, targets, epoch)``,
-possibly with state (DAC's alpha schedule). Class attributes: ``extra_outputs`` widens the
+runs are retrained). ``make(specs, n_classes, n_epochs)`` (a class method) returns the loss of
+the K runs trained in one call (K = 1, or K stacked runs whose objectives are ``specs``),
+``loss(logits, targets, epoch, rows) -> K losses``: logits K x b x c, targets K x b (or K x b x c
+soft labels), ``rows`` the batch's K x b row indices into each run's training set; it may keep
+state (DAC's alpha schedule) with a leading K axis. The loss functions below take any leading
+axes (b x c logits give one loss), so a step's ATen calls do not grow with K. Fields named in
+``per_run`` may differ between the stacked runs (Forward's T); the others are equal (the runs'
+``stack_signature``). Class attributes: ``extra_outputs`` widens the
 network's last layer (DAC's abstention class: the recorded softmax and the training accuracy use
 the first ``n_classes`` outputs; test and validation predictions take the arg-max over every
 output, so an abstention counts as an error, as DAC's authors score it); ``drop_last`` skips a final incomplete batch (DMI's determinant
 needs every class in the batch); ``accepts_soft``: soft labels (n x c rows) allowed as targets;
-``row_weighted``: the loss is called as ``loss(logits, targets, epoch, rows=...)`` with the
-batch's row indices, and its ``before_epoch(epoch, train_softmax, labels)`` runs before each
-epoch, ``train_softmax()`` giving the n x c eval-mode softmax of the training set on demand
-(truncated GCE's pruning; ELR's targets and PLC's corrected labels are such per-row state).
+``row_weighted``: the loss keeps per-row state, and its ``before_epoch(epoch, train_softmax,
+labels)`` runs before each epoch, ``train_softmax()`` giving the K x n x c eval-mode softmax of
+the training sets on demand, ``labels`` their K x n hard labels (truncated GCE's pruning; ELR's
+targets and PLC's corrected labels are such per-row state).
 Write your own by subclassing ``Objective`` and register it as a method with
 ``methods.register_method(name, methods.loss_method(label, YourObjective))``.
 """
@@ -26,6 +32,7 @@ import marshal
 import sys
 import types
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +40,17 @@ import torch.nn.functional as F
 from .checks import check_float, check_int, check_transition_matrix, fail
 
 
+def row_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """-log f_y(x) of each row (... x b x c logits, ... x b labels -> ... x b)."""
+    return -F.log_softmax(logits, -1).gather(-1, y[..., None]).squeeze(-1)
+
+
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against hard labels, or Algorithm 2's -sum_k S_k log f_k against soft labels."""
-    if targets.dim() == 1:
-        return F.cross_entropy(logits, targets)
-    return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
+    """Cross-entropy against hard labels, or Algorithm 2's -sum_k S_k log f_k against soft labels;
+    the mean over the rows (the last axis but one)."""
+    if targets.dim() < logits.dim():
+        return row_cross_entropy(logits, targets).mean(-1)
+    return -(targets * F.log_softmax(logits, -1)).sum(-1).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -48,9 +61,11 @@ class Objective:
     drop_last = False
     accepts_soft = False
     row_weighted = False
+    per_run: ClassVar[tuple[str, ...]] = ()  # fields that may differ between the runs of one stacked call
 
-    def make(self, n_classes: int, n_epochs: int):
-        """The loss ``(logits, targets, epoch) -> scalar`` of one run."""
+    @classmethod
+    def make(cls, specs: list[Objective], n_classes: int, n_epochs: int):
+        """The loss ``(logits, targets, epoch, rows) -> K losses`` of K runs with objectives ``specs``."""
         raise NotImplementedError
 
     def check(self, n_classes: int, n_epochs: int) -> None:
@@ -68,7 +83,7 @@ class Objective:
 
 def code_hash(cls: type) -> str:
     """A hash of a class's code and of the module-level functions it calls by name."""
-    functions = [v for v in vars(cls).values() if isinstance(v, types.FunctionType)]
+    functions = _functions(cls)
     namespace = functions[0].__globals__ if functions else vars(sys.modules.get(cls.__module__, types.ModuleType("_")))
     names = {name for f in functions for name in _names(f.__code__)}
     helpers = [namespace[n] for n in sorted(names) if isinstance(namespace.get(n), types.FunctionType)]
@@ -79,9 +94,14 @@ def _code_text(obj) -> bytes:
     try:
         return inspect.getsource(obj).encode()
     except (OSError, TypeError):  # typed into a REPL: the compiled code instead
-        functions = [obj] if isinstance(obj, types.FunctionType) else [
-            v for v in vars(obj).values() if isinstance(v, types.FunctionType)]
+        functions = [obj] if isinstance(obj, types.FunctionType) else _functions(obj)
         return b"".join(marshal.dumps(f.__code__) for f in functions)
+
+
+def _functions(cls: type) -> list[types.FunctionType]:
+    """The functions a class defines, its class and static methods' included."""
+    functions = [getattr(v, "__func__", v) for v in vars(cls).values()]
+    return [f for f in functions if isinstance(f, types.FunctionType)]
 
 
 def _names(code: types.CodeType) -> set[str]:
@@ -98,15 +118,17 @@ class CrossEntropy(Objective):
 
     accepts_soft = True
 
-    def make(self, n_classes: int, n_epochs: int):
-        return lambda logits, targets, epoch: soft_cross_entropy(logits, targets)
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return lambda logits, targets, epoch, rows: soft_cross_entropy(logits, targets)
 
 
 def forward_loss(logits: torch.Tensor, y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """Forward correction (Patrini et al. 2017): -log (T^T f(x))_y, the cross-entropy of the noisy
     label under the clean softmax pushed through T (T[i, j] = P(noisy j | clean i)), computed as
-    a log-sum-exp of log f_i + log T[i, y]."""
-    return -torch.logsumexp(F.log_softmax(logits, 1) + T[:, y].T.log(), 1).mean()
+    a log-sum-exp of log f_i + log T[i, y] (b x c logits with c x c T, or K x b x c with K x c x c)."""
+    log_T_to_y = T.log().transpose(-1, -2).gather(-2, y[..., None].expand(*y.shape, T.shape[-1]))  # [.., b, i]
+    return -torch.logsumexp(F.log_softmax(logits, -1) + log_T_to_y, -1).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -114,24 +136,26 @@ class Forward(Objective):
     """Forward-corrected cross-entropy with a fixed transition matrix ``T`` (rows: clean class)."""
 
     T: tuple[tuple[float, ...], ...] = ()
+    per_run = ("T",)
 
     def check(self, n_classes, n_epochs):
         T = check_transition_matrix(self.T, "T")
         if T.shape != (n_classes, n_classes):
             fail("T", f"a {len(T)} x {len(T)} matrix", f"a {n_classes} x {n_classes} transition matrix")
 
-    def make(self, n_classes, n_epochs):
-        return _ForwardLoss(torch.tensor(self.T, dtype=torch.float32))
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return _ForwardLoss(torch.tensor([spec.T for spec in specs], dtype=torch.float32))
 
 
 class _ForwardLoss:
-    """Forward's loss with T copied to each device once, not at every step (a copy per step makes a
-    GPU wait on the host)."""
+    """Forward's loss with the K runs' T (K x c x c) copied to each device once, not at every step
+    (a copy per step makes a GPU wait on the host)."""
 
     def __init__(self, T: torch.Tensor):
         self.T, self.on_device = T, {}
 
-    def __call__(self, logits, y, epoch):
+    def __call__(self, logits, y, epoch, rows):
         if logits.device not in self.on_device:
             self.on_device[logits.device] = self.T.to(logits.device)
         return forward_loss(logits, y, self.on_device[logits.device])
@@ -140,8 +164,8 @@ class _ForwardLoss:
 def gce_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
     """Generalized cross-entropy L_q = (1 - f_y(x)^q) / q (Zhang and Sabuncu 2018, Eq. 6); CE as q -> 0,
     MAE (up to a factor) at q = 1."""
-    log_p = F.log_softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
-    return ((1 - torch.exp(q * log_p)) / q).mean()
+    log_p = -row_cross_entropy(logits, y)
+    return ((1 - torch.exp(q * log_p)) / q).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -153,15 +177,16 @@ class GCE(Objective):
     def __post_init__(self):
         check_float(self.q, "q", low=0.0, high=1.0, low_open=True)
 
-    def make(self, n_classes, n_epochs):
-        return lambda logits, y, epoch: gce_loss(logits, y, self.q)
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return lambda logits, y, epoch, rows: gce_loss(logits, y, specs[0].q)
 
 
 def truncated_lq_loss(logits: torch.Tensor, y: torch.Tensor, q: float, k: float, weights) -> torch.Tensor:
     """Zhang and Sabuncu's truncated L_q (Eq. 9) in the form they optimise (Eq. 11): the batch mean
     of w_i (L_q(f_y(x_i)) - L_q(k)), L_q(k) = (1 - k^q) / q."""
-    log_p = F.log_softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
-    return (weights * ((1 - torch.exp(q * log_p)) / q - (1 - k ** q) / q)).mean()
+    log_p = -row_cross_entropy(logits, y)
+    return (weights * ((1 - torch.exp(q * log_p)) / q - (1 - k ** q) / q)).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -194,24 +219,30 @@ class TruncatedGCE(Objective):
             fail("prune_start", self.prune_start, f"at most the run's n_epochs={n_epochs}: a later start never prunes "
                  "(the loss would be plain GCE); the authors' schedule is 40 of 120 epochs")
 
-    def make(self, n_classes, n_epochs):
-        return _PrunedLq(self)
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return _PrunedLq(specs[0])
+
+
+def rows_of(state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Per-row state (K x n x ...) at a batch's K x b ``rows``: K x b x ..."""
+    return state[torch.arange(len(rows), device=rows.device)[:, None], rows]
 
 
 class _PrunedLq:
     def __init__(self, spec: TruncatedGCE):
-        self.spec, self.weights = spec, None
+        self.spec, self.weights = spec, None  # weights: K x n
         self.pruned_at: list[int] = []  # 0-based epochs before which w was updated
 
     def before_epoch(self, epoch, train_softmax, labels):
         e = epoch + 1
         if e >= self.spec.prune_start and e % self.spec.prune_every == 0:
-            p_y = train_softmax().to(labels.device).gather(1, labels[:, None]).squeeze(1)
+            p_y = train_softmax().to(labels.device).gather(-1, labels[..., None]).squeeze(-1)
             self.weights = (p_y > self.spec.k).float()
             self.pruned_at.append(epoch)
 
     def __call__(self, logits, y, epoch, rows):
-        weights = 1.0 if self.weights is None else self.weights[rows]
+        weights = 1.0 if self.weights is None else rows_of(self.weights, rows)
         return truncated_lq_loss(logits, y, self.spec.q, self.spec.k, weights)
 
 
@@ -221,10 +252,10 @@ def dmi_loss(logits: torch.Tensor, y: torch.Tensor, n_classes: int, official: bo
     -log(|det(O^T Y)| + 0.001), unnormalised and with an offset. Both have the same gradient while
     |det| >> 0.001; the offset keeps the loss finite on a batch that misses a class (det U = 0,
     which at batch size 64 and 10 classes is about one batch in 80), where the formula itself is +inf."""
-    joint = F.softmax(logits.float(), 1).T @ F.one_hot(y, n_classes).float()
+    joint = F.softmax(logits.float(), -1).transpose(-1, -2) @ F.one_hot(y, n_classes).float()
     if official:
         return -torch.log(torch.det(joint).abs() + 0.001)
-    return -torch.linalg.slogdet(joint / len(y)).logabsdet
+    return -torch.linalg.slogdet(joint / y.shape[-1]).logabsdet
 
 
 @dataclass(frozen=True)
@@ -238,8 +269,9 @@ class DMI(Objective):
         if not isinstance(self.official, bool):
             fail("official_loss", self.official, "True (the authors' -log(|det| + 0.001)) or False (-log|det U|)")
 
-    def make(self, n_classes, n_epochs):
-        return lambda logits, y, epoch: dmi_loss(logits, y, n_classes, self.official)
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return lambda logits, y, epoch, rows: dmi_loss(logits, y, n_classes, specs[0].official)
 
 
 @dataclass(frozen=True)
@@ -275,23 +307,26 @@ class DAC(Objective):
         if self.warmup(n_epochs) >= n_epochs:
             fail("warmup_epochs", self.warmup_epochs, f"fewer than the run's n_epochs={n_epochs}")
 
-    def make(self, n_classes, n_epochs):
-        return _DACLoss(self, n_classes, n_epochs, self.warmup(n_epochs))
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return _DACLoss(specs[0], n_classes, n_epochs, specs[0].warmup(n_epochs))
 
 
 class _DACLoss:
+    """DAC's loss with its state per run (alpha_thresh's average and alpha: one value per run)."""
+
     def __init__(self, spec: DAC, n_classes: int, n_epochs: int, warmup: int):
         self.spec, self.k, self.n_epochs, self.warmup = spec, n_classes, n_epochs, warmup
         self.thresh_ewma = self.alpha = self.alpha_inc = self.alpha_epoch = None
 
-    def __call__(self, logits, y, epoch):
-        p_abstain = F.softmax(logits, 1)[:, self.k].clamp(max=1 - 1e-7)
-        h_c = F.cross_entropy(logits[:, :self.k], y, reduction="none")
-        thresh = ((1 - p_abstain) * h_c).mean().detach()
+    def __call__(self, logits, y, epoch, rows):
+        p_abstain = F.softmax(logits, -1)[..., self.k].clamp(max=1 - 1e-7)
+        h_c = row_cross_entropy(logits[..., :self.k], y)
+        thresh = ((1 - p_abstain) * h_c).mean(-1).detach()
         mu = self.spec.ewma_mu
         self.thresh_ewma = thresh if self.thresh_ewma is None else mu * thresh + (1 - mu) * self.thresh_ewma
         if epoch < self.warmup:
-            return F.cross_entropy(logits, y)
+            return row_cross_entropy(logits, y).mean(-1)
         if self.alpha is None:
             self.alpha = self.thresh_ewma / self.spec.alpha_init_factor
             remaining = self.n_epochs - 1 - epoch  # epochs after this one; alpha_final at the last
@@ -299,7 +334,7 @@ class _DACLoss:
             self.alpha_epoch = epoch
         elif epoch > self.alpha_epoch:
             self.alpha, self.alpha_epoch = self.alpha + self.alpha_inc, epoch
-        return ((1 - p_abstain) * h_c - self.alpha * torch.log1p(-p_abstain)).mean()
+        return ((1 - p_abstain) * h_c - self.alpha[..., None] * torch.log1p(-p_abstain)).mean(-1)
 
 
 def elr_update(targets: torch.Tensor, probs: torch.Tensor, beta: float) -> torch.Tensor:
@@ -307,14 +342,14 @@ def elr_update(targets: torch.Tensor, probs: torch.Tensor, beta: float) -> torch
     shengliu66/ELR ``model/loss.py``): t <- beta t + (1 - beta) p / sum(p), with p the batch's
     clamped softmax, detached."""
     p = probs.detach()
-    return beta * targets + (1 - beta) * p / p.sum(1, keepdim=True)
+    return beta * targets + (1 - beta) * p / p.sum(-1, keepdim=True)
 
 
 def elr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, lam: float) -> torch.Tensor:
     """Cross-entropy plus ELR's regulariser (Liu et al. 2020, Eq. 6): lam * mean log(1 - <t, p>),
     p the softmax clamped to [1e-4, 1 - 1e-4] as the authors' code, t the (updated) targets."""
-    p = F.softmax(logits, 1).clamp(1e-4, 1 - 1e-4)
-    return F.cross_entropy(logits, y) + lam * torch.log(1 - (targets * p).sum(1)).mean()
+    p = F.softmax(logits, -1).clamp(1e-4, 1 - 1e-4)
+    return row_cross_entropy(logits, y).mean(-1) + lam * torch.log(1 - (targets * p).sum(-1)).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -338,35 +373,38 @@ class ELR(Objective):
         check_float(self.beta, "beta", low=0.0, high=1.0, high_open=True)
         check_float(self.lam, "lam", low=0.0)
 
-    def make(self, n_classes, n_epochs):
-        return _ELRLoss(self, n_classes)
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return _ELRLoss(specs[0], n_classes)
 
 
 class _ELRLoss:
     def __init__(self, spec: ELR, n_classes: int):
-        self.spec, self.n_classes, self.targets = spec, n_classes, None
+        self.spec, self.n_classes, self.targets = spec, n_classes, None  # targets: K x n x c
 
     def before_epoch(self, epoch, train_softmax, labels):
         if self.targets is None:
-            self.targets = torch.zeros(len(labels), self.n_classes, device=labels.device)
+            self.targets = torch.zeros(*labels.shape, self.n_classes, device=labels.device)
 
     def __call__(self, logits, y, epoch, rows):
-        p = F.softmax(logits, 1).clamp(1e-4, 1 - 1e-4)
-        self.targets[rows] = elr_update(self.targets[rows], p, self.spec.beta)
-        return elr_loss(logits, y, self.targets[rows], self.spec.lam)
+        p = F.softmax(logits, -1).clamp(1e-4, 1 - 1e-4)
+        runs = torch.arange(len(rows), device=rows.device)[:, None]
+        self.targets[runs, rows] = elr_update(self.targets[runs, rows], p, self.spec.beta)
+        return elr_loss(logits, y, self.targets[runs, rows], self.spec.lam)
 
 
 def lrt_correction(labels: torch.Tensor, f: torch.Tensor, delta: float, increment: float):
     """PLC's label correction (Zhang et al. 2021, Algorithm 1; ``lrt_correction`` in pxiangwu/PLC
     ``utils.py``): relabel every instance whose likelihood ratio f_y(x) / max_k f_k(x) is below
     ``delta`` to argmax f(x); if fewer than 0.1% of the instances were relabelled, raise delta by
-    ``increment`` (at most 0.9). Returns the new labels and delta."""
-    ratio = f.gather(1, labels[:, None]).squeeze(1) / f.max(1).values
-    relabel = ratio < delta
-    corrected = torch.where(relabel, f.argmax(1), labels)
-    if int(relabel.sum()) < 0.001 * len(labels):
-        delta = min(delta + increment, 0.9)
-    return corrected, delta
+    ``increment`` (at most 0.9). Returns the new labels and delta. Leading axes are runs, each
+    with its own delta (a float64 tensor of their shape)."""
+    delta = torch.as_tensor(delta, dtype=torch.float64, device=labels.device)
+    ratio = f.gather(-1, labels[..., None]).squeeze(-1) / f.max(-1).values
+    relabel = ratio < delta[..., None]
+    corrected = torch.where(relabel, f.argmax(-1), labels)
+    few = relabel.sum(-1) < 0.001 * labels.shape[-1]
+    return corrected, torch.where(few, (delta + increment).clamp(max=0.9), delta)
 
 
 @dataclass(frozen=True)
@@ -404,26 +442,28 @@ class PLC(Objective):
             fail("warmup_epochs", self.warmup_epochs, f"fewer than n_epochs - 1 = {n_epochs - 1}: a correction after "
                  "the last epoch changes nothing")
 
-    def make(self, n_classes, n_epochs):
-        return _PLCLoss(self, n_classes, self.warmup(n_epochs))
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return _PLCLoss(specs[0], n_classes, specs[0].warmup(n_epochs))
 
 
 class _PLCLoss:
     def __init__(self, spec: PLC, n_classes: int, warmup: int):
         self.spec, self.n_classes, self.warmup = spec, n_classes, warmup
-        self.labels = self.record = None
-        self.delta = spec.delta
+        self.labels = self.record = self.delta = None  # K x n, window x K x n x c, K
         self.corrected_at: list[int] = []  # 0-based epochs after which labels were corrected
 
     def before_epoch(self, epoch, train_softmax, labels):
         if self.labels is None:
             self.labels = labels.clone()
-            self.record = torch.zeros(self.spec.window, len(labels), self.n_classes, device=labels.device)
+            self.record = torch.zeros(self.spec.window, *labels.shape, self.n_classes, device=labels.device)
+            self.delta = torch.full(labels.shape[:-1], self.spec.delta, dtype=torch.float64, device=labels.device)
         if epoch - 1 >= self.warmup:  # the authors correct at the end of epoch e >= warm_up
             self.labels, self.delta = lrt_correction(self.labels, self.record.mean(0), self.delta,
                                                      self.spec.delta_increment)
             self.corrected_at.append(epoch - 1)
 
     def __call__(self, logits, y, epoch, rows):
-        self.record[epoch % self.spec.window, rows] = F.softmax(logits.detach(), 1)
-        return F.cross_entropy(logits, self.labels[rows])
+        runs = torch.arange(len(rows), device=rows.device)[:, None]
+        self.record[epoch % self.spec.window, runs, rows] = F.softmax(logits.detach(), -1)
+        return row_cross_entropy(logits, self.labels[runs, rows]).mean(-1)

@@ -319,12 +319,15 @@ class Run:
 
     def stack_signature(self) -> str:
         """Runs with equal signatures can train together in one stacked call: they differ only in
-        targets, seed, starting weights, tracked rows and their objective's or step's parameters."""
+        targets (all hard or all soft), seed, starting weights, tracked rows and the fields their
+        objective and step name ``per_run``."""
         config = self.config()
         for name in ("targets", "seed", "init", "track", "y_true"):
             config.pop(name)
-        config["objective"] = config["objective"]["name"]
-        config["step"] = config["step"]["name"]
+        config["soft_targets"] = self.targets.dim() == 2  # one K x n (x c) tensor holds the runs' targets
+        for part in ("objective", "step"):
+            per_run = type(getattr(self, part)).per_run
+            config[part] = {k: v for k, v in config[part].items() if k not in per_run}
         return config_key(config)
 
 

@@ -47,17 +47,18 @@ class Normalizer:
 PAD = 4  # Appendix A's CIFAR-10 crop: zero-pad 4 pixels, crop back
 
 
-def augmentation_draws(generator: torch.Generator, sizes: list[int], device: torch.device) -> list[tuple]:
-    """The random offsets (2 x b) and flips (b) of batches of ``sizes``, drawn on the CPU
-    ``generator`` in the order ``augment_batch`` uses them, batch after batch, and moved to
-    ``device`` in one copy (a copy per batch would make the GPU wait on the host at every step)."""
-    parts = [(torch.randint(0, 2 * PAD + 1, (2, b), generator=generator), torch.rand(b, generator=generator) < 0.5)
-             for b in sizes]
-    if not parts:
+def augmentation_draws(generators: list[torch.Generator], sizes: list[int], device: torch.device) -> list[tuple]:
+    """Per batch of ``sizes``, the random offsets (2 x K b) and flips (K b) of the K runs' rows,
+    run after run: each run's drawn on its CPU generator in the order ``augment_batch`` uses them,
+    batch after batch, and moved to ``device`` in one copy (a copy per batch would make the GPU
+    wait on the host at every step)."""
+    if not sizes:
         return []
-    offsets = torch.cat([o for o, _ in parts], 1).to(device, non_blocking=True)
-    flips = torch.cat([f for _, f in parts]).to(device, non_blocking=True)
-    return list(zip(offsets.split(sizes, 1), flips.split(sizes)))
+    per_run = [[(torch.randint(0, 2 * PAD + 1, (2, b), generator=g), torch.rand(b, generator=g) < 0.5) for b in sizes]
+               for g in generators]
+    offsets = torch.stack([torch.cat([o for o, _ in parts], 1) for parts in per_run], 1).to(device, non_blocking=True)
+    flips = torch.stack([torch.cat([f for _, f in parts]) for parts in per_run]).to(device, non_blocking=True)
+    return [(o.flatten(1), f.flatten()) for o, f in zip(offsets.split(sizes, 2), flips.split(sizes, 1))]
 
 
 def augment_batch(x: torch.Tensor, draws: tuple) -> torch.Tensor:
@@ -90,33 +91,34 @@ class TensorSource:
 
     def train_batches(self, generators: list[torch.Generator], batch_size: int, augment: bool, drop_last: bool,
                       skip: int = 0):
-        """One epoch: per step, one ``(rows, x)`` per run, from that run's shuffled order (a random
-        permutation from its generator). ``drop_last`` skips a final incomplete batch; ``skip``
-        leaves out the first steps (an epoch resumed within: the same draws, fewer batches)."""
-        parts = [torch.randperm(len(self.X), generator=g).to(self.device).split(batch_size) for g in generators]
-        n_batches = len(parts[0])
-        if drop_last and n_batches > 1 and len(parts[0][-1]) < batch_size:
-            n_batches -= 1
-        sizes = [len(order) for order in parts[0][:n_batches]]
-        draws = [augmentation_draws(g, sizes, self.device) for g in generators] if augment else None
-        for b in range(skip, n_batches):
+        """One epoch of the K runs: per step ``(rows, x)``, K x b rows of each run's shuffled order (a
+        random permutation from its generator) and their K x b x ... inputs. ``drop_last`` skips a
+        final incomplete batch; ``skip`` leaves out the first steps (an epoch resumed within: the
+        same draws, fewer batches)."""
+        batches = torch.stack([torch.randperm(len(self.X), generator=g) for g in generators]).to(self.device)
+        batches = batches.split(batch_size, 1)
+        if drop_last and len(batches) > 1 and batches[-1].shape[1] < batch_size:
+            batches = batches[:-1]
+        draws = augmentation_draws(generators, [rows.shape[1] for rows in batches], self.device) if augment else None
+        for b in range(skip, len(batches)):
+            rows = batches[b]
             if augment:
-                yield [(order[b], self.normalize(augment_batch(self.X[order[b]], d[b]))) for order, d in zip(parts, draws)]
+                yield rows, self.normalize(augment_batch(self.X[rows.flatten()], draws[b])).unflatten(0, rows.shape)
             else:
-                yield [(order[b], self.normalized[order[b]]) for order in parts]
+                yield rows, self.normalized[rows]
 
     def eval_batches(self, batch_size: int | None = None, augment_generators: list[torch.Generator] | None = None):
         """The instances in order, normalised, ``batch_size`` rows at a time (default:
         ``eval_batch``); with ``augment_generators`` (the official code's softmax recording) one
-        augmented copy per generator."""
+        augmented copy per generator: K x b x ..."""
         batch_size = batch_size or eval_batch(self.device)
         starts = range(0, len(self.X), batch_size)
         sizes = [min(batch_size, len(self.X) - start) for start in starts]
-        draws = None if augment_generators is None else [augmentation_draws(g, sizes, self.device)
-                                                          for g in augment_generators]
+        draws = None if augment_generators is None else augmentation_draws(augment_generators, sizes, self.device)
         for b, start in enumerate(starts):
             if draws is None:
                 yield self.normalized[start:start + batch_size]
             else:
                 x = self.X[start:start + batch_size]
-                yield [self.normalize(augment_batch(x, d[b])) for d in draws]
+                copies = x[None].expand(len(augment_generators), *x.shape).flatten(0, 1)
+                yield self.normalize(augment_batch(copies, draws[b])).unflatten(0, (len(augment_generators), len(x)))

@@ -1,6 +1,11 @@
 """How a training step updates the networks: the pluggable parts of the engine's one loop.
 
-A run's *step* says how many networks it trains and how their losses come from their logits:
+A run's *step* says how many networks it trains and how their losses come from their logits. Its
+class method ``make(specs)`` gives the step of K runs trained in one call, ``step(logits,
+targets, epoch, rows, loss) -> (loss to minimise, K losses to log)``: logits K x n x b x c (K
+runs, n networks each), targets and ``rows`` K x b, ``loss`` the runs' objective
+(``losses.Objective.make``). Every part is one batched call over the K runs, so the ATen calls
+of a step do not grow with K. Fields named in ``per_run`` may differ between the K runs.
 
 - ``Single()``: one network, the run's objective;
 - ``Peers(forget_rate, t_k)``: Co-teaching (Han et al. 2018), two networks on one batch order,
@@ -20,19 +25,21 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from .checks import check_float, check_int
+from .losses import row_cross_entropy
 
 
 class Step:
     """Base class of the steps (see the module docstring)."""
 
     n_networks: ClassVar[int] = 1
+    per_run: ClassVar[tuple[str, ...]] = ()
 
-    def losses(self, logits: list[torch.Tensor], targets: torch.Tensor, epoch: int, loss_fn):
-        """(loss to minimise over this run's networks, loss to log) for one batch."""
+    @classmethod
+    def make(cls, specs: list[Step]):
+        """The step of K runs with these steps (see the module docstring)."""
         raise NotImplementedError
 
     def config(self) -> dict:
@@ -43,9 +50,14 @@ class Step:
 class Single(Step):
     """One network trained on the run's objective."""
 
-    def losses(self, logits, targets, epoch, loss_fn):
-        loss = loss_fn(logits[0], targets, epoch)
-        return loss, loss
+    @classmethod
+    def make(cls, specs):
+        return _single_step
+
+
+def _single_step(logits, targets, epoch, rows, loss):
+    losses = loss(logits[:, 0], targets, epoch, rows)
+    return losses.sum(), losses
 
 
 def keep_rate(epoch: int, forget_rate: float, t_k: int = 10) -> float:
@@ -56,12 +68,14 @@ def keep_rate(epoch: int, forget_rate: float, t_k: int = 10) -> float:
 
 
 def small_loss_exchange(logits1, logits2, y, n_keep):
-    """One Co-teaching step's losses: each network's ``n_keep`` smallest-loss instances train the other."""
-    loss1 = F.cross_entropy(logits1, y, reduction="none")
-    loss2 = F.cross_entropy(logits2, y, reduction="none")
-    keep1 = torch.argsort(loss1.detach(), stable=True)[:n_keep]
-    keep2 = torch.argsort(loss2.detach(), stable=True)[:n_keep]
-    return loss1[keep2].mean(), loss2[keep1].mean()
+    """One Co-teaching step's losses: each network's ``n_keep`` smallest-loss instances train the
+    other (leading axes: runs, ``n_keep`` one count per run)."""
+    loss1, loss2 = row_cross_entropy(logits1, y), row_cross_entropy(logits2, y)
+    n_keep = torch.as_tensor(n_keep, device=y.device)
+    kept = torch.arange(y.shape[-1], device=y.device) < n_keep[..., None]  # the first n_keep of a loss order
+    by_loss1 = torch.argsort(loss1.detach(), dim=-1, stable=True)
+    by_loss2 = torch.argsort(loss2.detach(), dim=-1, stable=True)
+    return (loss1.gather(-1, by_loss2) * kept).sum(-1) / n_keep, (loss2.gather(-1, by_loss1) * kept).sum(-1) / n_keep
 
 
 @dataclass(frozen=True)
@@ -75,15 +89,30 @@ class Peers(Step):
     forget_rate: float
     t_k: int = 10
     n_networks: ClassVar[int] = 2
+    per_run: ClassVar[tuple[str, ...]] = ("forget_rate",)
 
     def __post_init__(self):
         check_float(self.forget_rate, "forget_rate", low=0.0, high=1.0, high_open=True)
         check_int(self.t_k, "t_k", minimum=1)
 
-    def losses(self, logits, targets, epoch, loss_fn):
-        n_keep = max(1, round(keep_rate(epoch, self.forget_rate, self.t_k) * len(targets)))
-        loss1, loss2 = small_loss_exchange(logits[0], logits[1], targets, n_keep)
-        return loss1 + loss2, loss1
+    @classmethod
+    def make(cls, specs):
+        return _PeerStep([spec.forget_rate for spec in specs], specs[0].t_k)
+
+
+class _PeerStep:
+    """Co-teaching's step for K runs, their forget rates one per run."""
+
+    def __init__(self, forget_rates: list[float], t_k: int):
+        self.forget_rates, self.t_k, self.n_keep = forget_rates, t_k, {}
+
+    def __call__(self, logits, targets, epoch, rows, loss):
+        b = targets.shape[-1]
+        if (epoch, b) not in self.n_keep:  # one copy to the device per epoch and batch size, not per step
+            self.n_keep = {(epoch, b): torch.tensor([max(1, round(keep_rate(epoch, rate, self.t_k) * b))
+                                                     for rate in self.forget_rates], device=logits.device)}
+        loss1, loss2 = small_loss_exchange(logits[:, 0], logits[:, 1], targets, self.n_keep[epoch, b])
+        return (loss1 + loss2).sum(), loss1
 
 
 class ModuleBank:
@@ -101,9 +130,9 @@ class ModuleBank:
         for m in self.models:
             m.train(mode)
 
-    def logits(self, xs: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        """Training forward: ``xs[0]`` through every network; logits per run, per network."""
-        return [[m(xs[0]) for m in self.models]]
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Training forward: ``x`` (1 x b x ...) through every network: 1 x n x b x c logits."""
+        return torch.stack([m(x[0]) for m in self.models])[None]
 
     def probs(self, x: torch.Tensor, n_classes: int, per_run: bool = False) -> torch.Tensor:
         """Softmax of the recorded network over the first ``n_classes`` outputs: 1 x b x c."""
@@ -148,10 +177,10 @@ class StackedBank:
     def train(self, mode: bool) -> None:
         self.base.train(mode)
 
-    def logits(self, xs):
-        x = torch.stack([x for x in xs for _ in range(self.n)])
-        out = self._each(self.params, self.buffers, x)
-        return [[out[k * self.n + j] for j in range(self.n)] for k in range(self.K)]
+    def logits(self, x):
+        """K x b x ... inputs, each run's through its n networks: K x n x b x c logits."""
+        x = x[:, None].expand(self.K, self.n, *x.shape[1:]).flatten(0, 1)  # a view when n = 1
+        return self._each(self.params, self.buffers, x).unflatten(0, (self.K, self.n))
 
     def _recorded(self):
         """Weights of each run's first network (the recorded one)."""
@@ -161,7 +190,7 @@ class StackedBank:
 
     def probs(self, x, n_classes, per_run=False):
         params, buffers = self._recorded()
-        out = self._each(params, buffers, torch.stack(x)) if per_run else self._shared(params, buffers, x)
+        out = self._each(params, buffers, x) if per_run else self._shared(params, buffers, x)
         return out[..., :n_classes].float().softmax(-1)
 
     def state(self, k: int) -> dict:

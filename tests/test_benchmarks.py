@@ -159,7 +159,7 @@ def test_clothing1m_loaders_persist_pin_and_give_the_same_batches_with_any_worke
     def two_epochs(workers):
         source = StreamSource(ImageFiles(keys, str(clothing_root), resize=36, crop=32, workers=workers), torch.device("cpu"))
         generator = torch.Generator().manual_seed(0)
-        epochs = [[(rows, x) for ((rows, x),) in source.train_batches([generator], 4, True, False)] for _ in range(2)]
+        epochs = [[(rows[0], x[0]) for rows, x in source.train_batches([generator], 4, True, False)] for _ in range(2)]
         return source, epochs
 
     rng = torch.get_rng_state()

@@ -82,19 +82,19 @@ class AuthorsELR:
 def test_elr_equals_the_authors_loss_over_several_batches():
     g = torch.Generator().manual_seed(0)
     n, c = 12, 4
-    ours, theirs = ELR(beta=0.7, lam=3.0).make(c, 5), AuthorsELR(n, c, 0.7, 3.0)
+    ours, theirs = ELR.make([ELR(beta=0.7, lam=3.0)], c, 5), AuthorsELR(n, c, 0.7, 3.0)
     labels = torch.randint(0, c, (n,), generator=g)
-    ours.before_epoch(0, None, labels)
+    ours.before_epoch(0, None, labels[None])  # one run: its K axis of stacked runs has length 1
     for step in range(6):
         rows = torch.randperm(n, generator=g)[:5]
         logits = torch.randn(5, c, generator=g, requires_grad=True)
-        a = ours(logits, labels[rows], step // 2, rows=rows)
+        (a,) = ours(logits[None], labels[rows][None], step // 2, rows[None])
         b = theirs.forward(rows, logits, labels[rows])
         assert a.item() == pytest.approx(b.item(), abs=1e-6)
         (ga,) = torch.autograd.grad(a, logits)
         (gb,) = torch.autograd.grad(b, logits)
         assert torch.allclose(ga, gb, atol=1e-6)
-    assert torch.allclose(ours.targets, theirs.target, atol=1e-7)
+    assert torch.allclose(ours.targets[0], theirs.target, atol=1e-7)
 
 
 def test_elr_worked_example():
@@ -147,20 +147,20 @@ def test_lrt_correction_hand_example():
 
 def test_plc_corrects_after_the_warm_up_with_the_window_mean():
     n, c = 6, 3
-    loss = PLC(delta=0.5, warmup_epochs=1, window=2).make(c, 4)
-    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    loss = PLC.make([PLC(delta=0.5, warmup_epochs=1, window=2)], c, 4)
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2]])  # one run: its K axis of stacked runs has length 1
     loss.before_epoch(0, None, labels)
-    rows = torch.arange(n)
+    rows = torch.arange(n)[None]
     # epochs 0 and 1 both predict class 2 for rows 0-1 with a ratio of f_0 / f_2 < 0.5
-    logits = torch.log(torch.tensor([[0.1, 0.1, 0.8]] * 2 + [[0.1, 0.8, 0.1]] * 2 + [[0.1, 0.1, 0.8]] * 2))
+    logits = torch.log(torch.tensor([[[0.1, 0.1, 0.8]] * 2 + [[0.1, 0.8, 0.1]] * 2 + [[0.1, 0.1, 0.8]] * 2]))
     for epoch in (0, 1):
         loss.before_epoch(epoch, None, labels)
         assert torch.equal(loss.labels, labels)  # no correction after epoch 0 (0 < warm-up 1)
-        loss(logits, labels, epoch, rows=rows)
+        loss(logits, labels, epoch, rows)
     loss.before_epoch(2, None, labels)  # after epoch 1 >= warm-up: corrected
-    assert loss.labels.tolist() == [2, 2, 1, 1, 2, 2] and loss.corrected_at == [1]
-    expected = F.cross_entropy(logits, torch.tensor([2, 2, 1, 1, 2, 2]))
-    assert float(loss(logits, labels, 2, rows=rows)) == pytest.approx(float(expected))
+    assert loss.labels.tolist() == [[2, 2, 1, 1, 2, 2]] and loss.corrected_at == [1]
+    expected = F.cross_entropy(logits[0], torch.tensor([2, 2, 1, 1, 2, 2]))
+    assert float(loss(logits, labels, 2, rows)) == pytest.approx(float(expected))
 
 
 def test_plc_schedule_and_checks():
@@ -187,10 +187,10 @@ def test_plc_relabels_towards_the_truth_on_the_digits(digits, monkeypatch):
     run = make_run(X, y_noisy, protocol("digits", n_epochs=6), dataset="digits", objective=PLC(warmup_epochs=2))
     made = []
     real_make = PLC.make
-    monkeypatch.setattr(PLC, "make", lambda self, c, e: made.append(real_make(self, c, e)) or made[-1])
+    monkeypatch.setattr(PLC, "make", classmethod(lambda cls, specs, c, e: made.append(real_make(specs, c, e)) or made[-1]))
     engine.train(run, use_cache=False)
     plc = made[0]
     assert plc.corrected_at == [2, 3, 4]  # after epochs 2, 3 and 4 (the one after the last would change nothing)
-    before, after = float((y_noisy == y).float().mean()), float((plc.labels.cpu() == y).float().mean())
+    before, after = float((y_noisy == y).float().mean()), float((plc.labels[0].cpu() == y).float().mean())
     assert after > before + 0.1, (before, after)
-    assert 0.3 <= plc.delta <= 0.9
+    assert 0.3 <= float(plc.delta) <= 0.9

@@ -121,13 +121,13 @@ def test_auto_stacks_on_cuda_only_for_runs_on_tensors():
 def test_forward_copies_its_transition_matrix_to_a_device_once():
     from idnhelpers.losses import Forward
 
-    loss = Forward(((0.8, 0.2), (0.3, 0.7))).make(2, 1)
+    loss = Forward.make([Forward(((0.8, 0.2), (0.3, 0.7)))], 2, 1)
     copies = []
     real_to = torch.Tensor.to
     torch.Tensor.to = lambda self, *a, **k: (self is loss.T and copies.append(1)) or real_to(self, *a, **k)
     try:
         for _ in range(5):
-            loss(torch.zeros(4, 2, device="meta"), torch.zeros(4, dtype=torch.long, device="meta"), 0)
+            loss(torch.zeros(1, 4, 2, device="meta"), torch.zeros(1, 4, dtype=torch.long, device="meta"), 0, None)
     finally:
         torch.Tensor.to = real_to
     assert len(copies) == 1  # not one per step

@@ -102,7 +102,7 @@ def test_paper_protocols():
 
 def test_augment_batch_crops_and_flips():
     x = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 3, 32, 32)
-    out = augment_batch(x, augmentation_draws(torch.Generator().manual_seed(0), [2], torch.device("cpu"))[0])
+    out = augment_batch(x, augmentation_draws([torch.Generator().manual_seed(0)], [2], torch.device("cpu"))[0])
     assert out.shape == x.shape and out.dtype == torch.uint8
     # every output is a shifted (possibly mirrored) window of the zero-padded input
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
@@ -193,7 +193,7 @@ def test_published_or_generated_idn_labels_for_a_sample():
         family_labels(digits, "idn_published", [0.2])
 
 
-def test_augmentation_costs_one_host_to_device_copy_per_run_and_epoch(monkeypatch):
+def test_augmentation_costs_three_host_to_device_copies_per_epoch_whatever_the_runs_and_steps(monkeypatch):
     # per step, a copy from the CPU generator's draws to a GPU makes the GPU wait on the host; on a
     # CPU the same calls are counted (each would be a copy on CUDA)
     from idnhelpers.runs import Tensors
@@ -207,4 +207,4 @@ def test_augmentation_costs_one_host_to_device_copy_per_run_and_epoch(monkeypatc
         copies.clear()
         for _ in source.train_batches([torch.Generator().manual_seed(s) for s in range(3)], batch_size, True, False):
             pass
-        assert len(copies) == 3 * 3  # per run: its permutation, the offsets and the flips, whatever the steps
+        assert len(copies) == 3  # the runs' permutations, offsets and flips, whatever the runs and steps

@@ -43,10 +43,11 @@ def test_official_softmax_runs_are_not_served_from_the_old_train_mode_cache():
 
 
 def test_dac_alpha_reaches_its_final_value_at_the_last_epoch():
-    loss = losses.DAC(warmup_epochs=5, alpha_final=1.0).make(10, 50)
-    logits, y = torch.randn(32, 11), torch.randint(0, 10, (32,))
+    spec = losses.DAC(warmup_epochs=5, alpha_final=1.0)
+    loss = spec.make([spec], 10, 50)
+    logits, y = torch.randn(1, 32, 11), torch.randint(0, 10, (1, 32))
     for epoch in range(50):
-        loss(logits, y, epoch)
+        loss(logits, y, epoch, None)
     assert float(loss.alpha) == pytest.approx(1.0)  # was 0.979 (1-based formula on 0-based epochs)
 
 
@@ -84,14 +85,14 @@ def test_seal_continuing_starts_each_iteration_from_the_previous_weights(monkeyp
 def test_coteaching_keeps_round_of_the_keep_rate_as_the_official_code():
     from idnhelpers.steps import Peers, keep_rate
 
-    step = Peers(0.3)
-    logits = [torch.randn(56, 10, requires_grad=True), torch.randn(56, 10, requires_grad=True)]
-    targets = torch.randint(0, 10, (56,))
+    step = Peers.make([Peers(0.3)])
+    logits = torch.randn(1, 2, 56, 10, requires_grad=True)  # one run, two networks, 56 rows
+    targets = torch.randint(0, 10, (1, 56))
     assert keep_rate(2, 0.3) * 56 == pytest.approx(52.64)
-    loss1, logged = step.losses(logits, targets, 2, None)
+    total, logged = step(logits, targets, 2, None, None)
     # n_keep = round(52.64) = 53 (the official train_ct), not int() = 52
-    loss1.backward()
-    used = (logits[0].grad.abs().sum(1) > 0).sum().item()
+    total.backward()
+    used = (logits.grad[0, 0].abs().sum(1) > 0).sum().item()
     assert used == 53
 
 
@@ -308,16 +309,16 @@ def test_lass_runs_at_most_100_iterations_and_the_official_search_exactly_10():
 
 def test_truncated_gce_prunes_the_instances_below_k_on_its_schedule():
     spec = losses.TruncatedGCE(prune_start=3, prune_every=2)
-    loss = spec.make(3, 10)
-    labels = torch.tensor([0, 1, 2, 0])
-    softmax = torch.tensor([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.5, 0.25, 0.25]])
+    loss = spec.make([spec], 3, 10)  # one run: its K axis of stacked runs has length 1
+    labels = torch.tensor([[0, 1, 2, 0]])
+    softmax = torch.tensor([[[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.5, 0.25, 0.25]]])
     for epoch in range(6):
         loss.before_epoch(epoch, lambda: softmax, labels)
     assert loss.pruned_at == [3, 5]  # before 1-based epochs 4 and 6
-    assert loss.weights.tolist() == [1.0, 0.0, 1.0, 0.0]  # f_y > k = 0.5 only (0.5 itself is pruned)
+    assert loss.weights.tolist() == [[1.0, 0.0, 1.0, 0.0]]  # f_y > k = 0.5 only (0.5 itself is pruned)
     logits = torch.log(softmax)
     expected = (1 - 0.9 ** 0.7) / 0.7 - (1 - 0.5 ** 0.7) / 0.7 + (1 - 0.6 ** 0.7) / 0.7 - (1 - 0.5 ** 0.7) / 0.7
-    assert float(loss(logits, labels, 6, rows=torch.arange(4))) == pytest.approx(expected / 4)
+    assert float(loss(logits, labels, 6, torch.arange(4)[None])) == pytest.approx(expected / 4)
     with pytest.raises(ValueError, match="k="):
         losses.TruncatedGCE(k=1.0)
 

@@ -46,6 +46,12 @@ def logits_of(state, X, n_outputs, proto):
 ONE_EPOCH = protocol("digits", n_epochs=1)
 
 
+def one_run_loss(objective, n_classes, n_epochs):
+    """The objective's loss of a single run, on b x c logits (its K axis of stacked runs added and removed)."""
+    loss = objective.make([objective], n_classes, n_epochs)
+    return lambda logits, y, epoch: loss(logits[None], y[None], epoch, torch.arange(len(y))[None])[0]
+
+
 @pytest.mark.parametrize("name, objective, options, min_acc", [
     ("ce", losses.CrossEntropy(), {}, 0.5),
     ("gce", losses.GCE(0.7), {}, 0.25),  # bounded, so slow to start, as GCE is known to be
@@ -55,8 +61,9 @@ def test_loss_methods_lower_their_own_loss_in_one_epoch(digits, name, objective,
     X, y_noisy = digits[:2]
     r = methods.run_method(name, X, y_noisy, ONE_EPOCH, **engine(digits), **options)
     n_out = 10 + objective.extra_outputs
-    before = objective.make(10, 1)(logits_of(init_model(ONE_EPOCH, n_out, 0).state_dict(), X, n_out, ONE_EPOCH), y_noisy, 0)
-    after = objective.make(10, 1)(logits_of(r.final.weights, X, n_out, ONE_EPOCH), y_noisy, 0)
+    before = one_run_loss(objective, 10, 1)(logits_of(init_model(ONE_EPOCH, n_out, 0).state_dict(), X, n_out, ONE_EPOCH),
+                                           y_noisy, 0)
+    after = one_run_loss(objective, 10, 1)(logits_of(r.final.weights, X, n_out, ONE_EPOCH), y_noisy, 0)
     assert after < before - 0.02
     Xt, yt = digits[3:]
     # the real classes have learned (DAC may still abstain on every test instance after one epoch: an
@@ -72,7 +79,7 @@ def test_forward_estimates_T_and_lowers_the_forward_loss(digits):
     r = methods.run_method("forward", X, y_noisy, ONE_EPOCH, **engine(digits))
     T = r.T
     assert T.shape == (10, 10) and torch.allclose(T.sum(1), torch.ones(10), atol=1e-4)
-    loss = losses.Forward(tuple(map(tuple, T.tolist()))).make(10, 1)
+    loss = one_run_loss(losses.Forward(tuple(map(tuple, T.tolist()))), 10, 1)
     before = loss(logits_of(init_model(ONE_EPOCH, 10, 0).state_dict(), X, 10, ONE_EPOCH), y_noisy, 0)
     assert loss(logits_of(r.final.weights, X, 10, ONE_EPOCH), y_noisy, 0) < before - 0.05
 
@@ -140,13 +147,14 @@ def test_dmi_loss_is_finite_with_every_class_and_matches_the_official_form():
 
 
 def test_dac_warm_up_then_ramps_alpha():
-    loss = losses.DAC(warmup_epochs=2, alpha_final=1.0).make(10, 5)
-    logits, y = torch.randn(32, 11), torch.randint(0, 10, (32,))
-    assert torch.allclose(loss(logits, y, 0), F.cross_entropy(logits, y))  # warm-up: CE over k + 1 outputs
-    loss(logits, y, 2)
+    spec = losses.DAC(warmup_epochs=2, alpha_final=1.0)
+    loss = spec.make([spec], 10, 5)
+    logits, y = torch.randn(1, 32, 11), torch.randint(0, 10, (1, 32))
+    assert torch.allclose(loss(logits, y, 0, None), F.cross_entropy(logits[0], y[0]))  # warm-up: CE over k + 1 outputs
+    loss(logits, y, 2, None)
     alpha_start = float(loss.alpha)
     assert alpha_start == pytest.approx(float(loss.thresh_ewma) / 64)
-    loss(logits, y, 3), loss(logits, y, 4)
+    loss(logits, y, 3, None), loss(logits, y, 4, None)
     assert float(loss.alpha) == pytest.approx(1.0)  # alpha_final at the last epoch (issue 12; was 0.979-like)
     with pytest.raises(ValueError, match="warmup_epochs=5"):
         losses.DAC(warmup_epochs=5).check(10, 5)
@@ -206,14 +214,16 @@ class SymmetricCE(losses.Objective):
     alpha: float = 0.1
     beta: float = 1.0
 
-    def make(self, n_classes, n_epochs):
-        return lambda logits, y, epoch: sce_loss(logits, y, n_classes, self.alpha, self.beta)
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return lambda logits, y, epoch, rows: sce_loss(logits, y, n_classes, specs[0].alpha, specs[0].beta)
 
 
 def sce_loss(logits, y, n_classes, alpha, beta):
-    p = F.softmax(logits, 1).clamp(min=1e-7)
-    reverse = -(p * F.one_hot(y, n_classes).float().clamp(min=math.exp(-4)).log()).sum(1).mean()
-    return alpha * F.cross_entropy(logits, y) + beta * reverse
+    """Per run (leading axes), the batch mean over the rows (the last axis but one)."""
+    p = F.softmax(logits, -1).clamp(min=1e-7)
+    reverse = -(p * F.one_hot(y, n_classes).float().clamp(min=math.exp(-4)).log()).sum(-1).mean(-1)
+    return alpha * losses.soft_cross_entropy(logits, y) + beta * reverse
 
 
 def test_a_new_loss_is_one_registry_entry(digits):
@@ -222,7 +232,7 @@ def test_a_new_loss_is_one_registry_entry(digits):
         X, y_noisy, y, Xt, yt = digits
         assert methods.method_options("sce") == ("alpha", "beta") and methods.method_label("sce") == "SCE"
         r = methods.run_method("sce", X, y_noisy, ONE_EPOCH, alpha=0.5, **engine(digits))
-        loss = SymmetricCE(alpha=0.5).make(10, 1)
+        loss = one_run_loss(SymmetricCE(alpha=0.5), 10, 1)
         assert loss(logits_of(r.final.weights, X, 10, ONE_EPOCH), y_noisy, 0) < loss(
             logits_of(init_model(ONE_EPOCH, 10, 0).state_dict(), X, 10, ONE_EPOCH), y_noisy, 0) - 0.05
         assert r.history["test_acc"][-1] > 0.3
@@ -249,8 +259,9 @@ def helper(logits, y):
 
 @dataclass(frozen=True)
 class Mine(Objective):
-    def make(self, n_classes, n_epochs):
-        return lambda logits, y, epoch: helper(logits, y)
+    @classmethod
+    def make(cls, specs, n_classes, n_epochs):
+        return lambda logits, y, epoch, rows: helper(logits, y)
 """
 
 

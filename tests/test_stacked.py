@@ -5,13 +5,15 @@ import re
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from idnhelpers import engine
+from idnhelpers import engine, losses
 from idnhelpers.datasets import load_dataset, protocol, subset
 from idnhelpers.engine import train, train_many
 from idnhelpers.methods import METHODS, run_method, run_methods
 from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import make_run
+from idnhelpers.steps import Peers
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +126,48 @@ def test_benchmark_script_runs_and_reports_a_speedup(capsys):
     assert "reference (fp32):" in out
     speedup = float(out.strip().splitlines()[-1].removeprefix("speedup: "))
     assert speedup > 0
+
+
+class ATenCalls(TorchDispatchMode):
+    """Counts the ATen operator calls made while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+IDENTITY_T = tuple(tuple(float(i == j) for j in range(10)) for i in range(10))
+STEP_FIELDS = {"ce": {}, "seal": {}, "gce": dict(objective=losses.GCE()), "dmi": dict(objective=losses.DMI()),
+               "dac": dict(objective=losses.DAC(warmup_epochs=0)), "elr": dict(objective=losses.ELR()),
+               "plc": dict(objective=losses.PLC(warmup_epochs=0)), "forward": dict(objective=losses.Forward(IDENTITY_T)),
+               "coteaching": dict(step=Peers(0.3))}
+
+
+@pytest.mark.parametrize("name", sorted(STEP_FIELDS))
+def test_a_training_step_makes_as_many_aten_calls_for_16_stacked_runs_as_for_4(digits, name, monkeypatch):
+    """Losses, target gathers and accuracies are batched over the K runs: a step's calls do not grow with K."""
+    X, y = digits[0][:512], digits[1][:512]
+    targets = torch.nn.functional.one_hot(y, 10).float() if name == "seal" else y
+    per_step = []
+    real_step = engine.train_step
+
+    def counted(*args):
+        with ATenCalls() as calls:
+            out = real_step(*args)
+        per_step.append(calls.n)
+        return out
+
+    monkeypatch.setattr(engine, "train_step", counted)
+    counts = {}
+    for K in (1, 4, 16):
+        per_step.clear()
+        runs = [make_run(X, targets, protocol("digits", n_epochs=2), dataset="digits", seed=s, **STEP_FIELDS[name])
+                for s in range(K)]
+        engine.fit(runs, torch.device("cpu"), stacked=K > 1)
+        counts[K] = (np.median(per_step), max(per_step))
+    assert counts[16] == counts[4]
+    assert abs(counts[16][0] - counts[1][0]) <= 30  # the batched network's own calls (vmap), not K times one run's
