@@ -14,7 +14,7 @@ the profile, the parameters in effect and the time it took (a smoke build says i
 prove that the code runs), its two parameter cells (defaults, papermill's injected values) are
 hidden, and stderr (progress bars) is dropped. ``book/status.md`` lists, per notebook, the
 profile, the parameters and the run time; ``book/summary.md`` collects every chapter's checks of
-the paper's claims (``idnhelpers.chapter.claims``) into the reproduction summary.
+the paper's claims (``idnbook.chapter.claims``) into the reproduction summary.
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ import jupytext
 import nbformat
 import papermill
 
-from idnhelpers.chapter import CLAIMS_GLUE, assigned_names, assignments
+from idnbook import profiles
+from idnbook.chapter import CLAIMS_GLUE, assigned_names, assignments
 from idnhelpers.hardware import resolve_precision
-from idnhelpers.profiles import chapter_exceptions, load_profile, profile_names
 from idnhelpers.stats import CONTRADICTED, HOLDS, NOT_CHECKED, NOT_RESOLVED, VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
-PROFILES = ROOT / "notebooks" / "profiles"
 
 
 def declared(source: Path) -> list[str]:
@@ -53,7 +52,7 @@ def check_profile(profile: str, common: dict, sources: list[Path]) -> None:
         raise SystemExit(f"notebooks/profiles/{profile}.yaml: {unknown} declared by no chapter (a misspelt name?); "
                          f"the chapters' parameters: {sorted({n for names in every.values() for n in names})}")
     for source in sources:
-        extra = sorted(set(chapter_exceptions(profile, Path(source).stem, PROFILES)) - set(declared(Path(source))))
+        extra = sorted(set(profiles.chapter_exceptions(profile, Path(source).stem)) - set(declared(Path(source))))
         if extra:
             raise SystemExit(f"notebooks/profiles/{profile}/{Path(source).stem}.yaml: {extra} not parameters of "
                              f"{Path(source).name}")
@@ -120,7 +119,7 @@ def finish(target: Path, profile: str, parameters: dict, seconds: float) -> None
 
 
 def chapter_claims(nb) -> list[dict]:
-    """The claim rows a chapter glued (``idnhelpers.chapter.claims``), in order."""
+    """The claim rows a chapter glued (``idnbook.chapter.claims``), in order."""
     rows = []
     for cell in nb.cells:
         for output in cell.get("outputs", []):
@@ -225,15 +224,15 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="cpu", help="parameter file in notebooks/profiles (smoke, cpu, paper)")
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: all)")
     args = parser.parse_args(argv)
-    if args.profile not in profile_names(PROFILES):
-        known = profile_names(PROFILES)
+    if args.profile not in profiles.names():
+        known = profiles.names()
         parser.error(f"--profile {args.profile!r} not found; choose one of {known}")
-    common = load_profile(args.profile, folder=PROFILES)
+    common = profiles.settings(args.profile)
     sources = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
     check_profile(args.profile, common, sources)
     failed = None
     for source in sources:
-        parameters = load_profile(args.profile, Path(source).stem, PROFILES)
+        parameters = profiles.settings(args.profile, Path(source).stem)
         print(f"[{args.profile}] executing {source.name} ...", flush=True)
         try:
             seconds = execute(Path(source).resolve(), parameters, args.profile)

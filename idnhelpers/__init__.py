@@ -40,9 +40,10 @@ How a run flows through the engine:
 
 ``checks`` holds the input checks every module shares and ``commands`` what the command lines
 share; ``checkpoint`` lets a killed run resume after its last epoch; ``progress`` draws bars on a
-terminal and writes lines to a log; ``chapter``, ``plots`` and ``profiles`` serve the book;
+terminal and writes lines to a log; ``profiles`` reads settings files (``idn-grid --profile``);
 ``optim`` holds the protocols' optimisers; ``bench`` and ``check_bf16`` measure speed and the bf16
-mode.
+mode. The book's own helpers (chapter set-up, figures, its profile folder) are the separate
+package ``idnbook`` (``book/idnbook``), which this library never imports.
 """
 
 __version__ = "0.3.0"

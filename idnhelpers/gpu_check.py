@@ -2,9 +2,8 @@
 
 On the CUDA device present it runs each check once and prints PASS or FAIL with its seconds,
 then the seconds per epoch of the MNIST CNN (K = 1, 8, 32 stacked runs) and WRN-28-10 (K = 1,
-2), and what they make of the paper's Table 1 grid (``idn-grid --profile paper --table 1
---dry-run``). ``CHECKS`` lists the checks and what each proves (the README's cluster section
-lists the same). Without a CUDA device it says so and exits 0. ``--device cpu`` runs the checks
+2), and what they make of the paper's Table 1 grid (``idn-grid --table 1 --dry-run``). ``CHECKS``
+lists the checks and what each proves (the README's cluster section lists the same). Without a CUDA device it says so and exits 0. ``--device cpu`` runs the checks
 that need no GPU on the CPU (the tests do, with ``--quick``); the exit status is 1 if any check
 failed. Nothing is read from or written to the user's run cache: each check has its own. The
 report goes to stdout, the runs' progress lines to stderr.
@@ -224,11 +223,12 @@ def seconds_per_epoch(device, precision, quick) -> dict:
 
 
 def table1_estimate(per_run_seconds: dict) -> str:
-    """GPU-hours of the paper's Table 1 grid (idn-grid --profile paper --table 1) at the measured
-    MNIST CNN seconds per epoch, one run per call and at the best K."""
-    from .grid import build_grid, cli, plan
+    """GPU-hours of the paper's Table 1 grid (idn-grid --table 1) at the measured MNIST CNN seconds
+    per epoch, one run per call and at the best K."""
+    from .grid import GridSpec, build_grid, plan
+    from .paper import TABLES
 
-    spec, _ = cli.spec_from_args(cli.parser().parse_args(["--profile", "paper", "--table", "1"]))
+    spec = GridSpec.from_settings(TABLES[1])
     with _cache():
         p = plan(build_grid(spec.replace(precision="fp32"), device="cpu", train_labels=False, device_type="cuda"),
                  device="cuda")

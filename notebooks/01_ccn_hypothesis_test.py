@@ -61,8 +61,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idnhelpers import plots
-from idnhelpers.chapter import claims, setup
+from idnbook import plots
+from idnbook.chapter import claims, setup
 from idnhelpers.clothing1m import load_clothing1m_labels
 from idnhelpers.datasets import default_root, get_dataset, protocol
 from idnhelpers.experiments import ccn_experiment, family_labels, noisy_runs

@@ -54,8 +54,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idnhelpers import plots
-from idnhelpers.chapter import claims, paper_scale, setup
+from idnbook import plots
+from idnbook.chapter import claims, paper_scale, setup
 from idnhelpers.datasets import get_dataset
 from idnhelpers.experiments import generate_idn
 from idnhelpers.noise import FAMILIES, flip_count, symmetric_noise

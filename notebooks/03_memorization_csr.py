@@ -71,8 +71,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idnhelpers import plots
-from idnhelpers.chapter import claims, mean_std, paper_scale, setup
+from idnbook import plots
+from idnbook.chapter import claims, mean_std, paper_scale, setup
 from idnhelpers.datasets import get_dataset, protocol
 from idnhelpers.experiments import family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages

@@ -56,8 +56,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idnhelpers import paper, plots
-from idnhelpers.chapter import claims, mean_std, paper_scale, setup
+from idnbook import plots
+from idnbook.chapter import claims, mean_std, paper_scale, setup
+from idnhelpers import paper
 from idnhelpers.datasets import get_dataset, protocol
 from idnhelpers.experiments import family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages

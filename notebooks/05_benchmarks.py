@@ -84,8 +84,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idnhelpers import paper, plots
-from idnhelpers.chapter import claims, mean_std, paper_scale, setup
+from idnbook import plots
+from idnbook.chapter import claims, mean_std, paper_scale, setup
+from idnhelpers import paper
 from idnhelpers.clothing1m import clothing1m_available
 from idnhelpers.grid import GridSpec, MissingRuns, T_error, build_grid, collect, run_grid
 from idnhelpers.methods import METHODS, method_label

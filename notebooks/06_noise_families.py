@@ -58,8 +58,8 @@ from myst_nb import glue
 
 import numpy as np
 
-from idnhelpers import plots
-from idnhelpers.chapter import claims, mean_std, setup
+from idnbook import plots
+from idnbook.chapter import claims, mean_std, setup
 from idnhelpers.datasets import get_dataset
 from idnhelpers.experiments import family_labels
 from idnhelpers.grid import GridSpec, build_grid, run_grid, trace

@@ -60,7 +60,7 @@ def test_paper_scale_results_load_with_their_provenance(monkeypatch):
     """Every measurement of book/paper_scale.yaml loads as rows and a line saying it is not this build's."""
     import yaml
 
-    from idnhelpers.chapter import paper_scale
+    from idnbook.chapter import paper_scale
 
     monkeypatch.chdir(ROOT)
     entries = yaml.safe_load((ROOT / "book" / "paper_scale.yaml").read_text())
@@ -291,7 +291,7 @@ def test_chapter_03_records_what_chapters_01_and_04_record_by_default():
     ``experiments.memorisation_records``' own (its parameters cell holds literals)."""
     import inspect
 
-    from idnhelpers.chapter import assignments
+    from idnbook.chapter import assignments
     from idnhelpers.experiments import memorisation_records
 
     source = (ROOT / "notebooks" / "03_memorization_csr.py").read_text()

@@ -305,7 +305,7 @@ def test_the_readme_lists_every_gpu_check():
 
 
 def test_a_laptop_collects_a_clusters_gpu_runs_by_their_device_type():
-    from idnhelpers.chapter import CHECKS
+    from idnbook.chapter import CHECKS
     from idnhelpers.grid import GridSpec, build_grid
 
     spec = GridSpec(dataset="digits", methods=["ce"], family="symmetric", noise_rates=[0.2], seeds=[0], n_epochs=1,

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from idnhelpers import chapter, engine
+from idnbook import chapter
+from idnhelpers import engine
 from idnhelpers.clothing1m import load_clothing1m
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.engine import train_many
@@ -212,28 +213,25 @@ def test_every_chapter_accepts_its_own_defaults_and_every_profile():
     exceptions, as book/build.py passes them), passes the chapter's checks: a default such as
     ``baselines = []`` that the checks refuse would only fail in a full build."""
     import jupytext
-    import yaml
 
-    from idnhelpers.chapter import assignments
+    from idnbook import profiles
+    from idnbook.chapter import assignments
 
-    build = book_build()
     for source in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
         cell = next(c.source for c in jupytext.read(source).cells if "parameters" in c.metadata.get("tags", []))
         defaults = assignments(cell)
         chapter.check_parameters(dict(defaults))
-        for profile in ("smoke", "cpu", "paper"):
-            settings = yaml.safe_load((ROOT / "notebooks" / "profiles" / f"{profile}.yaml").read_text())
-            settings.update(build.chapter_exceptions(profile, source.stem, ROOT / "notebooks" / "profiles"))
+        for profile in profiles.names():
+            settings = profiles.settings(profile, source.stem)
             chapter.check_parameters({**defaults, **{k: v for k, v in settings.items() if k in defaults}})
 
 
 def test_a_profile_key_no_chapter_declares_stops_the_build(tmp_path):
     build = book_build()
-    profile = ROOT / "notebooks" / "profiles" / "smoke.yaml"
     sources = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
-    build.check_profile(profile, {"noise_rates": [0.2]}, sources)  # a declared name passes
+    build.check_profile("smoke", {"noise_rates": [0.2]}, sources)  # a declared name passes
     with pytest.raises(SystemExit, match=r"\['noise_rate'\] declared by no chapter"):
-        build.check_profile(profile, {"noise_rate": 0.2}, sources)
+        build.check_profile("smoke", {"noise_rate": 0.2}, sources)
 
 
 def test_a_list_passed_with_dash_p_says_to_use_dash_y():

@@ -23,9 +23,18 @@ from idnhelpers.grid.plan import make_jobs
 from idnhelpers.sample import sample
 
 ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ROOT / "notebooks" / "profiles"
+
+
+def chapter_05_profile(name: str) -> list[str]:
+    """``idn-grid --profile`` files of chapter 05's grid under the book's profile ``name``."""
+    return [str(PROFILES / f"{name}.yaml"), str(PROFILES / name / "05_benchmarks.yaml")]
+
+
 SPEC = GridSpec(dataset="digits", methods=("ce", "forward", "seal"), family="idn", noise_rates=(0.2, 0.4), seeds=(0,),
                 n_epochs=3, n_iterations=2, val_fraction=0.1, dmi_epochs=1)  # 8 runs: CE x2, Forward x2, SEAL x4
-CLI = ["--profile", "smoke", "--dataset", "digits", "--family", "idn", "--methods", "ce", "forward", "seal", "--rates", "0.2", "0.4",
+CLI = ["--profile", *chapter_05_profile("smoke"), "--dataset", "digits", "--family", "idn", "--methods", "ce", "forward",
+       "seal", "--rates", "0.2", "0.4",
        "--set", "n_train=null", "--set", "n_test=null", "--set", "n_epochs=3", "--set", "n_iterations=2", "--set", "precision=fp32"]
 N_RUNS = 8
 COMPARED = ["dataset", "method", "labels", "seed", "last", "best", "best_epoch", "val_selected", "val_epoch"]
@@ -139,12 +148,17 @@ def test_the_command_line_and_the_chapter_build_the_same_spec_from_a_profile():
         profile = yaml.safe_load((ROOT / "notebooks" / "profiles" / f"{name}.yaml").read_text())
         profile.update(yaml.safe_load((ROOT / "notebooks" / "profiles" / name / "05_benchmarks.yaml").read_text()))
         chapter = GridSpec.from_settings({**defaults, **profile})
-        assert cli.spec_from_args(cli.parser().parse_args(["--profile", name]))[0] == chapter, name
-    paper2 = cli.spec_from_args(cli.parser().parse_args(["--profile", "paper", "--table", "2"]))[0]
-    assert (paper2.dataset, paper2.n_epochs, paper2.options("seal")["n_iterations"], paper2.seeds) == ("cifar10", 150, 3,
-                                                                                                     (0, 1, 2))
+        assert cli.spec_from_args(cli.parser().parse_args(["--profile", *chapter_05_profile(name)]))[0] == chapter, name
+    for profile in ([], ["--profile", *chapter_05_profile("paper")]):  # no profile: the paper's protocol
+        paper2 = cli.spec_from_args(cli.parser().parse_args([*profile, "--table", "2"]))[0]
+        assert (paper2.dataset, paper2.epochs, paper2.options("seal")["n_iterations"], paper2.seeds, paper2.n_train) == (
+            "cifar10", 150, 3, (0, 1, 2), None)
+    bare, book = (cli.spec_from_args(cli.parser().parse_args([*profile, "--table", "1"]))[0]
+                  for profile in ([], ["--profile", *chapter_05_profile("paper")]))
+    assert (bare.epochs, bare.options("seal")) == (book.epochs, book.options("seal")) == (50, {"n_iterations": 10})
+    assert bare == book.replace(n_epochs=None, n_iterations=None)  # the paper's numbers, given or by default
     with pytest.raises(SystemExit):
-        cli.main(["--profile", "nope"])
+        cli.main(["--profile", "nope.yaml"])
 
 
 def test_the_local_executor_trains_each_run_once_and_loads_the_rest(trained, monkeypatch):
@@ -314,7 +328,7 @@ def test_table_3_cells_are_the_base_runs_with_the_papers_options(tmp_path):
     (base / "noisy_label_kv.txt").write_text("images/a.jpg 1\nimages/b.jpg 2\n")
     (base / "clean_label_kv.txt").write_text("images/c.jpg 3\nimages/d.jpg 4\n")
     (tmp_path / "w.pth").write_bytes(b"weights")
-    spec = cli.spec_from_args(cli.parser().parse_args(["--profile", "paper", "--table", "3", "--data-root",
+    spec = cli.spec_from_args(cli.parser().parse_args(["--table", "3", "--data-root",
                                                          str(tmp_path), "--set", f"clothing1m_weights={tmp_path}/w.pth"]))[0]
     cells = build_grid(spec).cells
     assert [c.method for c in cells] == list(paper.CLOTHING1M_METHODS)

@@ -226,14 +226,15 @@ def test_cal_idn_labels_are_shipped_with_their_counts():
 
 def test_idn_grid_plans_and_trains_any_family_from_a_fresh_cache(tmp_path):
     env = {**__import__("os").environ, "IDNHELPERS_CACHE": str(tmp_path / "cache")}
-    args = [sys.executable, "-m", "idnhelpers.grid", "--profile", "smoke", "--dataset", "digits", "--family", "xia",
-            "--methods", "ce", "seal"]
+    profiles = ROOT / "notebooks" / "profiles"
+    args = [sys.executable, "-m", "idnhelpers.grid", "--profile", str(profiles / "smoke.yaml"),
+            str(profiles / "smoke" / "05_benchmarks.yaml"), "--dataset", "digits", "--family", "xia", "--methods", "ce", "seal"]
     plan = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, env=env, timeout=300)
     assert plan.returncode == 0, plan.stderr
     assert "jobs: 2; runs to train: 4" in plan.stdout  # chapter 05's 2 smoke rates: CE (SEAL's iteration 0), SEAL's 1 iteration
     done = subprocess.run([*args, "--rates", "0.2"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "digits, xia: last-epoch test accuracy (%)" in done.stdout and "SEAL" in done.stdout
-    idn = subprocess.run([*args[:8], "idn", *args[9:], "--rates", "0.2", "--dry-run"], capture_output=True, text=True,
-                         env=env, timeout=300)
+    idn = subprocess.run([*["idn" if a == "xia" else a for a in args], "--rates", "0.2", "--dry-run"],
+                         capture_output=True, text=True, env=env, timeout=300)
     assert idn.returncode == 0 and "labelling network" in idn.stdout and "runs to train: 3" in idn.stdout

@@ -21,8 +21,8 @@ The one substitution, mechanical: the ``smoke`` profile wherever a command names
 
 1. ``notebooks/profiles/paper.yaml`` or ``cpu.yaml`` becomes ``notebooks/profiles/smoke.yaml``;
    ``notebooks/profiles/paper/NN_x.yaml`` (or ``cpu/``) becomes ``notebooks/profiles/smoke/NN_x.yaml``
-   where that file exists, else the ``-f`` naming it is dropped; ``--profile paper|cpu`` becomes
-   ``--profile smoke`` and ``PROFILE=paper|cpu`` becomes ``PROFILE=smoke``.
+   where that file exists, else the ``-f`` naming it is dropped; ``PROFILE=paper|cpu`` becomes
+   ``PROFILE=smoke``.
 2. papermill gets the smoke sizes first: ``-f notebooks/profiles/smoke.yaml`` (and
    ``-f notebooks/profiles/smoke/NN_x.yaml`` where chapter NN has one: the notebook's name starts
    with NN) right after the output notebook. papermill applies the ``-f`` files in order and every
@@ -30,10 +30,12 @@ The one substitution, mechanical: the ``smoke`` profile wherever a command names
 3. A papermill recipe that takes a whole data set (``n_train: null``) and names none gets
    ``-y "dataset: digits"``: the smallest registered image data set (1,400 training rows), so
    "all of it" is smoke-sized; all of MNIST, 60,000 images, costs minutes even at smoke's 2 epochs.
-4. ``idn-grid`` with ``--executor slurm`` gets ``--dry-run`` (there is no Slurm here): the plan is
-   built from the same arguments, so a bad option still fails. Where its profile became ``smoke``,
-   it keeps the precision of the profile it named (``--set precision=...``): Slurm jobs submitted
-   from a machine without a GPU need one stated (``paper``'s fp32), where ``smoke`` says ``auto``.
+4. ``idn-grid`` without ``--profile`` (the paper's protocol) gets chapter 05's smoke grid
+   (``--profile notebooks/profiles/smoke.yaml notebooks/profiles/smoke/05_benchmarks.yaml``) and,
+   with ``--executor slurm``, the paper's precision (``--set precision=fp32``: Slurm jobs submitted
+   from a machine without a GPU need one stated, where ``smoke`` says ``auto``); with ``--executor
+   slurm`` it also gets ``--dry-run`` (there is no Slurm here): the plan is built from the same
+   arguments, so a bad option still fails.
 5. papermill's ``-p trained_on cuda`` (collecting a cluster's GPU runs) becomes ``-p trained_on auto``:
    the runs collected here were trained on this machine's device, by the recipes before it.
 
@@ -82,9 +84,9 @@ NOT_RUN = {
     "-p clothing1m_weights /data/resnet50_imagenet.pth -y \"methods: [ce, coteaching, dmi, seal, seal_dmi]\"": _TABLE3,
     "export IDNHELPERS_CACHE=/shared/idn/runs IDNHELPERS_DATA=/shared/idn/data":
         "a cluster's shared file system; the test keeps its own cache and data",
-    ".venv/bin/idn-grid --profile paper --table 2 --executor slurm --partition gpu --time 2880 --cells-per-job 3":
+    ".venv/bin/idn-grid --table 2 --executor slurm --partition gpu --time 2880 --cells-per-job 3":
         _TABLE2 + "; even the plan reads its labels",
-    ".venv/bin/idn-grid --profile paper --table 3 --data-root /shared/idn/data "
+    ".venv/bin/idn-grid --table 3 --data-root /shared/idn/data "
     "--set clothing1m_weights=/shared/idn/resnet50.pth --executor slurm --partition gpu": _TABLE3,
     "rsync -a cluster:/shared/idn/runs/ ~/.cache/idnhelpers/runs/": "needs the cluster; the chapter-05 recipe before "
                                                                      "it filled this session's cache instead",
@@ -190,7 +192,6 @@ def smoke(command: str, root: Path = ROOT) -> str:
     out = re.sub(r"(?P<opt>\s(?:-f|--parameters_file)\s+)notebooks/profiles/(?:paper|cpu)/(?P<name>[\w-]+)\.yaml",
                  chapter_file, command)
     out = re.sub(r"notebooks/profiles/(?:paper|cpu)\.yaml", "notebooks/profiles/smoke.yaml", out)
-    out = re.sub(r"--profile(\s+|=)(?:paper|cpu)\b", r"--profile\1smoke", out)
     out = re.sub(r"\bPROFILE=(?:paper|cpu)\b", "PROFILE=smoke", out)
     words = shlex.split(out)
     program = Path(words[0]).name
@@ -208,14 +209,13 @@ def smoke(command: str, root: Path = ROOT) -> str:
         if "n_train" in given and given["n_train"] is None and "dataset" not in given:
             out += ' -y "dataset: digits"'
     slurm = program == "idn-grid" and re.search(r"--executor(\s+|=)slurm\b", out)
+    if program == "idn-grid" and "--profile" not in out:  # the paper's protocol: chapter 05's smoke grid instead
+        out += " --profile notebooks/profiles/smoke.yaml notebooks/profiles/smoke/05_benchmarks.yaml"
+        if slurm and "precision=" not in out:  # the paper's precision: Slurm jobs from a machine without a GPU need one
+            out += " --set precision=fp32"
     if slurm and not re.search(r"--(dry-run|status)\b", out):
         out += " --dry-run"
-    named = re.search(r"--profile(?:\s+|=)(paper|cpu)\b", command)
-    if slurm and named and "precision=" not in out:
-        import yaml
-
-        out += f" --set precision={yaml.safe_load((profiles / f'{named.group(1)}.yaml').read_text())['precision']}"
-    left = re.findall(r"profiles/(?:paper|cpu)\b|--profile(?:\s+|=)(?:paper|cpu)\b|PROFILE=(?:paper|cpu)\b", out)
+    left = re.findall(r"profiles/(?:paper|cpu)\b|PROFILE=(?:paper|cpu)\b", out)
     assert not left, f"{command!r}: {left} left after the smoke substitution; extend smoke()"
     return out
 
@@ -338,10 +338,10 @@ def test_the_substitution():
         ".venv/bin/papermill scratch/05_benchmarks.ipynb t.ipynb -f notebooks/profiles/smoke.yaml "
         "-f notebooks/profiles/smoke/05_benchmarks.yaml -p collect_only True -p trained_on auto")
     assert smoke("make book PROFILE=paper") == "make book PROFILE=smoke"
-    assert smoke(".venv/bin/idn-grid --profile paper --table 1 --executor slurm --no-wait") == (
-        ".venv/bin/idn-grid --profile smoke --table 1 --executor slurm --no-wait --dry-run --set precision=fp32")
-    assert smoke(".venv/bin/idn-grid --profile cpu --table 1 --status") == (
-        ".venv/bin/idn-grid --profile smoke --table 1 --status")
+    grid = " --profile notebooks/profiles/smoke.yaml notebooks/profiles/smoke/05_benchmarks.yaml"
+    assert smoke(".venv/bin/idn-grid --table 1 --executor slurm --no-wait") == (
+        f".venv/bin/idn-grid --table 1 --executor slurm --no-wait{grid} --set precision=fp32 --dry-run")
+    assert smoke(".venv/bin/idn-grid --table 1 --status") == f".venv/bin/idn-grid --table 1 --status{grid}"
     assert shell_commands('a \\\n    b "x # y"   # comment\n# only a comment\nc') == ['a b "x # y"', "c"]
 
 

@@ -143,7 +143,7 @@ def test_rejects_ccn_holds_contradicts_or_names_the_m_that_would_decide():
 
 
 def test_chapter_claims_show_the_verdict_with_its_reason():
-    from idnhelpers.chapter import claims
+    from idnbook.chapter import claims
 
     table = claims([("Table 1", "SEAL beats CE", judge([1.0, 2.0, 3.0])),
                     ("Fig. 4", "CSR is lower", judge([0.0, 0.0, 1.5]))], "test")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from idnhelpers import chapter, engine, labels, noisy
+from idnbook import chapter
+from idnhelpers import engine, labels, noisy
 from idnhelpers.datasets import DATASETS, DatasetSpec, load_dataset, protocol, register_arrays, register_dataset
 from idnhelpers.grid import cli as grid_cli
 from idnhelpers.methods import METHODS, loss_method, register_method
@@ -33,7 +34,9 @@ def nothing_trains(monkeypatch):
 
 # ---------------------------------------------------------------- the command lines
 
-GRID = ["--profile", "smoke", "--dataset", "digits", "--family", "symmetric", "--methods", "ce", "--rates", "0.2"]
+SMOKE_05 = [str(ROOT / "notebooks" / "profiles" / "smoke.yaml"), str(ROOT / "notebooks" / "profiles" / "smoke" /
+                                                                     "05_benchmarks.yaml")]  # chapter 05's grid
+GRID = ["--profile", *SMOKE_05, "--dataset", "digits", "--family", "symmetric", "--methods", "ce", "--rates", "0.2"]
 LABELS = ["--dataset", "digits", "--family", "symmetric", "--rates", "0.2"]
 CLI_CASES = [
     # idn-labels
@@ -63,7 +66,7 @@ CLI_CASES = [
     (grid_cli.main, GRID + ["--set", "n_epoch=3"], "--set"),
     (grid_cli.main, GRID + ["--device", "gpu"], "device"),
     (grid_cli.main, GRID + ["--methods", "ce", "ce"], "--methods is given twice"),
-    (grid_cli.main, ["--profile", "smoke", "--dataset", "digits", "--family", "symmetric", "--methods", "ce", "ce",
+    (grid_cli.main, ["--profile", *SMOKE_05, "--dataset", "digits", "--family", "symmetric", "--methods", "ce", "ce",
                      "--rates", "0.2"], "distinct method"),
     (grid_cli.main, GRID + ["--stack-size", "0"], "--stack-size"),
     (grid_cli.main, GRID + ["--no-wait"], "--no-wait"),

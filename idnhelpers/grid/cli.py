@@ -1,6 +1,7 @@
-"""``idn-grid`` (also ``python -m idnhelpers.grid``): a grid of methods x label sets x seeds from a
-profile (``profiles``), a table of the paper (``paper.TABLES``) and options, run on this machine or
-on Slurm, or planned (``--dry-run``) or followed (``--status``)."""
+"""``idn-grid`` (also ``python -m idnhelpers.grid``): a grid of methods x label sets x seeds from
+settings files (``--profile FILE ...``, ``profiles``; without one, ``GridSpec``'s defaults: the
+paper's protocol), a table of the paper (``paper.TABLES``) and options, run on this machine or on
+Slurm, or planned (``--dry-run``) or followed (``--status``)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,13 @@ from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid
 from .plan import MissingRuns, format_plan, format_status, grid_status, plan
 from .spec import GridSpec, build_grid
 
-CHAPTER = "05_benchmarks"  # the chapter whose profile exceptions the grid reads
-
 
 def spec_from_args(args) -> tuple[GridSpec, dict]:
     """The grid spec of parsed command-line arguments, and the profile's settings."""
-    settings = load_profile(args.profile, CHAPTER, args.profiles_dir)
+    settings = load_profile(args.profile or [])
     if args.table is not None:
         settings.update(paper.TABLES[args.table])
-        if args.profile == "paper":
+        if settings.get("profile") == "paper":  # the book's paper profile fixes MNIST's epochs
             settings.update(paper.PAPER_TABLES.get(args.table, {}))
     family = args.family
     if args.labels is not None:
@@ -53,14 +52,14 @@ def spec_from_args(args) -> tuple[GridSpec, dict]:
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="idn-grid", description="Run the paper's benchmark grids (chapter 05, "
                                 "Tables 1-3) into the shared cache, on this machine or on Slurm.",
-                                epilog="Examples: idn-grid --profile paper --table 1 --dry-run; idn-grid --profile "
-                                "paper --table 1 --executor slurm --partition gpu --time 720; idn-grid --status")
+                                epilog="Examples: idn-grid --table 1 --dry-run; idn-grid --table 1 --executor slurm "
+                                "--partition gpu --time 720; idn-grid --profile my_settings.yaml --status")
     g = p.add_argument_group("the grid")
-    g.add_argument("--profile", default="cpu", help="parameter profile of notebooks/profiles (smoke, cpu, paper); "
-                   "default cpu, as make book")
-    g.add_argument("--profiles-dir", help="folder of the profiles (default: the repository's notebooks/profiles)")
+    g.add_argument("--profile", nargs="+", metavar="FILE", help="YAML files of settings, read in order, a later "
+                   "file's values winning (the book's profiles are such files); default: none, the paper's protocol")
     g.add_argument("--table", type=int, choices=sorted(paper.TABLES), help="the grid of the paper's Table 1 (MNIST), "
-                   "2 (CIFAR-10) or 3 (Clothing1M); with --profile paper, the paper's protocol for it")
+                   "2 (CIFAR-10) or 3 (Clothing1M); without a profile (or with the book's paper profile), the "
+                   "paper's protocol for it")
     g.add_argument("--dataset", help="data set (overrides the profile)")
     g.add_argument("--methods", nargs="+", help="method names (the paper's: ce forward coteaching gce dac dmi seal "
                    "seal_dmi; beyond it: gce_truncated elr plc)")

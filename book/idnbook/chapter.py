@@ -14,13 +14,13 @@ from __future__ import annotations
 import ast
 import json
 
-from .checks import (check_bool, check_choice, check_distinct, check_float, check_int, check_rates, check_seed,
+from idnhelpers.checks import (check_bool, check_choice, check_distinct, check_float, check_int, check_rates, check_seed,
                      check_seeds, fail)
-from .csr import SEARCHES
-from .experiments import CSR_PROBES
-from .datasets import get_dataset
-from .hardware import PRECISION_CHOICES, resolve_device
-from .runs import DEVICE_TYPES
+from idnhelpers.csr import SEARCHES
+from idnhelpers.datasets import get_dataset
+from idnhelpers.experiments import CSR_PROBES
+from idnhelpers.hardware import PRECISION_CHOICES, resolve_device
+from idnhelpers.runs import DEVICE_TYPES
 
 PAPERMILL_HEADER = "# Parameters"  # first line of the cell papermill injects
 
@@ -39,7 +39,7 @@ def _path_or_none(v, name):
 
 
 def _methods(v, name, empty_ok=False):
-    from .methods import METHODS
+    from idnhelpers.methods import METHODS
 
     if not isinstance(v, (list, tuple)) or not (v or empty_ok):
         fail(name, v, f"a {'' if empty_ok else 'non-empty '}list of method names from {sorted(METHODS)}")
@@ -49,7 +49,7 @@ def _methods(v, name, empty_ok=False):
 
 
 def _families(v, name):
-    from .noise import FAMILIES
+    from idnhelpers.noise import FAMILIES
 
     if not isinstance(v, (list, tuple)) or not v:
         fail(name, v, f"a non-empty list of noise families from {list(FAMILIES)}")
@@ -178,9 +178,10 @@ def setup(namespace: dict):
     apply the book's figure style, and return the ``sample.Sample`` its ``dataset``, ``n_train``,
     ``n_test``, ``val_fraction``, ``seed`` and ``data_root`` choose, those it declares (None for a chapter without a
     ``dataset``). Chapters with the same settings get the same rows, and so share their runs."""
+    from idnhelpers.hardware import resolve_precision
+    from idnhelpers.sample import sample
+
     from . import plots
-    from .hardware import resolve_precision
-    from .sample import sample
 
     check_parameters(namespace)
     if "precision" in namespace:
@@ -240,7 +241,7 @@ def claims(rows, name: str):
     summary page."""
     import pandas as pd
 
-    from .stats import Verdict
+    from idnhelpers.stats import Verdict
 
     for row in rows:
         if len(row) != 3 or not isinstance(row[2], Verdict):
