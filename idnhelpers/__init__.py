@@ -31,7 +31,7 @@ How a run flows through the engine:
    step, seed, precision, what to record, starting weights); it is checked when built and
    ``run.key()`` hashes everything that changes its result.
 2. ``engine.train(run)`` / ``engine.train_many(runs, backend=...)`` load each run's result from
-   ``cache`` (safe format, checksummed, locked per key) or train it: ``engine.fit`` is the one
+   ``cache`` (safe format, checksummed, locked per key) or train it: ``training.fit`` is the one
    epoch loop, with a step from ``steps`` (one network, Co-teaching's peers; one run's modules or
    K runs stacked with ``torch.func``) and batches from ``sources`` (device-resident tensors) or
    ``clothing1m`` (images streamed from disk).

@@ -1,6 +1,6 @@
 """Runs that survive being killed: after an epoch that ends ``EVERY_SECONDS`` or more after the
 last store (or the start), and within an epoch once ``WITHIN_EPOCH_SECONDS`` have passed since
-the last store (a long epoch: Clothing1M's, a WRN's on a slow GPU), ``engine.fit`` stores the
+the last store (a long epoch: Clothing1M's, a WRN's on a slow GPU), ``training.fit`` stores the
 whole state of its call (every network's weights and buffers, the optimiser, the runs' random
 generators, the losses' state, the recorders' sums, history and snapshots, the weights kept so
 far, the epoch and step, and within an epoch its running loss and accuracy sums; training draws
@@ -18,6 +18,8 @@ nothing (a store costs about 19 ms for the MNIST CNN: a tenth of a small epoch).
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 import torch
 
@@ -58,3 +60,68 @@ def to_device(value, device):
 def restore_object(obj, state: dict, device) -> None:
     for name, value in state.items():
         setattr(obj, name, to_device(value, device))
+
+
+class Checkpoints:
+    """The checkpoints of one ``fit`` call (the module docstring): resume ``training`` (an
+    ``training.Training``) from the stored one, if any, and store its state as the loop goes.
+    ``key`` None: neither (a call without the cache)."""
+
+    def __init__(self, training, key: str | None):
+        self.training, self.key = training, key
+        self.start = self.stored_at = time.perf_counter()
+        self.saved = cache.load(key, SUFFIX) if key is not None else None
+        self.first_epoch, self.first_step, self.seconds_before = 0, 0, 0.0
+        self.epoch_generators = None  # the generators as the current epoch began
+        if self.saved is not None:  # a killed process's last checkpoint: carry on from it
+            self.first_epoch, self.first_step = self.saved["epoch"], self.saved.get("step", 0)
+            self.seconds_before = self.saved["seconds"]
+            training.restore(self.saved)
+            where = (f"after epoch {self.first_epoch}" if not self.first_step
+                     else f"in epoch {self.first_epoch + 1}, after step {self.first_step},")
+            print(f"{training.label}: resuming {where} of {training.protocol.n_epochs} (checkpoint {key})",
+                  file=sys.stderr)
+
+    def resumed_within(self, epoch: int) -> tuple[int, tuple | None]:
+        """Steps of ``epoch`` already done and the running sums after them, if the stored call
+        stopped inside it; else (0, None)."""
+        if epoch != self.first_epoch or not self.first_step:
+            return 0, None
+        return self.first_step, tuple(t.to(self.training.device) for t in self.saved["sums"])
+
+    def epoch_begins(self, epoch: int) -> None:
+        if self.key is None:
+            return
+        within = epoch == self.first_epoch and self.first_step
+        self.epoch_generators = self.saved["generators"] if within else [g.get_state() for g in
+                                                                         self.training.generators]
+
+    def after_step(self, epoch: int, step: int, sums: tuple) -> None:
+        """Within a long epoch, store every ``WITHIN_EPOCH_SECONDS``."""
+        if self.key is not None and time.perf_counter() - self.stored_at >= WITHIN_EPOCH_SECONDS:
+            self.store(epoch, step, self.epoch_generators, sums)
+
+    def after_epoch(self, epoch: int) -> None:
+        """After an epoch (not the last), store if ``EVERY_SECONDS`` have passed since the last store."""
+        done = epoch + 1
+        last = done == self.training.protocol.n_epochs
+        if self.key is not None and not last and time.perf_counter() - self.stored_at >= EVERY_SECONDS:
+            self.store(done)
+
+    def store(self, epoch: int, step: int = 0, epoch_generators=None, sums=None) -> None:
+        """The call's state after ``epoch`` epochs and ``step`` more steps; within an epoch the
+        generators as the epoch began (its batch order is drawn again on resuming)."""
+        state = dict(epoch=epoch, step=step, seconds=self.seconds(), sums=sums, **self.training.state(),
+                     generators=epoch_generators or [g.get_state() for g in self.training.generators])
+        cache.save(self.key, state, SUFFIX)
+        self.stored_at = time.perf_counter()
+
+    def seconds(self) -> float:
+        """The call's training time so far, the killed calls' before it included."""
+        return self.seconds_before + time.perf_counter() - self.start
+
+    def finish(self) -> float:
+        """The call is done: its checkpoint is removed; its training time."""
+        if self.key is not None:
+            cache.remove(self.key, SUFFIX)
+        return self.seconds()

@@ -72,6 +72,11 @@ class Objective:
         """Refuse settings that do not fit a run of ``n_classes`` and ``n_epochs`` (called when the
         run is built, before any training)."""
 
+    def scores(self, pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
+        """The objective's own measures of a split's arg-max predictions (over every output) after
+        an epoch, recorded in the history as ``<split>_<name>`` (test, val); none by default."""
+        return {}
+
     def config(self) -> dict:
         """Name, fields and, for a class defined outside idnhelpers, a hash of its code."""
         cls = type(self)
@@ -306,6 +311,13 @@ class DAC(Objective):
     def check(self, n_classes, n_epochs):
         if self.warmup(n_epochs) >= n_epochs:
             fail("warmup_epochs", self.warmup_epochs, f"fewer than the run's n_epochs={n_epochs}")
+
+    def scores(self, pred, y, n_classes):
+        """An abstention (arg-max = the extra output) is an error in the accuracy, as the authors'
+        ``test_dac`` scores it; also the fraction abstained on and the accuracy on the rest."""
+        kept = pred < n_classes
+        return {"abstained": 1 - kept.float().mean().item(),
+                "kept_acc": (pred == y)[kept].float().mean().item() if kept.any() else float("nan")}
 
     @classmethod
     def make(cls, specs, n_classes, n_epochs):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from idnhelpers import engine
+from idnhelpers import engine, training
 from idnhelpers.datasets import load_dataset, protocol
 from idnhelpers.losses import ELR, PLC, elr_loss, elr_update, lrt_correction
 from idnhelpers.methods import run_method
@@ -25,7 +25,7 @@ def digits():
 
 def test_a_dac_model_that_always_abstains_scores_zero(digits, monkeypatch):
     X, y, y_noisy, Xt, yt = digits
-    real = engine.init_networks
+    real = training.init_networks
 
     def abstaining(run, device):  # every network outputs the abstention class, whatever it learns
         models = real(run, device)
@@ -35,7 +35,7 @@ def test_a_dac_model_that_always_abstains_scores_zero(digits, monkeypatch):
                 torch.tensor(out.shape[1] - 1), out.shape[1]).to(out))
         return models
 
-    monkeypatch.setattr(engine, "init_networks", abstaining)
+    monkeypatch.setattr(training, "init_networks", abstaining)
     r = run_method("dac", X, y_noisy, protocol("digits", n_epochs=2), dataset="digits", X_test=Xt, y_test=yt,
                    X_val=Xt[:100], y_val=yt[:100], warmup_epochs=1, use_cache=False)
     h = r.history

@@ -3,7 +3,8 @@ import torch
 
 from idnhelpers.csr import CSR_ALPHA, CSR_BETA, CSR_RADIUS, critical_sample_ratio, critical_samples, step_sizes
 from idnhelpers.datasets import load_dataset, protocol, subset
-from idnhelpers.engine import init_networks, train
+from idnhelpers.engine import train
+from idnhelpers.training import init_networks
 from idnhelpers.models import MnistCNN
 from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import CSRProbe, make_run

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from idnhelpers import engine
+from idnhelpers import engine, training
 from idnhelpers.grid import executors
 from idnhelpers.grid.executors import JobTrainer, executor_options, out_of_memory, visible_gpus
 
@@ -245,7 +245,7 @@ def test_a_stacked_call_frees_the_runs_modules_and_evaluates_in_shared_batches(m
     from idnhelpers.steps import StackedBank
 
     built, alive_at_first_step, rows = [], [], []
-    real_init, real_logits, real_probs = engine.init_networks, StackedBank.logits, StackedBank.probs
+    real_init, real_logits, real_probs = training.init_networks, StackedBank.logits, StackedBank.probs
 
     def init_networks(run, device):
         models = real_init(run, device)
@@ -262,7 +262,7 @@ def test_a_stacked_call_frees_the_runs_modules_and_evaluates_in_shared_batches(m
         rows.append(len(x[0]) if per_run else len(x))
         return real_probs(self, x, n_classes, per_run)
 
-    monkeypatch.setattr(engine, "init_networks", init_networks)
+    monkeypatch.setattr(training, "init_networks", init_networks)
     monkeypatch.setattr(StackedBank, "logits", logits)
     monkeypatch.setattr(StackedBank, "probs", probs)
     X, y = load_dataset("digits")

@@ -8,7 +8,7 @@ import torch
 
 from idnhelpers import engine, losses
 from idnhelpers.datasets import get_dataset, load_dataset, protocol
-from idnhelpers.engine import init_networks, record_softmax
+from idnhelpers.training import init_networks, record_softmax
 from idnhelpers.experiments import network_run
 from idnhelpers.sample import sample
 from idnhelpers.methods import run_method

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from idnhelpers import losses, methods
 from idnhelpers.datasets import load_dataset, protocol
-from idnhelpers.engine import init_networks
+from idnhelpers.training import init_networks
 from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import make_run
 from idnhelpers.sources import Normalizer

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from idnhelpers import engine, losses
+from idnhelpers import engine, losses, training
 from idnhelpers.datasets import load_dataset, protocol, subset
 from idnhelpers.engine import train, train_many
 from idnhelpers.methods import METHODS, run_method, run_methods
@@ -153,7 +153,7 @@ def test_a_training_step_makes_as_many_aten_calls_for_16_stacked_runs_as_for_4(d
     X, y = digits[0][:512], digits[1][:512]
     targets = torch.nn.functional.one_hot(y, 10).float() if name == "seal" else y
     per_step = []
-    real_step = engine.train_step
+    real_step = training.train_step
 
     def counted(*args):
         with ATenCalls() as calls:
@@ -161,7 +161,7 @@ def test_a_training_step_makes_as_many_aten_calls_for_16_stacked_runs_as_for_4(d
         per_step.append(calls.n)
         return out
 
-    monkeypatch.setattr(engine, "train_step", counted)
+    monkeypatch.setattr(training, "train_step", counted)
     counts = {}
     for K in (1, 4, 16):
         per_step.clear()

@@ -1,0 +1,324 @@
+"""The epoch loop that trains every run (``runs.Run``) of every method and data set: ``fit(runs,
+device)``, which ``engine.train_many`` calls for the runs the cache lacks.
+
+Per epoch the loop sets the learning rate of the protocol (Appendix A), takes one step per batch,
+then records: the softmax of every training instance in eval mode (accumulated into the
+epoch-averaged ``S`` of Eq. (3) / Algorithm 2), test and validation accuracy, the memorisation
+split, CSR (Eq. 4) and tracked rows. The loop itself (``_fit``) is one screen; its parts are hooks:
+
+- ``Training`` holds the call's state and its per-epoch parts (``begin_epoch``, ``batches``,
+  ``end_epoch``: recording, scoring, CSR, the best epoch's weights); ``train_step`` is one SGD
+  step of the K runs, every call batched over them;
+- ``checkpoint.Checkpoints`` resumes a killed call and stores its state as the loop goes;
+- the *objective* (``losses``) owns its loss (``make``), its per-row state (``before_epoch``) and
+  its own scores of the test and validation predictions (``scores``: DAC's abstention), so a new
+  loss with its own outputs or measures touches its own class only.
+
+What varies plugs in: the *step* (``steps.Single`` or Co-teaching's ``steps.Peers``); the
+*networks*, one run's modules or K runs stacked into one batched call (``steps.StackedBank``);
+the *batch source*, tensors resident on the device (``sources.TensorSource``) or images streamed
+from disk (``clothing1m.StreamSource``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from . import checkpoint
+from .csr import critical_sample_ratio
+from .hardware import describe, training_settings, tune_cpu_allocator
+from .losses import rows_of
+from .models import build_model
+from .progress import EpochProgress
+from .runs import Run, RunResult
+from .sources import OFFICIAL_SOFTMAX_BATCH, eval_batch
+from .steps import ModuleBank, StackedBank
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def init_networks(run: Run, device: torch.device) -> list[torch.nn.Module]:
+    """The run's networks with seeded initial weights (drawn one after the other from the run's
+    seed; the caller's RNG untouched), the first loaded with ``run.init`` if given."""
+    proto, extra = run.protocol, run.objective.extra_outputs
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run.seed)
+        models = [build_model(proto.model, run.n_classes + extra, run.spec.input_shape, proto.pretrained)
+                  for _ in range(run.step.n_networks)]
+    if run.init is not None:
+        models[0].load_state_dict(run.init.state)
+    for i, model in enumerate(models):
+        if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            models[i] = model.to(memory_format=torch.channels_last)  # 1.8x faster on CPU, same fp32 arithmetic
+    return [m.to(device) for m in models]
+
+
+class Recorder:
+    """Per-epoch records of one run: the epoch-averaged softmax S, the history and snapshots."""
+
+    def __init__(self, run: Run):
+        targets = run.targets
+        self.labels = targets if targets.dim() == 1 else targets.argmax(1)
+        self.y_true, self.track = run.y_true, run.track
+        self.y_test = run.test.y if run.test is not None else None
+        self.y_val = run.val.y if run.val is not None else None
+        self.objective = run.objective  # its own scores of the test and validation predictions (DAC's abstention)
+        self.n_classes = run.n_classes
+        self.S_sum = torch.zeros(len(targets), run.n_classes, dtype=torch.float64) if run.record_softmax else None
+        self.averaged = run.average_epochs or run.protocol.n_epochs  # S averages the first `averaged` epochs
+        self.history = {"loss": [], "fit_acc": [], "train_acc": [], "true_acc": [], "test_acc": [], "csr": []}
+        if self.y_true is not None:
+            self.corrupted = self.labels != self.y_true
+            self.history.update(mem_noisy=[], mem_true=[], mem_other=[], clean_correct=[])
+        if self.y_val is not None:
+            self.history["val_acc"] = []
+        self.snapshots = []
+
+    def add(self, mean_loss: float, fit_acc: float, probs, test_pred, val_pred, csr) -> dict:
+        """Record one epoch; returns the progress bar's postfix."""
+        h = self.history
+        h["loss"].append(mean_loss)
+        h["fit_acc"].append(fit_acc)
+        h["test_acc"].append((test_pred == self.y_test).float().mean().item() if test_pred is not None else None)
+        h["csr"].append(csr)
+        if self.y_val is not None:
+            h["val_acc"].append((val_pred == self.y_val).float().mean().item())
+        for split, pred, y in (("test", test_pred, self.y_test), ("val", val_pred, self.y_val)):
+            if y is not None:
+                for name, value in self.objective.scores(pred, y, self.n_classes).items():
+                    h.setdefault(f"{split}_{name}", []).append(value)
+        if probs is None:
+            h["train_acc"].append(None)
+            h["true_acc"].append(None)
+        else:
+            self._add_softmax(probs)
+        return {"loss": f"{h['loss'][-1]:.3f}",
+                **({"train": f"{h['train_acc'][-1]:.3f}"} if probs is not None else {}),
+                **({"test": f"{h['test_acc'][-1]:.3f}"} if test_pred is not None else {})}
+
+    def _add_softmax(self, probs):
+        if len(self.history["loss"]) <= self.averaged:
+            self.S_sum += probs
+        pred = probs.argmax(1)
+        h = self.history
+        h["train_acc"].append((pred == self.labels).float().mean().item())
+        h["true_acc"].append((pred == self.y_true).float().mean().item() if self.y_true is not None else None)
+        if self.y_true is not None:
+            bad, good = self.corrupted, ~self.corrupted
+            as_noisy, as_true = (pred == self.labels)[bad], (pred == self.y_true)[bad]
+            nan = float("nan")
+            h["mem_noisy"].append(as_noisy.float().mean().item() if bad.any() else nan)
+            h["mem_true"].append(as_true.float().mean().item() if bad.any() else nan)
+            h["mem_other"].append((~as_noisy & ~as_true).float().mean().item() if bad.any() else nan)
+            h["clean_correct"].append((pred == self.y_true)[good].float().mean().item() if good.any() else nan)
+        if self.track is not None:
+            self.snapshots.append(probs[self.track])
+
+    def checkpoint(self) -> dict:
+        """What the recorder has gathered so far (``checkpoint``)."""
+        return {"S_sum": self.S_sum, "history": self.history, "snapshots": self.snapshots}
+
+    def S(self):
+        return None if self.S_sum is None else (self.S_sum / min(self.averaged, len(self.history["loss"]))).float()
+
+
+@torch.no_grad()
+def softmax_of(bank, source, n_classes: int, precision: str, device, augment_generators=None, batch_size=None):
+    """K x n x c softmax of each run's recorded network on a source's instances, in order: the
+    rows per call (``batch_size``, default ``sources.eval_batch``) shared by the K runs, so a
+    stacked call holds no more activations than one run's; the result is copied to the host once
+    per pass. One autocast region for the pass: the weights are cast to bf16 once, not once per batch."""
+    out = []
+    batch_size = max(1, (batch_size or eval_batch(device)) // bank.K)
+    with autocast(device, precision):
+        for x in source.eval_batches(batch_size, augment_generators):
+            out.append(bank.probs(x, n_classes, per_run=augment_generators is not None))
+    return torch.cat(out, 1).cpu()  # one copy to the host per pass
+
+
+def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
+    """K x n x c softmax of the training instances after an epoch, always in eval mode: on the
+    clean instances (the paper's f^t(x), ``softmax_mode="eval"``) or, with ``"official"``, on one
+    augmented copy per run in batches of 1000, as the official scripts do right after their test
+    pass has called ``model.eval()``. Eval mode leaves BatchNorm's running averages alone."""
+    official = run.softmax_mode == "official"
+    bank.train(False)
+    return softmax_of(bank, source, run.n_classes, run.precision, device,
+                  generators if official and run.protocol.augment else None,
+                  OFFICIAL_SOFTMAX_BATCH if official else None)
+
+
+def train_step(training: Training, rows: torch.Tensor, x: torch.Tensor, epoch: int):
+    """One SGD step of the K runs on their batch (rows K x b, inputs ``x`` K x b x ...), every call
+    batched over K: the K runs' summed losses and fitted rows (arg-max = the noisy label)."""
+    with autocast(x.device, training.run0.precision):
+        logits = training.bank.logits(x)  # K x n x b x c
+    total, logged = training.step_losses(logits.float(), rows_of(training.targets, rows), epoch, rows, training.loss)
+    training.optimizer.zero_grad()
+    total.backward()  # run k's loss depends on run k's weights only
+    training.optimizer.step()
+    fitted = (logits[:, 0, :, :training.n_classes].argmax(-1) == rows_of(training.labels, rows)).sum(1)
+    return logged.detach() * rows.shape[1], fitted
+
+
+def training_softmax(bank, source, run: Run, recorded, device) -> torch.Tensor:
+    """K x n x c eval-mode softmax of the training instances before an epoch: the one just
+    recorded, if any (a row-weighted loss reads it, ``losses``)."""
+    if recorded is not None and run.softmax_mode == "eval":
+        return recorded
+    bank.train(False)
+    return softmax_of(bank, source, run.n_classes, run.precision, device)
+
+
+def on_device(run: Run, device: torch.device) -> Run:
+    """``run`` as trained on ``device``: its ``device_type`` (part of its cache key) set to the device's."""
+    return run if run.device_type == device.type else run.replace(device_type=device.type)
+
+
+def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable: bool = False) -> list[RunResult]:
+    """The one epoch loop: train ``runs`` (one, or several stacked) and record them, under their
+    precision's TF32 and determinism settings (``hardware.training_settings``). ``resumable``:
+    store the call's state after epochs (``checkpoint.EVERY_SECONDS`` apart) and resume from a
+    stored one (``checkpoint``)."""
+    runs = [on_device(run, device) for run in runs]
+    with training_settings(device, runs[0].precision, runs[0].deterministic):
+        return _fit(runs, device, stacked, resumable)
+
+
+def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) -> list[RunResult]:
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    training = Training(runs, device, stacked)
+    saver = checkpoint.Checkpoints(training, checkpoint.checkpoint_key(runs, stacked) if resumable else None)
+    n_epochs = training.protocol.n_epochs
+    progress = EpochProgress(n_epochs, training.label, done=saver.first_epoch)
+    for epoch in range(saver.first_epoch, n_epochs):
+        skip, sums = saver.resumed_within(epoch)  # (0, None) but in the epoch a killed call stopped in
+        training.begin_epoch(epoch, fresh=not skip)
+        saver.epoch_begins(epoch)
+        loss_sum, correct = sums or training.zero_sums()
+        for step, (rows, x) in training.batches(skip):
+            batch_loss, batch_correct = train_step(training, rows, x, epoch)
+            loss_sum += batch_loss
+            correct += batch_correct
+            saver.after_step(epoch, step, (loss_sum, correct))
+        progress.epoch_done(training.end_epoch(epoch, loss_sum, correct))
+        saver.after_epoch(epoch)
+    progress.close()
+    return training.results(saver.finish())
+
+
+class Training:
+    """What one ``fit`` call trains and has recorded: the K runs' networks (a bank), objective,
+    step, optimiser, random generators, recorders and the weights kept so far; a checkpoint stores
+    ``state()`` and ``restore``s it. Its per-epoch parts are what the loop in ``_fit`` calls:
+    ``begin_epoch`` (learning rate, the official code's fresh optimiser, a row-weighted loss's
+    ``before_epoch``), ``batches``, ``train_step`` and ``end_epoch`` (the recorded softmax, test and
+    validation scores, CSR, the best epoch's weights)."""
+
+    def __init__(self, runs: list[Run], device: torch.device, stacked: bool):
+        run0 = self.run0 = runs[0]
+        self.runs, self.device, self.protocol, self.n_classes = runs, device, run0.protocol, run0.n_classes
+        self.source = run0.data.source(device)
+        self.evals = {name: getattr(run0, name).data.source(device) for name in ("test", "val") if getattr(run0, name)}
+        networks = [init_networks(run, device) for run in runs]
+        self.bank = StackedBank(networks) if stacked else ModuleBank(networks[0])
+        del networks  # stacked: the K runs' modules were copied into the bank's stacked tensors; free them
+        self.loss = run0.objective.make([run.objective for run in runs], run0.n_classes, self.protocol.n_epochs)
+        self.step_losses = run0.step.make([run.step for run in runs])
+        self.optimizer = self.protocol.make_optimizer(self.bank.parameters())
+        self.generators = [torch.Generator().manual_seed(run.seed) for run in runs]
+        self.targets = torch.stack([run.targets for run in runs]).to(device)  # K x n, or K x n x c soft labels
+        self.labels = self.targets if self.targets.dim() == 2 else self.targets.argmax(-1)  # soft: their arg-max
+        self.records = [Recorder(run) for run in runs]
+        self.best = [(-1.0, 0, None)] * len(runs)  # per run: validation accuracy, epoch, weights
+        self.probs = None  # the training softmax recorded after the last epoch (K x n x c)
+        label = run0.label or f"{self.protocol.model} seed {run0.seed}"
+        self.label = f"{len(runs)} runs of {label} (stacked)" if stacked else label
+
+    def begin_epoch(self, epoch: int, fresh: bool) -> None:
+        """Set up ``epoch``; not ``fresh``: resumed within it, its start restored from a checkpoint."""
+        if epoch and self.protocol.fresh_optimizer and fresh:  # the official scripts' optim.SGD(...) in the epoch loop
+            self.optimizer = self.protocol.make_optimizer(self.bank.parameters())
+        self.optimizer.lr = self.protocol.lr_at(epoch)
+        if self.run0.objective.row_weighted and fresh:
+            self.loss.before_epoch(epoch, lambda: training_softmax(self.bank, self.source, self.run0, self.probs,
+                                                                   self.device), self.labels)
+        self.bank.train(True)
+
+    def zero_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's running loss and fitted-row sums, one per run."""
+        return torch.zeros(len(self.runs), device=self.device), torch.zeros(len(self.runs), device=self.device)
+
+    def batches(self, skip: int = 0):
+        """``(step, (rows, x))`` of an epoch, from step ``skip + 1``."""
+        proto = self.protocol
+        batches = self.source.train_batches(self.generators, proto.batch_size, proto.augment,
+                                            self.run0.objective.drop_last, skip)
+        return enumerate(batches, start=skip + 1)
+
+    def end_epoch(self, epoch: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> dict:
+        """Record the epoch for every run; the progress line's postfix (the first run's)."""
+        bank, source, run0 = self.bank, self.source, self.run0
+        self.probs = record_softmax(bank, source, run0, self.generators, self.device) if run0.record_softmax else None
+        bank.train(False)  # test and validation sets are scored in eval mode, whether or not S is recorded
+        n_scored = self.n_classes + run0.objective.extra_outputs  # test and validation predictions: every output
+        preds = {name: softmax_of(bank, s, n_scored, run0.precision, self.device).argmax(-1) for name, s in self.evals.items()}
+        postfix = []
+        for k, (run, record) in enumerate(zip(self.runs, self.records)):
+            postfix.append(record.add(loss_sum[k].item() / len(source), correct[k].item() / len(source),
+                                      None if self.probs is None else self.probs[k],
+                                      preds["test"][k] if "test" in preds else None,
+                                      preds["val"][k] if "val" in preds else None, self.csr(k, epoch)))
+            if run.keep == "best_val" and record.history["val_acc"][-1] > self.best[k][0]:
+                self.best[k] = (record.history["val_acc"][-1], epoch + 1, bank.state(k))
+        return postfix[0]
+
+    def csr(self, k: int, epoch: int) -> float | None:
+        """Run ``k``'s critical-sample ratio (Eq. 4) after ``epoch``, where its probe measures one."""
+        run = self.runs[k]
+        if run.csr is None or (epoch + 1) % run.csr.every:
+            return None
+        test = self.evals.get("test")
+        rows = run.csr.rows if run.csr.rows is not None else run.csr.test_rows(len(test), run.seed, epoch)
+        probe = (self.source if run.csr.rows is not None else test).X[rows.to(self.device)]
+        return critical_sample_ratio(self.bank.module(k), probe, dataset=run.data.dataset, radius=run.csr.radius,
+                                     search=run.csr.search, seed=run.seed)
+
+    def state(self) -> dict:
+        """Everything a checkpoint stores of the call (live tensors: save them before the next step)."""
+        return dict(best=self.best, probs=self.probs if self.run0.objective.row_weighted else None,
+                    networks=self.bank.checkpoint(), optimizer=checkpoint.object_state(self.optimizer),
+                    loss=checkpoint.object_state(self.loss), records=[rec.checkpoint() for rec in self.records])
+
+    def restore(self, saved: dict) -> None:
+        self.best, self.probs = saved["best"], saved["probs"]
+        self.bank.restore(checkpoint.to_device(saved["networks"], self.device))
+        checkpoint.restore_object(self.optimizer, saved["optimizer"], self.device)
+        for g, state in zip(self.generators, saved["generators"]):
+            g.set_state(state)
+        checkpoint.restore_object(self.loss, saved["loss"], self.device)
+        for rec, state in zip(self.records, saved["records"]):
+            checkpoint.restore_object(rec, state, "cpu")
+
+    def results(self, seconds: float) -> list[RunResult]:
+        """The runs' results; ``seconds``: the call's training time, shared between its runs."""
+        n_epochs, precision, run0 = self.protocol.n_epochs, self.run0.precision, self.run0
+        results = []
+        for k, (run, rec) in enumerate(zip(self.runs, self.records)):
+            weights, best_epoch = {"last": (self.bank.state(k), n_epochs), "none": (None, n_epochs),
+                                   "best_val": (self.best[k][2], self.best[k][1])}[run.keep]
+            results.append(RunResult(
+                S=rec.S(), history=rec.history, snapshots=torch.stack(rec.snapshots) if rec.snapshots else None,
+                weights=weights, best_epoch=best_epoch, precision=precision, device=str(self.device),
+                seconds=seconds / len(self.runs), threads=torch.get_num_threads(),
+                hardware=describe(self.device, precision, run0.deterministic)))
+        return results
+
+
