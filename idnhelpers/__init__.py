@@ -46,4 +46,4 @@ mode. The book's own helpers (chapter set-up, figures, its profile folder) are t
 package ``idnbook`` (``book/idnbook``), which this library never imports.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

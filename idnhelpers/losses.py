@@ -68,6 +68,13 @@ class Objective:
         """The loss ``(logits, targets, epoch, rows) -> K losses`` of K runs with objectives ``specs``."""
         raise NotImplementedError
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "make" in vars(cls) and not isinstance(vars(cls)["make"], classmethod):
+            raise TypeError(f"{cls.__qualname__}.make must be a @classmethod make(cls, specs, n_classes, n_epochs) "
+                            "returning the loss of the K runs one call trains (idnhelpers.losses' docstring); "
+                            "an objective's make(self, n_classes, n_epochs) of one run is the API before 0.4")
+
     def check(self, n_classes: int, n_epochs: int) -> None:
         """Refuse settings that do not fit a run of ``n_classes`` and ``n_epochs`` (called when the
         run is built, before any training)."""

@@ -285,3 +285,11 @@ def test_editing_a_user_objective_changes_its_cache_key(digits, tmp_path, monkey
                      "<stdin>", "exec"), namespace := {"__name__": "__main__"})
         typed[factor] = losses.code_hash(namespace["Mine"])
     assert typed[1] != typed[2]
+
+
+def test_an_objective_with_the_one_run_make_of_before_0_4_is_refused_where_it_is_defined():
+    with pytest.raises(TypeError, match=r"Old.make must be a @classmethod make\(cls, specs, n_classes, n_epochs\)"):
+        @dataclass(frozen=True)
+        class Old(losses.Objective):
+            def make(self, n_classes, n_epochs):
+                return lambda logits, y, epoch: F.cross_entropy(logits, y)
