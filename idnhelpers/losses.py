@@ -236,9 +236,14 @@ class TruncatedGCE(Objective):
         return _PrunedLq(specs[0])
 
 
+def run_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The index of a batch's K x b ``rows`` into per-row state of the K runs (K x n x ...)."""
+    return torch.arange(len(rows), device=rows.device)[:, None], rows
+
+
 def rows_of(state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Per-row state (K x n x ...) at a batch's K x b ``rows``: K x b x ..."""
-    return state[torch.arange(len(rows), device=rows.device)[:, None], rows]
+    return state[run_rows(rows)]
 
 
 class _PrunedLq:
@@ -407,9 +412,9 @@ class _ELRLoss:
 
     def __call__(self, logits, y, epoch, rows):
         p = F.softmax(logits, -1).clamp(1e-4, 1 - 1e-4)
-        runs = torch.arange(len(rows), device=rows.device)[:, None]
-        self.targets[runs, rows] = elr_update(self.targets[runs, rows], p, self.spec.beta)
-        return elr_loss(logits, y, self.targets[runs, rows], self.spec.lam)
+        at = run_rows(rows)
+        self.targets[at] = elr_update(self.targets[at], p, self.spec.beta)
+        return elr_loss(logits, y, self.targets[at], self.spec.lam)
 
 
 def lrt_correction(labels: torch.Tensor, f: torch.Tensor, delta: float, increment: float):
@@ -483,6 +488,5 @@ class _PLCLoss:
             self.corrected_at.append(epoch - 1)
 
     def __call__(self, logits, y, epoch, rows):
-        runs = torch.arange(len(rows), device=rows.device)[:, None]
-        self.record[epoch % self.spec.window, runs, rows] = F.softmax(logits.detach(), -1)
-        return row_cross_entropy(logits, self.labels[runs, rows]).mean(-1)
+        self.record[epoch % self.spec.window][run_rows(rows)] = F.softmax(logits.detach(), -1)
+        return row_cross_entropy(logits, rows_of(self.labels, rows)).mean(-1)

@@ -269,7 +269,8 @@ class Training:
         self.probs = record_softmax(bank, source, run0, self.generators, self.device) if run0.record_softmax else None
         bank.train(False)  # test and validation sets are scored in eval mode, whether or not S is recorded
         n_scored = self.n_classes + run0.objective.extra_outputs  # test and validation predictions: every output
-        preds = {name: softmax_of(bank, s, n_scored, run0.precision, self.device).argmax(-1) for name, s in self.evals.items()}
+        preds = {name: softmax_of(bank, s, n_scored, run0.precision, self.device).argmax(-1)
+                 for name, s in self.evals.items()}
         postfix = []
         for k, (run, record) in enumerate(zip(self.runs, self.records)):
             postfix.append(record.add(loss_sum[k].item() / len(source), correct[k].item() / len(source),
