@@ -224,8 +224,8 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="cpu", help="parameter file in notebooks/profiles (smoke, cpu, paper)")
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: all)")
     args = parser.parse_args(argv)
-    if args.profile not in profiles.names():
-        known = profiles.names()
+    known = profiles.names()
+    if args.profile not in known:
         parser.error(f"--profile {args.profile!r} not found; choose one of {known}")
     common = profiles.settings(args.profile)
     sources = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))

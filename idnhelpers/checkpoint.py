@@ -82,19 +82,17 @@ class Checkpoints:
             print(f"{training.label}: resuming {where} of {training.protocol.n_epochs} (checkpoint {key})",
                   file=sys.stderr)
 
-    def resumed_within(self, epoch: int) -> tuple[int, tuple | None]:
-        """Steps of ``epoch`` already done and the running sums after them, if the stored call
-        stopped inside it; else (0, None)."""
-        if epoch != self.first_epoch or not self.first_step:
+    def begin_epoch(self, epoch: int) -> tuple[int, tuple | None]:
+        """Keep the generators as ``epoch`` begins (a store within it draws its batch order again);
+        return the steps of ``epoch`` already done and the running sums after them, if the stored
+        call stopped inside it, else (0, None)."""
+        within = epoch == self.first_epoch and self.first_step > 0
+        if self.key is not None:
+            self.epoch_generators = (self.saved["generators"] if within
+                                     else [g.get_state() for g in self.training.generators])
+        if not within:
             return 0, None
         return self.first_step, tuple(t.to(self.training.device) for t in self.saved["sums"])
-
-    def epoch_begins(self, epoch: int) -> None:
-        if self.key is None:
-            return
-        within = epoch == self.first_epoch and self.first_step
-        self.epoch_generators = self.saved["generators"] if within else [g.get_state() for g in
-                                                                         self.training.generators]
 
     def after_step(self, epoch: int, step: int, sums: tuple) -> None:
         """Within a long epoch, store every ``WITHIN_EPOCH_SECONDS``."""

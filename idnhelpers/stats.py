@@ -58,6 +58,17 @@ def flip_agreement(y, y_noisy, y_noisy_ref) -> dict:
 
 # ---------------------------------------------------------------- Theorem 1: the CCN hypothesis test
 
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of a proportion ``p`` measured on ``n`` instances."""
+    return math.sqrt(p * (1 - p) / n)
+
+
+def m_to_reject(epsilon: float, alpha: float) -> float:
+    """Smallest validation size at which a validation error ``epsilon`` below the CCN bound rejects
+    CCN at ``alpha`` (Hoeffding: exp(-2 m eps^2) <= alpha); inf if eps <= 0."""
+    return math.ceil(math.log(1 / alpha) / (2 * epsilon ** 2)) if epsilon > 0 else math.inf
+
+
 @dataclass(frozen=True)
 class CCNTest:
     """Result of Theorem 1's test. ``log10_p`` is log10 of the Hoeffding bound exp(-2 m eps^2) on
@@ -74,12 +85,12 @@ class CCNTest:
     @property
     def se(self) -> float:
         """Binomial standard error of the validation error measured on m rows."""
-        return math.sqrt(self.val_error * (1 - self.val_error) / self.m)
+        return binomial_se(self.val_error, self.m)
 
     @property
     def m_to_reject(self) -> float:
         """Smallest validation size at which this epsilon would reject CCN at ``alpha`` (inf if eps <= 0)."""
-        return math.ceil(math.log(1 / self.alpha) / (2 * self.epsilon ** 2)) if self.epsilon > 0 else math.inf
+        return m_to_reject(self.epsilon, self.alpha)
 
     def __str__(self) -> str:
         if self.epsilon <= 0:
@@ -296,8 +307,8 @@ def below_bound(tests: list) -> Verdict:
     if not tests or not all(isinstance(t, CCNTest) for t in tests):
         fail("tests", tests, "a non-empty list of stats.CCNTest, one per seed")
     error = sum(t.val_error for t in tests) / len(tests)
-    return judge([t.epsilon for t in tests], se=math.sqrt(error * (1 - error) / tests[0].m), measured_on=tests[0].m,
-                 unit="", digits=4)
+    return judge([t.epsilon for t in tests], se=binomial_se(error, tests[0].m), measured_on=tests[0].m, unit="",
+                 digits=4)
 
 
 def rejects_ccn(tests: list) -> Verdict:
@@ -313,6 +324,6 @@ def rejects_ccn(tests: list) -> Verdict:
     if below.verdict == CONTRADICTED:
         return Verdict(CONTRADICTED, evidence)
     eps = sum(t.epsilon for t in tests) / k
-    reason = (f"the test lacks the power at m = {m}: m >= {math.ceil(math.log(1 / alpha) / (2 * eps ** 2))} would "
-              "reject at this epsilon" if eps > 0 else "the validation error does not fall below the bound")
+    reason = (f"the test lacks the power at m = {m}: m >= {m_to_reject(eps, alpha)} would reject at this epsilon"
+              if eps > 0 else "the validation error does not fall below the bound")
     return Verdict(NOT_RESOLVED, evidence, reason)

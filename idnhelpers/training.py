@@ -199,9 +199,8 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
     n_epochs = training.protocol.n_epochs
     progress = EpochProgress(n_epochs, training.label, done=saver.first_epoch)
     for epoch in range(saver.first_epoch, n_epochs):
-        skip, sums = saver.resumed_within(epoch)  # (0, None) but in the epoch a killed call stopped in
+        skip, sums = saver.begin_epoch(epoch)  # (0, None) but in the epoch a killed call stopped in
         training.begin_epoch(epoch, fresh=not skip)
-        saver.epoch_begins(epoch)
         loss_sum, correct = sums or training.zero_sums()
         for step, (rows, x) in training.batches(skip):
             batch_loss, batch_correct = train_step(training, rows, x, epoch)

@@ -76,7 +76,7 @@ from idnbook.chapter import claims, mean_std, paper_scale, setup
 from idnhelpers.datasets import get_dataset, protocol
 from idnhelpers.experiments import family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
-from idnhelpers.stats import every, judge
+from idnhelpers.stats import binomial_se, every, judge
 
 data = setup(globals())  # parameters checked, precision resolved, the rows of this chapter (shared with 01, 04, 05)
 
@@ -343,7 +343,7 @@ if "IDN" in noise_types:
     shows = [oscillates(runs[(("IDN", r), s)].snapshots[:, j, y_noisy[i]], runs[(("IDN", r), s)].snapshots[:, j, y[i]])
              for s in seeds for j, i in enumerate(base[(("IDN", r), s)].track.tolist())]
     share = float(np.mean(shows))
-    verdict = judge([share - 0.5], se=float(np.sqrt(share * (1 - share) / len(shows))), measured_on=len(shows), unit="",
+    verdict = judge([share - 0.5], se=binomial_se(share, len(shows)), measured_on=len(shows), unit="",
                     digits=3)
     memo_claims.append(("Fig. 3", f"the true label is activated with oscillation before memorisation (IDN {r:.0%}; "
                         f"{sum(shows)} of {len(shows)} tracked corrupted instances; share minus one half)", verdict))

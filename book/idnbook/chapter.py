@@ -14,8 +14,8 @@ from __future__ import annotations
 import ast
 import json
 
-from idnhelpers.checks import (check_bool, check_choice, check_distinct, check_float, check_int, check_rates, check_seed,
-                     check_seeds, fail)
+from idnhelpers.checks import (check_bool, check_choice, check_distinct, check_float, check_int, check_rates,
+                               check_seed, check_seeds, fail)
 from idnhelpers.csr import SEARCHES
 from idnhelpers.datasets import get_dataset
 from idnhelpers.experiments import CSR_PROBES
