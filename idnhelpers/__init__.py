@@ -4,8 +4,9 @@ Where each part of the paper lives:
 
 - ``stats``        Section 2, Theorem 1 (CCN hypothesis test); transition matrices; Eq. 9-10
 - ``noise``        Section 3.1: Algorithm 1's selection (Eq. 3); exact-rate CCN (Definition 1);
-                   Xia et al.'s and PMD noise; the registry of noise families and published label
-                   sets (``FAMILIES``, ``register_family``)
+                   Xia et al.'s and PMD noise (the label maths)
+- ``families``     the registry of noise families and published label sets (``FAMILIES``,
+                   ``register_family``, ``noisy_labels``)
 - ``published``    published label sets (this paper's IDN, CAL's IDN, CIFAR-N) and the CSV format
 - ``sample``       the rows of one experiment (training, noisy validation, test), one value
 - ``experiments``  Algorithm 1 end to end, any family's labels for a sample (``family_labels``),
@@ -16,9 +17,13 @@ Where each part of the paper lives:
                    beyond the paper, ELR and PLC
 - ``losses``       the objectives: cross-entropy / L_SEAL, Forward, GCE (and truncated), DAC, DMI,
                    ELR, PLC
+- ``lossparts``    what the objectives share: cross-entropy per row over K stacked runs, the
+                   index of a batch's rows into per-run state, the hash of an objective's code
 - ``noisy``        Eq. 10 beyond Fig. 6: noisy instances ranked (cleanlab's conventions), ``idn-noisy``
 - ``paper``        Section 4.3: what each table runs, the per-data-set settings, the published numbers
-- ``grid``         Tables 1-3 as grids of cells: spec, plan, executors (local, Slurm), ``idn-grid``
+- ``study``        an experiment's settings as one value (``Study``), checked once
+- ``grid``         Tables 1-3 as grids of cells: cells, plan, executors (local, Slurm), ``idn-grid``
+- ``results``      what a study's runs give (``Results``: tables, per-seed values, stages)
 - ``clothing1m``   Table 3: Clothing1M's files and images streamed from disk
 - ``datasets``     Appendix A's data sets and protocols, tabular feature sets, your own arrays
                    (``register_arrays``), a registry; ``protocol``: its dataclass

@@ -3,17 +3,12 @@ this project's engine, on the same machine, data and number of epochs and runs.
 
     python -m idnhelpers.bench --epochs 2 --n-train 10000 --runs 2 --device cpu
 
-The reference follows the official ``train_mnist.py``: a torchvision-style data set that makes
-a PIL image and applies ``ToTensor`` + ``Normalize`` per sample, a shuffling ``DataLoader`` of
-batch 64, the official CNN (relu before max-pool) in NCHW fp32 with log-softmax + NLL, a test pass
-and a separate softmax pass over the training set (batch 1000) after every epoch. The engine runs
-the same protocol (``idnhelpers.engine.train_many``: several runs at once). Both print seconds per
-epoch (wall time divided by epochs x runs) and final accuracies, so a speed-up is never bought
-with a different result; the last line is ``speedup: X.XX`` (reference / engine time).
-It also prints the device, whether it has native bf16, the precision ``auto`` chose, the measured
-rate of a 1024 x 1024 matrix product and the *limit*: the seconds an epoch would take if every
-FLOP of the network (training steps at 3x a forward pass, softmax recording, test scoring) ran at
-that rate; each time is also given as a multiple of it.
+The reference follows the official ``train_mnist.py``: per-sample PIL images with ``ToTensor`` +
+``Normalize``, a shuffling ``DataLoader`` of batch 64, the official CNN in NCHW fp32 with log-softmax
++ NLL, then a test pass and a softmax pass over the training set (batch 1000) every epoch. Both it
+and the engine (``engine.train_many``, several runs at once) print seconds per epoch, as a multiple
+of the *limit* (the epoch's FLOPs at the measured matrix-product rate) too, and final accuracies (a
+speed-up is never bought with a different result); the last line is ``speedup: X.XX``.
 """
 
 from __future__ import annotations
@@ -63,7 +58,7 @@ class OfficialMnistCNN(MnistCNN):
 
 
 def reference_run(X, y, X_test, y_test, n_epochs: int, seed: int, device: torch.device) -> dict:
-    """One run of the official code's MNIST loop; returns its averaged softmax and accuracies."""
+    """One run of the official code's MNIST loop: its seconds and accuracies (train: the averaged softmax's)."""
     torch.manual_seed(seed)
     train_set, test_set = _PerSampleMNIST(X, y), _PerSampleMNIST(X_test, y_test)
     train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
@@ -85,7 +80,7 @@ def reference_run(X, y, X_test, y_test, n_epochs: int, seed: int, device: torch.
             correct = sum(int((model(d.to(device)).argmax(1).cpu() == t).sum()) for d, t in test_loader)
             S += torch.cat([F.softmax(model(d.to(device)), 1).cpu() for d, _ in softmax_loader]).numpy()
     return dict(seconds=time.perf_counter() - start, test_acc=correct / len(y_test),
-                train_acc=float((S.argmax(1) == y.numpy()).mean()), S=torch.from_numpy(S / n_epochs).float())
+                train_acc=float((S.argmax(1) == y.numpy()).mean()))
 
 
 def engine_runs(X, y, X_test, y_test, n_epochs: int, n_runs: int, device, precision: str, backend: str):
@@ -96,34 +91,27 @@ def engine_runs(X, y, X_test, y_test, n_epochs: int, n_runs: int, device, precis
     start = time.perf_counter()
     results = train_many(runs, device=device, use_cache=False, backend=backend)
     return time.perf_counter() - start, [
-        dict(test_acc=r.history["test_acc"][-1], train_acc=float((r.S.argmax(1) == y).float().mean()), S=r.S)
-        for r in results]
-
-
-def forward_flops(model: torch.nn.Module, input_shape) -> int:
-    """Multiply-adds x 2 of one instance's forward pass through the convolutions and linear layers."""
-    flops = []
-
-    def count(module, inputs, output):
-        weight = module.weight
-        per_output = weight[0].numel()  # (C_in / groups) x kernel area, or in_features
-        flops.append(2 * per_output * output[0].numel())
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    for h in hooks:
-        h.remove()
-    return sum(flops)
+        dict(test_acc=r.history["test_acc"][-1], train_acc=float((r.S.argmax(1) == y).float().mean())) for r in results]
 
 
 def epoch_limit(n_train: int, n_test: int, gflops: float) -> tuple[float, int]:
-    """(seconds, FLOPs) of one epoch of the MNIST protocol at ``gflops``: a training step costs 3x a
-    forward pass (forward, and the two products of the backward pass), then the softmax of every
-    training instance is recorded and the test set scored (one forward pass each)."""
-    per_image = forward_flops(MnistCNN(), get_dataset("mnist").input_shape)
-    total = per_image * (3 * n_train + n_train + n_test)
-    return total / (gflops * 1e9), per_image
+    """(seconds, FLOPs per image) of one epoch of the MNIST protocol at ``gflops``: a training step costs
+    3x a forward pass (forward, and the two products of the backward pass), then the softmax of every
+    training instance is recorded and the test set scored (one forward pass each). A forward pass
+    costs 2 FLOPs per multiply-add of the convolutions and linear layers."""
+    flops = []
+
+    def count(module, inputs, output):  # weight[0]: (C_in / groups) x kernel area, or in_features
+        flops.append(2 * module.weight[0].numel() * output[0].numel())
+
+    model = MnistCNN()  # counted once, then dropped with its hooks
+    for layer in model.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            layer.register_forward_hook(count)
+    with torch.no_grad():
+        model(torch.zeros(1, *get_dataset("mnist").input_shape))
+    per_image = sum(flops)
+    return per_image * (3 * n_train + n_train + n_test) / (gflops * 1e9), per_image
 
 
 def main(argv=None) -> int:
@@ -162,15 +150,16 @@ def main(argv=None) -> int:
     reference_run(X[:128], y[:128], X_test[:128], y_test[:128], 1, 0, device)
     engine_runs(X[:128], y[:128], X_test[:128], y_test[:128], 1, 1, device, precision, args.backend)
     reference = [reference_run(X, y, X_test, y_test, args.epochs, s, device) for s in range(args.runs)]
-    totals = {"reference": sum(r["seconds"] for r in reference)}
-    totals["engine"], engine = engine_runs(X, y, X_test, y_test, args.epochs, args.runs, device, precision,
-                                           args.backend)
-    for label, results in (("reference (fp32)", reference), (f"engine ({precision}, {args.backend})", engine)):
-        seconds = totals["reference" if label.startswith("reference") else "engine"] / (args.epochs * args.runs)
+    engine_seconds, engine = engine_runs(X, y, X_test, y_test, args.epochs, args.runs, device, precision,
+                                         args.backend)
+    reference_seconds = sum(r["seconds"] for r in reference)
+    for label, total, results in (("reference (fp32)", reference_seconds, reference),
+                                  (f"engine ({precision}, {args.backend})", engine_seconds, engine)):
+        seconds = total / (args.epochs * args.runs)
         print(f"{label:>28}: {seconds:7.2f} s/epoch ({seconds / limit:.2f}x the limit) | test acc "
               + " ".join(f"{100 * r['test_acc']:.2f}" for r in results) + " | train acc (averaged softmax) "
               + " ".join(f"{100 * r['train_acc']:.2f}" for r in results))
-    print(f"speedup: {totals['reference'] / totals['engine']:.2f}")
+    print(f"speedup: {reference_seconds / engine_seconds:.2f}")
     return 0
 
 

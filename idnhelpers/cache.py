@@ -1,20 +1,10 @@
-"""A content-addressed store for training results that cannot be poisoned or go stale.
-
-Results live under ``$IDNHELPERS_CACHE`` (default ``~/.cache/idnhelpers/runs``) as ``<key>.pt``,
-``key`` a hash of everything that changes the result (``runs.Run.key``). Guarantees:
-
-- **Nothing executes when loading.** A file is a header (magic, SHA-256 of the payload, its key)
-  and a payload written by ``torch.save`` of tensors, lists, dicts, strings and numbers, read back
-  with ``torch.load(weights_only=True)``. A file that is truncated, corrupted, tampered with,
-  planted (a pickle with code in it) or stored under the wrong key is reported with a warning
-  naming its path, removed, and its result recomputed.
-- **Atomic writes.** A payload is written to a temporary file beside its target and moved into
-  place, so a killed process never leaves a half-written entry; leftover temporary files are
-  removed by the next write of the same key (or of any key, once an hour old).
-- **One trainer per key.** ``Lock`` is a lock file per key, created atomically; its holder
-  refreshes it every 30 s. A lock whose process is gone (same host) or that has not been
-  refreshed for ``$IDNHELPERS_LOCK_STALE`` seconds (default 300; other hosts, e.g. a killed
-  Slurm job) is stale and taken over.
+"""A store of training results that cannot be poisoned or go stale: ``<key>.pt`` under
+``$IDNHELPERS_CACHE`` (default ``~/.cache/idnhelpers/runs``), ``key`` a hash of all that changes the
+result (``runs.Run.key``). Nothing executes when loading: a file is a header (magic, SHA-256 of the
+payload, its key) and a ``torch.save`` payload read with ``weights_only=True``; one truncated,
+altered, planted or stored under another key is reported, removed and recomputed. Writes are atomic.
+``Lock``: one trainer per key, a lock file refreshed every 30 s, taken over when its process is gone
+(same host) or after ``$IDNHELPERS_LOCK_STALE`` seconds (default 300) without a refresh.
 """
 
 from __future__ import annotations
@@ -36,15 +26,11 @@ import torch
 MAGIC = b"IDNHELPERS-RESULT-1\n"
 HEARTBEAT_SECONDS = 30.0
 TMP_MAX_AGE = 3600.0
+SUFFIXES = (".pt", ".ckpt")  # results, and the checkpoints of runs being trained (``checkpoint``)
 
 
 def cache_dir() -> Path:
-    """``$IDNHELPERS_CACHE`` if set, else ``~/.cache/idnhelpers/runs``."""
     return Path(os.environ.get("IDNHELPERS_CACHE", Path.home() / ".cache" / "idnhelpers" / "runs"))
-
-
-def stale_after() -> float:
-    return float(os.environ.get("IDNHELPERS_LOCK_STALE", 300))
 
 
 def fingerprint(t: torch.Tensor) -> str:
@@ -55,9 +41,9 @@ def fingerprint(t: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes."""
+    h = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -70,8 +56,8 @@ def config_key(config: dict) -> str:
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place. The
-    temporary file is created with the usual permissions (0666 less the process umask)."""
+    """Call ``write(fileobj)`` on a temporary file beside ``path`` (created with the usual
+    permissions, 0666 less the umask), then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -87,10 +73,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
         raise
 
 
-SUFFIXES = (".pt", ".ckpt")  # results, and the checkpoints of runs being trained (``checkpoint``)
-
-
-def _path(key: str, suffix: str = ".pt") -> Path:
+def _path(key: str, suffix: str) -> Path:
     if suffix not in SUFFIXES:
         raise ValueError(f"suffix={suffix!r} is not allowed: one of {list(SUFFIXES)}")
     return cache_dir() / f"{key}{suffix}"
@@ -98,19 +81,19 @@ def _path(key: str, suffix: str = ".pt") -> Path:
 
 def load(key: str, suffix: str = ".pt") -> dict | None:
     """The stored payload of ``key`` (a result; with ``suffix=".ckpt"`` a checkpoint), or None if
-    there is none or it fails a check (see module doc)."""
+    there is none or it fails a check."""
     path = _path(key, suffix)
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        header, digest, stored_key, payload = _split(blob)
-        if header != MAGIC:
+        digest, stored_key, payload = blob[len(MAGIC):].split(b"\n", 2)
+        if blob[:len(MAGIC)] != MAGIC:
             raise ValueError("not a result file of this library (wrong header)")
-        if stored_key != key:
-            raise ValueError(f"it holds the result of key {stored_key!r}")
-        if hashlib.sha256(payload).hexdigest() != digest:
+        if stored_key.decode("ascii") != key:
+            raise ValueError(f"it holds the result of key {stored_key.decode('ascii')!r}")
+        if hashlib.sha256(payload).hexdigest() != digest.decode("ascii"):
             raise ValueError("its checksum does not match its contents (truncated or altered)")
         return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
     except Exception as error:  # every failure means the same: do not trust it, recompute
@@ -119,32 +102,14 @@ def load(key: str, suffix: str = ".pt") -> dict | None:
         return None
 
 
-def remove(key: str, suffix: str = ".pt") -> None:
-    """Remove ``key``'s entry (of ``suffix``), if there is one."""
-    _path(key, suffix).unlink(missing_ok=True)
-
-
-def _split(blob: bytes):
-    header, rest = blob[:len(MAGIC)], blob[len(MAGIC):]
-    digest, stored_key, payload = rest.split(b"\n", 2)
-    return header, digest.decode("ascii"), stored_key.decode("ascii"), payload
-
-
 def save(key: str, payload: dict, suffix: str = ".pt") -> None:
-    """Store ``payload`` (tensors, lists, dicts, strings, numbers) under ``key`` (``suffix``: see
-    ``load``), atomically."""
+    """Store ``payload`` (tensors, lists, dicts, strings, numbers) under ``key``, atomically, after
+    removing the key's leftover temporary files (we hold its lock) and any an hour old."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
     header = MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + key.encode() + b"\n"
     path = _path(key, suffix)
-    _remove_leftovers(path)
-    atomic_write(path, lambda f: (f.write(header), f.write(data)))
-
-
-def _remove_leftovers(path: Path) -> None:
-    """Temporary files of ``path`` (their writer was killed; we hold the key's lock) and any
-    temporary file older than an hour."""
     now = time.time()
     for tmp in path.parent.glob(".*.tmp"):
         try:
@@ -152,22 +117,35 @@ def _remove_leftovers(path: Path) -> None:
                 tmp.unlink()
         except FileNotFoundError:
             pass
+    atomic_write(path, lambda f: (f.write(header), f.write(data)))
+
+
+def remove(key: str, suffix: str = ".pt") -> None:
+    _path(key, suffix).unlink(missing_ok=True)
+
+
+def exists(key: str, suffix: str = ".pt") -> bool:
+    """Whether a (not yet checked) file for ``key`` is present."""
+    return _path(key, suffix).exists()
+
+
+def _lock_path(key: str, path) -> Path:
+    return cache_dir() / f"{key}.lock" if path is None else Path(path)
 
 
 class Lock:
-    """The lock on one key (see module doc). ``Lock.acquire(key)`` returns a held lock or None if
+    """The lock on one key (module docstring). ``Lock.acquire(key)`` returns a held lock, or None if
     another live process holds it; ``release()`` (or leaving a ``with`` block) lets it go."""
 
     def __init__(self, key: str, path: Path):
         self.key, self.path = key, path
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._beat, daemon=True).start()
 
     @classmethod
     def acquire(cls, key: str, path: Path | None = None) -> "Lock | None":
         """The lock of ``key`` (its file: ``path``, default ``<cache>/<key>.lock``), or None."""
-        path = cache_dir() / f"{key}.lock" if path is None else Path(path)
+        path = _lock_path(key, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):  # second try after removing a stale lock
             try:
@@ -222,9 +200,9 @@ def _break_if_stale(path: Path) -> bool:
 
 
 def lock_holder(key: str, path: Path | None = None) -> dict | None:
-    """Who holds ``key``'s lock (host, pid, time; its file ``path`` as in ``Lock.acquire``), or
-    None if it is free or stale."""
-    path = cache_dir() / f"{key}.lock" if path is None else Path(path)
+    """Who holds ``key``'s lock (host, pid, time; ``path`` as in ``Lock.acquire``), or None if it is
+    free or stale."""
+    path = _lock_path(key, path)
     if not path.exists() or lock_is_stale(path):
         return None
     try:
@@ -235,13 +213,14 @@ def lock_holder(key: str, path: Path | None = None) -> dict | None:
 
 def lock_is_stale(path: Path) -> bool:
     """True if the lock's process is gone (same host) or it has not been refreshed in time."""
+    stale_after = float(os.environ.get("IDNHELPERS_LOCK_STALE", 300))
     try:
         age = time.time() - path.stat().st_mtime
         holder = json.loads(path.read_text() or "{}")
     except FileNotFoundError:
         return True
     except ValueError:  # being written right now, or garbage: judge by age alone
-        return age > stale_after()
+        return age > stale_after
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
         try:
             os.kill(holder["pid"], 0)
@@ -249,9 +228,4 @@ def lock_is_stale(path: Path) -> bool:
             return True
         except PermissionError:
             pass
-    return age > stale_after()
-
-
-def exists(key: str, suffix: str = ".pt") -> bool:
-    """Whether a (not yet checked) result file (``suffix``: see ``load``) for ``key`` is present."""
-    return _path(key, suffix).exists()
+    return age > stale_after

@@ -1,19 +1,12 @@
-"""Runs that survive being killed: after an epoch that ends ``EVERY_SECONDS`` or more after the
-last store (or the start), and within an epoch once ``WITHIN_EPOCH_SECONDS`` have passed since
-the last store (a long epoch: Clothing1M's, a WRN's on a slow GPU), ``training.fit`` stores the
-whole state of its call (every network's weights and buffers, the optimiser, the runs' random
-generators, the losses' state, the recorders' sums, history and snapshots, the weights kept so
-far, the epoch and step, and within an epoch its running loss and accuracy sums; training draws
-from no other generator) in the cache under a key of its runs (``checkpoint_key``, file
-``<key>.ckpt``): atomic, checksummed and loaded with ``torch.load(weights_only=True)``, as every
-cache entry. The next process that trains the same runs (the runs' locks make it one process)
-resumes from the last stored epoch or step (within an epoch it draws the epoch's batch order
-again from the generators as they were when it began and skips the steps done), and its result
-equals an uninterrupted run's bit for bit on the same machine; the checkpoint is removed when the
-call finishes. On Slurm a grid job requeues itself on pre-emption or time-out
-(``grid.executors.GridJob``) and resumes so. A killed run loses at most ``EVERY_SECONDS`` and the
-epoch it was in (of a long epoch, ``WITHIN_EPOCH_SECONDS``); a run shorter than that stores
-nothing (a store costs about 19 ms for the MNIST CNN: a tenth of a small epoch)."""
+"""Runs that survive being killed. ``training.fit`` stores the whole state of its call (networks,
+optimiser, the runs' random generators, the losses' state, the recorders, the weights kept so far,
+the epoch and step and, within an epoch, its running sums) in the cache as ``<key>.ckpt``
+(``checkpoint_key``): after an epoch that ends ``EVERY_SECONDS`` or more after the last store, and
+within an epoch every ``WITHIN_EPOCH_SECONDS`` (a long epoch: Clothing1M's, a WRN's on a slow GPU).
+The next process that trains the same runs resumes from it (within an epoch it draws the epoch's
+batch order again from the generators as the epoch began and skips the steps done) and ends bit for
+bit where an uninterrupted call ends on the same machine; the checkpoint is removed when the call
+finishes. A store costs about 19 ms for the MNIST CNN, a tenth of a small epoch."""
 
 from __future__ import annotations
 
@@ -26,9 +19,8 @@ import torch
 from . import cache
 
 SUFFIX = ".ckpt"  # beside the results (``.pt``) in the cache folder, never mistaken for one
-# at most this much training lost to a kill (plus the epoch it interrupted); IDNHELPERS_CHECKPOINT_SECONDS sets it
 EVERY_SECONDS = float(os.environ.get("IDNHELPERS_CHECKPOINT_SECONDS", 30))
-WITHIN_EPOCH_SECONDS = 300.0  # an epoch longer than this also stores every this many seconds within it
+WITHIN_EPOCH_SECONDS = 300.0
 
 
 def checkpoint_key(runs, stacked: bool) -> str:
@@ -43,8 +35,8 @@ def _storable(value) -> bool:
 
 
 def object_state(obj) -> dict:
-    """The attributes of a loss or optimiser that are data (tensors, numbers, lists of them), the
-    state it carries from step to step; its spec and derived caches are left out."""
+    """The attributes of a loss or optimiser that are data (tensors, numbers, lists of them): the
+    state it carries from step to step, not its spec or derived caches."""
     return {k: v for k, v in getattr(obj, "__dict__", {}).items() if k != "params" and _storable(v)}
 
 
@@ -63,9 +55,8 @@ def restore_object(obj, state: dict, device) -> None:
 
 
 class Checkpoints:
-    """The checkpoints of one ``fit`` call (the module docstring): resume ``training`` (an
-    ``training.Training``) from the stored one, if any, and store its state as the loop goes.
-    ``key`` None: neither (a call without the cache)."""
+    """The checkpoints of one ``fit`` call: resume ``training`` (a ``training.Training``) from the
+    stored one, if any, and store its state as the loop goes; ``key`` None: neither."""
 
     def __init__(self, training, key: str | None):
         self.training, self.key = training, key
@@ -73,7 +64,7 @@ class Checkpoints:
         self.saved = cache.load(key, SUFFIX) if key is not None else None
         self.first_epoch, self.first_step, self.seconds_before = 0, 0, 0.0
         self.epoch_generators = None  # the generators as the current epoch began
-        if self.saved is not None:  # a killed process's last checkpoint: carry on from it
+        if self.saved is not None:
             self.first_epoch, self.first_step = self.saved["epoch"], self.saved.get("step", 0)
             self.seconds_before = self.saved["seconds"]
             training.restore(self.saved)
@@ -83,9 +74,8 @@ class Checkpoints:
                   file=sys.stderr)
 
     def begin_epoch(self, epoch: int) -> tuple[int, tuple | None]:
-        """Keep the generators as ``epoch`` begins (a store within it draws its batch order again);
-        return the steps of ``epoch`` already done and the running sums after them, if the stored
-        call stopped inside it, else (0, None)."""
+        """Keep the generators as ``epoch`` begins; the steps of it already done and the running sums
+        after them if the stored call stopped inside it, else (0, None)."""
         within = epoch == self.first_epoch and self.first_step > 0
         if self.key is not None:
             self.epoch_generators = (self.saved["generators"] if within
@@ -95,20 +85,18 @@ class Checkpoints:
         return self.first_step, tuple(t.to(self.training.device) for t in self.saved["sums"])
 
     def after_step(self, epoch: int, step: int, sums: tuple) -> None:
-        """Within a long epoch, store every ``WITHIN_EPOCH_SECONDS``."""
         if self.key is not None and time.perf_counter() - self.stored_at >= WITHIN_EPOCH_SECONDS:
             self.store(epoch, step, self.epoch_generators, sums)
 
     def after_epoch(self, epoch: int) -> None:
-        """After an epoch (not the last), store if ``EVERY_SECONDS`` have passed since the last store."""
-        done = epoch + 1
-        last = done == self.training.protocol.n_epochs
+        """After an epoch but the last, store if ``EVERY_SECONDS`` have passed since the last store."""
+        last = epoch + 1 == self.training.protocol.n_epochs
         if self.key is not None and not last and time.perf_counter() - self.stored_at >= EVERY_SECONDS:
-            self.store(done)
+            self.store(epoch + 1)
 
     def store(self, epoch: int, step: int = 0, epoch_generators=None, sums=None) -> None:
-        """The call's state after ``epoch`` epochs and ``step`` more steps; within an epoch the
-        generators as the epoch began (its batch order is drawn again on resuming)."""
+        """The call's state after ``epoch`` epochs and ``step`` more steps (then with the generators
+        as the epoch began)."""
         state = dict(epoch=epoch, step=step, seconds=self.seconds(), sums=sums, **self.training.state(),
                      generators=epoch_generators or [g.get_state() for g in self.training.generators])
         cache.save(self.key, state, SUFFIX)
@@ -119,7 +107,7 @@ class Checkpoints:
         return self.seconds_before + time.perf_counter() - self.start
 
     def finish(self) -> float:
-        """The call is done: its checkpoint is removed; its training time."""
+        """Remove the checkpoint; the call's training time."""
         if self.key is not None:
             cache.remove(self.key, SUFFIX)
         return self.seconds()

@@ -9,14 +9,10 @@ import numbers
 import torch
 
 
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def fail(name: str, value, allowed: str):
-    """Raise the library's error for parameter ``name``: its value and what is allowed."""
-    raise ValueError(f"{name}={_shown(value)} is not allowed: {allowed}")
+    """Raise the library's error for parameter ``name``: its value (shortened) and what is allowed."""
+    shown = repr(value)
+    raise ValueError(f"{name}={shown if len(shown) <= 80 else shown[:77] + '...'} is not allowed: {allowed}")
 
 
 def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None,
@@ -26,9 +22,8 @@ def check_int(value, name: str, *, minimum: int | None = None, maximum: int | No
         return None
     bounds = (f" >= {minimum}" if minimum is not None else "") + (f" and <= {maximum}" if maximum is not None else "")
     allowed = f"an integer{bounds}" + (" or None" if none_ok else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        fail(name, value, allowed)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or (minimum is not None and value < minimum) or (maximum is not None and value > maximum)):
         fail(name, value, allowed)
     return int(value)
 
@@ -41,17 +36,14 @@ def check_float(value, name: str, *, low: float | None = None, high: float | Non
     interval = ("(" if low_open else "[") + f"{'-inf' if low is None else low}, " \
         f"{'inf' if high is None else high}" + (")" if high_open else "]")
     allowed = f"a finite number in {interval}" + (" or None" if none_ok else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        fail(name, value, allowed)
-    if low is not None and (value < low or (low_open and value == low)):
-        fail(name, value, allowed)
-    if high is not None and (value > high or (high_open and value == high)):
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or (low is not None and (value < low or (low_open and value == low)))
+            or (high is not None and (value > high or (high_open and value == high)))):
         fail(name, value, allowed)
     return float(value)
 
 
 def check_rate(value, name: str = "noise_rate") -> float:
-    """A noise rate: a number in [0, 1)."""
     return check_float(value, name, low=0.0, high=1.0, high_open=True)
 
 
@@ -73,7 +65,6 @@ def check_distinct(values, name: str, what: str) -> None:
 
 
 def check_choice(value, name: str, choices) -> str:
-    """One of ``choices``."""
     choices = list(choices)
     if not isinstance(value, str) or value not in choices:
         fail(name, value, f"one of {choices}")
@@ -88,7 +79,6 @@ def check_bool(value, name: str) -> bool:
 
 
 def check_seed(value, name: str = "seed") -> int:
-    """A seed torch accepts: an integer in [0, 2**63 - 1]."""
     return check_int(value, name, minimum=0, maximum=2 ** 63 - 1)
 
 
@@ -102,7 +92,6 @@ def check_seeds(values, name: str = "seeds") -> tuple[int, ...]:
 
 
 def check_n_classes(value, name: str = "n_classes") -> int:
-    """A number of classes: an integer >= 2."""
     return check_int(value, name, minimum=2)
 
 
@@ -141,8 +130,8 @@ def check_same_length(**tensors) -> int:
     """The common length of the named tensors; an error names each length otherwise."""
     lengths = {name: len(t) for name, t in tensors.items() if t is not None}
     if len(set(lengths.values())) > 1:
-        first = next(iter(lengths))
-        other = next(k for k, v in lengths.items() if v != lengths[first])
+        first = next(iter(lengths.values()))
+        other = next(k for k, v in lengths.items() if v != first)
         fail(other, f"{lengths[other]} rows", "one row per instance, as many as "
              + ", ".join(f"{k} ({v})" for k, v in lengths.items() if k != other))
     return next(iter(lengths.values()))

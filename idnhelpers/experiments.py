@@ -15,7 +15,8 @@ from .csr import CSR_RADIUS
 from .datasets import get_dataset
 from .engine import predict, train
 from .hardware import resolve_precision
-from .noise import FAMILIES, LabelInputs, idn_labels, labels_of, mislabel_scores
+from .noise import idn_labels, mislabel_scores
+from .families import FAMILIES, LabelInputs, labels_of
 from .protocol import Protocol
 from .runs import CSRProbe, Run
 from .sample import Sample
@@ -78,7 +79,7 @@ def network_run(sample: Sample, *, train_seed: int | None = None, n_epochs: int 
 def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: int | None = None,
                   train_seed: int | None = None, n_epochs: int | None = None, device=None, precision: str = "fp32",
                   use_cache: bool = True, **settings) -> dict[float | None, torch.Tensor]:
-    """Noisy labels of ``family`` (``noise.FAMILIES``) for every row of ``sample.rows``, per rate
+    """Noisy labels of ``family`` (``families.FAMILIES``) for every row of ``sample.rows``, per rate
     of ``noise_rates`` (a fixed family, such as human labels, takes none: its one set is keyed
     None). What the family needs comes from its entry: the instances (as stored), a network
     trained on the sample's clean labels (``network_run``: trained here or loaded from the cache;

@@ -1,12 +1,10 @@
 """A five-minute check of every CUDA path: ``make gpu-check`` / ``python -m idnhelpers.gpu_check``.
 
-On the CUDA device present it runs each check once and prints PASS or FAIL with its seconds,
-then the seconds per epoch of the MNIST CNN (K = 1, 8, 32 stacked runs) and WRN-28-10 (K = 1,
-2), and what they make of the paper's Table 1 grid (``idn-grid --table 1 --dry-run``). ``CHECKS``
-lists the checks and what each proves (the README's cluster section lists the same). Without a CUDA device it says so and exits 0. ``--device cpu`` runs the checks
-that need no GPU on the CPU (the tests do, with ``--quick``); the exit status is 1 if any check
-failed. Nothing is read from or written to the user's run cache: each check has its own. The
-report goes to stdout, the runs' progress lines to stderr.
+Runs each of ``CHECKS`` once (PASS, FAIL or SKIP with its seconds; the README's cluster section says
+what each proves), then times an epoch of the MNIST CNN (K = 1, 8, 32 stacked runs) and WRN-28-10
+(K = 1, 2) and estimates the hours of the paper's Table 1 grid. Without a CUDA device it says so and
+exits 0; ``--device cpu`` runs the checks that need no GPU. Exit status 1 if a check failed. Each
+check has its own run cache; the report goes to stdout, the runs' progress lines to stderr.
 """
 
 from __future__ import annotations
@@ -18,43 +16,37 @@ import sys
 import tempfile
 import time
 import warnings
+from unittest import mock
 
 import torch
+
+from .datasets import load_dataset, protocol, subset
+from .engine import fit, train_many, worker_devices
+from .hardware import describe, native_bf16, resolve_device, resolve_precision
+from .noise import symmetric_noise
+from .runs import make_run
+from .steps import Peers
 
 CUDA_ONLY = "needs CUDA"
 
 
 @contextlib.contextmanager
 def _cache():
-    """A fresh, private run cache for one check (``IDNHELPERS_CACHE``; restored after)."""
-    before = os.environ.get("IDNHELPERS_CACHE")
-    with tempfile.TemporaryDirectory(prefix="idn-gpu-check-") as folder:
-        os.environ["IDNHELPERS_CACHE"] = folder
-        try:
-            yield folder
-        finally:
-            if before is None:
-                del os.environ["IDNHELPERS_CACHE"]
-            else:
-                os.environ["IDNHELPERS_CACHE"] = before
+    """A fresh, private run cache (``IDNHELPERS_CACHE``; the environment is restored after)."""
+    with tempfile.TemporaryDirectory(prefix="idn-gpu-check-") as folder, \
+            mock.patch.dict(os.environ, {"IDNHELPERS_CACHE": folder}):
+        yield folder
 
 
-def _mnist_runs(n_runs: int, n_rows: int, precision: str, n_epochs: int = 2, **fields):
-    from .datasets import load_dataset, protocol, subset
-    from .noise import symmetric_noise
-    from .runs import make_run
-
+def _mnist_runs(n_runs: int, n_rows: int, precision: str, n_epochs: int = 2):
     X, y, _ = subset(*load_dataset("mnist"), n_rows, seed=0)
     Xt, yt = load_dataset("mnist", train=False)
     return [make_run(X, symmetric_noise(y, 0.3, 10, seed=s), protocol("mnist", n_epochs=n_epochs), dataset="mnist",
-                     seed=s, precision=precision, X_test=Xt[:1000], y_test=yt[:1000], **fields) for s in range(n_runs)]
+                     seed=s, precision=precision, X_test=Xt[:1000], y_test=yt[:1000]) for s in range(n_runs)]
 
 
 def _cifar_runs(n_runs: int, n_rows: int, precision: str, model: str = "wrn16_2", n_epochs: int = 2):
     """WRN runs on random CIFAR-shaped images (what is checked is arithmetic, not accuracy)."""
-    from .datasets import protocol
-    from .runs import make_run
-
     g = torch.Generator().manual_seed(0)
     X = torch.randint(0, 256, (n_rows, 3, 32, 32), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 10, (n_rows,), generator=g)
@@ -73,31 +65,29 @@ def _agree(stacked, alone, *, S_tol=0.02, weight_tol=None) -> str:
             return f"run {k}: losses differ by {gap:.3g}"
         if weight_tol is not None:
             for name, w in a.weights.items():
-                if w.is_floating_point() and (w - b.weights[name]).abs().max() > weight_tol * (1 + b.weights[name].abs().max()):
-                    return f"run {k}: {name} differs by {(w - b.weights[name]).abs().max():.3g}"
+                v = b.weights[name]
+                if w.is_floating_point() and (w - v).abs().max() > weight_tol * (1 + v.abs().max()):
+                    return f"run {k}: {name} differs by {(w - v).abs().max():.3g}"
     return ""
 
 
-def _stacked_vs_loop(runs, device, **tolerances) -> str:
-    from .engine import train_many
-
-    stacked = train_many(runs, backend="stacked", device=device, use_cache=False)
+def _versus_loop(runs, device, backend="stacked", workers=None, **tolerances) -> str:
+    """What differs between ``runs`` trained by ``backend`` and by the loop, one by one."""
+    tried = train_many(runs, backend=backend, device=device, use_cache=False, workers=workers)
     alone = train_many(runs, backend="loop", device=device, use_cache=False)
-    return _agree(stacked, alone, **tolerances)
+    return _agree(tried, alone, **tolerances)
 
 
 def check_stacked_mnist(device, precision, quick):
     """Four MNIST CNN runs stacked into one batched call equal the same runs one by one."""
-    return _stacked_vs_loop(_mnist_runs(4, 600 if quick else 4000, precision), device)
+    return _versus_loop(_mnist_runs(4, 600 if quick else 4000, precision), device)
 
 
 def check_stacked_wrn_batchnorm(device, precision, quick):
     """Stacked WRN-16-2s (BatchNorm, augmentation) equal the loop, running statistics included, in fp32 and bf16."""
-    from .hardware import native_bf16
-
     for p in ("fp32", "bf16") if native_bf16(device) else ("fp32",):
         tol = 0.05 if p == "bf16" else 0.01
-        problem = _stacked_vs_loop(_cifar_runs(2, 64 if quick else 512, p), device, S_tol=0.05, weight_tol=tol)
+        problem = _versus_loop(_cifar_runs(2, 64 if quick else 512, p), device, S_tol=0.05, weight_tol=tol)
         if problem:
             return f"{p}: {problem}"
     return ""
@@ -105,31 +95,23 @@ def check_stacked_wrn_batchnorm(device, precision, quick):
 
 def check_coteaching_stacked(device, precision, quick):
     """Co-teaching's two networks per run, stacked over runs, equal the loop."""
-    from .steps import Peers
-
     runs = [r.replace(step=Peers(0.3, t_k=1)) for r in _mnist_runs(2, 600 if quick else 4000, precision)]
-    return _stacked_vs_loop(runs, device)
+    return _versus_loop(runs, device)
 
 
 def check_processes_backend(device, precision, quick):
     """The processes back-end (one worker per GPU) gives each run the loop's result."""
-    from .engine import train_many, worker_devices
-
-    runs = _mnist_runs(2, 400 if quick else 2000, precision)
     if device.type == "cuda" and torch.cuda.device_count() > 1 and len(set(worker_devices(device, 2))) != 2:
         return "two workers did not get two GPUs"
-    apart = train_many(runs, backend="processes", device=device, use_cache=False, workers=2)
-    alone = train_many(runs, backend="loop", device=device, use_cache=False)
     # One GPU per worker runs the loop's kernels; CPU workers split the cores, so their sums run in another order.
-    return _agree(apart, alone, S_tol=1e-4 if device.type == "cuda" else 0.02)
+    return _versus_loop(_mnist_runs(2, 400 if quick else 2000, precision), device, "processes", workers=2,
+                        S_tol=1e-4 if device.type == "cuda" else 0.02)
 
 
 def check_syncs_per_epoch(device, precision, quick):
     """Training waits on the GPU a few times per epoch (recording, scoring), never once per step."""
     if device.type != "cuda":
         return CUDA_ONLY
-    from .engine import fit
-
     (run,) = _mnist_runs(1, 2048, precision, n_epochs=1)
     fit([run], device)  # warm-up: first-call set-up syncs are not the loop's
     torch.cuda.set_sync_debug_mode("warn")
@@ -149,7 +131,6 @@ def check_out_of_memory_halves_k(device, precision, quick):
     """A real out-of-memory error (allocator capped) makes a grid job halve K and finish."""
     if device.type != "cuda":
         return CUDA_ONLY
-    from .engine import fit
     from .grid.executors import JobTrainer
 
     runs = _cifar_runs(8, 256, precision, model="wrn28_10", n_epochs=1)
@@ -174,17 +155,18 @@ def check_out_of_memory_halves_k(device, precision, quick):
 
 def check_grid_executors(device, precision, quick):
     """A tiny grid through the local and submitit-local executors gives the same table."""
-    from .grid import GridSpec, build_grid, run_grid
+    from .grid import build_grid, run_grid
+    from .study import Study
 
-    spec = GridSpec(dataset="digits", methods=("ce", "coteaching"), family="symmetric", noise_rates=(0.2,),
-                    seeds=(0, 1), n_epochs=2, n_train=400, n_test=100, precision=precision)
+    spec = Study(dataset="digits", methods=("ce", "coteaching"), family="symmetric", noise_rates=(0.2,),
+                 seeds=(0, 1), n_epochs=2, n_train=400, n_test=100, precision=precision)
     tables = []
     for executor in ("local", "submitit-local"):
         with _cache() as folder:
             options = {} if executor == "local" else dict(folder=os.path.join(folder, "jobs"), parallel=1)
             tables.append(run_grid(build_grid(spec, device=device), executor, device=device if executor == "local"
                                    else None, progress=False, **options))
-    gap = (tables[0]["last"] - tables[1]["last"]).abs().max()
+    gap = (tables[0].frame["last"] - tables[1].frame["last"]).abs().max()
     return "" if len(tables[0]) == 4 and gap < 2.0 else f"the tables differ by {gap:.2f} points"
 
 
@@ -202,22 +184,19 @@ CHECKS = {
 def seconds_per_epoch(device, precision, quick) -> dict:
     """Seconds per epoch per run of the paper's networks stacked K at a time, scaled to the full
     training sets (60,000 MNIST rows, 50,000 CIFAR-10 rows) from a measured epoch on part of them."""
-    from .engine import fit
-
     sizes = {"mnist_cnn": ((1, 8, 32), 60000, 600 if quick else 10000),
              "wrn16_2" if quick else "wrn28_10": ((1, 2), 50000, 64 if quick else 5000)}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda device: None)
     out = {}
     for model, (ks, full, rows) in sizes.items():
         for k in ks[:2] if quick else ks:
             runs = (_mnist_runs(k, rows, precision, n_epochs=1) if model == "mnist_cnn"
                     else _cifar_runs(k, rows, precision, model=model, n_epochs=1))
             fit(runs, device, stacked=k > 1)  # warm-up epoch, untimed
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
             start = time.perf_counter()
             fit(runs, device, stacked=k > 1)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
             out[(model, k)] = (time.perf_counter() - start) * full / rows / k
     return out
 
@@ -225,13 +204,13 @@ def seconds_per_epoch(device, precision, quick) -> dict:
 def table1_estimate(per_run_seconds: dict) -> str:
     """GPU-hours of the paper's Table 1 grid (idn-grid --table 1) at the measured MNIST CNN seconds
     per epoch, one run per call and at the best K."""
-    from .grid import GridSpec, build_grid, plan
+    from .grid import build_grid, plan
     from .paper import TABLES
+    from .study import Study
 
-    spec = GridSpec.from_settings(TABLES[1])
+    study = Study(**TABLES[1], precision="fp32")
     with _cache():
-        p = plan(build_grid(spec.replace(precision="fp32"), device="cpu", train_labels=False, device_type="cuda"),
-                 device="cuda")
+        p = plan(build_grid(study, device="cpu", train_labels=False, device_type="cuda"), device="cuda")
     thousand_row_epochs = float((p.table["run_epochs"] * p.table["rows"] / 1000).sum())
     mnist = {k: s for (model, k), s in per_run_seconds.items() if model == "mnist_cnn"}
     best = min(mnist, key=mnist.get)
@@ -251,8 +230,6 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device: nothing to check here (the GPU checks need one; --device cpu runs those that do not)")
         return 0
-    from .hardware import describe, resolve_device, resolve_precision
-
     try:
         device = resolve_device(args.device)
     except ValueError as error:

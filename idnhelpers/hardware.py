@@ -1,23 +1,7 @@
-"""What this machine is, and the choices that depend on it.
-
-- ``resolve_device(device)``: ``"auto"`` is CUDA where there is one, else the CPU.
-- ``resolve_precision(precision, device)``: ``"auto"`` becomes ``"bf16"`` only where bf16 is native
-  and fast (CUDA with compute capability >= 8; a CPU whose oneDNN has native bf16 instructions,
-  ``avx512_bf16`` or ``amx_bf16``), ``"fp32"`` elsewhere. It decides from the hardware's own report,
-  so every process on one machine decides alike. Naming ``"bf16"`` on a CPU without it warns with
-  the slowdown measured here (it is emulated there, often 100x slower than fp32). On CUDA ``"fp32"``
-  is true fp32 (``training_settings`` turns PyTorch's default TF32 convolutions off); ``"tf32"``
-  (compute capability >= 8) asks for TF32 matrix products and convolutions.
-- ``training_settings(device, precision, deterministic)``: the TF32 and determinism switches a
-  run trains under, set for the run and restored after it.
-- ``describe(device, precision, deterministic)``: what every result records of the hardware that
-  made it (GPU model, compute capability, CUDA, cuDNN, TF32, determinism; on a CPU its fingerprint).
-- ``fingerprint()``: what decides whether two CPU results can be bit-identical (CPU model and
-  flags, oneDNN and MKL versions, the instruction set torch and oneDNN use, torch, threads).
-- ``matmul_gflops(dtype)``: this machine's measured matrix-multiply rate, the speed limit the
-  engine is measured against (``bench``).
-- ``tune_cpu_allocator()``: keeps the engine's per-step activations in the allocator's heap
-  instead of fresh pages from the kernel (measured: NOTES.md, "Speed").
+"""What this machine is, and the choices that depend on it: the device ``"auto"`` means, the precision
+(``"auto"`` is bf16 only where bf16 is native and fast, decided from the hardware's own report so every
+process on one machine decides alike), the TF32 and determinism switches a run trains under, what a
+result records of the hardware that made it, and the measured matrix-product rate ``bench`` compares with.
 """
 
 from __future__ import annotations
@@ -39,8 +23,6 @@ from .checks import check_choice, fail
 PRECISIONS = ("fp32", "tf32", "bf16")  # what a run trains in (tf32: CUDA only)
 PRECISION_CHOICES = ("auto",) + PRECISIONS  # what a user may ask for
 ISA_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to be deterministic (CUBLAS_WORKSPACE_CONFIG)
 
 
 @functools.cache
@@ -58,7 +40,6 @@ def _cpuinfo() -> dict:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what the platform says."""
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
@@ -69,7 +50,7 @@ def cpu_flags() -> frozenset[str]:
 
 @functools.cache
 def _library_versions() -> dict:
-    """oneDNN and MKL as torch was built with them (``torch.__config__.show()``)."""
+    """oneDNN and MKL as torch was built with them."""
     text = torch.__config__.show()
     onednn = re.search(r"MKL-DNN v([\w.]+)", text)
     mkl = re.search(r"Math Kernel Library Version ([\w.\-]+)", text)
@@ -100,18 +81,18 @@ def resolve_device(device) -> torch.device:
 def native_bf16(device) -> bool:
     """Whether ``device`` computes in bf16 natively: CUDA with compute capability >= 8 (Ampere and
     later), or a CPU with ``avx512_bf16``/``amx_bf16`` that oneDNN may use (an instruction-set cap
-    such as ``ONEDNN_MAX_CPU_ISA=AVX2`` turns it off)."""
+    such as ``ONEDNN_MAX_CPU_ISA=AVX2`` turns it off; bf16 is emulated there, often 100x slower)."""
     device = resolve_device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 0)
-    return device.type == "cpu" and _mkldnn_bf16() and bool(cpu_flags() & set(NATIVE_BF16_FLAGS))
+    return device.type == "cpu" and _mkldnn_bf16() and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 @functools.cache
 def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 0.5, device: str = "cpu"
                   ) -> float:
-    """The measured rate (GFLOP/s) of a ``size`` x ``size`` matrix product in ``dtype`` on
-    ``device`` (on a CPU with torch's threads): the best of repeated products over about ``seconds``."""
+    """The rate (GFLOP/s) of a ``size`` x ``size`` matrix product in ``dtype`` on ``device``: the best of
+    repeated products over about ``seconds``."""
     a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     a @ b
@@ -131,10 +112,9 @@ def bf16_slowdown() -> float:
 
 
 def resolve_precision(precision, device) -> str:
-    """``precision`` ("auto", "fp32", "tf32" or "bf16") for ``device`` (module docstring): ``"auto"``
-    is bf16 where it is native, else fp32. ``"bf16"`` and ``"tf32"`` on a GPU without them
+    """``"auto"`` is bf16 where it is native, else fp32. ``"bf16"`` and ``"tf32"`` on a GPU without them
     (compute capability below 8.0: V100, T4) are refused, ``"tf32"`` on a CPU too; ``"bf16"`` on a
-    CPU without it is kept (bf16 is emulated there) with a warning giving the measured slowdown."""
+    CPU without it is kept (emulated) with a warning giving the measured slowdown."""
     check_choice(precision, "precision", PRECISION_CHOICES)
     device = resolve_device(device)
     native = native_bf16(device)
@@ -157,19 +137,19 @@ def resolve_precision(precision, device) -> str:
 def training_settings(device, precision: str, deterministic: bool = False):
     """The switches a run trains under, restored afterwards. On CUDA: TF32 on for ``"tf32"`` only,
     so ``"fp32"`` is IEEE fp32 (PyTorch's default runs convolutions in TF32). ``deterministic``:
-    ``torch.use_deterministic_algorithms``, cuDNN's deterministic algorithms and no benchmarking,
-    and ``CUBLAS_WORKSPACE_CONFIG`` (set here unless set already; it must be before cuBLAS starts);
-    an operation PyTorch cannot make deterministic is refused with a ``ValueError`` naming it."""
+    PyTorch's and cuDNN's deterministic algorithms, no benchmarking, and ``CUBLAS_WORKSPACE_CONFIG``
+    (unless set already; it must be before cuBLAS starts); an operation PyTorch cannot make
+    deterministic is refused with a ``ValueError`` naming it."""
     device = torch.device(device)
-    # PyTorch's TF32 switches of float32 matrix products and cuDNN convolutions, in its newer API
-    # (setting its older allow_tf32 flags as well would mix the two APIs, which PyTorch refuses)
+    # TF32 of float32 matrix products and cuDNN convolutions, in PyTorch's newer API (setting the
+    # older allow_tf32 flags as well would mix the two APIs, which PyTorch refuses)
     switches = (torch.backends.cuda.matmul, torch.backends.cudnn.conv) if device.type == "cuda" else ()
     saved = ([s.fp32_precision for s in switches], torch.are_deterministic_algorithms_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     for switch in switches:
         switch.fp32_precision = "tf32" if precision == "tf32" else "ieee"
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
@@ -186,9 +166,8 @@ def training_settings(device, precision: str, deterministic: bool = False):
 
 
 def describe(device, precision: str, deterministic: bool = False) -> dict:
-    """What a result records of the hardware that trained it: on CUDA the GPU (name, compute
-    capability, memory), the CUDA and cuDNN versions, TF32 and determinism; on a CPU its
-    ``fingerprint()``; both with torch's version and the precision."""
+    """What a result records of the hardware that trained it: on CUDA the GPU, the CUDA and cuDNN
+    versions and TF32; on a CPU its ``fingerprint()``."""
     device = torch.device(device)
     record = {"device": str(device), "precision": precision, "deterministic": deterministic}
     if device.type == "cuda":
@@ -201,15 +180,12 @@ def describe(device, precision: str, deterministic: bool = False) -> dict:
 
 def fingerprint() -> dict:
     """What decides whether two CPU results can be bit-identical: the CPU (model, a hash of its
-    flags), the kernels (oneDNN, MKL, the instruction set torch dispatches to, any instruction-set
-    cap in the environment), torch and its thread count."""
+    flags), the kernels (oneDNN, MKL, the instruction set torch uses, any cap set in the
+    environment), torch and its thread count."""
     return {"cpu": cpu_model(), "flags": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16],
             **_library_versions(), "capability": torch.backends.cpu.get_cpu_capability(),
             "isa_environment": {name: os.environ[name] for name in ISA_ENVIRONMENT if name in os.environ},
             "torch": str(torch.__version__), "threads": torch.get_num_threads()}
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 @functools.cache
@@ -221,10 +197,11 @@ def cpu_cores() -> int:
 def tune_cpu_allocator() -> bool:
     """Serve allocations below 32 MB from glibc's heap and keep up to 512 MB of freed heap, so a
     training step's activations (a few MB each, freed every step) reuse memory instead of being
-    handed back to the kernel and faulted in again: measured 10% faster, a quarter of the system
-    time, on the MNIST protocol (NOTES.md). Once per process; a no-op without glibc."""
+    handed back to the kernel and faulted in again: 10% faster on the MNIST protocol (NOTES.md,
+    "Speed"). A no-op without glibc."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError):
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 512 << 20))
+    # glibc's mallopt parameters: M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1
+    return bool(mallopt(-3, 32 << 20)) and bool(mallopt(-1, 512 << 20))

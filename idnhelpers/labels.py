@@ -1,32 +1,17 @@
-"""Label files from the command line: any noise family's labels (``noise.FAMILIES``) for a
-whole training split, written as files with a checksummed manifest, and a check of such a folder.
-
-``idn-labels`` (also ``python -m idnhelpers.labels``)::
+"""``idn-labels`` (also ``python -m idnhelpers.labels``): any noise family's labels (``families.FAMILIES``)
+for a whole training split, written as files with a checksummed manifest, and ``--verify`` of such a
+folder (README.md, "Label files")::
 
     idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 --out labels/
     idn-labels --from-npz mine.npz --family xia --setting norm_std=0.2 --rates 0.2 --out labels/
-    idn-labels --dataset cifar10 --family cifar10n --setting labels=aggre --out labels/
     idn-labels --verify labels/
 
-For each rate r, ``--out`` receives three files named ``{prefix}_{family}_{r:g}`` (a fixed label set:
-``{prefix}_{family}-{setting}``, e.g. ``cifar10_cifar10n-aggre``), the prefix being the data set's
-name (``npz-<stem>`` for ``--from-npz <stem>.npz``), e.g. ``mnist_idn_0.2``:
-
-- ``mnist_idn_0.2.csv``: the official code's ``label,label_noisy`` rows (``published.write_noisy_csv``),
-  row i = index i of the training split in torchvision's order;
-- ``mnist_idn_0.2.npy``: the noisy labels (int64, same order);
-- ``mnist_idn_0.2_corrupted.npy``: a boolean mask, True where the noisy label differs from the true one;
-
-and one ``manifest.json``: the family and its settings (defaults filled in), the seeds it uses, the
-data set (name, n, SHA-256 of X's and y's bytes; the npz file's name and SHA-256), the library
-version, and per rate the exact flip count, the realised rate and every file's SHA-256. Files are
-written atomically (a temporary file moved into place); the old manifest is removed first and the
-new one written last, so a killed run leaves no half-written file and no manifest that lies.
-The same arguments give byte-identical files (the manifest has no timestamp; keys sorted); for a
-family that trains a network (``idn``, ``pmd``) on the same kind of device (its training depends on
-it; the manifest records the network's run key, protocol, device, the precision it resolved and the
-torch version), whose network comes from the run cache on a re-run. ``--verify DIR`` re-hashes every listed
-file and checks that the CSV, the two arrays and the flip counts agree (``verify_label_files``).
+Per label set, ``{prefix}_{name}.csv`` (``label,label_noisy`` rows, row i = training index i),
+``.npy`` (int64 noisy labels) and ``_corrupted.npy`` (bool mask); prefix: the data set's name
+(``npz-<stem>`` for ``--from-npz``). Files are written atomically, the old manifest removed first
+and the new one written last, so a killed run leaves no manifest that lies. The manifest has no
+timestamp and sorted keys: the same arguments give byte-identical files (for a family that trains
+a network, on the same kind of device: the manifest records its run key, device, precision, torch).
 """
 
 from __future__ import annotations
@@ -51,7 +36,7 @@ from .commands import Parser, check_output_folder
 from .datasets import FEATURES_PROTOCOL, get_dataset, register_arrays
 from .experiments import family_labels, network_run
 from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
-from .noise import FAMILIES
+from .families import FAMILIES
 from .published import read_noisy_csv, write_noisy_csv
 from .sample import sample
 
@@ -59,23 +44,20 @@ MANIFEST = "manifest.json"
 LOCK = ".idn-labels.lock"  # held while a process writes the folder
 FORMAT = "idnhelpers-labels/1"
 KINDS = ("csv", "noisy", "corrupted")  # a rate's files: label,label_noisy CSV, noisy labels, corrupted mask
-GENERATE = ("dataset", "from_npz", "family", "rates", "noise_seed", "train_seed", "data_root", "device",
+GENERATE = ("dataset", "from_npz", "family", "rates", "setting", "noise_seed", "train_seed", "data_root", "device",
             "precision")  # the options that only writing labels takes
 
 
 # ---------------------------------------------------------------- writing
 
-def label_set_name(family: str, rate: float | None, settings: dict) -> str:
-    """How a label set is named in files: ``{family}_{rate:g}``, or for a fixed family (one set of
-    labels) the family and the settings that choose it (``cifar10n-worst``)."""
-    if rate is not None:
-        return f"{family}_{rate:g}"
-    return family + "".join(f"-{v}" for v in settings.values() if isinstance(v, str) and v.isidentifier())
-
-
 def file_names(prefix: str, family: str, rate: float | None, settings: dict | None = None) -> dict[str, str]:
-    """The three files of one label set (module docstring), by kind (``KINDS``)."""
-    stem = f"{prefix}_{label_set_name(family, rate, settings or {})}"
+    """The three files of one label set, by kind (``KINDS``): ``{prefix}_{family}_{rate:g}...``, or for a
+    fixed family (no rate) named by the settings that choose it (``cifar10_cifar10n-worst...``)."""
+    if rate is not None:
+        stem = f"{prefix}_{family}_{rate:g}"
+    else:
+        stem = f"{prefix}_{family}" + "".join(f"-{v}" for v in (settings or {}).values()
+                                              if isinstance(v, str) and v.isidentifier())
     return dict(zip(KINDS, (f"{stem}.csv", f"{stem}.npy", f"{stem}_corrupted.npy")))
 
 
@@ -88,8 +70,7 @@ def array_info(t: torch.Tensor) -> dict:
 
 
 def check_rate_names(family: str, rates) -> list:
-    """The family's rates (``NoiseFamily.check_rates``: [None] for a fixed one), sorted; two rates
-    whose files would share a name (``{r:g}``) are refused."""
+    """The family's rates (``NoiseFamily.check_rates``), sorted and distinct as file names (``{r:g}``)."""
     rates = FAMILIES[check_choice(family, "--family", FAMILIES)].check_rates(family, rates, "--rates")
     if rates == [None]:
         return rates
@@ -101,9 +82,8 @@ def check_rate_names(family: str, rates) -> list:
 
 
 def register_npz(path: str | Path) -> tuple[str, dict]:
-    """Register the arrays ``X`` and ``y`` of an .npz as data set ``npz:<stem>`` (``register_arrays``;
-    Algorithm 1's network for it is the MLP of ``datasets.FEATURES_PROTOCOL``). Returns the name
-    and the file's manifest entry (name, SHA-256)."""
+    """Register the arrays ``X`` and ``y`` of an .npz as data set ``npz:<stem>`` (``FEATURES_PROTOCOL``);
+    returns the name and the file's manifest entry."""
     path = Path(path)
     if not path.is_file():
         fail("--from-npz", str(path), "an existing .npz file holding arrays 'X' and 'y'")
@@ -130,17 +110,14 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
 def write_label_files(dataset: str, family: str, rates, out: str | Path, *, noise_seed: int | None = None,
                       train_seed: int | None = None, root=None, device=None, precision: str = "fp32",
                       npz: dict | None = None, settings: dict | None = None, echo=print) -> dict:
-    """Write every label set's files and the manifest into ``out`` (module docstring) and return
-    the manifest. The labels are ``experiments.family_labels``' for the whole training split
-    (``sample.sample(dataset)``); all of them are made before the first file is written. Seeds
-    default to the family's (0); ``settings``: the family's own (defaults filled in); ``npz``: the
-    source file's manifest entry; ``echo`` prints each label set's summary line."""
+    """Write every label set's files and the manifest into ``out``; returns the manifest. All labels
+    (``experiments.family_labels`` of the whole training split) are made before the first file is
+    written. ``npz``: the source file's manifest entry; ``echo`` prints each label set's line."""
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
     rates = check_rate_names(family, rates)
     settings = spec.with_defaults(family, dict(settings or {}))
     data = sample(dataset, root=root)
-    trains = spec.needs == "network"
-    precision = resolve_precision(precision, device) if trains else None  # the manifest records what trained
+    precision = resolve_precision(precision, device) if spec.needs == "network" else None  # what trained, if any
     noisy = family_labels(data, family, None if rates == [None] else rates, noise_seed=noise_seed,
                           train_seed=train_seed, device=device, precision=precision or "fp32", **settings)
     out = Path(out)
@@ -151,7 +128,7 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
         _make_room(out, [name for files in names.values() for name in files.values()], dataset, family)
         entries = [_write_rate(out, names[r], r, data.y, noisy[r], echo) for r in rates]
         manifest = _manifest(dataset, family, spec, rates, settings, data, noise_seed, train_seed, npz, entries,
-                             precision if trains else None, device)
+                             precision, device)
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
     echo(f"manifest: {out / MANIFEST}")
@@ -172,14 +149,15 @@ def _manifest(dataset, family, spec, rates, settings, data, noise_seed, train_se
         run = network_run(data, train_seed=train_seed, precision=precision,
                           keep="last" if spec.network == "final" else "none")
         manifest["network"] = {"run": run.key(), "softmax": spec.network, "protocol": dataclasses.asdict(run.protocol),
-                               "device": resolve_device(device).type, "precision": precision, "torch": torch.__version__}
+                               "device": resolve_device(device).type, "precision": precision,
+                               "torch": torch.__version__}
     return manifest
 
 
 @contextlib.contextmanager
 def folder_lock(folder: Path, echo=print):
-    """Hold the lock of a label folder (``.idn-labels.lock``): another writer waits until it is
-    free, so two processes never mix their files (a lock whose process died is taken over)."""
+    """Hold a label folder's lock: another writer waits, so two processes never mix their files
+    (a lock whose process died is taken over)."""
     waited = False
     while (lock := Lock.acquire("labels", folder / LOCK)) is None:
         if not waited:
@@ -201,10 +179,9 @@ def label_files_in(folder: Path) -> list[str]:
 
 
 def _make_room(out: Path, names: list[str], dataset: str, family: str) -> None:
-    """Before writing ``names`` into ``out`` (under its lock): remove the temporary files of killed
-    writers, refuse a folder holding label files of another label set (neither ours nor listed
-    by the folder's manifest of the same data set and family), remove those of that manifest that
-    this run does not rewrite, and remove the manifest, so a killed run never leaves one that lies."""
+    """Before writing ``names`` into ``out`` (locked): remove killed writers' temporary files, refuse
+    label files neither ours nor listed by the folder's manifest of the same data set and family,
+    remove those listed that this run does not rewrite, then the manifest."""
     for partial in out.glob(".*.tmp"):
         partial.unlink(missing_ok=True)
     listed = set()
@@ -234,7 +211,8 @@ def _write_rate(out: Path, names: dict[str, str], rate: float | None, y: torch.T
     for kind, array in (("noisy", y_noisy.numpy().astype(np.int64)), ("corrupted", corrupted)):
         atomic_write(out / names[kind], lambda f, a=array: np.save(f, a, allow_pickle=False))
     flips = int(corrupted.sum())
-    echo(f"{'rate ' + format(rate, 'g') if rate is not None else 'labels'}: {flips} of {len(y)} labels flipped ({flips / len(y):.4f}) -> {', '.join(names.values())}")
+    echo(f"{'rate ' + format(rate, 'g') if rate is not None else 'labels'}: {flips} of {len(y)} labels flipped "
+         f"({flips / len(y):.4f}) -> {', '.join(names.values())}")
     return {"rate": rate, "flips": flips, "realised_rate": round(flips / len(y), 6),
             "files": {kind: {"name": name, "sha256": file_digest(out / name)} for kind, name in names.items()}}
 
@@ -242,12 +220,9 @@ def _write_rate(out: Path, names: dict[str, str], rate: float | None, y: torch.T
 # ---------------------------------------------------------------- verifying
 
 def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
-    """Check a folder ``write_label_files`` wrote against its manifest: each listed file exists and
-    has its recorded SHA-256; the CSV's ``label_noisy`` equals the ``.npy``, the mask equals
-    ``label != label_noisy``, the flip count and n are the manifest's and the CSV's true labels
-    hash to the data set's y; the manifest is of this format and lists at least one label set,
-    and every label file (``.csv``, ``.npy``) in the folder is one it lists. Returns each file's
-    problems (an empty list: OK), manifest first."""
+    """Check a folder ``write_label_files`` wrote against its manifest: every listed file and its
+    SHA-256, the CSV, arrays, flip counts and true labels agreeing, no unlisted label file. Returns
+    each file's problems (an empty list: OK), manifest first."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -320,21 +295,21 @@ def _array_problems(path: Path, want: np.ndarray, what: str) -> list[str]:
 # ---------------------------------------------------------------- the command line
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="idn-labels", description="Write a noise family's labels for a data set's "
-                                "training split (label,label_noisy CSV, .npy labels, corrupted mask, manifest.json), "
-                                "or verify such a folder.",
-                                epilog="Examples: idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 "
-                                "--out labels/; idn-labels --from-npz mine.npz --family symmetric --rates 0.2 --out "
-                                "labels/; idn-labels --verify labels/")
+    p = Parser(prog="idn-labels", description="Write a noise family's labels for a data set's training split "
+               "(label,label_noisy CSV, .npy labels, corrupted mask, manifest.json), or verify such a folder.",
+               epilog="Examples: idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 --out labels/; "
+               "idn-labels --from-npz mine.npz --family symmetric --rates 0.2 --out labels/; "
+               "idn-labels --verify labels/")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", help="a registered data set (mnist, cifar10, breast_cancer, ...)")
     src.add_argument("--from-npz", metavar="FILE", help="an .npz holding X (uint8 images N x C x H x W or features "
                      "N x d) and y (integer labels); registered as npz:<stem>")
-    p.add_argument("--family", choices=list(FAMILIES), help="the noise family (noise.FAMILIES)")
+    p.add_argument("--family", choices=list(FAMILIES), help="the noise family (families.FAMILIES)")
     p.add_argument("--rates", nargs="+", type=float, metavar="RATE", help="noise rates in [0, 1), e.g. 0.2 0.4 (none "
                    "for a fixed label set such as cifar10n)")
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
-                   help="a setting of the family (YAML value): norm_std=0.2 (xia), type=2 (pmd), labels=aggre (cifar10n)")
+                   help="a setting of the family (YAML value): norm_std=0.2 (xia), type=2 (pmd), labels=aggre "
+                   "(cifar10n)")
     p.add_argument("--noise-seed", type=int, help="the noise draws' seed, for the families seeded by it (default 0)")
     p.add_argument("--train-seed", type=int, help="the labelling network's seed, for the families that train one "
                    "(idn, pmd; default 0)")
@@ -359,7 +334,8 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
         if args.rates is None and not spec.fixed:
             fail("--rates", None, f"one or more noise rates for family {args.family!r}, e.g. --rates 0.2 0.4")
         rates = check_rate_names(args.family, args.rates)
-        settings = spec.with_defaults(args.family, check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2"))
+        given = check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2")
+        settings = spec.with_defaults(args.family, given)
         for option, value in (("--noise-seed", args.noise_seed), ("--train-seed", args.train_seed)):
             if value is not None and option[2:].replace("-", "_") not in spec.seeded_by:
                 fail(option, value, f"nothing: family {args.family!r} is seeded by "
@@ -385,8 +361,7 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
 
 def _verify(args, p: argparse.ArgumentParser) -> int:
     """Print OK / MISSING / MISMATCH per file; 0 if every file is OK, else 1."""
-    given = [f"--{o.replace('_', '-')}" for o in GENERATE if getattr(args, o) is not None] + (
-        ["--setting"] if args.setting else [])
+    given = [f"--{o.replace('_', '-')}" for o in GENERATE if getattr(args, o) not in (None, [])]
     if given:
         p.error(f"--verify checks a folder against its manifest: it takes none of {', '.join(given)}")
     if not Path(args.verify).is_dir():

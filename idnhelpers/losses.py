@@ -1,36 +1,16 @@
 """Training objectives (cross-entropy, SEAL's soft labels, the baselines of Tables 1-3, and ELR and
-PLC beyond the paper), as small specs the engine turns into a loss.
-
-An ``Objective`` is a frozen dataclass: its fields, and for a class defined outside this library
-the source of its code, enter the cache key of every run that uses it (edit your loss and its
-runs are retrained). ``make(specs, n_classes, n_epochs)`` (a class method) returns the loss of
-the K runs trained in one call (K = 1, or K stacked runs whose objectives are ``specs``),
-``loss(logits, targets, epoch, rows) -> K losses``: logits K x b x c, targets K x b (or K x b x c
-soft labels), ``rows`` the batch's K x b row indices into each run's training set; it may keep
-state (DAC's alpha schedule) with a leading K axis. The loss functions below take any leading
-axes (b x c logits give one loss), so a step's ATen calls do not grow with K. Fields named in
-``per_run`` may differ between the stacked runs (Forward's T); the others are equal (the runs'
-``stack_signature``). Class attributes: ``extra_outputs`` widens the
-network's last layer (DAC's abstention class: the recorded softmax and the training accuracy use
-the first ``n_classes`` outputs; test and validation predictions take the arg-max over every
-output, so an abstention counts as an error, as DAC's authors score it); ``drop_last`` skips a final incomplete batch (DMI's determinant
-needs every class in the batch); ``accepts_soft``: soft labels (n x c rows) allowed as targets;
-``row_weighted``: the loss keeps per-row state, and its ``before_epoch(epoch, train_softmax,
-labels)`` runs before each epoch, ``train_softmax()`` giving the K x n x c eval-mode softmax of
-the training sets on demand, ``labels`` their K x n hard labels (truncated GCE's pruning; ELR's
-targets and PLC's corrected labels are such per-row state).
-Write your own by subclassing ``Objective`` and register it as a method with
-``methods.register_method(name, methods.loss_method(label, YourObjective))``.
+PLC beyond the paper) as frozen dataclasses whose fields (and, for a class defined outside this
+library, its code) enter the cache key of their runs. ``make(specs, n_classes, n_epochs)`` (a class
+method) returns the loss of the K runs one call trains, ``loss(logits, targets, epoch, rows) -> K
+losses``: logits K x b x c, targets K x b (or K x b x c soft labels), ``rows`` the batch's K x b row
+indices into each run's training set; state has a leading K axis, and the loss functions take any
+leading axes, so a step's ATen calls do not grow with K. A new loss: a subclass, registered by
+``methods.register_method(name, methods.loss_method(label, cls))``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import inspect
-import marshal
-import sys
-import types
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,34 +18,23 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_float, check_int, check_transition_matrix, fail
-
-
-def row_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """-log f_y(x) of each row (... x b x c logits, ... x b labels -> ... x b)."""
-    return -F.log_softmax(logits, -1).gather(-1, y[..., None]).squeeze(-1)
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against hard labels, or Algorithm 2's -sum_k S_k log f_k against soft labels;
-    the mean over the rows (the last axis but one)."""
-    if targets.dim() < logits.dim():
-        return row_cross_entropy(logits, targets).mean(-1)
-    return -(targets * F.log_softmax(logits, -1)).sum(-1).mean(-1)
+from .lossparts import code_hash, row_cross_entropy, rows_of, run_rows, soft_cross_entropy
 
 
 @dataclass(frozen=True)
 class Objective:
     """Base class of the objectives (see the module docstring)."""
 
-    extra_outputs = 0
-    drop_last = False
-    accepts_soft = False
+    extra_outputs = 0  # more outputs (DAC's abstention: an error in test and validation predictions)
+    drop_last = False  # skip a final incomplete batch
+    accepts_soft = False  # soft labels (K x n x c) allowed as targets
+    # per-row state: before_epoch(epoch, train_softmax, labels) runs before each epoch, train_softmax() giving
+    # the K x n x c eval-mode softmax of the training sets, labels their K x n hard labels
     row_weighted = False
-    per_run: ClassVar[tuple[str, ...]] = ()  # fields that may differ between the runs of one stacked call
+    per_run: ClassVar[tuple[str, ...]] = ()  # fields that may differ between stacked runs (Forward's T)
 
     @classmethod
     def make(cls, specs: list[Objective], n_classes: int, n_epochs: int):
-        """The loss ``(logits, targets, epoch, rows) -> K losses`` of K runs with objectives ``specs``."""
         raise NotImplementedError
 
     def __init_subclass__(cls, **kwargs):
@@ -76,12 +45,10 @@ class Objective:
                             "an objective's make(self, n_classes, n_epochs) of one run is the API before 0.4")
 
     def check(self, n_classes: int, n_epochs: int) -> None:
-        """Refuse settings that do not fit a run of ``n_classes`` and ``n_epochs`` (called when the
-        run is built, before any training)."""
+        """Refuse settings that do not fit the run (called before any training)."""
 
     def scores(self, pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
-        """The objective's own measures of a split's arg-max predictions (over every output) after
-        an epoch, recorded in the history as ``<split>_<name>`` (test, val); none by default."""
+        """Own measures of a split's arg-max predictions, recorded as ``<split>_<name>``."""
         return {}
 
     def config(self) -> dict:
@@ -91,37 +58,6 @@ class Objective:
         if not cls.__module__.startswith("idnhelpers."):
             conf["module"], conf["code"] = cls.__module__, code_hash(cls)
         return conf
-
-
-def code_hash(cls: type) -> str:
-    """A hash of a class's code and of the module-level functions it calls by name."""
-    functions = _functions(cls)
-    namespace = functions[0].__globals__ if functions else vars(sys.modules.get(cls.__module__, types.ModuleType("_")))
-    names = {name for f in functions for name in _names(f.__code__)}
-    helpers = [namespace[n] for n in sorted(names) if isinstance(namespace.get(n), types.FunctionType)]
-    return hashlib.sha256(b"".join(_code_text(part) for part in [cls] + helpers)).hexdigest()[:16]
-
-
-def _code_text(obj) -> bytes:
-    try:
-        return inspect.getsource(obj).encode()
-    except (OSError, TypeError):  # typed into a REPL: the compiled code instead
-        functions = [obj] if isinstance(obj, types.FunctionType) else _functions(obj)
-        return b"".join(marshal.dumps(f.__code__) for f in functions)
-
-
-def _functions(cls: type) -> list[types.FunctionType]:
-    """The functions a class defines, its class and static methods' included."""
-    functions = [getattr(v, "__func__", v) for v in vars(cls).values()]
-    return [f for f in functions if isinstance(f, types.FunctionType)]
-
-
-def _names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _names(const)
-    return names
 
 
 @dataclass(frozen=True)
@@ -136,9 +72,8 @@ class CrossEntropy(Objective):
 
 
 def forward_loss(logits: torch.Tensor, y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """Forward correction (Patrini et al. 2017): -log (T^T f(x))_y, the cross-entropy of the noisy
-    label under the clean softmax pushed through T (T[i, j] = P(noisy j | clean i)), computed as
-    a log-sum-exp of log f_i + log T[i, y] (b x c logits with c x c T, or K x b x c with K x c x c)."""
+    """Forward correction (Patrini et al. 2017): -log (T^T f(x))_y, T[i, j] = P(noisy j | clean i),
+    as a log-sum-exp of log f_i + log T[i, y] (b x c logits with c x c T, or K x b x c with K x c x c)."""
     log_T_to_y = T.log().transpose(-1, -2).gather(-2, y[..., None].expand(*y.shape, T.shape[-1]))  # [.., b, i]
     return -torch.logsumexp(F.log_softmax(logits, -1) + log_T_to_y, -1).mean(-1)
 
@@ -161,23 +96,27 @@ class Forward(Objective):
 
 
 class _ForwardLoss:
-    """Forward's loss with the K runs' T (K x c x c) copied to each device once, not at every step
-    (a copy per step makes a GPU wait on the host)."""
+    """The K runs' T moved to the device once (a copy per step makes a GPU wait on the host)."""
 
     def __init__(self, T: torch.Tensor):
-        self.T, self.on_device = T, {}
+        self.T = T
 
     def __call__(self, logits, y, epoch, rows):
-        if logits.device not in self.on_device:
-            self.on_device[logits.device] = self.T.to(logits.device)
-        return forward_loss(logits, y, self.on_device[logits.device])
+        if self.T.device != logits.device:
+            self.T = self.T.to(logits.device)
+        return forward_loss(logits, y, self.T)
+
+
+def _lq(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
+    """L_q = (1 - f_y(x)^q) / q of each row."""
+    log_p = -row_cross_entropy(logits, y)
+    return (1 - torch.exp(q * log_p)) / q
 
 
 def gce_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
-    """Generalized cross-entropy L_q = (1 - f_y(x)^q) / q (Zhang and Sabuncu 2018, Eq. 6); CE as q -> 0,
-    MAE (up to a factor) at q = 1."""
-    log_p = -row_cross_entropy(logits, y)
-    return ((1 - torch.exp(q * log_p)) / q).mean(-1)
+    """Generalized cross-entropy L_q (Zhang and Sabuncu 2018, Eq. 6); CE as q -> 0, MAE (up to a
+    factor) at q = 1."""
+    return _lq(logits, y, q).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -194,25 +133,16 @@ class GCE(Objective):
         return lambda logits, y, epoch, rows: gce_loss(logits, y, specs[0].q)
 
 
-def truncated_lq_loss(logits: torch.Tensor, y: torch.Tensor, q: float, k: float, weights) -> torch.Tensor:
-    """Zhang and Sabuncu's truncated L_q (Eq. 9) in the form they optimise (Eq. 11): the batch mean
-    of w_i (L_q(f_y(x_i)) - L_q(k)), L_q(k) = (1 - k^q) / q."""
-    log_p = -row_cross_entropy(logits, y)
-    return (weights * ((1 - torch.exp(q * log_p)) / q - (1 - k ** q) / q)).mean(-1)
-
-
 @dataclass(frozen=True)
 class TruncatedGCE(Objective):
-    """Truncated L_q with pruning (Zhang and Sabuncu 2018, Sec. 3.3, Eq. 9-11): alternately train
-    the network with the weights w fixed, and set w_i = 1[f_{y_i}(x_i) > k] (the instances whose
-    L_q is below the truncation L_q(k)) with the network fixed. All w_i = 1 until the first
-    pruning; pruning runs before every 1-based epoch e with e >= ``prune_start`` and e divisible by
-    ``prune_every`` (40 and 10: the schedule of the widely used reimplementation,
-    AlanChou/Truncated-Loss, for 120 CIFAR epochs; a run shorter than ``prune_start`` epochs is
-    refused, since it would never prune). Pruning scores the current network in eval mode on the
-    un-augmented training instances; that code scores the checkpoint with the best *test* accuracy
-    on augmented instances, which uses the test set for training. The logged loss carries the
-    constant -L_q(k) of Eq. 11, so it can be negative."""
+    """Truncated L_q with pruning (Zhang and Sabuncu 2018, Sec. 3.3, Eq. 9-11): the batch mean of
+    w_i (L_q(f_y(x_i)) - L_q(k)) (Eq. 11), w_i = 1[f_{y_i}(x_i) > k] set with the network fixed,
+    all 1 until the first pruning. Pruning runs before every 1-based epoch e >= ``prune_start``
+    divisible by ``prune_every`` (40 and 10: AlanChou/Truncated-Loss's schedule for 120 CIFAR
+    epochs; a run shorter than ``prune_start`` is refused). It scores the current network in eval
+    mode on the un-augmented training instances; that code scores the checkpoint with the best
+    *test* accuracy on augmented ones, which trains on the test set. The logged loss carries the
+    constant -L_q(k), so it can be negative."""
 
     q: float = 0.7
     k: float = 0.5
@@ -236,16 +166,6 @@ class TruncatedGCE(Objective):
         return _PrunedLq(specs[0])
 
 
-def run_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The index of a batch's K x b ``rows`` into per-row state of the K runs (K x n x ...)."""
-    return torch.arange(len(rows), device=rows.device)[:, None], rows
-
-
-def rows_of(state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Per-row state (K x n x ...) at a batch's K x b ``rows``: K x b x ..."""
-    return state[run_rows(rows)]
-
-
 class _PrunedLq:
     def __init__(self, spec: TruncatedGCE):
         self.spec, self.weights = spec, None  # weights: K x n
@@ -259,16 +179,16 @@ class _PrunedLq:
             self.pruned_at.append(epoch)
 
     def __call__(self, logits, y, epoch, rows):
+        q, k = self.spec.q, self.spec.k
         weights = 1.0 if self.weights is None else rows_of(self.weights, rows)
-        return truncated_lq_loss(logits, y, self.spec.q, self.spec.k, weights)
+        return (weights * (_lq(logits, y, q) - (1 - k ** q) / q)).mean(-1)
 
 
 def dmi_loss(logits: torch.Tensor, y: torch.Tensor, n_classes: int, official: bool = True) -> torch.Tensor:
-    """L_DMI = -log |det U|, U = O^T Y / N the empirical joint distribution of prediction and noisy
-    label on the batch (Xu et al. 2019, Eq. 2). ``official`` (default): the authors' code,
-    -log(|det(O^T Y)| + 0.001), unnormalised and with an offset. Both have the same gradient while
-    |det| >> 0.001; the offset keeps the loss finite on a batch that misses a class (det U = 0,
-    which at batch size 64 and 10 classes is about one batch in 80), where the formula itself is +inf."""
+    """L_DMI = -log |det U|, U = O^T Y / N the batch's joint distribution of prediction and noisy
+    label (Xu et al. 2019, Eq. 2). ``official``: the authors' -log(|det(O^T Y)| + 0.001), the same
+    gradient while |det| >> 0.001, finite on a batch that misses a class (det U = 0: about one
+    batch in 80 at batch size 64 and 10 classes), where the formula is +inf."""
     joint = F.softmax(logits.float(), -1).transpose(-1, -2) @ F.one_hot(y, n_classes).float()
     if official:
         return -torch.log(torch.det(joint).abs() + 0.001)
@@ -293,17 +213,14 @@ class DMI(Objective):
 
 @dataclass(frozen=True)
 class DAC(Objective):
-    """Deep abstaining classifier (Thulasidasan et al. 2019): k + 1 outputs, the last one abstains.
+    """Deep abstaining classifier (Thulasidasan et al. 2019): k + 1 outputs, the last abstains.
 
-    For the first ``warmup_epochs`` epochs: plain cross-entropy over the k + 1 outputs, while an
-    exponential moving average (``ewma_mu``) of alpha_thresh = mean((1 - p_abstain) * H(y, f_1..k))
-    is tracked per batch. Then alpha starts at alpha_thresh / ``alpha_init_factor`` and rises
-    linearly, once per epoch, to ``alpha_final`` at the last epoch, with the loss
-    (1 - p_abstain) * H(y, f_1..k) - alpha * log(1 - p_abstain), H the cross-entropy over the k real
-    classes. As in the authors' ``dac_loss``, whose increment (alpha_final - alpha) / (total_epochs -
-    epoch) counts 1-based epochs and so reaches alpha_final at the last one; with our 0-based
-    epochs the same end point is (alpha_final - alpha) / (n_epochs - 1 - epoch).
-    ``warmup_epochs=None`` uses a tenth of the epochs."""
+    For ``warmup_epochs`` (None: a tenth of the epochs), cross-entropy over the k + 1 outputs while
+    an exponential moving average (``ewma_mu``) of alpha_thresh = mean((1 - p_abstain) H(y, f_1..k))
+    is tracked per batch. Then the loss is (1 - p_abstain) H(y, f_1..k) - alpha log(1 - p_abstain),
+    alpha starting at alpha_thresh / ``alpha_init_factor`` and rising once per epoch to
+    ``alpha_final`` at the last epoch: the authors' ``dac_loss`` increment (alpha_final - alpha) /
+    (total_epochs - epoch) counts 1-based epochs; with 0-based ones it is / (n_epochs - 1 - epoch)."""
 
     warmup_epochs: int | None = None
     alpha_final: float = 1.0
@@ -325,8 +242,8 @@ class DAC(Objective):
             fail("warmup_epochs", self.warmup_epochs, f"fewer than the run's n_epochs={n_epochs}")
 
     def scores(self, pred, y, n_classes):
-        """An abstention (arg-max = the extra output) is an error in the accuracy, as the authors'
-        ``test_dac`` scores it; also the fraction abstained on and the accuracy on the rest."""
+        """The fraction abstained on (arg-max = the extra output, as the authors' ``test_dac``) and
+        the accuracy on the rest."""
         kept = pred < n_classes
         return {"abstained": 1 - kept.float().mean().item(),
                 "kept_acc": (pred == y)[kept].float().mean().item() if kept.any() else float("nan")}
@@ -337,11 +254,9 @@ class DAC(Objective):
 
 
 class _DACLoss:
-    """DAC's loss with its state per run (alpha_thresh's average and alpha: one value per run)."""
-
     def __init__(self, spec: DAC, n_classes: int, n_epochs: int, warmup: int):
         self.spec, self.k, self.n_epochs, self.warmup = spec, n_classes, n_epochs, warmup
-        self.thresh_ewma = self.alpha = self.alpha_inc = self.alpha_epoch = None
+        self.thresh_ewma = self.alpha = self.alpha_inc = self.alpha_epoch = None  # one value per run
 
     def __call__(self, logits, y, epoch, rows):
         p_abstain = F.softmax(logits, -1)[..., self.k].clamp(max=1 - 1e-7)
@@ -362,9 +277,8 @@ class _DACLoss:
 
 
 def elr_update(targets: torch.Tensor, probs: torch.Tensor, beta: float) -> torch.Tensor:
-    """ELR's target estimate after one batch (Liu et al. 2020, Eq. 9 of the paper; ``elr_loss`` in
-    shengliu66/ELR ``model/loss.py``): t <- beta t + (1 - beta) p / sum(p), with p the batch's
-    clamped softmax, detached."""
+    """ELR's target estimate after one batch (Liu et al. 2020, Eq. 9; ``elr_loss`` in shengliu66/ELR
+    ``model/loss.py``): t <- beta t + (1 - beta) p / sum(p), p the batch's clamped softmax, detached."""
     p = probs.detach()
     return beta * targets + (1 - beta) * p / p.sum(-1, keepdim=True)
 
@@ -378,16 +292,12 @@ def elr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, lam: 
 
 @dataclass(frozen=True)
 class ELR(Objective):
-    """Early-learning regularisation (Liu et al., NeurIPS 2020, "Early-Learning Regularization
-    Prevents Memorization of Noisy Labels"; code shengliu66/ELR, ``ELR/model/loss.py``): every
-    training instance keeps a moving average t_i of its predictions (``elr_update``, momentum
-    ``beta``), and the loss adds ``lam`` * log(1 - <t_i, p_i>) to the cross-entropy
-    (``elr_loss``), which keeps the network's output near what it learnt early, before it memorises
-    the noise. As the authors' code: t starts at zero and is updated from the batch's softmax
-    before the loss reads it. The defaults are the authors' CIFAR-10 setting (beta 0.7, lambda 3;
-    CIFAR-100: 0.9 and 7); they give none for MNIST, so it uses CIFAR-10's. The network, optimiser
-    and schedule are the run's protocol (the SEAL paper's, shared by every method), not the ELR
-    paper's ResNet-34 with cosine annealing."""
+    """Early-learning regularisation (Liu et al., NeurIPS 2020; code shengliu66/ELR): each training
+    instance keeps a moving average t_i of its predictions (``elr_update``, momentum ``beta``), and
+    the loss adds ``lam`` * log(1 - <t_i, p_i>) to the cross-entropy (``elr_loss``). As the
+    authors' code, t starts at zero and is updated from the batch's softmax before the loss reads
+    it. Defaults: their CIFAR-10 setting (CIFAR-100: 0.9 and 7; none for MNIST). Network and
+    schedule are the run's protocol, not the ELR paper's ResNet-34 with cosine annealing."""
 
     beta: float = 0.7
     lam: float = 3.0
@@ -420,9 +330,8 @@ class _ELRLoss:
 def lrt_correction(labels: torch.Tensor, f: torch.Tensor, delta: float, increment: float):
     """PLC's label correction (Zhang et al. 2021, Algorithm 1; ``lrt_correction`` in pxiangwu/PLC
     ``utils.py``): relabel every instance whose likelihood ratio f_y(x) / max_k f_k(x) is below
-    ``delta`` to argmax f(x); if fewer than 0.1% of the instances were relabelled, raise delta by
-    ``increment`` (at most 0.9). Returns the new labels and delta. Leading axes are runs, each
-    with its own delta (a float64 tensor of their shape)."""
+    ``delta`` to argmax f(x); if fewer than 0.1% were relabelled, raise delta by ``increment`` (at
+    most 0.9). Returns the new labels and delta. Leading axes are runs, each with its own delta."""
     delta = torch.as_tensor(delta, dtype=torch.float64, device=labels.device)
     ratio = f.gather(-1, labels[..., None]).squeeze(-1) / f.max(-1).values
     relabel = ratio < delta[..., None]
@@ -433,18 +342,13 @@ def lrt_correction(labels: torch.Tensor, f: torch.Tensor, delta: float, incremen
 
 @dataclass(frozen=True)
 class PLC(Objective):
-    """Progressive label correction (Zhang et al., ICLR 2021, "Learning with Feature-Dependent
-    Label Noise: A Progressive Approach", Algorithm 1; code pxiangwu/PLC, ``cifar/train.py`` and
-    ``utils.lrt_correction``): cross-entropy on labels that are corrected as training goes. Each
-    batch's softmax (train mode, before its step, as the authors record it) is kept for the last
-    ``window`` epochs; after each epoch from ``warmup_epochs`` on (0-based, as the authors'
-    ``epoch >= warm_up``), the mean of those softmaxes relabels the instances whose likelihood
-    ratio is below the threshold delta (``lrt_correction``; the corrections accumulate), and delta
-    rises by ``delta_increment`` whenever fewer than 0.1% change. Defaults: the authors' CIFAR
-    setting (delta 0.3, increment 0.1, window 5, warm-up 8 of 180 epochs); they give none for MNIST.
-    ``warmup_epochs=None``: 8, or (n_epochs - 1) // 2 for a run too short for it, so a short run
-    still corrects. The network, optimiser and schedule are the run's protocol (the SEAL paper's,
-    shared by every method), not PLC's PreAct ResNet-34 schedule."""
+    """Progressive label correction (Zhang et al., ICLR 2021, Algorithm 1; code pxiangwu/PLC
+    ``cifar/train.py``): cross-entropy on labels corrected as training goes. Each batch's softmax
+    (train mode, before its step, as the authors record it) is kept for the last ``window`` epochs;
+    after each 0-based epoch >= ``warmup_epochs`` (the authors' ``epoch >= warm_up``), their mean
+    relabels by ``lrt_correction`` (corrections accumulate). Defaults: the authors' CIFAR setting
+    (warm-up 8 of 180 epochs; none for MNIST); ``warmup_epochs=None``: 8, or (n_epochs - 1) // 2 for
+    a shorter run. Network and schedule are the run's protocol, not PLC's PreAct ResNet-34's."""
 
     delta: float = 0.3
     delta_increment: float = 0.1

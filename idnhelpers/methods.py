@@ -243,7 +243,8 @@ def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_
     protocols = _dmi_protocols(runs, optimizer, lr, momentum, weight_decay, n_epochs, milestones, gamma)
     first = trainer(ce_runs(runs, keep_weights=True))
     second = trainer([run.replace(protocol=p, objective=DMI(official_loss), init=r.weights, record_softmax=True,
-                                  average_epochs=average_epochs, label="DMI") for run, p, r in zip(runs, protocols, first)])
+                                  average_epochs=average_epochs, label="DMI")
+                      for run, p, r in zip(runs, protocols, first)])
     return [MethodResult("", (a, b)) for a, b in zip(first, second)]
 
 

@@ -11,11 +11,9 @@ from torch import nn
 
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(x, 2)``. Under ``torch.no_grad`` (evaluation, softmax recording) it is two
-    element-wise maxima of strided views: the same values bit for bit (NaN included), 3-6x faster
-    on a CPU than ATen's pooling kernel at 512 rows (NOTES.md, issue 20), channels-last kept. With
-    gradients on, always ATen's kernel and backward (ties to the first maximum), also under vmap,
-    where ``x.requires_grad`` reads False."""
+    """``F.max_pool2d(x, 2)``. Without gradients, two element-wise maxima of strided views: the same
+    values bit for bit (NaN included), 3-6x faster on a CPU at 512 rows (NOTES.md, issue 20). With
+    gradients on (also under vmap, where ``x.requires_grad`` reads False), ATen's kernel."""
     if torch.is_grad_enabled():
         return F.max_pool2d(x, 2)
     x = x[:, :, : x.shape[2] // 2 * 2, : x.shape[3] // 2 * 2]  # max_pool2d drops an odd last row or column
@@ -25,9 +23,8 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 
 class MnistCNN(nn.Module):
     """Appendix A's MNIST CNN: [conv 5x5, 20, relu, maxpool 2]; [conv 5x5, 50, relu, maxpool 2];
-    [fc 800 -> 500, relu]; [fc 500 -> 10]. Each relu runs after its max-pool: the two commute
-    (relu is monotone), forward and backward give the same numbers, and relu then touches a
-    quarter of the values."""
+    [fc 800 -> 500, relu]; [fc 500 -> 10]. Each relu runs after its max-pool (relu is monotone: they
+    commute, forward and backward), on a quarter of the values."""
 
     def __init__(self, n_classes: int = 10, in_channels: int = 1):
         super().__init__()
@@ -54,86 +51,60 @@ class MLP(nn.Module):
 
 
 class GlobalAvgPool(nn.Module):
-    """Mean over the spatial dimensions (as adaptive average pooling to 1 x 1 + flatten, which it
-    equals bit for bit, but with a batching rule: it stacks under torch.func.vmap)."""
+    """Adaptive average pooling to 1 x 1 + flatten, bit for bit, with a batching rule for vmap."""
 
     def forward(self, x):
         return x.mean((2, 3))
 
 
 class _WideBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
+    """A pre-activation block; ``official``: the official code's, with the stride on the second
+    convolution, biased convolutions and the 1x1 shortcut on the raw input (not its pre-activation)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, official: bool):
         super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.shortcut = None if (c_in == c_out and stride == 1) else nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+        self.official = official
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, 1 if official else stride, 1, bias=official)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride if official else 1, 1, bias=official)
+        self.shortcut = None if (c_in == c_out and stride == 1) else nn.Conv2d(c_in, c_out, 1, stride, bias=official)
 
     def forward(self, x):
         o = F.relu(self.bn1(x))
-        y = self.conv1(o)
-        y = self.conv2(F.relu(self.bn2(y)))
-        return y + (x if self.shortcut is None else self.shortcut(o))
-
-
-def _wide_stages(block, depth: int, widths: list[int]) -> list[nn.Module]:
-    """The three stages of (depth - 4) / 6 blocks each; each stage's first block changes the width
-    (and, after the first stage, halves the resolution)."""
-    if (depth - 4) % 6:
-        raise ValueError(f"depth={depth} must be 6k + 4 (e.g. 16, 22, 28)")
-    n = (depth - 4) // 6
-    return [block(widths[stage] if i == 0 else widths[stage + 1], widths[stage + 1],
-                  (1 if stage == 0 else 2) if i == 0 else 1) for stage in range(3) for i in range(n)]
+        y = self.conv2(F.relu(self.bn2(self.conv1(o))))
+        return y + (x if self.shortcut is None else self.shortcut(x if self.official else o))
 
 
 class WideResNet(nn.Module):
     """Wide ResNet (Zagoruyko and Komodakis 2016), pre-activation blocks, bias-free convolutions,
     He initialisation: WRN-28-10 of the CIFAR protocol (Appendix A names the network, not its
-    code). The official code's variant is ``OfficialWideResNet`` (model ``"wrn28_10_official"``)."""
+    code). ``official``: as the official code builds it (``networks/wideresnet.py`` of
+    chenpf1025/IDN, no dropout, as trained; model ``"wrn28_10_official"``): biased convolutions,
+    PyTorch's default initialisation, ``_WideBlock``'s official blocks, final BatchNorm with
+    momentum 0.9."""
 
-    def __init__(self, depth: int = 28, widen: int = 10, n_classes: int = 10, in_channels: int = 3):
+    def __init__(self, depth: int = 28, widen: int = 10, n_classes: int = 10, in_channels: int = 3,
+                 official: bool = False):
         super().__init__()
+        n = (depth - 4) // 6  # blocks per stage
+        if (depth - 4) % 6:
+            raise ValueError(f"depth={depth} must be 6k + 4 (e.g. 16, 22, 28)")
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
-        layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), *_wide_stages(_WideBlock, depth, widths),
-                  nn.BatchNorm2d(widths[3]), nn.ReLU(), GlobalAvgPool()]
-        self.features = nn.Sequential(*layers)
+        layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=official)]
+        for stage in range(3):  # each stage's first block changes the width and, after the first, halves the size
+            for i in range(n):
+                c_in, stride = (widths[stage], 1 if stage == 0 else 2) if i == 0 else (widths[stage + 1], 1)
+                layers.append(_WideBlock(c_in, widths[stage + 1], stride, official))
+        bn = nn.BatchNorm2d(widths[3], momentum=0.9 if official else 0.1)  # 0.1: PyTorch's default
+        self.features = nn.Sequential(*layers, bn, nn.ReLU(), GlobalAvgPool())
         self.fc = nn.Linear(widths[3], n_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        return self.fc(self.features(x))
-
-
-class _OfficialWideBlock(nn.Module):
-    """The official code's block: stride on the second convolution, a biased 1x1 shortcut on the
-    raw input (not on its pre-activation), biased convolutions."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, 1, 1)
-        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, stride, 1)
-        self.shortcut = None if (c_in == c_out and stride == 1) else nn.Conv2d(c_in, c_out, 1, stride)
-
-    def forward(self, x):
-        y = self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
-        return y + (x if self.shortcut is None else self.shortcut(x))
-
-
-class OfficialWideResNet(nn.Module):
-    """WRN-28-10 as the official code builds it (``networks/wideresnet.py`` of chenpf1025/IDN, no
-    dropout, as trained): biased convolutions, PyTorch's default initialisation, stride on each
-    block's second convolution, shortcut on the raw input, final BatchNorm with momentum 0.9."""
-
-    def __init__(self, depth: int = 28, widen: int = 10, n_classes: int = 10, in_channels: int = 3):
-        super().__init__()
-        widths = [16, 16 * widen, 32 * widen, 64 * widen]
-        layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1), *_wide_stages(_OfficialWideBlock, depth, widths),
-                  nn.BatchNorm2d(widths[3], momentum=0.9), nn.ReLU(), GlobalAvgPool()]
-        self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(widths[3], n_classes)
+        if not official:  # He initialisation
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(m, nn.Linear):
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x):
         return self.fc(self.features(x))
@@ -156,15 +127,15 @@ MODELS = {
     "mnist_cnn": lambda n_classes, shape: MnistCNN(n_classes, in_channels=shape[0]),
     "mlp": lambda n_classes, shape: MLP(n_classes, in_features=math.prod(shape)),
     "wrn28_10": lambda n_classes, shape: WideResNet(28, 10, n_classes, in_channels=shape[0]),
-    "wrn28_10_official": lambda n_classes, shape: OfficialWideResNet(28, 10, n_classes, in_channels=shape[0]),
+    "wrn28_10_official": lambda n_classes, shape: WideResNet(28, 10, n_classes, shape[0], official=True),
     "wrn16_2": lambda n_classes, shape: WideResNet(16, 2, n_classes, in_channels=shape[0]),  # quick CIFAR trials
     "resnet50": lambda n_classes, shape: resnet50(n_classes),
 }
 
 
 def build_model(name: str, n_classes: int, input_shape: tuple[int, ...], pretrained: str | None = None) -> nn.Module:
-    """Network ``name`` for inputs of ``input_shape`` (C x H x W) and ``n_classes`` outputs. With
-    ``pretrained``, every layer but the last starts from that state_dict file (ResNet-50 only)."""
+    """Network ``name`` for inputs of ``input_shape`` (C x H x W) and ``n_classes`` outputs;
+    ``pretrained``: a state_dict file every layer but the last starts from (ResNet-50 only)."""
     if name not in MODELS:
         raise ValueError(f"model={name!r} is not allowed: one of {sorted(MODELS)}")
     if pretrained is not None:

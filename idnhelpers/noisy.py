@@ -1,32 +1,14 @@
-"""Noisy instances, ranked: which labels of a training set are likely wrong, read from any result
-that has an averaged softmax (SEAL's S-bar, Eq. 10; CE's and the other methods' S too).
-
-The conventions are cleanlab's (``cleanlab.rank.get_label_quality_scores`` and
-``cleanlab.filter.find_label_issues``): every instance gets a *label quality* score in [0, 1],
-low meaning a likely label issue, by one of ``RANKINGS``:
-
-- ``"self_confidence"``: S[i, y_i], the softmax of the given label;
-- ``"normalized_margin"``: (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2;
-- ``"mislabel"``: 1 - N-bar(x_i) (Eq. 10), SEAL's confidence that the label needs correction.
-
-``find_noisy(labels, pred_probs)`` returns a boolean mask of the flagged instances (cleanlab's
-``filter_by="predicted_neq_given"``: the arg-max of S is not the given label), or with ``n`` the
-``n`` lowest-quality instances; with ``return_indices_ranked_by=...`` their indices, lowest
-quality first. ``suggested_labels`` is Eq. (10)'s corrected label ỹ = argmax_{k != y} S_k.
-``noisy_metrics`` scores a ranking against the true labels where they are known.
-
-``idn-noisy`` (also ``python -m idnhelpers.noisy``) trains a method on a data set with a label file
-and writes the ranking::
+"""Noisy instances, ranked: which labels of a training set are likely wrong, read from any averaged
+softmax (SEAL's S-bar, Eq. 10; the other methods' S too), with cleanlab's conventions
+(``cleanlab.rank.get_label_quality_scores``, ``cleanlab.filter.find_label_issues``): each instance
+gets a label quality in [0, 1], low meaning a likely issue, by one of ``RANKINGS``:
+``self_confidence`` S[i, y_i]; ``normalized_margin`` (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2;
+``mislabel`` 1 - N-bar(x_i) (Eq. 10). Flagged (cleanlab's ``predicted_neq_given``): the arg-max of S
+is not the given label. ``idn-noisy`` (also ``python -m idnhelpers.noisy``) trains a method on a data
+set with a label file and writes ``noisy.csv`` (``index,score,suggested_label,flagged``, lowest
+quality first) and ``manifest.json`` (README.md, "Noisy instances, ranked")::
 
     idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv --method seal --out noisy/
-    idn-noisy --from-npz mine.npz --method ce --out noisy/      # rank the npz's own labels
-
-``--out`` receives ``noisy.csv`` (``index,score,suggested_label,flagged``, one row per training
-instance, lowest quality first; ``index`` is the row of the training split, ``score`` the label
-quality) and ``manifest.json`` (format ``idnhelpers-noisy/1``: the data set's and label file's
-SHA-256, the method and its options, the ranking, seed, epochs, device, precision, the flagged count
-and, where the data set's labels differ from the given ones, precision/recall/AUROC against them).
-Files are written atomically, the manifest last.
 """
 
 from __future__ import annotations
@@ -41,7 +23,8 @@ import torch
 
 from . import __version__
 from .cache import atomic_write, file_digest
-from .checks import check_assignments, check_choice, check_int, check_labels, check_same_length, check_seed, check_softmax, fail
+from .checks import (check_assignments, check_choice, check_int, check_labels, check_same_length, check_seed,
+                     check_softmax, fail)
 from .noise import mislabel_scores
 from .stats import auroc
 
@@ -60,7 +43,10 @@ def _inputs(labels, pred_probs):
 def label_quality(labels, pred_probs, method: str = "self_confidence") -> torch.Tensor:
     """Each instance's label quality in [0, 1] by ``method`` (one of ``RANKINGS``); low = likely noisy."""
     check_choice(method, "method", RANKINGS)
-    y, S = _inputs(labels, pred_probs)
+    return _quality(*_inputs(labels, pred_probs), method)
+
+
+def _quality(y, S, method):
     if method == "self_confidence":
         return S.gather(1, y[:, None]).squeeze(1)
     best_other = mislabel_scores(S, y)[0]  # N-bar(x), Eq. 10
@@ -82,16 +68,15 @@ def ranked(quality: torch.Tensor) -> torch.Tensor:
 
 def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = None, n: int | None = None,
                rank_by: str = "self_confidence") -> torch.Tensor:
-    """The instances whose label is likely wrong (module docstring): a boolean mask, or with
-    ``return_indices_ranked_by`` (one of ``RANKINGS``) the flagged indices, lowest quality first.
-    Flagged: those whose arg-max of ``pred_probs`` differs from the label, or with ``n`` the ``n``
-    lowest-quality ones by ``return_indices_ranked_by`` (else ``rank_by``)."""
+    """A boolean mask of the flagged instances, or with ``return_indices_ranked_by`` (one of
+    ``RANKINGS``) their indices, lowest quality first. With ``n``: the ``n`` lowest-quality ones by
+    ``return_indices_ranked_by`` (else ``rank_by``) are flagged instead."""
     y, S = _inputs(labels, pred_probs)
     if return_indices_ranked_by is not None:
         check_choice(return_indices_ranked_by, "return_indices_ranked_by", RANKINGS)
+    method = return_indices_ranked_by or check_choice(rank_by, "rank_by", RANKINGS)
     check_int(n, "n", minimum=0, maximum=len(y), none_ok=True)
-    quality = label_quality(y, S, return_indices_ranked_by or rank_by)
-    order = ranked(quality)
+    order = ranked(_quality(y, S, method))
     if n is None:
         mask = S.argmax(1) != y
     else:
@@ -101,14 +86,14 @@ def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = Non
 
 
 def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence") -> dict:
-    """How well the ranking finds the corrupted instances (labels != ``y_true``): ``precision`` and
-    ``recall`` of ``find_noisy``'s mask, ``precision_at_k`` of its k lowest-quality instances
-    (k the true number of corrupted ones), ``auroc`` of 1 - quality as a detector, the counts."""
+    """How well the ranking finds the corrupted instances (labels != ``y_true``): ``precision``, ``recall``
+    of ``find_noisy``'s mask, ``precision_at_k`` of the k lowest-quality instances (k: the corrupted
+    ones), ``auroc`` of 1 - quality as a detector, and the counts."""
     y, S = _inputs(labels, pred_probs)
     y_true = check_labels(y_true, S.shape[1], "y_true", n=len(y))
     corrupted = y != y_true
-    quality = label_quality(y, S, rank_by)
-    flagged = find_noisy(y, S)
+    quality = _quality(y, S, check_choice(rank_by, "rank_by", RANKINGS))
+    flagged = S.argmax(1) != y  # find_noisy's mask
     k = int(corrupted.sum())
     top = ranked(quality)[:k]
     nan = float("nan")
@@ -122,8 +107,7 @@ def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence") 
 # ---------------------------------------------------------------- files
 
 def write_ranking(out: Path, quality: torch.Tensor, suggested: torch.Tensor, flagged: torch.Tensor) -> str:
-    """``noisy.csv`` of one ranking (module docstring): each instance's label ``quality``,
-    ``suggested`` label and whether it is ``flagged``, lowest quality first; returns its SHA-256."""
+    """``noisy.csv`` of one ranking, lowest ``quality`` first; returns its SHA-256."""
     lines = ["index,score,suggested_label,flagged"] + [
         f"{i},{quality[i]:.6f},{suggested[i]},{int(flagged[i])}" for i in ranked(quality).tolist()]
     text = "\n".join(lines) + "\n"
@@ -132,8 +116,8 @@ def write_ranking(out: Path, quality: torch.Tensor, suggested: torch.Tensor, fla
 
 
 def read_ranking(folder: str | Path) -> dict:
-    """A folder ``idn-noisy`` wrote: ``index``, ``score``, ``suggested_label`` and ``flagged`` as
-    tensors in the file's (ranked) order, and the manifest. The CSV's SHA-256 must be the manifest's."""
+    """A folder ``idn-noisy`` wrote: its CSV's columns as tensors (ranked order) and the manifest,
+    the CSV's SHA-256 checked against it."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -141,7 +125,8 @@ def read_ranking(folder: str | Path) -> dict:
         if manifest["format"] != FORMAT:
             raise ValueError(f"format {manifest['format']!r}")
     except (OSError, ValueError, KeyError, TypeError) as error:
-        fail("folder", str(folder), f"a folder written by idn-noisy, with its {MANIFEST} ({type(error).__name__}: {error})")
+        fail("folder", str(folder), f"a folder written by idn-noisy, with its {MANIFEST} "
+             f"({type(error).__name__}: {error})")
     if file_digest(folder / CSV_NAME) != expected:
         fail("folder", str(folder), f"a folder whose {CSV_NAME} has the SHA-256 its manifest records")
     rows = np.loadtxt(folder / CSV_NAME, delimiter=",", skiprows=1, ndmin=2)
@@ -172,11 +157,10 @@ def parser() -> argparse.ArgumentParser:
     from .commands import Parser
     from .hardware import PRECISION_CHOICES
 
-    p = Parser(prog="idn-noisy", description="Train a method on a data set's training split with "
-                                "given labels and rank its instances by how likely their label is wrong (noisy.csv: "
-                                "index,score,suggested_label,flagged, and manifest.json).",
-                                epilog="Example: idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv "
-                                "--method seal --out noisy/")
+    p = Parser(prog="idn-noisy", description="Train a method on a data set's training split with given labels and "
+               "rank its instances by how likely their label is wrong (noisy.csv: index,score,suggested_label,flagged, "
+               "and manifest.json).",
+               epilog="Example: idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv --method seal --out noisy/")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="a registered data set (mnist, cifar10, digits, ...)")
     src.add_argument("--from-npz", metavar="FILE", help="an .npz holding X and y, registered as npz:<stem>")
@@ -195,25 +179,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_method(name: str, option_items: list[str]) -> dict:
-    from .methods import get_method, method_options
-
-    method = get_method(name)
-    if method.uses_noise_rate:
-        fail("--method", name, "a method that needs no noise rate (this one sets its forget rate from it)")
-    return check_assignments(option_items, "--option", list(method_options(name)), "n_iterations=3")
-
-
 def run(args) -> dict:
-    """Check every option, train, rank and write (module docstring); returns the manifest."""
+    """Check every option, train, rank and write; returns the manifest."""
     from .commands import check_output_folder
     from .datasets import get_dataset, protocol
     from .hardware import resolve_device, resolve_precision
     from .labels import array_info, register_npz
-    from .methods import Trainer, run_stages
+    from .methods import Trainer, get_method, method_options, run_stages
     from .sample import sample
 
-    options = _check_method(args.method, args.option)
+    if get_method(args.method).uses_noise_rate:
+        fail("--method", args.method, "a method that needs no noise rate (this one sets its forget rate from it)")
+    options = check_assignments(args.option, "--option", list(method_options(args.method)), "n_iterations=3")
     check_int(args.epochs, "--epochs", minimum=1, none_ok=True)
     check_seed(args.seed, "--seed")
     out = check_output_folder(args.out, "--out")
@@ -231,7 +208,8 @@ def run(args) -> dict:
         fail("--method", args.method, "a method whose last stage records the averaged softmax")
     (out / MANIFEST).unlink(missing_ok=True)
     flagged = find_noisy(labels, result.S)
-    sha = write_ranking(out, label_quality(labels, result.S, args.rank_by), suggested_labels(labels, result.S), flagged)
+    quality = label_quality(labels, result.S, args.rank_by)
+    sha = write_ranking(out, quality, suggested_labels(labels, result.S), flagged)
     known = bool((labels != data.y).any())
     manifest = {"format": FORMAT, "idnhelpers": __version__,
                 "dataset": {"name": dataset, "n": len(data.y), "X": array_info(data.X), "y": array_info(data.y),

@@ -1,13 +1,10 @@
 """The protocols' optimisers: SGD with momentum (Appendix A) and Adam (the L_DMI authors' MNIST
-setting), written with torch's multi-tensor (``_foreach``) operations.
-
-Each step does, element by element, what ``torch.optim.SGD`` / ``torch.optim.Adam`` do on a CPU
-(their single-tensor code paths, defaults otherwise: no dampening, no Nesterov, Adam's betas
-(0.9, 0.999) and eps 1e-8, L2 weight decay added to the gradient), so a run gets the same weights
-bit for bit (``tests/test_engine.py``). Why not torch.optim itself: the first optimiser a process
-creates imports ``torch._dynamo`` (about 2.5 s on 2 cores, in every chapter, test and command-line
-process), and its per-tensor loop costs more per step than three multi-tensor calls. Updates are
-element-wise, so one optimiser over stacked weights (``steps.StackedBank``) is K optimisers.
+setting), with torch's multi-tensor (``_foreach``) operations. Each step does, element by element,
+what ``torch.optim.SGD`` / ``Adam`` do on a CPU (their single-tensor paths; no dampening or
+Nesterov, Adam's betas (0.9, 0.999) and eps 1e-8, L2 weight decay added to the gradient): the same
+weights bit for bit (``tests/test_engine.py``). Why not torch.optim: its first optimiser imports
+``torch._dynamo`` (about 2.5 s on 2 cores, in every process), and its per-tensor loop costs more.
+Updates are element-wise, so one optimiser over stacked weights (``steps.StackedBank``) is K.
 """
 
 from __future__ import annotations

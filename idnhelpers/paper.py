@@ -11,7 +11,7 @@ RATES = (0.1, 0.2, 0.3, 0.4)
 
 TABLE_METHODS = ("ce", "forward", "coteaching", "gce", "dac", "dmi", "seal")  # the rows of Tables 1 and 2
 CLOTHING1M_METHODS = ("ce", "coteaching", "dmi", "seal", "seal_dmi")  # Table 3's runs by the SEAL authors
-# What selects each table's grid (``grid.GridSpec`` settings); PAPER_TABLES adds the paper's protocol
+# What selects each table's grid (``study.Study`` settings); PAPER_TABLES adds the paper's protocol
 # where it differs from Table 1's (applied with the ``paper`` profile: others keep their reduced sizes).
 TABLES = {1: dict(dataset="mnist", methods=TABLE_METHODS, family="idn_published"),
           2: dict(dataset="cifar10", methods=TABLE_METHODS, family="idn_published"),

@@ -13,15 +13,14 @@ OPTIMIZERS = ("sgd", "adam")
 
 @dataclass(frozen=True)
 class Protocol:
-    """Network ``model`` (a name in ``models.MODELS``) trained by SGD for ``n_epochs`` epochs of
-    batches of ``batch_size``; the learning rate ``lr`` is multiplied by ``gamma`` at each epoch in
-    ``milestones``. ``augment``: random crop (pad 4) + horizontal flip on tensors (CIFAR), or the
-    streamed data's training transforms (Clothing1M). ``pretrained``: a state_dict file whose
-    weights initialise every layer but the last (Clothing1M's ImageNet ResNet-50).
-    ``fresh_optimizer``: create a new SGD optimiser every epoch, which resets its momentum, as
-    the official CIFAR-10 and Clothing1M scripts do (default: one optimiser for the whole run,
-    the usual reading of Appendix A's schedule). ``optimizer``: ``"sgd"`` (Appendix A) or ``"adam"``
-    (``momentum`` unused; the L_DMI authors' (Fashion-)MNIST setting, ``methods.LDMI_MNIST``)."""
+    """Network ``model`` (in ``models.MODELS``) trained for ``n_epochs`` epochs of ``batch_size``;
+    ``lr`` is multiplied by ``gamma`` at each epoch in ``milestones``. ``augment``: random crop (pad
+    4) and horizontal flip (CIFAR), or the streamed data's training transforms (Clothing1M).
+    ``pretrained``: a state_dict file initialising all but the last layer (Clothing1M's ImageNet
+    ResNet-50). ``fresh_optimizer``: a new optimiser (momentum reset) every epoch, as the official
+    CIFAR-10 and Clothing1M scripts (default: one per run, the usual reading of Appendix A).
+    ``optimizer``: "sgd" (Appendix A) or "adam" (no momentum; the L_DMI authors' (Fashion-)MNIST
+    setting, ``methods.LDMI_MNIST``)."""
 
     model: str
     n_epochs: int
@@ -58,8 +57,8 @@ class Protocol:
             fail("pretrained", self.pretrained, "a path (str) to a state_dict file, or None")
 
     def make_optimizer(self, parameters):
-        """A fresh optimiser of this protocol over ``parameters`` (``optim``: element-wise updates,
-        so one optimiser over stacked weights is one per run)."""
+        """A fresh optimiser over ``parameters`` (``optim``'s updates are element-wise: one optimiser
+        over stacked weights is one per run)."""
         if self.optimizer == "adam":
             return optim.Adam(parameters, lr=self.lr, weight_decay=self.weight_decay)
         return optim.SGD(parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)

@@ -1,20 +1,15 @@
-"""Published label sets, and the ``label,label_noisy`` CSV format. Each is a family of
-``noise.FAMILIES`` ("file" families), so the grid, ``idn-labels`` and the chapters take them by name.
+"""Published label sets, each a "file" family of ``families.FAMILIES``, and the ``label,label_noisy`` CSV
+format. Provenance, checksums and licences: ``published_labels/PROVENANCE.md``.
 
-- This paper's IDN labels (``load_published_idn``): Algorithm 1's labels for MNIST and CIFAR-10 at
-  10-40% (GitHub ``chenpf1025/IDN``, ``data/{MNIST,CIFAR10}/label_noisy/dependent{r}.csv``), the
-  labels behind Tables 1 and 2. Shipped in ``published_labels/{dataset}.npz`` (a few hundred kB
-  instead of 3.5 MB of CSV): the true labels, the noisy label at 40%, and for each instance the
-  lowest rate at which it is flipped (the four flipped sets are nested and share their flip
-  targets). ``write_noisy_csv`` turns them back into files byte-identical to the originals.
-- CAL's instance-dependent labels for CIFAR-10/100 at 20-60% (``load_cal_idn``; Zhu et al., CVPR
-  2021, MIT licence): shipped in ``published_labels/cal_idn.npz``.
-- CIFAR-10N / CIFAR-100N human labels (``load_cifar_n``; Wei et al., ICLR 2022): CC BY-NC 4.0, so
-  not shipped; read from the user's copy of ``CIFAR-10_human.pt`` / ``CIFAR-100_human.pt`` under
-  ``$IDNHELPERS_DATA/cifar-10-100n``, checked against the files' MD5 before anything is read, and
-  unpickled with nothing allowed but the four numpy constructors those files use.
-
-Provenance, checksums and licences: ``published_labels/PROVENANCE.md``.
+- This paper's IDN labels for MNIST and CIFAR-10 at 10-40% (GitHub ``chenpf1025/IDN``,
+  ``data/{MNIST,CIFAR10}/label_noisy/dependent{r}.csv``; Tables 1 and 2), shipped in
+  ``published_labels/{dataset}.npz``: the true labels, the noisy label at 40% and each instance's
+  lowest flipping rate (the four sets are nested and share their targets); ``write_noisy_csv``
+  gives back files byte-identical to the originals.
+- CAL's instance-dependent labels for CIFAR-10/100 at 20-60% (Zhu et al., CVPR 2021, MIT), shipped.
+- CIFAR-10N / CIFAR-100N human labels (Wei et al., ICLR 2022; CC BY-NC 4.0, not shipped): read from
+  the user's copy under ``$IDNHELPERS_DATA/cifar-10-100n``, its MD5 checked first, unpickled with
+  nothing allowed but the numpy constructors those files use.
 """
 
 from __future__ import annotations
@@ -28,7 +23,7 @@ import numpy as np
 import torch
 
 from .cache import atomic_write
-from .checks import check_choice, check_labels, check_n_classes, check_rate, check_same_length, fail
+from .checks import check_choice, check_labels, check_rate, check_same_length, fail
 
 PUBLISHED = {"mnist": 60_000, "cifar10": 50_000}
 PUBLISHED_RATES = (0.1, 0.2, 0.3, 0.4)
@@ -89,7 +84,8 @@ CIFAR_N = {
                            {"clean": "clean_label", "aggre": "aggre_label", "worst": "worse_label",
                             "random1": "random_label1", "random2": "random_label2", "random3": "random_label3"}),
     # the 2023 file (coarse labels corrected) and the original; their fine labels are the same
-    "cifar100": HumanLabels("CIFAR-100_human.pt", ("a67b45c1d7992051865b5c755bd68bb1", "3957ab2a1b5fd13bfbd6ab956831f9b3"),
+    "cifar100": HumanLabels("CIFAR-100_human.pt",
+                            ("a67b45c1d7992051865b5c755bd68bb1", "3957ab2a1b5fd13bfbd6ab956831f9b3"),
                             {"clean": "clean_label", "noisy": "noisy_label"}),
 }
 # what those files' pickles may construct: numpy arrays and their dtypes, under numpy 1's and 2's names
@@ -98,14 +94,11 @@ _CIFAR_N_GLOBALS = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._r
 
 
 def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = True):
-    """``(y, y_noisy)`` of CIFAR-10N (``labels``: aggre, worst, random1, random2, random3) or
-    CIFAR-100N (``noisy``) from the user's copy under ``root/cifar-10-100n`` (row i = CIFAR's
-    training index i). With ``verify`` the file's MD5 must be a published one before it is read;
-    either way it is loaded with ``torch.load(weights_only=True)`` allowing only numpy arrays."""
+    """``(y, y_noisy)`` of CIFAR-10N (``labels``: aggre, worst, random1-3) or CIFAR-100N (``noisy``) from
+    ``root/cifar-10-100n`` (row i = CIFAR's training index i); with ``verify``, only a published file."""
     from .datasets import default_root  # late: datasets imports this module's neighbours
 
-    check_choice(dataset, "dataset", sorted(CIFAR_N))
-    spec = CIFAR_N[dataset]
+    spec = CIFAR_N[check_choice(dataset, "dataset", sorted(CIFAR_N))]
     check_choice(labels, "labels", spec.variants)
     path = (Path(root) if root is not None else default_root()) / CIFAR_N_FOLDER / spec.file
     if not path.is_file():
@@ -129,12 +122,9 @@ def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = 
 
 
 def read_noisy_csv(path: str | Path, n_classes: int | None = None):
-    """Read a ``label,label_noisy`` CSV (the official code's format) as two int64 tensors. Every
-    row must hold exactly two integer labels >= 0 (below ``n_classes`` when given). What users'
-    tools write is accepted: a UTF-8 byte-order mark, CRLF line ends, a trailing newline, blank
-    lines, spaces around fields; anything else is refused with the path and line."""
-    if n_classes is not None:
-        check_n_classes(n_classes)
+    """A ``label,label_noisy`` CSV (the official code's format) as two int64 tensors of labels >= 0
+    (below ``n_classes`` when given). A byte-order mark, CRLF, blank lines and spaces around fields
+    are accepted; anything else is refused with the path and line."""
     path = Path(path)
     if not path.is_file():
         fail("path", str(path), "an existing label,label_noisy CSV file")
@@ -159,9 +149,9 @@ def read_noisy_csv(path: str | Path, n_classes: int | None = None):
 
 
 def write_noisy_csv(path: str | Path, y, y_noisy) -> None:
-    """Write ``label,label_noisy`` rows (readable by the official code and by ``read_noisy_csv``);
-    both label vectors must be integer class indices >= 0, one per instance."""
-    y, y_noisy = (check_labels(torch.as_tensor(np.asarray(t)), None, name) for t, name in ((y, "y"), (y_noisy, "y_noisy")))
+    """Write ``label,label_noisy`` rows (readable by the official code and by ``read_noisy_csv``)."""
+    y = check_labels(torch.as_tensor(np.asarray(y)), None, "y")
+    y_noisy = check_labels(torch.as_tensor(np.asarray(y_noisy)), None, "y_noisy")
     check_same_length(y=y, y_noisy=y_noisy)
     text = "label,label_noisy\n" + "".join(f"{a},{b}\n" for a, b in zip(y.tolist(), y_noisy.tolist()))
     atomic_write(path, lambda f: f.write(text.encode()))

@@ -1,15 +1,6 @@
-"""A training run as a value, and its result as a value.
-
-A ``Run`` is a frozen, picklable description of one training run: the instances (``Tensors``, or
-Clothing1M's ``clothing1m.ImageFiles``) with the name of their ``datasets.DatasetSpec``, the
-targets (hard labels or SEAL's soft labels), the protocol, the objective and the step (one
-network, or Co-teaching's two peers), the seed and precision, what to record (softmax mode,
-tracked rows, CSR, a test and a validation set, which weights to keep) and optional starting
-weights. It is checked when it is built, before any work starts, and ``key()`` hashes
-everything that changes its result: the cache key. ``engine.train`` turns runs into
-``RunResult`` values; a method (``methods``) is a chain of runs whose results form a
-``MethodResult``.
-"""
+"""A training run as a value (``Run``: frozen, picklable, checked when built; ``key()`` hashes all
+that changes its result, the cache key) and its result as a value (``RunResult``, made by
+``engine.train``; a method's chain of runs gives a ``MethodResult``)."""
 
 from __future__ import annotations
 
@@ -47,16 +38,15 @@ class Data:
     fingerprint: str
 
     def source(self, device: torch.device):
-        """The batch source that serves these instances on ``device`` (``sources``)."""
+        """The batch source (``sources``) that serves these instances on ``device``."""
         raise NotImplementedError
 
 
 @dataclass(frozen=True, eq=False)
 class Tensors(Data):
-    """Images as a uint8 tensor N x C x H x W (``X``) of a registered data set, or its float32
-    feature vectors N x d. Made by
-    ``Tensors.from_dataset`` it pickles as a reference (data set, split, rows, root) and is
-    re-read on the other side, so a run travels to another machine in a few bytes."""
+    """Images (uint8 N x C x H x W) or feature vectors (float32 N x d) of a registered data set.
+    Made by ``from_dataset`` it pickles as a reference (data set, split, rows, root), re-read on
+    the other side: a run travels to another machine in a few bytes."""
 
     X: torch.Tensor
     dataset: str
@@ -74,15 +64,10 @@ class Tensors(Data):
 
     @classmethod
     def from_dataset(cls, dataset: str, rows: torch.Tensor | None = None, train: bool = True,
-                     root: str | Path | None = None, verify: bool = True) -> "Tensors":
-        """Rows ``rows`` (all if None) of a registered data set's training or test split
-        (``verify``: see ``datasets.load_dataset``)."""
-        return cls.of_rows(load_dataset(dataset, root, train, verify)[0], dataset, rows, train, root, verify)
-
-    @classmethod
-    def of_rows(cls, X_all: torch.Tensor, dataset: str, rows=None, train: bool = True, root=None,
-                verify: bool = True) -> "Tensors":
-        """``from_dataset`` with the split ``X_all`` already loaded (it is not read again)."""
+                     root: str | Path | None = None, verify: bool = True, X_all=None) -> "Tensors":
+        """Rows ``rows`` (all if None) of a data set's training or test split (``X_all``, if loaded)."""
+        if X_all is None:
+            X_all = load_dataset(dataset, root, train, verify)[0]
         rows = None if rows is None else torch.as_tensor(rows).long()
         return cls(X_all if rows is None else X_all[rows], dataset,
                    (dataset, rows, train, None if root is None else str(root), verify))
@@ -139,11 +124,10 @@ class Weights:
 
 @dataclass(frozen=True)
 class CSRProbe:
-    """Measure the critical sample ratio (Eq. 4) every ``every`` epochs at radius ``radius`` with
-    the search ``search``: "lass" (radius in pixel units of [0, 1]) or "official" (radius on the
-    normalised input, as the official code; see ``csr``). The probe set is either the training
-    rows ``rows`` (the same instances every epoch) or, with ``test_draw=n``, n random rows of the
-    run's test set drawn afresh every epoch (``test_rows``), as Ma et al.'s D2L code measures it."""
+    """Measure the critical sample ratio (Eq. 4) every ``every`` epochs at ``radius`` with the
+    search "lass" (radius in pixel units of [0, 1]) or "official" (on the normalised input, as the
+    official code; see ``csr``), on the training ``rows`` or, with ``test_draw=n``, on n rows of the
+    test set drawn afresh every epoch (``test_rows``), as Ma et al.'s D2L code does."""
 
     rows: torch.Tensor | None = None
     every: int = 1
@@ -175,14 +159,12 @@ class CSRProbe:
 
 @dataclass(frozen=True, eq=False)
 class Run:
-    """One training run (see the module docstring). ``keep`` chooses the weights the result
-    carries: those of the last epoch, those of the epoch with the best validation accuracy
-    (``best_val``, needs ``val``), or none. ``average_epochs``: ``S`` averages the first that many
-    epochs only (default: all; the official Clothing1M SEAL (DMI) averages DMI's first 5).
-    ``deterministic``: train with PyTorch's deterministic algorithms (``hardware.training_settings``;
-    what matters on CUDA). ``device_type``: where it trains, "cpu" or "cuda", so that the results of
-    the two never share a cache entry (the engine sets it to its device's). ``label`` only names the
-    progress bar."""
+    """One training run. ``keep``: the weights the result carries, of the last epoch, of the epoch
+    with the best validation accuracy (``best_val``) or none. ``average_epochs``: ``S`` averages the
+    first that many epochs only (the official Clothing1M SEAL (DMI) averages DMI's first 5).
+    ``deterministic``: PyTorch's deterministic algorithms (``hardware.training_settings``).
+    ``device_type`` ("cpu" or "cuda", set by the engine) keeps the two in separate cache entries.
+    ``label`` only names the progress bar."""
 
     data: Data
     targets: torch.Tensor
@@ -206,27 +188,13 @@ class Run:
     label: str = ""
 
     def __post_init__(self):
-        if not isinstance(self.data, Data):
-            fail("data", type(self.data).__name__, "a runs.Data (Tensors, or clothing1m.ImageFiles)")
-        if not isinstance(self.protocol, Protocol):
-            fail("protocol", type(self.protocol).__name__, "a Protocol (datasets.protocol(name, ...))")
-        if not isinstance(self.objective, Objective):
-            fail("objective", type(self.objective).__name__, "an idnhelpers.losses.Objective")
-        if not isinstance(self.step, Step):
-            fail("step", type(self.step).__name__, "steps.Single() or steps.Peers(...)")
-        n, c = len(self.data), self.n_classes
-        set_ = functools.partial(object.__setattr__, self)
-        if torch.as_tensor(self.targets).dim() == 2:
-            set_("targets", check_softmax(self.targets, n, "targets", n_classes=c))
-            if not self.objective.accepts_soft:
-                fail("targets", "soft labels", f"hard labels: {type(self.objective).__name__} trains on class indices")
-            if self.step.n_networks > 1:
-                fail("targets", "soft labels", "hard labels: Co-teaching selects instances by their hard label")
-        else:
-            set_("targets", check_labels(self.targets, c, "targets", n=n))
-        self.objective.check(c, self.protocol.n_epochs)
-        if self.step.n_networks > 1 and not isinstance(self.objective, CrossEntropy):
-            fail("objective", type(self.objective).__name__, "CrossEntropy() with Co-teaching's two networks")
+        for name, kind, allowed in (("data", Data, "a runs.Data (Tensors, or clothing1m.ImageFiles)"),
+                                    ("protocol", Protocol, "a Protocol (datasets.protocol(name, ...))"),
+                                    ("objective", Objective, "an idnhelpers.losses.Objective"),
+                                    ("step", Step, "steps.Single() or steps.Peers(...)")):
+            if not isinstance(getattr(self, name), kind):
+                fail(name, type(getattr(self, name)).__name__, allowed)
+        self._check_targets()
         check_seed(self.seed)
         if self.precision == "auto":
             fail("precision", "auto", f"one of {list(PRECISIONS)}: a run trains in one precision, so 'auto' is "
@@ -240,18 +208,41 @@ class Run:
         check_choice(self.keep, "keep", KEEP)
         check_int(self.average_epochs, "average_epochs", minimum=1, none_ok=True)
         check_bool(self.record_softmax, "record_softmax")
+        self._check_records()
+        if self.init is not None and not isinstance(self.init, Weights):
+            object.__setattr__(self, "init", Weights(dict(self.init)))
+
+    def _check_targets(self):
+        """The targets, with the objective and step that train on them, and ``y_true``."""
+        n, c = len(self.data), self.n_classes
+        if torch.as_tensor(self.targets).dim() == 2:
+            object.__setattr__(self, "targets", check_softmax(self.targets, n, "targets", n_classes=c))
+            if not self.objective.accepts_soft:
+                fail("targets", "soft labels", f"hard labels: {type(self.objective).__name__} trains on class indices")
+            if self.step.n_networks > 1:
+                fail("targets", "soft labels", "hard labels: Co-teaching selects instances by their hard label")
+        else:
+            object.__setattr__(self, "targets", check_labels(self.targets, c, "targets", n=n))
+        self.objective.check(c, self.protocol.n_epochs)
+        if self.step.n_networks > 1 and not isinstance(self.objective, CrossEntropy):
+            fail("objective", type(self.objective).__name__, "CrossEntropy() with Co-teaching's two networks")
         if self.y_true is not None:
-            set_("y_true", check_labels(self.y_true, c, "y_true", n=n))
+            object.__setattr__(self, "y_true", check_labels(self.y_true, c, "y_true", n=n))
+
+    def _check_records(self):
+        """The test and validation sets, the tracked rows and the CSR probe."""
+        dataset, n = self.data.dataset, len(self.data)
         for name in ("test", "val"):
             split = getattr(self, name)
-            if split is not None and (not isinstance(split, Labelled) or split.data.dataset != self.data.dataset):
-                fail(name, split, f"a Labelled set of the same data set ({self.data.dataset!r}) as the training data")
+            if split is not None and (not isinstance(split, Labelled) or split.data.dataset != dataset):
+                fail(name, split, f"a Labelled set of the same data set ({dataset!r}) as the training data")
         if (self.csr is not None or self.softmax_mode == "official") and not isinstance(self.data, Tensors):
-            fail("csr/softmax_mode", (self.csr, self.softmax_mode), "no CSR and softmax_mode='eval' for streamed images")
-        if self.csr is not None and get_dataset(self.data.dataset).is_features:
-            fail("csr", self.csr, f"None for a feature data set ({self.data.dataset!r}): CSR is defined on images")
-        if self.protocol.augment and get_dataset(self.data.dataset).is_features:
-            fail("augment", True, f"False for a feature data set ({self.data.dataset!r}): augmentation crops images")
+            fail("csr/softmax_mode", (self.csr, self.softmax_mode),
+                 "no CSR and softmax_mode='eval' for streamed images")
+        if self.csr is not None and self.spec.is_features:
+            fail("csr", self.csr, f"None for a feature data set ({dataset!r}): CSR is defined on images")
+        if self.protocol.augment and self.spec.is_features:
+            fail("augment", True, f"False for a feature data set ({dataset!r}): augmentation crops images")
         if (self.track is not None or self.csr is not None) and not self.record_softmax:
             fail("record_softmax", False, "True when tracking rows or measuring CSR")
         if self.keep == "best_val" and self.val is None:
@@ -260,15 +251,12 @@ class Run:
                 self.test is None or len(self.test.data) < self.csr.test_draw):
             fail("csr test_draw", self.csr.test_draw, "at most the number of test rows "
                  f"({0 if self.test is None else len(self.test.data)}): the CSR probe draws them from the test set")
-        for name in ("track",) + (("csr",) if self.csr is not None else ()):
-            rows = self.track if name == "track" else self.csr.rows
+        for name, rows in (("track", self.track), ("csr rows", None if self.csr is None else self.csr.rows)):
             if rows is not None:
                 rows = torch.as_tensor(rows)
                 if rows.dim() != 1 or rows.dtype.is_floating_point or (len(rows) and not (
                         0 <= int(rows.min()) and int(rows.max()) < n)):
-                    fail(name if name == "track" else "csr rows", rows, f"a 1-D tensor of row indices in [0, {n})")
-        if self.init is not None and not isinstance(self.init, Weights):
-            set_("init", Weights(dict(self.init)))
+                    fail(name, rows, f"a 1-D tensor of row indices in [0, {n})")
 
     @property
     def spec(self):
@@ -277,13 +265,6 @@ class Run:
     @property
     def n_classes(self) -> int:
         return self.spec.n_classes
-
-    @property
-    def kept_weights(self) -> str:
-        """Which weights the stored result holds: ``best_val`` when asked for, or when none are
-        asked for and a validation set can choose them (so such a run shares its cache entry with
-        the stages that start from the validation-selected model); ``last`` otherwise."""
-        return "best_val" if self.keep == "best_val" or (self.keep == "none" and self.val is not None) else "last"
 
     def replace(self, **changes) -> "Run":
         """This run with fields changed (checked again)."""
@@ -295,15 +276,21 @@ class Run:
             return None if t is None else fingerprint(torch.as_tensor(t))
 
         protocol = dataclasses.asdict(self.protocol)
+        # keep="none" with a validation set stores the best_val weights (the stages starting there share it)
+        kept = "best_val" if self.keep == "best_val" or (self.keep == "none" and self.val is not None) else "last"
         if self.protocol.pretrained is not None:
-            protocol["pretrained"] = _file_digest(self.protocol.pretrained)
+            try:
+                stat = os.stat(self.protocol.pretrained)
+            except OSError:
+                fail("pretrained", self.protocol.pretrained, "an existing state_dict file")
+            protocol["pretrained"] = _digest(self.protocol.pretrained, stat.st_mtime, stat.st_size)
         return dict(
             format=RESULT_FORMAT, dataset=self.spec.identity(), data=self.data.fingerprint, targets=fp(self.targets),
             protocol=protocol, objective=self.objective.config(), step=self.step.config(), seed=self.seed,
             precision=self.precision, softmax_mode=SOFTMAX_KEYS[self.softmax_mode], record_softmax=self.record_softmax,
             y_true=fp(self.y_true), test=self.test and self.test.fingerprint, val=self.val and self.val.fingerprint,
             track=fp(self.track), csr=self.csr and self.csr.config(), init=self.init and self.init.fingerprint,
-            weights=self.kept_weights, average_epochs=self.average_epochs,
+            weights=kept, average_epochs=self.average_epochs,
             **({"abstention": "an error"} if self.objective.extra_outputs else {}),
             # CPU results keep the keys they had before a GPU could train them
             **({"device": self.device_type} if self.device_type != "cpu" else {}),
@@ -318,9 +305,8 @@ class Run:
         return self._key
 
     def stack_signature(self) -> str:
-        """Runs with equal signatures can train together in one stacked call: they differ only in
-        targets (all hard or all soft), seed, starting weights, tracked rows and the fields their
-        objective and step name ``per_run``."""
+        """Equal for runs that can train in one stacked call: they differ only in targets (all hard
+        or all soft), seed, starting weights, tracked rows and their objective's and step's ``per_run``."""
         config = self.config()
         for name in ("targets", "seed", "init", "track", "y_true"):
             config.pop(name)
@@ -332,34 +318,21 @@ class Run:
 
 
 @functools.lru_cache(maxsize=32)
-def _file_digest_cached(path: str, mtime: float, size: int) -> str:
+def _digest(path: str, mtime: float, size: int) -> str:  # once per version of a pretrained weights file
     return file_digest(path)
-
-
-def _file_digest(path: str) -> str:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        fail("pretrained", path, "an existing state_dict file")
-    return _file_digest_cached(path, stat.st_mtime, stat.st_size)
 
 
 @dataclass(frozen=True)
 class RunResult:
     """What one run produced: ``S`` the epoch-averaged softmax on the training instances (n x c,
-    Eq. 3 / Algorithm 2; None if not recorded), ``history`` (per-epoch lists: ``loss``,
-    ``fit_acc`` the accuracy on the training labels of the batches as they were trained, in
-    train mode (what the official scripts print and the paper's Fig. 4 plots as training
-    accuracy), ``train_acc`` against the training labels after the epoch (eval mode), ``true_acc``, ``test_acc``, ``val_acc``, ``csr``
-    and, with ``y_true``, the memorisation split ``mem_noisy``, ``mem_true``, ``mem_other``,
-    ``clean_correct``; for DAC, whose
-    abstentions count as errors in ``test_acc`` and ``val_acc``, also ``test_abstained``,
-    ``test_kept_acc`` and their ``val_`` pair: the fraction abstained on and the accuracy on the
-    rest), ``snapshots`` (epochs x tracked rows x c softmax), ``weights`` (the kept
-    state_dict), ``best_epoch`` (1-based epoch of the kept weights), ``precision``, ``device``,
-    ``seconds`` (per run), ``threads`` (CPU threads torch used) and ``hardware``
-    (``hardware.describe``: the GPU, CUDA, cuDNN, TF32 and determinism, or the CPU's fingerprint;
-    None in results stored before it was recorded)."""
+    Eq. 3 / Algorithm 2; None if not recorded); ``history``, per-epoch lists: ``loss``, ``fit_acc``
+    (on the batches as they were trained, in train mode: what the official scripts print and Fig. 4
+    plots as training accuracy), ``train_acc`` (after the epoch, eval mode), ``true_acc``,
+    ``test_acc``, ``val_acc``, ``csr``, with ``y_true`` the memorisation split ``mem_noisy``,
+    ``mem_true``, ``mem_other``, ``clean_correct``, and for DAC (abstentions count as errors)
+    ``test_abstained``, ``test_kept_acc`` and their ``val_`` pair; ``snapshots`` (epochs x tracked
+    rows x c), the kept ``weights`` and their 1-based ``best_epoch``, ``seconds`` per run, CPU
+    ``threads`` and ``hardware`` (``hardware.describe``; None in results stored before it was)."""
 
     S: torch.Tensor | None
     history: dict
@@ -386,9 +359,8 @@ class RunResult:
 
 @dataclass(frozen=True)
 class MethodResult:
-    """A method's result (``methods``): the ``RunResult`` of each of its stages in order (CE then
-    Forward; CE then DMI; SEAL's iterations 0..m; ...), the last one the method's own, and
-    Forward's estimated transition matrix ``T``."""
+    """A method's result: the ``RunResult`` of each stage in order (CE then DMI; SEAL's iterations
+    0..m; ...), the last one the method's own, and Forward's estimated transition matrix ``T``."""
 
     method: str
     stages: tuple[RunResult, ...]
@@ -409,22 +381,17 @@ class MethodResult:
 
 def make_run(X, targets, protocol: Protocol, *, dataset: str, X_test=None, y_test=None, X_val=None, y_val=None,
              **fields) -> Run:
-    """A ``Run`` from tensors: ``X`` (or any ``Data``) with ``targets``; test and validation sets
-    as tensor pairs; other ``Run`` fields by name."""
-    def data(Z, name):
-        if isinstance(Z, Data):
-            return Z
-        if Z is None:
-            fail(name, None, "a tensor of instances")
-        return Tensors(Z, dataset)
+    """A ``Run`` of ``X`` (a tensor or any ``Data``), with test and validation sets as tensor pairs."""
+    def data(Z):
+        return Z if isinstance(Z, Data) else Tensors(Z, dataset)
 
     def labelled(Z, y, name):
         if (Z is None) != (y is None):
             fail(f"X_{name}/y_{name}", "one of the two", f"both X_{name} and y_{name}, or neither")
-        return None if Z is None else Labelled(data(Z, f"X_{name}"), y)
+        return None if Z is None else Labelled(data(Z), y)
 
     unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(Run)})
     if unknown:
         fail("option", unknown, f"fields of Run: {[f.name for f in dataclasses.fields(Run)]}")
-    return Run(data(X, "X"), targets, protocol, test=labelled(X_test, y_test, "test"),
+    return Run(data(X), targets, protocol, test=labelled(X_test, y_test, "test"),
                val=labelled(X_val, y_val, "val"), **fields)

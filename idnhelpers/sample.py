@@ -1,13 +1,5 @@
-"""The rows of one experiment, as one value: which training rows are labelled (and of those, which
-train and which form the noisy validation set) and which test rows score the networks.
-
-``sample(dataset, n_train=..., n_test=..., val_fraction=..., seed=...)`` picks them: a random,
-sorted subset of ``n_train`` rows of the training split (``datasets.subset``), a random
-``val_fraction`` of those held out as validation rows (``stats.validation_split``), and ``n_test``
-rows of the test split, each drawn from ``seed``. Noisy labels are given for ``rows`` (one per
-labelled row, train and validation together, in order); ``run(labels, protocol, ...)`` builds the
-run that trains on the training rows, scores the validation rows against their noisy labels and the
-test rows against the truth, and records the memorisation split against the true labels. Equal
+"""The rows of one experiment, as one value: which training rows are labelled (of those, which
+train and which form the noisy validation set) and which test rows score the networks. Equal
 settings give equal rows, so chapters and the grid that use the same ones share their runs.
 """
 
@@ -26,10 +18,10 @@ from .stats import validation_split
 
 @dataclass(frozen=True, eq=False)
 class Sample:
-    """Rows of one experiment (module docstring): ``rows`` of the training split (sorted; their true
-    labels ``y``), ``train``/``val`` positions into ``rows`` (``val`` None without a validation
-    split), ``test_rows`` of the test split (true labels ``y_test``), the ``seed`` that drew them
-    (the default seed of a labelling network on them) and where the data are read from."""
+    """``rows`` of the training split (sorted; true labels ``y``), ``train``/``val`` positions into
+    ``rows`` (``val`` None without a validation split), ``test_rows`` of the test split (true labels
+    ``y_test``), the ``seed`` that drew them (the default seed of a labelling network on them) and
+    where the data are read from."""
 
     dataset: str
     rows: torch.Tensor
@@ -55,28 +47,29 @@ class Sample:
     def _parts(self) -> dict:
         X_train, _ = load_dataset(self.dataset, self.root, train=True, verify=self.verify)
         X_test, _ = load_dataset(self.dataset, self.root, train=False, verify=self.verify)
-        of = functools.partial(Tensors.of_rows, dataset=self.dataset, root=self.root, verify=self.verify)
-        parts = {"rows": of(X_train, rows=self.rows), "train": of(X_train, rows=self.rows[self.train]),
-                 "test": of(X_test, rows=self.test_rows, train=False)}
+        of = functools.partial(Tensors.from_dataset, self.dataset, root=self.root, verify=self.verify)
+        parts = {"rows": of(self.rows, X_all=X_train), "train": of(self.rows[self.train], X_all=X_train),
+                 "test": of(self.test_rows, train=False, X_all=X_test)}
         if self.val is not None:
-            parts["val"] = of(X_train, rows=self.rows[self.val])
+            parts["val"] = of(self.rows[self.val], X_all=X_train)
         return parts
 
     def data(self, part: str) -> Tensors:
-        """The instances of ``part``: "rows" (all labelled rows), "train", "val" or "test", as
-        ``Tensors`` that pickle as a reference to the data set's rows (read from disk once)."""
+        """The instances of "rows" (all labelled rows), "train", "val" or "test", as ``Tensors`` that
+        pickle as a reference to the data set's rows (read from disk once)."""
         if part not in self._parts:
             fail("part", part, f"one of {list(self._parts)}")
         return self._parts[part]
 
     def run(self, labels: torch.Tensor, protocol, **fields) -> Run:
         """The run that trains on the training rows with their ``labels`` (one per row of ``rows``),
-        scored on the validation rows' noisy labels and the test rows' true labels, with the
-        training rows' true labels for the memorisation split; other ``Run`` fields by name (also
-        ``test=None`` or ``y_true=None`` to score or split less)."""
+        scored on the validation rows' noisy labels and the test rows' true labels, with the training
+        rows' true labels for the memorisation split; other ``Run`` fields by name (``test=None`` or
+        ``y_true=None`` score or split less)."""
         labels = torch.as_tensor(labels)
         if labels.shape != self.y.shape:
-            fail("labels", f"a tensor of shape {tuple(labels.shape)}", f"one label per row of the sample ({len(self.y)})")
+            fail("labels", f"a tensor of shape {tuple(labels.shape)}",
+                 f"one label per row of the sample ({len(self.y)})")
         val = None if self.val is None else Labelled(self.data("val"), labels[self.val])
         fields = {"y_true": self.y[self.train], "val": val, "test": Labelled(self.data("test"), self.y_test),
                   **fields}
@@ -85,9 +78,9 @@ class Sample:
 
 def sample(dataset: str, *, n_train: int | None = None, n_test: int | None = None, val_fraction: float = 0.0,
            seed: int = 0, root=None, verify: bool = True) -> Sample:
-    """The rows of an experiment on ``dataset`` (module docstring): ``n_train`` labelled rows of the
-    training split (None: all), ``val_fraction`` of them as noisy validation rows (0: none),
-    at most ``n_test`` test rows (None: all), chosen from ``seed``."""
+    """``n_train`` random training rows (None: all; ``datasets.subset``), ``val_fraction`` of them
+    as noisy validation rows (0: none; ``stats.validation_split``) and at most ``n_test`` test rows
+    (None: all), all drawn from ``seed``."""
     check_float(val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True)
     check_seed(seed)
     _, y_all = load_dataset(dataset, root, train=True, verify=verify)

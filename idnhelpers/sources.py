@@ -1,10 +1,7 @@
-"""Where the engine's batches come from: instances resident on the device.
-
-``TensorSource`` keeps a data set's uint8 images on the device once and normalises (and, for
-CIFAR, augments) each batch there: no DataLoader and no per-sample transforms stand between
-the data and the network. Each run draws its batch order (and augmentation) from its own
-generator, so a run's batches are the same whether it trains alone or stacked with others.
-Clothing1M's images stream from disk instead (``clothing1m.StreamSource``, same interface).
+"""The engine's batches from instances resident on the device: ``TensorSource`` keeps a data set's
+uint8 images there and normalises (for CIFAR, augments) each batch there, without a DataLoader.
+Each run draws its batch order and augmentation from its own generator, so its batches are the
+same alone or stacked. Clothing1M's images stream from disk (``clothing1m.StreamSource``).
 """
 
 from __future__ import annotations
@@ -23,19 +20,17 @@ OFFICIAL_SOFTMAX_BATCH = 1000  # the official code records the softmax in batche
 
 
 def eval_batch(device: torch.device) -> int:
-    """Rows per evaluation call on ``device``."""
     return EVAL_BATCH.get(device.type, EVAL_BATCH["cuda"])
 
 
 class Normalizer:
-    """uint8 batch -> float, scaled to [0, 1] and standardised per channel (torchvision's order),
-    in channels-last memory layout (the layout the engine's convolutions run fastest in); a
-    feature batch is standardised per feature."""
+    """uint8 batch -> float in [0, 1], standardised per channel (torchvision's order), channels-last
+    (the engine's convolutions run fastest in it); a feature batch is standardised per feature."""
 
     def __init__(self, dataset: str, device: torch.device):
         spec = get_dataset(dataset)
         shape = (1, -1) if spec.is_features else (1, -1, 1, 1)
-        self.divisor = 1.0 if spec.is_features else 255.0  # feature vectors are standardised as they are
+        self.divisor = 1.0 if spec.is_features else 255.0
         self.mean = torch.tensor(spec.mean, device=device).view(shape)
         self.inv_std = 1 / torch.tensor(spec.std, device=device).view(shape)
 
@@ -48,10 +43,9 @@ PAD = 4  # Appendix A's CIFAR-10 crop: zero-pad 4 pixels, crop back
 
 
 def augmentation_draws(generators: list[torch.Generator], sizes: list[int], device: torch.device) -> list[tuple]:
-    """Per batch of ``sizes``, the random offsets (2 x K b) and flips (K b) of the K runs' rows,
-    run after run: each run's drawn on its CPU generator in the order ``augment_batch`` uses them,
-    batch after batch, and moved to ``device`` in one copy (a copy per batch would make the GPU
-    wait on the host at every step)."""
+    """Per batch of ``sizes``, the random offsets (2 x K b) and flips (K b) of the K runs' rows, each
+    run's drawn on its CPU generator batch after batch and moved to ``device`` in one copy (a copy
+    per batch would make the GPU wait on the host at every step)."""
     if not sizes:
         return []
     per_run = [[(torch.randint(0, 2 * PAD + 1, (2, b), generator=g), torch.rand(b, generator=g) < 0.5) for b in sizes]
@@ -62,8 +56,8 @@ def augmentation_draws(generators: list[torch.Generator], sizes: list[int], devi
 
 
 def augment_batch(x: torch.Tensor, draws: tuple) -> torch.Tensor:
-    """Random crop after zero-padding ``PAD`` pixels, then random horizontal flip, on uint8 ``x``
-    (Appendix A's CIFAR-10 augmentation), with one batch's ``augmentation_draws``."""
+    """Appendix A's CIFAR-10 augmentation of uint8 ``x`` with one batch's ``augmentation_draws``:
+    random crop after zero-padding ``PAD`` pixels, then random horizontal flip."""
     (dy, dx), flip = draws
     b, _, h, w = x.shape
     padded = F.pad(x, (PAD, PAD, PAD, PAD))
@@ -74,8 +68,7 @@ def augment_batch(x: torch.Tensor, draws: tuple) -> torch.Tensor:
 
 
 class TensorSource:
-    """A ``runs.Tensors`` on the device (see the module docstring). Without augmentation the
-    instances are normalised once (``normalized``), not per batch: the same values."""
+    """A ``runs.Tensors`` on the device; without augmentation normalised once, not per batch."""
 
     def __init__(self, data, device: torch.device):
         self.X = data.X.to(device)
@@ -91,10 +84,9 @@ class TensorSource:
 
     def train_batches(self, generators: list[torch.Generator], batch_size: int, augment: bool, drop_last: bool,
                       skip: int = 0):
-        """One epoch of the K runs: per step ``(rows, x)``, K x b rows of each run's shuffled order (a
-        random permutation from its generator) and their K x b x ... inputs. ``drop_last`` skips a
-        final incomplete batch; ``skip`` leaves out the first steps (an epoch resumed within: the
-        same draws, fewer batches)."""
+        """One epoch of the K runs: per step ``(rows, x)``, K x b rows of each run's random order and
+        their inputs. ``drop_last`` skips a final incomplete batch; ``skip`` the first steps (an epoch
+        resumed within: the same draws, fewer batches)."""
         batches = torch.stack([torch.randperm(len(self.X), generator=g) for g in generators]).to(self.device)
         batches = batches.split(batch_size, 1)
         if drop_last and len(batches) > 1 and batches[-1].shape[1] < batch_size:
@@ -107,11 +99,10 @@ class TensorSource:
             else:
                 yield rows, self.normalized[rows]
 
-    def eval_batches(self, batch_size: int | None = None, augment_generators: list[torch.Generator] | None = None):
-        """The instances in order, normalised, ``batch_size`` rows at a time (default:
-        ``eval_batch``); with ``augment_generators`` (the official code's softmax recording) one
-        augmented copy per generator: K x b x ..."""
-        batch_size = batch_size or eval_batch(self.device)
+    def eval_batches(self, batch_size: int, augment_generators: list[torch.Generator] | None = None):
+        """The instances in order, normalised, ``batch_size`` rows at a time; with
+        ``augment_generators`` (the official code's softmax recording) one augmented copy per
+        generator: K x b x ..."""
         starts = range(0, len(self.X), batch_size)
         sizes = [min(batch_size, len(self.X) - start) for start in starts]
         draws = None if augment_generators is None else augmentation_draws(augment_generators, sizes, self.device)

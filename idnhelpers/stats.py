@@ -1,6 +1,6 @@
 """Label-noise statistics: transition matrices, class priors, the CCN hypothesis test (Section 2,
-Theorem 1), the anchor-point estimate of T (Forward's), and SEAL's label-correction analysis
-(Eq. 9-10). Statistics only: nothing here trains (``experiments`` runs the experiments)."""
+Theorem 1), Forward's anchor-point estimate of T, SEAL's label-correction analysis (Eq. 9-10) and
+the rules that judge claims over seeds. Nothing here trains."""
 
 from __future__ import annotations
 
@@ -39,24 +39,19 @@ def per_class_noise_rate(y, y_noisy, n_classes: int) -> torch.Tensor:
 
 
 def flip_agreement(y, y_noisy, y_noisy_ref) -> dict:
-    """How far one set of noisy labels reproduces a reference set of the same instances.
-
-    ``recovered``: fraction of the reference's flipped instances that are flipped here too;
-    ``target_agreement``: among instances flipped in both, fraction flipped to the same label;
-    ``chance_recovered``: what a random choice of as many flips would recover on average.
-    """
+    """How far noisy labels reproduce reference ones: ``recovered``, the fraction of the reference's
+    flips flipped here too (``chance_recovered`` for as many random flips); ``target_agreement``,
+    of the instances flipped in both, the fraction flipped to the same label."""
     y, y_noisy, y_noisy_ref = (check_labels(t, None, name) for t, name in (
         (y, "y"), (y_noisy, "y_noisy"), (y_noisy_ref, "y_noisy_ref")))
     check_same_length(y=y, y_noisy=y_noisy, y_noisy_ref=y_noisy_ref)
     ours, ref = y_noisy != y, y_noisy_ref != y
     both = ours & ref
+    same = float((y_noisy[both] == y_noisy_ref[both]).float().mean()) if both.any() else float("nan")
     return dict(flipped=int(ours.sum()), flipped_ref=int(ref.sum()), flipped_both=int(both.sum()),
-                recovered=float(both.sum() / ref.sum().clamp(min=1)),
-                target_agreement=float((y_noisy[both] == y_noisy_ref[both]).float().mean()) if both.any() else float("nan"),
+                recovered=float(both.sum() / ref.sum().clamp(min=1)), target_agreement=same,
                 chance_recovered=float(ours.float().mean()))
 
-
-# ---------------------------------------------------------------- Theorem 1: the CCN hypothesis test
 
 def binomial_se(p: float, n: int) -> float:
     """Standard error of a proportion ``p`` measured on ``n`` instances."""
@@ -71,8 +66,7 @@ def m_to_reject(epsilon: float, alpha: float) -> float:
 
 @dataclass(frozen=True)
 class CCNTest:
-    """Result of Theorem 1's test. ``log10_p`` is log10 of the Hoeffding bound exp(-2 m eps^2) on
-    the probability of a validation error this far below the CCN bound (0 when eps <= 0)."""
+    """Theorem 1's test; ``log10_p``: log10 of the bound exp(-2 m eps^2) (0 when eps <= 0)."""
 
     bound: float
     val_error: float
@@ -84,12 +78,10 @@ class CCNTest:
 
     @property
     def se(self) -> float:
-        """Binomial standard error of the validation error measured on m rows."""
         return binomial_se(self.val_error, self.m)
 
     @property
     def m_to_reject(self) -> float:
-        """Smallest validation size at which this epsilon would reject CCN at ``alpha`` (inf if eps <= 0)."""
         return m_to_reject(self.epsilon, self.alpha)
 
     def __str__(self) -> str:
@@ -117,9 +109,9 @@ def ccn_bound(M, w) -> float:
 
 
 def ccn_test(val_error: float, M, w, m: int, alpha: float = 0.05) -> CCNTest:
-    """Theorem 1, Eq. (1): under CCN, P[bound - val_error >= eps] <= exp(-2 m eps^2) for a
-    validation set of ``m`` instances not used in training. Rejects CCN when that bound is below
-    ``alpha``. The bound is returned as log10 (the paper's Clothing1M case is about 10^-21250)."""
+    """Theorem 1, Eq. (1): under CCN, P[bound - val_error >= eps] <= exp(-2 m eps^2) on ``m``
+    validation instances not trained on; CCN is rejected when that is below ``alpha``. The bound is
+    kept as log10 (the paper's Clothing1M case is about 10^-21250)."""
     val_error = check_float(val_error, "val_error", low=0.0, high=1.0)
     m = check_int(m, "m", minimum=1)  # the validation set size
     alpha = check_float(alpha, "alpha", low=0.0, high=1.0, low_open=True, high_open=True)
@@ -143,11 +135,10 @@ def validation_split(n: int, val_fraction: float, seed: int = 0):
 
 
 def anchor_transition_matrix(probs: torch.Tensor, percentile: float | None = 97.0) -> torch.Tensor:
-    """Anchor-point estimate of the noise transition matrix from a softmax fitted to noisy labels
-    (Patrini et al. 2017, Eq. 9-10): row i is the softmax of the instance most confidently of
-    noisy class i, T[i, j] = p(noisy j | x_i). ``percentile``: the authors' robust variant, which
-    takes the instance at that percentile of p(noisy i | x) (97 in their experiments) instead of
-    the maximum, skipping outliers; ``None`` takes the argmax."""
+    """Anchor-point estimate of T from a softmax fitted to noisy labels (Patrini et al. 2017,
+    Eq. 9-10): row i is the softmax of the instance most confidently of noisy class i. With
+    ``percentile`` (the authors' robust variant, 97 in their experiments) that instance is the one at
+    that percentile of p(noisy i | x), skipping outliers; ``None`` takes the argmax."""
     probs = check_softmax(probs, name="probs").double()
     if len(probs) == 0:
         fail("probs", "an empty matrix", "an n x c softmax matrix with n >= 1")
@@ -161,8 +152,6 @@ def anchor_transition_matrix(probs: torch.Tensor, percentile: float | None = 97.
     return torch.stack(rows).float()
 
 
-# ---------------------------------------------------------------- SEAL's label correction (Eq. 9-10)
-
 def label_distance(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) -> torch.Tensor:
     """Eq. (9) on the corrupted instances (y != y_noisy): d = ||S_i - e_y||_1 / ||e_y_noisy - e_y||_1,
     in [0, 1]; 1 for the given noisy one-hot label, 0 for the true one."""
@@ -174,7 +163,6 @@ def label_distance(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) -> t
 
 
 def _correction_inputs(S, y, y_noisy):
-    """``S`` (n x c softmax), ``y`` and ``y_noisy`` checked, one row each per instance."""
     S = check_softmax(S)
     y, y_noisy = check_labels(y, S.shape[1]), check_labels(y_noisy, S.shape[1], "y_noisy")
     check_same_length(S=S, y=y, y_noisy=y_noisy)
@@ -188,9 +176,8 @@ def correction_scores(S: torch.Tensor, y_noisy: torch.Tensor):
 
 
 def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
-    """Area under the ROC curve of ``score`` as a detector of the ``positive`` rows: the probability
-    that a random positive scores above a random negative, ties counting one half (the
-    Mann-Whitney statistic; equal to scikit-learn's ``roc_auc_score``). NaN without both classes."""
+    """Area under the ROC curve of ``score`` detecting the ``positive`` rows (the Mann-Whitney
+    statistic, ties counting one half; equals scikit-learn's ``roc_auc_score``). NaN without both."""
     score, positive = torch.as_tensor(score).double(), torch.as_tensor(positive).bool()
     check_same_length(score=score, positive=positive)
     n_pos = int(positive.sum())
@@ -204,15 +191,11 @@ def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
 
 
 def correction_metrics(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) -> dict:
-    """How well SEAL's soft labels find and fix the corrupted instances (beyond the paper).
-
-    - ``precision`` / ``recall``: of the k instances with the highest N-bar(x), k = the true number
-      of corrupted instances (so the two coincide), how many are corrupted;
-    - ``auroc``: N-bar(x) as a detector of corrupted instances;
-    - ``acc_noisy``, ``acc_argmax``, ``acc_corrected``: accuracy against the true labels of the
-      noisy labels, of argmax S, and of the noisy labels with the top-k relabelled to ỹ (Eq. 10);
-    - ``mean_distance``: mean Eq. (9) distance over the corrupted instances.
-    """
+    """How well SEAL's soft labels find and fix the corrupted instances (beyond the paper):
+    ``precision`` = ``recall`` among the k instances of highest N-bar(x), k the number corrupted;
+    ``auroc`` of N-bar(x); accuracy against the true labels of the noisy labels (``acc_noisy``), of
+    argmax S (``acc_argmax``), of the noisy labels with the top k relabelled to ỹ (Eq. 10,
+    ``acc_corrected``); ``mean_distance``, Eq. (9) over the corrupted instances."""
     S, y, y_noisy = _correction_inputs(S, y, y_noisy)
     score, corrected = correction_scores(S, y_noisy)
     corrupted = y != y_noisy
@@ -221,15 +204,12 @@ def correction_metrics(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) 
     hits = int(corrupted[top].sum())
     relabelled = y_noisy.clone()
     relabelled[top] = corrected[top]
-    both_classes = 0 < k < len(y)
     return dict(precision=hits / k if k else float("nan"), recall=hits / k if k else float("nan"),
-                auroc=auroc(score, corrupted) if both_classes else float("nan"),
+                auroc=auroc(score, corrupted),
                 acc_noisy=float((y_noisy == y).float().mean()), acc_argmax=float((S.argmax(1) == y).float().mean()),
                 acc_corrected=float((relabelled == y).float().mean()),
                 mean_distance=float(label_distance(S, y, y_noisy).mean()) if k else float("nan"))
 
-
-# ---------------------------------------------------------------- claims judged over seeds
 
 HOLDS, CONTRADICTED, NOT_RESOLVED, NOT_CHECKED = "holds", "contradicted", "not resolved", "not checked"
 VERDICTS = (HOLDS, CONTRADICTED, NOT_RESOLVED, NOT_CHECKED)
@@ -237,10 +217,8 @@ VERDICTS = (HOLDS, CONTRADICTED, NOT_RESOLVED, NOT_CHECKED)
 
 @dataclass(frozen=True)
 class Verdict:
-    """A claim's verdict: ``verdict`` is HOLDS, CONTRADICTED or NOT_RESOLVED (``judge``'s rule, or
-    ``fact`` for a claim with no spread to weigh), or NOT_CHECKED (the build lacks what it needs),
-    ``evidence`` the numbers that decide it, ``reason`` why it is not resolved (or not checked) and
-    what would resolve it."""
+    """A claim's ``verdict`` (one of ``VERDICTS``; NOT_CHECKED: the build lacks what it needs), the
+    ``evidence`` that decides it and the ``reason`` it is not resolved (or not checked), with a remedy."""
 
     verdict: str
     evidence: str
@@ -249,13 +227,11 @@ class Verdict:
 
 def judge(differences, *, se: float | None = None, measured_on: int | None = None, unit: str = " points",
           digits: int = 2) -> Verdict:
-    """The one rule by which a claim that compares accuracies or rates is decided. ``differences``:
-    the claimed difference per seed, positive where the claim holds (SEAL's accuracy minus CE's, in
-    points). With mean d and standard error se (the seeds': their standard deviation / sqrt(k), for
-    k >= 2 seeds; or ``se`` given, e.g. the binomial one of a proportion ``measured_on`` that many
-    instances), the claim **holds** if d > 2 se, is **contradicted** if d < -2 se, and is **not
-    resolved** otherwise: the margin lies within its spread, and the reason says how many seeds (or
-    instances) would resolve a margin this size if the spread stays as it is."""
+    """The rule deciding a claim that compares accuracies or rates. ``differences``: per seed,
+    positive where the claim holds (SEAL's accuracy minus CE's). With their mean d and standard error
+    se (of k >= 2 seeds; or ``se`` given, e.g. a proportion's over ``measured_on`` instances), it
+    holds if d > 2 se, is contradicted if d < -2 se, and is not resolved otherwise; the reason then
+    says how many seeds (or instances) would resolve a margin this size if the spread stays."""
     d = torch.as_tensor(differences, dtype=torch.float64).flatten()
     if not len(d) or not torch.isfinite(d).all():
         fail("differences", d.tolist(), "one finite difference per seed, at least one")
@@ -281,15 +257,13 @@ def judge(differences, *, se: float | None = None, measured_on: int | None = Non
 
 
 def fact(holds: bool, evidence: str) -> Verdict:
-    """The verdict of a claim decided by a fact with no seeds' spread to weigh (arithmetic, a
-    hypothesis test's own decision): it holds or is contradicted."""
+    """The verdict of a claim decided by a fact (arithmetic, a test's own decision): no spread."""
     return Verdict(HOLDS if holds else CONTRADICTED, evidence)
 
 
 def every(parts: dict) -> Verdict:
-    """A claim that must hold at each of several places (every noise rate): it holds where every
-    part holds, is contradicted where any part is, and is not resolved otherwise. ``parts``:
-    ``{place: Verdict}``."""
+    """A claim that must hold at each place of ``{place: Verdict}`` (every noise rate): contradicted
+    if any part is, holding if all do, else not resolved."""
     if not parts:
         fail("parts", parts, "at least one {place: Verdict}")
     verdicts = [v.verdict for v in parts.values()]
@@ -300,10 +274,9 @@ def every(parts: dict) -> Verdict:
 
 
 def below_bound(tests: list) -> Verdict:
-    """Whether the validation error lies below the CCN bound, from Theorem 1's tests of one noisy data
-    set (``CCNTest``, one per seed, on the same validation rows): ``judge``'s rule on epsilon (bound
-    minus error) with the binomial standard error of the mean error (the seeds share their validation
-    rows, so their spread alone would understate it)."""
+    """Whether the validation error lies below the CCN bound, from one noisy data set's ``CCNTest``
+    per seed on the same validation rows: ``judge`` on epsilon with the binomial standard error of
+    the mean error (the seeds share their validation rows: their spread alone would understate it)."""
     if not tests or not all(isinstance(t, CCNTest) for t in tests):
         fail("tests", tests, "a non-empty list of stats.CCNTest, one per seed")
     error = sum(t.val_error for t in tests) / len(tests)
@@ -312,10 +285,9 @@ def below_bound(tests: list) -> Verdict:
 
 
 def rejects_ccn(tests: list) -> Verdict:
-    """Theorem 1's verdict on one noisy data set from its tests (``CCNTest``, one per seed, on the same
-    validation rows): it holds if every test rejects CCN; it is contradicted if the error lies above
-    the bound (``below_bound`` contradicted: nothing to reject); otherwise it is not resolved, and the
-    reason gives the validation size m that would reject at the mean epsilon."""
+    """Theorem 1's verdict from the tests of ``below_bound``: holds if every test rejects CCN, is
+    contradicted if the error lies above the bound, else not resolved (the reason gives the m that
+    would reject at the mean epsilon)."""
     below = below_bound(tests)
     m, alpha, k = tests[0].m, tests[0].alpha, len(tests)
     if all(t.reject for t in tests):

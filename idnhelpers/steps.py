@@ -1,21 +1,13 @@
-"""How a training step updates the networks: the pluggable parts of the engine's one loop.
+"""How a training step updates the networks: ``Single()`` (one network, the run's objective) or
+``Peers(forget_rate, t_k)`` (Co-teaching). A step's class method ``make(specs)`` gives the step of
+K runs trained in one call, ``step(logits, targets, epoch, rows, loss) -> (loss to minimise, K
+losses to log)``: logits K x n x b x c (K runs, n networks each), targets and ``rows`` K x b,
+``loss`` the runs' objective (``losses.Objective.make``), every part batched over the K runs.
 
-A run's *step* says how many networks it trains and how their losses come from their logits. Its
-class method ``make(specs)`` gives the step of K runs trained in one call, ``step(logits,
-targets, epoch, rows, loss) -> (loss to minimise, K losses to log)``: logits K x n x b x c (K
-runs, n networks each), targets and ``rows`` K x b, ``loss`` the runs' objective
-(``losses.Objective.make``). Every part is one batched call over the K runs, so the ATen calls
-of a step do not grow with K. Fields named in ``per_run`` may differ between the K runs.
-
-- ``Single()``: one network, the run's objective;
-- ``Peers(forget_rate, t_k)``: Co-teaching (Han et al. 2018), two networks on one batch order,
-  each updated on the instances its peer finds small-loss.
-
-The *networks* of one call are a bank: ``ModuleBank`` holds one run's modules and calls them one
-after another; ``StackedBank`` holds K runs' networks stacked (``torch.func.stack_module_state``)
-and computes every step of all K runs as one batched call (``torch.func.vmap``). SGD updates each
-weight element-wise, so one optimiser over the stacked weights is K independent optimisers, and
-each run keeps its own initial weights, batch order and loss: the runs stay independent.
+The networks of a call are a bank: ``ModuleBank`` calls one run's modules one after another;
+``StackedBank`` stacks K runs' networks (``torch.func.stack_module_state``) into one batched call
+(``torch.func.vmap``). SGD updates each weight element-wise, so one optimiser over the stacked
+weights is K independent optimisers: the runs stay independent.
 """
 
 from __future__ import annotations
@@ -28,18 +20,17 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from .checks import check_float, check_int
-from .losses import row_cross_entropy
+from .lossparts import row_cross_entropy
 
 
 class Step:
     """Base class of the steps (see the module docstring)."""
 
     n_networks: ClassVar[int] = 1
-    per_run: ClassVar[tuple[str, ...]] = ()
+    per_run: ClassVar[tuple[str, ...]] = ()  # fields that may differ between the K runs
 
     @classmethod
     def make(cls, specs: list[Step]):
-        """The step of K runs with these steps (see the module docstring)."""
         raise NotImplementedError
 
     def config(self) -> dict:
@@ -61,9 +52,8 @@ def _single_step(logits, targets, epoch, rows, loss):
 
 
 def keep_rate(epoch: int, forget_rate: float, t_k: int = 10) -> float:
-    """Co-teaching's R(t) = 1 - min(t / T_k * tau, tau): the fraction of each batch kept at
-    0-based ``epoch`` (all of it at epoch 0, 1 - tau from epoch T_k on). The authors' code reaches
-    tau at epoch T_k - 1 (a ``linspace`` over T_k epochs); this follows the paper's formula."""
+    """Co-teaching's R(t) = 1 - min(t / T_k * tau, tau) at 0-based ``epoch``. The authors' code
+    reaches tau at epoch T_k - 1 (a ``linspace`` over T_k epochs); this follows the paper."""
     return 1 - min(epoch / t_k * forget_rate, forget_rate)
 
 
@@ -80,11 +70,11 @@ def small_loss_exchange(logits1, logits2, y, n_keep):
 
 @dataclass(frozen=True)
 class Peers(Step):
-    """Co-teaching: two networks (initial weights drawn one after the other from the run's seed,
-    so network 1 starts where a CE run of that seed starts); per batch each keeps the
-    ``keep_rate`` fraction of smallest cross-entropy (``round(keep_rate * batch)`` instances, as the
-    official IDN code's ``train_ct``) and its peer updates on them. ``forget_rate`` is tau (the paper's baseline: the noise rate), reached
-    after ``t_k`` epochs. Network 1 is the one recorded, as in the authors' reports."""
+    """Co-teaching (Han et al. 2018): two networks (initial weights drawn one after the other from
+    the run's seed, so network 1 starts where a CE run of that seed starts); per batch each keeps
+    its ``round(keep_rate * batch)`` smallest cross-entropy instances (as the official IDN code's
+    ``train_ct``) and its peer updates on them. ``forget_rate`` is tau (the paper's baseline: the
+    noise rate), reached after ``t_k`` epochs. Network 1 is the one recorded, as the authors report."""
 
     forget_rate: float
     t_k: int = 10
@@ -101,8 +91,6 @@ class Peers(Step):
 
 
 class _PeerStep:
-    """Co-teaching's step for K runs, their forget rates one per run."""
-
     def __init__(self, forget_rates: list[float], t_k: int):
         self.forget_rates, self.t_k, self.n_keep = forget_rates, t_k, {}
 
@@ -131,7 +119,7 @@ class ModuleBank:
             m.train(mode)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Training forward: ``x`` (1 x b x ...) through every network: 1 x n x b x c logits."""
+        """``x`` (1 x b x ...) through every network: 1 x n x b x c logits."""
         return torch.stack([m(x[0]) for m in self.models])[None]
 
     def probs(self, x: torch.Tensor, n_classes: int, per_run: bool = False) -> torch.Tensor:
@@ -155,15 +143,15 @@ class ModuleBank:
 
 
 class StackedBank:
-    """K runs' networks (each run ``n`` of them) stacked into one batched call (module docstring)."""
+    """K runs' networks (each run ``n`` of them) stacked into one batched call; ``ModuleBank``'s
+    methods, the recorded network being each run's first."""
 
     def __init__(self, models: list[list[torch.nn.Module]]):
         self.K, self.n = len(models), len(models[0])
         flat = [m for run in models for m in run]
         self.template = copy.deepcopy(flat[0])
         self.params, self.buffers = stack_module_state(flat)
-        base = copy.deepcopy(flat[0]).to("meta")
-        self.base = base
+        base = self.base = copy.deepcopy(flat[0]).to("meta")
 
         def forward(p, b, x):
             return functional_call(base, (p, b), (x,))
@@ -178,18 +166,13 @@ class StackedBank:
         self.base.train(mode)
 
     def logits(self, x):
-        """K x b x ... inputs, each run's through its n networks: K x n x b x c logits."""
         x = x[:, None].expand(self.K, self.n, *x.shape[1:]).flatten(0, 1)  # a view when n = 1
         return self._each(self.params, self.buffers, x).unflatten(0, (self.K, self.n))
 
-    def _recorded(self):
-        """Weights of each run's first network (the recorded one)."""
-        if self.n == 1:
-            return self.params, self.buffers
-        return ({k: v[::self.n] for k, v in self.params.items()}, {k: v[::self.n] for k, v in self.buffers.items()})
-
     def probs(self, x, n_classes, per_run=False):
-        params, buffers = self._recorded()
+        params, buffers = self.params, self.buffers
+        if self.n > 1:
+            params, buffers = {k: v[::self.n] for k, v in params.items()}, {k: v[::self.n] for k, v in buffers.items()}
         out = self._each(params, buffers, x) if per_run else self._shared(params, buffers, x)
         return out[..., :n_classes].float().softmax(-1)
 
@@ -198,7 +181,6 @@ class StackedBank:
         return {name: v[i].detach().cpu().clone() for name, v in {**self.params, **self.buffers}.items()}
 
     def checkpoint(self) -> dict:
-        """Every network's stacked weights and buffers (live tensors: save them before the next step)."""
         return {"params": self.params, "buffers": self.buffers}
 
     @torch.no_grad()

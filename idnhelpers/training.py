@@ -1,23 +1,13 @@
-"""The epoch loop that trains every run (``runs.Run``) of every method and data set: ``fit(runs,
-device)``, which ``engine.train_many`` calls for the runs the cache lacks.
+"""The one epoch loop that trains every run (``runs.Run``): ``fit(runs, device)``, called by
+``engine.train_many`` for the runs the cache lacks.
 
-Per epoch the loop sets the learning rate of the protocol (Appendix A), takes one step per batch,
-then records: the softmax of every training instance in eval mode (accumulated into the
-epoch-averaged ``S`` of Eq. (3) / Algorithm 2), test and validation accuracy, the memorisation
-split, CSR (Eq. 4) and tracked rows. The loop itself (``_fit``) is one screen; its parts are hooks:
-
-- ``Training`` holds the call's state and its per-epoch parts (``begin_epoch``, ``batches``,
-  ``end_epoch``: recording, scoring, CSR, the best epoch's weights); ``train_step`` is one SGD
-  step of the K runs, every call batched over them;
-- ``checkpoint.Checkpoints`` resumes a killed call and stores its state as the loop goes;
-- the *objective* (``losses``) owns its loss (``make``), its per-row state (``before_epoch``) and
-  its own scores of the test and validation predictions (``scores``: DAC's abstention), so a new
-  loss with its own outputs or measures touches its own class only.
-
-What varies plugs in: the *step* (``steps.Single`` or Co-teaching's ``steps.Peers``); the
-*networks*, one run's modules or K runs stacked into one batched call (``steps.StackedBank``);
-the *batch source*, tensors resident on the device (``sources.TensorSource``) or images streamed
-from disk (``clothing1m.StreamSource``).
+Per epoch the loop sets the protocol's learning rate (Appendix A), takes one step per batch, then
+records the eval-mode softmax of every training instance (averaged into Eq. (3)'s / Algorithm 2's
+``S``), test and validation accuracy, the memorisation split, CSR (Eq. 4) and tracked rows. The
+loop (``_fit``) is one screen; ``Training`` holds the call's state and per-epoch parts,
+``checkpoint.Checkpoints`` resumes and stores it, the objective (``losses``) owns its loss, per-row
+state and scores. What varies plugs in: the step (``steps``), the networks (``steps.ModuleBank``
+or ``StackedBank``) and the batch source (``sources.TensorSource`` or ``clothing1m.StreamSource``).
 """
 
 from __future__ import annotations
@@ -29,7 +19,7 @@ import torch
 from . import checkpoint
 from .csr import critical_sample_ratio
 from .hardware import describe, training_settings, tune_cpu_allocator
-from .losses import rows_of
+from .lossparts import rows_of
 from .models import build_model
 from .progress import EpochProgress
 from .runs import Run, RunResult
@@ -66,41 +56,39 @@ class Recorder:
         targets = run.targets
         self.labels = targets if targets.dim() == 1 else targets.argmax(1)
         self.y_true, self.track = run.y_true, run.track
-        self.y_test = run.test.y if run.test is not None else None
-        self.y_val = run.val.y if run.val is not None else None
-        self.objective = run.objective  # its own scores of the test and validation predictions (DAC's abstention)
-        self.n_classes = run.n_classes
+        self.y_eval = {name: getattr(run, name).y for name in ("test", "val") if getattr(run, name) is not None}
+        self.objective, self.n_classes = run.objective, run.n_classes
         self.S_sum = torch.zeros(len(targets), run.n_classes, dtype=torch.float64) if run.record_softmax else None
         self.averaged = run.average_epochs or run.protocol.n_epochs  # S averages the first `averaged` epochs
         self.history = {"loss": [], "fit_acc": [], "train_acc": [], "true_acc": [], "test_acc": [], "csr": []}
         if self.y_true is not None:
             self.corrupted = self.labels != self.y_true
             self.history.update(mem_noisy=[], mem_true=[], mem_other=[], clean_correct=[])
-        if self.y_val is not None:
+        if "val" in self.y_eval:
             self.history["val_acc"] = []
         self.snapshots = []
 
-    def add(self, mean_loss: float, fit_acc: float, probs, test_pred, val_pred, csr) -> dict:
-        """Record one epoch; returns the progress bar's postfix."""
+    def add(self, mean_loss: float, fit_acc: float, probs, preds: dict, csr) -> dict:
+        """Record one epoch (``preds``: the test and validation predictions); the progress postfix."""
         h = self.history
         h["loss"].append(mean_loss)
         h["fit_acc"].append(fit_acc)
-        h["test_acc"].append((test_pred == self.y_test).float().mean().item() if test_pred is not None else None)
+        acc = {split: (pred == self.y_eval[split]).float().mean().item() for split, pred in preds.items()}
+        h["test_acc"].append(acc.get("test"))
         h["csr"].append(csr)
-        if self.y_val is not None:
-            h["val_acc"].append((val_pred == self.y_val).float().mean().item())
-        for split, pred, y in (("test", test_pred, self.y_test), ("val", val_pred, self.y_val)):
-            if y is not None:
-                for name, value in self.objective.scores(pred, y, self.n_classes).items():
-                    h.setdefault(f"{split}_{name}", []).append(value)
+        if "val" in acc:
+            h["val_acc"].append(acc["val"])
+        for split, pred in preds.items():
+            for name, value in self.objective.scores(pred, self.y_eval[split], self.n_classes).items():
+                h.setdefault(f"{split}_{name}", []).append(value)
         if probs is None:
             h["train_acc"].append(None)
             h["true_acc"].append(None)
         else:
             self._add_softmax(probs)
-        return {"loss": f"{h['loss'][-1]:.3f}",
+        return {"loss": f"{mean_loss:.3f}",
                 **({"train": f"{h['train_acc'][-1]:.3f}"} if probs is not None else {}),
-                **({"test": f"{h['test_acc'][-1]:.3f}"} if test_pred is not None else {})}
+                **({"test": f"{acc['test']:.3f}"} if "test" in acc else {})}
 
     def _add_softmax(self, probs):
         if len(self.history["loss"]) <= self.averaged:
@@ -109,19 +97,17 @@ class Recorder:
         h = self.history
         h["train_acc"].append((pred == self.labels).float().mean().item())
         h["true_acc"].append((pred == self.y_true).float().mean().item() if self.y_true is not None else None)
-        if self.y_true is not None:
+        if self.y_true is not None:  # an empty split's mean is nan
             bad, good = self.corrupted, ~self.corrupted
             as_noisy, as_true = (pred == self.labels)[bad], (pred == self.y_true)[bad]
-            nan = float("nan")
-            h["mem_noisy"].append(as_noisy.float().mean().item() if bad.any() else nan)
-            h["mem_true"].append(as_true.float().mean().item() if bad.any() else nan)
-            h["mem_other"].append((~as_noisy & ~as_true).float().mean().item() if bad.any() else nan)
-            h["clean_correct"].append((pred == self.y_true)[good].float().mean().item() if good.any() else nan)
+            h["mem_noisy"].append(as_noisy.float().mean().item())
+            h["mem_true"].append(as_true.float().mean().item())
+            h["mem_other"].append((~as_noisy & ~as_true).float().mean().item())
+            h["clean_correct"].append((pred == self.y_true)[good].float().mean().item())
         if self.track is not None:
             self.snapshots.append(probs[self.track])
 
     def checkpoint(self) -> dict:
-        """What the recorder has gathered so far (``checkpoint``)."""
         return {"S_sum": self.S_sum, "history": self.history, "snapshots": self.snapshots}
 
     def S(self):
@@ -130,28 +116,28 @@ class Recorder:
 
 @torch.no_grad()
 def softmax_of(bank, source, n_classes: int, precision: str, device, augment_generators=None, batch_size=None):
-    """K x n x c softmax of each run's recorded network on a source's instances, in order: the
-    rows per call (``batch_size``, default ``sources.eval_batch``) shared by the K runs, so a
-    stacked call holds no more activations than one run's; the result is copied to the host once
-    per pass. One autocast region for the pass: the weights are cast to bf16 once, not once per batch."""
+    """K x n x c softmax of each run's recorded network on a source's instances, in order, the rows
+    per call (default ``sources.eval_batch``) shared by the K runs, so a stacked call holds no more
+    activations than one run's; one copy to the host and one autocast region (the weights cast to
+    bf16 once) per pass."""
     out = []
     batch_size = max(1, (batch_size or eval_batch(device)) // bank.K)
     with autocast(device, precision):
         for x in source.eval_batches(batch_size, augment_generators):
             out.append(bank.probs(x, n_classes, per_run=augment_generators is not None))
-    return torch.cat(out, 1).cpu()  # one copy to the host per pass
+    return torch.cat(out, 1).cpu()
 
 
 def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
-    """K x n x c softmax of the training instances after an epoch, always in eval mode: on the
-    clean instances (the paper's f^t(x), ``softmax_mode="eval"``) or, with ``"official"``, on one
-    augmented copy per run in batches of 1000, as the official scripts do right after their test
-    pass has called ``model.eval()``. Eval mode leaves BatchNorm's running averages alone."""
+    """K x n x c softmax of the training instances after an epoch, in eval mode (which leaves
+    BatchNorm's running averages alone): on the clean instances (the paper's f^t(x)) or, with
+    ``softmax_mode="official"``, on one augmented copy per run in batches of 1000, as the official
+    scripts do right after their test pass has called ``model.eval()``."""
     official = run.softmax_mode == "official"
     bank.train(False)
     return softmax_of(bank, source, run.n_classes, run.precision, device,
-                  generators if official and run.protocol.augment else None,
-                  OFFICIAL_SOFTMAX_BATCH if official else None)
+                      generators if official and run.protocol.augment else None,
+                      OFFICIAL_SOFTMAX_BATCH if official else None)
 
 
 def train_step(training: Training, rows: torch.Tensor, x: torch.Tensor, epoch: int):
@@ -167,25 +153,14 @@ def train_step(training: Training, rows: torch.Tensor, x: torch.Tensor, epoch: i
     return logged.detach() * rows.shape[1], fitted
 
 
-def training_softmax(bank, source, run: Run, recorded, device) -> torch.Tensor:
-    """K x n x c eval-mode softmax of the training instances before an epoch: the one just
-    recorded, if any (a row-weighted loss reads it, ``losses``)."""
-    if recorded is not None and run.softmax_mode == "eval":
-        return recorded
-    bank.train(False)
-    return softmax_of(bank, source, run.n_classes, run.precision, device)
-
-
 def on_device(run: Run, device: torch.device) -> Run:
     """``run`` as trained on ``device``: its ``device_type`` (part of its cache key) set to the device's."""
     return run if run.device_type == device.type else run.replace(device_type=device.type)
 
 
 def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable: bool = False) -> list[RunResult]:
-    """The one epoch loop: train ``runs`` (one, or several stacked) and record them, under their
-    precision's TF32 and determinism settings (``hardware.training_settings``). ``resumable``:
-    store the call's state after epochs (``checkpoint.EVERY_SECONDS`` apart) and resume from a
-    stored one (``checkpoint``)."""
+    """Train ``runs`` (one, or several stacked) and record them, under their precision's TF32 and
+    determinism settings; ``resumable``: store checkpoints and resume from one (``checkpoint``)."""
     runs = [on_device(run, device) for run in runs]
     with training_settings(device, runs[0].precision, runs[0].deterministic):
         return _fit(runs, device, stacked, resumable)
@@ -216,10 +191,7 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
 class Training:
     """What one ``fit`` call trains and has recorded: the K runs' networks (a bank), objective,
     step, optimiser, random generators, recorders and the weights kept so far; a checkpoint stores
-    ``state()`` and ``restore``s it. Its per-epoch parts are what the loop in ``_fit`` calls:
-    ``begin_epoch`` (learning rate, the official code's fresh optimiser, a row-weighted loss's
-    ``before_epoch``), ``batches``, ``train_step`` and ``end_epoch`` (the recorded softmax, test and
-    validation scores, CSR, the best epoch's weights)."""
+    ``state()`` and ``restore``s it."""
 
     def __init__(self, runs: list[Run], device: torch.device, stacked: bool):
         run0 = self.run0 = runs[0]
@@ -247,9 +219,15 @@ class Training:
             self.optimizer = self.protocol.make_optimizer(self.bank.parameters())
         self.optimizer.lr = self.protocol.lr_at(epoch)
         if self.run0.objective.row_weighted and fresh:
-            self.loss.before_epoch(epoch, lambda: training_softmax(self.bank, self.source, self.run0, self.probs,
-                                                                   self.device), self.labels)
+            self.loss.before_epoch(epoch, self.training_softmax, self.labels)
         self.bank.train(True)
+
+    def training_softmax(self) -> torch.Tensor:
+        """The eval-mode softmax of the training instances before an epoch: the one just recorded, if any."""
+        if self.probs is not None and self.run0.softmax_mode == "eval":
+            return self.probs
+        self.bank.train(False)
+        return softmax_of(self.bank, self.source, self.n_classes, self.run0.precision, self.device)
 
     def zero_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The epoch's running loss and fitted-row sums, one per run."""
@@ -272,10 +250,9 @@ class Training:
                  for name, s in self.evals.items()}
         postfix = []
         for k, (run, record) in enumerate(zip(self.runs, self.records)):
-            postfix.append(record.add(loss_sum[k].item() / len(source), correct[k].item() / len(source),
-                                      None if self.probs is None else self.probs[k],
-                                      preds["test"][k] if "test" in preds else None,
-                                      preds["val"][k] if "val" in preds else None, self.csr(k, epoch)))
+            probs = None if self.probs is None else self.probs[k]
+            postfix.append(record.add(loss_sum[k].item() / len(source), correct[k].item() / len(source), probs,
+                                      {name: pred[k] for name, pred in preds.items()}, self.csr(k, epoch)))
             if run.keep == "best_val" and record.history["val_acc"][-1] > self.best[k][0]:
                 self.best[k] = (record.history["val_acc"][-1], epoch + 1, bank.state(k))
         return postfix[0]
@@ -320,5 +297,3 @@ class Training:
                 seconds=seconds / len(self.runs), threads=torch.get_num_threads(),
                 hardware=describe(self.device, precision, run0.deterministic)))
         return results
-
-

@@ -64,17 +64,18 @@ import torch
 from idnbook import plots
 from idnbook.chapter import claims, setup
 from idnhelpers.clothing1m import load_clothing1m_labels
-from idnhelpers.datasets import default_root, get_dataset, protocol
+from idnhelpers.datasets import default_root, protocol
 from idnhelpers.experiments import ccn_experiment, family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.noise import ccn_labels
 from idnhelpers.stats import (below_bound, ccn_test, class_priors, estimate_transition_matrix, every, fact, judge,
                               rejects_ccn)
 
-data = setup(globals())  # parameters checked, precision resolved, the rows of this chapter (shared with 03-05)
+study = setup(globals())  # every parameter checked before any work starts; precision decided for the device
+data = study.sample()  # the rows of this chapter (shared with 03-05)
 
-n_classes = get_dataset(dataset).n_classes
-noise_rates = sorted(float(r) for r in noise_rates)
+n_classes = study.data_spec.n_classes
+noise_rates = list(study.noise_rates)  # sorted
 
 # %% [markdown]
 # ## The paper's Clothing1M arithmetic
@@ -109,8 +110,8 @@ print(f"log10 of the probability bound: {paper.log10_p:.0f}  (the paper: 'lower 
 # %% tags=["remove-stderr"]
 y = data.y
 proto = protocol(dataset, n_epochs=n_epochs)
-idn_sets = family_labels(data, family, noise_rates, device=device, precision=precision)
-idn_runs = noisy_runs(data, idn_sets, proto, seeds, precision=precision)
+idn_sets = family_labels(data, family, noise_rates, device=device, precision=study.precision)
+idn_runs = noisy_runs(data, idn_sets, proto, seeds, precision=study.precision)
 idn_results = dict(zip(idn_runs, run_stages("ce", list(idn_runs.values()), trainer=Trainer(device=device))))
 w = class_priors(y, n_classes)
 rows, curves, tests = [], {}, {}
@@ -119,7 +120,7 @@ for rate in noise_rates:
     M = estimate_transition_matrix(y, y_idn, n_classes)
     y_ccn = ccn_labels(y, M, seed=seed, n_flips=int((y_idn != y).sum()))
     # the CCN run needs only its validation error: no softmax recording, no test set
-    ccn = ccn_experiment(data, y_ccn, M, w, proto, seed=seeds[0], alpha=alpha, device=device, precision=precision,
+    ccn = ccn_experiment(data, y_ccn, M, w, proto, seed=seeds[0], alpha=alpha, device=device, precision=study.precision,
                          record_softmax=False, test=None)
     for s in seeds:
         history = idn_results[(rate, s)].history

@@ -56,18 +56,18 @@ import torch
 
 from idnbook import plots
 from idnbook.chapter import claims, paper_scale, setup
-from idnhelpers.datasets import get_dataset
 from idnhelpers.experiments import generate_idn
-from idnhelpers.noise import FAMILIES, flip_count, symmetric_noise
+from idnhelpers.noise import flip_count, symmetric_noise
+from idnhelpers.families import FAMILIES
 from idnhelpers.published import load_published_idn
 from idnhelpers.stats import (NOT_CHECKED, NOT_RESOLVED, Verdict, estimate_transition_matrix, every, fact,
                               flip_agreement, per_class_noise_rate)
 
-data = setup(globals())  # parameters checked, precision resolved, the rows Algorithm 1 labels
+study = setup(globals(), family="idn")  # every parameter checked before any work starts; precision decided
+data = study.sample()  # the rows Algorithm 1 labels
 
-spec = get_dataset(dataset)
-names, n_classes = spec.classes, spec.n_classes
-noise_rates = sorted(float(r) for r in noise_rates)
+names, n_classes = study.data_spec.classes, study.data_spec.n_classes
+noise_rates = list(study.noise_rates)  # sorted
 
 # %% [markdown]
 # ## Train on clean labels and average the softmax
@@ -80,7 +80,7 @@ noise_rates = sorted(float(r) for r in noise_rates)
 # this notebook with other noise rates costs nothing.
 
 # %% tags=["remove-stderr"]
-idn = generate_idn(data, noise_rates, n_epochs=n_epochs, device=device, precision=precision)
+idn = generate_idn(data, noise_rates, n_epochs=n_epochs, device=device, precision=study.precision)
 X, y = data.X, data.y
 (pd.DataFrame({"epoch": range(1, len(idn.history["loss"]) + 1), "loss": idn.history["loss"],
                "training accuracy (%)": 100 * np.array(idn.history["train_acc"])}).set_index("epoch").T.style
@@ -170,7 +170,7 @@ published = FAMILIES["idn_published"]
 published_rates = [r for r in noise_rates if any(abs(r - p) < 1e-9 for p in published.rates)] if (
     dataset in published.datasets) else []
 runs_by_seed = {s: idn if s == seed else generate_idn(data, published_rates, n_epochs=n_epochs, train_seed=s,
-                                                      device=device, precision=precision)
+                                                      device=device, precision=study.precision)
                 for s in (idn_seeds if published_rates else [])}
 rows_agree, checks = [], {}
 for r in published_rates:

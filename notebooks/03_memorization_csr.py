@@ -72,17 +72,18 @@ import pandas as pd
 import torch
 
 from idnbook import plots
-from idnbook.chapter import claims, mean_std, paper_scale, setup
-from idnhelpers.datasets import get_dataset, protocol
+from idnbook.chapter import claims, paper_scale, setup
+from idnhelpers.results import mean_std
+from idnhelpers.datasets import protocol
 from idnhelpers.experiments import family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.stats import binomial_se, every, judge
 
-data = setup(globals())  # parameters checked, precision resolved, the rows of this chapter (shared with 01, 04, 05)
+study = setup(globals())  # every parameter checked before any work starts; precision decided for the device
+data = study.sample()  # the rows of this chapter (shared with 01, 04, 05)
 
-spec = get_dataset(dataset)
-names, n_classes = spec.classes, spec.n_classes
-noise_rates = sorted(float(r) for r in noise_rates)
+names, n_classes = study.data_spec.classes, study.data_spec.n_classes
+noise_rates = list(study.noise_rates)  # sorted
 
 # %% [markdown]
 # ## Training runs
@@ -99,8 +100,8 @@ X, y = data.data("train").X, data.y[data.train]  # the training rows
 proto = protocol(dataset, n_epochs=n_epochs)
 families = {"IDN": (family, {}), "CCN": ("symmetric", dict(noise_seed=seed))}
 labels = {(kind, r): y_noisy for kind in noise_types for r, y_noisy in family_labels(
-    data, families[kind][0], noise_rates, device=device, precision=precision, **families[kind][1]).items()}
-base = noisy_runs(data, labels, proto, seeds, precision=precision, csr_size=csr_size, csr_every=csr_every,
+    data, families[kind][0], noise_rates, device=device, precision=study.precision, **families[kind][1]).items()}
+base = noisy_runs(data, labels, proto, seeds, precision=study.precision, csr_size=csr_size, csr_every=csr_every,
                   csr_radius=csr_radius, csr_search=csr_search, csr_probe=csr_probe)
 results = run_stages("ce", list(base.values()), trainer=Trainer(device=device))
 runs = {cell: result.final for cell, result in zip(base, results)}  # runs[((kind, rate), seed)]

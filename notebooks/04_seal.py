@@ -57,20 +57,21 @@ import pandas as pd
 import torch
 
 from idnbook import plots
-from idnbook.chapter import claims, mean_std, paper_scale, setup
+from idnbook.chapter import claims, paper_scale, setup
+from idnhelpers.results import mean_std
 from idnhelpers import paper
-from idnhelpers.datasets import get_dataset, protocol
+from idnhelpers.datasets import protocol
 from idnhelpers.experiments import family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
-from idnhelpers.noise import FAMILIES
+from idnhelpers.families import FAMILIES
 from idnhelpers.noisy import RANKINGS, find_noisy, label_quality, noisy_metrics, suggested_labels
 from idnhelpers.stats import correction_metrics, correction_scores, every, judge, label_distance
 
-data = setup(globals())  # parameters checked, precision resolved, the rows of this chapter (shared with 01/03/04)
+study = setup(globals())  # every parameter checked before any work starts; precision decided for the device
+data = study.sample()  # the rows of this chapter (shared with 01, 03, 05)
 
-spec = get_dataset(dataset)
-names, n_classes = spec.classes, spec.n_classes
-noise_rates = sorted(float(r) for r in noise_rates)
+names, n_classes = study.data_spec.classes, study.data_spec.n_classes
+noise_rates = list(study.noise_rates)  # sorted
 proto = protocol(dataset, n_epochs=n_epochs)
 
 # %% [markdown]
@@ -87,9 +88,9 @@ proto = protocol(dataset, n_epochs=n_epochs)
 
 # %% tags=["remove-stderr"]
 X, y = data.data("train").X, data.y[data.train]  # the training rows
-labels = family_labels(data, family, noise_rates, device=device, precision=precision)
+labels = family_labels(data, family, noise_rates, device=device, precision=study.precision)
 noisy = {r: labels[r][data.train] for r in noise_rates}  # the training rows' noisy labels
-base = noisy_runs(data, labels, proto, seeds, precision=precision)  # every (rate, seed) run trains together
+base = noisy_runs(data, labels, proto, seeds, precision=study.precision)  # every (rate, seed) run trains together
 results = run_stages("seal", list(base.values()), trainer=Trainer(device=device), n_iterations=n_iterations)
 runs = {cell: result.stages for cell, result in zip(base, results)}  # runs[(rate, seed)][m]: iteration m
 print(f"IDN labels: {FAMILIES[family].label}; {len(y)} training instances, {len(runs) * (n_iterations + 1)} runs")

@@ -29,7 +29,7 @@
 # | `seal` | SEAL (Algorithm 2) | retrains on the epoch-averaged softmax, iteratively |
 # | `seal_dmi` | SEAL (DMI) | SEAL iterations started from DMI's averaged softmax (Table 3) |
 #
-# Beyond the paper, in a block of their own below its table: `elr`, ELR {cite}`liu2020early`
+# Beyond the paper, in a block of their own below its table (add them to `methods`): `elr`, ELR {cite}`liu2020early`
 # (a moving average $t_i$ of each instance's predictions and the regulariser
 # $\lambda \log(1 - \langle t_i, f(x_i)\rangle)$ added to CE), and `plc`, PLC's progressive
 # label correction {cite}`zhang2021learning` (after a warm-up, relabel the instances whose
@@ -45,9 +45,10 @@
 # the last epoch's, which may have memorised part of the noise (the `paper` profile, which has no
 # validation split, as the paper).
 #
-# Every method is `idnhelpers.methods.run_method(name, X, y_noisy, protocol, ...)`; the grid of
-# methods x noise rates x seeds is `idnhelpers.grid` (the same runs as the command line `idn-grid`,
-# which runs it on a cluster). Each run is cached on disk, so an interrupted grid resumes and a
+# Every method is `idnhelpers.methods.run_method(name, X, y_noisy, protocol, ...)`; this chapter's
+# settings are one `idnhelpers.study.Study`, and `idnhelpers.grid.run_study` trains its grid of
+# methods x noise rates x seeds (the same runs as the command line `idn-grid`, which runs it on a
+# cluster) and returns one `Results` value, from which every table below is read. Each run is cached on disk, so an interrupted grid resumes and a
 # larger one only trains what is new. Runs that coincide are trained once: the CE run is also
 # Forward's and DMI's first stage and SEAL's iteration 0. With `collect_only: true` this chapter
 # trains nothing: it reads the table from runs `idn-grid` trained (README: "Run the paper's grid
@@ -58,10 +59,8 @@ dataset = "mnist"  # mnist (Table 1) or cifar10 (Table 2; needs cifar-10-batches
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.2, 0.4]  # IDN rates of CE and SEAL (the paper: 0.1, 0.2, 0.3, 0.4)
 baseline_rates = [0.4]  # rates of the other methods; None: noise_rates (here the highest only, for time)
-methods = ["ce", "forward", "coteaching", "gce", "dac", "dmi", "seal"]  # Table 1-2's; add "seal_dmi" (Table 3)
-beyond = []  # methods beyond the paper ("elr", "plc"), in their own block below its table; [] for none
-beyond_rates = None  # noise rates of that block; None: noise_rates
-family = "idn_published"  # the authors' IDN labels (fair comparison); "idn": Algorithm 1 on the same rows; any of noise.FAMILIES
+methods = ["ce", "forward", "coteaching", "gce", "dac", "dmi", "seal"]  # Tables 1-2's; "seal_dmi" (Table 3); "elr", "plc" (beyond)
+family = "idn_published"  # the authors' IDN labels (fair comparison); "idn": Algorithm 1 on the same rows; any of families.FAMILIES
 n_epochs = 75  # epochs per run: CE's training accuracy converges (the paper: 50 on 60k MNIST rows, 150 on CIFAR-10)
 n_train = 2000  # labelled rows (random, seeded), split into training and validation rows; None: all
 n_test = 2000  # test subset size (random, seeded), scored every epoch; None for the whole test set
@@ -79,51 +78,33 @@ trained_on = "auto"  # where the runs were trained, part of their cache keys: "c
 profile = "cpu"  # name of the parameter file used, shown in the book
 
 # %%
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-import torch
+from IPython.display import display
 
 from idnbook import plots
-from idnbook.chapter import claims, mean_std, paper_scale, setup
+from idnbook.chapter import claims, paper_scale_accuracy, paper_table3, setup
 from idnhelpers import paper
 from idnhelpers.clothing1m import clothing1m_available
-from idnhelpers.grid import GridSpec, MissingRuns, T_error, build_grid, collect, run_grid
-from idnhelpers.methods import METHODS, method_label
+from idnhelpers.grid import run_study
+from idnhelpers.methods import method_label
+from idnhelpers.results import mean_std
 from idnhelpers.stats import NOT_CHECKED, Verdict, every, judge
 
-setup(globals())  # every parameter checked (an unknown method, a bad rate) before any work starts; precision resolved
-spec = GridSpec(dataset=dataset, methods=methods, family=family, noise_rates=noise_rates, seeds=seeds,
-                n_epochs=n_epochs, n_train=n_train, n_test=n_test, val_fraction=val_fraction,
-                n_iterations=n_iterations, dmi_epochs=dmi_epochs, seed=seed, precision=precision, data_root=data_root)
-if spec.noise_rates is None:
-    raise ValueError(f"family={family!r} is one fixed set of labels: this chapter compares the methods across noise "
-                     "rates; benchmark a fixed set with idn-grid --labels (README)")
-noise_rates = list(spec.noise_rates)
-baselines = [m for m in methods if m not in ("ce", "seal")]
-rates_of = {m: noise_rates if m in ("ce", "seal") or baseline_rates is None else sorted(baseline_rates)
-            for m in methods}  # CE and SEAL at every rate, the other methods at theirs
-device_type = None if trained_on == "auto" else trained_on  # collect_only on a laptop: "cuda" for a cluster's runs
+study = setup(globals())  # every parameter checked (an unknown method, a bad rate) before any work starts
+if study.noise_rates is None:  # benchmark a fixed label set (human labels) with idn-grid --labels (README)
+    raise ValueError(f"family={family!r} is one fixed set of labels: this chapter compares noise rates")
+table_methods = [m for m in methods if m in paper.TABLE_METHODS + ("seal_dmi",)]  # the paper's; the rest: beyond it
 
 # %% [markdown]
 # ## Data, labels and the grid
 
 # %% tags=["remove-stderr"]
-grids = [build_grid(spec.replace(methods=[m for m in methods if rates_of[m] == rates], noise_rates=rates),
-                    device=device, train_labels=not collect_only, device_type=device_type)
-         for rates in map(list, sorted({tuple(r) for r in rates_of.values()}))]
-cells = [cell for g in grids for cell in g.cells]
-table = collect(cells) if collect_only else run_grid(cells, "local", device=device)
-results = {(row["noise_rate"], row["seed"], row["method"]): row for row in table.to_dict("records")}
-print(grids[0].description.split("grid cells")[0].rsplit(",", 1)[0] + f", {len(cells)} grid cells" +
-      ("; read from the cache (collect_only)" if collect_only else ""))
-print("Forward's T and DMI's start: the CE model " + (
-    f"picked on the noisy validation split ({val_fraction:.0%} of the labelled rows)" if val_fraction
-    else "of the last epoch (no validation split)"))
+results = run_study(study, collect_only=collect_only, device_type=None if trained_on == "auto" else trained_on)
+print(f"{results.description}" + ("; read from the cache (collect_only)" if collect_only else ""))
+print("Forward's T and DMI's start: the CE model " + (f"picked on the noisy validation split ({val_fraction:.0%} of "
+      "the labelled rows)" if val_fraction else "of the last epoch (no validation split)"))
 if "ce" in methods:  # the paper's criterion for its epochs: training accuracy converged, as high as possible
-    ce_fit = {r: [results[(r, s, "ce")]["train"] for s in seeds] for r in noise_rates}
     print("CE's training accuracy on the noisy labels at the last epoch: " +
-          ", ".join(f"{r:.0%}: {mean_std(v, 1)}%" for r, v in ce_fit.items()))
+          ", ".join(f"{r:.0%}: {mean_std(results.values('ce', r, 'train'), 1)}%" for r in study.noise_rates))
 
 # %% [markdown]
 # ## The table (Table 1 on MNIST, Table 2 on CIFAR-10)
@@ -134,28 +115,7 @@ if "ce" in methods:  # the paper's criterion for its epochs: training accuracy c
 # protocol changes every number, so compare the *ordering* of the methods, not the values.
 
 # %%
-def column(key):
-    """``{(method, rate): [value per seed]}`` of one ``summarize`` field, for the cells that ran."""
-    return {(name, rate): [results[(rate, s, name)][key] for s in seeds] for name in methods for rate in rates_of[name]}
-
-
-def cell(values):
-    return mean_std(values) if values else "—"
-
-
-last = column("last")
-table = {}
-for name in methods:
-    row = table[method_label(name)] = {}
-    for rate in noise_rates:
-        theirs = paper.paper_value(dataset, name, rate)
-        ours = last.get((name, rate), [])
-        row[(f"{rate:.0%}", "ours")] = cell(ours)
-        row[(f"{rate:.0%}", "paper")] = f"{theirs[0]:.2f} ± {theirs[1]:.2f}" if theirs else "—"
-        row[(f"{rate:.0%}", "Δ")] = f"{np.mean(ours) - theirs[0]:+.2f}" if theirs and ours else "—"
-table = pd.DataFrame(table).T
-table.columns = pd.MultiIndex.from_tuples(table.columns, names=["noise rate", ""])
-table
+results.table(methods=table_methods, with_paper=True)
 
 # %% [markdown]
 # **At the paper's scale.** Some of these methods on the paper's own protocol (all 60,000 rows, no
@@ -164,23 +124,15 @@ table
 
 # %%
 if dataset == "mnist" and n_train is not None:  # a build on every row is itself at the paper's scale
-    at_scale = []
-    for name in ("table1_20", "table1_40"):
-        rows, provenance = paper_scale(name)
-        last_stage = rows.groupby("method").iteration.transform("max") == rows.iteration
-        at_scale.append(rows[last_stage])
-        print(provenance)
-    at_scale = pd.concat(at_scale)
-    seal_iterations = int(at_scale[at_scale.method == "seal"].iteration.max())
-    at_scale = at_scale.pivot_table(index="method", columns="rate", values="last")
+    at_scale, provenance, iterations = paper_scale_accuracy(["table1_20", "table1_40"])
+    print("\n".join(provenance))
     display(at_scale.rename(index=method_label, columns=lambda r: f"{r:.0%}"))
-    for r in [r for r in rates_of.get("coteaching", []) if r in at_scale.columns]:  # the paper's strongest baseline
-        theirs = at_scale[r].get("seal", np.nan) - at_scale[r].get("coteaching", np.nan)
-        if not np.isnan(theirs):
-            ours = np.mean(last[("seal", r)]) - np.mean(last[("coteaching", r)])
-            print(f"SEAL minus Co-teaching at {r:.0%}: {ours:+.2f} points in this build, {theirs:+.2f} at the paper's "
-                  f"scale (one seed; SEAL after {seal_iterations} of the paper's {paper.seal_iterations(dataset)} "
-                  "iterations)")
+    compared = study.rates_of("coteaching") if {"seal", "coteaching"} <= set(methods) else []
+    for r in [r for r in at_scale.columns if r in compared]:
+        ours = results.values("seal", r).mean() - results.values("coteaching", r).mean()
+        print(f"SEAL minus Co-teaching at {r:.0%}: {ours:+.2f} points in this build, "
+              f"{at_scale[r]['seal'] - at_scale[r]['coteaching']:+.2f} at the paper's scale (one seed; SEAL after "
+              f"{iterations} of the paper's {paper.seal_iterations(dataset)} iterations)")
 
 # %% [markdown]
 # DAC's accuracy above counts abstentions as errors. How often it abstains at the last epoch, and
@@ -188,27 +140,10 @@ if dataset == "mnist" and n_train is not None:  # a build on every row is itself
 
 # %%
 if "dac" in methods:
-    abstained = column("abstained")
-    display(pd.DataFrame({f"{r:.0%}": {
-        "abstained (%)": cell(abstained[("dac", r)]),
-        "accuracy on the kept instances (%)": cell([100 * a / (100 - b) if b < 100 else float("nan")
-                                                     for a, b in zip(last[("dac", r)], abstained[("dac", r)])])}
-        for r in rates_of["dac"]}))
+    display(results.table({"abstained (%)": "abstained", "accuracy on the kept (%)": "kept_acc"}, methods=["dac"]))
 
 # %% tags=["hide-input"]
-fig, ax = plt.subplots(figsize=(plots.PAGE_WIDTH, 4.2))
-for i, name in enumerate(methods):
-    color, rates = f"C{i}", rates_of[name]
-    ax.errorbar([100 * r for r in rates], [np.mean(last[(name, r)]) for r in rates], color=color, marker="o",
-                yerr=[np.std(last[(name, r)], ddof=1) for r in rates] if len(seeds) > 1 else None, capsize=3,
-                label=method_label(name))
-    theirs = [paper.paper_value(dataset, name, r) for r in noise_rates]
-    if all(theirs):
-        ax.plot([100 * r for r in noise_rates], [p[0] for p in theirs], color=color, ls="--", lw=1, alpha=0.7)
-ax.set(xlabel="IDN rate (%)", ylabel="test accuracy at the last epoch (%)",
-       title=f"{dataset}: ours (solid) and the paper (dashed)", xticks=[100 * r for r in noise_rates])
-ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: the image keeps the page width
-fig.tight_layout()
+plots.accuracy_by_rate(results, methods, dataset);
 
 # %% [markdown]
 # ## Forward's estimated transition matrix
@@ -220,11 +155,7 @@ fig.tight_layout()
 
 # %%
 if "forward" in methods:
-    n_classes = cells[0].run.n_classes
-    identity = {(c.noise_rate, c.seed): T_error(c, torch.eye(n_classes)) for c in cells if c.method == "forward"}
-    display(pd.DataFrame({f"{r:.0%}": {"Forward's T": cell(column("T_error")[("forward", r)]),
-                                       "identity": cell([identity[(r, s)] for s in seeds])}
-                          for r in rates_of["forward"]}))
+    display(results.table({"Forward's T": "T_error", "identity": "T_error_identity"}, methods=["forward"]))
 
 # %% [markdown]
 # ## Beyond the last epoch: best epoch and an epoch picked on noisy validation data
@@ -235,15 +166,8 @@ if "forward" in methods:
 # set (`val_fraction`) and keep the epoch whose predictions agree most with its noisy labels.
 
 # %%
-best, selected = column("best"), column("val_selected")
-extra = pd.DataFrame({(f"{r:.0%}", kind): {method_label(n): cell(values.get((n, r), [])) for n in methods}
-                      for r in noise_rates for kind, values in (("last", last), ("best", best),
-                                                                 ("val.-selected", selected))})
-extra.columns.names = ["noise rate", "epoch"]
-if not val_fraction:
-    extra = extra.drop(columns="val.-selected", level=1)
-    print("val_fraction = 0 (the paper's setting): no validation split, so no validation-selected column.")
-extra
+epochs = {"last": "last", "best": "best", "val.-selected": "val_selected"}
+results.table(epochs if val_fraction else {"last": "last", "best": "best"}, methods=methods)
 
 # %% [markdown]
 # ## The paper's claims, checked on this run
@@ -258,22 +182,23 @@ table_ref = {"mnist": "Table 1", "cifar10": "Table 2"}.get(dataset, f"Tables 1-2
 
 
 def beats(a, b, r):
-    return judge(np.subtract(last[(a, r)], last[(b, r)]))
+    return judge(results.values(a, r) - results.values(b, r))
 
 
+others, baselines = [m for m in table_methods if m != "seal"], [m for m in table_methods if m not in ("ce", "seal")]
 checks = []
 if {"seal", "ce"} <= set(methods):
     checks.append((table_ref, "SEAL beats CE at every noise rate (accuracy points)",
-                   every({f"{r:.0%}": beats("seal", "ce", r) for r in noise_rates})))
+                   every({f"{r:.0%}": beats("seal", "ce", r) for r in study.noise_rates})))
 if "seal" in methods and baselines:
-    judged = rates_of[baselines[0]]
+    judged = study.rates_of(baselines[0])
     checks.append((table_ref, "SEAL is the best method at every rate" + (
         f" (judged at {', '.join(f'{r:.0%}' for r in judged)}, where this build runs every method)"
-        if judged != noise_rates else ""),
-        every({f"{r:.0%} vs {method_label(m)}": beats("seal", m, r) for r in judged for m in methods if m != "seal"})))
+        if judged != study.noise_rates else ""),
+        every({f"{r:.0%} vs {method_label(m)}": beats("seal", m, r) for r in judged for m in others})))
 if {"seal_dmi", "dmi"} <= set(methods):
     checks.append(("Table 3 (here on IDN: beyond the paper)", "SEAL (DMI) improves DMI (accuracy points)",
-                   every({f"{r:.0%}": beats("seal_dmi", "dmi", r) for r in rates_of["dmi"]})))
+                   every({f"{r:.0%}": beats("seal_dmi", "dmi", r) for r in study.rates_of("dmi")})))
 claims(checks, "benchmarks")
 
 # %% [markdown]
@@ -282,11 +207,10 @@ claims(checks, "benchmarks")
 # repair and the methods cannot separate; the paper's 50 epochs on 60k rows memorise far more.
 
 # %%
-if "ce" in methods:
-    for r in noise_rates:
-        gap = np.mean(best[("ce", r)]) - np.mean(last[("ce", r)])
-        print(f"{r:.0%}: CE best epoch - last epoch = {gap:.2f} points"
-              + (" (little memorised: expect the methods to tie)" if gap < 3 else ""))
+for r in study.noise_rates if "ce" in methods else []:
+    gap = results.values("ce", r, "best").mean() - results.values("ce", r).mean()
+    print(f"{r:.0%}: CE best epoch - last epoch = {gap:.2f} points" + (" (little memorised: expect the methods to tie)"
+                                                                       if gap < 3 else ""))
 
 # %% [markdown]
 # ## Beyond the paper: ELR and PLC
@@ -297,26 +221,12 @@ if "ce" in methods:
 # Both train with this chapter's protocol, the one every method above shares, not their papers'
 # ResNets and schedules. CE and SEAL from the table above are repeated for reference.
 
-# %% tags=["remove-stderr"]
-table_beyond = None
+# %%
+beyond = [m for m in methods if m not in table_methods]
 if beyond:
-    spec_beyond = spec.replace(methods=beyond, noise_rates=beyond_rates or noise_rates)
-    grid_beyond = build_grid(spec_beyond, device=device, train_labels=not collect_only, device_type=device_type)
-    try:
-        table_beyond = collect(grid_beyond) if collect_only else run_grid(grid_beyond, "local", device=device)
-    except MissingRuns as missing:  # collect_only: idn-grid trained the paper's methods only
-        print(f"{', '.join(beyond)}: {len(missing.cells)} cells not in the cache; train them with idn-grid "
-              f"--methods {' '.join(beyond)} (same settings) to show them here")
-if table_beyond is not None:
-    rows_beyond = {(row["noise_rate"], row["seed"], row["method"]): row for row in table_beyond.to_dict("records")}
-    shown = [m for m in ("ce", "seal") if m in methods] + list(beyond)
-    source = {m: rows_beyond if m in beyond else results for m in shown}
-    display(pd.DataFrame({f"{r:.0%}": {method_label(m) + ("" if m in beyond else " (above)"): cell(
-        [source[m][(r, s, m)]["last"] for s in seeds]) if (r, seeds[0], m) in source[m] else "—" for m in shown}
-        for r in spec_beyond.noise_rates}))
-elif not beyond:
-    print("beyond = []: no methods beyond the paper's in this build (the cpu profile leaves them out for time; the "
-          "smoke and paper profiles run ELR and PLC). At the paper's scale, see the table above.")
+    display(results.table(methods=[m for m in ("ce", "seal") if m in methods] + beyond))
+else:
+    print("No method beyond the paper's in this build (the cpu profile leaves ELR and PLC out for time).")
 
 # %% [markdown]
 # ## Clothing1M (Table 3)
@@ -331,23 +241,18 @@ elif not beyond:
 # here); otherwise the paper's table is shown alone. * = number published by the method's authors.
 
 # %%
-paper3 = pd.DataFrame([((method_label(n) if n in METHODS else "Joint Optimization") + ("*" if star else ""), acc)
-                       for n, acc, star in paper.CLOTHING1M], columns=["method", "paper"])
+paper3 = paper_table3()  # * = published by the method's own authors
+claim3 = ("Table 3", "SEAL beats CE on Clothing1M", Verdict(NOT_CHECKED, "not run", "needs the Clothing1M data set"))
 if clothing1m_available(data_root) and clothing1m_weights:
-    grid3 = build_grid(spec.replace(dataset="clothing1m", methods=[m for m in methods if m in paper.CLOTHING1M_METHODS],
-                                    seeds=(0,), n_epochs=clothing1m_epochs, n_iterations=None,
-                                    clothing1m_weights=clothing1m_weights), device=device, device_type=device_type)
-    table3 = collect(grid3) if collect_only else run_grid(grid3, "local", device=device)
-    # the model kept is the best on the clean validation set: its test accuracy is val_selected
-    ours = pd.DataFrame({"method": table3["label"], "ours": table3["val_selected"]})
-    paper3 = paper3.merge(ours, on="method", how="outer")
-    seal_ce = float(ours.set_index("method").loc["SEAL", "ours"] - ours.set_index("method").loc["CE", "ours"]) if {
-        "SEAL", "CE"} <= set(ours["method"]) else None
-    table3_claim = ("Table 3", "SEAL beats CE on Clothing1M", Verdict(NOT_CHECKED, "needs CE and SEAL in methods")
-                    if seal_ce is None else judge([seal_ce]))  # one seed, as the paper's Table 3
+    study3 = study.replace(dataset="clothing1m", methods=[m for m in methods if m in paper.CLOTHING1M_METHODS],
+                           seeds=(0,), n_epochs=clothing1m_epochs, n_iterations=None, baseline_rates=None)
+    results3 = run_study(study3, collect_only=collect_only)  # the model kept: the best on the clean validation set
+    paper3 = paper3.join(results3.frame.set_index("label")["val_selected"].rename("ours"), how="outer")
+    if {"ce", "seal"} <= set(study3.methods):  # one seed, as the paper's Table 3
+        tau = paper.CLOTHING1M_NOISE_RATE  # the rate its cells carry (Co-teaching's forget rate)
+        claim3 = ("Table 3", claim3[1], judge(results3.values("seal", tau, "val_selected")
+                                               - results3.values("ce", tau, "val_selected")))
 else:
     print("Clothing1M or the ImageNet weights not found: showing the paper's Table 3 only.")
-    table3_claim = ("Table 3", "SEAL beats CE on Clothing1M", Verdict(NOT_CHECKED, "not run",
-                                                                      "needs the Clothing1M data set"))
-display(claims([table3_claim], "clothing1m"))
-paper3.set_index("method")
+display(claims([claim3], "clothing1m"))
+paper3

@@ -68,7 +68,8 @@ def test_submitit_local_jobs_get_the_gpus_cuda_visible_devices_names(monkeypatch
 
 
 def test_submitit_local_submits_each_job_to_a_visible_gpu(monkeypatch, tmp_path):
-    from idnhelpers.grid import GridSpec, build_grid
+    from idnhelpers.grid import build_grid
+    from idnhelpers.study import Study
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
@@ -95,7 +96,7 @@ def test_submitit_local_submits_each_job_to_a_visible_gpu(monkeypatch, tmp_path)
 
     monkeypatch.setattr(executors, "make_executor", lambda *a: FakeExecutor())
     monkeypatch.setattr(executors, "jobs_device_type", lambda *a: "cpu")  # the fake jobs train here, on the CPU
-    spec = GridSpec(dataset="digits", methods=["ce", "gce"], family="symmetric", noise_rates=[0.2], seeds=[0],
+    spec = Study(dataset="digits", methods=["ce", "gce"], family="symmetric", noise_rates=[0.2], seeds=[0],
                     n_epochs=1, n_train=200, n_test=50, precision="fp32")
     table = executors.run_grid(build_grid(spec, device="cpu"), "submitit-local", folder=tmp_path / "jobs",
                                parallel=1, progress=False)
@@ -306,10 +307,11 @@ def test_the_readme_lists_every_gpu_check():
 
 def test_a_laptop_collects_a_clusters_gpu_runs_by_their_device_type():
     from idnbook.chapter import CHECKS
-    from idnhelpers.grid import GridSpec, build_grid
+    from idnhelpers.grid import build_grid
+    from idnhelpers.study import Study
 
-    spec = GridSpec(dataset="digits", methods=["ce"], family="symmetric", noise_rates=[0.2], seeds=[0], n_epochs=1,
-                    n_train=100, n_test=50)
+    spec = Study(dataset="digits", methods=["ce"], family="symmetric", noise_rates=[0.2], seeds=[0], n_epochs=1,
+                  n_train=100, n_test=50)
     here, there = build_grid(spec, device="cpu"), build_grid(spec, device="cpu", device_type="cuda")
     assert here.cells[0].run.device_type == "cpu" and there.cells[0].run.device_type == "cuda"
     assert here.cells[0].run.key() != there.cells[0].run.key()

@@ -1,6 +1,7 @@
 """Bad input gets a clear error before any work starts: each case asserts the error type, that the
 message names the parameter, and that nothing trained before the error (``engine.fit`` refuses)."""
 
+import ast
 import gzip
 import importlib.util
 import math
@@ -23,6 +24,7 @@ from idnhelpers.noise import ccn_labels, idn_labels, mislabel_scores, pair_noise
 from idnhelpers.published import load_published_idn, read_noisy_csv, write_noisy_csv
 from idnhelpers.runs import CSRProbe, make_run
 from idnhelpers.sample import sample
+from idnhelpers.study import Study
 from idnhelpers.stats import (anchor_transition_matrix, ccn_bound, ccn_test, class_priors, correction_metrics,
                               estimate_transition_matrix, label_distance, validation_split)
 
@@ -164,13 +166,13 @@ CASES = [
     ("objective q string", lambda: GCE(q="0.7"), "q"),
     ("dac ewma", lambda: DAC(ewma_mu=2.0), "ewma_mu"),
     # a chapter's parameters
-    ("chapter dataset", lambda: chapter.check_parameters({"dataset": "nope"}), "dataset"),
-    ("chapter list as a string", lambda: chapter.check_parameters({"noise_rates": "[0.35, 0.45]"}), "noise_rates"),
-    ("chapter null as a string", lambda: chapter.check_parameters({"n_train": "null"}), "n_train"),
-    ("chapter methods", lambda: chapter.check_parameters({"methods": ["ce", "mixup"]}), "methods"),
-    ("chapter device", lambda: chapter.check_parameters({"device": "gpu"}), "device"),
-    ("chapter precision", lambda: chapter.check_parameters({"precision": "fp16"}), "precision"),
-    ("chapter seeds", lambda: chapter.check_parameters({"seeds": 0}), "seeds"),
+    ("chapter dataset", lambda: chapter.setup({"dataset": "nope"}), "dataset"),
+    ("chapter list as a string", lambda: chapter.setup({"dataset": "mnist", "noise_rates": "[0.35, 0.45]"}), "noise_rates"),
+    ("chapter null as a string", lambda: chapter.setup({"dataset": "mnist", "n_train": "null"}), "n_train"),
+    ("chapter methods", lambda: chapter.setup({"dataset": "mnist", "methods": ["ce", "mixup"]}), "methods"),
+    ("chapter device", lambda: chapter.setup({"dataset": "mnist", "device": "gpu"}), "device"),
+    ("chapter precision", lambda: chapter.setup({"dataset": "mnist", "precision": "fp16"}), "precision"),
+    ("chapter seeds", lambda: chapter.setup({"dataset": "mnist", "seeds": 0}), "seeds"),
     ("chapter noise types", lambda: chapter.check_parameters({"noise_types": ["IDN", "asym"]}), "noise_types"),
     ("chapter misspelt parameter", lambda: chapter.check_parameters({"In": [
         "", 'noise_rates = [0.1]  # rates\nseed = 0\n', "# Parameters\nnoise_rate = 0.3\n"]}), "parameter"),
@@ -205,7 +207,8 @@ def book_build():
 def test_every_chapter_parameter_has_a_check():
     declared = book_build().declared
     names = {n for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")) for n in declared(nb)}
-    assert "noise_rates" in names and names <= set(chapter.CHECKS), sorted(names - set(chapter.CHECKS))
+    checked = set(chapter.CHECKS) | set(Study.fields())  # a chapter's own parameters, or study settings
+    assert "noise_rates" in names and names <= checked, sorted(names - checked)
 
 
 def test_every_chapter_accepts_its_own_defaults_and_every_profile():
@@ -220,10 +223,13 @@ def test_every_chapter_accepts_its_own_defaults_and_every_profile():
     for source in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
         cell = next(c.source for c in jupytext.read(source).cells if "parameters" in c.metadata.get("tags", []))
         defaults = assignments(cell)
-        chapter.check_parameters(dict(defaults))
+        call = next(node for node in ast.walk(ast.parse(source.read_text()))  # the chapter's setup(globals(), ...)
+                    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup")
+        own = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        chapter.setup(dict(defaults), **own)
         for profile in profiles.names():
             settings = profiles.settings(profile, source.stem)
-            chapter.check_parameters({**defaults, **{k: v for k, v in settings.items() if k in defaults}})
+            chapter.setup({**defaults, **{k: v for k, v in settings.items() if k in defaults}}, **own)
 
 
 def test_a_profile_key_no_chapter_declares_stops_the_build(tmp_path):
@@ -236,7 +242,7 @@ def test_a_profile_key_no_chapter_declares_stops_the_build(tmp_path):
 
 def test_a_list_passed_with_dash_p_says_to_use_dash_y():
     with pytest.raises(ValueError, match=r"-y 'noise_rates: \[0.35, 0.45\]'"):
-        chapter.check_parameters({"noise_rates": "[0.35, 0.45]"})
+        chapter.setup({"dataset": "mnist", "noise_rates": "[0.35, 0.45]"})
 
 
 # ---------------------------------------------------------------- data files: verified, named, never executed

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from idnhelpers import noise
+from idnhelpers import families, noise
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, register_arrays
 from idnhelpers.experiments import ccn_experiment, family_labels, generate_idn
 from idnhelpers.methods import run_method
@@ -27,18 +27,18 @@ def digits():
 def test_exact_families_flip_exactly_flip_count(digits, family):
     X, y = digits
     for rate in (0.0, 0.1, 0.29, 0.45):
-        y_noisy = noise.noisy_labels(family, y, rate, 10, noise_seed=3, X=X)
+        y_noisy = families.noisy_labels(family, y, rate, 10, noise_seed=3, X=X)
         assert int((y_noisy != y).sum()) == noise.flip_count(rate, len(y))
-        assert noise.FAMILIES[family].exact
+        assert families.FAMILIES[family].exact
 
 
 def test_idn_family_is_exact_and_nested():
     S = torch.softmax(torch.randn(500, 10, generator=torch.Generator().manual_seed(0)) * 3, 1)
     y = S.argmax(1)
-    flipped = [noise.noisy_labels("idn", y, r, 10, S=S) != y for r in (0.1, 0.2, 0.4)]
+    flipped = [families.noisy_labels("idn", y, r, 10, S=S) != y for r in (0.1, 0.2, 0.4)]
     assert [int(f.sum()) for f in flipped] == [50, 100, 200]
     assert all(bool((a <= b).all()) for a, b in zip(flipped, flipped[1:]))  # nested across rates
-    assert noise.FAMILIES["idn"].nested and not noise.FAMILIES["xia"].nested
+    assert families.FAMILIES["idn"].nested and not families.FAMILIES["xia"].nested
 
 
 def test_xia_realised_rate_follows_its_binomial_distribution():
@@ -81,11 +81,11 @@ def test_xia_targets_depend_on_the_instance(digits):
     M = estimate_transition_matrix(y, y_noisy, 10)
     assert ((M.fill_diagonal_(0) > 0).sum(1) >= 2).sum() >= 7  # most classes flip to several targets
     with pytest.raises(ValueError, match="X="):
-        noise.noisy_labels("xia", y, 0.2, 10, X=X[:5])
+        families.noisy_labels("xia", y, 0.2, 10, X=X[:5])
     with pytest.raises(ValueError, match="family='xiaa'"):
-        noise.noisy_labels("xiaa", y, 0.2, 10)
+        families.noisy_labels("xiaa", y, 0.2, 10)
     with pytest.raises(ValueError, match="norm_std"):
-        noise.noisy_labels("symmetric", y, 0.2, 10, norm_std=0.2)
+        families.noisy_labels("symmetric", y, 0.2, 10, norm_std=0.2)
 
 
 def test_noise_and_training_seeds_are_independent():

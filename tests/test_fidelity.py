@@ -237,7 +237,8 @@ def test_average_epochs_averages_only_the_first_epochs():
 
 
 def test_forwards_T_error_against_the_true_transition_matrix():
-    from idnhelpers.grid import Cell, T_error
+    from idnhelpers.grid import Cell
+    from idnhelpers.results import T_error
     from idnhelpers.noise import symmetric_matrix, symmetric_noise
 
     X, y = load_dataset("digits")

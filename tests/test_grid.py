@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from idnhelpers import cache, clothing1m, engine, experiments, grid, paper
-from idnhelpers.grid import GridSpec, build_grid, collect, run_grid
+from idnhelpers.grid import build_grid, collect, run_grid
+from idnhelpers.study import Study
 from idnhelpers.grid import cli
 from idnhelpers.grid.plan import make_jobs
 from idnhelpers.sample import sample
@@ -31,11 +32,12 @@ def chapter_05_profile(name: str) -> list[str]:
     return [str(PROFILES / f"{name}.yaml"), str(PROFILES / name / "05_benchmarks.yaml")]
 
 
-SPEC = GridSpec(dataset="digits", methods=("ce", "forward", "seal"), family="idn", noise_rates=(0.2, 0.4), seeds=(0,),
+SPEC = Study(dataset="digits", methods=("ce", "forward", "seal"), family="idn", noise_rates=(0.2, 0.4), seeds=(0,),
                 n_epochs=3, n_iterations=2, val_fraction=0.1, dmi_epochs=1)  # 8 runs: CE x2, Forward x2, SEAL x4
 CLI = ["--profile", *chapter_05_profile("smoke"), "--dataset", "digits", "--family", "idn", "--methods", "ce", "forward",
        "seal", "--rates", "0.2", "0.4",
-       "--set", "n_train=null", "--set", "n_test=null", "--set", "n_epochs=3", "--set", "n_iterations=2", "--set", "precision=fp32"]
+       "--set", "n_train=null", "--set", "n_test=null", "--set", "n_epochs=3", "--set", "n_iterations=2", "--set", "precision=fp32",
+       "--set", "baseline_rates=null"]
 N_RUNS = 8
 COMPARED = ["dataset", "method", "labels", "seed", "last", "best", "best_epoch", "val_selected", "val_epoch"]
 
@@ -112,7 +114,7 @@ def test_the_chapters_runs_are_the_grids_runs():
     build_grid: the same keys, so one run per (label set, seed) serves them all through the cache."""
     from idnhelpers.datasets import protocol
 
-    spec = GridSpec(dataset="digits", methods=["ce", "seal"], family="symmetric", noise_rates=[0.2, 0.4], seeds=[0, 1],
+    spec = Study(dataset="digits", methods=["ce", "seal"], family="symmetric", noise_rates=[0.2, 0.4], seeds=[0, 1],
                     n_epochs=2, val_fraction=0.5, noise_seed=0)
     cells = build_grid(spec, device="cpu").cells
     data = sample("digits", val_fraction=0.5)
@@ -123,7 +125,7 @@ def test_the_chapters_runs_are_the_grids_runs():
 
 
 def test_bad_settings_are_refused_before_any_work():
-    for kwargs, match in ((dict(methods=("ce", "nope")), "method='nope'"), (dict(noise_rates=(1.5,)), "noise_rates"),
+    for kwargs, match in ((dict(methods=("ce", "nope")), "methods='nope'"), (dict(noise_rates=(1.5,)), "noise_rates"),
                           (dict(seeds=()), "seeds"), (dict(precision="fp16"), "precision='fp16'"),
                           (dict(dataset="clothing1m"), "clothing1m_weights")):
         with pytest.raises(ValueError, match=match):
@@ -138,7 +140,7 @@ def test_bad_settings_are_refused_before_any_work():
 
 def test_the_command_line_and_the_chapter_build_the_same_spec_from_a_profile():
     args = cli.parser().parse_args(CLI)
-    assert cli.spec_from_args(args)[0] == SPEC
+    assert cli.study_from_args(args) == SPEC.replace(device="cpu", profile="smoke")  # the profile's device and name
     # what book/build.py passes to chapter 05 (base profile, then its chapter override) over its parameters cell
     source = (ROOT / "notebooks" / "05_benchmarks.py").read_text()
     cell = source.split('# %% tags=["parameters"]\n')[1].split("\n# %%")[0]
@@ -147,16 +149,16 @@ def test_the_command_line_and_the_chapter_build_the_same_spec_from_a_profile():
     for name in ("smoke", "cpu", "paper"):
         profile = yaml.safe_load((ROOT / "notebooks" / "profiles" / f"{name}.yaml").read_text())
         profile.update(yaml.safe_load((ROOT / "notebooks" / "profiles" / name / "05_benchmarks.yaml").read_text()))
-        chapter = GridSpec.from_settings({**defaults, **profile})
-        assert cli.spec_from_args(cli.parser().parse_args(["--profile", *chapter_05_profile(name)]))[0] == chapter, name
+        chapter = Study.load(**{k: v for k, v in {**defaults, **profile}.items() if k in Study.fields()})
+        assert cli.study_from_args(cli.parser().parse_args(["--profile", *chapter_05_profile(name)])) == chapter, name
     for profile in ([], ["--profile", *chapter_05_profile("paper")]):  # no profile: the paper's protocol
-        paper2 = cli.spec_from_args(cli.parser().parse_args([*profile, "--table", "2"]))[0]
+        paper2 = cli.study_from_args(cli.parser().parse_args([*profile, "--table", "2"]))
         assert (paper2.dataset, paper2.epochs, paper2.options("seal")["n_iterations"], paper2.seeds, paper2.n_train) == (
             "cifar10", 150, 3, (0, 1, 2), None)
-    bare, book = (cli.spec_from_args(cli.parser().parse_args([*profile, "--table", "1"]))[0]
+    bare, book = (cli.study_from_args(cli.parser().parse_args([*profile, "--table", "1"]))
                   for profile in ([], ["--profile", *chapter_05_profile("paper")]))
     assert (bare.epochs, bare.options("seal")) == (book.epochs, book.options("seal")) == (50, {"n_iterations": 10})
-    assert bare == book.replace(n_epochs=None, n_iterations=None)  # the paper's numbers, given or by default
+    assert bare == book.replace(n_epochs=None, n_iterations=None, profile=None)  # the paper's numbers, given or by default
     with pytest.raises(SystemExit):
         cli.main(["--profile", "nope.yaml"])
 
@@ -164,11 +166,11 @@ def test_the_command_line_and_the_chapter_build_the_same_spec_from_a_profile():
 def test_the_local_executor_trains_each_run_once_and_loads_the_rest(trained, monkeypatch):
     assert len(trained["fits"]) == len(set(trained["fits"])) == trained["planned"] == N_RUNS
     table = trained["table"]
-    assert len(table) == 6 and table["last"].between(0, 100).all()
+    assert len(table) == 6 and table.frame["last"].between(0, 100).all()
     monkeypatch.setenv("IDNHELPERS_CACHE", str(trained["cache"]))
     fits = count_fits(monkeypatch)
     again = run_grid(trained["grid"], "local", progress=False)
-    assert fits == [] and again.equals(table)
+    assert fits == [] and again.frame.equals(table.frame)
     assert grid.grid_status(trained["grid"])["status"].eq("done").all()
 
 
@@ -179,7 +181,7 @@ def test_collect_lists_the_missing_runs_and_trains_nothing(trained, monkeypatch)
     with pytest.raises(grid.MissingRuns, match=r"6 of 12 cells are not in the cache") as error:
         collect(wider)
     assert "seal on digits, labels idn 0.4, seed 5: CE (run " in str(error.value) and len(error.value.cells) == 6
-    assert collect(trained["grid"]).equals(trained["table"]) and fits == []
+    assert collect(trained["grid"]).frame.equals(trained["table"].frame) and fits == []
 
 
 def test_a_killed_job_resumes_training_only_the_missing_runs_with_identical_results(trained, private_cache,
@@ -202,7 +204,7 @@ def test_a_killed_job_resumes_training_only_the_missing_runs_with_identical_resu
     table = run_grid(g, "debug", folder=tmp_path / "jobs", progress=False)
     assert fits and not kept & set(fits)  # training resumed, and no run the killed job stored trained again
     assert {k: (private_cache / f"{k}.pt").stat().st_mtime_ns for k in kept} == stamps  # nor rewritten elsewhere
-    pd.testing.assert_frame_equal(table[COMPARED], trained["table"][COMPARED])
+    pd.testing.assert_frame_equal(table.frame[COMPARED], trained["table"].frame[COMPARED])
     assert results(private_cache) == results(trained["cache"])  # the same runs and T files
     for key in results(private_cache):
         here = cache.load(key)
@@ -314,7 +316,7 @@ def test_chapter_05_collect_only_renders_the_table_from_the_cache(trained, monke
                                kernel_name="python3")
     assert results(trained["cache"]) == before
     text = "".join(str(o) for c in nbformat.read(notebook, as_version=4).cells for o in c.get("outputs", []))
-    ce = trained["table"].query("method == 'ce' and labels == '0.4'")["last"].item()
+    ce = trained["table"].frame.query("method == 'ce' and labels == '0.4'")["last"].item()
     assert f"{ce:.2f}" in text and "read from the cache (collect_only)" in text
 
 
@@ -328,8 +330,8 @@ def test_table_3_cells_are_the_base_runs_with_the_papers_options(tmp_path):
     (base / "noisy_label_kv.txt").write_text("images/a.jpg 1\nimages/b.jpg 2\n")
     (base / "clean_label_kv.txt").write_text("images/c.jpg 3\nimages/d.jpg 4\n")
     (tmp_path / "w.pth").write_bytes(b"weights")
-    spec = cli.spec_from_args(cli.parser().parse_args(["--table", "3", "--data-root",
-                                                         str(tmp_path), "--set", f"clothing1m_weights={tmp_path}/w.pth"]))[0]
+    spec = cli.study_from_args(cli.parser().parse_args(["--table", "3", "--data-root",
+                                                         str(tmp_path), "--set", f"clothing1m_weights={tmp_path}/w.pth"]))
     cells = build_grid(spec).cells
     assert [c.method for c in cells] == list(paper.CLOTHING1M_METHODS)
     base = clothing1m.clothing1m_runs(tmp_path, tmp_path / "w.pth", clothing1m.PROTOCOL)

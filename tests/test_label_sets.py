@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from idnhelpers import labels, noise, published
+from idnhelpers import families, labels, noise, published
 from idnhelpers.experiments import family_labels
-from idnhelpers.grid import GridSpec, build_grid, run_grid
-from idnhelpers.noise import FAMILIES, NoiseFamily, register_family
+from idnhelpers.grid import build_grid, run_grid
+from idnhelpers.study import Study
+from idnhelpers.families import FAMILIES, NoiseFamily, register_family
 from idnhelpers.sample import sample
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,11 +49,11 @@ def test_a_family_registered_from_a_test_file_runs_everywhere(toy_family, tmp_pa
     rows = sample("digits", n_train=300, val_fraction=0.2)
     sets = family_labels(rows, toy_family, [0.1, 0.2], shift=2)
     assert int((sets[0.2] != rows.y).sum()) == 60 and torch.equal(sets[0.2][1::3], rows.y[1::3])
-    g = build_grid(GridSpec(dataset="digits", methods=["ce"], family=toy_family, family_settings={"shift": 2},
+    g = build_grid(Study(dataset="digits", methods=["ce"], family=toy_family, family_settings={"shift": 2},
                             noise_rates=[0.2], seeds=[0], n_epochs=1, n_train=300, val_fraction=0.2), device="cpu")
     assert torch.equal(g.cells[0].run.targets, sets[0.2][rows.train])
     table = run_grid(g, "local", device="cpu", progress=False)
-    assert table["family"].tolist() == [toy_family] and 0 <= table["last"].item() <= 100
+    assert table.frame["family"].tolist() == [toy_family] and 0 <= table.frame["last"].item() <= 100
     manifest = labels.write_label_files("digits", toy_family, [0.2], tmp_path, settings={"shift": 2}, echo=lambda *a: 0)
     assert manifest["family"] == toy_family and manifest["settings"] == {"shift": 2} and manifest["labels"][0]["flips"] == 280
     assert "noise_seed" not in manifest and "network" not in manifest  # it uses neither
@@ -119,7 +120,7 @@ def test_pmd_equals_the_authors_label_noise_and_keeps_to_the_top_two_classes(eta
 def test_pmd_rate_matches_its_expectation_and_the_exact_variant_is_exact(eta):
     S, y = eta
     realised = [float((noise.pmd_noise(y, S, 0.3, 2, seed=s) != y).float().mean()) for s in range(30)]
-    mean, sd = noise.expected_rate("pmd", 0.3, len(y))
+    mean, sd = families.expected_rate("pmd", 0.3, len(y))
     assert mean == 0.3 and abs(np.mean(realised) - 0.3) < 4 * sd / math.sqrt(30)  # the factor is solved for 0.3
     exact = noise.pmd_exact_noise(y, S, 0.3, 2, seed=0)
     flipped = exact != y
@@ -196,18 +197,18 @@ def test_cifar_n_family_reads_the_users_copy_for_the_sample_rows(tmp_path, monke
     rng = np.random.default_rng(1)
     y = rng.integers(0, 10, 60)
     arrays = fake_cifar_n(tmp_path, "cifar10", y, rng)
-    inputs = noise.LabelInputs(torch.from_numpy(y[[3, 7, 9]]), 10, dataset="cifar10", rows=torch.tensor([3, 7, 9]),
+    inputs = families.LabelInputs(torch.from_numpy(y[[3, 7, 9]]), 10, dataset="cifar10", rows=torch.tensor([3, 7, 9]),
                                root=str(tmp_path))
     digest = published.hashlib.md5((tmp_path / "cifar-10-100n" / "CIFAR-10_human.pt").read_bytes()).hexdigest()
     monkeypatch.setitem(published.CIFAR_N, "cifar10", dataclasses.replace(published.CIFAR_N["cifar10"], md5=(digest,)))
-    got = noise.labels_of("cifar10n", inputs, None, labels="aggre")
+    got = families.labels_of("cifar10n", inputs, None, labels="aggre")
     assert torch.equal(got, torch.from_numpy(arrays["aggre_label"][[3, 7, 9]]))
     with pytest.raises(ValueError, match="noise_rates=\\[0.2\\] is not allowed: None: family 'cifar10n' is one fixed"):
-        noise.labels_of("cifar10n", inputs, 0.2)
-    wrong = noise.LabelInputs(torch.from_numpy((y[[3, 7, 9]] + 1) % 10), 10, dataset="cifar10",
+        families.labels_of("cifar10n", inputs, 0.2)
+    wrong = families.LabelInputs(torch.from_numpy((y[[3, 7, 9]] + 1) % 10), 10, dataset="cifar10",
                               rows=torch.tensor([3, 7, 9]), root=str(tmp_path))
     with pytest.raises(ValueError, match="a file whose true labels are the data set's"):
-        noise.labels_of("cifar10n", wrong, None)
+        families.labels_of("cifar10n", wrong, None)
 
 
 def test_cal_idn_labels_are_shipped_with_their_counts():

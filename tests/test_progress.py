@@ -3,7 +3,8 @@
 import pytest
 
 from idnhelpers import progress
-from idnhelpers.grid import GridSpec, build_grid, run_grid
+from idnhelpers.grid import build_grid, run_grid
+from idnhelpers.study import Study
 
 
 @pytest.fixture
@@ -13,7 +14,7 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def tiny_grid(methods=("ce", "gce", "elr")):
-    spec = GridSpec(dataset="digits", methods=list(methods), family="symmetric", noise_rates=[0.2], seeds=[0],
+    spec = Study(dataset="digits", methods=list(methods), family="symmetric", noise_rates=[0.2], seeds=[0],
                     n_epochs=3, n_train=400, n_test=100, precision="fp32")
     return build_grid(spec, device="cpu")
 

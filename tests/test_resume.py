@@ -21,6 +21,7 @@ from idnhelpers.losses import DAC, PLC
 from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import make_run
 from idnhelpers.steps import Peers
+from idnhelpers.study import Study
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,7 +171,7 @@ def test_a_job_interrupted_as_slurm_preempts_requeues_itself_and_resumes(tmp_pat
     monkeypatch.setenv("IDNHELPERS_CACHE", str(cache_dir))
     monkeypatch.setenv("IDNHELPERS_CHECKPOINT_SECONDS", "0")  # the job stores a checkpoint after every epoch
     monkeypatch.setenv("IDNHELPERS_PROGRESS", "lines")
-    spec = grid.GridSpec(dataset="mnist", methods=["ce"], family="symmetric", noise_rates=[0.3], seeds=[0], n_epochs=8,
+    spec = Study(dataset="mnist", methods=["ce"], family="symmetric", noise_rates=[0.3], seeds=[0], n_epochs=8,
                          n_train=3000, n_test=200, precision="fp32")
     g = grid.build_grid(spec, device="cpu")
     (job,) = make_jobs(g.cells)
@@ -187,4 +188,4 @@ def test_a_job_interrupted_as_slurm_preempts_requeues_itself_and_resumes(tmp_pat
     assert handle.result() == 1  # requeued and finished
     log = Path(handle.paths.stdout).read_text() + Path(handle.paths.stderr).read_text()
     assert "Calling checkpoint method" in log and "Requeued job" in log
-    assert "resuming after epoch" in log and grid.collect(g)["method"].tolist() == ["ce"]
+    assert "resuming after epoch" in log and grid.collect(g).frame["method"].tolist() == ["ce"]

@@ -1,12 +1,12 @@
-"""What every chapter of the book does: set up (``setup``: check its parameters before any work
-starts, resolve its precision, pick its rows) and report its checks of the paper's claims
-(``claims``), which ``book/build.py`` collects into the book's reproduction summary.
+"""What every chapter of the book does: set up (``setup``: its ``Study``, checked before any work
+starts) and report its checks of the paper's claims (``claims``), which ``book/build.py`` collects
+into the book's reproduction summary.
 
-The chapters share parameter names (``dataset``, ``noise_rates``, ``n_epochs``, ...); each name has
-one check here, with the library's messages (parameter, value, what is allowed). Under papermill
-a misspelt parameter (``-p noise_rate 0.3``) is an error too: papermill injects it in a cell of
-its own, and ``check_parameters`` refuses a name assigned there that the chapter's ``parameters``
-cell does not declare and no chapter uses (a shared profile's names for other chapters pass).
+A chapter's experiment settings (``dataset``, ``noise_rates``, ``n_epochs``, ...) are
+``idnhelpers.study.Study`` fields, checked there; its own parameters (``alpha``, ``csr_size``, ...)
+have one check each here (``CHECKS``). Under papermill a misspelt parameter (``-p noise_rate 0.3``)
+is an error too: papermill injects it in a cell of its own, and ``check_parameters`` refuses a name
+assigned there that the chapter does not declare and that is no study setting or chapter parameter.
 """
 
 from __future__ import annotations
@@ -14,42 +14,32 @@ from __future__ import annotations
 import ast
 import json
 
-from idnhelpers.checks import (check_bool, check_choice, check_distinct, check_float, check_int, check_rates,
-                               check_seed, check_seeds, fail)
+from idnhelpers.checks import check_bool, check_choice, check_distinct, check_float, check_int, check_seeds, fail
 from idnhelpers.csr import SEARCHES
 from idnhelpers.datasets import get_dataset
 from idnhelpers.experiments import CSR_PROBES
-from idnhelpers.hardware import PRECISION_CHOICES, resolve_device
 from idnhelpers.runs import DEVICE_TYPES
+from idnhelpers.study import Study
 
 PAPERMILL_HEADER = "# Parameters"  # first line of the cell papermill injects
-
-
-def _optional_int(minimum):
-    return lambda v, name: check_int(v, name, minimum=minimum, none_ok=True)
 
 
 def _int(minimum):
     return lambda v, name: check_int(v, name, minimum=minimum)
 
 
-def _path_or_none(v, name):
-    if v is not None and not isinstance(v, str):
-        fail(name, v, "a folder or file path (a string), or null")
-
-
-def _methods(v, name, empty_ok=False):
+def _methods(v, name):
     from idnhelpers.methods import METHODS
 
-    if not isinstance(v, (list, tuple)) or not (v or empty_ok):
-        fail(name, v, f"a {'' if empty_ok else 'non-empty '}list of method names from {sorted(METHODS)}")
+    if not isinstance(v, (list, tuple)):
+        fail(name, v, f"a list of method names from {sorted(METHODS)}")
     for m in v:
         check_choice(m, name, sorted(METHODS))
     check_distinct(v, name, "method names")
 
 
 def _families(v, name):
-    from idnhelpers.noise import FAMILIES
+    from idnhelpers.families import FAMILIES
 
     if not isinstance(v, (list, tuple)) or not v:
         fail(name, v, f"a non-empty list of noise families from {list(FAMILIES)}")
@@ -69,53 +59,28 @@ def _noise_types(v, name):
         check_choice(t, name, ["IDN", "CCN"])
 
 
-def _device(v, name):
-    resolve_device(v)
-
-
 def _number(low=None, high=None, low_open=False, high_open=False):
     return lambda v, name: check_float(v, name, low=low, high=high, low_open=low_open, high_open=high_open)
 
 
+# The chapters' own parameters; the settings of their experiment are ``Study`` fields, checked there.
 CHECKS = {
-    "dataset": lambda v, name: get_dataset(v),
-    "data_root": _path_or_none,
-    "noise_rates": lambda v, name: check_rates(v, name),
     "noise_types": _noise_types,
-    "methods": _methods,
-    "baselines": lambda v, name: _methods(v, name, empty_ok=True),
-    "beyond": lambda v, name: _methods(v, name, empty_ok=True),
-    "beyond_rates": lambda v, name: None if v is None else check_rates(v, name),
-    "baseline_rates": lambda v, name: None if v is None else check_rates(v, name),
+    "baselines": _methods,
     "families": _families,
     "tabular_dataset": _features_dataset,
     "tabular_epochs": _int(1),
-    "noise_seed": lambda v, name: check_seed(v, name),
-    "family": lambda v, name: _families([v], name),
-    "family_settings": lambda v, name: v if isinstance(v, dict) else fail(name, v, "a dict of the family's settings"),
     "collect_only": check_bool,
-    "n_epochs": _optional_int(1),
-    "n_train": _optional_int(1),
-    "n_test": _optional_int(1),
-    "n_iterations": _int(0),
-    "dmi_epochs": _optional_int(1),
-    "val_fraction": _number(0.0, 1.0, high_open=True),
     "alpha": _number(0.0, 1.0, low_open=True, high_open=True),
     "csr_size": _int(1),
     "csr_every": _int(1),
     "csr_radius": _number(0.0),
     "csr_search": lambda v, name: check_choice(v, name, SEARCHES),
     "csr_probe": lambda v, name: check_choice(v, name, CSR_PROBES),
-    "seed": lambda v, name: check_seed(v, name),
-    "seeds": lambda v, name: check_seeds(v, name),
     "idn_seeds": lambda v, name: check_seeds(v, name),
-    "device": _device,
     "trained_on": lambda v, name: check_choice(v, name, ("auto",) + DEVICE_TYPES),
-    "precision": lambda v, name: check_choice(v, name, PRECISION_CHOICES),
-    "clothing1m_weights": _path_or_none,
     "clothing1m_epochs": _int(1),
     "clothing1m_val_error": _number(0.0, 1.0),
-    "profile": lambda v, name: v if isinstance(v, str) else fail(name, v, "the name of a parameter file (a string)"),
 }
 
 
@@ -150,62 +115,52 @@ def _papermill_cells(namespace: dict) -> tuple[str | None, list[str] | None]:
     return history[injected], assigned_names(history[injected - 1])
 
 
+def _papermill_hint(error: ValueError, name: str, value):
+    """``error``, with how to give a list or null to papermill where ``-p`` passed one as a string."""
+    if isinstance(value, str) and (value.lstrip().startswith("[") or value in ("null", "None")):
+        return ValueError(f"{error}. papermill's -p passes {value!r} as a string: give lists and null "
+                          f"with -y, e.g. -y '{name}: {value}'")
+    return error
+
+
 def check_parameters(namespace: dict) -> None:
-    """Check the parameters of the chapter whose globals are ``namespace``: each value with the
-    check of its name (``CHECKS``), and, under papermill, that every injected name is one the
-    chapter declares. Raises ``ValueError`` naming the parameter, its value and what is allowed."""
+    """Check the chapter's own parameters (``CHECKS``) and, under papermill, that every injected
+    name is one the chapter declares or a study setting. Raises ``ValueError`` naming the
+    parameter, its value and what is allowed."""
     injected, declared = _papermill_cells(namespace)
     if injected is not None:
-        unknown = [n for n in assigned_names(injected) if n not in declared and n not in CHECKS]
+        known = set(declared) | set(CHECKS) | set(Study.fields())
+        unknown = [n for n in assigned_names(injected) if n not in known]
         if unknown:
             fail("parameter", ", ".join(unknown), f"a parameter this chapter declares: {declared}")
     for name, check in CHECKS.items():
-        if name not in namespace:
-            continue
-        value = namespace[name]
-        try:
-            check(value, name)
-        except ValueError as error:
-            if isinstance(value, str) and (value.lstrip().startswith("[") or value in ("null", "None")):
-                raise ValueError(f"{error}. papermill's -p passes {value!r} as a string: give lists and null "
-                                 f"with -y, e.g. -y '{name}: {value}'") from None
-            raise
+        if name in namespace:
+            try:
+                check(namespace[name], name)
+            except ValueError as error:
+                raise _papermill_hint(error, name, namespace[name]) from None
 
 
-def setup(namespace: dict):
-    """A chapter's first step, on its globals: check every parameter (``check_parameters``), replace
-    ``precision="auto"`` by what this machine's ``device`` runs fast (``hardware.resolve_precision``),
-    apply the book's figure style, and return the ``sample.Sample`` its ``dataset``, ``n_train``,
-    ``n_test``, ``val_fraction``, ``seed`` and ``data_root`` choose, those it declares (None for a chapter without a
-    ``dataset``). Chapters with the same settings get the same rows, and so share their runs."""
-    from idnhelpers.hardware import resolve_precision
-    from idnhelpers.sample import sample
-
+def setup(namespace: dict, **defaults) -> Study | None:
+    """A chapter's first step, on its globals: check its own parameters (``check_parameters``),
+    apply the book's figure style, and return its ``Study``: the study settings it declares
+    (``defaults`` for those it does not, e.g. the family of labels it makes), checked once, with
+    ``precision="auto"`` decided for its ``device`` (None for a chapter without a ``dataset``)."""
     from . import plots
 
     check_parameters(namespace)
-    if "precision" in namespace:
-        namespace["precision"] = resolve_precision(namespace["precision"], namespace.get("device", "auto"))
     plots.use_book_style()
     if "dataset" not in namespace:
         return None
     _, declared = _papermill_cells(namespace)
-    # a shared profile injects every chapter's names: a chapter's rows come from the ones it declares
-    given = {name: namespace[name] for name in ("n_train", "n_test", "val_fraction", "seed", "data_root")
-             if name in namespace and (declared is None or name in declared)}
-    return sample(namespace["dataset"], n_train=given.get("n_train"), n_test=given.get("n_test"),
-                  val_fraction=given.get("val_fraction", 0.0), seed=given.get("seed", 0), root=given.get("data_root"))
-
-
-def mean_std(values, digits: int = 2) -> str:
-    """``values`` (one per seed) as "mean ± standard deviation" (the mean alone for one value): how
-    every chapter shows a number measured over seeds."""
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    if len(values) == 1:
-        return f"{values.mean():.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+    # a shared profile injects every chapter's names: a chapter's study is made of the ones it declares
+    names = [n for n in Study.fields() if n in namespace and (declared is None or n in declared)]
+    given = {name: namespace[name] for name in names}
+    try:
+        return Study.load(**{**defaults, **given}).resolved()
+    except ValueError as error:
+        name = next((n for n in given if f"{n}=" in str(error)), None)
+        raise _papermill_hint(error, name, given.get(name)) from None
 
 
 PAPER_SCALE = "book/paper_scale.yaml"  # results at the paper's protocol, run outside the book's build
@@ -255,3 +210,45 @@ def claims(rows, name: str):
         return table
     glue(CLAIMS_GLUE + name, json.dumps(table.to_dict("records")), display=False)
     return table
+
+
+def paper_scale_accuracy(names):
+    """The last-epoch test accuracy of measurements ``names`` of ``book/paper_scale.yaml`` (Table 1 at
+    the paper's protocol), each method at its last stage: a method x rate table, the provenance
+    lines, and the SEAL iterations run there."""
+    import pandas as pd
+
+    parts, lines = [], []
+    for name in names:
+        rows, provenance = paper_scale(name)
+        parts.append(rows[rows.groupby("method").iteration.transform("max") == rows.iteration])
+        lines.append(provenance)
+    rows = pd.concat(parts)
+    iterations = int(rows[rows.method == "seal"].iteration.max())
+    return rows.pivot_table(index="method", columns="rate", values="last"), lines, iterations
+
+
+def paper_table3():
+    """The paper's Table 3 (Clothing1M, ``paper.CLOTHING1M``): test accuracy (%) per method, a star
+    where the number was published by the method's own authors."""
+    import pandas as pd
+
+    from idnhelpers import paper
+    from idnhelpers.methods import method_label
+
+    rows = [(("Joint Optimization" if n == "joint_optimization" else method_label(n)) + "*" * star, accuracy)
+            for n, accuracy, star in paper.CLOTHING1M]
+    return pd.DataFrame(rows, columns=["method", "paper"]).set_index("method")
+
+
+def glue_tally(table, name: str) -> None:
+    """Glue (myst-nb) how many of a claims table's checks hold (``<name>_held``), how many there are
+    (``<name>_checked``) and the others with their verdicts (``<name>_failed``), for the prose."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    verdicts = table.set_index("claim")["verdict"]
+    glue(f"{name}_held", int((verdicts == "holds").sum()), display=False)
+    glue(f"{name}_checked", len(verdicts), display=False)
+    glue(f"{name}_failed", Markdown("; ".join(f"{c} ({v})" for c, v in verdicts.items() if v != "holds") or "none"),
+         display=False)

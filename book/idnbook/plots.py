@@ -89,3 +89,61 @@ def score_histogram(score, thresholds: dict):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def accuracy_by_rate(results, methods, dataset: str):
+    """Test accuracy at the last epoch against the noise rate, mean ± std over seeds per method
+    (solid), beside the paper's Tables 1-2 (dashed) where it has the method at every rate shown."""
+    from idnhelpers import paper
+    from idnhelpers.methods import method_label
+
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.2))
+    all_rates = sorted(results.frame["noise_rate"].unique())
+    for i, name in enumerate(methods):
+        rates = [r for r in all_rates if len(results.values(name, r))]
+        values = [results.values(name, r) for r in rates]
+        spread = [v.std(ddof=1) for v in values] if min(map(len, values)) > 1 else None
+        ax.errorbar([100 * r for r in rates], [v.mean() for v in values], yerr=spread, capsize=3, marker="o",
+                    color=f"C{i}", label=method_label(name))
+        theirs = [paper.paper_value(dataset, name, r) for r in all_rates]
+        if all(theirs):
+            ax.plot([100 * r for r in all_rates], [p[0] for p in theirs], color=f"C{i}", ls="--", lw=1, alpha=0.7)
+    ax.set(xlabel="noise rate (%)", ylabel="test accuracy at the last epoch (%)", xticks=[100 * r for r in all_rates],
+           title=f"{dataset}: ours (solid) and the paper (dashed)")
+    ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: the image keeps the page width
+    fig.tight_layout()
+    return fig
+
+
+def transition_grid(matrices: dict, families, rates):
+    """The off-diagonal part of each ``matrices[(family, rate)]``: a row of panels per rate, a column
+    per family, one colour scale for all."""
+    fig, axes = plt.subplots(len(rates), len(families), figsize=(PAGE_WIDTH, 1.35 * len(rates) + 0.5), squeeze=False,
+                             sharex=True, sharey=True)
+    vmax = max(float(M.clone().fill_diagonal_(0).max()) for M in matrices.values())
+    for i, r in enumerate(rates):
+        for j, f in enumerate(families):
+            M, ax = matrices[(f, r)], axes[i, j]
+            im = ax.imshow(M.clone().fill_diagonal_(float("nan")), vmin=0, vmax=vmax, cmap="magma")
+            ax.set_xticks(range(0, len(M), 3))
+            ax.set_yticks(range(0, len(M), 3))
+            ax.set_title(f if i == 0 else "")
+            ax.set_ylabel(f"{r:.0%} noise\ntrue class" if j == 0 else "")
+            ax.set_xlabel("noisy label" if i == len(rates) - 1 else "")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="M_pq (off-diagonal)")
+    return fig
+
+
+def curves_by_family(results, families, rates, seed: int):
+    """CE's test accuracy per epoch under each family, a panel per noise rate (one seed)."""
+    fig, axes = plt.subplots(1, len(rates), figsize=(PAGE_WIDTH, 3.4), squeeze=False, sharey=True)
+    for ax, r in zip(axes[0], rates):
+        for f in families:
+            acc = results.result("ce", r, seed, family=f).final.history["test_acc"]
+            ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], label=f)
+        ax.set(title=f"CE test accuracy, {r:.0%} noise (seed {seed})")
+        epoch_axis(ax)
+    axes[0, 0].set_ylabel("test accuracy (%)")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), title="family", loc="lower center", ncols=len(families))
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    return fig

@@ -1,5 +1,5 @@
 """``idn-grid`` (also ``python -m idnhelpers.grid``): a grid of methods x label sets x seeds from
-settings files (``--profile FILE ...``, ``profiles``; without one, ``GridSpec``'s defaults: the
+settings files (``--profile FILE ...``, ``profiles``; without one, ``Study``'s defaults: the
 paper's protocol), a table of the paper (``paper.TABLES``) and options, run on this machine or on
 Slurm, or planned (``--dry-run``) or followed (``--status``)."""
 
@@ -9,21 +9,23 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from .. import paper
 from ..checks import check_assignments, check_choice, check_int, fail
 from ..commands import Parser, check_output_file, check_output_folder
-from ..noise import FAMILIES
+from ..families import FAMILIES
 from ..profiles import load_profile
+from ..results import Results
+from ..study import Study
 from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid
 from .plan import MissingRuns, format_plan, format_status, grid_status, plan
-from .spec import GridSpec, build_grid
+from .spec import build_grid
 
 
-def spec_from_args(args) -> tuple[GridSpec, dict]:
-    """The grid spec of parsed command-line arguments, and the profile's settings."""
+def study_from_args(args) -> Study:
+    """The study of parsed command-line arguments: the profile files, then ``--table``, then the
+    options that name a setting, then ``--set``."""
     settings = load_profile(args.profile or [])
     if args.table is not None:
         settings.update(paper.TABLES[args.table])
@@ -38,15 +40,15 @@ def spec_from_args(args) -> tuple[GridSpec, dict]:
         if family == "labels_file":
             args.setting = [*args.setting, f"path={args.labels}"]
     explicit = dict(dataset=args.dataset, methods=args.methods, noise_rates=args.rates, seeds=args.seeds,
-                    data_root=args.data_root, family=family)
+                    data_root=args.data_root, family=family, device=args.device)
     settings.update({k: v for k, v in explicit.items() if v is not None})
     if family is not None and FAMILIES.get(family) is not None and FAMILIES[family].fixed and args.rates is None:
         settings["noise_rates"] = None  # one fixed set of labels
-    settings.update(check_assignments(args.set, "--set", [f for f in GridSpec.fields() if f != "family_settings"],
-                                 "n_epochs=5 or n_train=null"))
+    settings.update(check_assignments(args.set, "--set", [f for f in Study.fields() if f != "family_settings"],
+                                      "n_epochs=5 or n_train=null"))
     chosen = FAMILIES[check_choice(settings.get("family", "idn_published"), "--family", FAMILIES)]
     settings["family_settings"] = check_assignments(args.setting, "--setting", list(chosen.settings), "norm_std=0.2")
-    return GridSpec.from_settings(settings), settings
+    return Study.load(**settings)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", help="data set (overrides the profile)")
     g.add_argument("--methods", nargs="+", help="method names (the paper's: ce forward coteaching gce dac dmi seal "
                    "seal_dmi; beyond it: gce_truncated elr plc)")
-    g.add_argument("--family", help="noise family or published label set of noise.FAMILIES (default: the "
+    g.add_argument("--family", help="noise family or published label set of families.FAMILIES (default: the "
                    "authors' published IDN labels, idn_published; idn: Algorithm 1 on these rows)")
     g.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting of the family, e.g. --setting norm_std=0.2 (xia), --setting labels=aggre (cifar10n)")
@@ -103,12 +105,13 @@ def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
     try:
-        for option, value, check in (("--csv", args.csv, check_output_file), ("--folder", args.folder, check_output_folder)):
+        outputs = (("--csv", args.csv, check_output_file), ("--folder", args.folder, check_output_folder))
+        for option, value, check in outputs:
             if value is not None:
                 check(value, option)
-        spec, settings = spec_from_args(args)
-        device = args.device or settings.get("device") or "auto"
-        if spec.precision == "auto" and args.executor == "slurm" and not torch.cuda.is_available():
+        study = study_from_args(args)
+        device = study.device
+        if study.precision == "auto" and args.executor == "slurm" and not torch.cuda.is_available():
             fail("precision", "auto", "'fp32' or 'bf16' for Slurm jobs submitted from a machine without a GPU: "
                  "'auto' is decided by the GPU that trains, which this machine cannot see (--set precision=bf16 for "
                  "GPUs of compute capability 8.0 or later, e.g. A100, H100)")
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
         if args.no_wait and args.executor != "slurm":
             fail("--no-wait", True, "only with --executor slurm")
         target = jobs_device_type(args.executor, options, device)  # where the cells train: part of their keys
-        grid = build_grid(spec, device=device, train_labels=not (args.dry_run or args.status), device_type=target)
+        grid = build_grid(study, train_labels=not (args.dry_run or args.status), device_type=target)
     except (ValueError, OSError, MissingRuns) as error:  # OSError: a data set's files not found
         p.error(str(error))
     print(grid.description, file=sys.stderr)
@@ -130,16 +133,16 @@ def main(argv=None) -> int:
     if args.dry_run:
         print(format_plan(plan(grid, device=target, cells_per_job=args.cells_per_job), args.executor, options))
         return 0
-    table = run_grid(grid, args.executor, device=device, stack_size=args.stack_size,
+    results = run_grid(grid, args.executor, stack_size=args.stack_size,
                      cells_per_job=args.cells_per_job, wait=not args.no_wait, **_run_options(options))
     if args.no_wait:
         print("submitted; follow with --status, gather the table by running the same command (or chapter 05 with "
               "collect_only: true) when they are done")
         return 0
-    print(summary(table))
+    print(summary(results))
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
+        results.frame.to_csv(args.csv, index=False)
     return 0
 
 
@@ -147,14 +150,11 @@ def _run_options(options: dict) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def summary(table: pd.DataFrame) -> str:
-    """Test accuracy at the last epoch (%), mean ± std over seeds: method x labels per data set and family."""
+def summary(results: Results) -> str:
+    """Test accuracy at the last epoch (%), mean ± std over seeds: method x labels per family."""
     lines = []
-    for (dataset, family), part in table.groupby(["dataset", "family"], sort=False):
-        stats = part.groupby(["label", "labels"], sort=False)["last"].agg(["mean", "std", "count"])
-        text = stats.apply(lambda r: f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["count"] > 1 else ""), axis=1)
-        wide = text.unstack("labels")
-        wide = wide.loc[list(dict.fromkeys(part["label"])), list(dict.fromkeys(part["labels"]))]
-        wide.index.name, wide.columns.name = f"{dataset}, {family}: last-epoch test accuracy (%)", None
-        lines.append(wide.to_string())
+    for family in results.frame["family"].unique():
+        table = results.table(family=family)
+        table.index.name = f"{results.frame['dataset'].iloc[0]}, {family}: last-epoch test accuracy (%)"
+        lines.append(table.to_string())
     return "\n".join(lines)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -30,7 +29,9 @@ from ..checks import check_choice, check_int, fail
 from ..hardware import cpu_cores, resolve_device
 from ..methods import Trainer, run_stages
 from ..progress import clock, use_bars
+from ..results import Results
 from ..runs import Run, RunResult
+from ..study import Study
 from .plan import Job, _cells, collect, plan, trace
 from .spec import Grid, build_grid
 
@@ -256,14 +257,24 @@ def make_executor(executor: str, options: dict, n_jobs: int):
     return ex
 
 
+def run_study(study: Study, executor: str = "local", *, collect_only: bool = False, device_type: str | None = None,
+              **options) -> Results:
+    """Train ``study``'s grid (``build_grid``, ``run_grid``) and return its ``Results``; with
+    ``collect_only``, train nothing and read them from the cache (``collect``: ``MissingRuns`` lists
+    what is not there). ``device_type``: where the runs were or will be trained (``build_grid``)."""
+    grid = build_grid(study, train_labels=not collect_only, device_type=device_type)
+    return collect(grid) if collect_only else run_grid(grid, executor, **options)
+
+
 def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | None = None,
              cells_per_job: int | None = None, wait: bool = True, progress: bool = True,
-             **options) -> pd.DataFrame | list:
+             **options) -> Results | list:
     """Train the runs of ``grid`` (a ``Grid`` or its cells) that the cache lacks, as jobs (see
-    the module docstring), and return the results table (``collect``). ``executor``: one of
+    the module docstring), and return their ``Results`` (``collect``). ``device``: default a
+    ``Grid``'s study's. ``executor``: one of
     ``EXECUTORS``. Options: ``folder`` (submitit's logs and pickles, default ``jobs/`` in the cache
-    folder; on a cluster it must be shared, as the cache is), ``partition``, ``gpus`` (per job, default 1), ``cpus`` (per job),
-    ``time_min`` (time limit per job, default one day), ``array_parallelism`` (Slurm);
+    folder; on a cluster it must be shared, as the cache is), ``partition``, ``gpus`` (per job,
+    default 1), ``cpus`` (per job), ``time_min`` (time limit per job, default one day), ``array_parallelism`` (Slurm);
     submitit-local: ``parallel`` jobs at once (at most the CPU cores; default one per GPU, else
     one per core), each given one of ``gpus`` GPUs (default: those visible) and its share of the
     CPU threads. ``device``
@@ -271,6 +282,8 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
     submits and returns the submitit jobs (``grid_status`` follows them; ``collect`` gathers the table).
     A grid built without its labels' network (``prerequisites``) trains it here first and is built again."""
     options = executor_options(executor, **options)
+    if device is None and isinstance(grid, Grid):
+        device = grid.study.device
     check_int(stack_size, "stack_size", minimum=1, none_ok=True)
     if not wait and executor != "slurm":
         fail("wait", wait, "True unless executor='slurm' (jobs on this machine end with this process)")
@@ -279,7 +292,7 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
     device_type = jobs_device_type(executor, options, device)
     if isinstance(grid, Grid) and grid.prerequisites:
         engine.train_many(list(grid.prerequisites), device=device)
-        grid = build_grid(grid.spec, device=device, device_type=device_type)
+        grid = build_grid(grid.study, device=device, device_type=device_type)
     # the cells as the jobs' device will key them (a grid built on a login node without a GPU says "cpu")
     cells = [dataclasses.replace(c, run=engine.on_device(c.run, torch.device(device_type))) for c in _cells(grid)]
     traces = trace(cells, progress=progress)
@@ -295,7 +308,9 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
         submitted = _submit(p.jobs, executor, options, device, stack_size, wait, progress, p.runs)
         if not wait:
             return submitted
-    return collect(cells)
+    results = collect(cells)
+    results.description = grid.description if isinstance(grid, Grid) else ""
+    return results
 
 
 def _submit(jobs: list[Job], executor: str, options: dict, device, stack_size, wait: bool, progress: bool,

@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from .. import cache, engine
 from ..checks import check_choice, check_int, fail
-from ..methods import Trainer, method_label, run_stages, summarize
+from ..methods import Trainer, method_label, run_stages
+from ..results import Results
 from ..progress import use_bars
 from ..runs import MethodResult, Run, RunResult
-from ..stats import estimate_transition_matrix
 from .spec import Cell, Grid
 
 # Seconds per epoch per 1000 training rows and per network (training, softmax recording, test
@@ -183,42 +183,14 @@ def format_status(status: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def T_error(cell: Cell, T: torch.Tensor | None) -> float:
-    """Mean absolute difference between an estimated transition matrix (Forward's T) and the true
-    one of the cell's noisy labels (NaN without T or without the true labels)."""
-    run = cell.run
-    if T is None or run.y_true is None:
-        return float("nan")
-    true = estimate_transition_matrix(run.y_true, run.targets, run.n_classes)
-    return float((T.double() - true).abs().mean())
-
-
-def results_table(traces: list[CellTrace]) -> pd.DataFrame:
-    """One row per finished cell: test accuracy (%) at the last, best and validation-selected
-    epochs (``methods.summarize``; an abstention counts as an error), the percentage of test
-    instances DAC abstains on at the last epoch (``abstained``, NaN for the other methods),
-    Forward's ``T_error`` (``T_error``), the seconds its stages took and the device of its last one."""
-    rows = []
-    for t in traces:
-        if t.result is not None:
-            c = t.cell
-            rows.append(dict(dataset=c.dataset, method=c.method, label=method_label(c.method), family=c.family,
-                             labels=c.labels,
-                             noise_rate=c.noise_rate, seed=c.seed, **summarize(t.result),
-                             abstained=100 * t.result.history.get("test_abstained", [float("nan")])[-1],
-                             T_error=T_error(c, t.result.T), seconds=sum(s.seconds for s in t.result.stages),
-                             device=t.result.final.device))
-    return pd.DataFrame(rows)
-
-
-def collect(grid, traces: list[CellTrace] | None = None) -> pd.DataFrame:
-    """The results table of a grid read from the cache; trains nothing. Raises ``MissingRuns``
+def collect(grid, traces: list[CellTrace] | None = None) -> Results:
+    """The results of a grid read from the cache; trains nothing. Raises ``MissingRuns``
     listing each cell whose runs are not all there (and its first missing run), or the labelling
     network a grid built without it needs."""
     if isinstance(grid, Grid) and grid.prerequisites:
         keys = ", ".join(run.key() for run in grid.prerequisites)
-        raise MissingRuns(f"the labels of this grid need their labelling network (run {keys}), which is not in the cache "
-                          f"({cache.cache_dir()}): train it with `idn-grid` (same settings) or run_grid",
+        raise MissingRuns(f"the labels of this grid need their labelling network (run {keys}), which is not in the "
+                          f"cache ({cache.cache_dir()}): train it with `idn-grid` (same settings) or run_grid",
                           list(grid.cells))
     cells = _cells(grid)
     traces = trace(cells) if traces is None else traces
@@ -232,7 +204,7 @@ def collect(grid, traces: list[CellTrace] | None = None) -> pd.DataFrame:
         raise MissingRuns(f"{len(todo)} of {len(cells)} cells are not in the cache ({cache.cache_dir()}):\n"
                           + "\n".join(lines) + "\nTrain them with `idn-grid` (same settings) or run_grid; "
                           "`idn-grid --status` shows their progress.", [t.cell for t in todo])
-    return results_table(traces)
+    return Results([(t.cell, t.result) for t in traces], grid.description if isinstance(grid, Grid) else "")
 
 
 # ---------------------------------------------------------------- the plan
@@ -309,7 +281,8 @@ def plan(grid, *, device: str = "cpu", cells_per_job: int | None = None, traces=
         rows.append(dict(job=name, dataset=(job.cells[0].dataset if job else new[0].data.dataset), method=method,
                          cells=len(job.cells) if job else 0, runs=len(new), run_epochs=epochs,
                          rows=len((job.cells[0].run if job else new[0]).data),
-                         hours=float("nan") if hours is None else hours, seconds_from="; ".join(sorted(sources)) or "-"))
+                         hours=float("nan") if hours is None else hours,
+                         seconds_from="; ".join(sorted(sources)) or "-"))
     table = pd.DataFrame(rows, columns=["job", "dataset", "method", "cells", "runs", "run_epochs", "rows", "hours",
                                         "seconds_from"])
     return Plan(jobs, table, len(seen), float(table["hours"].sum(min_count=1)) if len(table) else 0.0, device,

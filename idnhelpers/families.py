@@ -1,0 +1,210 @@
+"""The noise families and published label sets by name (``FAMILIES``; the table in README.md): each
+a ``NoiseFamily`` whose generator is in ``noise`` (label maths) or ``published`` (label files).
+``noisy_labels`` gives a family's labels of your own arrays; ``experiments.family_labels`` those of
+a data set's rows, training the network a family needs. A new family is one ``register_family``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .checks import check_choice, check_float, check_new_name, check_rates, check_seed, fail
+from .noise import (XIA_NORM_STD, _class_count, _pmd_type, flip_count, idn_labels, pair_noise, pmd_exact_noise,
+                    pmd_noise, symmetric_noise, xia_exact_noise, xia_noise, xia_rate_distribution)
+from .published import (CAL_DATASETS, CAL_RATES, CIFAR_N, PUBLISHED, PUBLISHED_RATES, load_cal_idn, load_cifar_n,
+                        load_published_idn, read_noisy_csv)
+
+@dataclass(frozen=True)
+class LabelInputs:
+    """What a family's generator may read of the rows it labels: true labels ``y``, ``n_classes``,
+    the instances ``X`` (as stored), the softmax ``S`` of the network the family asks for, and for
+    published files where the rows come from (``dataset``, ``rows`` of its training split, ``root``)."""
+
+    y: torch.Tensor
+    n_classes: int
+    X: torch.Tensor | None = None
+    S: torch.Tensor | None = None
+    dataset: str | None = None
+    rows: torch.Tensor | None = None
+    root: str | None = None
+
+
+@dataclass(frozen=True)
+class NoiseFamily:
+    """A label-noise family: ``label`` for tables; ``make(inputs, rate, seed, **settings)`` the noisy
+    labels of ``LabelInputs`` (rate None for a ``fixed`` family, one label set such as human labels).
+    ``needs``: None, "instances", "network" (a network trained on the clean labels: its softmax
+    averaged over epochs as Algorithm 1's S, or ``network="final"`` as PMD's eta) or "file" (published
+    labels for ``datasets`` and ``rates`` only; ``elsewhere``: what to use on other data sets).
+    ``settings``: its own, with defaults and a ``check(value, name)`` each in ``checks``. ``exact``:
+    exactly ``flip_count`` flips; ``nested``: a lower rate's flips are a subset of a higher one's;
+    ``instance_dependent``: False for class-conditional noise (Definition 1). ``expected(rate, n)``:
+    the realised rate's (mean, sd) for an inexact family (None: unknown)."""
+
+    label: str
+    make: Callable
+    needs: str | None = None
+    seeded_by: tuple[str, ...] = ("noise_seed",)
+    exact: bool = True
+    nested: bool = False
+    settings: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
+    network: str = "averaged"
+    datasets: tuple[str, ...] | None = None
+    rates: tuple[float, ...] | None = None
+    fixed: bool = False
+    instance_dependent: bool = True
+    expected: Callable | None = None
+    elsewhere: str = ""
+
+    def __post_init__(self):
+        if not callable(self.make):
+            fail("make", self.make, "a function (inputs, rate, seed, **settings) -> noisy labels")
+        if self.needs is not None:
+            check_choice(self.needs, "needs", ["instances", "network", "file"])
+        check_choice(self.network, "network", ["averaged", "final"])
+        for name in self.seeded_by:
+            check_choice(name, "seeded_by", ["noise_seed", "train_seed"])
+        for name in self.checks:
+            if name not in self.settings:
+                fail("checks", name, f"a check of one of the family's settings {list(self.settings)}")
+
+    def with_defaults(self, family: str, settings: dict) -> dict:
+        """``settings`` checked against this family's and completed with their defaults."""
+        for name, value in settings.items():
+            if name not in self.settings:
+                fail(name, value, f"a setting of family {family!r}: one of {list(self.settings)}"
+                     if self.settings else f"no setting: family {family!r} has none")
+            if name in self.checks:
+                self.checks[name](value, name)
+        return {**self.settings, **settings}
+
+    def check_rates(self, family: str, rates, name: str = "noise_rates") -> list:
+        """``rates`` checked for this family: [None] for a fixed one, else those of its files if it has any."""
+        if self.fixed:
+            if rates not in (None, [None], (None,)):
+                fail(name, rates, f"None: family {family!r} is one fixed set of labels, with no rate")
+            return [None]
+        checked = check_rates(rates, name)
+        for r in checked:
+            if self.rates is not None and not any(abs(r - p) < 1e-9 for p in self.rates):
+                fail("noise_rate", r, f"one of the rates family {family!r} has: {list(self.rates)}")
+        return checked
+
+    def check_dataset(self, family: str, dataset: str) -> None:
+        if self.datasets is not None and dataset not in self.datasets:
+            fail("dataset", dataset, f"one of {list(self.datasets)}: family {family!r} has labels for those only"
+                 + (f"; {self.elsewhere}" if self.elsewhere else ""))
+
+
+def expected_rate(family: str, rate: float, n: int, **settings) -> tuple[float, float] | None:
+    """(mean, sd) of ``family``'s realised noise rate over ``n`` labels at ``rate`` (None: unknown)."""
+    spec = FAMILIES[check_choice(family, "family", FAMILIES)]
+    if spec.exact and spec.needs != "file":
+        return flip_count(rate, n) / n, 0.0
+    return None if spec.expected is None else spec.expected(rate, n, **spec.with_defaults(family, settings))
+
+
+def _xia_expected(rate: float, n: int, norm_std: float = XIA_NORM_STD) -> tuple[float, float]:
+    mean = float(xia_rate_distribution(rate, norm_std).mean())
+    return mean, math.sqrt(mean * (1 - mean) / n)  # Binomial(n, E q)
+
+
+def _pmd_expected(rate: float, n: int, **settings) -> tuple[float, float]:
+    return rate, math.sqrt(rate * (1 - rate) / n)  # the factor is solved for the mean; Poisson-binomial sd at most
+
+
+def _published(load):
+    """A file family's ``make``: ``load(dataset, rate, root, **settings)`` gives the whole training
+    split's labels; the rows are picked from them."""
+    def make(inputs, rate, seed, **settings):
+        y_all, y_noisy_all = load(inputs.dataset, rate, inputs.root, **settings)
+        if not torch.equal(y_all[inputs.rows], inputs.y):
+            fail("labels", f"{inputs.dataset}'s published file", "a file whose true labels are the data set's "
+                 "(row i = training index i)")
+        return y_noisy_all[inputs.rows]
+    return make
+
+
+FAMILIES: dict[str, NoiseFamily] = {}
+
+
+def register_family(name: str, family: NoiseFamily, *, replace: bool = False) -> NoiseFamily:
+    """Add ``family`` to the registry under ``name`` (an existing name only with ``replace=True``)."""
+    check_new_name(FAMILIES, name, "noise family", replace)
+    if not isinstance(family, NoiseFamily):
+        fail("family", family, "a families.NoiseFamily")
+    FAMILIES[name] = family
+    return family
+
+
+_XIA = dict(needs="instances", settings={"norm_std": XIA_NORM_STD},
+            checks={"norm_std": lambda value, name: check_float(value, name, low=0.0, low_open=True)})
+_PMD = dict(needs="network", network="final", seeded_by=("train_seed", "noise_seed"), settings={"type": 1},
+            checks={"type": _pmd_type})
+_FILE = dict(needs="file", seeded_by=(), exact=False)
+register_family("idn", NoiseFamily("IDN (Algorithm 1)", lambda inputs, r, seed: idn_labels(inputs.y, inputs.S, r),
+                                   needs="network", seeded_by=("train_seed",), nested=True))
+register_family("idn_published", NoiseFamily(
+    "IDN (the authors' published labels)", _published(lambda dataset, r, root: load_published_idn(dataset, r)),
+    needs="file", seeded_by=(), nested=True, datasets=tuple(PUBLISHED), rates=PUBLISHED_RATES,
+    elsewhere="family 'idn' runs Algorithm 1 on any data set"))
+register_family("xia", NoiseFamily(
+    "Xia et al.", lambda inputs, r, seed, norm_std: xia_noise(inputs.X, inputs.y, r, inputs.n_classes, seed, norm_std),
+    **_XIA, exact=False, expected=_xia_expected))
+register_family("xia_exact", NoiseFamily(
+    "Xia et al., exact count",
+    lambda inputs, r, seed, norm_std: xia_exact_noise(inputs.X, inputs.y, r, inputs.n_classes, seed, norm_std),
+    **_XIA))
+register_family("pmd", NoiseFamily(
+    "PMD (Zhang et al.)", lambda inputs, r, seed, type: pmd_noise(inputs.y, inputs.S, r, type, seed),
+    **_PMD, exact=False, expected=_pmd_expected))
+register_family("pmd_exact", NoiseFamily(
+    "PMD, exact count", lambda inputs, r, seed, type: pmd_exact_noise(inputs.y, inputs.S, r, type, seed), **_PMD))
+register_family("symmetric", NoiseFamily(
+    "symmetric CCN", lambda inputs, r, seed: symmetric_noise(inputs.y, r, inputs.n_classes, seed),
+    instance_dependent=False))
+register_family("pair", NoiseFamily(
+    "pair CCN", lambda inputs, r, seed: pair_noise(inputs.y, r, inputs.n_classes, seed), instance_dependent=False))
+register_family("cal_idn", NoiseFamily(
+    "IDN of CAL (Zhu et al.)", _published(lambda dataset, r, root: load_cal_idn(dataset, r)), **_FILE,
+    datasets=tuple(CAL_DATASETS), rates=CAL_RATES))
+register_family("cifar10n", NoiseFamily(
+    "CIFAR-10N human labels", _published(lambda dataset, r, root, labels: load_cifar_n(dataset, root, labels)),
+    **_FILE, datasets=("cifar10",), fixed=True, settings={"labels": "worst"},
+    checks={"labels": lambda value, name: check_choice(value, name, CIFAR_N["cifar10"].variants)}))
+register_family("cifar100n", NoiseFamily(
+    "CIFAR-100N human labels", _published(lambda dataset, r, root: load_cifar_n(dataset, root, "noisy")), **_FILE,
+    datasets=("cifar100",), fixed=True))
+register_family("labels_file", NoiseFamily(
+    "labels from a file", _published(lambda dataset, r, root, path: read_noisy_csv(path)), **_FILE, fixed=True,
+    settings={"path": None}))
+
+
+def labels_of(family: str, inputs: LabelInputs, noise_rate: float | None, *, noise_seed: int = 0,
+              **settings) -> torch.Tensor:
+    """Noisy labels of ``family`` for ``inputs`` at ``noise_rate`` (None for a fixed family), after
+    checking the rate, the seed, the settings and that ``inputs`` hold what the family needs."""
+    spec = FAMILIES[check_choice(family, "family", FAMILIES)]
+    rate = spec.check_rates(family, None if noise_rate is None else [noise_rate])[0]
+    check_seed(noise_seed, "noise_seed")
+    settings = spec.with_defaults(family, settings)
+    needed = {"network": ("S", inputs.S), "instances": ("X", inputs.X),
+              "file": ("dataset/rows", None if inputs.rows is None else inputs.dataset)}
+    if spec.needs in needed and needed[spec.needs][1] is None:
+        fail(needed[spec.needs][0], None, f"what family {family!r} needs ({spec.needs}; experiments.family_labels "
+             "provides it for a sample)")
+    if spec.needs == "file":
+        spec.check_dataset(family, inputs.dataset)
+    return spec.make(inputs, rate, noise_seed, **settings)
+
+
+def noisy_labels(family: str, y: torch.Tensor, noise_rate: float | None, n_classes: int, *, noise_seed: int = 0,
+                 X=None, S=None, **settings) -> torch.Tensor:
+    """``labels_of`` for your own labels ``y``: ``S`` for a family that needs a network (its softmax),
+    ``X`` for one that needs the instances."""
+    return labels_of(family, LabelInputs(_class_count(y, n_classes), n_classes, X, S), noise_rate,
+                     noise_seed=noise_seed, **settings)

@@ -1,0 +1,132 @@
+"""What a study's runs give (``grid.run_study``, ``grid.collect``): ``Results``, one value from which
+the chapters and ``idn-grid`` read every number, with ``mean_std``, the one way a number measured
+over seeds is shown."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import paper
+from .methods import method_label, summarize
+from .runs import MethodResult, RunResult
+from .stats import estimate_transition_matrix
+
+
+def mean_std(values, digits: int = 2) -> str:
+    """``values`` (one per seed) as "mean ± standard deviation" (the mean alone for one value; a
+    dash for none)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return "—"
+    if len(values) == 1:
+        return f"{values.mean():.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def T_error(cell, T: torch.Tensor | None) -> float:
+    """Mean absolute difference between an estimated transition matrix (Forward's T) and the true
+    one of the cell's noisy labels (NaN without T or without the true labels)."""
+    run = cell.run
+    if T is None or run.y_true is None:
+        return float("nan")
+    true = estimate_transition_matrix(run.y_true, run.targets, run.n_classes)
+    return float((T.double() - true).abs().mean())
+
+
+def _row(cell, result: MethodResult) -> dict:
+    """A finished cell's numbers: test accuracy (%) at the last, best and validation-selected
+    epochs (``methods.summarize``; an abstention counts as an error), the percentage of test
+    instances DAC abstains on at the last epoch and its accuracy on the others (NaN for the
+    other methods), Forward's ``T_error`` and the identity matrix's (``T_error_identity``, NaN for
+    the other methods), the seconds its stages took and the device of its last one."""
+    nan = [float("nan")]
+    identity = torch.eye(cell.run.n_classes) if result.T is not None else None
+    return dict(dataset=cell.dataset, method=cell.method, label=method_label(cell.method), family=cell.family,
+                labels=cell.labels, noise_rate=cell.noise_rate, seed=cell.seed, **summarize(result),
+                abstained=100 * result.history.get("test_abstained", nan)[-1],
+                kept_acc=100 * result.history.get("test_kept_acc", nan)[-1],
+                T_error=T_error(cell, result.T), T_error_identity=T_error(cell, identity),
+                seconds=sum(s.seconds for s in result.stages), device=result.final.device)
+
+
+class Results:
+    """The finished cells of a study: ``frame`` (one row per cell, ``_row``'s columns),
+    ``result``/``stages`` of one cell, ``values`` of one measure over seeds, and ``table``, the
+    measure as mean ± std per method and rate, with the paper's numbers beside it."""
+
+    def __init__(self, cells_and_results, description: str = ""):
+        self.description = description  # the data, labels and protocol (``grid.Grid.description``)
+        self._results, self._rows = {}, {}
+        for cell, result in cells_and_results:
+            key = (cell.family, cell.method, cell.noise_rate, cell.seed)
+            self._results[key], self._rows[key] = (cell, result), _row(cell, result)
+        self.frame = pd.DataFrame(list(self._rows.values()))
+
+    def __add__(self, other: "Results") -> "Results":
+        return Results([*self._results.values(), *other._results.values()], self.description)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def _family(self, family: str | None) -> str:
+        families = list(dict.fromkeys(f for f, *_ in self._results))
+        if family is None and len(families) == 1:
+            return families[0]
+        if family not in families:
+            raise KeyError(f"family={family!r}: these results have {families}")
+        return family
+
+    def result(self, method: str, rate, seed: int, family: str | None = None) -> MethodResult:
+        """The method's result on one cell (``KeyError`` naming what is there when it did not run)."""
+        key = (self._family(family), method, rate, seed)
+        if key not in self._results:
+            raise KeyError(f"no cell {key} (family, method, rate, seed) in these results: "
+                           f"{sorted(self._results, key=str)}")
+        return self._results[key][1]
+
+    def stages(self, method: str, rate, seed: int, family: str | None = None) -> list[RunResult]:
+        """The cell's stages in order (CE, then e.g. SEAL's iterations)."""
+        return list(self.result(method, rate, seed, family).stages)
+
+    def seeds(self, method: str, rate, family: str | None = None) -> list[int]:
+        family = self._family(family)
+        return sorted(s for f, m, r, s in self._results if (f, m, r) == (family, method, rate))
+
+    def values(self, method: str, rate, key: str = "last", family: str | None = None) -> np.ndarray:
+        """``key`` (a ``frame`` column, e.g. "last", "best", "train") of the method at ``rate``, one
+        per seed in seed order (empty where it did not run)."""
+        family = self._family(family)
+        return np.array([self._rows[(family, method, rate, s)][key] for s in self.seeds(method, rate, family)])
+
+    def _column(self, family: str, rate) -> str:
+        """A label set's column: its noise rate, or the name of a fixed set (its measured rate is no target)."""
+        cell = next(c for (f, _, r, _), (c, _) in self._results.items() if (f, r) == (family, rate))
+        return f"{rate:.0%}" if cell.labels == f"{rate:g}" else cell.labels
+
+    def table(self, key="last", *, family: str | None = None, methods=None, with_paper: bool = False,
+              digits: int = 2) -> pd.DataFrame:
+        """``key`` (a ``frame`` column, or ``{label: column}`` for several side by side) as mean ± std
+        over seeds, a row per method (``methods``, default every one here) and a column per noise
+        rate; ``with_paper``: beside each of ours the paper's value (Tables 1-2, its last-epoch
+        accuracy, ``paper.paper_value``) and our mean minus it."""
+        family = self._family(family)
+        keys = {"ours": key} if isinstance(key, str) else dict(key)
+        methods = methods or list(dict.fromkeys(m for f, m, *_ in self._results if f == family))
+        rates = sorted({r for f, m, r, _ in self._results if f == family and m in methods})
+        dataset = self.frame["dataset"].iloc[0]
+        table = {}
+        for method in methods:
+            row = table[method_label(method)] = {}
+            for rate in rates:
+                column = self._column(family, rate)
+                for label, k in keys.items():
+                    row[(column, label)] = mean_std(self.values(method, rate, k, family), digits)
+                if with_paper:
+                    ours, theirs = self.values(method, rate, "last", family), paper.paper_value(dataset, method, rate)
+                    row[(column, "paper")] = f"{theirs[0]:.2f} ± {theirs[1]:.2f}" if theirs else "—"
+                    row[(column, "Δ")] = f"{ours.mean() - theirs[0]:+.2f}" if theirs and len(ours) else "—"
+        table = pd.DataFrame(table).T
+        table.columns = pd.MultiIndex.from_tuples(table.columns, names=["noise rate", ""])
+        return table.droplevel(1, axis=1) if isinstance(key, str) and not with_paper else table

@@ -1,0 +1,158 @@
+"""A study: the settings of one experiment (data, labels, methods, rates, seeds, protocol, precision,
+device) as one frozen value, checked once when built. ``Study.load(profile, **overrides)`` reads it
+from settings files (YAML, ``profiles.load_profile``) and refuses names it does not know; the
+chapters, ``idn-grid`` and the tests all build one, and what runs below it (``grid.build_grid``,
+``grid.run_study``) takes it as it is."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import paper
+from .checks import check_choice, check_distinct, check_float, check_int, check_seed, check_seeds, fail
+from .datasets import DatasetSpec, get_dataset
+from .hardware import PRECISION_CHOICES, resolve_precision
+from .methods import METHODS
+from .families import FAMILIES, NoiseFamily
+from .profiles import load_profile
+from .sample import Sample, sample
+
+
+@dataclass(frozen=True)
+class Study:
+    """An experiment's settings. ``family`` (``families.FAMILIES``; default the authors' published IDN
+    labels) with its ``family_settings`` chooses the labels, seeded by ``noise_seed`` /
+    ``train_seed`` where the family is (None: its defaults); a fixed family (human labels) takes
+    ``noise_rates=None``. ``baseline_rates``: the rates of every method but CE and SEAL (None:
+    ``noise_rates``). ``n_epochs``/``n_iterations`` None: the paper's for the data set (its
+    protocol's epochs; SEAL iterations 10, 3 on CIFAR and Clothing1M); ``n_train``/``n_test``
+    None: every row; ``dmi_epochs`` None: DMI's own stage as long as the others. ``seed`` picks
+    the training subset and the validation split; ``seeds`` are the runs' seeds. ``precision``
+    "auto" is decided by the device that trains (``resolved``). ``profile``: the settings' name,
+    shown in the book. The defaults are Table 1 as the paper ran it."""
+
+    dataset: str = "mnist"
+    methods: tuple = paper.TABLE_METHODS
+    family: str = "idn_published"
+    family_settings: dict = field(default_factory=dict)
+    noise_rates: tuple | None = paper.RATES
+    baseline_rates: tuple | None = None
+    seeds: tuple = (0, 1, 2)
+    n_epochs: int | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    val_fraction: float = 0.0
+    n_iterations: int | None = None
+    dmi_epochs: int | None = None
+    noise_seed: int | None = None
+    train_seed: int | None = None
+    seed: int = 0
+    precision: str = "fp32"
+    device: str = "auto"
+    data_root: str | None = None
+    clothing1m_weights: str | None = None
+    profile: str | None = None
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        get_dataset(self.dataset)
+        if isinstance(self.methods, str) or not self.methods:
+            fail("methods", self.methods, "a non-empty list of method names, e.g. ['ce', 'seal']")
+        set_("methods", tuple(self.methods))
+        check_distinct(self.methods, "methods", "method names")
+        for name in self.methods:
+            check_choice(name, "methods", sorted(METHODS))
+        if self.dataset != "clothing1m":
+            self._check_family(set_)
+        set_("seeds", check_seeds(self.seeds))
+        for name in ("n_epochs", "n_train", "n_test", "dmi_epochs"):
+            check_int(getattr(self, name), name, minimum=1, none_ok=True)
+        check_int(self.n_iterations, "n_iterations", minimum=0, none_ok=True)
+        set_("val_fraction", check_float(self.val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True))
+        for name in ("seed", "noise_seed", "train_seed"):
+            if getattr(self, name) is not None:
+                check_seed(getattr(self, name), name)
+        check_choice(self.precision, "precision", PRECISION_CHOICES)
+        try:
+            torch.device(self.device if self.device != "auto" else "cpu")
+        except (RuntimeError, TypeError):
+            fail("device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        for name in ("data_root", "clothing1m_weights", "profile"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, Path)):
+                fail(name, value, "a path or None" if name != "profile" else "a name (a string) or None")
+            set_(name, None if value is None else str(value))
+        if self.dataset == "clothing1m" and self.clothing1m_weights is None:
+            fail("clothing1m_weights", None, "the ImageNet ResNet-50 weights (a torchvision state_dict file) for "
+                                             "dataset='clothing1m'")
+
+    def _check_family(self, set_) -> None:
+        family = FAMILIES[check_choice(self.family, "family", FAMILIES)]
+        if not isinstance(self.family_settings, dict):
+            fail("family_settings", self.family_settings, "a dict of the family's settings, e.g. {'norm_std': 0.2}")
+        family.with_defaults(self.family, self.family_settings)
+        family.check_dataset(self.family, self.dataset)
+        rates = family.check_rates(self.family, self.noise_rates)
+        set_("noise_rates", None if family.fixed else tuple(sorted(rates)))
+        if self.baseline_rates is not None:
+            baseline = family.check_rates(self.family, self.baseline_rates, "baseline_rates")
+            set_("baseline_rates", tuple(sorted(baseline)))
+        for name in ("noise_seed", "train_seed"):
+            value = getattr(self, name)
+            if value is not None and name not in family.seeded_by:
+                fail(name, value, f"None: family {self.family!r} is seeded by {list(family.seeded_by) or 'nothing'}")
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def load(cls, files=None, /, **overrides) -> "Study":
+        """The study of the settings files ``files`` (a path or a list, read in order, a later
+        file's values winning), then ``overrides``; a name that is not a setting is refused."""
+        settings = {**(load_profile(files) if files is not None else {}), **overrides}
+        unknown = sorted(set(settings) - set(cls.fields()))
+        if unknown:
+            fail("setting", ", ".join(unknown), f"a study setting: {list(cls.fields())}")
+        return cls(**settings)
+
+    def replace(self, **changes) -> "Study":
+        return dataclasses.replace(self, **changes)
+
+    def resolved(self) -> "Study":
+        """This study with ``precision`` "auto" decided for its device (``hardware.resolve_precision``)."""
+        return self.replace(precision=resolve_precision(self.precision, self.device))
+
+    @property
+    def data_spec(self) -> DatasetSpec:
+        return get_dataset(self.dataset)
+
+    @property
+    def noise_family(self) -> NoiseFamily:
+        return FAMILIES[self.family]
+
+    @property
+    def epochs(self) -> int:
+        """The runs' epochs: ``n_epochs``, else the data set's protocol's."""
+        return self.n_epochs or self.data_spec.protocol.n_epochs
+
+    def rates_of(self, method: str) -> tuple | None:
+        """The noise rates ``method`` runs at: CE and SEAL at ``noise_rates``, the others at
+        ``baseline_rates`` where given."""
+        if method in ("ce", "seal") or self.baseline_rates is None:
+            return self.noise_rates
+        return self.baseline_rates
+
+    def options(self, method: str) -> dict:
+        """The method's options in this study (``paper.method_options``)."""
+        return paper.method_options(self.dataset, method, n_epochs=self.epochs, n_iterations=self.n_iterations,
+                                    dmi_epochs=self.dmi_epochs)
+
+    def sample(self) -> Sample:
+        """The rows this study trains and scores on (``sample.sample``)."""
+        return sample(self.dataset, n_train=self.n_train, n_test=self.n_test, val_fraction=self.val_fraction,
+                      seed=self.seed, root=self.data_root)
