@@ -14,11 +14,12 @@ import torch
 
 from . import paper
 from .checks import check_choice, check_distinct, check_float, check_int, check_seed, check_seeds, fail
-from .datasets import DatasetSpec, get_dataset
+from .datasets import DatasetSpec, get_dataset, protocol
 from .hardware import PRECISION_CHOICES, resolve_precision
 from .methods import METHODS
 from .families import FAMILIES, NoiseFamily
 from .profiles import load_profile
+from .protocol import Protocol
 from .sample import Sample, sample
 
 
@@ -134,6 +135,11 @@ class Study:
     @property
     def noise_family(self) -> NoiseFamily:
         return FAMILIES[self.family]
+
+    @property
+    def protocol(self) -> Protocol:
+        """The data set's training protocol (Appendix A) with this study's ``n_epochs``."""
+        return protocol(self.dataset, n_epochs=self.n_epochs)
 
     @property
     def epochs(self) -> int:

@@ -64,7 +64,7 @@ import torch
 from idnbook import plots
 from idnbook.chapter import claims, setup
 from idnhelpers.clothing1m import load_clothing1m_labels
-from idnhelpers.datasets import default_root, protocol
+from idnhelpers.datasets import default_root
 from idnhelpers.experiments import ccn_experiment, family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.noise import ccn_labels
@@ -109,7 +109,7 @@ print(f"log10 of the probability bound: {paper.log10_p:.0f}  (the paper: 'lower 
 
 # %% tags=["remove-stderr"]
 y = data.y
-proto = protocol(dataset, n_epochs=n_epochs)
+proto = study.protocol
 idn_sets = family_labels(data, family, noise_rates, device=device, precision=study.precision)
 idn_runs = noisy_runs(data, idn_sets, proto, seeds, precision=study.precision)
 idn_results = dict(zip(idn_runs, run_stages("ce", list(idn_runs.values()), trainer=Trainer(device=device))))

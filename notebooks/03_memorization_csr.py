@@ -74,7 +74,6 @@ import torch
 from idnbook import plots
 from idnbook.chapter import claims, paper_scale, setup
 from idnhelpers.results import mean_std
-from idnhelpers.datasets import protocol
 from idnhelpers.experiments import family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.stats import binomial_se, every, judge
@@ -97,7 +96,7 @@ noise_rates = list(study.noise_rates)  # sorted
 
 # %% tags=["remove-stderr"]
 X, y = data.data("train").X, data.y[data.train]  # the training rows
-proto = protocol(dataset, n_epochs=n_epochs)
+proto = study.protocol
 families = {"IDN": (family, {}), "CCN": ("symmetric", dict(noise_seed=seed))}
 labels = {(kind, r): y_noisy for kind in noise_types for r, y_noisy in family_labels(
     data, families[kind][0], noise_rates, device=device, precision=study.precision, **families[kind][1]).items()}
@@ -217,7 +216,7 @@ if set(noise_types) == {"IDN", "CCN"}:
         values = [d[claim] for d in differences[r]]
         return judge(values, unit=" epochs" if epochs else " points", digits=1 if epochs else 2)
 
-    csr_measured = n_epochs // csr_every >= 2  # CSR claims need at least two measurements per run
+    csr_measured = proto.n_epochs // csr_every >= 2  # CSR claims need at least two measurements per run
     fig4 = [(ref, claim, every({f"{r:.0%}": verdict(claim, r) for r in noise_rates}))
             for claim, (ref, _, _) in FIG4.items() if "CSR" not in claim or csr_measured]
     if csr_measured:

@@ -60,7 +60,6 @@ from idnbook import plots
 from idnbook.chapter import claims, paper_scale, setup
 from idnhelpers.results import mean_std
 from idnhelpers import paper
-from idnhelpers.datasets import protocol
 from idnhelpers.experiments import family_labels, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.families import FAMILIES
@@ -72,7 +71,7 @@ data = study.sample()  # the rows of this chapter (shared with 01, 03, 05)
 
 names, n_classes = study.data_spec.classes, study.data_spec.n_classes
 noise_rates = list(study.noise_rates)  # sorted
-proto = protocol(dataset, n_epochs=n_epochs)
+proto, n_iterations = study.protocol, study.options("seal")["n_iterations"]  # null: the paper's
 
 # %% [markdown]
 # ## Noisy labels and training

@@ -29,8 +29,6 @@ def study_from_args(args) -> Study:
     settings = load_profile(args.profile or [])
     if args.table is not None:
         settings.update(paper.TABLES[args.table])
-        if settings.get("profile") == "paper":  # the book's paper profile fixes MNIST's epochs
-            settings.update(paper.PAPER_TABLES.get(args.table, {}))
     family = args.family
     if args.labels is not None:
         if args.family is not None:

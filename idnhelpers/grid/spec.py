@@ -13,7 +13,6 @@ import torch
 
 from .. import clothing1m, engine, paper
 from ..checks import check_choice, fail
-from ..datasets import protocol
 from ..experiments import family_labels, network_run, noisy_runs
 from ..hardware import resolve_device, resolve_precision
 from ..runs import DEVICE_TYPES, Run
@@ -71,7 +70,7 @@ def build_grid(study: Study, *, device=None, train_labels: bool = True, device_t
     device_type = check_choice(device_type or resolve_device(device).type, "device_type", DEVICE_TYPES)
     if study.dataset == "clothing1m":
         return _clothing1m_grid(study, device_type)
-    proto = protocol(study.dataset, n_epochs=study.n_epochs)
+    proto = study.protocol
     data = study.sample()
     family = study.noise_family
     rates = sorted({r for m in study.methods for r in study.rates_of(m)}) if not family.fixed else [None]
