@@ -38,7 +38,7 @@ from .spec import Grid, build_grid
 EXECUTORS = ("local", "slurm", "submitit-local", "debug")
 DEFAULT_TIME_MIN = 24 * 60  # a submitit job's time limit (minutes) unless given
 CPUS_PER_GPU = 8  # a Slurm job's CPU cores per GPU unless given: Clothing1M's image decoders run on them
-POLL_SECONDS = 1.0
+POLL_SECONDS = {"slurm": 1.0, "submitit-local": 0.1, "debug": 0.0}  # between checks of the jobs' states
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class Progress:
                       file=sys.stderr, flush=True)
 
     def _loop(self):
-        while not self._stop.wait(POLL_SECONDS):
+        while not self._stop.wait(1.0):
             self.refresh()
 
     def close(self) -> None:
@@ -343,7 +343,7 @@ def _submit(jobs: list[Job], executor: str, options: dict, device, stack_size, w
                     ex.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
                 handles.append(ex.submit(GridJob(), *pending.pop(0)))
                 gpu_of[handles[-1]] = gpu if local and options["gpus"] else None
-            time.sleep(0 if executor == "debug" else POLL_SECONDS)
+            time.sleep(POLL_SECONDS[executor])
     finally:
         bar.close()
     failed = []
