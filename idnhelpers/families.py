@@ -91,7 +91,7 @@ class NoiseFamily:
         checked = check_rates(rates, name)
         for r in checked:
             if self.rates is not None and not any(abs(r - p) < 1e-9 for p in self.rates):
-                fail("noise_rate", r, f"one of the rates family {family!r} has: {list(self.rates)}")
+                fail(name, r, f"one of the rates family {family!r} has: {list(self.rates)}")
         return checked
 
     def check_dataset(self, family: str, dataset: str) -> None:

@@ -124,7 +124,7 @@ CASES = [
     ("family labels: rates of a fixed set", lambda: family_labels(sample("digits"), "cifar10n", [0.2]), "rates"),
     ("family labels: repeated rate", lambda: family_labels(sample("digits"), "symmetric", [0.2, 0.2]), "rates"),
     ("family labels: a rate no file has", lambda: family_labels(sample("mnist", n_train=10), "idn_published", [0.25]),
-     "noise_rate"),
+     "noise_rates"),
     ("family labels: n_epochs without a network", lambda: family_labels(sample("digits"), "pair", [0.2], n_epochs=3),
      "n_epochs"),
     ("family labels: unknown setting", lambda: family_labels(sample("digits"), "xia", [0.2], norm_sd=0.2), "norm_sd"),

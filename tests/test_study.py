@@ -1,0 +1,45 @@
+"""A study's settings as one value (``study.Study``) and its runs' results as another (``results.Results``)."""
+
+import numpy as np
+import pytest
+
+from idnhelpers.grid import build_grid, run_study
+from idnhelpers.results import mean_std
+from idnhelpers.study import Study
+
+TINY = dict(dataset="digits", family="symmetric", noise_seed=0, seeds=[0, 1], n_epochs=1, n_iterations=1,
+            val_fraction=0.2, device="cpu", precision="fp32")
+
+
+def test_files_are_read_in_order_then_the_names_and_an_unknown_name_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("dataset: digits\nfamily: symmetric\nseeds: [0, 1]\nn_epochs: 3\n")
+    (tmp_path / "b.yaml").write_text("n_epochs: 5\nnoise_rates: [0.4, 0.2]\n")
+    study = Study.load([tmp_path / "a.yaml", tmp_path / "b.yaml"], seeds=[7])
+    assert (study.n_epochs, study.noise_rates, study.seeds, study.family) == (5, (0.2, 0.4), (7,), "symmetric")
+    (tmp_path / "c.yaml").write_text("n_epoch: 5\n")
+    with pytest.raises(ValueError, match=r"setting='n_epoch' is not allowed: a study setting: \['dataset'"):
+        Study.load(tmp_path / "c.yaml")
+    with pytest.raises(ValueError, match="baseline_rates"):
+        Study(dataset="mnist", baseline_rates=[0.25])  # the published IDN labels have 10-40% only
+
+
+def test_each_method_runs_at_its_rates():
+    study = Study(**{**TINY, "methods": ["ce", "gce", "seal"], "noise_rates": [0.2, 0.4], "baseline_rates": [0.4]})
+    cells = build_grid(study).cells
+    assert sorted((c.method, c.noise_rate) for c in cells if c.seed == 0) == [
+        ("ce", 0.2), ("ce", 0.4), ("gce", 0.4), ("seal", 0.2), ("seal", 0.4)]
+    assert study.rates_of("gce") == (0.4,) and study.rates_of("seal") == (0.2, 0.4)
+
+
+def test_results_give_each_cells_numbers_per_seed_and_as_a_table():
+    results = run_study(Study(**{**TINY, "methods": ["ce", "seal"], "noise_rates": [0.3]}), progress=False)
+    frame = results.frame
+    ce = frame[frame.method == "ce"].sort_values("seed")["last"].to_numpy()
+    assert np.array_equal(results.values("ce", 0.3), ce) and len(ce) == 2
+    assert results.table().loc["CE", "30%"] == mean_std(ce) == f"{ce.mean():.2f} ± {ce.std(ddof=1):.2f}"
+    assert len(results.stages("seal", 0.3, 1)) == 2  # CE, then one SEAL iteration
+    both = results.table({"last": "last", "best": "best"}, with_paper=True)
+    assert list(both.columns) == [("30%", "last"), ("30%", "best"), ("30%", "paper"), ("30%", "Δ")]
+    assert both.loc["SEAL", ("30%", "paper")] == "—"  # the paper has no digits table
+    with pytest.raises(KeyError, match="no cell"):
+        results.result("gce", 0.3, 0)
