@@ -109,11 +109,12 @@ class Results:
               digits: int = 2) -> pd.DataFrame:
         """``key`` (a ``frame`` column, or ``{label: column}`` for several side by side) as mean ± std
         over seeds, a row per method (``methods``, default every one here) and a column per noise
-        rate; ``with_paper``: beside each of ours the paper's value (Tables 1-2, its last-epoch
-        accuracy, ``paper.paper_value``) and our mean minus it."""
+        rate; ``with_paper``: beside them the paper's value (Tables 1-2: last-epoch test accuracy,
+        ``paper.paper_value``) and our last-epoch mean minus it, whatever ``key`` shows."""
         family = self._family(family)
         keys = {"ours": key} if isinstance(key, str) else dict(key)
-        methods = methods or list(dict.fromkeys(m for f, m, *_ in self._results if f == family))
+        if methods is None:
+            methods = list(dict.fromkeys(m for f, m, *_ in self._results if f == family))
         rates = sorted({r for f, m, r, _ in self._results if f == family and m in methods})
         dataset = self.frame["dataset"].iloc[0]
         table = {}

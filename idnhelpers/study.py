@@ -74,7 +74,8 @@ class Study:
             check_int(getattr(self, name), name, minimum=1, none_ok=True)
         check_int(self.n_iterations, "n_iterations", minimum=0, none_ok=True)
         set_("val_fraction", check_float(self.val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True))
-        for name in ("seed", "noise_seed", "train_seed"):
+        check_seed(self.seed, "seed")
+        for name in ("noise_seed", "train_seed"):
             if getattr(self, name) is not None:
                 check_seed(getattr(self, name), name)
         check_choice(self.precision, "precision", PRECISION_CHOICES)

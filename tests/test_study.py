@@ -43,3 +43,19 @@ def test_results_give_each_cells_numbers_per_seed_and_as_a_table():
     assert both.loc["SEAL", ("30%", "paper")] == "—"  # the paper has no digits table
     with pytest.raises(KeyError, match="no cell"):
         results.result("gce", 0.3, 0)
+
+
+def test_the_command_lines_rates_are_every_methods_and_a_fixed_label_set_takes_none():
+    from pathlib import Path
+
+    from idnhelpers.grid import cli
+
+    profiles = Path(__file__).resolve().parent.parent / "notebooks" / "profiles"
+    chapter_05 = ["--profile", str(profiles / "cpu.yaml"), str(profiles / "cpu" / "05_benchmarks.yaml")]
+    assert cli.study_from_args(cli.parser().parse_args(chapter_05)).baseline_rates == (0.4,)
+    given = cli.study_from_args(cli.parser().parse_args([*chapter_05, "--rates", "0.2"]))
+    assert (given.noise_rates, given.baseline_rates) == ((0.2,), None)
+    fixed = cli.study_from_args(cli.parser().parse_args([*chapter_05, "--dataset", "cifar10", "--labels", "cifar10n"]))
+    assert (fixed.family, fixed.noise_rates, fixed.baseline_rates) == ("cifar10n", None, None)
+    with pytest.raises(ValueError, match="seed=None"):
+        Study(seed=None)

@@ -28,13 +28,15 @@ def _int(minimum):
     return lambda v, name: check_int(v, name, minimum=minimum)
 
 
-def _methods(v, name):
+def _baselines(v, name):
+    """Chapter 06's baselines: methods run beside CE and SEAL, which it always runs."""
     from idnhelpers.methods import METHODS
 
+    others = sorted(set(METHODS) - {"ce", "seal"})
     if not isinstance(v, (list, tuple)):
-        fail(name, v, f"a list of method names from {sorted(METHODS)}")
+        fail(name, v, f"a list of method names from {others}")
     for m in v:
-        check_choice(m, name, sorted(METHODS))
+        check_choice(m, name, others)
     check_distinct(v, name, "method names")
 
 
@@ -66,7 +68,7 @@ def _number(low=None, high=None, low_open=False, high_open=False):
 # The chapters' own parameters; the settings of their experiment are ``Study`` fields, checked there.
 CHECKS = {
     "noise_types": _noise_types,
-    "baselines": _methods,
+    "baselines": _baselines,
     "families": _families,
     "tabular_dataset": _features_dataset,
     "tabular_epochs": _int(1),
@@ -252,3 +254,35 @@ def glue_tally(table, name: str) -> None:
     glue(f"{name}_checked", len(verdicts), display=False)
     glue(f"{name}_failed", Markdown("; ".join(f"{c} ({v})" for c, v in verdicts.items() if v != "holds") or "none"),
          display=False)
+
+
+def compare_at_scale(results, at_scale, a: str, b: str, iterations: int) -> str:
+    """``a`` minus ``b`` (last-epoch test accuracy) in this build and at the paper's scale
+    (``paper_scale_accuracy``'s table, SEAL after ``iterations``), at each rate where both ran in both."""
+    from idnhelpers import paper
+    from idnhelpers.methods import method_label
+
+    dataset, lines = results.frame["dataset"].iloc[0], []
+    for r in at_scale.columns:
+        theirs = at_scale[r].get(a, float("nan")) - at_scale[r].get(b, float("nan"))
+        if theirs == theirs and len(results.values(a, r)) and len(results.values(b, r)):  # both ran in both
+            ours = results.values(a, r).mean() - results.values(b, r).mean()
+            lines.append(f"{method_label(a)} minus {method_label(b)} at {r:.0%}: {ours:+.2f} points in this build, "
+                         f"{theirs:+.2f} at the paper's scale (one seed; SEAL after {iterations} of the paper's "
+                         f"{paper.seal_iterations(dataset)} iterations)")
+    return "\n".join(lines)
+
+
+def run_beyond(study, collect_only: bool, device_type):
+    """The runs of the methods a chapter shows beyond the paper's (``grid.run_study``); with
+    ``collect_only``, none where the cache lacks some (``idn-grid --table`` trains the paper's
+    methods only), with a line naming the command that trains them."""
+    from idnhelpers.grid import MissingRuns, run_study
+    from idnhelpers.results import Results
+
+    try:
+        return run_study(study, collect_only=collect_only, device_type=device_type)
+    except MissingRuns as missing:
+        print(f"{', '.join(study.methods)}: {len(missing.cells)} cells not in the cache; train them with idn-grid "
+              f"--methods {' '.join(study.methods)} (same settings) to show them here")
+        return Results([])

@@ -40,8 +40,10 @@ def study_from_args(args) -> Study:
     explicit = dict(dataset=args.dataset, methods=args.methods, noise_rates=args.rates, seeds=args.seeds,
                     data_root=args.data_root, family=family, device=args.device)
     settings.update({k: v for k, v in explicit.items() if v is not None})
-    if family is not None and FAMILIES.get(family) is not None and FAMILIES[family].fixed and args.rates is None:
-        settings["noise_rates"] = None  # one fixed set of labels
+    if args.rates is not None:
+        settings["baseline_rates"] = None  # every method at the rates given (--set baseline_rates=... for fewer)
+    elif family is not None and FAMILIES.get(family) is not None and FAMILIES[family].fixed:
+        settings.update(noise_rates=None, baseline_rates=None)  # one fixed set of labels
     settings.update(check_assignments(args.set, "--set", [f for f in Study.fields() if f != "family_settings"],
                                       "n_epochs=5 or n_train=null"))
     chosen = FAMILIES[check_choice(settings.get("family", "idn_published"), "--family", FAMILIES)]
@@ -69,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
                    help="a setting of the family, e.g. --setting norm_std=0.2 (xia), --setting labels=aggre (cifar10n)")
     g.add_argument("--labels", metavar="FILE_OR_SET", help="a label,label_noisy CSV of the training split, or a "
                    "published label set by name (cifar10n, cal_idn, ...)")
-    g.add_argument("--rates", nargs="+", type=float, help="noise rates, e.g. 0.2 0.4 (none for a fixed label set)")
+    g.add_argument("--rates", nargs="+", type=float, help="noise rates of every method, e.g. 0.2 0.4 (a profile's "
+                   "baseline_rates no longer apply; none for a fixed label set)")
     g.add_argument("--seeds", nargs="+", type=int, help="run seeds, e.g. 0 1 2")
     g.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any other grid setting, e.g. --set n_epochs=5 --set n_train=null (YAML values)")

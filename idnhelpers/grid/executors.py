@@ -1,6 +1,6 @@
 """Running a grid's jobs: in this process (``local``), as a Slurm job array or submitit's local
 processes (``slurm``, ``submitit-local``) or submitit's debug executor (``debug``); ``run_grid``
-trains the runs the cache lacks and returns the results table.
+trains the runs the cache lacks and returns their ``results.Results``.
 
 Jobs write to the shared on-disk cache (``cache``; a shared file system on a cluster), whose
 per-key lock keeps two jobs from training one run; a run is stored as soon as it is trained, so
@@ -279,7 +279,7 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
     one per core), each given one of ``gpus`` GPUs (default: those visible) and its share of the
     CPU threads. ``device``
     and ``stack_size`` (K at most; None: as many as fit) go to every job. ``wait=False`` (Slurm)
-    submits and returns the submitit jobs (``grid_status`` follows them; ``collect`` gathers the table).
+    submits and returns the submitit jobs (``grid_status`` follows them; ``collect`` gathers the results).
     A grid built without its labels' network (``prerequisites``) trains it here first and is built again."""
     options = executor_options(executor, **options)
     if device is None and isinstance(grid, Grid):

@@ -1,5 +1,5 @@
 """What a grid would do and what the cache holds of it: its jobs (``make_jobs``), each cell's
-stages read from the cache (``trace``), ``grid_status``, the results table (``collect``) and the
+stages read from the cache (``trace``), ``grid_status``, the results (``collect``) and the
 plan (``plan``: jobs, runs to train, estimated hours).
 
 **Jobs.** A job is one slice of the grid: one method on one data set with all its cells (or
