@@ -58,10 +58,14 @@ class Results:
 
     def __init__(self, cells_and_results, description: str = ""):
         self.description = description  # the data, labels and protocol (``grid.Grid.description``)
-        self._results, self._rows = {}, {}
+        self._results, self._rows, self._seeds, self._columns = {}, {}, {}, {}
         for cell, result in cells_and_results:
             key = (cell.family, cell.method, cell.noise_rate, cell.seed)
             self._results[key], self._rows[key] = (cell, result), _row(cell, result)
+            self._seeds.setdefault(key[:3], []).append(cell.seed)
+            # a label set's column: its noise rate, or the name of a fixed set (its measured rate is no target)
+            rate = cell.noise_rate
+            self._columns[(cell.family, rate)] = f"{rate:.0%}" if cell.labels == f"{rate:g}" else cell.labels
         self.frame = pd.DataFrame(list(self._rows.values()))
 
     def __add__(self, other: "Results") -> "Results":
@@ -91,8 +95,7 @@ class Results:
         return list(self.result(method, rate, seed, family).stages)
 
     def seeds(self, method: str, rate, family: str | None = None) -> list[int]:
-        family = self._family(family)
-        return sorted(s for f, m, r, s in self._results if (f, m, r) == (family, method, rate))
+        return sorted(self._seeds.get((self._family(family), method, rate), []))
 
     def values(self, method: str, rate, key: str = "last", family: str | None = None) -> np.ndarray:
         """``key`` (a ``frame`` column, e.g. "last", "best", "train") of the method at ``rate``, one
@@ -100,10 +103,15 @@ class Results:
         family = self._family(family)
         return np.array([self._rows[(family, method, rate, s)][key] for s in self.seeds(method, rate, family)])
 
-    def _column(self, family: str, rate) -> str:
-        """A label set's column: its noise rate, or the name of a fixed set (its measured rate is no target)."""
-        cell = next(c for (f, _, r, _), (c, _) in self._results.items() if (f, r) == (family, rate))
-        return f"{rate:.0%}" if cell.labels == f"{rate:g}" else cell.labels
+    def gain(self, method: str, rate, key: str = "last", *, over: str = "ce",
+             family: str | None = None) -> np.ndarray:
+        """``method``'s ``key`` minus ``over``'s last-epoch test accuracy, paired by seed (the seeds
+        both ran): e.g. SEAL's gain over CE, or with ``method=over`` and ``key="best"`` the
+        memorisation gap."""
+        family = self._family(family)
+        both = sorted(set(self.seeds(method, rate, family)) & set(self.seeds(over, rate, family)))
+        return np.array([self._rows[(family, method, rate, s)][key] - self._rows[(family, over, rate, s)]["last"]
+                         for s in both])
 
     def table(self, key="last", *, family: str | None = None, methods=None, with_paper: bool = False,
               digits: int = 2) -> pd.DataFrame:
@@ -121,7 +129,7 @@ class Results:
         for method in methods:
             row = table[method_label(method)] = {}
             for rate in rates:
-                column = self._column(family, rate)
+                column = self._columns[(family, rate)]
                 for label, k in keys.items():
                     row[(column, label)] = mean_std(self.values(method, rate, k, family), digits)
                 if with_paper:

@@ -180,8 +180,8 @@ results.table(epochs if val_fraction else {"last": "last", "best": "best"}, meth
 table_ref = {"mnist": "Table 1", "cifar10": "Table 2"}.get(dataset, f"Tables 1-2 ({dataset})")
 
 
-def beats(a, b, r):
-    return judge(results.values(a, r) - results.values(b, r))
+def beats(a, b, r):  # a's last-epoch accuracy minus b's, paired by seed
+    return judge(results.gain(a, r, over=b))
 
 
 others, baselines = [m for m in table_methods if m != "seal"], [m for m in table_methods if m not in ("ce", "seal")]

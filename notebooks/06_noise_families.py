@@ -151,8 +151,8 @@ tables.theorem_table(tests, seeds[0])
 # highest rate); mean ± std over the seeds.
 
 # %%
-def gain(f, r, method, key="last"):  # method's key accuracy minus CE's last-epoch one per seed; CE's best: the gap
-    return results.values(method, r, key, f) - results.values("ce", r, "last", f)
+def gain(f, r, method, key="last"):  # method's key accuracy minus CE's last-epoch one, per seed
+    return results.gain(method, r, key, family=f)
 
 
 tables.harm_table(results, labels, baselines, top)

@@ -70,17 +70,16 @@ def harm_table(results, keys, baselines, top: float) -> pd.DataFrame:
     from idnhelpers.methods import method_label
     from idnhelpers.results import mean_std
 
-    def gain(f, r, method, key="last"):
-        return results.values(method, r, key, f) - results.values("ce", r, "last", f)
-
     rows = []
     for f, r in keys:
-        best = max(baselines, key=lambda b: gain(f, r, b).mean()) if r == top and baselines else None
+        gain = {m: results.gain(m, r, family=f) for m in ["seal", *(baselines if r == top else [])]}
+        best = max(baselines, key=lambda b: gain[b].mean()) if r == top and baselines else None
         rows.append({"family": f, "rate": f"{r:.0%}", "CE best": mean_std(results.values("ce", r, "best", f)),
                      "CE last": mean_std(results.values("ce", r, "last", f)),
-                     "memorisation gap": mean_std(gain(f, r, "ce", "best")), "SEAL gain": mean_std(gain(f, r, "seal")),
+                     "memorisation gap": mean_std(results.gain("ce", r, "best", family=f)),
+                     "SEAL gain": mean_std(gain["seal"]),
                      "strongest baseline": method_label(best) if best else "(not run)",
-                     "baseline gain": mean_std(gain(f, r, best)) if best else "—"})
+                     "baseline gain": mean_std(gain[best]) if best else "—"})
     return pd.DataFrame(rows).set_index(["rate", "family"]).sort_index()
 
 
