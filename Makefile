@@ -20,10 +20,10 @@ test: data
 	$(PY) -m pytest
 
 bench: data  # the paper's MNIST protocol, official-code style vs the engine (see NOTES.md)
-	$(PY) -m idnhelpers.bench --epochs 3 --n-train 10000 --runs 2
+	$(PY) -m benchmarks.speed --epochs 3 --n-train 10000 --runs 2
 
 gpu-check: data  # every CUDA path once, PASS/FAIL per check, seconds per epoch (README, "cluster"); no GPU: says so
-	$(PY) -m idnhelpers.gpu_check
+	$(PY) -m benchmarks.gpu_check
 
 data: $(STAMP)
 	$(PY) -m idnhelpers.datasets mnist

@@ -46,8 +46,8 @@ How a run flows through the engine:
 ``checks`` holds the input checks every module shares and ``commands`` what the command lines
 share; ``checkpoint`` lets a killed run resume after its last epoch; ``progress`` draws bars on a
 terminal and writes lines to a log; ``profiles`` reads settings files (``idn-grid --profile``);
-``optim`` holds the protocols' optimisers; ``bench`` and ``check_bf16`` measure speed and the bf16
-mode. The book's own helpers (chapter set-up, figures, its profile folder) are the separate
+``optim`` holds the protocols' optimisers. The speed benchmark, the bf16 check and the GPU check are
+scripts of the clone (``benchmarks/``). The book's own helpers (chapter set-up, figures, its profile folder) are the separate
 package ``idnbook`` (``book/idnbook``), which this library never imports.
 """
 

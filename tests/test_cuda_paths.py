@@ -274,7 +274,7 @@ def test_a_stacked_call_frees_the_runs_modules_and_evaluates_in_shared_batches(m
 
 
 def test_the_gpu_check_says_there_is_no_cuda_device_and_exits_0(capsys):
-    from idnhelpers import gpu_check
+    from benchmarks import gpu_check
 
     assert not torch.cuda.is_available()
     assert gpu_check.main([]) == 0
@@ -283,7 +283,7 @@ def test_the_gpu_check_says_there_is_no_cuda_device_and_exits_0(capsys):
 
 def test_the_gpu_checks_themselves_pass_on_the_cpu(capsys):
     """Each check's code runs (small sizes, on the CPU); those that need CUDA say so."""
-    from idnhelpers import gpu_check
+    from benchmarks import gpu_check
 
     assert gpu_check.main(["--device", "cpu", "--quick"]) == 0
     out = capsys.readouterr().out
@@ -297,7 +297,7 @@ def test_the_gpu_checks_themselves_pass_on_the_cpu(capsys):
 def test_the_readme_lists_every_gpu_check():
     from pathlib import Path
 
-    from idnhelpers import gpu_check
+    from benchmarks import gpu_check
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme[readme.index("## Run the paper's grid on a cluster"):readme.index("## Edit notebooks")]

@@ -146,7 +146,7 @@ def test_pooling_without_gradients_equals_atens_max_pool_and_the_official_networ
     """models.max_pool_2x2's no-gradient path gives max_pool2d's values bit for bit (ties, NaN, odd
     sizes, both layouts), and the engine's MnistCNN the official forward's (bench.OfficialMnistCNN)."""
     from idnhelpers import models
-    from idnhelpers.bench import OfficialMnistCNN
+    from benchmarks.speed import OfficialMnistCNN
     from idnhelpers.models import MnistCNN, max_pool_2x2
 
     g = torch.Generator().manual_seed(0)

@@ -111,7 +111,7 @@ def test_train_many_argument_errors(mnist_small):
 
 
 def test_benchmark_script_runs_and_reports_a_speedup(capsys):
-    from idnhelpers.bench import main
+    from benchmarks.speed import main
 
     from idnhelpers.hardware import native_bf16, resolve_precision
 

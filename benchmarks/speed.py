@@ -1,7 +1,7 @@
 """Speed benchmark: the paper's MNIST protocol written the way the official code does it, against
 this project's engine, on the same machine, data and number of epochs and runs.
 
-    python -m idnhelpers.bench --epochs 2 --n-train 10000 --runs 2 --device cpu
+    python -m benchmarks.speed --epochs 2 --n-train 10000 --runs 2 --device cpu
 
 The reference follows the official ``train_mnist.py``: per-sample PIL images with ``ToTensor`` +
 ``Normalize``, a shuffling ``DataLoader`` of batch 64, the official CNN in NCHW fp32 with log-softmax
@@ -23,12 +23,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from .datasets import get_dataset, load_dataset, protocol, subset
-from .engine import BACKENDS, train_many
-from .hardware import (PRECISION_CHOICES, cpu_model, matmul_gflops, native_bf16, resolve_device,
+from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
+from idnhelpers.engine import BACKENDS, train_many
+from idnhelpers.hardware import (PRECISION_CHOICES, cpu_model, matmul_gflops, native_bf16, resolve_device,
                        resolve_precision)
-from .models import MnistCNN
-from .runs import make_run
+from idnhelpers.models import MnistCNN
+from idnhelpers.runs import make_run
 
 
 class _PerSampleMNIST(Dataset):

@@ -1,6 +1,6 @@
 """Is bf16 autocast as good as fp32 for this project's results? Compared against seed-to-seed noise.
 
-    python -m idnhelpers.check_bf16 --n-train 10000 --epochs 20 --rate 0.4
+    python -m benchmarks.bf16 --n-train 10000 --epochs 20 --rate 0.4
 
 Trains CE and one SEAL iteration on the published MNIST IDN labels three times: fp32 seed 0,
 bf16 seed 0 and fp32 seed 1. If bf16 differs from fp32 (same seed, same initial weights and batch
@@ -15,11 +15,11 @@ import argparse
 
 import torch
 
-from .datasets import load_dataset, protocol, subset
-from .methods import run_method
-from .noise import flip_count, idn_ranking, mislabel_scores
-from .published import load_published_idn
-from .stats import correction_metrics
+from idnhelpers.datasets import load_dataset, protocol, subset
+from idnhelpers.methods import run_method
+from idnhelpers.noise import flip_count, idn_ranking, mislabel_scores
+from idnhelpers.published import load_published_idn
+from idnhelpers.stats import correction_metrics
 
 
 def compare(a: dict, b: dict, y_noisy: torch.Tensor, k: int) -> dict:

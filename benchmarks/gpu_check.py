@@ -1,4 +1,4 @@
-"""A five-minute check of every CUDA path: ``make gpu-check`` / ``python -m idnhelpers.gpu_check``.
+"""A five-minute check of every CUDA path: ``make gpu-check`` / ``python -m benchmarks.gpu_check``.
 
 Runs each of ``CHECKS`` once (PASS, FAIL or SKIP with its seconds; the README's cluster section says
 what each proves), then times an epoch of the MNIST CNN (K = 1, 8, 32 stacked runs) and WRN-28-10
@@ -20,12 +20,12 @@ from unittest import mock
 
 import torch
 
-from .datasets import load_dataset, protocol, subset
-from .engine import fit, train_many, worker_devices
-from .hardware import describe, native_bf16, resolve_device, resolve_precision
-from .noise import symmetric_noise
-from .runs import make_run
-from .steps import Peers
+from idnhelpers.datasets import load_dataset, protocol, subset
+from idnhelpers.engine import fit, train_many, worker_devices
+from idnhelpers.hardware import describe, native_bf16, resolve_device, resolve_precision
+from idnhelpers.noise import symmetric_noise
+from idnhelpers.runs import make_run
+from idnhelpers.steps import Peers
 
 CUDA_ONLY = "needs CUDA"
 
@@ -131,7 +131,7 @@ def check_out_of_memory_halves_k(device, precision, quick):
     """A real out-of-memory error (allocator capped) makes a grid job halve K and finish."""
     if device.type != "cuda":
         return CUDA_ONLY
-    from .grid.executors import JobTrainer
+    from idnhelpers.grid.executors import JobTrainer
 
     runs = _cifar_runs(8, 256, precision, model="wrn28_10", n_epochs=1)
     torch.cuda.empty_cache()
@@ -155,8 +155,8 @@ def check_out_of_memory_halves_k(device, precision, quick):
 
 def check_grid_executors(device, precision, quick):
     """A tiny grid through the local and submitit-local executors gives the same table."""
-    from .grid import build_grid, run_grid
-    from .study import Study
+    from idnhelpers.grid import build_grid, run_grid
+    from idnhelpers.study import Study
 
     spec = Study(dataset="digits", methods=("ce", "coteaching"), family="symmetric", noise_rates=(0.2,),
                  seeds=(0, 1), n_epochs=2, n_train=400, n_test=100, precision=precision)
@@ -204,9 +204,9 @@ def seconds_per_epoch(device, precision, quick) -> dict:
 def table1_estimate(per_run_seconds: dict) -> str:
     """GPU-hours of the paper's Table 1 grid (idn-grid --table 1) at the measured MNIST CNN seconds
     per epoch, one run per call and at the best K."""
-    from .grid import build_grid, plan
-    from .paper import TABLES
-    from .study import Study
+    from idnhelpers.grid import build_grid, plan
+    from idnhelpers.paper import TABLES
+    from idnhelpers.study import Study
 
     study = Study(**TABLES[1], precision="fp32")
     with _cache():
@@ -221,7 +221,7 @@ def table1_estimate(per_run_seconds: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m idnhelpers.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu (the checks that need no GPU)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a check of the checks, not of the GPU")
     parser.add_argument("--only", nargs="+", choices=list(CHECKS), metavar="CHECK",
