@@ -1,14 +1,15 @@
-"""A store of training results that cannot be poisoned or go stale: ``<key>.pt`` under
-``$IDNHELPERS_CACHE`` (default ``~/.cache/idnhelpers/runs``), ``key`` a hash of all that changes the
-result (``runs.Run.key``). Nothing executes when loading: a file is a header (magic, SHA-256 of the
-payload, its key) and a ``torch.save`` payload read with ``weights_only=True``; one truncated,
-altered, planted or stored under another key is reported, removed and recomputed. Writes are atomic.
-``Lock``: one trainer per key, a lock file refreshed every 30 s, taken over when its process is gone
-(same host) or after ``$IDNHELPERS_LOCK_STALE`` seconds (default 300) without a refresh.
+"""Training results stored as ``<key>.pt`` under ``$IDNHELPERS_CACHE`` (default
+``~/.cache/idnhelpers/runs``), ``key`` a hash of all that changes the result (``runs.Run.key``). A file
+is a header (magic, SHA-256 of the payload, its key) and a ``torch.save`` payload loaded with
+``weights_only=True`` (nothing executes); one that fails a check is reported, removed and recomputed.
+Writes are atomic.
+``Lock``: one trainer per key; its file is refreshed every 30 s and taken over when its process is
+gone (same host) or after ``$IDNHELPERS_LOCK_STALE`` seconds (default 300) without a refresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -42,7 +43,6 @@ def fingerprint(t: torch.Tensor) -> str:
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    """The hex digest of a file's bytes."""
     h = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -51,13 +51,11 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
 
 
 def config_key(config: dict) -> str:
-    """The key of a JSON-serialisable configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path`` (created with the usual
-    permissions, 0666 less the umask), then move it into place."""
+    """Call ``write(fileobj)`` on a new temporary file beside ``path``, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -80,8 +78,7 @@ def _path(key: str, suffix: str) -> Path:
 
 
 def load(key: str, suffix: str = ".pt") -> dict | None:
-    """The stored payload of ``key`` (a result; with ``suffix=".ckpt"`` a checkpoint), or None if
-    there is none or it fails a check."""
+    """The stored payload of ``key`` (``suffix=".ckpt"``: its checkpoint), or None if absent or bad."""
     path = _path(key, suffix)
     try:
         blob = path.read_bytes()
@@ -103,8 +100,8 @@ def load(key: str, suffix: str = ".pt") -> dict | None:
 
 
 def save(key: str, payload: dict, suffix: str = ".pt") -> None:
-    """Store ``payload`` (tensors, lists, dicts, strings, numbers) under ``key``, atomically, after
-    removing the key's leftover temporary files (we hold its lock) and any an hour old."""
+    """Store ``payload`` under ``key`` atomically, first removing the key's leftover temporary files
+    (we hold its lock) and any an hour old."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
@@ -112,11 +109,9 @@ def save(key: str, payload: dict, suffix: str = ".pt") -> None:
     path = _path(key, suffix)
     now = time.time()
     for tmp in path.parent.glob(".*.tmp"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if tmp.name.startswith(f".{path.name}.") or now - tmp.stat().st_mtime > TMP_MAX_AGE:
                 tmp.unlink()
-        except FileNotFoundError:
-            pass
     atomic_write(path, lambda f: (f.write(header), f.write(data)))
 
 
@@ -134,8 +129,8 @@ def _lock_path(key: str, path) -> Path:
 
 
 class Lock:
-    """The lock on one key (module docstring). ``Lock.acquire(key)`` returns a held lock, or None if
-    another live process holds it; ``release()`` (or leaving a ``with`` block) lets it go."""
+    """``Lock.acquire(key)``: the held lock of ``key`` (module docstring), or None if another live
+    process holds it; ``release()`` or leaving a ``with`` block lets it go."""
 
     def __init__(self, key: str, path: Path):
         self.key, self.path = key, path
@@ -144,14 +139,14 @@ class Lock:
 
     @classmethod
     def acquire(cls, key: str, path: Path | None = None) -> "Lock | None":
-        """The lock of ``key`` (its file: ``path``, default ``<cache>/<key>.lock``), or None."""
+        """``path``: the lock file, default ``<cache>/<key>.lock``."""
         path = _lock_path(key, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):  # second try after removing a stale lock
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
-                if not _break_if_stale(path):
+                if not _break_if_stale(key, path):
                     return None
                 continue
             with os.fdopen(fd, "w") as f:
@@ -177,21 +172,19 @@ class Lock:
         self.release()
 
 
-def _break_if_stale(path: Path) -> bool:
+def _break_if_stale(key: str, path: Path) -> bool:
     """Remove ``path`` if its lock is stale. Breakers take a lock of their own first, so two
     processes that both find the same stale lock cannot remove a fresh one between them."""
     breaker = path.with_name(path.name + ".break")
     try:
         os.close(os.open(breaker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except FileExistsError:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if time.time() - breaker.stat().st_mtime > 60:  # a breaker killed mid-break
                 breaker.unlink(missing_ok=True)
-        except FileNotFoundError:
-            pass
         return False
     try:
-        if not lock_is_stale(path):
+        if lock_holder(key, path) is not None:
             return False
         path.unlink(missing_ok=True)
         return True
@@ -200,32 +193,22 @@ def _break_if_stale(path: Path) -> bool:
 
 
 def lock_holder(key: str, path: Path | None = None) -> dict | None:
-    """Who holds ``key``'s lock (host, pid, time; ``path`` as in ``Lock.acquire``), or None if it is
-    free or stale."""
+    """Who holds ``key``'s lock (host, pid, time; ``{}`` if unreadable), or None if it is free or
+    stale: its process is gone (same host) or it has not been refreshed in time."""
     path = _lock_path(key, path)
-    if not path.exists() or lock_is_stale(path):
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def lock_is_stale(path: Path) -> bool:
-    """True if the lock's process is gone (same host) or it has not been refreshed in time."""
     stale_after = float(os.environ.get("IDNHELPERS_LOCK_STALE", 300))
     try:
         age = time.time() - path.stat().st_mtime
         holder = json.loads(path.read_text() or "{}")
     except FileNotFoundError:
-        return True
+        return None
     except ValueError:  # being written right now, or garbage: judge by age alone
-        return age > stale_after
+        return None if age > stale_after else {}
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
         try:
             os.kill(holder["pid"], 0)
         except ProcessLookupError:
-            return True
+            return None
         except PermissionError:
             pass
-    return age > stale_after
+    return None if age > stale_after else holder

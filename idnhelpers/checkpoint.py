@@ -1,12 +1,8 @@
 """Runs that survive being killed. ``training.fit`` stores the whole state of its call (networks,
-optimiser, the runs' random generators, the losses' state, the recorders, the weights kept so far,
-the epoch and step and, within an epoch, its running sums) in the cache as ``<key>.ckpt``
-(``checkpoint_key``): after an epoch that ends ``EVERY_SECONDS`` or more after the last store, and
-within an epoch every ``WITHIN_EPOCH_SECONDS`` (a long epoch: Clothing1M's, a WRN's on a slow GPU).
-The next process that trains the same runs resumes from it (within an epoch it draws the epoch's
-batch order again from the generators as the epoch began and skips the steps done) and ends bit for
-bit where an uninterrupted call ends on the same machine; the checkpoint is removed when the call
-finishes. A store costs about 19 ms for the MNIST CNN, a tenth of a small epoch."""
+optimiser, generators, losses, recorders, kept weights, epoch and step, within an epoch its running
+sums) in the cache as ``<key>.ckpt``: after an epoch ending ``EVERY_SECONDS`` or more after the last
+store, and within an epoch every ``WITHIN_EPOCH_SECONDS``. The next call that trains the same runs
+resumes from it and ends bit for bit where an uninterrupted call ends on the same machine."""
 
 from __future__ import annotations
 
@@ -61,12 +57,11 @@ class Checkpoints:
     def __init__(self, training, key: str | None):
         self.training, self.key = training, key
         self.start = self.stored_at = time.perf_counter()
-        self.saved = cache.load(key, SUFFIX) if key is not None else None
-        self.first_epoch, self.first_step, self.seconds_before = 0, 0, 0.0
+        self.saved = (cache.load(key, SUFFIX) if key is not None else None) or {}
+        self.first_epoch, self.first_step = self.saved.get("epoch", 0), self.saved.get("step", 0)
+        self.seconds_before = self.saved.get("seconds", 0.0)
         self.epoch_generators = None  # the generators as the current epoch began
-        if self.saved is not None:
-            self.first_epoch, self.first_step = self.saved["epoch"], self.saved.get("step", 0)
-            self.seconds_before = self.saved["seconds"]
+        if self.saved:
             training.restore(self.saved)
             where = (f"after epoch {self.first_epoch}" if not self.first_step
                      else f"in epoch {self.first_epoch + 1}, after step {self.first_step},")

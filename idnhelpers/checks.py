@@ -1,5 +1,4 @@
-"""Input checks shared by every module: each error names the parameter, the value given and
-what is allowed, and is raised before any work starts."""
+"""Input checks: each error names the parameter, the value given and what is allowed."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import torch
 
 
 def fail(name: str, value, allowed: str):
-    """Raise the library's error for parameter ``name``: its value (shortened) and what is allowed."""
     shown = repr(value)
     raise ValueError(f"{name}={shown if len(shown) <= 80 else shown[:77] + '...'} is not allowed: {allowed}")
 
@@ -96,8 +94,7 @@ def check_n_classes(value, name: str = "n_classes") -> int:
 
 
 def check_labels(y, n_classes: int | None, name: str = "y", n: int | None = None) -> torch.Tensor:
-    """Class indices in [0, n_classes) (``None``: any index >= 0) as a 1-D int64 tensor (of length
-    ``n`` if given)."""
+    """Class indices in [0, n_classes) (``None``: any >= 0) as a 1-D int64 tensor (of length ``n``)."""
     if n_classes is not None:
         n_classes = check_n_classes(n_classes)
     if isinstance(y, (str, bytes)) or not isinstance(y, (torch.Tensor, list, tuple)) and not hasattr(y, "__array__"):
@@ -153,8 +150,7 @@ def check_transition_matrix(M, name: str = "M") -> torch.Tensor:
 
 
 def check_assignments(items: list[str], option: str, allowed, example: str) -> dict:
-    """``NAME=VALUE`` items (YAML values) of a repeatable command-line option, each name once and one of
-    ``allowed``; ``example`` shows the form in messages."""
+    """``NAME=VALUE`` items (YAML values) of a repeatable command-line option, each name once and allowed."""
     import yaml
 
     values = {}
@@ -174,8 +170,7 @@ def check_assignments(items: list[str], option: str, allowed, example: str) -> d
 
 
 def check_new_name(registry: dict, name, what: str, replace: bool, identifier: bool = True) -> str:
-    """A name to register in ``registry``: a string (a Python identifier when ``identifier``; else
-    any non-empty string without spaces), not registered yet unless ``replace`` is True."""
+    """A name to register (an identifier, or any string without spaces), new unless ``replace``."""
     check_bool(replace, "replace")
     if not isinstance(name, str) or not name or (identifier and not name.isidentifier()) or any(
             c.isspace() for c in name):

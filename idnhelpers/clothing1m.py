@@ -1,11 +1,7 @@
-"""Clothing1M (Table 3): its files, images streamed from disk, and the paper's protocol (Appendix A).
-
-1M JPEG images do not fit in memory: the instances are ``ImageFiles`` (paths under the data root),
-read by a DataLoader (``StreamSource``) with the official code's transforms. The network is
-torchvision's ResNet-50 with ImageNet weights from a file the user supplies (nothing is downloaded);
-every run keeps the model with the best clean validation accuracy (``keep="best_val"``) and reports
-its test accuracy; SEAL's iteration m starts from iteration m-1's best model (Appendix A). Files
-expected under ``root/clothing1m``: ``FILES`` and the images at the paths they list.
+"""Clothing1M (Table 3) under ``root/clothing1m`` (``FILES`` and the images they list), streamed from
+disk (``ImageFiles``, ``StreamSource``) with the official transforms, and Appendix A's protocol:
+ResNet-50 from ImageNet weights the user supplies; each run keeps the model with the best clean
+validation accuracy, and SEAL's iteration m starts from iteration m-1's.
 """
 
 from __future__ import annotations
@@ -43,8 +39,14 @@ register_dataset(DatasetSpec("clothing1m", CLASSES, IMAGENET_MEAN, IMAGENET_STD,
                              _not_in_memory))
 
 
-def folder(root=None) -> Path:
-    return (Path(root) if root is not None else default_root()) / "clothing1m"
+def folder(root=None, needed=()) -> Path:
+    """``root/clothing1m``; FileNotFoundError unless the files ``needed`` are there."""
+    base = (Path(root) if root is not None else default_root()) / "clothing1m"
+    missing = [name for name in needed if not (base / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"Clothing1M files {missing} not found in {base}; Clothing1M is distributed by "
+                                "its authors on request (Xiao et al. 2015)")
+    return base
 
 
 def clothing1m_available(root=None) -> bool:
@@ -52,45 +54,28 @@ def clothing1m_available(root=None) -> bool:
     return all((folder(root) / name).exists() for name in FILES)
 
 
-def _lines(path: Path) -> list[list[str]]:
-    return [line.split() for line in path.read_text().splitlines() if line.strip()]
-
-
-def _check_key(key: str, source: str) -> str:
-    """An image key must stay inside the data root: relative, without '..'."""
-    parts = PurePosixPath(key).parts
-    if PurePosixPath(key).is_absolute() or ".." in parts or "\\" in key:
-        fail(f"image key in {source}", key, "a path relative to the clothing1m folder, without '..'")
-    return key
-
-
-def read_kv(path: Path) -> dict[str, int]:
-    """A ``*_kv.txt`` file: image key -> class."""
-    return {_check_key(key, path.name): int(label) for key, label in _lines(path)}
-
-
-def _require(base: Path, names) -> None:
-    missing = [name for name in names if not (base / name).exists()]
-    if missing:
-        raise FileNotFoundError(f"Clothing1M files {missing} not found in {base}; Clothing1M is distributed by "
-                                "its authors on request (Xiao et al. 2015)")
+def _rows(path: Path) -> list[list[str]]:
+    """A list file's lines, split; each starts with an image key, refused unless relative, without '..'."""
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    for key, *_ in rows:
+        if PurePosixPath(key).is_absolute() or ".." in PurePosixPath(key).parts or "\\" in key:
+            fail(f"image key in {path.name}", key, "a path relative to the clothing1m folder, without '..'")
+    return rows
 
 
 def load_clothing1m_labels(root=None):
     """``(noisy, clean)`` dicts image key -> class: the 1M noisy labels and the human-checked ones."""
-    base = folder(root)
-    _require(base, FILES[:2])
-    return read_kv(base / FILES[0]), read_kv(base / FILES[1])
+    base = folder(root, FILES[:2])
+    return tuple({key: int(label) for key, label in _rows(base / name)} for name in FILES[:2])
 
 
 def load_clothing1m(root=None) -> dict:
     """``{"train": (keys, noisy labels), "val": (keys, clean labels), "test": (keys, clean labels)}``."""
-    base = folder(root)
-    _require(base, FILES)
+    base = folder(root, FILES)
     noisy, clean = load_clothing1m_labels(root)
     splits = {}
     for split, key_list, kv in (("train", FILES[2], noisy), ("val", FILES[3], clean), ("test", FILES[4], clean)):
-        keys = tuple(_check_key(k, key_list) for (k,) in _lines(base / key_list))
+        keys = tuple(k for (k,) in _rows(base / key_list))
         unlabelled = [k for k in keys if k not in kv]
         if unlabelled:
             raise ValueError(f"{len(unlabelled)} images of {key_list} have no label, e.g. {unlabelled[0]}")
@@ -100,12 +85,10 @@ def load_clothing1m(root=None) -> dict:
 
 @dataclass(frozen=True, eq=False)
 class ImageFiles(Data):
-    """Images read from ``root/clothing1m/<key>``: squashed to ``resize`` x ``resize``, then randomly
-    cropped to ``crop`` and flipped when training, squashed to ``crop`` x ``crop`` for evaluation (the
-    official transforms); ``squash=False``: shorter side to ``resize``, then a random or centre ``crop``
-    (torchvision's ImageNet recipe). ``workers`` (default: the CPU cores this process may use, less one
-    for the training loop; 0: this process) and ``batch_size`` (evaluation) do not change a run's
-    result: augmentation is seeded per image and epoch."""
+    """Images ``root/clothing1m/<key>``: squashed to ``resize`` x ``resize``, then a random ``crop`` and
+    flip when training, squashed to ``crop`` x ``crop`` for evaluation (the official transforms);
+    ``squash=False``: torchvision's ImageNet recipe. ``workers`` (default: the usable CPU cores less
+    one; 0: this process) and ``batch_size`` (evaluation) do not change a result (seeded per image)."""
 
     keys: tuple[str, ...]
     root: str
@@ -133,8 +116,7 @@ class ImageFiles(Data):
 
 
 class _Images(Dataset):
-    """Items ``(index, image)``, for an index or an ``(index, seed)`` pair (training: the image's
-    augmentation drawn from ``seed + index``, whichever worker decodes it)."""
+    """Items ``(index, image)`` for an index or ``(index, seed)`` (augmented from ``seed + index``)."""
 
     def __init__(self, files: ImageFiles, transform):
         self.base, self.keys, self.transform = folder(files.root), files.keys, transform
@@ -151,8 +133,7 @@ class _Images(Dataset):
 
 
 class _EpochOrder(Sampler):
-    """Each pass (epoch): a random order of the ``n`` images and one seed, both drawn from the run's
-    ``generator``; yields ``(index, seed)``."""
+    """Per epoch, ``(index, seed)`` in a random order, with one seed, both from the run's ``generator``."""
 
     def __init__(self, n: int, generator: torch.Generator):
         self.n, self.generator, self.skip = n, generator, 0
@@ -168,9 +149,8 @@ class _EpochOrder(Sampler):
 
 
 class StreamSource:
-    """The engine's batch source for ``ImageFiles`` (``sources.TensorSource``'s interface). Its loaders
-    are made once per ``fit``: their workers live across every pass (``persistent_workers``); on CUDA,
-    batches go through pinned memory to the GPU without waiting."""
+    """The batch source of ``ImageFiles`` (``sources.TensorSource``'s interface); its loaders' workers
+    persist across epochs, and on CUDA batches go through pinned memory."""
 
     def __init__(self, files: ImageFiles, device: torch.device):
         from torchvision import transforms  # late: importing torchvision costs seconds (it imports torch._dynamo)
@@ -204,8 +184,7 @@ class StreamSource:
             yield rows.to(self.device, non_blocking=True), x.to(self.device, non_blocking=True)
 
     def train_batches(self, generators, batch_size, augment, drop_last, skip: int = 0):
-        """One epoch in the order of the (single) run's generator, each image augmented from a
-        seed of that generator (``_EpochOrder``), without its first ``skip`` batches."""
+        """One epoch of the single run's generator (``_EpochOrder``), without its first ``skip`` batches."""
         (generator,) = generators
         loader = self._loader(f"train {augment}", self.train_transform if augment else self.eval_transform,
                               batch_size=batch_size, sampler=_EpochOrder(len(self.files), generator),

@@ -1,25 +1,18 @@
 """Critical sample ratio (Section 3.2, Eq. 4; Arpit et al. 2017): the fraction of instances with
-another predicted class within an L-infinity ball of radius r, searched with Langevin
-Adversarial Sample Search (LASS): with pred = argmax f(x) fixed, from x_hat = x, repeat
+another predicted class within an L-infinity ball of radius r, found by Langevin Adversarial Sample
+Search (LASS): with pred = argmax f(x), from x_hat = x, repeat
 x_hat <- clip_{B_inf(x, r)}(x_hat - alpha * sign(grad log f_pred(x_hat)) + beta * noise),
-noise ~ N(0, I) per pixel, and mark x critical once argmax f(x_hat) differs from pred.
+noise ~ N(0, I) per pixel, until argmax f(x_hat) != pred.
 
-``search="lass"`` (default) follows Arpit et al.'s LASS code (``lass.py``, as shipped with Ma et
-al.'s D2L): alpha = 0.25/255, beta = 0.2/255, r = 0.3/255 in pixel units of [0, 1] (divided here by
-the data set's std, since the network sees normalised input), at most 100 iterations, stopping at
-the first that finds fewer than 20 new critical samples in the whole set (an absolute count, as in
-their code: on a probe of 500 instances, few critical, the search usually ends after one iteration).
-Their code needs the set's size to be a multiple of its batch size; here any number of rows is
-searched. For another radius, alpha and beta scale with it (``step_sizes``), as in Ma et al.'s
-``callback_util.py`` (a, b and r are 0.25, 0.2 and 0.3 over one scale factor): with fixed steps the
-convergence stop ends the search before a larger ball is reached: the radius would change nothing.
-
-``search="official"`` follows ``compute_CSR`` in ``chenpf1025/IDN``: a fixed 10 iterations with no
-convergence stop, alpha, beta and r in units of the normalised input (about 1/3 of those values
-in pixel units on MNIST; ``radius``, ``alpha`` and ``beta`` are then in those units), and one scalar
-Gaussian per iteration and batch shared by all its pixels and instances. The official code keeps the
-network in train mode; both searches here run in eval mode (the same for the MNIST CNN, which has no
-batch norm or dropout; train mode would move a WRN's BatchNorm statistics during the search).
+``search="lass"`` follows Arpit et al.'s ``lass.py`` (as in Ma et al.'s D2L): alpha = 0.25/255,
+beta = 0.2/255, r = 0.3/255 in pixel units (divided here by the data set's std), at most 100
+iterations, stopping at the first that finds fewer than 20 new critical samples in the whole set
+(an absolute count, as in their code); any number of rows. Another radius scales alpha and beta
+with it (``step_sizes``, as Ma et al.'s ``callback_util.py``): fixed steps would stop the search
+before a larger ball is reached.
+``search="official"`` follows ``compute_CSR`` in ``chenpf1025/IDN``: exactly 10 iterations, radius,
+alpha and beta in units of the normalised input, and one Gaussian scalar per iteration and batch.
+Both run the network in eval mode (the official code: train mode, the same for the MNIST CNN).
 """
 
 from __future__ import annotations
@@ -39,8 +32,7 @@ SEARCHES = {"lass": dict(n_steps=100, converged_below=20), "official": dict(n_st
 def critical_samples(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, radius: float = CSR_RADIUS,
                      alpha: float | None = None, beta: float | None = None, search: str = "lass", seed: int = 0,
                      batch_size: int = 1000) -> torch.Tensor:
-    """Boolean mask: which rows of uint8 ``X`` are critical samples (Eq. 4) for ``model``, found by
-    ``search``. ``alpha`` and ``beta``: the step and noise sizes (None: ``step_sizes(radius)``)."""
+    """Which rows of uint8 ``X`` are critical samples (Eq. 4); ``alpha``, ``beta``: ``step_sizes`` if None."""
     check_choice(search, "search", SEARCHES)
     check_float(radius, "radius", low=0.0)
     alpha = step_sizes(radius)[0] if alpha is None else check_float(alpha, "alpha", low=0.0)
@@ -63,12 +55,12 @@ def critical_samples(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, r
 
 def step_sizes(radius: float) -> tuple[float, float]:
     """LASS's alpha and beta for ``radius``: Arpit et al.'s at r = 0.3/255, scaled in proportion to r."""
-    scale = radius / CSR_RADIUS  # exactly 1.0 at the default radius: Arpit et al.'s values unchanged
+    scale = radius / CSR_RADIUS
     return CSR_ALPHA * scale, CSR_BETA * scale
 
 
 def critical_sample_ratio(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, **kwargs) -> float:
-    """CSR: the fraction of rows of ``X`` that are critical samples (see ``critical_samples``)."""
+    """CSR: the fraction of rows of ``X`` that are critical samples."""
     return float(critical_samples(model, X, dataset=dataset, **kwargs).float().mean()) if len(X) else float("nan")
 
 
@@ -94,8 +86,7 @@ def _lass(model, x, radius, alpha, beta, search, seed, batch_size) -> torch.Tens
             with torch.no_grad():
                 noise = scalar_noise if search == "official" else torch.randn(xb.shape, generator=generator,
                                                                                 device=x.device)
-                step = xb_hat - alpha * grad.sign() + beta * noise
-                step = torch.maximum(torch.minimum(step, xb + radius), xb - radius)
+                step = (xb_hat - alpha * grad.sign() + beta * noise).clamp(xb - radius, xb + radius)
                 x_hat[index] = step
                 critical[index] = model(step).argmax(1) != pred[index]
         if bool(critical.all()) or int(critical.sum()) - found_before < settings["converged_below"]:

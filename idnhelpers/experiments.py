@@ -1,8 +1,6 @@
-"""The paper's experiments that train, built on the engine, each on a ``sample.Sample``:
-Algorithm 1 end to end (``generate_idn``), any noise family's labels (``family_labels``, the one
-way to noisy labels for a sample, training the network a family needs), Theorem 1's CCN
-experiment (``ccn_experiment``) and what the chapters record of memorisation
-(``memorisation_records``). SEAL and the baselines over a grid are ``methods`` and ``grid``."""
+"""The paper's experiments that train, each on a ``sample.Sample``: Algorithm 1 (``generate_idn``), any
+noise family's labels (``family_labels``), Theorem 1's CCN test (``ccn_experiment``) and the records of
+memorisation (``memorisation_records``, Section 3.2)."""
 
 from __future__ import annotations
 
@@ -27,9 +25,8 @@ CSR_PROBES = ("train", "test")  # memorisation_records' CSR probe sets
 
 @dataclass
 class GeneratedIDN:
-    """Output of ``generate_idn``: the ``sample`` whose rows were labelled, their true labels
-    ``y``, the averaged softmax ``S``, the scores N(x) and candidates of Eq. (3), the noisy labels
-    per rate, the training history of the labelling network and its run."""
+    """``generate_idn``'s output: true labels ``y``, averaged softmax ``S``, Eq. (3)'s scores and
+    candidates, the noisy labels per rate, and the labelling network's history and run."""
 
     sample: Sample
     y: torch.Tensor
@@ -45,15 +42,8 @@ class GeneratedIDN:
 def generate_idn(sample: Sample, noise_rates, *, n_epochs: int | None = None, train_seed: int | None = None,
                  device=None, precision: str = "fp32", softmax_mode: str = "eval", use_cache: bool = True,
                  **protocol_overrides) -> GeneratedIDN:
-    """Algorithm 1 end to end on the rows of ``sample`` (all its labelled rows): train on their
-    clean labels with the data set's generation protocol (``DatasetSpec.generation_protocol``:
-    MNIST's CNN, SGD lr 0.01 momentum 0.5, batch 64, 20 epochs; CIFAR's WRN-28-10 for the full
-    150-epoch schedule, as the official generators do; ``n_epochs`` and ``protocol_overrides``
-    change it), average the softmax over epochs (Eq. 3) and return noisy labels for every rate
-    in ``noise_rates`` from that single run. ``train_seed`` (default the sample's seed) seeds the
-    labelling network (initial weights, batch order). ``softmax_mode="official"`` records the
-    softmax as the official code does (see ``runs``); ``precision``: also ``"auto"``
-    (``hardware.resolve_precision`` for ``device``)."""
+    """Algorithm 1 on ``sample``'s rows: one ``network_run``, its softmax averaged over epochs (Eq. 3), noisy
+    labels for every rate (``softmax_mode="official"``: as the official code records it)."""
     rates = check_rates(noise_rates)
     run = network_run(sample, train_seed=train_seed, n_epochs=n_epochs, precision=resolve_precision(precision, device),
                       softmax_mode=softmax_mode, **protocol_overrides)
@@ -65,9 +55,8 @@ def generate_idn(sample: Sample, noise_rates, *, n_epochs: int | None = None, tr
 
 def network_run(sample: Sample, *, train_seed: int | None = None, n_epochs: int | None = None,
                 precision: str = "fp32", softmax_mode: str = "eval", keep: str = "none", **protocol_overrides) -> Run:
-    """The run of a labelling network on ``sample``'s rows: their clean labels, the data set's
-    generation protocol (Algorithm 1's network; PMD's eta with ``keep="last"``), seeded by
-    ``train_seed`` (default the sample's seed)."""
+    """A labelling network's run on ``sample``'s clean labels with the data set's generation protocol,
+    seeded by ``train_seed`` (default the sample's seed)."""
     if not isinstance(sample, Sample):
         fail("sample", sample, "a sample.Sample (sample.sample(dataset, n_train=..., seed=...))")
     proto = get_dataset(sample.dataset).generation_protocol.replace(n_epochs=n_epochs, **protocol_overrides)
@@ -79,14 +68,8 @@ def network_run(sample: Sample, *, train_seed: int | None = None, n_epochs: int 
 def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: int | None = None,
                   train_seed: int | None = None, n_epochs: int | None = None, device=None, precision: str = "fp32",
                   use_cache: bool = True, **settings) -> dict[float | None, torch.Tensor]:
-    """Noisy labels of ``family`` (``families.FAMILIES``) for every row of ``sample.rows``, per rate
-    of ``noise_rates`` (a fixed family, such as human labels, takes none: its one set is keyed
-    None). What the family needs comes from its entry: the instances (as stored), a network
-    trained on the sample's clean labels (``network_run``: trained here or loaded from the cache;
-    Algorithm 1's averaged softmax, or the final network's softmax on the clean instances in eval
-    mode), or a published file for the sample's rows. ``noise_seed`` (default 0) and ``train_seed``
-    (default the sample's seed) only where the family is seeded by them; ``n_epochs``, ``device``
-    and ``precision`` (also "auto") only where it trains a network; ``settings``: the family's own."""
+    """``{rate: noisy labels}`` of ``family`` for ``sample.rows`` (a fixed family's keyed None), training
+    the network it needs; seeds only where it is seeded by them, ``n_epochs`` only where it trains."""
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
     if not isinstance(sample, Sample):
         fail("sample", sample, "a sample.Sample (sample.sample(dataset, n_train=..., seed=...))")
@@ -99,12 +82,8 @@ def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: 
             check_seed(value, name)
     if spec.needs != "network" and n_epochs is not None:
         fail("n_epochs", n_epochs, f"None: family {family!r} trains no network")
-    if spec.needs == "file":
-        spec.check_dataset(family, sample.dataset)
-    S = None
-    if spec.needs == "network":
-        S = network_softmax(sample, spec.network, train_seed=train_seed, n_epochs=n_epochs, device=device,
-                            precision=precision, use_cache=use_cache)
+    S = network_softmax(sample, spec.network, train_seed=train_seed, n_epochs=n_epochs, device=device,
+                        precision=precision, use_cache=use_cache) if spec.needs == "network" else None
     inputs = LabelInputs(sample.y, sample.n_classes, sample.X if spec.needs == "instances" else None, S,
                          sample.dataset, sample.rows, sample.root)
     return {r: labels_of(family, inputs, r, noise_seed=noise_seed or 0, **settings) for r in rates}
@@ -112,10 +91,7 @@ def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: 
 
 def network_softmax(sample: Sample, kind: str = "averaged", *, train_seed=None, n_epochs=None, device=None,
                     precision: str = "fp32", use_cache: bool = True) -> torch.Tensor:
-    """The softmax a noise family reads of a network trained on ``sample``'s clean labels:
-    "averaged" over its epochs (Algorithm 1's S, Eq. 3) or the "final" network's, in eval mode on
-    the clean instances (PMD's eta; the authors record it during their last training epoch, in
-    train mode on augmented images, before each batch's step)."""
+    """A clean-trained network's softmax, "averaged" (Algorithm 1's S, Eq. 3) or "final" (PMD's eta)."""
     precision = resolve_precision(precision, device)
     run = network_run(sample, train_seed=train_seed, n_epochs=n_epochs, precision=precision,
                       keep="last" if kind == "final" else "none")
@@ -124,16 +100,12 @@ def network_softmax(sample: Sample, kind: str = "averaged", *, train_seed=None, 
 
 
 def memorisation_records(sample: Sample, y_noisy, *, csr_size: int = 500, csr_every: int = 2,
-                         csr_radius: float = CSR_RADIUS, csr_search: str = "lass", csr_probe: str = "train",
-                         n_tracked: int = 20) -> dict:
-    """``Run`` fields that record memorisation (Section 3.2) on the ``sample``'s training rows with
-    labels ``y_noisy`` (one per row of ``sample.rows``): CSR (Eq. 4) every ``csr_every`` epochs
-    (images only) on ``csr_size`` instances, the first training rows (``csr_probe="train"``) or
-    random test rows drawn afresh every epoch (``"test"``, Ma et al.'s choice), and the softmax of
-    the first ``n_tracked`` corrupted rows every epoch (Fig. 3). The grid and chapters 01 and 03-05
-    record these defaults (``noisy_runs``), so one run per noise rate and seed serves them all."""
+                         csr_radius: float = CSR_RADIUS, csr_search: str = "lass",
+                         csr_probe: str = "train") -> dict:
+    """``Run`` fields recording memorisation (Section 3.2) with labels ``y_noisy``: CSR (Eq. 4, images only)
+    every ``csr_every`` epochs on ``csr_size`` first training rows or (``csr_probe="test"``) random test
+    rows drawn each time, and the softmax of the first 20 corrupted rows every epoch (Fig. 3)."""
     check_int(csr_size, "csr_size", minimum=1)
-    check_int(n_tracked, "n_tracked", minimum=0)
     check_choice(csr_probe, "csr_probe", CSR_PROBES)
     corrupted = (torch.as_tensor(y_noisy)[sample.train] != sample.y[sample.train]).nonzero().squeeze(1)
     csr = None
@@ -141,16 +113,13 @@ def memorisation_records(sample: Sample, y_noisy, *, csr_size: int = 500, csr_ev
         where = dict(rows=torch.arange(min(csr_size, len(sample.train)))) if csr_probe == "train" else dict(
             test_draw=min(csr_size, len(sample.test_rows)))
         csr = CSRProbe(**where, every=csr_every, radius=csr_radius, search=csr_search)
-    return dict(track=corrupted[:n_tracked] if n_tracked else None, csr=csr)
+    return dict(track=corrupted[:20], csr=csr)
 
 
 def noisy_runs(sample: Sample, labels: dict, proto: Protocol, seeds, *, precision: str = "fp32",
                **records) -> dict:
-    """The runs the grid and the chapters start every method from: one per (label set, seed) of
-    ``labels`` (``{key: labels of every row of sample.rows}``, e.g. per noise rate) and ``seeds``,
-    on the ``sample``'s training rows, each recording memorisation (``memorisation_records``, with
-    ``records`` as its options). Equal settings give equal runs, so the chapters share them through
-    the cache. Returns ``{(key, seed): Run}``."""
+    """``{(key, seed): Run}`` the grid and chapters start every method from: one per label set of
+    ``labels`` (``{key: labels of sample.rows}``) and seed, recording ``memorisation_records(**records)``."""
     check_seeds(seeds)
     out = {}
     for key, y_noisy in labels.items():
@@ -162,14 +131,8 @@ def noisy_runs(sample: Sample, labels: dict, proto: Protocol, seeds, *, precisio
 
 def ccn_experiment(sample: Sample, y_noisy, M, w, proto: Protocol, *, seed: int = 0, alpha: float = 0.05,
                    device=None, use_cache: bool = True, **run_fields) -> dict:
-    """Theorem 1 applied to a noisy data set: train with cross-entropy (``proto``) on the
-    ``sample``'s training rows with their labels of ``y_noisy`` (one per row of ``sample.rows``), and
-    test CCN with the error on its noisy validation rows at the last epoch.
-
-    ``M`` and ``w`` are the transition matrix and class priors the CCN hypothesis would imply
-    (estimated elsewhere, e.g. from a clean subset). ``run_fields``: other ``Run`` fields (what to
-    record; ``precision``, also "auto"). Returns the ``CCNTest`` (``test``), the per-epoch
-    validation error (``val_error``) and the training history."""
+    """Theorem 1: train with cross-entropy on ``y_noisy``, test CCN (``M``, class priors ``w``) with the last
+    epoch's noisy validation error; returns ``test`` (a ``CCNTest``), ``val_error`` and ``history``."""
     ccn_bound(M, w)  # validate before training
     if not isinstance(sample, Sample) or sample.val is None:
         fail("sample", sample, "a sample.Sample with noisy validation rows (val_fraction > 0): Theorem 1's m")

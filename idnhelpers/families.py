@@ -1,7 +1,5 @@
-"""The noise families and published label sets by name (``FAMILIES``; the table in README.md): each
-a ``NoiseFamily`` whose generator is in ``noise`` (label maths) or ``published`` (label files).
-``noisy_labels`` gives a family's labels of your own arrays; ``experiments.family_labels`` those of
-a data set's rows, training the network a family needs. A new family is one ``register_family``."""
+"""The noise families and published label sets by name (``FAMILIES``, README.md), generators in ``noise``
+and ``published``: ``noisy_labels`` of your own arrays, ``experiments.family_labels`` of a data set's rows."""
 
 from __future__ import annotations
 
@@ -17,11 +15,11 @@ from .noise import (XIA_NORM_STD, _class_count, _pmd_type, flip_count, idn_label
 from .published import (CAL_DATASETS, CAL_RATES, CIFAR_N, PUBLISHED, PUBLISHED_RATES, load_cal_idn, load_cifar_n,
                         load_published_idn, read_noisy_csv)
 
+
 @dataclass(frozen=True)
 class LabelInputs:
-    """What a family's generator may read of the rows it labels: true labels ``y``, ``n_classes``,
-    the instances ``X`` (as stored), the softmax ``S`` of the network the family asks for, and for
-    published files where the rows come from (``dataset``, ``rows`` of its training split, ``root``)."""
+    """What a generator may read of the rows it labels: for a network, its softmax ``S``; for a published
+    file, where the rows come from (``dataset``, ``rows`` of its training split, ``root``)."""
 
     y: torch.Tensor
     n_classes: int
@@ -34,15 +32,11 @@ class LabelInputs:
 
 @dataclass(frozen=True)
 class NoiseFamily:
-    """A label-noise family: ``label`` for tables; ``make(inputs, rate, seed, **settings)`` the noisy
-    labels of ``LabelInputs`` (rate None for a ``fixed`` family, one label set such as human labels).
-    ``needs``: None, "instances", "network" (a network trained on the clean labels: its softmax
-    averaged over epochs as Algorithm 1's S, or ``network="final"`` as PMD's eta) or "file" (published
-    labels for ``datasets`` and ``rates`` only; ``elsewhere``: what to use on other data sets).
-    ``settings``: its own, with defaults and a ``check(value, name)`` each in ``checks``. ``exact``:
-    exactly ``flip_count`` flips; ``nested``: a lower rate's flips are a subset of a higher one's;
-    ``instance_dependent``: False for class-conditional noise (Definition 1). ``expected(rate, n)``:
-    the realised rate's (mean, sd) for an inexact family (None: unknown)."""
+    """A label-noise family: ``make(inputs, rate, seed, **settings)`` gives the noisy labels of
+    ``LabelInputs`` (rate None for a ``fixed`` family). ``needs``: None, "instances", "network" (its softmax
+    "averaged" over epochs or the "final" one's) or "file" (for ``datasets`` and ``rates`` only).
+    ``settings``: defaults, checked by ``checks``; ``exact``: ``flip_count`` flips; ``nested``: a lower
+    rate's flips are a higher one's subset; ``expected(rate, n)``: the realised rate's (mean, sd)."""
 
     label: str
     make: Callable
@@ -118,8 +112,7 @@ def _pmd_expected(rate: float, n: int, **settings) -> tuple[float, float]:
 
 
 def _published(load):
-    """A file family's ``make``: ``load(dataset, rate, root, **settings)`` gives the whole training
-    split's labels; the rows are picked from them."""
+    """A file family's ``make``: the rows' labels of ``load(dataset, rate, root, **settings)``."""
     def make(inputs, rate, seed, **settings):
         y_all, y_noisy_all = load(inputs.dataset, rate, inputs.root, **settings)
         if not torch.equal(y_all[inputs.rows], inputs.y):
@@ -186,8 +179,7 @@ register_family("labels_file", NoiseFamily(
 
 def labels_of(family: str, inputs: LabelInputs, noise_rate: float | None, *, noise_seed: int = 0,
               **settings) -> torch.Tensor:
-    """Noisy labels of ``family`` for ``inputs`` at ``noise_rate`` (None for a fixed family), after
-    checking the rate, the seed, the settings and that ``inputs`` hold what the family needs."""
+    """Noisy labels of ``family`` for ``inputs`` at ``noise_rate`` (None for a fixed family), all checked."""
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
     rate = spec.check_rates(family, None if noise_rate is None else [noise_rate])[0]
     check_seed(noise_seed, "noise_seed")
@@ -204,7 +196,6 @@ def labels_of(family: str, inputs: LabelInputs, noise_rate: float | None, *, noi
 
 def noisy_labels(family: str, y: torch.Tensor, noise_rate: float | None, n_classes: int, *, noise_seed: int = 0,
                  X=None, S=None, **settings) -> torch.Tensor:
-    """``labels_of`` for your own labels ``y``: ``S`` for a family that needs a network (its softmax),
-    ``X`` for one that needs the instances."""
+    """``labels_of`` for your own labels ``y``, with ``S`` (a softmax) or ``X`` as the family needs."""
     return labels_of(family, LabelInputs(_class_count(y, n_classes), n_classes, X, S), noise_rate,
                      noise_seed=noise_seed, **settings)

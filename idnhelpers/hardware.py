@@ -1,7 +1,6 @@
-"""What this machine is, and the choices that depend on it: the device ``"auto"`` means, the precision
-(``"auto"`` is bf16 only where bf16 is native and fast, decided from the hardware's own report so every
-process on one machine decides alike), the TF32 and determinism switches a run trains under, what a
-result records of the hardware that made it, and the measured matrix-product rate ``bench`` compares with.
+"""What this machine is and the choices that depend on it: the device and precision ``"auto"`` mean
+(bf16 only where the hardware reports it native and fast), the TF32 and determinism switches of a
+run, what a result records of its hardware, and the measured matrix-product rate.
 """
 
 from __future__ import annotations
@@ -32,11 +31,8 @@ def _cpuinfo() -> dict:
         text = open("/proc/cpuinfo").read()
     except OSError:
         return {}
-    fields = {}
-    for line in text.split("\n\n")[0].splitlines():
-        name, _, value = line.partition(":")
-        fields[name.strip()] = value.strip()
-    return fields
+    lines = text.split("\n\n")[0].splitlines()
+    return {name.strip(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
 
 
 def cpu_model() -> str:
@@ -44,13 +40,11 @@ def cpu_model() -> str:
 
 
 def cpu_flags() -> frozenset[str]:
-    """The CPU's instruction-set flags (Linux; empty elsewhere)."""
     return frozenset(_cpuinfo().get("flags", "").split())
 
 
 @functools.cache
 def _library_versions() -> dict:
-    """oneDNN and MKL as torch was built with them."""
     text = torch.__config__.show()
     onednn = re.search(r"MKL-DNN v([\w.]+)", text)
     mkl = re.search(r"Math Kernel Library Version ([\w.\-]+)", text)
@@ -79,9 +73,8 @@ def resolve_device(device) -> torch.device:
 
 
 def native_bf16(device) -> bool:
-    """Whether ``device`` computes in bf16 natively: CUDA with compute capability >= 8 (Ampere and
-    later), or a CPU with ``avx512_bf16``/``amx_bf16`` that oneDNN may use (an instruction-set cap
-    such as ``ONEDNN_MAX_CPU_ISA=AVX2`` turns it off; bf16 is emulated there, often 100x slower)."""
+    """CUDA with compute capability >= 8.0, or a CPU with ``avx512_bf16``/``amx_bf16`` that oneDNN may
+    use (``ONEDNN_MAX_CPU_ISA=AVX2`` turns it off; emulated bf16 is often 100x slower)."""
     device = resolve_device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 0)
@@ -89,10 +82,9 @@ def native_bf16(device) -> bool:
 
 
 @functools.cache
-def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 0.5, device: str = "cpu"
-                  ) -> float:
-    """The rate (GFLOP/s) of a ``size`` x ``size`` matrix product in ``dtype`` on ``device``: the best of
-    repeated products over about ``seconds``."""
+def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 0.5,
+                  device: str = "cpu") -> float:
+    """The rate (GFLOP/s) of a ``size`` x ``size`` matrix product on ``device``: the best over ``seconds``."""
     a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     a @ b
@@ -112,9 +104,8 @@ def bf16_slowdown() -> float:
 
 
 def resolve_precision(precision, device) -> str:
-    """``"auto"`` is bf16 where it is native, else fp32. ``"bf16"`` and ``"tf32"`` on a GPU without them
-    (compute capability below 8.0: V100, T4) are refused, ``"tf32"`` on a CPU too; ``"bf16"`` on a
-    CPU without it is kept (emulated) with a warning giving the measured slowdown."""
+    """``"auto"``: bf16 where it is native, else fp32. bf16 and tf32 are refused on a GPU without them,
+    tf32 on a CPU; bf16 on a CPU without it is emulated, with a warning giving the slowdown."""
     check_choice(precision, "precision", PRECISION_CHOICES)
     device = resolve_device(device)
     native = native_bf16(device)
@@ -135,21 +126,18 @@ def resolve_precision(precision, device) -> str:
 
 @contextlib.contextmanager
 def training_settings(device, precision: str, deterministic: bool = False):
-    """The switches a run trains under, restored afterwards. On CUDA: TF32 on for ``"tf32"`` only,
-    so ``"fp32"`` is IEEE fp32 (PyTorch's default runs convolutions in TF32). ``deterministic``:
-    PyTorch's and cuDNN's deterministic algorithms, no benchmarking, and ``CUBLAS_WORKSPACE_CONFIG``
-    (unless set already; it must be before cuBLAS starts); an operation PyTorch cannot make
-    deterministic is refused with a ``ValueError`` naming it."""
+    """The switches a run trains under, restored afterwards. On CUDA, TF32 only for ``"tf32"`` (PyTorch
+    runs convolutions in TF32 by default). ``deterministic``: deterministic algorithms, no cuDNN
+    benchmarking, ``CUBLAS_WORKSPACE_CONFIG`` unless set; an operation without one is refused."""
     device = torch.device(device)
-    # TF32 of float32 matrix products and cuDNN convolutions, in PyTorch's newer API (setting the
-    # older allow_tf32 flags as well would mix the two APIs, which PyTorch refuses)
+    # PyTorch's newer TF32 API only: setting the older allow_tf32 flags as well is refused
     switches = (torch.backends.cuda.matmul, torch.backends.cudnn.conv) if device.type == "cuda" else ()
     saved = ([s.fp32_precision for s in switches], torch.are_deterministic_algorithms_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     for switch in switches:
         switch.fp32_precision = "tf32" if precision == "tf32" else "ieee"
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
@@ -166,8 +154,7 @@ def training_settings(device, precision: str, deterministic: bool = False):
 
 
 def describe(device, precision: str, deterministic: bool = False) -> dict:
-    """What a result records of the hardware that trained it: on CUDA the GPU, the CUDA and cuDNN
-    versions and TF32; on a CPU its ``fingerprint()``."""
+    """What a result records of its hardware: the GPU and CUDA versions, or the CPU's ``fingerprint()``."""
     device = torch.device(device)
     record = {"device": str(device), "precision": precision, "deterministic": deterministic}
     if device.type == "cuda":
@@ -179,9 +166,7 @@ def describe(device, precision: str, deterministic: bool = False) -> dict:
 
 
 def fingerprint() -> dict:
-    """What decides whether two CPU results can be bit-identical: the CPU (model, a hash of its
-    flags), the kernels (oneDNN, MKL, the instruction set torch uses, any cap set in the
-    environment), torch and its thread count."""
+    """What decides whether two CPU results can be bit-identical: the CPU, its kernels and torch."""
     return {"cpu": cpu_model(), "flags": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16],
             **_library_versions(), "capability": torch.backends.cpu.get_cpu_capability(),
             "isa_environment": {name: os.environ[name] for name in ISA_ENVIRONMENT if name in os.environ},
@@ -195,13 +180,11 @@ def cpu_cores() -> int:
 
 
 def tune_cpu_allocator() -> bool:
-    """Serve allocations below 32 MB from glibc's heap and keep up to 512 MB of freed heap, so a
-    training step's activations (a few MB each, freed every step) reuse memory instead of being
-    handed back to the kernel and faulted in again: 10% faster on the MNIST protocol (NOTES.md,
-    "Speed"). A no-op without glibc."""
+    """Keep freed activations in glibc's heap instead of the kernel's: 10% faster on the MNIST protocol
+    (NOTES.md, "Speed"). A no-op without glibc."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError):
         return False
-    # glibc's mallopt parameters: M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1
+    # M_MMAP_THRESHOLD (-3): heap below 32 MB; M_TRIM_THRESHOLD (-1): keep up to 512 MB freed
     return bool(mallopt(-3, 32 << 20)) and bool(mallopt(-1, 512 << 20))

@@ -1,23 +1,16 @@
-"""``idn-labels`` (also ``python -m idnhelpers.labels``): any noise family's labels (``families.FAMILIES``)
-for a whole training split, written as files with a checksummed manifest, and ``--verify`` of such a
-folder (README.md, "Label files")::
+"""``idn-labels`` (also ``python -m idnhelpers.labels``): a noise family's labels for a whole training
+split as files with a checksummed manifest, and ``--verify`` of such a folder (README.md, "Label files")::
 
     idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 --out labels/
-    idn-labels --from-npz mine.npz --family xia --setting norm_std=0.2 --rates 0.2 --out labels/
     idn-labels --verify labels/
 
-Per label set, ``{prefix}_{name}.csv`` (``label,label_noisy`` rows, row i = training index i),
-``.npy`` (int64 noisy labels) and ``_corrupted.npy`` (bool mask); prefix: the data set's name
-(``npz-<stem>`` for ``--from-npz``). Files are written atomically, the old manifest removed first
-and the new one written last, so a killed run leaves no manifest that lies. The manifest has no
-timestamp and sorted keys: the same arguments give byte-identical files (for a family that trains
-a network, on the same kind of device: the manifest records its run key, device, precision, torch).
+A killed run leaves no manifest that lies (the old one is removed first, the new one written last),
+and the same arguments give byte-identical files (a trained network's: on the same kind of device).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -48,11 +41,8 @@ GENERATE = ("dataset", "from_npz", "family", "rates", "setting", "noise_seed", "
             "precision")  # the options that only writing labels takes
 
 
-# ---------------------------------------------------------------- writing
-
 def file_names(prefix: str, family: str, rate: float | None, settings: dict | None = None) -> dict[str, str]:
-    """The three files of one label set, by kind (``KINDS``): ``{prefix}_{family}_{rate:g}...``, or for a
-    fixed family (no rate) named by the settings that choose it (``cifar10_cifar10n-worst...``)."""
+    """One label set's files by kind: ``{prefix}_{family}_{rate:g}...`` (fixed: ``..._cifar10n-worst``)."""
     if rate is not None:
         stem = f"{prefix}_{family}_{rate:g}"
     else:
@@ -82,12 +72,18 @@ def check_rate_names(family: str, rates) -> list:
 
 
 def register_npz(path: str | Path) -> tuple[str, dict]:
-    """Register the arrays ``X`` and ``y`` of an .npz as data set ``npz:<stem>`` (``FEATURES_PROTOCOL``);
-    returns the name and the file's manifest entry."""
+    """Register an .npz's arrays ``X`` and ``y`` as data set ``npz:<stem>``: (name, manifest entry)."""
     path = Path(path)
     if not path.is_file():
         fail("--from-npz", str(path), "an existing .npz file holding arrays 'X' and 'y'")
-    arrays = _npz_arrays(path)
+    arrays = {}
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):  # not a .npy
+            with loaded:
+                arrays = {key: loaded[key] for key in loaded.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        fail("--from-npz", str(path), f"a readable .npz file of arrays, no pickles ({type(error).__name__}: {error})")
     if not {"X", "y"} <= set(arrays):
         fail("--from-npz", str(path), f"an .npz holding arrays 'X' and 'y' (this one holds {sorted(arrays)})")
     name = f"npz:{path.stem}"
@@ -95,48 +91,17 @@ def register_npz(path: str | Path) -> tuple[str, dict]:
     return name, {"file": path.name, "sha256": file_digest(path)}
 
 
-def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an .npz file, read without unpickling anything (a .npy file holds none)."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            return {}
-        with loaded:
-            return {key: loaded[key] for key in loaded.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
-        fail("--from-npz", str(path), f"a readable .npz file of arrays, no pickles ({type(error).__name__}: {error})")
-
-
 def write_label_files(dataset: str, family: str, rates, out: str | Path, *, noise_seed: int | None = None,
                       train_seed: int | None = None, root=None, device=None, precision: str = "fp32",
                       npz: dict | None = None, settings: dict | None = None, echo=print) -> dict:
-    """Write every label set's files and the manifest into ``out``; returns the manifest. All labels
-    (``experiments.family_labels`` of the whole training split) are made before the first file is
-    written. ``npz``: the source file's manifest entry; ``echo`` prints each label set's line."""
+    """Write every label set's files and the manifest into ``out``; returns the manifest."""
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
     rates = check_rate_names(family, rates)
-    settings = spec.with_defaults(family, dict(settings or {}))
+    settings = spec.with_defaults(family, settings or {})
     data = sample(dataset, root=root)
     precision = resolve_precision(precision, device) if spec.needs == "network" else None  # what trained, if any
     noisy = family_labels(data, family, None if rates == [None] else rates, noise_seed=noise_seed,
                           train_seed=train_seed, device=device, precision=precision or "fp32", **settings)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    prefix = dataset.replace(":", "-")
-    names = {r: file_names(prefix, family, r, settings) for r in rates}
-    with folder_lock(out, echo):
-        _make_room(out, [name for files in names.values() for name in files.values()], dataset, family)
-        entries = [_write_rate(out, names[r], r, data.y, noisy[r], echo) for r in rates]
-        manifest = _manifest(dataset, family, spec, rates, settings, data, noise_seed, train_seed, npz, entries,
-                             precision, device)
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
-    echo(f"manifest: {out / MANIFEST}")
-    return manifest
-
-
-def _manifest(dataset, family, spec, rates, settings, data, noise_seed, train_seed, npz, entries, precision,
-              device) -> dict:
     info = {"name": dataset, "n": len(data.y), "n_classes": data.n_classes, "X": array_info(data.X),
             "y": array_info(data.y), **({"npz": npz} if npz else {})}
     seeds = {"noise_seed": 0 if noise_seed is None else noise_seed, "train_seed": data.seed if train_seed is None
@@ -144,32 +109,35 @@ def _manifest(dataset, family, spec, rates, settings, data, noise_seed, train_se
     manifest = {"format": FORMAT, "idnhelpers": __version__, "dataset": info, "family": family,
                 "family_label": spec.label, "exact": spec.exact, "nested": spec.nested, "fixed": spec.fixed,
                 "settings": settings, **{name: seeds[name] for name in spec.seeded_by},
-                "rates": [] if spec.fixed else list(rates), "labels": entries}
+                "rates": [] if spec.fixed else list(rates)}
     if precision is not None:  # the network the labels come from: its training depends on the hardware and library
         run = network_run(data, train_seed=train_seed, precision=precision,
                           keep="last" if spec.network == "final" else "none")
         manifest["network"] = {"run": run.key(), "softmax": spec.network, "protocol": dataclasses.asdict(run.protocol),
                                "device": resolve_device(device).type, "precision": precision,
                                "torch": torch.__version__}
+    out = Path(out)
+    names = {r: file_names(dataset.replace(":", "-"), family, r, settings) for r in rates}
+    with folder_lock(out, echo):
+        _make_room(out, [name for files in names.values() for name in files.values()], dataset, family)
+        manifest["labels"] = [_write_rate(out, names[r], r, data.y, noisy[r], echo) for r in rates]
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
+    echo(f"manifest: {out / MANIFEST}")
     return manifest
 
 
-@contextlib.contextmanager
-def folder_lock(folder: Path, echo=print):
-    """Hold a label folder's lock: another writer waits, so two processes never mix their files
-    (a lock whose process died is taken over)."""
-    waited = False
-    while (lock := Lock.acquire("labels", folder / LOCK)) is None:
-        if not waited:
-            holder = lock_holder("labels", folder / LOCK) or {}
-            echo(f"waiting for another process writing {folder} (pid {holder.get('pid', '?')} on "
-                 f"{holder.get('host', '?')})")
-            waited = True
+def folder_lock(folder: Path, echo=print) -> Lock:
+    """A label folder's lock, waited for: two writers never mix files (a dead holder's is taken over)."""
+    lock = Lock.acquire("labels", folder / LOCK)
+    if lock is None:
+        holder = lock_holder("labels", folder / LOCK) or {}
+        echo(f"waiting for another process writing {folder} (pid {holder.get('pid', '?')} on "
+             f"{holder.get('host', '?')})")
+    while lock is None:
         time.sleep(0.2)
-    try:
-        yield
-    finally:
-        lock.release()
+        lock = Lock.acquire("labels", folder / LOCK)
+    return lock
 
 
 def label_files_in(folder: Path) -> list[str]:
@@ -179,9 +147,7 @@ def label_files_in(folder: Path) -> list[str]:
 
 
 def _make_room(out: Path, names: list[str], dataset: str, family: str) -> None:
-    """Before writing ``names`` into ``out`` (locked): remove killed writers' temporary files, refuse
-    label files neither ours nor listed by the folder's manifest of the same data set and family,
-    remove those listed that this run does not rewrite, then the manifest."""
+    """Before writing ``names``: remove temporary files and the old set, refuse label files not ours."""
     for partial in out.glob(".*.tmp"):
         partial.unlink(missing_ok=True)
     listed = set()
@@ -217,12 +183,8 @@ def _write_rate(out: Path, names: dict[str, str], rate: float | None, y: torch.T
             "files": {kind: {"name": name, "sha256": file_digest(out / name)} for kind, name in names.items()}}
 
 
-# ---------------------------------------------------------------- verifying
-
 def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
-    """Check a folder ``write_label_files`` wrote against its manifest: every listed file and its
-    SHA-256, the CSV, arrays, flip counts and true labels agreeing, no unlisted label file. Returns
-    each file's problems (an empty list: OK), manifest first."""
+    """Each file's problems (an empty list: OK), manifest first, of a ``write_label_files`` folder."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -240,9 +202,8 @@ def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
     for files, flips in entries:
         report.update(_verify_rate(folder, files, flips, n, y_sha))
     listed = {name for files, _ in entries for name, _ in files.values()}
-    for name in label_files_in(folder):
-        if name not in listed:
-            report[name] = ["a label file the manifest does not list"]
+    report.update({name: ["a label file the manifest does not list"] for name in label_files_in(folder)
+                   if name not in listed})
     return report
 
 
@@ -257,7 +218,12 @@ def _verify_rate(folder: Path, files: dict, flips: int, n: int, y_sha: str) -> d
     except ValueError as error:
         problems[names["csv"]].append(str(error))
         return problems
-    problems[names["csv"]] += _csv_problems(y, y_noisy, flips, n, y_sha)
+    found = int((y != y_noisy).sum())
+    problems[names["csv"]] += [f"{len(y)} rows, the manifest says n = {n}"] if len(y) != n else []
+    problems[names["csv"]] += [f"{found} flipped labels, the manifest says {flips}"] if found != flips else []
+    if hashlib.sha256(y.astype("<i8").tobytes()).hexdigest() != y_sha:
+        problems[names["csv"]].append("its true labels are not the data set's (their SHA-256 differs from "
+                                      "the manifest's y)")
     expected = {"noisy": (y_noisy, "the CSV's label_noisy"), "corrupted": (y != y_noisy, "label != label_noisy")}
     for kind, (want, what) in expected.items():
         problems[names[kind]] += _array_problems(folder / names[kind], want, what)
@@ -273,14 +239,6 @@ def _hash_problems(folder: Path, name: str, sha256: str) -> list[str]:
     return [] if found == sha256 else [f"SHA-256 {found[:12]}... differs from the manifest's {sha256[:12]}..."]
 
 
-def _csv_problems(y: np.ndarray, y_noisy: np.ndarray, flips: int, n: int, y_sha: str) -> list[str]:
-    found = int((y != y_noisy).sum())
-    return ([f"{len(y)} rows, the manifest says n = {n}"] if len(y) != n else []) + (
-        [f"{found} flipped labels, the manifest says {flips}"] if found != flips else []) + (
-        ["its true labels are not the data set's (their SHA-256 differs from the manifest's y)"]
-        if hashlib.sha256(y.astype("<i8").tobytes()).hexdigest() != y_sha else [])
-
-
 def _array_problems(path: Path, want: np.ndarray, what: str) -> list[str]:
     try:
         found = np.load(path, allow_pickle=False)
@@ -292,8 +250,6 @@ def _array_problems(path: Path, want: np.ndarray, what: str) -> list[str]:
     return [f"differs from {what} in {len(rows)} rows (first: row {rows[0]})"] if len(rows) else []
 
 
-# ---------------------------------------------------------------- the command line
-
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="idn-labels", description="Write a noise family's labels for a data set's training split "
                "(label,label_noisy CSV, .npy labels, corrupted mask, manifest.json), or verify such a folder.",
@@ -302,21 +258,18 @@ def parser() -> argparse.ArgumentParser:
                "idn-labels --verify labels/")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", help="a registered data set (mnist, cifar10, breast_cancer, ...)")
-    src.add_argument("--from-npz", metavar="FILE", help="an .npz holding X (uint8 images N x C x H x W or features "
-                     "N x d) and y (integer labels); registered as npz:<stem>")
+    src.add_argument("--from-npz", metavar="FILE", help="an .npz holding X (uint8 images N x C x H x W or "
+                     "features N x d) and y, registered as npz:<stem>")
     p.add_argument("--family", choices=list(FAMILIES), help="the noise family (families.FAMILIES)")
-    p.add_argument("--rates", nargs="+", type=float, metavar="RATE", help="noise rates in [0, 1), e.g. 0.2 0.4 (none "
-                   "for a fixed label set such as cifar10n)")
+    p.add_argument("--rates", nargs="+", type=float, metavar="RATE", help="rates in [0, 1) (none: cifar10n)")
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
-                   help="a setting of the family (YAML value): norm_std=0.2 (xia), type=2 (pmd), labels=aggre "
-                   "(cifar10n)")
+                   help="a family setting (YAML): norm_std=0.2 (xia), type=2 (pmd), labels=aggre")
     p.add_argument("--noise-seed", type=int, help="the noise draws' seed, for the families seeded by it (default 0)")
-    p.add_argument("--train-seed", type=int, help="the labelling network's seed, for the families that train one "
-                   "(idn, pmd; default 0)")
+    p.add_argument("--train-seed", type=int, help="the labelling network's seed (idn, pmd; default 0)")
     p.add_argument("--data-root", help="folder with the data sets (default $IDNHELPERS_DATA)")
     p.add_argument("--device", help="training device of a family's network: auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=PRECISION_CHOICES, help="training precision of a family's network: auto "
-                   "(default: bf16 where the device has it natively, else fp32), fp32 or bf16")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="training precision of a family's network: "
+                   "auto (default: bf16 where native, else fp32), fp32 or bf16")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--out", metavar="DIR", help="write the label files and manifest.json into this folder")
     what.add_argument("--verify", metavar="DIR", help="check a folder against its manifest.json; exit 1 on a mismatch")

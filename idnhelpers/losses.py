@@ -1,16 +1,14 @@
-"""Training objectives (cross-entropy, SEAL's soft labels, the baselines of Tables 1-3, and ELR and
-PLC beyond the paper) as frozen dataclasses whose fields (and, for a class defined outside this
-library, its code) enter the cache key of their runs. ``make(specs, n_classes, n_epochs)`` (a class
-method) returns the loss of the K runs one call trains, ``loss(logits, targets, epoch, rows) -> K
-losses``: logits K x b x c, targets K x b (or K x b x c soft labels), ``rows`` the batch's K x b row
-indices into each run's training set; state has a leading K axis, and the loss functions take any
-leading axes, so a step's ATen calls do not grow with K. A new loss: a subclass, registered by
-``methods.register_method(name, methods.loss_method(label, cls))``.
+"""Training objectives (cross-entropy, SEAL's soft labels, the baselines of Tables 1-3, ELR and PLC)
+as frozen dataclasses whose fields (and a user's class's code) enter their runs' cache key. The class
+method ``make(specs, n_classes, n_epochs)`` returns the K runs' ``loss(logits, targets, epoch, rows)
+-> K losses``: logits K x b x c, targets K x b (or K x b x c soft labels), ``rows`` K x b row indices.
+A new loss: a subclass, registered by ``methods.register_method(name, methods.loss_method(label, cls))``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,6 +19,11 @@ from .checks import check_float, check_int, check_transition_matrix, fail
 from .lossparts import code_hash, row_cross_entropy, rows_of, run_rows, soft_cross_entropy
 
 
+def _checked(default, check, **limits):
+    """A field that ``Objective.__post_init__`` checks by ``check(value, name, **limits)``."""
+    return dataclasses.field(default=default, metadata={"check": functools.partial(check, **limits)})
+
+
 @dataclass(frozen=True)
 class Objective:
     """Base class of the objectives (see the module docstring)."""
@@ -28,21 +31,28 @@ class Objective:
     extra_outputs = 0  # more outputs (DAC's abstention: an error in test and validation predictions)
     drop_last = False  # skip a final incomplete batch
     accepts_soft = False  # soft labels (K x n x c) allowed as targets
-    # per-row state: before_epoch(epoch, train_softmax, labels) runs before each epoch, train_softmax() giving
-    # the K x n x c eval-mode softmax of the training sets, labels their K x n hard labels
+    # per-row state: loss.before_epoch(epoch, train_softmax, labels) runs before each epoch (train_softmax():
+    # the K x n x c eval-mode softmax of the training sets, labels: their K x n hard labels)
     row_weighted = False
     per_run: ClassVar[tuple[str, ...]] = ()  # fields that may differ between stacked runs (Forward's T)
+    loss_class: ClassVar[type | None] = None  # make's default: loss_class(specs, n_classes, n_epochs)
 
     @classmethod
     def make(cls, specs: list[Objective], n_classes: int, n_epochs: int):
-        raise NotImplementedError
+        if cls.loss_class is None:
+            raise NotImplementedError
+        return cls.loss_class(specs, n_classes, n_epochs)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "make" in vars(cls) and not isinstance(vars(cls)["make"], classmethod):
             raise TypeError(f"{cls.__qualname__}.make must be a @classmethod make(cls, specs, n_classes, n_epochs) "
-                            "returning the loss of the K runs one call trains (idnhelpers.losses' docstring); "
-                            "an objective's make(self, n_classes, n_epochs) of one run is the API before 0.4")
+                            "(idnhelpers.losses' docstring), not the one-run make(self, ...) before 0.4")
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if "check" in f.metadata:
+                f.metadata["check"](getattr(self, f.name), f.name)
 
     def check(self, n_classes: int, n_epochs: int) -> None:
         """Refuse settings that do not fit the run (called before any training)."""
@@ -72,10 +82,19 @@ class CrossEntropy(Objective):
 
 
 def forward_loss(logits: torch.Tensor, y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """Forward correction (Patrini et al. 2017): -log (T^T f(x))_y, T[i, j] = P(noisy j | clean i),
-    as a log-sum-exp of log f_i + log T[i, y] (b x c logits with c x c T, or K x b x c with K x c x c)."""
+    """Forward correction (Patrini et al. 2017): -log (T^T f(x))_y, T[i, j] = P(noisy j | clean i)."""
     log_T_to_y = T.log().transpose(-1, -2).gather(-2, y[..., None].expand(*y.shape, T.shape[-1]))  # [.., b, i]
     return -torch.logsumexp(F.log_softmax(logits, -1) + log_T_to_y, -1).mean(-1)
+
+
+class _ForwardLoss:
+    def __init__(self, specs: list[Forward], n_classes: int, n_epochs: int):
+        self.T = torch.tensor([spec.T for spec in specs], dtype=torch.float32)
+
+    def __call__(self, logits, y, epoch, rows):
+        if self.T.device != logits.device:  # once: a copy per step makes a GPU wait on the host
+            self.T = self.T.to(logits.device)
+        return forward_loss(logits, y, self.T)
 
 
 @dataclass(frozen=True)
@@ -84,38 +103,21 @@ class Forward(Objective):
 
     T: tuple[tuple[float, ...], ...] = ()
     per_run = ("T",)
+    loss_class = _ForwardLoss
 
     def check(self, n_classes, n_epochs):
         T = check_transition_matrix(self.T, "T")
         if T.shape != (n_classes, n_classes):
             fail("T", f"a {len(T)} x {len(T)} matrix", f"a {n_classes} x {n_classes} transition matrix")
 
-    @classmethod
-    def make(cls, specs, n_classes, n_epochs):
-        return _ForwardLoss(torch.tensor([spec.T for spec in specs], dtype=torch.float32))
-
-
-class _ForwardLoss:
-    """The K runs' T moved to the device once (a copy per step makes a GPU wait on the host)."""
-
-    def __init__(self, T: torch.Tensor):
-        self.T = T
-
-    def __call__(self, logits, y, epoch, rows):
-        if self.T.device != logits.device:
-            self.T = self.T.to(logits.device)
-        return forward_loss(logits, y, self.T)
-
 
 def _lq(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
-    """L_q = (1 - f_y(x)^q) / q of each row."""
     log_p = -row_cross_entropy(logits, y)
     return (1 - torch.exp(q * log_p)) / q
 
 
 def gce_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
-    """Generalized cross-entropy L_q (Zhang and Sabuncu 2018, Eq. 6); CE as q -> 0, MAE (up to a
-    factor) at q = 1."""
+    """Generalized cross-entropy L_q = (1 - f_y(x)^q) / q (Zhang and Sabuncu 2018, Eq. 6)."""
     return _lq(logits, y, q).mean(-1)
 
 
@@ -123,52 +125,16 @@ def gce_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
 class GCE(Objective):
     """The L_q loss with ``q`` in (0, 1] (the paper's baseline: q = 0.7)."""
 
-    q: float = 0.7
-
-    def __post_init__(self):
-        check_float(self.q, "q", low=0.0, high=1.0, low_open=True)
+    q: float = _checked(0.7, check_float, low=0.0, high=1.0, low_open=True)
 
     @classmethod
     def make(cls, specs, n_classes, n_epochs):
         return lambda logits, y, epoch, rows: gce_loss(logits, y, specs[0].q)
 
 
-@dataclass(frozen=True)
-class TruncatedGCE(Objective):
-    """Truncated L_q with pruning (Zhang and Sabuncu 2018, Sec. 3.3, Eq. 9-11): the batch mean of
-    w_i (L_q(f_y(x_i)) - L_q(k)) (Eq. 11), w_i = 1[f_{y_i}(x_i) > k] set with the network fixed,
-    all 1 until the first pruning. Pruning runs before every 1-based epoch e >= ``prune_start``
-    divisible by ``prune_every`` (40 and 10: AlanChou/Truncated-Loss's schedule for 120 CIFAR
-    epochs; a run shorter than ``prune_start`` is refused). It scores the current network in eval
-    mode on the un-augmented training instances; that code scores the checkpoint with the best
-    *test* accuracy on augmented ones, which trains on the test set. The logged loss carries the
-    constant -L_q(k), so it can be negative."""
-
-    q: float = 0.7
-    k: float = 0.5
-    prune_start: int = 40
-    prune_every: int = 10
-    row_weighted = True
-
-    def __post_init__(self):
-        check_float(self.q, "q", low=0.0, high=1.0, low_open=True)
-        check_float(self.k, "k", low=0.0, high=1.0, low_open=True, high_open=True)
-        check_int(self.prune_start, "prune_start", minimum=1)
-        check_int(self.prune_every, "prune_every", minimum=1)
-
-    def check(self, n_classes, n_epochs):
-        if self.prune_start > n_epochs:
-            fail("prune_start", self.prune_start, f"at most the run's n_epochs={n_epochs}: a later start never prunes "
-                 "(the loss would be plain GCE); the authors' schedule is 40 of 120 epochs")
-
-    @classmethod
-    def make(cls, specs, n_classes, n_epochs):
-        return _PrunedLq(specs[0])
-
-
 class _PrunedLq:
-    def __init__(self, spec: TruncatedGCE):
-        self.spec, self.weights = spec, None  # weights: K x n
+    def __init__(self, specs: list[TruncatedGCE], n_classes: int, n_epochs: int):
+        self.spec, self.weights = specs[0], None  # weights: K x n
         self.pruned_at: list[int] = []  # 0-based epochs before which w was updated
 
     def before_epoch(self, epoch, train_softmax, labels):
@@ -184,11 +150,29 @@ class _PrunedLq:
         return (weights * (_lq(logits, y, q) - (1 - k ** q) / q)).mean(-1)
 
 
+@dataclass(frozen=True)
+class TruncatedGCE(Objective):
+    """Truncated L_q (Zhang and Sabuncu 2018, Sec. 3.3, Eq. 9-11): the batch mean of w_i (L_q(f_y(x_i))
+    - L_q(k)), w_i = 1[f_{y_i}(x_i) > k] (all 1 until the first pruning), pruned before each 1-based
+    epoch e >= ``prune_start`` divisible by ``prune_every`` (AlanChou/Truncated-Loss's schedule) with
+    the current network, not the authors' best-*test* checkpoint. The logged loss can be negative."""
+
+    q: float = _checked(0.7, check_float, low=0.0, high=1.0, low_open=True)
+    k: float = _checked(0.5, check_float, low=0.0, high=1.0, low_open=True, high_open=True)
+    prune_start: int = _checked(40, check_int, minimum=1)
+    prune_every: int = _checked(10, check_int, minimum=1)
+    row_weighted = True
+    loss_class = _PrunedLq
+
+    def check(self, n_classes, n_epochs):
+        if self.prune_start > n_epochs:
+            fail("prune_start", self.prune_start, f"at most the run's n_epochs={n_epochs}: a later start never prunes "
+                 "(the loss would be plain GCE); the authors' schedule is 40 of 120 epochs")
+
+
 def dmi_loss(logits: torch.Tensor, y: torch.Tensor, n_classes: int, official: bool = True) -> torch.Tensor:
-    """L_DMI = -log |det U|, U = O^T Y / N the batch's joint distribution of prediction and noisy
-    label (Xu et al. 2019, Eq. 2). ``official``: the authors' -log(|det(O^T Y)| + 0.001), the same
-    gradient while |det| >> 0.001, finite on a batch that misses a class (det U = 0: about one
-    batch in 80 at batch size 64 and 10 classes), where the formula is +inf."""
+    """L_DMI = -log |det U|, U = O^T Y / N (Xu et al. 2019, Eq. 2); ``official``: the authors'
+    -log(|det(O^T Y)| + 0.001), finite on a batch that misses a class (det U = 0)."""
     joint = F.softmax(logits.float(), -1).transpose(-1, -2) @ F.one_hot(y, n_classes).float()
     if official:
         return -torch.log(torch.det(joint).abs() + 0.001)
@@ -211,51 +195,10 @@ class DMI(Objective):
         return lambda logits, y, epoch, rows: dmi_loss(logits, y, n_classes, specs[0].official)
 
 
-@dataclass(frozen=True)
-class DAC(Objective):
-    """Deep abstaining classifier (Thulasidasan et al. 2019): k + 1 outputs, the last abstains.
-
-    For ``warmup_epochs`` (None: a tenth of the epochs), cross-entropy over the k + 1 outputs while
-    an exponential moving average (``ewma_mu``) of alpha_thresh = mean((1 - p_abstain) H(y, f_1..k))
-    is tracked per batch. Then the loss is (1 - p_abstain) H(y, f_1..k) - alpha log(1 - p_abstain),
-    alpha starting at alpha_thresh / ``alpha_init_factor`` and rising once per epoch to
-    ``alpha_final`` at the last epoch: the authors' ``dac_loss`` increment (alpha_final - alpha) /
-    (total_epochs - epoch) counts 1-based epochs; with 0-based ones it is / (n_epochs - 1 - epoch)."""
-
-    warmup_epochs: int | None = None
-    alpha_final: float = 1.0
-    alpha_init_factor: float = 64.0
-    ewma_mu: float = 0.05
-    extra_outputs = 1
-
-    def __post_init__(self):
-        check_int(self.warmup_epochs, "warmup_epochs", minimum=0, none_ok=True)
-        check_float(self.alpha_final, "alpha_final", low=0.0)
-        check_float(self.alpha_init_factor, "alpha_init_factor", low=0.0, low_open=True)
-        check_float(self.ewma_mu, "ewma_mu", low=0.0, high=1.0, low_open=True)
-
-    def warmup(self, n_epochs: int) -> int:
-        return max(1, n_epochs // 10) if self.warmup_epochs is None else self.warmup_epochs
-
-    def check(self, n_classes, n_epochs):
-        if self.warmup(n_epochs) >= n_epochs:
-            fail("warmup_epochs", self.warmup_epochs, f"fewer than the run's n_epochs={n_epochs}")
-
-    def scores(self, pred, y, n_classes):
-        """The fraction abstained on (arg-max = the extra output, as the authors' ``test_dac``) and
-        the accuracy on the rest."""
-        kept = pred < n_classes
-        return {"abstained": 1 - kept.float().mean().item(),
-                "kept_acc": (pred == y)[kept].float().mean().item() if kept.any() else float("nan")}
-
-    @classmethod
-    def make(cls, specs, n_classes, n_epochs):
-        return _DACLoss(specs[0], n_classes, n_epochs, specs[0].warmup(n_epochs))
-
-
 class _DACLoss:
-    def __init__(self, spec: DAC, n_classes: int, n_epochs: int, warmup: int):
-        self.spec, self.k, self.n_epochs, self.warmup = spec, n_classes, n_epochs, warmup
+    def __init__(self, specs: list[DAC], n_classes: int, n_epochs: int):
+        self.spec, self.k, self.n_epochs = specs[0], n_classes, n_epochs
+        self.warmup = self.spec.warmup(n_epochs)
         self.thresh_ewma = self.alpha = self.alpha_inc = self.alpha_epoch = None  # one value per run
 
     def __call__(self, logits, y, epoch, rows):
@@ -276,45 +219,50 @@ class _DACLoss:
         return ((1 - p_abstain) * h_c - self.alpha[..., None] * torch.log1p(-p_abstain)).mean(-1)
 
 
+@dataclass(frozen=True)
+class DAC(Objective):
+    """Deep abstaining classifier (Thulasidasan et al. 2019), the last of k + 1 outputs abstaining:
+    cross-entropy for ``warmup_epochs`` (None: a tenth) while tracking an EWMA (``ewma_mu``) of
+    mean((1 - p_abstain) H(y, f_1..k)); then (1 - p_abstain) H(y, f_1..k) - alpha log(1 - p_abstain),
+    alpha rising linearly per epoch from that EWMA / ``alpha_init_factor`` to ``alpha_final`` at the last
+    epoch (the authors' ``dac_loss`` divides by total_epochs - epoch, 1-based; here n_epochs - 1 - epoch)."""
+
+    warmup_epochs: int | None = _checked(None, check_int, minimum=0, none_ok=True)
+    alpha_final: float = _checked(1.0, check_float, low=0.0)
+    alpha_init_factor: float = _checked(64.0, check_float, low=0.0, low_open=True)
+    ewma_mu: float = _checked(0.05, check_float, low=0.0, high=1.0, low_open=True)
+    extra_outputs = 1
+    loss_class = _DACLoss
+
+    def warmup(self, n_epochs: int) -> int:
+        return max(1, n_epochs // 10) if self.warmup_epochs is None else self.warmup_epochs
+
+    def check(self, n_classes, n_epochs):
+        if self.warmup(n_epochs) >= n_epochs:
+            fail("warmup_epochs", self.warmup_epochs, f"fewer than the run's n_epochs={n_epochs}")
+
+    def scores(self, pred, y, n_classes):
+        """The fraction abstained on (arg-max = the extra output) and the accuracy on the rest."""
+        kept = pred < n_classes
+        return {"abstained": 1 - kept.float().mean().item(),
+                "kept_acc": (pred == y)[kept].float().mean().item() if kept.any() else float("nan")}
+
+
 def elr_update(targets: torch.Tensor, probs: torch.Tensor, beta: float) -> torch.Tensor:
-    """ELR's target estimate after one batch (Liu et al. 2020, Eq. 9; ``elr_loss`` in shengliu66/ELR
-    ``model/loss.py``): t <- beta t + (1 - beta) p / sum(p), p the batch's clamped softmax, detached."""
+    """ELR's targets after one batch (Liu et al. 2020, Eq. 9): t <- beta t + (1 - beta) p / sum(p)."""
     p = probs.detach()
     return beta * targets + (1 - beta) * p / p.sum(-1, keepdim=True)
 
 
 def elr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, lam: float) -> torch.Tensor:
-    """Cross-entropy plus ELR's regulariser (Liu et al. 2020, Eq. 6): lam * mean log(1 - <t, p>),
-    p the softmax clamped to [1e-4, 1 - 1e-4] as the authors' code, t the (updated) targets."""
+    """Cross-entropy plus ELR's lam * mean log(1 - <t, p>) (Liu et al. 2020, Eq. 6), p clamped."""
     p = F.softmax(logits, -1).clamp(1e-4, 1 - 1e-4)
     return row_cross_entropy(logits, y).mean(-1) + lam * torch.log(1 - (targets * p).sum(-1)).mean(-1)
 
 
-@dataclass(frozen=True)
-class ELR(Objective):
-    """Early-learning regularisation (Liu et al., NeurIPS 2020; code shengliu66/ELR): each training
-    instance keeps a moving average t_i of its predictions (``elr_update``, momentum ``beta``), and
-    the loss adds ``lam`` * log(1 - <t_i, p_i>) to the cross-entropy (``elr_loss``). As the
-    authors' code, t starts at zero and is updated from the batch's softmax before the loss reads
-    it. Defaults: their CIFAR-10 setting (CIFAR-100: 0.9 and 7; none for MNIST). Network and
-    schedule are the run's protocol, not the ELR paper's ResNet-34 with cosine annealing."""
-
-    beta: float = 0.7
-    lam: float = 3.0
-    row_weighted = True
-
-    def __post_init__(self):
-        check_float(self.beta, "beta", low=0.0, high=1.0, high_open=True)
-        check_float(self.lam, "lam", low=0.0)
-
-    @classmethod
-    def make(cls, specs, n_classes, n_epochs):
-        return _ELRLoss(specs[0], n_classes)
-
-
 class _ELRLoss:
-    def __init__(self, spec: ELR, n_classes: int):
-        self.spec, self.n_classes, self.targets = spec, n_classes, None  # targets: K x n x c
+    def __init__(self, specs: list[ELR], n_classes: int, n_epochs: int):
+        self.spec, self.n_classes, self.targets = specs[0], n_classes, None  # targets: K x n x c
 
     def before_epoch(self, epoch, train_softmax, labels):
         if self.targets is None:
@@ -327,11 +275,21 @@ class _ELRLoss:
         return elr_loss(logits, y, self.targets[at], self.spec.lam)
 
 
+@dataclass(frozen=True)
+class ELR(Objective):
+    """Early-learning regularisation (Liu et al., NeurIPS 2020): a moving average t_i of each row's
+    predictions (``elr_update``, momentum ``beta``, from zero) and ``lam`` * log(1 - <t_i, p_i>) added
+    to the cross-entropy (``elr_loss``). Defaults: the authors' CIFAR-10 setting (CIFAR-100: 0.9, 7)."""
+
+    beta: float = _checked(0.7, check_float, low=0.0, high=1.0, high_open=True)
+    lam: float = _checked(3.0, check_float, low=0.0)
+    row_weighted = True
+    loss_class = _ELRLoss
+
+
 def lrt_correction(labels: torch.Tensor, f: torch.Tensor, delta: float, increment: float):
-    """PLC's label correction (Zhang et al. 2021, Algorithm 1; ``lrt_correction`` in pxiangwu/PLC
-    ``utils.py``): relabel every instance whose likelihood ratio f_y(x) / max_k f_k(x) is below
-    ``delta`` to argmax f(x); if fewer than 0.1% were relabelled, raise delta by ``increment`` (at
-    most 0.9). Returns the new labels and delta. Leading axes are runs, each with its own delta."""
+    """PLC's correction (Zhang et al. 2021, Algorithm 1): rows with f_y(x) / max_k f_k(x) < ``delta``
+    get argmax f(x); under 0.1% relabelled raises delta by ``increment`` (at most 0.9). -> labels, delta."""
     delta = torch.as_tensor(delta, dtype=torch.float64, device=labels.device)
     ratio = f.gather(-1, labels[..., None]).squeeze(-1) / f.max(-1).values
     relabel = ratio < delta[..., None]
@@ -340,44 +298,9 @@ def lrt_correction(labels: torch.Tensor, f: torch.Tensor, delta: float, incremen
     return corrected, torch.where(few, (delta + increment).clamp(max=0.9), delta)
 
 
-@dataclass(frozen=True)
-class PLC(Objective):
-    """Progressive label correction (Zhang et al., ICLR 2021, Algorithm 1; code pxiangwu/PLC
-    ``cifar/train.py``): cross-entropy on labels corrected as training goes. Each batch's softmax
-    (train mode, before its step, as the authors record it) is kept for the last ``window`` epochs;
-    after each 0-based epoch >= ``warmup_epochs`` (the authors' ``epoch >= warm_up``), their mean
-    relabels by ``lrt_correction`` (corrections accumulate). Defaults: the authors' CIFAR setting
-    (warm-up 8 of 180 epochs; none for MNIST); ``warmup_epochs=None``: 8, or (n_epochs - 1) // 2 for
-    a shorter run. Network and schedule are the run's protocol, not PLC's PreAct ResNet-34's."""
-
-    delta: float = 0.3
-    delta_increment: float = 0.1
-    warmup_epochs: int | None = None
-    window: int = 5
-    row_weighted = True
-
-    def __post_init__(self):
-        check_float(self.delta, "delta", low=0.0, high=1.0, low_open=True)
-        check_float(self.delta_increment, "delta_increment", low=0.0)
-        check_int(self.warmup_epochs, "warmup_epochs", minimum=0, none_ok=True)
-        check_int(self.window, "window", minimum=1)
-
-    def warmup(self, n_epochs: int) -> int:
-        return min(8, (n_epochs - 1) // 2) if self.warmup_epochs is None else self.warmup_epochs
-
-    def check(self, n_classes, n_epochs):
-        if self.warmup(n_epochs) >= n_epochs - 1:
-            fail("warmup_epochs", self.warmup_epochs, f"fewer than n_epochs - 1 = {n_epochs - 1}: a correction after "
-                 "the last epoch changes nothing")
-
-    @classmethod
-    def make(cls, specs, n_classes, n_epochs):
-        return _PLCLoss(specs[0], n_classes, specs[0].warmup(n_epochs))
-
-
 class _PLCLoss:
-    def __init__(self, spec: PLC, n_classes: int, warmup: int):
-        self.spec, self.n_classes, self.warmup = spec, n_classes, warmup
+    def __init__(self, specs: list[PLC], n_classes: int, n_epochs: int):
+        self.spec, self.n_classes, self.warmup = specs[0], n_classes, specs[0].warmup(n_epochs)
         self.labels = self.record = self.delta = None  # K x n, window x K x n x c, K
         self.corrected_at: list[int] = []  # 0-based epochs after which labels were corrected
 
@@ -394,3 +317,25 @@ class _PLCLoss:
     def __call__(self, logits, y, epoch, rows):
         self.record[epoch % self.spec.window][run_rows(rows)] = F.softmax(logits.detach(), -1)
         return row_cross_entropy(logits, rows_of(self.labels, rows)).mean(-1)
+
+
+@dataclass(frozen=True)
+class PLC(Objective):
+    """Progressive label correction (Zhang et al., ICLR 2021, Algorithm 1): cross-entropy on labels
+    that ``lrt_correction`` relabels after each 0-based epoch >= ``warmup_epochs`` (None: 8, or
+    (n_epochs - 1) // 2 if shorter) from the mean train-mode softmax of the last ``window`` epochs."""
+
+    delta: float = _checked(0.3, check_float, low=0.0, high=1.0, low_open=True)
+    delta_increment: float = _checked(0.1, check_float, low=0.0)
+    warmup_epochs: int | None = _checked(None, check_int, minimum=0, none_ok=True)
+    window: int = _checked(5, check_int, minimum=1)
+    row_weighted = True
+    loss_class = _PLCLoss
+
+    def warmup(self, n_epochs: int) -> int:
+        return min(8, (n_epochs - 1) // 2) if self.warmup_epochs is None else self.warmup_epochs
+
+    def check(self, n_classes, n_epochs):
+        if self.warmup(n_epochs) >= n_epochs - 1:
+            fail("warmup_epochs", self.warmup_epochs, f"fewer than n_epochs - 1 = {n_epochs - 1}: a correction after "
+                 "the last epoch changes nothing")

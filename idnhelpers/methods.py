@@ -1,17 +1,9 @@
-"""The methods compared in the paper's benchmarks (Section 4.3, Tables 1-3), and ELR and PLC
-beyond them, as registry entries.
-
-A ``Method`` is a label for tables, the method's own options with their defaults, and a driver:
-a function that turns base runs (one per grid cell: data, noisy labels, seed, what to record)
-into ``MethodResult`` values by training stages of runs, each stage of all cells in one call of
-a ``Trainer`` (so K cells train stacked on a GPU). Stages that coincide are one run, trained
-once: the CE run is the ``ce`` method, the first stage of Forward and DMI, and SEAL's iteration 0.
-
-- ``run_method(name, X, y_noisy, protocol, ...)``: one cell;
-- ``run_methods(name, X, [y_noisy_1, ...], protocol, seeds=[...], backend=...)``: K cells,
-  equal run by run to ``run_method`` (stacked: up to float summation order);
-- ``register_method(name, loss_method(label, YourObjective))``: a new loss-based method in one
-  line, its options being the objective's fields.
+"""The methods of the paper's benchmarks (Section 4.3, Tables 1-3), and ELR and PLC beyond them, as
+registry entries: a ``Method`` is a label, its options with defaults, and a driver that trains
+stages of runs, each stage of all cells (base runs) in one ``Trainer`` call. Stages that coincide
+are one run: CE is the ``ce`` method, the first stage of Forward and DMI, and SEAL's iteration 0.
+``run_method`` trains one cell, ``run_methods`` K cells (equal run by run, stacked: up to float
+summation order); ``register_method(name, loss_method(label, YourObjective))`` adds a method.
 """
 
 from __future__ import annotations
@@ -53,8 +45,8 @@ class Trainer:
         return predict(run, weights, device=self.device, all_outputs=all_outputs)
 
     def derive(self, key: str, compute: Callable[[], dict]) -> dict:
-        """A result derived from trained runs (Forward's T): loaded from the cache, or ``compute()``
-        stored under ``key``. Its lock makes concurrent processes compute it once and use one copy."""
+        """A result derived from trained runs (Forward's T): cached under ``key``, computed once
+        (under the key's lock) by ``compute()``."""
         if not self.use_cache:
             return compute()
         while (stored := cache.load(key)) is None:
@@ -62,20 +54,16 @@ class Trainer:
             if lock is None:  # another process is computing it
                 time.sleep(engine.WAIT_SECONDS)
                 continue
-            try:
-                stored = cache.load(key)
-                if stored is None:
-                    stored = compute()
-                    cache.save(key, stored)
-            finally:
-                lock.release()
+            with lock:
+                if cache.load(key) is None:
+                    cache.save(key, compute())
         return stored
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registry entry: ``label`` for tables, ``driver(runs, rates, trainer, **options) ->
-    list[MethodResult]``, its ``options`` with their defaults, whether it takes the noise rate."""
+    """A registry entry: ``label``, ``driver(runs, rates, trainer, **options) -> list[MethodResult]``,
+    its ``options`` with their defaults, whether it takes the noise rate."""
 
     label: str
     driver: Callable
@@ -122,11 +110,8 @@ def _weights_kept(run: Run) -> str:
 
 
 def ce_runs(runs: list[Run], keep_weights: bool = False) -> list[Run]:
-    """Cross-entropy on the noisy labels, recording the averaged softmax: the ``ce`` method and the
-    first stage of Forward, DMI and SEAL (``keep_weights``: for a later stage that starts from them).
-    With a noisy validation split the weights kept are those of the epoch with the best validation
-    accuracy: the model L_DMI's authors start DMI from and the one Forward estimates T from (a
-    last-epoch model that has memorised the noise gives T close to the identity)."""
+    """The CE runs (the ``ce`` method, the first stage of Forward, DMI and SEAL); ``keep_weights``: for
+    a later stage, the best on a noisy validation split if there is one (as L_DMI's authors)."""
     def keep(run):
         wanted = _weights_kept(run) if keep_weights else run.keep
         return "best_val" if run.val is not None and wanted != "none" else wanted
@@ -135,20 +120,16 @@ def ce_runs(runs: list[Run], keep_weights: bool = False) -> list[Run]:
             for run in runs]
 
 
-def _loss_driver(objective_cls: type[Objective], label_: str):
-    def driver(runs, rates, trainer, **options):
-        objective = objective_cls(**options)
-        return [MethodResult("", (r,)) for r in trainer([run.replace(objective=objective, label=label_)
-                                                          for run in runs])]
-    return driver
-
-
 def loss_method(label_: str, objective_cls: type[Objective]) -> Method:
     """A method that trains one network on ``objective_cls``; its options are the objective's fields."""
     if not (isinstance(objective_cls, type) and issubclass(objective_cls, Objective)):
         fail("objective_cls", objective_cls, "a subclass of idnhelpers.losses.Objective")
-    options = {f.name: f.default for f in dataclasses.fields(objective_cls)}
-    return Method(label_, _loss_driver(objective_cls, label_), options)
+
+    def driver(runs, rates, trainer, **options):
+        objective = objective_cls(**options)
+        return [MethodResult("", (r,)) for r in trainer([run.replace(objective=objective, label=label_)
+                                                          for run in runs])]
+    return Method(label_, driver, {f.name: f.default for f in dataclasses.fields(objective_cls)})
 
 
 def ce(runs, rates, trainer):
@@ -157,10 +138,8 @@ def ce(runs, rates, trainer):
 
 
 def forward(runs, rates, trainer, *, anchor_percentile=97.0):
-    """Forward correction (Patrini et al. 2017): T estimated from the CE run's final softmax on the
-    training set by the anchor-point estimator (``stats.anchor_transition_matrix``; the authors'
-    97th percentile, ``None`` for the plain argmax), then a fresh network trained with the
-    forward-corrected loss. The result carries ``T``."""
+    """Forward correction (Patrini et al. 2017): T from the CE network by the anchor-point estimator
+    (``stats.anchor_transition_matrix``, ``anchor_percentile`` None: argmax), then a fresh network."""
     check_float(anchor_percentile, "anchor_percentile", low=0.0, high=100.0, low_open=True, none_ok=True)
     stage1 = ce_runs(runs, keep_weights=True)
     first = trainer(stage1)
@@ -171,25 +150,18 @@ def forward(runs, rates, trainer, *, anchor_percentile=97.0):
 
 
 def _anchor_T(ce_run: Run, ce_result: RunResult, percentile, trainer: Trainer) -> torch.Tensor:
-    """Forward's T from the network of a CE run (cached: one pass over the training set)."""
     key = cache.config_key(dict(stage="anchor T", ce=ce_run.key(), percentile=percentile))
     return trainer.derive(key, lambda: {"T": anchor_transition_matrix(trainer.predict(ce_run, ce_result.weights),
                                                                        percentile)})["T"]
 
 
 def dac(runs, rates, trainer, *, retrain_without_abstained=False, **objective_options):
-    """DAC (Thulasidasan et al. 2019): one network with an abstention output (``losses.DAC``, whose
-    fields are the other options). That single stage is what our Tables 1-2 report.
-    ``retrain_without_abstained``: the authors' protocol for arbitrary noise adds a second stage:
-    the training instances the DAC model abstains on (arg-max = the abstention output) are removed
-    and a fresh network is trained on the rest with cross-entropy (its ``S`` covers the kept rows
-    only). Stages: DAC, then that CE run."""
+    """DAC (Thulasidasan et al. 2019; ``losses.DAC``'s fields are the other options), the stage our
+    Tables 1-2 report; ``retrain_without_abstained``: then CE on the rows it does not abstain on."""
     check_bool(retrain_without_abstained, "retrain_without_abstained")
     objective = DAC(**objective_options)
-    if retrain_without_abstained:
-        for run in runs:
-            if not isinstance(run.data, Tensors):
-                fail("retrain_without_abstained", True, "False for streamed images (rows are removed from tensors)")
+    if retrain_without_abstained and not all(isinstance(run.data, Tensors) for run in runs):
+        fail("retrain_without_abstained", True, "False for streamed images (rows are removed from tensors)")
     first = trainer([run.replace(objective=objective, label="DAC",
                                  keep=_weights_kept(run) if retrain_without_abstained else run.keep) for run in runs])
     if not retrain_without_abstained:
@@ -210,8 +182,7 @@ def dac(runs, rates, trainer, *, retrain_without_abstained=False, **objective_op
 
 
 def coteaching(runs, rates, trainer, *, t_k=10):
-    """Co-teaching (Han et al. 2018) with forget rate tau = the noise rate, reached after ``t_k``
-    epochs (``steps.Peers``)."""
+    """Co-teaching (Han et al. 2018, ``steps.Peers``), the forget rate being the noise rate."""
     steps = [Peers(rate, t_k) for rate in rates]
     return [MethodResult("", (r,)) for r in trainer([run.replace(step=step, label="Co-teaching")
                                                      for run, step in zip(runs, steps)])]
@@ -221,26 +192,16 @@ def coteaching(runs, rates, trainer, *, t_k=10):
 LDMI_MNIST = dict(optimizer="adam", lr=1e-4, n_epochs=20, weight_decay=0.0)
 
 
-def _dmi_protocols(runs, optimizer, lr, momentum, weight_decay, n_epochs, milestones, gamma) -> list[Protocol]:
-    check_int(n_epochs, "n_epochs", minimum=1, none_ok=True)
-    return [run.protocol.replace(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                 milestones=tuple(milestones), gamma=gamma,
-                                 n_epochs=n_epochs or run.protocol.n_epochs) for run in runs]
-
-
 def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_decay=1e-4, n_epochs=None,
         milestones=(), gamma=None, official_loss=True, average_epochs=None):
-    """DMI (Xu et al. 2019): the CE model trained further with L_DMI for ``n_epochs`` (default:
-    the protocol's). The CE model is its last epoch's, or with a noisy validation split the one
-    that split selects, as L_DMI's code does. Optimiser settings of the DMI stage, per data set:
-    MNIST and CIFAR (default) SGD lr 1e-6, momentum 0.9, weight decay 1e-4, constant, from the
-    L_DMI authors' CIFAR-10 code, since the SEAL paper shares one protocol across methods and
-    publishes no DMI-specific MNIST setting; the authors' own (Fashion-)MNIST setting is the
-    option ``**LDMI_MNIST`` (Adam, lr 1e-4, 20 epochs); Clothing1M (``paper.CLOTHING1M_DMI``)
-    1e-6 halved after 5 epochs, as Appendix A. ``official_loss``: see ``losses.dmi_loss``.
-    ``average_epochs``: the DMI stage's ``S`` (SEAL (DMI)'s S^[0]) averages its first that many
-    epochs (the official ``train_clothing_dmi.py`` averages the first 5 on Clothing1M)."""
-    protocols = _dmi_protocols(runs, optimizer, lr, momentum, weight_decay, n_epochs, milestones, gamma)
+    """DMI (Xu et al. 2019): the CE model trained further with L_DMI (``n_epochs`` None: the
+    protocol's). Defaults: the L_DMI authors' CIFAR-10 optimiser (their (Fashion-)MNIST one:
+    ``**LDMI_MNIST``; Clothing1M, Appendix A: ``paper.CLOTHING1M_DMI``). ``average_epochs``: S of
+    the DMI stage (SEAL (DMI)'s S^[0]) averages its first that many epochs."""
+    check_int(n_epochs, "n_epochs", minimum=1, none_ok=True)
+    protocols = [run.protocol.replace(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      milestones=tuple(milestones), gamma=gamma,
+                                      n_epochs=n_epochs or run.protocol.n_epochs) for run in runs]
     first = trainer(ce_runs(runs, keep_weights=True))
     second = trainer([run.replace(protocol=p, objective=DMI(official_loss), init=r.weights, record_softmax=True,
                                   average_epochs=average_epochs, label="DMI")
@@ -249,8 +210,7 @@ def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_
 
 
 def _seal_iterations(runs, stages, trainer, n_iterations, retrain):
-    """Algorithm 2's iterations 1..n: each trains on the previous iteration's averaged softmax,
-    from a fresh network with the run's seed (``retrain``) or from the previous weights."""
+    """Algorithm 2's iterations 1..n, each on the previous one's averaged softmax."""
     stages = [list(s) for s in stages]
     for m in range(1, n_iterations + 1):
         results = trainer([run.replace(targets=s[-1].S, objective=CrossEntropy(), step=Single(), record_softmax=True,
@@ -263,19 +223,15 @@ def _seal_iterations(runs, stages, trainer, n_iterations, retrain):
 
 
 def seal(runs, rates, trainer, *, n_iterations=10, retrain=True):
-    """SEAL (Algorithm 2): CE (iteration 0), then ``n_iterations`` iterations on the averaged
-    softmax. ``retrain=True`` (the paper's MNIST/CIFAR-10 setting): each iteration starts from a
-    fresh network with the same seed, hence the same initial weights and batch order, as the
-    official code does; ``retrain=False`` (Clothing1M): it continues from the previous weights
-    (the best on validation when the runs keep ``best_val``). Stages: CE, iteration 1, ..."""
+    """SEAL (Algorithm 2): CE, then ``n_iterations`` iterations on the averaged softmax, each from a
+    fresh network of the same seed (``retrain``, MNIST/CIFAR-10) or the previous weights (Clothing1M)."""
     check_int(n_iterations, "n_iterations", minimum=0)
     first = trainer(ce_runs(runs, keep_weights=not retrain))
     return _seal_iterations(runs, [(r,) for r in first], trainer, n_iterations, retrain)
 
 
 def seal_dmi(runs, rates, trainer, *, n_iterations=10, retrain=True, dmi_options=None):
-    """SEAL started from DMI's averaged softmax (Table 3, "SEAL (DMI)"): DMI's S is S^[0].
-    Stages: CE, DMI, SEAL iteration 1, ..."""
+    """SEAL (DMI) (Table 3): SEAL started from DMI's averaged softmax (S^[0])."""
     check_int(n_iterations, "n_iterations", minimum=0)
     dmi_options = dict(dmi_options or {})
     unknown = sorted(set(dmi_options) - set(METHODS["dmi"].options))
@@ -313,8 +269,7 @@ RUN_OPTIONS = ("y_true", "precision", "softmax_mode", "record_softmax", "track",
 
 def run_stages(name: str, runs: list[Run], noise_rates=None, trainer: Trainer = Trainer(), **options) -> list[
         MethodResult]:
-    """Method ``name`` on base runs (one per cell), after checking its options; ``noise_rates``
-    (one per run) go to the methods that use them (Co-teaching's forget rate)."""
+    """Method ``name`` on base runs (one per cell); ``noise_rates``: one per run (Co-teaching's)."""
     method = get_method(name)
     unknown = sorted(set(options) - set(method.options))
     if unknown:
@@ -331,10 +286,9 @@ def run_stages(name: str, runs: list[Run], noise_rates=None, trainer: Trainer = 
 def run_methods(name: str, X, y_noisy_sets, protocol: Protocol, *, seeds, dataset: str, noise_rates=None,
                 backend: str = "auto", device=None, use_cache: bool = True, stack_size: int | None = None,
                 X_test=None, y_test=None, X_val=None, y_val=None, **options) -> list[MethodResult]:
-    """Method ``name`` on K cells in one call: cell k trains on ``y_noisy_sets[k]`` with
-    ``seeds[k]`` (and ``noise_rates[k]`` for Co-teaching). ``backend``: ``engine.train_many``'s.
-    Other keywords are the method's options or ``Run`` fields (``y_true``, ``precision``, ...);
-    ``precision`` may be ``"auto"`` (``hardware.resolve_precision`` for ``device``; default fp32)."""
+    """Method ``name`` on K cells: cell k trains on ``y_noisy_sets[k]`` with ``seeds[k]`` (and
+    ``noise_rates[k]``). Other keywords: the method's options or ``Run`` fields (``precision="auto"``:
+    ``hardware.resolve_precision``)."""
     method = get_method(name)
     if len(y_noisy_sets) != len(seeds) or not seeds:
         fail("seeds", seeds, f"one seed per label set ({len(y_noisy_sets)} label sets)")
@@ -362,10 +316,8 @@ def run_method(name: str, X, y_noisy, protocol: Protocol, *, seed: int = 0, nois
 
 
 def summarize(result) -> dict:
-    """Test accuracy (%) at the last epoch (the paper's headline), at the best epoch, and at the
-    epoch with the best accuracy on the noisy validation split (NaN without one); epochs 1-based;
-    ``train``: the training accuracy (%) on the training labels at the last epoch, the paper's
-    criterion for its epochs (``fit_acc``, Fig. 4's measure)."""
+    """Test accuracy (%) at the last epoch (the paper's headline), the best epoch and the one best on
+    the noisy validation split (NaN without one), epochs 1-based; ``train``: last ``fit_acc`` (Fig. 4)."""
     test = result.history["test_acc"]
     val = result.history.get("val_acc")
     best = max(range(len(test)), key=test.__getitem__)

@@ -11,9 +11,8 @@ from torch import nn
 
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(x, 2)``. Without gradients, two element-wise maxima of strided views: the same
-    values bit for bit (NaN included), 3-6x faster on a CPU at 512 rows (NOTES.md, issue 20). With
-    gradients on (also under vmap, where ``x.requires_grad`` reads False), ATen's kernel."""
+    """``F.max_pool2d(x, 2)`` bit for bit: ATen's kernel whenever gradients are on (also under vmap),
+    else two maxima of strided views, 3-6x faster on a CPU (NOTES.md, issue 20)."""
     if torch.is_grad_enabled():
         return F.max_pool2d(x, 2)
     x = x[:, :, : x.shape[2] // 2 * 2, : x.shape[3] // 2 * 2]  # max_pool2d drops an odd last row or column
@@ -23,8 +22,7 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 
 class MnistCNN(nn.Module):
     """Appendix A's MNIST CNN: [conv 5x5, 20, relu, maxpool 2]; [conv 5x5, 50, relu, maxpool 2];
-    [fc 800 -> 500, relu]; [fc 500 -> 10]. Each relu runs after its max-pool (relu is monotone: they
-    commute, forward and backward), on a quarter of the values."""
+    [fc 800 -> 500, relu]; [fc 500 -> 10]. Relu after max-pool: they commute, on a quarter of the values."""
 
     def __init__(self, n_classes: int = 10, in_channels: int = 1):
         super().__init__()
@@ -40,18 +38,18 @@ class MnistCNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """A one-hidden-layer perceptron: the small model for scikit-learn's 8x8 digits in tests."""
+    """A one-hidden-layer perceptron (256 units): the model of digits and feature vectors."""
 
-    def __init__(self, n_classes: int = 10, in_features: int = 64, hidden: int = 256):
+    def __init__(self, n_classes: int = 10, in_features: int = 64):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, 256), nn.ReLU(), nn.Linear(256, n_classes))
 
     def forward(self, x):
         return self.net(x)
 
 
 class GlobalAvgPool(nn.Module):
-    """Adaptive average pooling to 1 x 1 + flatten, bit for bit, with a batching rule for vmap."""
+    """Adaptive average pooling to 1 x 1 + flatten, with a batching rule for vmap."""
 
     def forward(self, x):
         return x.mean((2, 3))
@@ -77,18 +75,15 @@ class _WideBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    """Wide ResNet (Zagoruyko and Komodakis 2016), pre-activation blocks, bias-free convolutions,
-    He initialisation: WRN-28-10 of the CIFAR protocol (Appendix A names the network, not its
-    code). ``official``: as the official code builds it (``networks/wideresnet.py`` of
-    chenpf1025/IDN, no dropout, as trained; model ``"wrn28_10_official"``): biased convolutions,
-    PyTorch's default initialisation, ``_WideBlock``'s official blocks, final BatchNorm with
-    momentum 0.9."""
+    """Wide ResNet (Zagoruyko and Komodakis 2016), WRN-28-10 of Appendix A's CIFAR protocol, He
+    initialisation. ``official``: as chenpf1025/IDN's ``networks/wideresnet.py`` (model
+    ``"wrn28_10_official"``): biased convolutions, PyTorch's initialisation, final BatchNorm momentum 0.9."""
 
     def __init__(self, depth: int = 28, widen: int = 10, n_classes: int = 10, in_channels: int = 3,
                  official: bool = False):
         super().__init__()
-        n = (depth - 4) // 6  # blocks per stage
-        if (depth - 4) % 6:
+        n, rest = divmod(depth - 4, 6)  # blocks per stage
+        if rest:
             raise ValueError(f"depth={depth} must be 6k + 4 (e.g. 16, 22, 28)")
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
         layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=official)]
@@ -96,10 +91,10 @@ class WideResNet(nn.Module):
             for i in range(n):
                 c_in, stride = (widths[stage], 1 if stage == 0 else 2) if i == 0 else (widths[stage + 1], 1)
                 layers.append(_WideBlock(c_in, widths[stage + 1], stride, official))
-        bn = nn.BatchNorm2d(widths[3], momentum=0.9 if official else 0.1)  # 0.1: PyTorch's default
+        bn = nn.BatchNorm2d(widths[3], momentum=0.9 if official else 0.1)
         self.features = nn.Sequential(*layers, bn, nn.ReLU(), GlobalAvgPool())
         self.fc = nn.Linear(widths[3], n_classes)
-        if not official:  # He initialisation
+        if not official:
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -111,8 +106,7 @@ class WideResNet(nn.Module):
 
 
 def resnet50(n_classes: int, pretrained: str | Path | None = None) -> nn.Module:
-    """torchvision's ResNet-50 with a new last layer; ``pretrained`` weights (a torchvision
-    ``state_dict`` file, e.g. ImageNet's) are read from disk, never downloaded."""
+    """torchvision's ResNet-50 with a new last layer; ``pretrained``: a state_dict file, never downloaded."""
     from torchvision.models import resnet50 as tv_resnet50
 
     model = tv_resnet50(weights=None)
@@ -135,7 +129,7 @@ MODELS = {
 
 def build_model(name: str, n_classes: int, input_shape: tuple[int, ...], pretrained: str | None = None) -> nn.Module:
     """Network ``name`` for inputs of ``input_shape`` (C x H x W) and ``n_classes`` outputs;
-    ``pretrained``: a state_dict file every layer but the last starts from (ResNet-50 only)."""
+    ``pretrained``: a state_dict file for all but the last layer (resnet50 only)."""
     if name not in MODELS:
         raise ValueError(f"model={name!r} is not allowed: one of {sorted(MODELS)}")
     if pretrained is not None:

@@ -1,7 +1,5 @@
-"""Label noise, the maths: instance-dependent (Algorithm 1, Eq. 3; Xia et al. 2020; PMD) and
-class-conditional (Definition 1). Each generator is a family of ``families.FAMILIES``, by name; the
-exact generators flip ``flip_count(noise_rate, n)`` labels.
-"""
+"""Label noise: instance-dependent (Algorithm 1, Eq. 3; Xia et al. 2020; PMD) and class-conditional
+(Definition 1), each a family of ``families.FAMILIES``; exact ones flip ``flip_count(noise_rate, n)``."""
 
 from __future__ import annotations
 
@@ -24,7 +22,7 @@ def _numpy_seed(seed) -> int:
 
 
 def _weighted_order(weights: torch.Tensor, u: np.ndarray) -> torch.Tensor:
-    """A weighted sample without replacement, in order (Efraimidis-Spirakis keys u^(1/w), as logs)."""
+    """A weighted sample without replacement, in order (Efraimidis-Spirakis keys)."""
     keys = torch.from_numpy(np.log(u)) / weights.double().clamp(min=1e-12)
     keys[weights == 0] = -math.inf
     return torch.sort(keys, descending=True, stable=True).indices
@@ -39,22 +37,14 @@ def mislabel_scores(S: torch.Tensor, y: torch.Tensor):
     check_same_length(y=y, S=S)
     masked = S.clone()
     masked[torch.arange(len(y)), y] = -1.0
-    score, candidate = masked.max(1)
-    return score, candidate
-
-
-def idn_ranking(score: torch.Tensor) -> torch.Tensor:
-    """Instance indices by decreasing mislabeling score N(x); ties go to the lower index."""
-    return torch.sort(score, descending=True, stable=True).indices
+    return tuple(masked.max(1))
 
 
 def idn_labels(y: torch.Tensor, S: torch.Tensor, noise_rate: float) -> torch.Tensor:
-    """Algorithm 1's selection: the ``flip_count`` instances with the highest N(x) flip to their
-    candidate (Eq. 3); flipped sets are nested across rates. The official code sorts with numpy's
-    unstable argsort (ties in arbitrary order) and at 0 flips flips every label (``argsort(...)[-0:]``);
-    here ties go to the lower index and rate 0 flips nothing."""
+    """Algorithm 1: the ``flip_count`` instances with the highest N(x) flip to their candidate (Eq. 3);
+    unlike the official code, ties go to the lower index and rate 0 flips none."""
     score, candidate = mislabel_scores(S, y)
-    flip = idn_ranking(score)[:flip_count(noise_rate, len(y))]
+    flip = torch.sort(score, descending=True, stable=True).indices[:flip_count(noise_rate, len(y))]
     y_noisy = torch.as_tensor(y).long().clone()
     y_noisy[flip] = candidate[flip]
     return y_noisy
@@ -89,9 +79,8 @@ def _largest_remainder(expected: torch.Tensor, total: int) -> torch.Tensor:
 
 
 def ccn_labels(y: torch.Tensor, M: torch.Tensor, seed: int = 0, n_flips: int | None = None) -> torch.Tensor:
-    """Flip labels class-conditionally by transition matrix ``M`` (Definition 1), exactly: rather
-    than one Bernoulli draw per instance (ask for 20%, get 19.6%), the flips p -> q are n_p * M_pq
-    rounded to total ``n_flips`` (default: round(sum_p n_p (1 - M_pp))); which instances flip is random."""
+    """Class-conditional flips by ``M`` (Definition 1), exactly: n_p * M_pq flips p -> q, rounded to total
+    ``n_flips`` (default round(sum_p n_p (1 - M_pp))); which instances flip is random."""
     M = check_transition_matrix(M)
     c = len(M)
     y = check_labels(y, c)
@@ -115,8 +104,7 @@ def ccn_labels(y: torch.Tensor, M: torch.Tensor, seed: int = 0, n_flips: int | N
 
 
 def _class_count(y, n_classes) -> torch.Tensor:
-    """``y`` checked against ``n_classes``, which must not exceed the classes ``y`` can hold: labels
-    in [0, 9] with ``n_classes=20`` would flip into ten classes the data never use."""
+    """``y`` checked against ``n_classes``, which must not exceed the classes ``y`` uses."""
     y = check_labels(y, check_n_classes(n_classes))
     if len(y) and int(y.max()) + 1 < n_classes:
         fail("n_classes", n_classes, f"the data set's number of classes: y's labels lie in [0, {int(y.max())}], so "
@@ -145,9 +133,7 @@ XIA_NORM_STD = 0.1  # the authors' default spread of the per-instance flip rates
 
 
 def xia_rate_distribution(noise_rate: float, norm_std: float = XIA_NORM_STD):
-    """Xia et al.'s per-instance flip rates: N(rate, norm_std^2) truncated to [0, 1]
-    (``scipy.stats.truncnorm``); the flips among n are Binomial(n, mean). The truncation lifts the
-    mean where the left tail is cut: 0.2055 at rate 0.2, 0.129 at 0.1 and 0.080 at rate 0."""
+    """Xia et al.'s per-instance flip rates, N(rate, norm_std^2) truncated to [0, 1] (mean 0.2055 at 0.2)."""
     from scipy import stats
 
     r = check_rate(noise_rate)
@@ -166,9 +152,7 @@ def _features(X, n: int) -> torch.Tensor:
 
 
 def _xia_draws(X, y, noise_rate, n_classes, seed, norm_std):
-    """The authors' ``get_instance_noisy_label`` up to its label draw, in the order it draws from
-    one seeded numpy stream: flip rates q (n), projections W (c x d x c), then the flip
-    distribution P_i = q_i softmax(x_i W_{y_i} with y_i masked) + (1 - q_i) e_{y_i}."""
+    """The draws of Xia et al.'s ``get_instance_noisy_label``, in order, and the flip distributions P."""
     y = _class_count(y, n_classes)
     rng = np.random.RandomState(_numpy_seed(seed))
     X = _features(X, len(y))
@@ -194,20 +178,15 @@ def _sample_rows(P: torch.Tensor, u: np.ndarray) -> torch.Tensor:
 
 def xia_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0,
               norm_std: float = XIA_NORM_STD) -> torch.Tensor:
-    """Xia et al.'s instance-dependent noise (Algorithm 2; ``get_instance_noisy_label``): instance i
-    flips with its own rate q_i (``xia_rate_distribution``) to class k with probability proportional
-    to softmax(x_i W_{y_i})_k, W a standard normal projection per class. ``X``: the instances as the
-    authors use them (raw pixel values as floats; your features otherwise). Their seeded numpy draws
-    in their order, so their labels come out (up to float rounding); the realised rate is random."""
+    """Xia et al.'s instance-dependent noise (Algorithm 2), their draws in their order (``X``: raw pixel
+    values as floats, or features); the realised rate is random."""
     y, q, P, rng = _xia_draws(X, y, noise_rate, n_classes, seed, norm_std)
     return _sample_rows(P, rng.random_sample(len(y)))
 
 
 def xia_exact_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0,
                     norm_std: float = XIA_NORM_STD) -> torch.Tensor:
-    """``xia_noise`` with exactly ``flip_count`` flips: the same q_i and projections; the flipped
-    instances are a weighted sample without replacement (weights q_i), each to a class drawn from its
-    projection's softmax over the other classes."""
+    """``xia_noise`` with exactly ``flip_count`` flips: a weighted sample (weights q_i), no replacement."""
     y, q, P, rng = _xia_draws(X, y, noise_rate, n_classes, seed, norm_std)
     flip = _weighted_order(q, rng.random_sample(len(y)))[:flip_count(noise_rate, len(y))]
     others = P[flip].clone()
@@ -228,10 +207,8 @@ def _pmd_type(value, name):
 
 
 def pmd_keep(S, noise_type: int):
-    """The top two classes ``u``, ``s`` of each row of a clean-trained network's softmax eta (``S``)
-    and the probability of keeping ``u``, 1 - tau(x) with Delta = eta_u - eta_s: Type I 1/2 + Delta^2 / 2,
-    Type II Delta^3, Type III (Delta^3 + Delta^2 + Delta) / 3. In float32, in the order of the
-    authors' ``label_noise`` (pxiangwu/PLC)."""
+    """Each row's top two classes ``u``, ``s`` of softmax eta (``S``) and 1 - tau(x), Delta = eta_u - eta_s:
+    Type I 1/2 + Delta^2 / 2, II Delta^3, III (Delta^3 + Delta^2 + Delta) / 3 (float32, as pxiangwu/PLC)."""
     S = check_softmax(S)
     _pmd_type(noise_type, "type")
     top = torch.as_tensor(S).float().topk(2, dim=1)
@@ -244,9 +221,7 @@ def pmd_keep(S, noise_type: int):
 
 
 def pmd_factor(y, u, s, keep, noise_rate: float) -> float:
-    """The authors' ``factor`` giving ``noise_rate`` in expectation: a label is ``u`` with probability
-    keep / factor, else ``s``, so the expected fraction != ``y`` is mean(s != y) + mean(keep ((u != y)
-    - (s != y))) / factor, linear in 1 / factor. Their factors are >= 1, which bounds the rates."""
+    """The authors' ``factor`` (>= 1) giving ``noise_rate`` in expectation (``u`` with p = keep / factor)."""
     y, u, s = (torch.as_tensor(t).long().numpy() for t in (y, u, s))
     base = float(np.mean(s != y))
     slope = float(np.mean(keep.astype(np.float64) * ((u != y).astype(float) - (s != y))))
@@ -264,22 +239,15 @@ def _pmd(y, S, noise_rate, noise_type):
 
 
 def pmd_noise(y, S, noise_rate: float, noise_type: int = 1, seed: int = 0) -> torch.Tensor:
-    """PMD noise (Zhang et al., "Learning with feature-dependent label noise: a progressive approach";
-    ``label_noise`` in pxiangwu/PLC ``utils.py``): each label becomes the network's top class u with
-    probability (1 - tau(x)) / factor, else its second class s, whatever the true label; one draw per
-    instance in order from numpy's ``RandomState(seed)``, as the authors' loop. The paper multiplies
-    tau by a constant factor; the code divides 1 - tau by ``factor``, followed here, the factor solved
-    for ``noise_rate`` in expectation (``pmd_factor``; the authors tuned it by hand, e.g. 1.43 for
-    35% Type I on CIFAR-10). The realised rate is random."""
+    """PMD noise (Zhang et al.; pxiangwu/PLC's ``label_noise``): the top class u with probability
+    (1 - tau(x)) / ``pmd_factor``, else the second class s; the realised rate is random."""
     y, u, s, p_u = _pmd(y, S, noise_rate, noise_type)
     draws = np.random.RandomState(_numpy_seed(seed)).binomial(1, p_u)
     return torch.from_numpy(np.where(draws == 1, u.numpy(), s.numpy())).long()
 
 
 def pmd_exact_noise(y, S, noise_rate: float, noise_type: int = 1, seed: int = 0) -> torch.Tensor:
-    """``pmd_noise`` with exactly ``flip_count`` labels != ``y``: the flipped instances are a weighted
-    sample without replacement, weights the probability that the authors' rule mislabels them; each
-    gets the one of u, s that is not y (u with probability keep / factor when neither is)."""
+    """``pmd_noise`` with exactly ``flip_count`` flips, weighted by the chance the authors' rule mislabels."""
     y, u, s, p_u = _pmd(y, S, noise_rate, noise_type)
     rng = np.random.RandomState(_numpy_seed(seed))
     p_u = torch.from_numpy(p_u).double()
@@ -289,7 +257,6 @@ def pmd_exact_noise(y, S, noise_rate: float, noise_type: int = 1, seed: int = 0)
         fail("noise_rate", noise_rate, f"at most {int((wrong > 0).sum())} flips: only so many instances can be "
              "mislabelled with their top two classes")
     to_u = torch.from_numpy(rng.random_sample(len(flip))) < p_u[flip]
-    target = torch.where((u[flip] != y[flip]) & ((s[flip] == y[flip]) | to_u), u[flip], s[flip])
     y_noisy = y.clone()
-    y_noisy[flip] = target
+    y_noisy[flip] = torch.where((u[flip] != y[flip]) & ((s[flip] == y[flip]) | to_u), u[flip], s[flip])
     return y_noisy

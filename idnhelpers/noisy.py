@@ -1,12 +1,8 @@
-"""Noisy instances, ranked: which labels of a training set are likely wrong, read from any averaged
-softmax (SEAL's S-bar, Eq. 10; the other methods' S too), with cleanlab's conventions
-(``cleanlab.rank.get_label_quality_scores``, ``cleanlab.filter.find_label_issues``): each instance
-gets a label quality in [0, 1], low meaning a likely issue, by one of ``RANKINGS``:
-``self_confidence`` S[i, y_i]; ``normalized_margin`` (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2;
-``mislabel`` 1 - N-bar(x_i) (Eq. 10). Flagged (cleanlab's ``predicted_neq_given``): the arg-max of S
-is not the given label. ``idn-noisy`` (also ``python -m idnhelpers.noisy``) trains a method on a data
-set with a label file and writes ``noisy.csv`` (``index,score,suggested_label,flagged``, lowest
-quality first) and ``manifest.json`` (README.md, "Noisy instances, ranked")::
+"""Noisy instances, ranked by an averaged softmax (SEAL's S-bar, Eq. 10), with cleanlab's conventions:
+a label quality in [0, 1] (low: a likely issue) by one of ``RANKINGS``, ``self_confidence`` S[i, y_i],
+``normalized_margin`` (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2 or ``mislabel`` 1 - N-bar(x_i) (Eq. 10);
+flagged: arg-max S is not the label. ``idn-noisy`` (``python -m idnhelpers.noisy``) writes ``noisy.csv``
+and ``manifest.json`` (README.md, "Noisy instances, ranked")::
 
     idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv --method seal --out noisy/
 """
@@ -25,7 +21,14 @@ from . import __version__
 from .cache import atomic_write, file_digest
 from .checks import (check_assignments, check_choice, check_int, check_labels, check_same_length, check_seed,
                      check_softmax, fail)
+from .commands import Parser, check_output_folder
+from .datasets import get_dataset, protocol
+from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
+from .labels import array_info, register_npz
+from .methods import Trainer, get_method, method_options, run_stages
 from .noise import mislabel_scores
+from .published import read_noisy_csv
+from .sample import sample
 from .stats import auroc
 
 RANKINGS = ("self_confidence", "normalized_margin", "mislabel")
@@ -68,9 +71,8 @@ def ranked(quality: torch.Tensor) -> torch.Tensor:
 
 def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = None, n: int | None = None,
                rank_by: str = "self_confidence") -> torch.Tensor:
-    """A boolean mask of the flagged instances, or with ``return_indices_ranked_by`` (one of
-    ``RANKINGS``) their indices, lowest quality first. With ``n``: the ``n`` lowest-quality ones by
-    ``return_indices_ranked_by`` (else ``rank_by``) are flagged instead."""
+    """The flagged instances' mask, or with ``return_indices_ranked_by`` their indices, lowest quality first;
+    with ``n``, the ``n`` lowest-quality ones are flagged instead."""
     y, S = _inputs(labels, pred_probs)
     if return_indices_ranked_by is not None:
         check_choice(return_indices_ranked_by, "return_indices_ranked_by", RANKINGS)
@@ -86,9 +88,8 @@ def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = Non
 
 
 def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence") -> dict:
-    """How well the ranking finds the corrupted instances (labels != ``y_true``): ``precision``, ``recall``
-    of ``find_noisy``'s mask, ``precision_at_k`` of the k lowest-quality instances (k: the corrupted
-    ones), ``auroc`` of 1 - quality as a detector, and the counts."""
+    """How well the ranking finds the labels != ``y_true``: ``find_noisy``'s ``precision`` and ``recall``,
+    ``precision_at_k`` (k: the corrupted count), ``auroc`` of 1 - quality, and the counts."""
     y, S = _inputs(labels, pred_probs)
     y_true = check_labels(y_true, S.shape[1], "y_true", n=len(y))
     corrupted = y != y_true
@@ -104,8 +105,6 @@ def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence") 
                 auroc=auroc(1 - quality, corrupted) if 0 < k < len(y) else nan)
 
 
-# ---------------------------------------------------------------- files
-
 def write_ranking(out: Path, quality: torch.Tensor, suggested: torch.Tensor, flagged: torch.Tensor) -> str:
     """``noisy.csv`` of one ranking, lowest ``quality`` first; returns its SHA-256."""
     lines = ["index,score,suggested_label,flagged"] + [
@@ -116,8 +115,7 @@ def write_ranking(out: Path, quality: torch.Tensor, suggested: torch.Tensor, fla
 
 
 def read_ranking(folder: str | Path) -> dict:
-    """A folder ``idn-noisy`` wrote: its CSV's columns as tensors (ranked order) and the manifest,
-    the CSV's SHA-256 checked against it."""
+    """An ``idn-noisy`` folder's CSV columns as tensors and its manifest, the CSV's SHA-256 checked."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -137,8 +135,6 @@ def read_ranking(folder: str | Path) -> dict:
 
 def _read_labels(path: Path, n: int, n_classes: int) -> torch.Tensor:
     """Noisy labels from a ``label,label_noisy`` CSV or an integer .npy, one per training row."""
-    from .published import read_noisy_csv
-
     if path.suffix == ".csv":
         _, labels = read_noisy_csv(path)
     elif path.suffix == ".npy":
@@ -151,15 +147,9 @@ def _read_labels(path: Path, n: int, n_classes: int) -> torch.Tensor:
     return check_labels(labels, n_classes, "--labels", n=n)
 
 
-# ---------------------------------------------------------------- the command line
-
 def parser() -> argparse.ArgumentParser:
-    from .commands import Parser
-    from .hardware import PRECISION_CHOICES
-
-    p = Parser(prog="idn-noisy", description="Train a method on a data set's training split with given labels and "
-               "rank its instances by how likely their label is wrong (noisy.csv: index,score,suggested_label,flagged, "
-               "and manifest.json).",
+    p = Parser(prog="idn-noisy", description="Train a method on a training split with given labels and rank "
+               "its instances by how likely their label is wrong (noisy.csv and manifest.json).",
                epilog="Example: idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv --method seal --out noisy/")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="a registered data set (mnist, cifar10, digits, ...)")
@@ -181,13 +171,6 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args) -> dict:
     """Check every option, train, rank and write; returns the manifest."""
-    from .commands import check_output_folder
-    from .datasets import get_dataset, protocol
-    from .hardware import resolve_device, resolve_precision
-    from .labels import array_info, register_npz
-    from .methods import Trainer, get_method, method_options, run_stages
-    from .sample import sample
-
     if get_method(args.method).uses_noise_rate:
         fail("--method", args.method, "a method that needs no noise rate (this one sets its forget rate from it)")
     options = check_assignments(args.option, "--option", list(method_options(args.method)), "n_iterations=3")
@@ -237,8 +220,7 @@ def main(argv=None) -> int:
         p.error(str(error))
     print(f"{Path(args.out) / CSV_NAME}: {manifest['dataset']['n']} instances ranked by {args.rank_by}, "
           f"{manifest['flagged']} flagged (arg-max of the averaged softmax differs from the label)")
-    if manifest["metrics"]:
-        m = manifest["metrics"]
+    if m := manifest["metrics"]:
         print(f"against the data set's labels ({m['corrupted']} differ): precision {m['precision']:.3f}, "
               f"recall {m['recall']:.3f}, precision@{m['corrupted']} {m['precision_at_k']:.3f}, AUROC {m['auroc']:.3f}")
     return 0

@@ -1,10 +1,7 @@
-"""The protocols' optimisers: SGD with momentum (Appendix A) and Adam (the L_DMI authors' MNIST
-setting), with torch's multi-tensor (``_foreach``) operations. Each step does, element by element,
-what ``torch.optim.SGD`` / ``Adam`` do on a CPU (their single-tensor paths; no dampening or
-Nesterov, Adam's betas (0.9, 0.999) and eps 1e-8, L2 weight decay added to the gradient): the same
-weights bit for bit (``tests/test_engine.py``). Why not torch.optim: its first optimiser imports
-``torch._dynamo`` (about 2.5 s on 2 cores, in every process), and its per-tensor loop costs more.
-Updates are element-wise, so one optimiser over stacked weights (``steps.StackedBank``) is K.
+"""The protocols' optimisers, SGD with momentum (Appendix A) and Adam (the L_DMI authors' MNIST
+setting), on torch's ``_foreach`` operations: the same weights bit for bit as ``torch.optim.SGD`` /
+``Adam`` on a CPU (``tests/test_hardware.py``), without torch.optim's import of ``torch._dynamo``
+(about 2.5 s). Updates are element-wise: one optimiser over stacked weights (``steps.StackedBank``) is K.
 """
 
 from __future__ import annotations
@@ -12,17 +9,19 @@ from __future__ import annotations
 import torch
 
 
-class SGD:
-    """SGD with momentum ``momentum`` and L2 ``weight_decay``; ``lr`` may change between steps."""
+class _Optimizer:
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+class SGD(_Optimizer):
+    """SGD with momentum (no dampening, not Nesterov's) and L2 ``weight_decay``; ``lr`` may change."""
 
     def __init__(self, parameters, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
         self.params = list(parameters)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.buffers: list[torch.Tensor] | None = None
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
@@ -40,19 +39,15 @@ class SGD:
         torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
-class Adam:
-    """Adam (Kingma and Ba 2015) with L2 ``weight_decay``; ``lr`` may change between steps."""
+class Adam(_Optimizer):
+    """Adam (Kingma and Ba 2015) with L2 ``weight_decay``; ``lr`` may change."""
 
     def __init__(self, parameters, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
         self.params = list(parameters)
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.steps = 0
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
 
     @torch.no_grad()
     def step(self) -> None:

@@ -1,11 +1,6 @@
-"""The paper's benchmarks (Section 4.3, Tables 1-3) in one place: what each table runs (its data
-set, methods, labels and seeds), the protocol settings that differ by data set (SEAL's
-iterations, Clothing1M's method options), and the numbers the paper published, for side-by-side
-comparison. Each data set's training protocol (Appendix A) is its ``datasets.DatasetSpec.protocol``.
-
-``RESULTS[dataset][method]`` lists (mean, std) test accuracy (%) at the last epoch over three runs,
-at the noise rates ``RATES``; method names are those of ``idnhelpers.methods.METHODS``.
-"""
+"""The paper's benchmarks (Section 4.3, Tables 1-3): what each table runs, the settings that differ
+by data set (Appendix A's protocols are ``datasets.DatasetSpec.protocol``) and ``RESULTS[dataset][method]``,
+the published (mean, std) last-epoch test accuracy (%) over three runs at ``RATES``."""
 
 RATES = (0.1, 0.2, 0.3, 0.4)
 
@@ -34,10 +29,9 @@ def seal_iterations(dataset: str) -> int:
 
 def method_options(dataset: str, method: str, *, n_epochs: int, n_iterations: int | None = None,
                    dmi_epochs: int | None = None) -> dict:
-    """The options of ``method`` in the paper's protocol on ``dataset`` for runs of ``n_epochs``:
-    SEAL's iterations (``n_iterations``, default the paper's), DMI's own stage length
-    (``dmi_epochs``), and on Clothing1M its DMI schedule, Co-teaching's T_k and SEAL continuing
-    from the previous iteration's best model."""
+    """``method``'s options in the paper's protocol on ``dataset``: SEAL's iterations (default the
+    paper's), DMI's stage length, and on Clothing1M its DMI schedule, Co-teaching's T_k and SEAL's
+    iterations continuing from the previous best model."""
     iterations = seal_iterations(dataset) if n_iterations is None else n_iterations
     if dataset == "clothing1m":
         dmi = dict(CLOTHING1M_DMI)
@@ -48,29 +42,27 @@ def method_options(dataset: str, method: str, *, n_epochs: int, n_iterations: in
             "seal_dmi": dict(n_iterations=iterations, dmi_options=dict(n_epochs=dmi_epochs)),
             "dmi": dict(n_epochs=dmi_epochs)}.get(method, {})
 
-# Table 1: MNIST, the paper's CNN, 50 epochs, SEAL 10 iterations.
-MNIST = {
-    "ce": [(94.07, 0.29), (85.62, 0.56), (75.75, 0.09), (65.83, 0.56)],
-    "forward": [(93.93, 0.14), (85.39, 0.92), (76.29, 0.81), (68.30, 0.42)],
-    "coteaching": [(95.77, 0.03), (91.07, 0.19), (86.20, 0.35), (79.30, 0.84)],
-    "gce": [(94.56, 0.31), (86.71, 0.47), (78.32, 0.43), (69.78, 0.58)],
-    "dac": [(94.13, 0.02), (85.63, 0.56), (75.82, 0.58), (65.69, 0.78)],
-    "dmi": [(94.21, 0.12), (87.02, 0.42), (76.19, 0.64), (67.65, 0.73)],
-    "seal": [(96.75, 0.08), (93.63, 0.33), (88.52, 0.15), (80.73, 0.41)],
-}
 
-# Table 2: CIFAR-10, WRN-28-10, 150 epochs, SEAL 3 iterations.
-CIFAR10 = {
-    "ce": [(91.25, 0.27), (86.34, 0.11), (80.87, 0.05), (75.68, 0.29)],
-    "forward": [(91.06, 0.02), (86.35, 0.11), (78.87, 2.66), (71.12, 0.47)],
-    "coteaching": [(91.22, 0.25), (87.28, 0.20), (84.33, 0.17), (78.72, 0.47)],
-    "gce": [(90.97, 0.21), (86.44, 0.23), (81.54, 0.15), (76.71, 0.39)],
-    "dac": [(90.94, 0.09), (86.16, 0.13), (80.88, 0.46), (74.80, 0.32)],
-    "dmi": [(91.26, 0.06), (86.57, 0.16), (81.98, 0.57), (77.81, 0.85)],
-    "seal": [(91.32, 0.14), (87.79, 0.09), (85.30, 0.01), (82.98, 0.05)],
+RESULTS = {
+    "mnist": {  # Table 1: MNIST, the paper's CNN, 50 epochs, SEAL 10 iterations.
+        "ce": [(94.07, 0.29), (85.62, 0.56), (75.75, 0.09), (65.83, 0.56)],
+        "forward": [(93.93, 0.14), (85.39, 0.92), (76.29, 0.81), (68.30, 0.42)],
+        "coteaching": [(95.77, 0.03), (91.07, 0.19), (86.20, 0.35), (79.30, 0.84)],
+        "gce": [(94.56, 0.31), (86.71, 0.47), (78.32, 0.43), (69.78, 0.58)],
+        "dac": [(94.13, 0.02), (85.63, 0.56), (75.82, 0.58), (65.69, 0.78)],
+        "dmi": [(94.21, 0.12), (87.02, 0.42), (76.19, 0.64), (67.65, 0.73)],
+        "seal": [(96.75, 0.08), (93.63, 0.33), (88.52, 0.15), (80.73, 0.41)],
+    },
+    "cifar10": {  # Table 2: CIFAR-10, WRN-28-10, 150 epochs, SEAL 3 iterations.
+        "ce": [(91.25, 0.27), (86.34, 0.11), (80.87, 0.05), (75.68, 0.29)],
+        "forward": [(91.06, 0.02), (86.35, 0.11), (78.87, 2.66), (71.12, 0.47)],
+        "coteaching": [(91.22, 0.25), (87.28, 0.20), (84.33, 0.17), (78.72, 0.47)],
+        "gce": [(90.97, 0.21), (86.44, 0.23), (81.54, 0.15), (76.71, 0.39)],
+        "dac": [(90.94, 0.09), (86.16, 0.13), (80.88, 0.46), (74.80, 0.32)],
+        "dmi": [(91.26, 0.06), (86.57, 0.16), (81.98, 0.57), (77.81, 0.85)],
+        "seal": [(91.32, 0.14), (87.79, 0.09), (85.30, 0.01), (82.98, 0.05)],
+    },
 }
-
-RESULTS = {"mnist": MNIST, "cifar10": CIFAR10}
 
 # Table 3: Clothing1M, ResNet-50 from ImageNet weights; (method, accuracy, published by the
 # method's own authors rather than run by the SEAL authors).

@@ -1,6 +1,5 @@
-"""Settings files (YAML): ``load_profile(paths)`` reads them in order, a later file's values
-replacing an earlier one's, for ``idn-grid --profile FILE [FILE ...]`` and the book's build, whose
-profiles are such files. YAML is read with ``yaml.safe_load``: a file cannot execute code."""
+"""Settings files (YAML, read with ``yaml.safe_load``: a file cannot execute code) for ``idn-grid
+--profile`` and the book's profiles."""
 
 from __future__ import annotations
 

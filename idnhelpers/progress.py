@@ -1,7 +1,6 @@
-"""Progress that reads well in a terminal and in a log file. On a terminal (or in a notebook):
-tqdm bars that rewrite themselves. Without one (a Slurm job's log, stderr redirected to a
-file): one line per finished run, and for a long run a line at most every ``LINE_SECONDS`` with
-the epoch, elapsed time and ETA. ``IDNHELPERS_PROGRESS=bars`` or ``lines`` forces either."""
+"""Progress on a terminal or in a notebook: tqdm bars. In a log (stderr not a terminal): a line per
+finished run and, for a long run, at most one every ``LINE_SECONDS`` with the epoch, elapsed time and
+ETA. ``IDNHELPERS_PROGRESS=bars`` or ``lines`` forces either."""
 
 from __future__ import annotations
 
@@ -13,12 +12,11 @@ from tqdm import tqdm
 
 from .checks import fail
 
-LINE_SECONDS = 60.0  # without a terminal: at most one progress line per this many seconds per run
+LINE_SECONDS = 60.0
 MODES = ("bars", "lines")
 
 
 def use_bars() -> bool:
-    """Whether progress is drawn as bars (a terminal, a notebook) or written as lines (a log)."""
     mode = os.environ.get("IDNHELPERS_PROGRESS")
     if mode:
         if mode not in MODES:
@@ -29,16 +27,15 @@ def use_bars() -> bool:
 
 def clock(seconds: float) -> str:
     """``1:02:03`` / ``2:03``: a duration as a log line shows it."""
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
+    h, rest = divmod(int(round(seconds)), 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 class EpochProgress:
-    """The epochs of one training call (``desc`` names it): ``epoch_done(postfix)`` after each."""
+    """The epochs of one training call (``desc`` names it; ``done`` before a resume)."""
 
     def __init__(self, n_epochs: int, desc: str, done: int = 0):
-        self.n, self.desc, self.done, self.first = n_epochs, desc, done, done  # done: epochs before (resumed)
+        self.n, self.desc, self.done, self.first = n_epochs, desc, done, done
         self.start = self.last_line = time.perf_counter()
         self.postfix = {}
         self.bar = tqdm(total=n_epochs, initial=done, desc=desc, unit="epoch", file=sys.stderr) if use_bars() else None

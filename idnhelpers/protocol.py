@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from . import optim
 from .checks import check_bool, check_choice, check_float, check_int, fail
 
-OPTIMIZERS = ("sgd", "adam")
 
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Protocol:
     """Network ``model`` (in ``models.MODELS``) trained for ``n_epochs`` epochs of ``batch_size``;
-    ``lr`` is multiplied by ``gamma`` at each epoch in ``milestones``. ``augment``: random crop (pad
-    4) and horizontal flip (CIFAR), or the streamed data's training transforms (Clothing1M).
-    ``pretrained``: a state_dict file initialising all but the last layer (Clothing1M's ImageNet
-    ResNet-50). ``fresh_optimizer``: a new optimiser (momentum reset) every epoch, as the official
-    CIFAR-10 and Clothing1M scripts (default: one per run, the usual reading of Appendix A).
-    ``optimizer``: "sgd" (Appendix A) or "adam" (no momentum; the L_DMI authors' (Fashion-)MNIST
-    setting, ``methods.LDMI_MNIST``)."""
+    ``lr`` is multiplied by ``gamma`` at each epoch in ``milestones``. ``augment``: random crop and
+    flip (CIFAR) or the streamed data's transforms (Clothing1M); ``pretrained``: a state_dict file for
+    all but the last layer; ``fresh_optimizer``: a new optimiser (momentum reset) every epoch, as the
+    official CIFAR-10 and Clothing1M scripts (default: one per run); ``optimizer``: "sgd" (Appendix A)
+    or "adam" (no momentum; the L_DMI authors' MNIST setting, ``methods.LDMI_MNIST``)."""
 
     model: str
     n_epochs: int
@@ -52,13 +47,12 @@ class Protocol:
             check_int(m, "milestones", minimum=1)
         check_bool(self.augment, "augment")
         check_bool(self.fresh_optimizer, "fresh_optimizer")
-        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(self.optimizer, "optimizer", ("sgd", "adam"))
         if self.pretrained is not None and not isinstance(self.pretrained, str):
             fail("pretrained", self.pretrained, "a path (str) to a state_dict file, or None")
 
     def make_optimizer(self, parameters):
-        """A fresh optimiser over ``parameters`` (``optim``'s updates are element-wise: one optimiser
-        over stacked weights is one per run)."""
+        """A fresh optimiser over ``parameters`` (stacked weights too: its updates are element-wise)."""
         if self.optimizer == "adam":
             return optim.Adam(parameters, lr=self.lr, weight_decay=self.weight_decay)
         return optim.SGD(parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)

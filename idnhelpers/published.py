@@ -1,15 +1,8 @@
 """Published label sets, each a "file" family of ``families.FAMILIES``, and the ``label,label_noisy`` CSV
-format. Provenance, checksums and licences: ``published_labels/PROVENANCE.md``.
-
-- This paper's IDN labels for MNIST and CIFAR-10 at 10-40% (GitHub ``chenpf1025/IDN``,
-  ``data/{MNIST,CIFAR10}/label_noisy/dependent{r}.csv``; Tables 1 and 2), shipped in
-  ``published_labels/{dataset}.npz``: the true labels, the noisy label at 40% and each instance's
-  lowest flipping rate (the four sets are nested and share their targets); ``write_noisy_csv``
-  gives back files byte-identical to the originals.
-- CAL's instance-dependent labels for CIFAR-10/100 at 20-60% (Zhu et al., CVPR 2021, MIT), shipped.
-- CIFAR-10N / CIFAR-100N human labels (Wei et al., ICLR 2022; CC BY-NC 4.0, not shipped): read from
-  the user's copy under ``$IDNHELPERS_DATA/cifar-10-100n``, its MD5 checked first, unpickled with
-  nothing allowed but the numpy constructors those files use.
+format (provenance, checksums, licences: ``published_labels/PROVENANCE.md``): this paper's IDN labels
+(Tables 1 and 2, ``chenpf1025/IDN``; ``write_noisy_csv`` gives back the original files byte for byte),
+CAL's (Zhu et al., CVPR 2021), and CIFAR-10N/100N human labels (Wei et al., ICLR 2022; not shipped:
+read from the user's copy under ``$IDNHELPERS_DATA/cifar-10-100n``, MD5 checked, numpy-only unpickling).
 """
 
 from __future__ import annotations
@@ -50,9 +43,8 @@ def load_published_idn(dataset: str, noise_rate: float):
     check_choice(dataset, "dataset", sorted(PUBLISHED))
     level = PUBLISHED_RATES.index(_rate_index(noise_rate, PUBLISHED_RATES)) + 1
     d = _shipped(dataset)
-    y, noisy_max, first_level = d["label"], d["label_noisy_max"], d["first_level"]
-    flipped = (first_level > 0) & (first_level <= level)
-    y_noisy = np.where(flipped, noisy_max, y)
+    y, first_level = d["label"], d["first_level"]
+    y_noisy = np.where((first_level > 0) & (first_level <= level), d["label_noisy_max"], y)
     return torch.from_numpy(y.astype(np.int64)), torch.from_numpy(y_noisy.astype(np.int64))
 
 
@@ -95,7 +87,7 @@ _CIFAR_N_GLOBALS = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._r
 
 def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = True):
     """``(y, y_noisy)`` of CIFAR-10N (``labels``: aggre, worst, random1-3) or CIFAR-100N (``noisy``) from
-    ``root/cifar-10-100n`` (row i = CIFAR's training index i); with ``verify``, only a published file."""
+    ``root/cifar-10-100n``; with ``verify``, only a published file."""
     from .datasets import default_root  # late: datasets imports this module's neighbours
 
     spec = CIFAR_N[check_choice(dataset, "dataset", sorted(CIFAR_N))]
@@ -122,9 +114,8 @@ def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = 
 
 
 def read_noisy_csv(path: str | Path, n_classes: int | None = None):
-    """A ``label,label_noisy`` CSV (the official code's format) as two int64 tensors of labels >= 0
-    (below ``n_classes`` when given). A byte-order mark, CRLF, blank lines and spaces around fields
-    are accepted; anything else is refused with the path and line."""
+    """A ``label,label_noisy`` CSV (the official code's format) as two int64 label tensors (below
+    ``n_classes`` when given); a byte-order mark, CRLF, blank lines and spaces are accepted."""
     path = Path(path)
     if not path.is_file():
         fail("path", str(path), "an existing label,label_noisy CSV file")
@@ -143,9 +134,8 @@ def read_noisy_csv(path: str | Path, n_classes: int | None = None):
             fail("path", f"{path}, line {number}: {','.join(row)[:40]!r}",
                  "rows of exactly two non-negative integer labels (at most 9 digits), e.g. '3,5'")
     a = np.array([[int(f) for f in row] for _, row in numbered], dtype=np.int64)
-    y = check_labels(a[:, 0].copy(), n_classes, f"{path}: label")
-    y_noisy = check_labels(a[:, 1].copy(), n_classes, f"{path}: label_noisy")
-    return y, y_noisy
+    return (check_labels(a[:, 0].copy(), n_classes, f"{path}: label"),
+            check_labels(a[:, 1].copy(), n_classes, f"{path}: label_noisy"))
 
 
 def write_noisy_csv(path: str | Path, y, y_noisy) -> None:

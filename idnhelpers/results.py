@@ -1,6 +1,5 @@
-"""What a study's runs give (``grid.run_study``, ``grid.collect``): ``Results``, one value from which
-the chapters and ``idn-grid`` read every number, with ``mean_std``, the one way a number measured
-over seeds is shown."""
+"""``Results``, what a study's runs give (``grid.run_study``, ``grid.collect``), and ``mean_std``,
+the one way a number measured over seeds is shown."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ from .stats import estimate_transition_matrix
 
 
 def mean_std(values, digits: int = 2) -> str:
-    """``values`` (one per seed) as "mean ± standard deviation" (the mean alone for one value; a
-    dash for none)."""
+    """``values`` (one per seed) as "mean ± std" (the mean alone for one value; a dash for none)."""
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return "—"
@@ -26,8 +24,7 @@ def mean_std(values, digits: int = 2) -> str:
 
 
 def T_error(cell, T: torch.Tensor | None) -> float:
-    """Mean absolute difference between an estimated transition matrix (Forward's T) and the true
-    one of the cell's noisy labels (NaN without T or without the true labels)."""
+    """Mean absolute difference between ``T`` (Forward's) and the cell's true transition matrix (or NaN)."""
     run = cell.run
     if T is None or run.y_true is None:
         return float("nan")
@@ -36,11 +33,8 @@ def T_error(cell, T: torch.Tensor | None) -> float:
 
 
 def _row(cell, result: MethodResult) -> dict:
-    """A finished cell's numbers: test accuracy (%) at the last, best and validation-selected
-    epochs (``methods.summarize``; an abstention counts as an error), the percentage of test
-    instances DAC abstains on at the last epoch and its accuracy on the others (NaN for the
-    other methods), Forward's ``T_error`` and the identity matrix's (``T_error_identity``, NaN for
-    the other methods), the seconds its stages took and the device of its last one."""
+    """A finished cell's numbers: ``methods.summarize``'s accuracies (%), DAC's abstained (%) and
+    kept accuracy, Forward's ``T_error`` and the identity's (NaN for other methods), seconds, device."""
     nan = [float("nan")]
     identity = torch.eye(cell.run.n_classes) if result.T is not None else None
     return dict(dataset=cell.dataset, method=cell.method, label=method_label(cell.method), family=cell.family,
@@ -52,9 +46,8 @@ def _row(cell, result: MethodResult) -> dict:
 
 
 class Results:
-    """The finished cells of a study: ``frame`` (one row per cell, ``_row``'s columns),
-    ``result``/``stages`` of one cell, ``values`` of one measure over seeds, and ``table``, the
-    measure as mean ± std per method and rate, with the paper's numbers beside it."""
+    """The finished cells of a study: ``frame`` (a row per cell, ``_row``'s columns), one cell's
+    ``result``/``stages``, a measure's ``values`` over seeds and its ``table`` of mean ± std."""
 
     def __init__(self, cells_and_results, description: str = ""):
         self.description = description  # the data, labels and protocol (``grid.Grid.description``)
@@ -98,27 +91,23 @@ class Results:
         return sorted(self._seeds.get((self._family(family), method, rate), []))
 
     def values(self, method: str, rate, key: str = "last", family: str | None = None) -> np.ndarray:
-        """``key`` (a ``frame`` column, e.g. "last", "best", "train") of the method at ``rate``, one
-        per seed in seed order (empty where it did not run)."""
+        """``key`` (a ``frame`` column, e.g. "last" or "best") of the method at ``rate``, by seed."""
         family = self._family(family)
         return np.array([self._rows[(family, method, rate, s)][key] for s in self.seeds(method, rate, family)])
 
     def gain(self, method: str, rate, key: str = "last", *, over: str = "ce",
              family: str | None = None) -> np.ndarray:
-        """``method``'s ``key`` minus ``over``'s last-epoch test accuracy, paired by seed (the seeds
-        both ran): e.g. SEAL's gain over CE, or with ``method=over`` and ``key="best"`` the
-        memorisation gap."""
+        """``method``'s ``key`` minus ``over``'s last-epoch accuracy on the seeds both ran: SEAL's gain
+        over CE, or with ``method=over`` and ``key="best"`` the memorisation gap."""
         family = self._family(family)
         both = sorted(set(self.seeds(method, rate, family)) & set(self.seeds(over, rate, family)))
         return np.array([self._rows[(family, method, rate, s)][key] - self._rows[(family, over, rate, s)]["last"]
                          for s in both])
 
-    def table(self, key="last", *, family: str | None = None, methods=None, with_paper: bool = False,
-              digits: int = 2) -> pd.DataFrame:
-        """``key`` (a ``frame`` column, or ``{label: column}`` for several side by side) as mean ± std
-        over seeds, a row per method (``methods``, default every one here) and a column per noise
-        rate; ``with_paper``: beside them the paper's value (Tables 1-2: last-epoch test accuracy,
-        ``paper.paper_value``) and our last-epoch mean minus it, whatever ``key`` shows."""
+    def table(self, key="last", *, family: str | None = None, methods=None,
+              with_paper: bool = False) -> pd.DataFrame:
+        """``key`` (a ``frame`` column, or ``{label: column}``) as mean ± std, a row per method and
+        a column per rate; ``with_paper``: beside it Tables 1-2's last-epoch accuracy and ours minus it."""
         family = self._family(family)
         keys = {"ours": key} if isinstance(key, str) else dict(key)
         if methods is None:
@@ -131,7 +120,7 @@ class Results:
             for rate in rates:
                 column = self._columns[(family, rate)]
                 for label, k in keys.items():
-                    row[(column, label)] = mean_std(self.values(method, rate, k, family), digits)
+                    row[(column, label)] = mean_std(self.values(method, rate, k, family))
                 if with_paper:
                     ours, theirs = self.values(method, rate, "last", family), paper.paper_value(dataset, method, rate)
                     row[(column, "paper")] = f"{theirs[0]:.2f} ± {theirs[1]:.2f}" if theirs else "—"

@@ -1,6 +1,5 @@
-"""A training run as a value (``Run``: frozen, picklable, checked when built; ``key()`` hashes all
-that changes its result, the cache key) and its result as a value (``RunResult``, made by
-``engine.train``; a method's chain of runs gives a ``MethodResult``)."""
+"""A training run as a value (``Run``: frozen, picklable, checked when built; ``key()``, the cache key,
+hashes all that changes its result) and its result (``RunResult``; a method's chain: ``MethodResult``)."""
 
 from __future__ import annotations
 
@@ -22,9 +21,8 @@ from .protocol import Protocol
 from .steps import Single, Step
 
 RESULT_FORMAT = 1  # bump when a change to the library changes stored results
-# "eval": the paper's f^t(x), eval mode on the un-augmented instances. "official": what the
-# official code does: eval mode (its test pass calls model.eval() just before) on *augmented*
-# instances (its softmax loader uses the training transforms), in batches of 1000.
+# "eval": the paper's f^t(x) on the un-augmented instances. "official": as the official code, in eval
+# mode on *augmented* instances (its softmax loader uses the training transforms), in batches of 1000.
 SOFTMAX_MODES = ("eval", "official")
 SOFTMAX_KEYS = {"eval": "eval", "official": "official, eval mode"}  # "official" recorded in train mode before 0.3
 KEEP = ("last", "best_val", "none")
@@ -44,9 +42,8 @@ class Data:
 
 @dataclass(frozen=True, eq=False)
 class Tensors(Data):
-    """Images (uint8 N x C x H x W) or feature vectors (float32 N x d) of a registered data set.
-    Made by ``from_dataset`` it pickles as a reference (data set, split, rows, root), re-read on
-    the other side: a run travels to another machine in a few bytes."""
+    """Images (uint8 N x C x H x W) or feature vectors (float32 N x d) of a registered data set; made by
+    ``from_dataset`` it pickles as a reference (data set, split, rows, root), re-read on the other side."""
 
     X: torch.Tensor
     dataset: str
@@ -124,10 +121,9 @@ class Weights:
 
 @dataclass(frozen=True)
 class CSRProbe:
-    """Measure the critical sample ratio (Eq. 4) every ``every`` epochs at ``radius`` with the
-    search "lass" (radius in pixel units of [0, 1]) or "official" (on the normalised input, as the
-    official code; see ``csr``), on the training ``rows`` or, with ``test_draw=n``, on n rows of the
-    test set drawn afresh every epoch (``test_rows``), as Ma et al.'s D2L code does."""
+    """Measure the critical sample ratio (Eq. 4) every ``every`` epochs at ``radius`` (pixel units of
+    [0, 1]) with the search "lass" or "official" (see ``csr``), on the training ``rows`` or, with
+    ``test_draw=n``, on n test rows drawn afresh every epoch, as Ma et al.'s D2L code does."""
 
     rows: torch.Tensor | None = None
     every: int = 1
@@ -159,12 +155,9 @@ class CSRProbe:
 
 @dataclass(frozen=True, eq=False)
 class Run:
-    """One training run. ``keep``: the weights the result carries, of the last epoch, of the epoch
-    with the best validation accuracy (``best_val``) or none. ``average_epochs``: ``S`` averages the
-    first that many epochs only (the official Clothing1M SEAL (DMI) averages DMI's first 5).
-    ``deterministic``: PyTorch's deterministic algorithms (``hardware.training_settings``).
-    ``device_type`` ("cpu" or "cuda", set by the engine) keeps the two in separate cache entries.
-    ``label`` only names the progress bar."""
+    """One training run. ``keep``: the weights the result carries (the last epoch's, the best validation
+    epoch's or none); ``average_epochs``: ``S`` averages only the first that many epochs (the official
+    Clothing1M SEAL (DMI): 5); ``device_type`` (set by the engine) keeps CPU and CUDA results apart."""
 
     data: Data
     targets: torch.Tensor
@@ -213,7 +206,6 @@ class Run:
             object.__setattr__(self, "init", Weights(dict(self.init)))
 
     def _check_targets(self):
-        """The targets, with the objective and step that train on them, and ``y_true``."""
         n, c = len(self.data), self.n_classes
         if torch.as_tensor(self.targets).dim() == 2:
             object.__setattr__(self, "targets", check_softmax(self.targets, n, "targets", n_classes=c))
@@ -230,7 +222,6 @@ class Run:
             object.__setattr__(self, "y_true", check_labels(self.y_true, c, "y_true", n=n))
 
     def _check_records(self):
-        """The test and validation sets, the tracked rows and the CSR probe."""
         dataset, n = self.data.dataset, len(self.data)
         for name in ("test", "val"):
             split = getattr(self, name)
@@ -267,7 +258,6 @@ class Run:
         return self.spec.n_classes
 
     def replace(self, **changes) -> "Run":
-        """This run with fields changed (checked again)."""
         return dataclasses.replace(self, **changes)
 
     def config(self) -> dict:
@@ -324,15 +314,13 @@ def _digest(path: str, mtime: float, size: int) -> str:  # once per version of a
 
 @dataclass(frozen=True)
 class RunResult:
-    """What one run produced: ``S`` the epoch-averaged softmax on the training instances (n x c,
-    Eq. 3 / Algorithm 2; None if not recorded); ``history``, per-epoch lists: ``loss``, ``fit_acc``
-    (on the batches as they were trained, in train mode: what the official scripts print and Fig. 4
-    plots as training accuracy), ``train_acc`` (after the epoch, eval mode), ``true_acc``,
-    ``test_acc``, ``val_acc``, ``csr``, with ``y_true`` the memorisation split ``mem_noisy``,
-    ``mem_true``, ``mem_other``, ``clean_correct``, and for DAC (abstentions count as errors)
-    ``test_abstained``, ``test_kept_acc`` and their ``val_`` pair; ``snapshots`` (epochs x tracked
-    rows x c), the kept ``weights`` and their 1-based ``best_epoch``, ``seconds`` per run, CPU
-    ``threads`` and ``hardware`` (``hardware.describe``; None in results stored before it was)."""
+    """What one run produced: ``S`` the epoch-averaged training softmax (n x c, Eq. 3 / Algorithm 2;
+    None if not recorded); ``history``, per-epoch lists: ``loss``, ``fit_acc`` (train mode, on the
+    batches as trained: Fig. 4's training accuracy), ``train_acc`` (eval mode), ``true_acc``,
+    ``test_acc``, ``val_acc``, ``csr``, with ``y_true`` ``mem_noisy``, ``mem_true``, ``mem_other``,
+    ``clean_correct``, for DAC ``test_abstained``, ``test_kept_acc`` and their ``val_`` pair;
+    ``snapshots`` (epochs x tracked rows x c), the kept ``weights``, their 1-based ``best_epoch``, ...;
+    ``hardware`` is None in results stored before it was."""
 
     S: torch.Tensor | None
     history: dict
@@ -359,8 +347,8 @@ class RunResult:
 
 @dataclass(frozen=True)
 class MethodResult:
-    """A method's result: the ``RunResult`` of each stage in order (CE then DMI; SEAL's iterations
-    0..m; ...), the last one the method's own, and Forward's estimated transition matrix ``T``."""
+    """The ``RunResult`` of each stage of a method (CE then DMI; SEAL's iterations 0..m; ...), the
+    last the method's own, and Forward's estimated transition matrix ``T``."""
 
     method: str
     stages: tuple[RunResult, ...]

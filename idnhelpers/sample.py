@@ -1,6 +1,5 @@
-"""The rows of one experiment, as one value: which training rows are labelled (of those, which
-train and which form the noisy validation set) and which test rows score the networks. Equal
-settings give equal rows, so chapters and the grid that use the same ones share their runs.
+"""The rows of one experiment as one value (labelled training rows, their train/validation split,
+scored test rows): equal settings give equal rows, so chapters and the grid share their runs.
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ from .stats import validation_split
 @dataclass(frozen=True, eq=False)
 class Sample:
     """``rows`` of the training split (sorted; true labels ``y``), ``train``/``val`` positions into
-    ``rows`` (``val`` None without a validation split), ``test_rows`` of the test split (true labels
-    ``y_test``), the ``seed`` that drew them (the default seed of a labelling network on them) and
-    where the data are read from."""
+    ``rows`` (``val`` None: no validation split), ``test_rows`` of the test split (true labels
+    ``y_test``) and the ``seed`` that drew them (a labelling network's default seed)."""
 
     dataset: str
     rows: torch.Tensor
@@ -40,7 +38,6 @@ class Sample:
 
     @functools.cached_property
     def X(self) -> torch.Tensor:
-        """The instances of ``rows``."""
         return self.data("rows").X
 
     @functools.cached_property
@@ -55,17 +52,15 @@ class Sample:
         return parts
 
     def data(self, part: str) -> Tensors:
-        """The instances of "rows" (all labelled rows), "train", "val" or "test", as ``Tensors`` that
-        pickle as a reference to the data set's rows (read from disk once)."""
+        """The instances of "rows" (all labelled rows), "train", "val" or "test" (``Tensors`` that
+        pickle as a reference to the rows)."""
         if part not in self._parts:
             fail("part", part, f"one of {list(self._parts)}")
         return self._parts[part]
 
     def run(self, labels: torch.Tensor, protocol, **fields) -> Run:
-        """The run that trains on the training rows with their ``labels`` (one per row of ``rows``),
-        scored on the validation rows' noisy labels and the test rows' true labels, with the training
-        rows' true labels for the memorisation split; other ``Run`` fields by name (``test=None`` or
-        ``y_true=None`` score or split less)."""
+        """The run on the training rows with their ``labels`` (one per row of ``rows``), scored on the
+        validation rows' noisy labels and the test rows' true labels; other ``Run`` fields by name."""
         labels = torch.as_tensor(labels)
         if labels.shape != self.y.shape:
             fail("labels", f"a tensor of shape {tuple(labels.shape)}",
@@ -78,9 +73,8 @@ class Sample:
 
 def sample(dataset: str, *, n_train: int | None = None, n_test: int | None = None, val_fraction: float = 0.0,
            seed: int = 0, root=None, verify: bool = True) -> Sample:
-    """``n_train`` random training rows (None: all; ``datasets.subset``), ``val_fraction`` of them
-    as noisy validation rows (0: none; ``stats.validation_split``) and at most ``n_test`` test rows
-    (None: all), all drawn from ``seed``."""
+    """``n_train`` random training rows (None: all), ``val_fraction`` of them as noisy validation rows
+    (0: none) and at most ``n_test`` test rows (None: all), all drawn from ``seed``."""
     check_float(val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True)
     check_seed(seed)
     _, y_all = load_dataset(dataset, root, train=True, verify=verify)

@@ -1,7 +1,6 @@
-"""The engine's batches from instances resident on the device: ``TensorSource`` keeps a data set's
-uint8 images there and normalises (for CIFAR, augments) each batch there, without a DataLoader.
-Each run draws its batch order and augmentation from its own generator, so its batches are the
-same alone or stacked. Clothing1M's images stream from disk (``clothing1m.StreamSource``).
+"""The engine's batches from instances kept on the device (``TensorSource``), normalised and (CIFAR)
+augmented there. Each run draws its order and augmentation from its own generator: the same batches
+alone or stacked. Clothing1M's images stream from disk (``clothing1m.StreamSource``).
 """
 
 from __future__ import annotations
@@ -13,19 +12,18 @@ import torch.nn.functional as F
 
 from .datasets import get_dataset
 
-# Rows per evaluation call: on a CPU the MNIST CNN's activations then stay in cache (512 rows: 0.49 s
-# per 10k in fp32 against 0.77 s with 2048; NOTES.md, "Speed"); a GPU wants large batches.
-EVAL_BATCH = {"cpu": 512, "cuda": 2048}
 OFFICIAL_SOFTMAX_BATCH = 1000  # the official code records the softmax in batches of 1000
 
 
 def eval_batch(device: torch.device) -> int:
-    return EVAL_BATCH.get(device.type, EVAL_BATCH["cuda"])
+    """Rows per evaluation call: 512 on a CPU keeps the MNIST CNN's activations in cache (0.49 s per
+    10k in fp32 against 0.77 s with 2048; NOTES.md, "Speed"); a GPU wants 2048."""
+    return 512 if device.type == "cpu" else 2048
 
 
 class Normalizer:
-    """uint8 batch -> float in [0, 1], standardised per channel (torchvision's order), channels-last
-    (the engine's convolutions run fastest in it); a feature batch is standardised per feature."""
+    """uint8 batch -> float in [0, 1] standardised per channel, channels-last (the fastest for the
+    engine's convolutions); a feature batch standardised per feature."""
 
     def __init__(self, dataset: str, device: torch.device):
         spec = get_dataset(dataset)
@@ -43,9 +41,8 @@ PAD = 4  # Appendix A's CIFAR-10 crop: zero-pad 4 pixels, crop back
 
 
 def augmentation_draws(generators: list[torch.Generator], sizes: list[int], device: torch.device) -> list[tuple]:
-    """Per batch of ``sizes``, the random offsets (2 x K b) and flips (K b) of the K runs' rows, each
-    run's drawn on its CPU generator batch after batch and moved to ``device`` in one copy (a copy
-    per batch would make the GPU wait on the host at every step)."""
+    """Per batch of ``sizes``, the offsets (2 x K b) and flips (K b) of the K runs' rows, drawn from
+    each run's CPU generator and moved to ``device`` in one copy (not one per step)."""
     if not sizes:
         return []
     per_run = [[(torch.randint(0, 2 * PAD + 1, (2, b), generator=g), torch.rand(b, generator=g) < 0.5) for b in sizes]
@@ -56,8 +53,8 @@ def augmentation_draws(generators: list[torch.Generator], sizes: list[int], devi
 
 
 def augment_batch(x: torch.Tensor, draws: tuple) -> torch.Tensor:
-    """Appendix A's CIFAR-10 augmentation of uint8 ``x`` with one batch's ``augmentation_draws``:
-    random crop after zero-padding ``PAD`` pixels, then random horizontal flip."""
+    """Appendix A's CIFAR-10 augmentation of uint8 ``x`` (one batch's ``augmentation_draws``): random
+    crop after zero-padding ``PAD`` pixels, random horizontal flip."""
     (dy, dx), flip = draws
     b, _, h, w = x.shape
     padded = F.pad(x, (PAD, PAD, PAD, PAD))
@@ -85,8 +82,7 @@ class TensorSource:
     def train_batches(self, generators: list[torch.Generator], batch_size: int, augment: bool, drop_last: bool,
                       skip: int = 0):
         """One epoch of the K runs: per step ``(rows, x)``, K x b rows of each run's random order and
-        their inputs. ``drop_last`` skips a final incomplete batch; ``skip`` the first steps (an epoch
-        resumed within: the same draws, fewer batches)."""
+        their inputs, without a final incomplete batch (``drop_last``) or the first ``skip`` steps."""
         batches = torch.stack([torch.randperm(len(self.X), generator=g) for g in generators]).to(self.device)
         batches = batches.split(batch_size, 1)
         if drop_last and len(batches) > 1 and batches[-1].shape[1] < batch_size:
@@ -100,9 +96,8 @@ class TensorSource:
                 yield rows, self.normalized[rows]
 
     def eval_batches(self, batch_size: int, augment_generators: list[torch.Generator] | None = None):
-        """The instances in order, normalised, ``batch_size`` rows at a time; with
-        ``augment_generators`` (the official code's softmax recording) one augmented copy per
-        generator: K x b x ..."""
+        """The instances in order, normalised, ``batch_size`` rows at a time; with ``augment_generators``
+        (the official softmax recording) one augmented copy per generator: K x b x ..."""
         starts = range(0, len(self.X), batch_size)
         sizes = [min(batch_size, len(self.X) - start) for start in starts]
         draws = None if augment_generators is None else augmentation_draws(augment_generators, sizes, self.device)

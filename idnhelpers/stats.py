@@ -1,6 +1,5 @@
-"""Label-noise statistics: transition matrices, class priors, the CCN hypothesis test (Section 2,
-Theorem 1), Forward's anchor-point estimate of T, SEAL's label-correction analysis (Eq. 9-10) and
-the rules that judge claims over seeds. Nothing here trains."""
+"""Label-noise statistics: transition matrices, the CCN test (Section 2, Theorem 1), Forward's
+anchor-point T, SEAL's label correction (Eq. 9-10) and the rules that judge claims over seeds."""
 
 from __future__ import annotations
 
@@ -39,9 +38,8 @@ def per_class_noise_rate(y, y_noisy, n_classes: int) -> torch.Tensor:
 
 
 def flip_agreement(y, y_noisy, y_noisy_ref) -> dict:
-    """How far noisy labels reproduce reference ones: ``recovered``, the fraction of the reference's
-    flips flipped here too (``chance_recovered`` for as many random flips); ``target_agreement``,
-    of the instances flipped in both, the fraction flipped to the same label."""
+    """How far noisy labels reproduce reference ones: ``recovered``, the share of the reference's flips
+    flipped here too (``chance_recovered``: by chance); ``target_agreement``, of those, to the same label."""
     y, y_noisy, y_noisy_ref = (check_labels(t, None, name) for t, name in (
         (y, "y"), (y_noisy, "y_noisy"), (y_noisy_ref, "y_noisy_ref")))
     check_same_length(y=y, y_noisy=y_noisy, y_noisy_ref=y_noisy_ref)
@@ -59,8 +57,7 @@ def binomial_se(p: float, n: int) -> float:
 
 
 def m_to_reject(epsilon: float, alpha: float) -> float:
-    """Smallest validation size at which a validation error ``epsilon`` below the CCN bound rejects
-    CCN at ``alpha`` (Hoeffding: exp(-2 m eps^2) <= alpha); inf if eps <= 0."""
+    """The smallest m with exp(-2 m eps^2) <= ``alpha`` (Theorem 1); inf if eps <= 0."""
     return math.ceil(math.log(1 / alpha) / (2 * epsilon ** 2)) if epsilon > 0 else math.inf
 
 
@@ -94,8 +91,7 @@ class CCNTest:
 
 
 def ccn_bound(M, w) -> float:
-    """Theorem 1's lower bound on the noisy 0-1 error of any classifier under CCN:
-    1 - sum_p w_p max_q M_pq."""
+    """Theorem 1's lower bound on the noisy 0-1 error under CCN: 1 - sum_p w_p max_q M_pq."""
     M = check_transition_matrix(M)
     try:
         w = torch.as_tensor(w, dtype=torch.float64)
@@ -109,11 +105,10 @@ def ccn_bound(M, w) -> float:
 
 
 def ccn_test(val_error: float, M, w, m: int, alpha: float = 0.05) -> CCNTest:
-    """Theorem 1, Eq. (1): under CCN, P[bound - val_error >= eps] <= exp(-2 m eps^2) on ``m``
-    validation instances not trained on; CCN is rejected when that is below ``alpha``. The bound is
-    kept as log10 (the paper's Clothing1M case is about 10^-21250)."""
+    """Theorem 1, Eq. (1): under CCN, P[bound - val_error >= eps] <= exp(-2 m eps^2) on ``m`` held-out
+    validation instances; CCN is rejected when that is below ``alpha``."""
     val_error = check_float(val_error, "val_error", low=0.0, high=1.0)
-    m = check_int(m, "m", minimum=1)  # the validation set size
+    m = check_int(m, "m", minimum=1)
     alpha = check_float(alpha, "alpha", low=0.0, high=1.0, low_open=True, high_open=True)
     bound = ccn_bound(M, w)
     eps = bound - val_error
@@ -135,31 +130,24 @@ def validation_split(n: int, val_fraction: float, seed: int = 0):
 
 
 def anchor_transition_matrix(probs: torch.Tensor, percentile: float | None = 97.0) -> torch.Tensor:
-    """Anchor-point estimate of T from a softmax fitted to noisy labels (Patrini et al. 2017,
-    Eq. 9-10): row i is the softmax of the instance most confidently of noisy class i. With
-    ``percentile`` (the authors' robust variant, 97 in their experiments) that instance is the one at
-    that percentile of p(noisy i | x), skipping outliers; ``None`` takes the argmax."""
+    """Anchor-point estimate of T (Patrini et al. 2017, Eq. 9-10): row i is the softmax of the instance
+    at ``percentile`` of p(noisy i | x) (their robust variant, 97 in their experiments; None: the argmax)."""
     probs = check_softmax(probs, name="probs").double()
     if len(probs) == 0:
         fail("probs", "an empty matrix", "an n x c softmax matrix with n >= 1")
     check_float(percentile, "percentile", low=0.0, high=100.0, low_open=True, none_ok=True)
-    rows = []
-    for i in range(probs.shape[1]):
-        p = probs[:, i].clone()
-        if percentile is not None:
-            p[p >= torch.quantile(p, percentile / 100, interpolation="higher")] = 0.0
-        rows.append(probs[p.argmax()])
-    return torch.stack(rows).float()
+    p = probs.clone()
+    if percentile is not None:
+        p[p >= torch.quantile(p, percentile / 100, dim=0, interpolation="higher")] = 0.0
+    return probs[p.argmax(0)].float()
 
 
 def label_distance(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) -> torch.Tensor:
-    """Eq. (9) on the corrupted instances (y != y_noisy): d = ||S_i - e_y||_1 / ||e_y_noisy - e_y||_1,
-    in [0, 1]; 1 for the given noisy one-hot label, 0 for the true one."""
+    """Eq. (9) on the corrupted instances: d = ||S_i - e_y||_1 / ||e_y_noisy - e_y||_1, the latter 2."""
     S, y, y_noisy = _correction_inputs(S, y, y_noisy)
     corrupted = y != y_noisy
     e_y = F.one_hot(y[corrupted], S.shape[1]).to(S.dtype)
-    e_noisy = F.one_hot(y_noisy[corrupted], S.shape[1]).to(S.dtype)
-    return (S[corrupted] - e_y).abs().sum(1) / (e_noisy - e_y).abs().sum(1)
+    return (S[corrupted] - e_y).abs().sum(1) / 2
 
 
 def _correction_inputs(S, y, y_noisy):
@@ -169,15 +157,13 @@ def _correction_inputs(S, y, y_noisy):
     return S, y, y_noisy
 
 
-def correction_scores(S: torch.Tensor, y_noisy: torch.Tensor):
-    """Eq. (10): N-bar(x) = max_{k != y_noisy} S_k, the confidence that a label needs correction,
-    and the corrected label argmax_{k != y_noisy} S_k (Eq. 3 with the noisy label in place of y)."""
-    return mislabel_scores(S, y_noisy)
+# Eq. (10): N-bar(x) = max_{k != y_noisy} S_k and the corrected label argmax_{k != y_noisy} S_k (Eq. 3)
+correction_scores = mislabel_scores
 
 
 def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
-    """Area under the ROC curve of ``score`` detecting the ``positive`` rows (the Mann-Whitney
-    statistic, ties counting one half; equals scikit-learn's ``roc_auc_score``). NaN without both."""
+    """Area under the ROC curve of ``score`` detecting the ``positive`` rows (Mann-Whitney, ties count
+    one half); NaN without both kinds."""
     score, positive = torch.as_tensor(score).double(), torch.as_tensor(positive).bool()
     check_same_length(score=score, positive=positive)
     n_pos = int(positive.sum())
@@ -185,27 +171,23 @@ def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
     if not n_pos or not n_neg:
         return float("nan")
     values, inverse, counts = torch.unique(score, return_inverse=True, return_counts=True)
-    midrank = torch.cumsum(counts, 0).double() - (counts.double() - 1) / 2  # average 1-based rank of tied scores
+    midrank = torch.cumsum(counts, 0).double() - (counts.double() - 1) / 2  # ties: their mean rank
     rank_sum = float(midrank[inverse][positive].sum())
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def correction_metrics(S: torch.Tensor, y: torch.Tensor, y_noisy: torch.Tensor) -> dict:
-    """How well SEAL's soft labels find and fix the corrupted instances (beyond the paper):
-    ``precision`` = ``recall`` among the k instances of highest N-bar(x), k the number corrupted;
-    ``auroc`` of N-bar(x); accuracy against the true labels of the noisy labels (``acc_noisy``), of
-    argmax S (``acc_argmax``), of the noisy labels with the top k relabelled to ỹ (Eq. 10,
-    ``acc_corrected``); ``mean_distance``, Eq. (9) over the corrupted instances."""
+    """How well SEAL's soft labels find and fix the k corrupted instances (beyond the paper): precision
+    (= recall) of the top k by N-bar(x) (Eq. 10), accuracy of the labels with those relabelled, Eq. (9)."""
     S, y, y_noisy = _correction_inputs(S, y, y_noisy)
     score, corrected = correction_scores(S, y_noisy)
     corrupted = y != y_noisy
     k = int(corrupted.sum())
     top = torch.sort(score, descending=True, stable=True).indices[:k]
-    hits = int(corrupted[top].sum())
+    found = int(corrupted[top].sum()) / k if k else float("nan")
     relabelled = y_noisy.clone()
     relabelled[top] = corrected[top]
-    return dict(precision=hits / k if k else float("nan"), recall=hits / k if k else float("nan"),
-                auroc=auroc(score, corrupted),
+    return dict(precision=found, recall=found, auroc=auroc(score, corrupted),
                 acc_noisy=float((y_noisy == y).float().mean()), acc_argmax=float((S.argmax(1) == y).float().mean()),
                 acc_corrected=float((relabelled == y).float().mean()),
                 mean_distance=float(label_distance(S, y, y_noisy).mean()) if k else float("nan"))
@@ -217,8 +199,7 @@ VERDICTS = (HOLDS, CONTRADICTED, NOT_RESOLVED, NOT_CHECKED)
 
 @dataclass(frozen=True)
 class Verdict:
-    """A claim's ``verdict`` (one of ``VERDICTS``; NOT_CHECKED: the build lacks what it needs), the
-    ``evidence`` that decides it and the ``reason`` it is not resolved (or not checked), with a remedy."""
+    """A claim's ``verdict`` (one of ``VERDICTS``), its ``evidence`` and why it is not resolved or checked."""
 
     verdict: str
     evidence: str
@@ -227,11 +208,9 @@ class Verdict:
 
 def judge(differences, *, se: float | None = None, measured_on: int | None = None, unit: str = " points",
           digits: int = 2) -> Verdict:
-    """The rule deciding a claim that compares accuracies or rates. ``differences``: per seed,
-    positive where the claim holds (SEAL's accuracy minus CE's). With their mean d and standard error
-    se (of k >= 2 seeds; or ``se`` given, e.g. a proportion's over ``measured_on`` instances), it
-    holds if d > 2 se, is contradicted if d < -2 se, and is not resolved otherwise; the reason then
-    says how many seeds (or instances) would resolve a margin this size if the spread stays."""
+    """A claim on ``differences`` (per seed, positive where it holds) with mean d and standard error se
+    (over >= 2 seeds, or given with the ``measured_on`` instances it comes from): it holds if d > 2 se,
+    is contradicted if d < -2 se, else not resolved, with the count that would resolve it."""
     d = torch.as_tensor(differences, dtype=torch.float64).flatten()
     if not len(d) or not torch.isfinite(d).all():
         fail("differences", d.tolist(), "one finite difference per seed, at least one")
@@ -250,20 +229,19 @@ def judge(differences, *, se: float | None = None, measured_on: int | None = Non
     if mean < -2 * se:
         return Verdict(CONTRADICTED, evidence)
     reason = "the margin is within twice its standard error"
-    if mean and count:  # se shrinks with the square root of the count
+    if mean and count:
         reason += (f"; about {math.floor(count * (2 * se / abs(mean)) ** 2) + 1} {counted} (here {count}) would "
                    "resolve a margin this size if the spread stays")
     return Verdict(NOT_RESOLVED, evidence, reason)
 
 
 def fact(holds: bool, evidence: str) -> Verdict:
-    """The verdict of a claim decided by a fact (arithmetic, a test's own decision): no spread."""
+    """The verdict of a claim decided by a fact (arithmetic, a test's own decision)."""
     return Verdict(HOLDS if holds else CONTRADICTED, evidence)
 
 
 def every(parts: dict) -> Verdict:
-    """A claim that must hold at each place of ``{place: Verdict}`` (every noise rate): contradicted
-    if any part is, holding if all do, else not resolved."""
+    """A claim at each place of ``{place: Verdict}``: contradicted if any is, holds if all do."""
     if not parts:
         fail("parts", parts, "at least one {place: Verdict}")
     verdicts = [v.verdict for v in parts.values()]
@@ -274,9 +252,8 @@ def every(parts: dict) -> Verdict:
 
 
 def below_bound(tests: list) -> Verdict:
-    """Whether the validation error lies below the CCN bound, from one noisy data set's ``CCNTest``
-    per seed on the same validation rows: ``judge`` on epsilon with the binomial standard error of
-    the mean error (the seeds share their validation rows: their spread alone would understate it)."""
+    """Whether the validation error lies below the CCN bound: ``judge`` on one ``CCNTest`` per seed
+    with the binomial se of the mean error (seeds share their validation rows)."""
     if not tests or not all(isinstance(t, CCNTest) for t in tests):
         fail("tests", tests, "a non-empty list of stats.CCNTest, one per seed")
     error = sum(t.val_error for t in tests) / len(tests)
@@ -285,9 +262,8 @@ def below_bound(tests: list) -> Verdict:
 
 
 def rejects_ccn(tests: list) -> Verdict:
-    """Theorem 1's verdict from the tests of ``below_bound``: holds if every test rejects CCN, is
-    contradicted if the error lies above the bound, else not resolved (the reason gives the m that
-    would reject at the mean epsilon)."""
+    """Theorem 1's verdict on the tests of ``below_bound``: holds if every test rejects CCN, is
+    contradicted if the error lies above the bound."""
     below = below_bound(tests)
     m, alpha, k = tests[0].m, tests[0].alpha, len(tests)
     if all(t.reject for t in tests):

@@ -1,13 +1,8 @@
-"""How a training step updates the networks: ``Single()`` (one network, the run's objective) or
-``Peers(forget_rate, t_k)`` (Co-teaching). A step's class method ``make(specs)`` gives the step of
-K runs trained in one call, ``step(logits, targets, epoch, rows, loss) -> (loss to minimise, K
-losses to log)``: logits K x n x b x c (K runs, n networks each), targets and ``rows`` K x b,
-``loss`` the runs' objective (``losses.Objective.make``), every part batched over the K runs.
-
-The networks of a call are a bank: ``ModuleBank`` calls one run's modules one after another;
-``StackedBank`` stacks K runs' networks (``torch.func.stack_module_state``) into one batched call
-(``torch.func.vmap``). SGD updates each weight element-wise, so one optimiser over the stacked
-weights is K independent optimisers: the runs stay independent.
+"""Training steps, ``Single()`` or ``Peers(forget_rate, t_k)`` (Co-teaching): the class method
+``make(specs)`` gives K runs' ``step(logits, targets, epoch, rows, loss) -> (loss to minimise, K
+losses to log)``, logits K x n x b x c (n networks a run), targets and ``rows`` K x b. The networks
+are a bank: ``ModuleBank`` (one run's modules) or ``StackedBank`` (K runs' networks in one ``vmap``
+call; SGD is element-wise, so one optimiser over the stacked weights is K independent ones).
 """
 
 from __future__ import annotations
@@ -52,14 +47,13 @@ def _single_step(logits, targets, epoch, rows, loss):
 
 
 def keep_rate(epoch: int, forget_rate: float, t_k: int = 10) -> float:
-    """Co-teaching's R(t) = 1 - min(t / T_k * tau, tau) at 0-based ``epoch``. The authors' code
-    reaches tau at epoch T_k - 1 (a ``linspace`` over T_k epochs); this follows the paper."""
+    """Co-teaching's R(t) = 1 - min(t / T_k * tau, tau) at 0-based ``epoch``, as the paper (the
+    authors' code reaches tau at epoch T_k - 1)."""
     return 1 - min(epoch / t_k * forget_rate, forget_rate)
 
 
 def small_loss_exchange(logits1, logits2, y, n_keep):
-    """One Co-teaching step's losses: each network's ``n_keep`` smallest-loss instances train the
-    other (leading axes: runs, ``n_keep`` one count per run)."""
+    """Co-teaching's losses: each network's ``n_keep`` (per run) smallest-loss rows train the other."""
     loss1, loss2 = row_cross_entropy(logits1, y), row_cross_entropy(logits2, y)
     n_keep = torch.as_tensor(n_keep, device=y.device)
     kept = torch.arange(y.shape[-1], device=y.device) < n_keep[..., None]  # the first n_keep of a loss order
@@ -70,11 +64,9 @@ def small_loss_exchange(logits1, logits2, y, n_keep):
 
 @dataclass(frozen=True)
 class Peers(Step):
-    """Co-teaching (Han et al. 2018): two networks (initial weights drawn one after the other from
-    the run's seed, so network 1 starts where a CE run of that seed starts); per batch each keeps
-    its ``round(keep_rate * batch)`` smallest cross-entropy instances (as the official IDN code's
-    ``train_ct``) and its peer updates on them. ``forget_rate`` is tau (the paper's baseline: the
-    noise rate), reached after ``t_k`` epochs. Network 1 is the one recorded, as the authors report."""
+    """Co-teaching (Han et al. 2018): two networks (the first as a CE run of the seed starts, and
+    the one recorded); each keeps its ``round(keep_rate * batch)`` smallest-loss rows for its peer,
+    ``forget_rate`` being tau (the paper: the noise rate), reached after ``t_k`` epochs."""
 
     forget_rate: float
     t_k: int = 10
@@ -119,7 +111,6 @@ class ModuleBank:
             m.train(mode)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (1 x b x ...) through every network: 1 x n x b x c logits."""
         return torch.stack([m(x[0]) for m in self.models])[None]
 
     def probs(self, x: torch.Tensor, n_classes: int, per_run: bool = False) -> torch.Tensor:
@@ -134,7 +125,7 @@ class ModuleBank:
         return {name: v.detach().cpu().clone() for name, v in self.models[0].state_dict().items()}
 
     def checkpoint(self) -> list[dict]:
-        """Every network's weights and buffers (live tensors: save them before the next step)."""
+        """Live tensors: save them before the next step."""
         return [m.state_dict() for m in self.models]
 
     def restore(self, state: list[dict]) -> None:
@@ -143,8 +134,7 @@ class ModuleBank:
 
 
 class StackedBank:
-    """K runs' networks (each run ``n`` of them) stacked into one batched call; ``ModuleBank``'s
-    methods, the recorded network being each run's first."""
+    """K runs' networks (``n`` a run, the first recorded) in one batched call; ``ModuleBank``'s methods."""
 
     def __init__(self, models: list[list[torch.nn.Module]]):
         self.K, self.n = len(models), len(models[0])

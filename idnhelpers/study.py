@@ -1,8 +1,5 @@
-"""A study: the settings of one experiment (data, labels, methods, rates, seeds, protocol, precision,
-device) as one frozen value, checked once when built. ``Study.load(profile, **overrides)`` reads it
-from settings files (YAML, ``profiles.load_profile``) and refuses names it does not know; the
-chapters, ``idn-grid`` and the tests all build one, and what runs below it (``grid.build_grid``,
-``grid.run_study``) takes it as it is."""
+"""A study: the settings of one experiment as one frozen value, checked once when built;
+``Study.load(profile, **overrides)`` reads it from YAML settings files (``profiles.load_profile``)."""
 
 from __future__ import annotations
 
@@ -25,16 +22,12 @@ from .sample import Sample, sample
 
 @dataclass(frozen=True)
 class Study:
-    """An experiment's settings. ``family`` (``families.FAMILIES``; default the authors' published IDN
-    labels) with its ``family_settings`` chooses the labels, seeded by ``noise_seed`` /
-    ``train_seed`` where the family is (None: its defaults); a fixed family (human labels) takes
-    ``noise_rates=None``. ``baseline_rates``: the rates of every method but CE and SEAL (None:
-    ``noise_rates``). ``n_epochs``/``n_iterations`` None: the paper's for the data set (its
-    protocol's epochs; SEAL iterations 10, 3 on CIFAR and Clothing1M); ``n_train``/``n_test``
-    None: every row; ``dmi_epochs`` None: DMI's own stage as long as the others. ``seed`` picks
-    the training subset and the validation split; ``seeds`` are the runs' seeds. ``precision``
-    "auto" is decided by the device that trains (``resolved``). ``profile``: the settings' name,
-    shown in the book. The defaults are Table 1 as the paper ran it."""
+    """An experiment's settings; the defaults are Table 1 as the paper ran it. ``family``
+    (``families.FAMILIES``) with ``family_settings`` chooses the labels (a fixed family takes
+    ``noise_rates=None``); ``baseline_rates``: every method's but CE's and SEAL's (None:
+    ``noise_rates``). None means the paper's ``n_epochs``/``n_iterations``, every row (``n_train``/
+    ``n_test``), DMI's stage as long as the others, the family's ``noise_seed``/``train_seed``.
+    ``seed`` picks the rows, ``seeds`` seed the runs; ``profile`` names the settings."""
 
     dataset: str = "mnist"
     methods: tuple = paper.TABLE_METHODS
@@ -114,8 +107,8 @@ class Study:
 
     @classmethod
     def load(cls, files=None, /, **overrides) -> "Study":
-        """The study of the settings files ``files`` (a path or a list, read in order, a later
-        file's values winning), then ``overrides``; a name that is not a setting is refused."""
+        """The settings of ``files`` (a path or a list, read in order), then ``overrides``; an
+        unknown name is refused."""
         settings = {**(load_profile(files) if files is not None else {}), **overrides}
         unknown = sorted(set(settings) - set(cls.fields()))
         if unknown:
@@ -148,8 +141,7 @@ class Study:
         return self.n_epochs or self.data_spec.protocol.n_epochs
 
     def rates_of(self, method: str) -> tuple | None:
-        """The noise rates ``method`` runs at: CE and SEAL at ``noise_rates``, the others at
-        ``baseline_rates`` where given."""
+        """CE and SEAL run at ``noise_rates``, the others at ``baseline_rates`` where given."""
         if method in ("ce", "seal") or self.baseline_rates is None:
             return self.noise_rates
         return self.baseline_rates

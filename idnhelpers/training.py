@@ -1,13 +1,9 @@
-"""The one epoch loop that trains every run (``runs.Run``): ``fit(runs, device)``, called by
-``engine.train_many`` for the runs the cache lacks.
+"""The one epoch loop that trains every run: ``fit(runs, device)``, called by ``engine.train_many``.
 
-Per epoch the loop sets the protocol's learning rate (Appendix A), takes one step per batch, then
-records the eval-mode softmax of every training instance (averaged into Eq. (3)'s / Algorithm 2's
-``S``), test and validation accuracy, the memorisation split, CSR (Eq. 4) and tracked rows. The
-loop (``_fit``) is one screen; ``Training`` holds the call's state and per-epoch parts,
-``checkpoint.Checkpoints`` resumes and stores it, the objective (``losses``) owns its loss, per-row
-state and scores. What varies plugs in: the step (``steps``), the networks (``steps.ModuleBank``
-or ``StackedBank``) and the batch source (``sources.TensorSource`` or ``clothing1m.StreamSource``).
+Per epoch it sets the protocol's learning rate (Appendix A), takes one step per batch, then records
+the eval-mode softmax of the training instances (averaged into the ``S`` of Eq. (3) / Algorithm 2),
+test and validation accuracy, the memorisation split, CSR (Eq. 4) and tracked rows. ``Training``
+holds the call's state, ``checkpoint.Checkpoints`` resumes and stores it.
 """
 
 from __future__ import annotations
@@ -116,10 +112,8 @@ class Recorder:
 
 @torch.no_grad()
 def softmax_of(bank, source, n_classes: int, precision: str, device, augment_generators=None, batch_size=None):
-    """K x n x c softmax of each run's recorded network on a source's instances, in order, the rows
-    per call (default ``sources.eval_batch``) shared by the K runs, so a stacked call holds no more
-    activations than one run's; one copy to the host and one autocast region (the weights cast to
-    bf16 once) per pass."""
+    """K x n x c softmax of each run's network on a source's instances; the rows per call (default
+    ``sources.eval_batch``) are shared by the K runs, so a stacked call holds one run's activations."""
     out = []
     batch_size = max(1, (batch_size or eval_batch(device)) // bank.K)
     with autocast(device, precision):
@@ -129,10 +123,9 @@ def softmax_of(bank, source, n_classes: int, precision: str, device, augment_gen
 
 
 def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
-    """K x n x c softmax of the training instances after an epoch, in eval mode (which leaves
-    BatchNorm's running averages alone): on the clean instances (the paper's f^t(x)) or, with
-    ``softmax_mode="official"``, on one augmented copy per run in batches of 1000, as the official
-    scripts do right after their test pass has called ``model.eval()``."""
+    """K x n x c eval-mode softmax of the training instances after an epoch: on the clean instances (the
+    paper's f^t(x)) or, with ``softmax_mode="official"``, on one augmented copy per run in batches of
+    1000, as the official scripts do."""
     official = run.softmax_mode == "official"
     bank.train(False)
     return softmax_of(bank, source, run.n_classes, run.precision, device,
@@ -189,9 +182,8 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
 
 
 class Training:
-    """What one ``fit`` call trains and has recorded: the K runs' networks (a bank), objective,
-    step, optimiser, random generators, recorders and the weights kept so far; a checkpoint stores
-    ``state()`` and ``restore``s it."""
+    """What one ``fit`` call trains and has recorded (networks, objective, step, optimiser, generators,
+    recorders, the weights kept so far); a checkpoint stores ``state()`` and ``restore``s it."""
 
     def __init__(self, runs: list[Run], device: torch.device, stacked: bool):
         run0 = self.run0 = runs[0]

@@ -1,7 +1,6 @@
-"""``idn-grid`` (also ``python -m idnhelpers.grid``): a grid of methods x label sets x seeds from
-settings files (``--profile FILE ...``, ``profiles``; without one, ``Study``'s defaults: the
-paper's protocol), a table of the paper (``paper.TABLES``) and options, run on this machine or on
-Slurm, or planned (``--dry-run``) or followed (``--status``)."""
+"""``idn-grid`` (also ``python -m idnhelpers.grid``): a grid from settings files (``--profile``;
+default the paper's protocol), a table of the paper (``paper.TABLES``) and options, run here or on
+Slurm, planned (``--dry-run``) or followed (``--status``)."""
 
 from __future__ import annotations
 
@@ -42,7 +41,7 @@ def study_from_args(args) -> Study:
     settings.update({k: v for k, v in explicit.items() if v is not None})
     if args.rates is not None:
         settings["baseline_rates"] = None  # every method at the rates given (--set baseline_rates=... for fewer)
-    elif family is not None and FAMILIES.get(family) is not None and FAMILIES[family].fixed:
+    elif family in FAMILIES and FAMILIES[family].fixed:
         settings.update(noise_rates=None, baseline_rates=None)  # one fixed set of labels
     settings.update(check_assignments(args.set, "--set", [f for f in Study.fields() if f != "family_settings"],
                                       "n_epochs=5 or n_train=null"))
@@ -111,7 +110,6 @@ def main(argv=None) -> int:
             if value is not None:
                 check(value, option)
         study = study_from_args(args)
-        device = study.device
         if study.precision == "auto" and args.executor == "slurm" and not torch.cuda.is_available():
             fail("precision", "auto", "'fp32' or 'bf16' for Slurm jobs submitted from a machine without a GPU: "
                  "'auto' is decided by the GPU that trains, which this machine cannot see (--set precision=bf16 for "
@@ -123,7 +121,7 @@ def main(argv=None) -> int:
         check_int(args.cells_per_job, "--cells-per-job", minimum=1, none_ok=True)
         if args.no_wait and args.executor != "slurm":
             fail("--no-wait", True, "only with --executor slurm")
-        target = jobs_device_type(args.executor, options, device)  # where the cells train: part of their keys
+        target = jobs_device_type(args.executor, options, study.device)  # where cells train: in their keys
         grid = build_grid(study, train_labels=not (args.dry_run or args.status), device_type=target)
     except (ValueError, OSError, MissingRuns) as error:  # OSError: a data set's files not found
         p.error(str(error))
@@ -134,8 +132,8 @@ def main(argv=None) -> int:
     if args.dry_run:
         print(format_plan(plan(grid, device=target, cells_per_job=args.cells_per_job), args.executor, options))
         return 0
-    results = run_grid(grid, args.executor, stack_size=args.stack_size,
-                     cells_per_job=args.cells_per_job, wait=not args.no_wait, **_run_options(options))
+    results = run_grid(grid, args.executor, stack_size=args.stack_size, cells_per_job=args.cells_per_job,
+                       wait=not args.no_wait, **options)
     if args.no_wait:
         print("submitted; follow with --status, gather the table by running the same command (or chapter 05 with "
               "collect_only: true) when they are done")
@@ -145,10 +143,6 @@ def main(argv=None) -> int:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         results.frame.to_csv(args.csv, index=False)
     return 0
-
-
-def _run_options(options: dict) -> dict:
-    return {k: v for k, v in options.items() if v is not None}
 
 
 def summary(results: Results) -> str:

@@ -1,17 +1,13 @@
-"""Running a grid's jobs: in this process (``local``), as a Slurm job array or submitit's local
-processes (``slurm``, ``submitit-local``) or submitit's debug executor (``debug``); ``run_grid``
-trains the runs the cache lacks and returns their ``results.Results``.
-
-Jobs write to the shared on-disk cache (``cache``; a shared file system on a cluster), whose
-per-key lock keeps two jobs from training one run; a run is stored as soon as it is trained, so
-after a failed, pre-empted or killed job, running the grid again trains only what is missing.
-Results are always gathered from the cache. On CUDA each stage of a job trains its cells stacked,
-K runs per call, with K halved until it fits the GPU's memory.
-"""
+"""Running a grid's jobs: here (``local``), as a Slurm job array, in submitit's local processes or
+its debug executor. Jobs share the cache, whose per-key lock keeps two from training one run; a run
+is stored once trained, so a grid run again after a failure trains only what is missing. On CUDA a
+stage trains its cells K at a time, stacked, with K halved until it fits the GPU's memory."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import os
 import sys
 import threading
@@ -43,9 +39,8 @@ POLL_SECONDS = {"slurm": 1.0, "submitit-local": 0.1, "debug": 0.0}  # between ch
 
 @dataclass(frozen=True)
 class JobTrainer(Trainer):
-    """The trainer of a grid job: ``report`` hears the keys of each stage's runs before they train
-    (the progress bar), and on CUDA a stacked call that runs out of memory is retried with half as
-    many runs per call; the K that fitted is kept for the job's later stages."""
+    """A grid job's trainer: ``report`` hears each stage's run keys first (the progress bar); on
+    CUDA a stacked call out of memory is retried with half as many runs, a K kept for later stages."""
 
     report: Callable[[list[str]], None] | None = None
     fitted: dict = field(default_factory=dict, compare=False, repr=False)
@@ -69,8 +64,7 @@ class JobTrainer(Trainer):
             torch.cuda.empty_cache()
 
 
-# What CUDA and cuDNN say when memory runs out: besides torch.cuda.OutOfMemoryError, cuDNN raises a
-# plain RuntimeError near the limit (its workspace could not be allocated)
+# besides torch.cuda.OutOfMemoryError, cuDNN raises a plain RuntimeError near the limit
 OUT_OF_MEMORY_MESSAGES = ("CUDA out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED",
                           "unable to find an engine to execute this computation", "CUDA error: out of memory")
 
@@ -82,53 +76,39 @@ def out_of_memory(error: BaseException) -> bool:
 
 
 def visible_gpus() -> list[int]:
-    """The GPUs this process may use, as the indices submitit-local's jobs are given: those of
-    ``CUDA_VISIBLE_DEVICES`` (a job given 0 under ``CUDA_VISIBLE_DEVICES=2,3`` would land on GPU 0
-    of the machine, not 2), else 0..n-1."""
+    """The GPU indices submitit-local gives its jobs: ``CUDA_VISIBLE_DEVICES``'s (index 0 under
+    ``CUDA_VISIBLE_DEVICES=2,3`` would be the machine's GPU 0), else 0..n-1."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is None:
         return list(range(torch.cuda.device_count()))
     names = [d.strip() for d in listed.split(",") if d.strip()]
     if not all(d.lstrip("-").isdigit() for d in names):
         fail("CUDA_VISIBLE_DEVICES", listed, "GPU indices (e.g. 2,3) for submitit-local, which passes indices on")
-    visible = []
-    for d in map(int, names):
-        if d < 0:  # CUDA stops at the first invalid index
-            break
-        visible.append(d)
-    return visible
+    return list(itertools.takewhile(lambda d: d >= 0, map(int, names)))  # CUDA stops at an invalid index
 
 
-class _FileReport:
-    """Appends the keys a job is about to train to its progress file (read by ``Progress``)."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def __call__(self, keys: list[str]) -> None:
-        with open(self.path, "a") as f:
-            f.write("".join(f"{key}\n" for key in keys))
+def _append_keys(path: Path, keys: list[str]) -> None:
+    with open(path, "a") as f:
+        f.write("".join(f"{key}\n" for key in keys))
 
 
 def run_job(job: Job, device=None, stack_size: int | None = None, threads: int | None = None,
             progress=None) -> int:
-    """Train one job (in this process or a submitit worker): ``methods.run_stages`` over all its
-    cells, each stage one ``train_many`` call. ``threads``: torch's CPU threads here; ``progress``:
-    a file to list the stages' run keys in, or a callable given them. Returns its number of cells."""
+    """Train one job's cells (``methods.run_stages``) and return their number. ``progress``: a file
+    to append each stage's run keys to (read by ``Progress``), or a callable given them."""
     if threads is not None:
         torch.set_num_threads(threads)
-    report = _FileReport(progress) if isinstance(progress, (str, Path)) else progress
-    trainer = JobTrainer("auto", device, stack_size=stack_size, report=report)  # streamed images: the loop
+    if isinstance(progress, (str, Path)):
+        Path(progress).parent.mkdir(parents=True, exist_ok=True)
+        progress = functools.partial(_append_keys, progress)
+    trainer = JobTrainer("auto", device, stack_size=stack_size, report=progress)  # streamed images: the loop
     run_stages(job.method, [c.run for c in job.cells], [c.noise_rate for c in job.cells], trainer, **job.options)
     return len(job.cells)
 
 
 class GridJob:
-    """``run_job`` as the callable submitit runs, with submitit's checkpointing hook: when Slurm
-    warns a job of its time limit or pre-emption, submitit calls ``checkpoint`` and requeues the
-    same call. The requeued job loads the runs already stored and resumes the one that was
-    training from its last checkpoint (``checkpoint``), so it trains only what is left."""
+    """``run_job`` as submitit runs it: warned of its time limit or pre-emption, a Slurm job is
+    requeued (``checkpoint``) and trains only what is not stored, resuming a run from its checkpoint."""
 
     def __call__(self, *args):
         return run_job(*args)
@@ -140,10 +120,8 @@ class GridJob:
 
 
 class Progress:
-    """Progress over the runs this call trains: the keys jobs report (in this process through
-    ``report``, or in files under ``folder``) whose results appear in the cache after it started.
-    A thread refreshes it every second until ``close``: a tqdm bar on a terminal, else a line
-    each time a run finishes, with elapsed time and ETA (``progress``)."""
+    """Runs finished in the cache since it started, of the keys jobs report (``report``, or files
+    in ``folder``), refreshed each second: a tqdm bar on a terminal, else a line per finished run."""
 
     def __init__(self, total: int, folder: Path | None = None, enabled: bool = True):
         self.folder, self.keys, self.start = folder, set(), time.time() - 1
@@ -154,13 +132,16 @@ class Progress:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
+    def __enter__(self) -> "Progress":
+        return self
+
     def report(self, keys: list[str]) -> None:
         with self._lock:
             self.keys.update(keys)
 
     def _finished(self) -> int:
         keys = set(self.keys)
-        if self.folder is not None and self.folder.exists():
+        if self.folder is not None:
             for path in self.folder.glob("*.keys"):
                 keys.update(path.read_text().split())
         n = 0
@@ -186,7 +167,7 @@ class Progress:
         while not self._stop.wait(1.0):
             self.refresh()
 
-    def close(self) -> None:
+    def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
         self.refresh()
@@ -199,17 +180,14 @@ def executor_options(executor: str, *, folder=None, partition=None, gpus=None, c
     check_choice(executor, "executor", EXECUTORS)
     given = dict(partition=partition, gpus=gpus, cpus=cpus, time_min=time_min, array_parallelism=array_parallelism,
                  parallel=parallel, folder=folder)
-    allowed = {"local": (), "debug": ("folder",), "slurm": ("folder", "partition", "gpus", "cpus", "time_min",
-                                                            "array_parallelism"),
-               "submitit-local": ("folder", "gpus", "time_min", "parallel")}[executor]
+    takes = {"local": (), "debug": ("folder",), "submitit-local": ("folder", "gpus", "time_min", "parallel"),
+             "slurm": ("folder", "partition", "gpus", "cpus", "time_min", "array_parallelism")}[executor]
     for name, value in given.items():
-        if value is not None and name not in allowed:
-            fail(name, value, f"None with executor={executor!r} (it takes {list(allowed) or 'no options'})")
-    for name in ("gpus",):
-        check_int(gpus, name, minimum=0, none_ok=True)
-    for name, value in (("cpus", cpus), ("time_min", time_min), ("array_parallelism", array_parallelism),
-                        ("parallel", parallel)):
-        check_int(value, name, minimum=1, none_ok=True)
+        if value is not None and name not in takes:
+            fail(name, value, f"None with executor={executor!r} (it takes {list(takes) or 'no options'})")
+    check_int(gpus, "gpus", minimum=0, none_ok=True)
+    for name in ("cpus", "time_min", "array_parallelism", "parallel"):
+        check_int(given[name], name, minimum=1, none_ok=True)
     if parallel is not None and parallel > cpu_cores():
         fail("parallel", parallel, f"at most the {cpu_cores()} CPU cores of this machine")
     if executor == "local":
@@ -224,23 +202,20 @@ def executor_options(executor: str, *, folder=None, partition=None, gpus=None, c
         gpus = len(available) if gpus is None else gpus
         if gpus > len(available):
             fail("gpus", gpus, f"at most the {len(available)} GPUs this process sees ({available})")
-        options.update(gpus=gpus, time_min=time_min or DEFAULT_TIME_MIN, parallel=parallel or min(gpus or cpu_cores(),
-                                                                                                cpu_cores()))
+        options.update(gpus=gpus, time_min=time_min or DEFAULT_TIME_MIN,
+                       parallel=parallel or min(gpus or cpu_cores(), cpu_cores()))
     return options
 
 
 def jobs_device_type(executor: str, options: dict, device=None) -> str:
-    """Where the jobs of ``executor`` with ``options`` (``executor_options``') train, "cuda" or "cpu":
-    on GPUs when Slurm or submitit-local gives them some, else on ``device`` (auto: CUDA where
-    this machine has it)."""
+    """Where the jobs train: "cuda" when Slurm or submitit-local gives them GPUs, else ``device``'s type."""
     if executor in ("slurm", "submitit-local") and options.get("gpus"):
         return "cuda"
     return resolve_device(device).type
 
 
 def make_executor(executor: str, options: dict, n_jobs: int):
-    """A submitit executor for ``executor`` ("slurm", "submitit-local" or "debug") with ``options``
-    (``executor_options``'s); a local job sees no GPU until ``_submit`` gives it one."""
+    """A submitit executor; a submitit-local job sees no GPU until ``_submit`` gives it one."""
     import submitit
 
     if executor == "debug":
@@ -259,9 +234,8 @@ def make_executor(executor: str, options: dict, n_jobs: int):
 
 def run_study(study: Study, executor: str = "local", *, collect_only: bool = False, device_type: str | None = None,
               **options) -> Results:
-    """Train ``study``'s grid (``build_grid``, ``run_grid``) and return its ``Results``; with
-    ``collect_only``, train nothing and read them from the cache (``collect``: ``MissingRuns`` lists
-    what is not there). ``device_type``: where the runs were or will be trained (``build_grid``)."""
+    """Train ``study``'s grid and return its ``Results``; ``collect_only``: read them from the cache
+    (``collect``). ``device_type``: where the runs train (``build_grid``)."""
     grid = build_grid(study, train_labels=not collect_only, device_type=device_type)
     return collect(grid) if collect_only else run_grid(grid, executor, **options)
 
@@ -269,41 +243,30 @@ def run_study(study: Study, executor: str = "local", *, collect_only: bool = Fal
 def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | None = None,
              cells_per_job: int | None = None, wait: bool = True, progress: bool = True,
              **options) -> Results | list:
-    """Train the runs of ``grid`` (a ``Grid`` or its cells) that the cache lacks, as jobs (see
-    the module docstring), and return their ``Results`` (``collect``). ``device``: default a
-    ``Grid``'s study's. ``executor``: one of
-    ``EXECUTORS``. Options: ``folder`` (submitit's logs and pickles, default ``jobs/`` in the cache
-    folder; on a cluster it must be shared, as the cache is), ``partition``, ``gpus`` (per job,
-    default 1), ``cpus`` (per job), ``time_min`` (time limit per job, default one day), ``array_parallelism`` (Slurm);
-    submitit-local: ``parallel`` jobs at once (at most the CPU cores; default one per GPU, else
-    one per core), each given one of ``gpus`` GPUs (default: those visible) and its share of the
-    CPU threads. ``device``
-    and ``stack_size`` (K at most; None: as many as fit) go to every job. ``wait=False`` (Slurm)
-    submits and returns the submitit jobs (``grid_status`` follows them; ``collect`` gathers the results).
-    A grid built without its labels' network (``prerequisites``) trains it here first and is built again."""
+    """Train the runs of ``grid`` (a ``Grid`` or its cells) the cache lacks and return their ``Results``.
+    ``executor``: one of ``EXECUTORS``, with ``executor_options``: ``folder`` (submitit's, default
+    ``jobs/`` in the cache; shared on a cluster), ``partition``, ``gpus`` per job (default 1), ``cpus``,
+    ``time_min`` (default one day), ``array_parallelism``; submitit-local runs ``parallel`` jobs at
+    once (default one per GPU, else per core), each on one of ``gpus`` (default: those visible).
+    ``device`` (default the study's) and ``stack_size`` (K at most) go to every job. ``wait=False``
+    (Slurm) returns the submitted jobs. A missing labelling network (``prerequisites``) trains first."""
     options = executor_options(executor, **options)
     if device is None and isinstance(grid, Grid):
         device = grid.study.device
     check_int(stack_size, "stack_size", minimum=1, none_ok=True)
     if not wait and executor != "slurm":
         fail("wait", wait, "True unless executor='slurm' (jobs on this machine end with this process)")
-    if executor == "local":
-        resolve_device(device)
     device_type = jobs_device_type(executor, options, device)
     if isinstance(grid, Grid) and grid.prerequisites:
         engine.train_many(list(grid.prerequisites), device=device)
         grid = build_grid(grid.study, device=device, device_type=device_type)
     # the cells as the jobs' device will key them (a grid built on a login node without a GPU says "cpu")
     cells = [dataclasses.replace(c, run=engine.on_device(c.run, torch.device(device_type))) for c in _cells(grid)]
-    traces = trace(cells, progress=progress)
-    p = plan(cells, cells_per_job=cells_per_job, traces=traces)
+    p = plan(cells, cells_per_job=cells_per_job, traces=trace(cells, progress=progress))
     if p.jobs and executor == "local":
-        bar = Progress(p.runs, enabled=progress)
-        try:
+        with Progress(p.runs, enabled=progress) as bar:
             for job in p.jobs:
                 run_job(job, device, stack_size, progress=bar.report)
-        finally:
-            bar.close()
     elif p.jobs:
         submitted = _submit(p.jobs, executor, options, device, stack_size, wait, progress, p.runs)
         if not wait:
@@ -333,8 +296,7 @@ def _submit(jobs: list[Job], executor: str, options: dict, device, stack_size, w
     else:
         handles, pending = [], list(args)
     gpu_of = {}  # submitit-local: the GPU each job was given
-    bar = Progress(total, folder, enabled=progress)
-    try:
+    with Progress(total, folder, enabled=progress):
         while pending or not all(h.done() for h in handles):
             while pending and sum(not h.done() for h in handles) < workers:
                 if local and options["gpus"]:
@@ -344,8 +306,6 @@ def _submit(jobs: list[Job], executor: str, options: dict, device, stack_size, w
                 handles.append(ex.submit(GridJob(), *pending.pop(0)))
                 gpu_of[handles[-1]] = gpu if local and options["gpus"] else None
             time.sleep(POLL_SECONDS[executor])
-    finally:
-        bar.close()
     failed = []
     for job, handle in zip(jobs, handles):
         try:

@@ -1,17 +1,7 @@
-"""What a grid would do and what the cache holds of it: its jobs (``make_jobs``), each cell's
-stages read from the cache (``trace``), ``grid_status``, the results (``collect``) and the
-plan (``plan``: jobs, runs to train, estimated hours).
-
-**Jobs.** A job is one slice of the grid: one method on one data set with all its cells (or
-``cells_per_job`` of them). It calls ``methods.run_stages`` with its cells, so each of the method's
-stages (CE, Forward's and DMI's second stage, SEAL's iterations, each needing the one before) is
-one ``engine.train_many`` call over every cell.
-
-**What a plan counts.** ``trace`` runs each cell's method driver with a trainer that loads what
-the cache has and answers the rest with placeholders (random softmax seeded by the run's key), so
-the stages a method would train are its driver's own, not a second description of it. A grid's
-``prerequisites`` (a labelling network not yet trained) come first.
-"""
+"""What a grid would do and what the cache holds of it: its jobs (``make_jobs``: one method on
+one data set, each of its stages one ``engine.train_many`` call over the job's cells), each cell's
+stages read from the cache (``trace``: the method's own driver, answered with placeholders where
+the cache has nothing), ``grid_status``, the results (``collect``) and the ``plan``."""
 
 from __future__ import annotations
 
@@ -32,9 +22,8 @@ from ..progress import use_bars
 from ..runs import MethodResult, Run, RunResult
 from .spec import Cell, Grid
 
-# Seconds per epoch per 1000 training rows and per network (training, softmax recording, test
-# scoring), measured on this project's 2-core CPU (AMD EPYC with native bf16; NOTES.md, "Grid"); a
-# plan prefers the seconds its own finished runs recorded on the device it plans for.
+# Seconds per epoch per 1000 training rows and per network, measured on this project's 2-core CPU
+# (AMD EPYC with native bf16; NOTES.md, "Grid"); a plan prefers its own finished runs' seconds.
 MEASURED = {("mnist_cnn", "cpu", "fp32"): 0.250, ("mnist_cnn", "cpu", "bf16"): 0.170,
             ("wrn28_10", "cpu", "fp32"): 279.0, ("wrn28_10", "cpu", "bf16"): 105.0, ("mlp", "cpu", "fp32"): 0.009}
 
@@ -74,13 +63,10 @@ def make_jobs(cells, cells_per_job: int | None = None) -> list[Job]:
     return jobs
 
 
-# ---------------------------------------------------------------- reading the cache: trace, status, collect
-
 @dataclass(frozen=True)
 class _Tracer(Trainer):
-    """A trainer that trains nothing: it loads what the cache has and answers each other run with a
-    placeholder (a random softmax seeded by the run's key, no weights), recording ``(run, result or
-    None)`` in ``log``. Nothing it computes from placeholders is stored."""
+    """A trainer that trains nothing: it loads what the cache has, answers the rest with placeholders
+    (a random softmax seeded by the run's key) and logs ``(run, result or None)``; it stores nothing."""
 
     log: list = field(default_factory=list, compare=False, repr=False)
     placeholders: set = field(default_factory=set, compare=False, repr=False)
@@ -115,9 +101,8 @@ def _noise_softmax(n: int, c: int, key: str) -> torch.Tensor:
 
 @dataclass(frozen=True, eq=False)
 class CellTrace:
-    """What the cache holds of one cell: its stages' runs in order with their results (None: not
-    in the cache; runs after a missing one have placeholder inputs), and the method's result if
-    every stage is there."""
+    """One cell's stages' runs in order with their cached results (None: missing), and the method's
+    result if every stage is there."""
 
     cell: Cell
     stages: tuple[tuple[Run, RunResult | None], ...]
@@ -129,18 +114,18 @@ class CellTrace:
 
     @property
     def status(self) -> str:
-        """``done``; ``running`` (another process holds the lock of its first missing run); ``missing``."""
+        """``done``, ``running`` (its first missing run is locked by another process) or ``missing``."""
         if self.result is not None:
             return "done"
         return "running" if cache.lock_holder(self.missing[0].key()) is not None else "missing"
 
 
-def trace(cells, device=None, progress: bool = True) -> list[CellTrace]:
-    """Each cell's method driver run against the cache (see the module docstring); trains nothing."""
+def trace(cells, progress: bool = True) -> list[CellTrace]:
+    """Each cell's method driver run against the cache; trains nothing."""
     traces = []
     for cell in tqdm(list(cells), desc="reading the cache", unit="cell", disable=not progress or not use_bars(),
                      file=sys.stderr):
-        tracer = _Tracer(device=device)
+        tracer = _Tracer()
         result = run_stages(cell.method, [cell.run], [cell.noise_rate], tracer, **cell.options)[0]
         stages = tuple(tracer.log)
         done = all(r is not None for _, r in stages)
@@ -173,47 +158,39 @@ def format_status(status: pd.DataFrame) -> str:
     lines = [f"{len(status)} cells: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "running", "missing"))
              + f" (cache: {cache.cache_dir()})"]
     for dataset, part in status.groupby("dataset", sort=False):
-        part = part.assign(cell=[f"{family} {labels} seed {seed}" for family, labels, seed in zip(
-                               part["family"], part["labels"], part["seed"])],
-                           name=[method_label(m) for m in part["method"]])
+        part = part.assign(cell=part["family"] + " " + part["labels"] + " seed " + part["seed"].astype(str),
+                           name=part["method"].map(method_label))
         table = part.pivot(index="name", columns="cell", values="status")
-        table = table.loc[list(dict.fromkeys(part["name"])), list(dict.fromkeys(part["cell"]))]
+        table = table.loc[part["name"].unique(), part["cell"].unique()]
         table.index.name, table.columns.name = dataset, None
         lines.append(table.to_string())
     return "\n".join(lines)
 
 
-def collect(grid, traces: list[CellTrace] | None = None) -> Results:
-    """The results of a grid read from the cache; trains nothing. Raises ``MissingRuns``
-    listing each cell whose runs are not all there (and its first missing run), or the labelling
-    network a grid built without it needs."""
+def collect(grid) -> Results:
+    """The results of a grid read from the cache; trains nothing. Raises ``MissingRuns`` listing each
+    cell not all there (and its first missing run), or the labelling network the grid lacks."""
     if isinstance(grid, Grid) and grid.prerequisites:
         keys = ", ".join(run.key() for run in grid.prerequisites)
         raise MissingRuns(f"the labels of this grid need their labelling network (run {keys}), which is not in the "
                           f"cache ({cache.cache_dir()}): train it with `idn-grid` (same settings) or run_grid",
                           list(grid.cells))
     cells = _cells(grid)
-    traces = trace(cells) if traces is None else traces
+    traces = trace(cells)
     todo = [t for t in traces if t.result is None]
     if todo:
-        lines = []
-        for t in todo:
-            run, n_done = t.missing[0], sum(r is not None for _, r in t.stages)
-            lines.append(f"  {t.cell.name}: {run.label or 'a run'} (run {run.key()}; {t.status}; "
-                         f"{n_done} stage(s) before it in the cache)")
+        lines = [f"  {t.cell.name}: {t.missing[0].label or 'a run'} (run {t.missing[0].key()}; {t.status}; "
+                 f"{sum(r is not None for _, r in t.stages)} stage(s) before it in the cache)" for t in todo]
         raise MissingRuns(f"{len(todo)} of {len(cells)} cells are not in the cache ({cache.cache_dir()}):\n"
                           + "\n".join(lines) + "\nTrain them with `idn-grid` (same settings) or run_grid; "
                           "`idn-grid --status` shows their progress.", [t.cell for t in todo])
     return Results([(t.cell, t.result) for t in traces], grid.description if isinstance(grid, Grid) else "")
 
 
-# ---------------------------------------------------------------- the plan
-
 @dataclass(frozen=True)
 class Plan:
-    """What running a grid would do: its ``jobs`` (cells not done), ``table`` (one row per job: cells,
-    runs to train, run-epochs, estimated hours, where the seconds per epoch came from), the number
-    of distinct ``runs`` to train, ``hours`` in all and the ``device`` they are estimated for."""
+    """What running a grid would do: its ``jobs``, ``table`` (a row per job: runs to train, hours,
+    where the seconds came from), the distinct ``runs`` to train, ``hours`` in all on ``device``."""
 
     jobs: list[Job]
     table: pd.DataFrame
@@ -224,8 +201,7 @@ class Plan:
 
 
 def measured_rates(traces: list[CellTrace]) -> dict:
-    """Seconds per epoch per 1000 training rows and network, by (model, device type, precision),
-    from the finished runs of these cells (a stacked run records its share of the call)."""
+    """``MEASURED``'s rates by (model, device type, precision) from the finished runs of these cells."""
     samples: dict[tuple, list[float]] = {}
     for t in traces:
         for run, result in t.stages:
@@ -261,9 +237,8 @@ def _estimate(runs: list[Run], device: str, rates: dict) -> tuple[int, float | N
 
 
 def plan(grid, *, device: str = "cpu", cells_per_job: int | None = None, traces=None) -> Plan:
-    """The jobs and runs that ``run_grid`` would start, with hours estimated for ``device``
-    ("cpu" or "cuda") from measured seconds per epoch (``measured_rates``, else ``MEASURED``); a
-    grid's ``prerequisites`` (its labels' network) come first, as job "labels"."""
+    """The jobs and runs ``run_grid`` would start, with hours on ``device`` ("cpu" or "cuda") from
+    ``measured_rates``, else ``MEASURED``; a grid's ``prerequisites`` come first, as job "labels"."""
     check_choice(device, "device", ("cpu", "cuda"))
     traces = trace(_cells(grid)) if traces is None else traces
     todo = [t for t in traces if t.result is None]

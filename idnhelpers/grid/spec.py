@@ -1,15 +1,11 @@
 """A grid as data: ``Cell`` (one method on one base run) and ``build_grid(study)``, which expands a
-``study.Study``'s methods x label sets x seeds into cells on its rows. The labels come from
-``experiments.family_labels`` for any noise family or published label set (``study.family``), so
-the chapters and ``idn-grid`` build the same runs and share their cache keys."""
+``study.Study``'s methods x label sets x seeds into cells, so the chapters and ``idn-grid`` share runs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
-
-
 
 from .. import clothing1m, engine, paper
 from ..checks import check_choice, fail
@@ -21,10 +17,8 @@ from ..study import Study
 
 @dataclass(frozen=True, eq=False)
 class Cell:
-    """One grid cell: ``method`` with ``options`` on the base ``run`` (training rows, noisy labels,
-    seed, what to record). ``family`` and ``labels`` name the label set (the noise rate, or the
-    family's one set); ``noise_rate`` goes to the methods that take it (Co-teaching's forget rate:
-    the target rate, or the measured rate of a fixed label set)."""
+    """``method`` with ``options`` on the base ``run``; ``family`` and ``labels`` name the label set;
+    ``noise_rate`` (the target rate, or a fixed set's measured rate) goes to Co-teaching's forget rate."""
 
     dataset: str
     method: str
@@ -42,9 +36,8 @@ class Cell:
 
 @dataclass(frozen=True, eq=False)
 class Grid:
-    """A study's cells, with a line describing the data, labels and protocol they train on, and the
-    runs its labels need that the cache lacks (``prerequisites``: a labelling network, when the
-    grid was built without training it; its cells then carry placeholder labels)."""
+    """A study's cells, a line describing their data, labels and protocol, and the labelling network
+    the cache lacks (``prerequisites``, when built without training it; the labels are then placeholders)."""
 
     study: Study
     cells: tuple[Cell, ...]
@@ -53,16 +46,11 @@ class Grid:
 
 
 def build_grid(study: Study, *, device=None, train_labels: bool = True, device_type: str | None = None) -> Grid:
-    """The cells of ``study``: label sets (noise rates) x seeds x methods, each method at its rates
-    (``Study.rates_of``), on the study's rows. The labels are ``experiments.family_labels``' for
-    ``study.family``; a family that needs a network trains it on ``device`` (default the study's;
-    or loads it from the cache). ``device_type``: where the cells train, "cpu" or "cuda" (part of
-    their cache keys; default: ``device``'s type; Slurm jobs submitted from a machine without a
-    GPU: "cuda"). With ``train_labels=False`` a missing labelling network is not trained: the grid
-    lists it in ``prerequisites`` and its cells carry random placeholder labels (a plan still
-    counts every run; ``run_grid`` trains the network and builds the grid again). Every base run
-    records what chapter 03 reads of memorisation (``experiments.noisy_runs``), so chapters 01,
-    03, 04 and 05 share the grid's runs."""
+    """The cells of ``study``: label sets x seeds x methods (each at ``Study.rates_of``), labelled by
+    ``experiments.family_labels``, whose network trains on ``device`` (default the study's).
+    ``device_type``: "cpu" or "cuda", where the cells train (part of their keys; default ``device``'s).
+    ``train_labels=False``: a missing labelling network goes to ``prerequisites`` untrained. The base
+    runs record chapter 03's memorisation (``experiments.noisy_runs``), so chapters 01-05 share them."""
     if not isinstance(study, Study):
         fail("study", type(study).__name__, "a study.Study")
     device = study.device if device is None else device
@@ -86,8 +74,7 @@ def build_grid(study: Study, *, device=None, train_labels: bool = True, device_t
     base = noisy_runs(data, labels, proto, study.seeds, precision=study.precision)
     cells = []
     for rate in rates:
-        y_noisy = labels[rate]
-        measured = float((y_noisy[data.train] != data.y[data.train]).float().mean())
+        measured = float((labels[rate][data.train] != data.y[data.train]).float().mean())
         settings = {**family.settings, **study.family_settings}
         name = f"{rate:g}" if rate is not None else " ".join(map(str, settings.values())) or study.family
         methods = [m for m in study.methods if rate is None or rate in study.rates_of(m)]
@@ -103,14 +90,12 @@ def build_grid(study: Study, *, device=None, train_labels: bool = True, device_t
 
 
 def _placeholder(data, i: int) -> torch.Tensor:
-    """Stand-in labels for label set ``i`` while its network is not trained: random, one set per
-    rate, so that a plan counts each rate's runs apart."""
+    """Random stand-in labels for label set ``i``, one set per rate so a plan counts each rate apart."""
     return torch.randint(data.n_classes, data.y.shape, generator=torch.Generator().manual_seed(i))
 
 
 def _clothing1m_grid(study: Study, device_type: str) -> Grid:
-    """Table 3: each method on Clothing1M's own noisy labels (Co-teaching forgets Clothing1M's
-    estimated noise rate)."""
+    """Table 3: each method on Clothing1M's own noisy labels (Co-teaching forgets its estimated rate)."""
     proto = clothing1m.PROTOCOL.replace(n_epochs=study.n_epochs)
     cells = []
     for seed in study.seeds:
