@@ -24,14 +24,12 @@ from typing import Any, Callable
 
 import torch
 
+from .environment import cache_dir, lock_stale_seconds
+
 MAGIC = b"IDNHELPERS-RESULT-1\n"
 HEARTBEAT_SECONDS = 30.0
 TMP_MAX_AGE = 3600.0
 SUFFIXES = (".pt", ".ckpt")  # results, and the checkpoints of runs being trained (``checkpoint``)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("IDNHELPERS_CACHE", Path.home() / ".cache" / "idnhelpers" / "runs"))
 
 
 def fingerprint(t: torch.Tensor) -> str:
@@ -196,7 +194,7 @@ def lock_holder(key: str, path: Path | None = None) -> dict | None:
     """Who holds ``key``'s lock (host, pid, time; ``{}`` if unreadable), or None if it is free or
     stale: its process is gone (same host) or it has not been refreshed in time."""
     path = _lock_path(key, path)
-    stale_after = float(os.environ.get("IDNHELPERS_LOCK_STALE", 300))
+    stale_after = lock_stale_seconds()
     try:
         age = time.time() - path.stat().st_mtime
         holder = json.loads(path.read_text() or "{}")

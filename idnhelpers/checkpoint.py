@@ -1,21 +1,20 @@
 """Runs that survive being killed. ``training.fit`` stores the whole state of its call (networks,
 optimiser, generators, losses, recorders, kept weights, epoch and step, within an epoch its running
-sums) in the cache as ``<key>.ckpt``: after an epoch ending ``EVERY_SECONDS`` or more after the last
-store, and within an epoch every ``WITHIN_EPOCH_SECONDS``. The next call that trains the same runs
-resumes from it and ends bit for bit where an uninterrupted call ends on the same machine."""
+sums) in the cache as ``<key>.ckpt``: after an epoch ending ``$IDNHELPERS_CHECKPOINT_SECONDS`` (default 30)
+or more after the last store, and within an epoch every ``WITHIN_EPOCH_SECONDS``. The next call that trains
+the same runs resumes from it and ends bit for bit where an uninterrupted call ends on the same machine."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import torch
 
 from . import cache
+from .environment import checkpoint_seconds
 
 SUFFIX = ".ckpt"  # beside the results (``.pt``) in the cache folder, never mistaken for one
-EVERY_SECONDS = float(os.environ.get("IDNHELPERS_CHECKPOINT_SECONDS", 30))
 WITHIN_EPOCH_SECONDS = 300.0
 
 
@@ -55,7 +54,7 @@ class Checkpoints:
     stored one, if any, and store its state as the loop goes; ``key`` None: neither."""
 
     def __init__(self, training, key: str | None):
-        self.training, self.key = training, key
+        self.training, self.key, self.every = training, key, checkpoint_seconds()
         self.start = self.stored_at = time.perf_counter()
         self.saved = (cache.load(key, SUFFIX) if key is not None else None) or {}
         self.first_epoch, self.first_step = self.saved.get("epoch", 0), self.saved.get("step", 0)
@@ -84,9 +83,9 @@ class Checkpoints:
             self.store(epoch, step, self.epoch_generators, sums)
 
     def after_epoch(self, epoch: int) -> None:
-        """After an epoch but the last, store if ``EVERY_SECONDS`` have passed since the last store."""
+        """After an epoch but the last, store if ``every`` seconds have passed since the last store."""
         last = epoch + 1 == self.training.protocol.n_epochs
-        if self.key is not None and not last and time.perf_counter() - self.stored_at >= EVERY_SECONDS:
+        if self.key is not None and not last and time.perf_counter() - self.stored_at >= self.every:
             self.store(epoch + 1)
 
     def store(self, epoch: int, step: int = 0, epoch_generators=None, sums=None) -> None:

@@ -115,12 +115,18 @@ def check_softmax(S, n: int | None = None, name: str = "S", n_classes: int | Non
     S = torch.as_tensor(S)
     if S.dim() != 2 or (n is not None and len(S) != n) or (n_classes is not None and S.shape[1] != n_classes):
         fail(name, f"a tensor of shape {tuple(S.shape)}",
-             f"an n x c matrix ({'any number of' if n is None else n} rows, "
-             f"{'any number of' if n_classes is None else n_classes} columns)")
+             f"an n x c matrix ({'any number of' if n is None else n} rows, one per label; "
+             f"{'any number of' if n_classes is None else n_classes} columns, one per class)")
     if not S.dtype.is_floating_point or not torch.isfinite(S).all() or (S < 0).any() or not torch.allclose(
             S.sum(1).double(), torch.ones(len(S), dtype=torch.float64), atol=1e-3):
         fail(name, "a matrix whose rows are not probability vectors", "rows non-negative and summing to 1")
     return S
+
+
+def check_labels_softmax(y, S, n_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels ``y`` below ``n_classes`` (default: S's columns) and their softmax ``S``, a row per label."""
+    S = check_softmax(S, len(check_labels(y, n_classes)), n_classes=n_classes)
+    return check_labels(y, S.shape[1]), S
 
 
 def check_same_length(**tensors) -> int:

@@ -203,7 +203,8 @@ class StreamSource:
 
 
 def clothing1m_runs(root, weights_path, protocol: Protocol = PROTOCOL, *, seed: int = 0, precision: str = "fp32",
-                    workers: int | None = None, resize: int = 256, crop: int = 224, squash: bool = True) -> Run:
+                    device_type: str = "cpu", workers: int | None = None, resize: int = 256, crop: int = 224,
+                    squash: bool = True) -> Run:
     """The base run of every Table 3 entry: noisy training images, clean validation set (picks the model)
     and test set, ResNet-50 from ``weights_path``."""
     if weights_path is None or not Path(weights_path).exists():
@@ -216,5 +217,6 @@ def clothing1m_runs(root, weights_path, protocol: Protocol = PROTOCOL, *, seed: 
         return ImageFiles(splits[split][0], root, resize=resize, crop=crop, squash=squash, workers=workers)
 
     return Run(files("train"), splits["train"][1], protocol.replace(pretrained=str(weights_path)), seed=seed,
-               precision=precision, record_softmax=False, val=Labelled(files("val"), splits["val"][1]),
-               test=Labelled(files("test"), splits["test"][1]), keep="best_val")
+               precision=precision, device_type=device_type, record_softmax=False,
+               val=Labelled(files("val"), splits["val"][1]), test=Labelled(files("test"), splits["test"][1]),
+               keep="best_val")

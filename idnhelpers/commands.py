@@ -1,15 +1,25 @@
 """What the command lines (``idn-labels``, ``idn-grid``, ``idn-noisy``) share: an option given at
-most once (``Parser``), output paths checked before any work (``check_output_folder``,
-``check_output_file``), and every refusal as one line and exit code 2 (argparse's ``error``)."""
+most once (``Parser``), every refusal as one line and exit code 2 (``run_main``), output paths checked
+before any work (``check_output_folder``, ``check_output_file``) and output folders written under a
+lock with a manifest last (``output_folder``, ``write_manifest``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
+from .cache import Lock, atomic_write, lock_holder
 from .checks import fail
+from .environment import check_all
+
+MANIFEST = "manifest.json"
+LOCK = ".idn-writer.lock"  # held while a command writes an output folder
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,6 +43,19 @@ class Parser(argparse.ArgumentParser):
                            + (", with all its values after it" if action.nargs in ("+", "*") else ""))
             seen[action.dest] = True
         return super().parse_args(argv, namespace)
+
+
+def run_main(p: argparse.ArgumentParser, body, argv=None) -> int:
+    """``body(args)`` of the parsed ``argv``: a ValueError, OSError or error of this library (a bad option,
+    file, value or environment variable) ends as one line and exit code 2, never a traceback."""
+    args = p.parse_args(argv)
+    try:
+        check_all()  # every IDNHELPERS_* variable, before any work
+        return body(args)
+    except Exception as error:
+        if not (isinstance(error, (ValueError, OSError)) or type(error).__module__.startswith("idnhelpers.")):
+            raise
+        p.error(" ".join(str(error).split("\n")) or type(error).__name__)
 
 
 def _creatable(folder: Path, option: str, shown: Path, what: str) -> None:
@@ -63,3 +86,39 @@ def check_output_file(path, option: str) -> Path:
         fail(option, str(path), "a file this user can write")
     _creatable(path.parent, option, path, "a file")
     return path
+
+
+def write_bytes(path: Path, data: bytes) -> str:
+    """``data`` written atomically to ``path``; its SHA-256, of the bytes written (not of a later file)."""
+    atomic_write(path, lambda f: f.write(data))
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def output_folder(folder: Path, fmt: str, echo=print):
+    """Hold ``folder``'s lock (a second writer waits; a dead holder's is taken over), remove the temporary
+    files of killed writers and refuse a manifest of another format, all before any work; yields the old
+    manifest (None: none). To write: remove the manifest, write the files, then ``write_manifest`` (a killed
+    writer leaves no manifest that lies)."""
+    lock = Lock.acquire("folder", folder / LOCK)
+    if lock is None:
+        echo(f"waiting for another process writing {folder} ({lock_holder('folder', folder / LOCK) or '?'})")
+    while lock is None:
+        time.sleep(0.2)
+        lock = Lock.acquire("folder", folder / LOCK)
+    with lock:
+        for partial in folder.glob(".*.tmp"):
+            partial.unlink(missing_ok=True)
+        old = None
+        if (folder / MANIFEST).exists():
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                old = json.loads((folder / MANIFEST).read_text())
+            found = old.get("format") if isinstance(old, dict) else None
+            if found != fmt:
+                fail("--out", str(folder), f"a folder without another tool's {MANIFEST} (its format is "
+                     f"{found!r}, not {fmt!r}); choose another folder or remove it")
+        yield old

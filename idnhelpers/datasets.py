@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import pickle
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import torch
 
 from .cache import atomic_write, file_digest
 from .checks import check_bool, check_int, check_new_name, check_seed, fail
+from .environment import data_root
 from .protocol import Protocol
 
 
@@ -85,7 +85,7 @@ def protocol(dataset: str, **overrides) -> Protocol:
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("IDNHELPERS_DATA", Path.home() / ".cache" / "idnhelpers" / "data"))
+    return data_root()
 
 
 def load_dataset(name: str, root: str | Path | None = None, train: bool = True, verify: bool = True):
@@ -349,27 +349,28 @@ def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, pro
         fail("X", f"an array of dtype {X.dtype} and shape {X.shape}",
              "uint8 images N x C x H x W or real-valued feature vectors N x d")
     for split, features, labels in (("", X, y), ("_test", X_test, y_test)):
-        if not len(features):
-            fail("X" + split, "an empty array", "at least one row")
+        if 0 in features.shape or features.shape[1:] != X.shape[1:]:
+            fail("X" + split, f"an array of shape {features.shape}", "at least one row and one value per row"
+                 + (f", rows shaped as X's {X.shape[1:]}" if split else ""))
         if not (features.dtype == np.uint8 if images else _real(features)):
             fail("X" + split, f"an array of dtype {features.dtype}", "uint8 like X" if images else "real values like X")
         if not np.isfinite(features.astype(np.float64)).all():
             fail("X" + split, "an array with NaN or infinite values", "finite values")
-        if features.shape[1:] != X.shape[1:]:
-            fail("X" + split, features.shape, f"rows shaped as X's {X.shape[1:]}")
         if labels.ndim != 1 or len(labels) != len(features) or not np.issubdtype(labels.dtype, np.integer) or (
                 labels.min() < 0):
             fail("y" + split, f"an array of dtype {labels.dtype} and shape {labels.shape}",
                  f"one integer label >= 0 per row of X{split} ({len(features)})")
-    n_classes = int(max(y.max(), y_test.max())) + 1
+    n_classes = int(y.max()) + 1
+    if y_test.max() >= n_classes:
+        fail("y_test", f"labels up to {int(y_test.max())}", f"labels in [0, {n_classes}), y's classes")
     present = np.unique(y).tolist()
     missing = sorted(set(range(n_classes)) - set(present))
     if missing or n_classes < 2:
         fail("y", f"labels {present}", "at least two classes, numbered 0..c-1, each "
              "occurring in y" + (f" (class(es) {missing[:5]} never occur)" if missing else ""))
-    classes = tuple(str(k) for k in range(n_classes)) if classes is None else tuple(classes)
-    if len(classes) < n_classes:
-        fail("classes", classes, f"at least {n_classes} names (the labels go up to {n_classes - 1})")
+    classes = tuple(str(k) for k in range(n_classes)) if classes is None else classes
+    if isinstance(classes, str) or not hasattr(classes, "__len__") or len(classes) != n_classes:
+        fail("classes", classes, f"{n_classes} names, one per class (the labels are 0..{n_classes - 1})")
     if images:
         if protocol is None:
             fail("protocol", None, "a Protocol for images (e.g. datasets.protocol('mnist'))")
@@ -379,9 +380,9 @@ def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, pro
         mean, std = X.astype(np.float64).mean(0), np.maximum(X.astype(np.float64).std(0), 1e-12)
         X, X_test = X.astype(np.float32), X_test.astype(np.float32)
     arrays = {True: (X, y), False: (X_test, y_test)}
-    return register_dataset(DatasetSpec(name, classes, tuple(map(float, mean)), tuple(map(float, std)), X.shape[1:],
-                                        protocol or FEATURES_PROTOCOL, lambda root, train, verify: arrays[train]),
-                            replace=replace)
+    spec = DatasetSpec(name, tuple(classes), tuple(map(float, mean)), tuple(map(float, std)), X.shape[1:],
+                       protocol or FEATURES_PROTOCOL, lambda root, train, verify: arrays[train])
+    return register_dataset(spec, replace=replace)
 
 
 if __name__ == "__main__":  # python -m idnhelpers.datasets mnist [root]: make a data set ready (MNIST: fetch it)

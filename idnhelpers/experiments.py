@@ -117,7 +117,7 @@ def memorisation_records(sample: Sample, y_noisy, *, csr_size: int = 500, csr_ev
 
 
 def noisy_runs(sample: Sample, labels: dict, proto: Protocol, seeds, *, precision: str = "fp32",
-               **records) -> dict:
+               device_type: str = "cpu", **records) -> dict:
     """``{(key, seed): Run}`` the grid and chapters start every method from: one per label set of
     ``labels`` (``{key: labels of sample.rows}``) and seed, recording ``memorisation_records(**records)``."""
     check_seeds(seeds)
@@ -125,7 +125,8 @@ def noisy_runs(sample: Sample, labels: dict, proto: Protocol, seeds, *, precisio
     for key, y_noisy in labels.items():
         recorded = memorisation_records(sample, y_noisy, **records)
         for seed in seeds:
-            out[(key, seed)] = sample.run(y_noisy, proto, seed=seed, precision=precision, **recorded)
+            out[(key, seed)] = sample.run(y_noisy, proto, seed=seed, precision=precision,
+                                          device_type=device_type, **recorded)
     return out
 
 

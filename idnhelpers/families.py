@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-from .checks import check_choice, check_float, check_new_name, check_rates, check_seed, fail
+from .checks import (check_choice, check_float, check_labels, check_labels_softmax, check_new_name,
+                     check_rates, check_same_length, check_seed, fail)
 from .noise import (XIA_NORM_STD, _class_count, _pmd_type, flip_count, idn_labels, pair_noise, pmd_exact_noise,
                     pmd_noise, symmetric_noise, xia_exact_noise, xia_noise, xia_rate_distribution)
 from .published import (CAL_DATASETS, CAL_RATES, CIFAR_N, PUBLISHED, PUBLISHED_RATES, load_cal_idn, load_cifar_n,
@@ -36,7 +37,8 @@ class NoiseFamily:
     ``LabelInputs`` (rate None for a ``fixed`` family). ``needs``: None, "instances", "network" (its softmax
     "averaged" over epochs or the "final" one's) or "file" (for ``datasets`` and ``rates`` only).
     ``settings``: defaults, checked by ``checks``; ``exact``: ``flip_count`` flips; ``nested``: a lower
-    rate's flips are a higher one's subset; ``expected(rate, n)``: the realised rate's (mean, sd)."""
+    rate's flips are a higher one's subset; ``expected(rate, n)``: the realised rate's (mean, sd);
+    ``completed_by``: the family a ``study.Study`` labels the rates this one's files lack with."""
 
     label: str
     make: Callable
@@ -53,6 +55,7 @@ class NoiseFamily:
     instance_dependent: bool = True
     expected: Callable | None = None
     elsewhere: str = ""
+    completed_by: str | None = None
 
     def __post_init__(self):
         if not callable(self.make):
@@ -84,9 +87,13 @@ class NoiseFamily:
             return [None]
         checked = check_rates(rates, name)
         for r in checked:
-            if self.rates is not None and not any(abs(r - p) < 1e-9 for p in self.rates):
-                fail(name, r, f"one of the rates family {family!r} has: {list(self.rates)}")
+            if not self.has_rate(r):
+                fail(name, r, f"one of the rates family {family!r} has: {list(self.rates)}"
+                     + (f" (or family {self.completed_by!r}, which gives any rate)" if self.completed_by else ""))
         return checked
+
+    def has_rate(self, rate: float) -> bool:
+        return self.rates is None or any(abs(rate - p) < 1e-9 for p in self.rates)
 
     def check_dataset(self, family: str, dataset: str) -> None:
         if self.datasets is not None and dataset not in self.datasets:
@@ -112,10 +119,10 @@ def _pmd_expected(rate: float, n: int, **settings) -> tuple[float, float]:
 
 
 def _published(load):
-    """A file family's ``make``: the rows' labels of ``load(dataset, rate, root, **settings)``."""
+    """A file family's ``make``: the rows' labels of ``load(dataset, rate, root, **settings)``, checked."""
     def make(inputs, rate, seed, **settings):
         y_all, y_noisy_all = load(inputs.dataset, rate, inputs.root, **settings)
-        if not torch.equal(y_all[inputs.rows], inputs.y):
+        if (inputs.rows >= len(y_all)).any() or not torch.equal(y_all[inputs.rows], inputs.y):
             fail("labels", f"{inputs.dataset}'s published file", "a file whose true labels are the data set's "
                  "(row i = training index i)")
         return y_noisy_all[inputs.rows]
@@ -144,7 +151,7 @@ register_family("idn", NoiseFamily("IDN (Algorithm 1)", lambda inputs, r, seed: 
 register_family("idn_published", NoiseFamily(
     "IDN (the authors' published labels)", _published(lambda dataset, r, root: load_published_idn(dataset, r)),
     needs="file", seeded_by=(), nested=True, datasets=tuple(PUBLISHED), rates=PUBLISHED_RATES,
-    elsewhere="family 'idn' runs Algorithm 1 on any data set"))
+    elsewhere="family 'idn' runs Algorithm 1 on any data set", completed_by="idn"))
 register_family("xia", NoiseFamily(
     "Xia et al.", lambda inputs, r, seed, norm_std: xia_noise(inputs.X, inputs.y, r, inputs.n_classes, seed, norm_std),
     **_XIA, exact=False, expected=_xia_expected))
@@ -173,8 +180,8 @@ register_family("cifar100n", NoiseFamily(
     "CIFAR-100N human labels", _published(lambda dataset, r, root: load_cifar_n(dataset, root, "noisy")), **_FILE,
     datasets=("cifar100",), fixed=True))
 register_family("labels_file", NoiseFamily(
-    "labels from a file", _published(lambda dataset, r, root, path: read_noisy_csv(path)), **_FILE, fixed=True,
-    settings={"path": None}))
+    "labels from a file", _published(lambda data, r, root, path: read_noisy_csv(path, None, data, root)),
+    **_FILE, fixed=True, settings={"path": None}))
 
 
 def labels_of(family: str, inputs: LabelInputs, noise_rate: float | None, *, noise_seed: int = 0,
@@ -189,8 +196,13 @@ def labels_of(family: str, inputs: LabelInputs, noise_rate: float | None, *, noi
     if spec.needs in needed and needed[spec.needs][1] is None:
         fail(needed[spec.needs][0], None, f"what family {family!r} needs ({spec.needs}; experiments.family_labels "
              "provides it for a sample)")
+    if not len(check_labels(inputs.y, inputs.n_classes)):
+        fail("y", "no labels", "at least one label to make noisy")
+    if inputs.S is not None:  # one row per label, one column per class: labels in [0, n_classes)
+        check_labels_softmax(inputs.y, inputs.S, inputs.n_classes)
     if spec.needs == "file":
         spec.check_dataset(family, inputs.dataset)
+        check_same_length(y=inputs.y, rows=inputs.rows)
     return spec.make(inputs, rate, noise_seed, **settings)
 
 

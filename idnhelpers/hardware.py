@@ -103,10 +103,17 @@ def bf16_slowdown() -> float:
     return matmul_gflops(torch.float32, 256, 0.2) / matmul_gflops(torch.bfloat16, 256, 0.2)
 
 
-def resolve_precision(precision, device) -> str:
+def resolve_precision(precision, device, device_type: str | None = None) -> str:
     """``"auto"``: bf16 where it is native, else fp32. bf16 and tf32 are refused on a GPU without them,
-    tf32 on a CPU; bf16 on a CPU without it is emulated, with a warning giving the slowdown."""
+    tf32 on a CPU; bf16 on a CPU without it is emulated, with a warning giving the slowdown.
+    ``device_type="cuda"`` on a machine without CUDA: runs on GPUs it cannot see (Slurm jobs), so "auto"
+    is refused and the rest are left to those GPUs."""
     check_choice(precision, "precision", PRECISION_CHOICES)
+    if device_type == "cuda" and not torch.cuda.is_available():
+        if precision == "auto":
+            fail("precision", "auto", "'fp32', 'tf32' or 'bf16' for runs on GPUs this machine cannot see: "
+                 "'auto' is decided by the GPU that trains (tf32, bf16: compute capability 8.0+, e.g. A100)")
+        return precision
     device = resolve_device(device)
     native = native_bf16(device)
     if precision == "auto":

@@ -11,11 +11,12 @@ and the same arguments give byte-identical files (a trained network's: on the sa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -23,9 +24,10 @@ import numpy as np
 import torch
 
 from . import __version__
-from .cache import Lock, atomic_write, file_digest, lock_holder
+from .cache import file_digest
 from .checks import check_assignments, check_choice, check_int, check_seed, fail
-from .commands import Parser, check_output_folder
+from .commands import (MANIFEST, Parser, check_output_folder, output_folder, run_main, write_bytes,
+                       write_manifest)
 from .datasets import FEATURES_PROTOCOL, get_dataset, register_arrays
 from .experiments import family_labels, network_run
 from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
@@ -33,8 +35,6 @@ from .families import FAMILIES
 from .published import read_noisy_csv, write_noisy_csv
 from .sample import sample
 
-MANIFEST = "manifest.json"
-LOCK = ".idn-labels.lock"  # held while a process writes the folder
 FORMAT = "idnhelpers-labels/1"
 KINDS = ("csv", "noisy", "corrupted")  # a rate's files: label,label_noisy CSV, noisy labels, corrupted mask
 GENERATE = ("dataset", "from_npz", "family", "rates", "setting", "noise_seed", "train_seed", "data_root", "device",
@@ -94,14 +94,16 @@ def register_npz(path: str | Path) -> tuple[str, dict]:
 def write_label_files(dataset: str, family: str, rates, out: str | Path, *, noise_seed: int | None = None,
                       train_seed: int | None = None, root=None, device=None, precision: str = "fp32",
                       npz: dict | None = None, settings: dict | None = None, echo=print) -> dict:
-    """Write every label set's files and the manifest into ``out``; returns the manifest."""
+    """Write every label set's files and the manifest into ``out`` (``commands.output_folder``); returns the
+    manifest."""
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
     rates = check_rate_names(family, rates)
     settings = spec.with_defaults(family, settings or {})
+    out = Path(out)
+    names = {r: file_names(dataset.replace(":", "-"), family, r, settings) for r in rates}
+    written = {name for files in names.values() for name in files.values()}
     data = sample(dataset, root=root)
     precision = resolve_precision(precision, device) if spec.needs == "network" else None  # what trained, if any
-    noisy = family_labels(data, family, None if rates == [None] else rates, noise_seed=noise_seed,
-                          train_seed=train_seed, device=device, precision=precision or "fp32", **settings)
     info = {"name": dataset, "n": len(data.y), "n_classes": data.n_classes, "X": array_info(data.X),
             "y": array_info(data.y), **({"npz": npz} if npz else {})}
     seeds = {"noise_seed": 0 if noise_seed is None else noise_seed, "train_seed": data.seed if train_seed is None
@@ -116,28 +118,17 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
         manifest["network"] = {"run": run.key(), "softmax": spec.network, "protocol": dataclasses.asdict(run.protocol),
                                "device": resolve_device(device).type, "precision": precision,
                                "torch": torch.__version__}
-    out = Path(out)
-    names = {r: file_names(dataset.replace(":", "-"), family, r, settings) for r in rates}
-    with folder_lock(out, echo):
-        _make_room(out, [name for files in names.values() for name in files.values()], dataset, family)
+    with output_folder(out, FORMAT, echo) as old:
+        listed = _check_room(out, written, old, dataset, family)
+        noisy = family_labels(data, family, None if rates == [None] else rates, noise_seed=noise_seed,
+                              train_seed=train_seed, device=device, precision=precision or "fp32", **settings)
+        (out / MANIFEST).unlink(missing_ok=True)
+        for name in listed - written:  # the old set's files this one does not rewrite
+            (out / name).unlink(missing_ok=True)
         manifest["labels"] = [_write_rate(out, names[r], r, data.y, noisy[r], echo) for r in rates]
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
+        write_manifest(out, manifest)
     echo(f"manifest: {out / MANIFEST}")
     return manifest
-
-
-def folder_lock(folder: Path, echo=print) -> Lock:
-    """A label folder's lock, waited for: two writers never mix files (a dead holder's is taken over)."""
-    lock = Lock.acquire("labels", folder / LOCK)
-    if lock is None:
-        holder = lock_holder("labels", folder / LOCK) or {}
-        echo(f"waiting for another process writing {folder} (pid {holder.get('pid', '?')} on "
-             f"{holder.get('host', '?')})")
-    while lock is None:
-        time.sleep(0.2)
-        lock = Lock.acquire("labels", folder / LOCK)
-    return lock
 
 
 def label_files_in(folder: Path) -> list[str]:
@@ -146,41 +137,36 @@ def label_files_in(folder: Path) -> list[str]:
                   and not p.name.startswith("."))
 
 
-def _make_room(out: Path, names: list[str], dataset: str, family: str) -> None:
-    """Before writing ``names``: remove temporary files and the old set, refuse label files not ours."""
-    for partial in out.glob(".*.tmp"):
-        partial.unlink(missing_ok=True)
+def _check_room(out: Path, written: set[str], old, dataset: str, family: str) -> set[str]:
+    """The files an ``old`` manifest of the same data set and family lists; refuses label files that neither
+    it nor ``written`` names."""
     listed = set()
-    if (out / MANIFEST).is_file():
-        try:
-            old = json.loads((out / MANIFEST).read_text())
-            if (old["dataset"]["name"], old["family"]) == (dataset, family):
-                listed = {str(f["name"]) for e in old["labels"] for f in e["files"].values()}
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            listed = set()
-    foreign = [name for name in label_files_in(out) if name not in names and name not in listed]
+    with contextlib.suppress(KeyError, TypeError):
+        if (old["dataset"]["name"], old["family"]) == (dataset, family):
+            listed = {str(f["name"]) for e in old["labels"] for f in e["files"].values()
+                      if Path(str(f["name"])).name == str(f["name"])}
+    foreign = [name for name in label_files_in(out) if name not in written | listed]
     if foreign:
         fail("--out", str(out), f"a folder for one label set: it holds {len(foreign)} label file(s) its manifest does "
              f"not list ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose another folder or "
              "remove them")
-    (out / MANIFEST).unlink(missing_ok=True)
-    for name in listed - set(names):
-        if Path(name).name == name:
-            (out / name).unlink(missing_ok=True)
+    return listed
 
 
 def _write_rate(out: Path, names: dict[str, str], rate: float | None, y: torch.Tensor, y_noisy: torch.Tensor,
                 echo) -> dict:
     """One label set's three files and its manifest entry: flips, realised rate, each file's SHA-256."""
     corrupted = (y_noisy != y).numpy()
-    write_noisy_csv(out / names["csv"], y, y_noisy)
+    sha = {"csv": write_noisy_csv(out / names["csv"], y, y_noisy)}
     for kind, array in (("noisy", y_noisy.numpy().astype(np.int64)), ("corrupted", corrupted)):
-        atomic_write(out / names[kind], lambda f, a=array: np.save(f, a, allow_pickle=False))
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        sha[kind] = write_bytes(out / names[kind], buffer.getvalue())
     flips = int(corrupted.sum())
     echo(f"{'rate ' + format(rate, 'g') if rate is not None else 'labels'}: {flips} of {len(y)} labels flipped "
          f"({flips / len(y):.4f}) -> {', '.join(names.values())}")
     return {"rate": rate, "flips": flips, "realised_rate": round(flips / len(y), 6),
-            "files": {kind: {"name": name, "sha256": file_digest(out / name)} for kind, name in names.items()}}
+            "files": {kind: {"name": name, "sha256": sha[kind]} for kind, name in names.items()}}
 
 
 def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
@@ -282,33 +268,30 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
                                             ("--family", args.family)) if value is None]
     if missing:
         p.error(f"writing labels (--out) also needs {', '.join(missing)}")
-    try:
-        spec = FAMILIES[args.family]
-        if args.rates is None and not spec.fixed:
-            fail("--rates", None, f"one or more noise rates for family {args.family!r}, e.g. --rates 0.2 0.4")
-        rates = check_rate_names(args.family, args.rates)
-        given = check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2")
-        settings = spec.with_defaults(args.family, given)
-        for option, value in (("--noise-seed", args.noise_seed), ("--train-seed", args.train_seed)):
-            if value is not None and option[2:].replace("-", "_") not in spec.seeded_by:
-                fail(option, value, f"nothing: family {args.family!r} is seeded by "
-                     + (", ".join(f"--{s.replace('_', '-')}" for s in spec.seeded_by) or "nothing"))
-        if args.noise_seed is not None:
-            check_int(args.noise_seed, "--noise-seed", minimum=0, maximum=2 ** 32 - 1)  # numpy's RandomState
-        if args.train_seed is not None:
-            check_seed(args.train_seed, "--train-seed")
-        for option, value in (("--device", args.device), ("--precision", args.precision)):
-            if value is not None and spec.needs != "network":
-                fail(option, value, f"nothing: family {args.family!r} trains no network")
-        device = resolve_device(args.device)
-        out = check_output_folder(args.out, "--out")
-        dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
-        spec.check_dataset(args.family, dataset)
-        write_label_files(dataset, args.family, None if rates == [None] else rates, out, noise_seed=args.noise_seed,
-                          train_seed=args.train_seed, root=args.data_root, device=device,
-                          precision=args.precision or "auto", npz=npz, settings=settings)
-    except (ValueError, OSError) as error:  # OSError: a data set's files not found, a folder not writable
-        p.error(str(error))
+    spec = FAMILIES[args.family]
+    if args.rates is None and not spec.fixed:
+        fail("--rates", None, f"one or more noise rates for family {args.family!r}, e.g. --rates 0.2 0.4")
+    rates = check_rate_names(args.family, args.rates)
+    given = check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2")
+    settings = spec.with_defaults(args.family, given)
+    for option, value in (("--noise-seed", args.noise_seed), ("--train-seed", args.train_seed)):
+        if value is not None and option[2:].replace("-", "_") not in spec.seeded_by:
+            fail(option, value, f"nothing: family {args.family!r} is seeded by "
+                 + (", ".join(f"--{s.replace('_', '-')}" for s in spec.seeded_by) or "nothing"))
+    if args.noise_seed is not None:
+        check_int(args.noise_seed, "--noise-seed", minimum=0, maximum=2 ** 32 - 1)  # numpy's RandomState
+    if args.train_seed is not None:
+        check_seed(args.train_seed, "--train-seed")
+    for option, value in (("--device", args.device), ("--precision", args.precision)):
+        if value is not None and spec.needs != "network":
+            fail(option, value, f"nothing: family {args.family!r} trains no network")
+    device = resolve_device(args.device)
+    out = check_output_folder(args.out, "--out")
+    dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
+    spec.check_dataset(args.family, dataset)
+    write_label_files(dataset, args.family, None if rates == [None] else rates, out, noise_seed=args.noise_seed,
+                      train_seed=args.train_seed, root=args.data_root, device=device,
+                      precision=args.precision or "auto", npz=npz, settings=settings)
     return 0
 
 
@@ -334,8 +317,7 @@ def _verify(args, p: argparse.ArgumentParser) -> int:
 def main(argv=None) -> int:
     """``idn-labels`` / ``python -m idnhelpers.labels``: see ``--help``."""
     p = parser()
-    args = p.parse_args(argv)
-    return _verify(args, p) if args.verify is not None else _generate(args, p)
+    return run_main(p, lambda args: _verify(args, p) if args.verify is not None else _generate(args, p), argv)
 
 
 if __name__ == "__main__":

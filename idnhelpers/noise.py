@@ -8,8 +8,8 @@ import math
 import numpy as np
 import torch
 
-from .checks import (check_float, check_int, check_labels, check_n_classes, check_rate, check_same_length, check_seed,
-                     check_softmax, check_transition_matrix, fail)
+from .checks import (check_float, check_int, check_labels, check_labels_softmax, check_n_classes, check_rate,
+                     check_seed, check_softmax, check_transition_matrix, fail)
 
 
 def flip_count(noise_rate: float, n: int) -> int:
@@ -32,9 +32,7 @@ def _weighted_order(weights: torch.Tensor, u: np.ndarray) -> torch.Tensor:
 
 def mislabel_scores(S: torch.Tensor, y: torch.Tensor):
     """Eq. (3): N(x_i) = max_{k != y_i} S_ik and the candidate label argmax_{k != y_i} S_ik."""
-    S = check_softmax(S)
-    y = check_labels(y, S.shape[1])
-    check_same_length(y=y, S=S)
+    y, S = check_labels_softmax(y, S)
     masked = S.clone()
     masked[torch.arange(len(y)), y] = -1.0
     return tuple(masked.max(1))
@@ -88,7 +86,8 @@ def ccn_labels(y: torch.Tensor, M: torch.Tensor, seed: int = 0, n_flips: int | N
     n_per_class = torch.bincount(y, minlength=c).double()
     expected = n_per_class[:, None] * M
     expected.fill_diagonal_(0)
-    total = round(float(expected.sum())) if n_flips is None else n_flips
+    total = round(float(expected.sum())) if n_flips is None else check_int(n_flips, "n_flips", minimum=0,
+                                                                             maximum=len(y))
     per_class = _largest_remainder(expected.sum(1), total)  # flips per true class, then per target
     counts = torch.stack([_largest_remainder(expected[p], int(per_class[p])) for p in range(c)])
     if (counts.sum(1) > n_per_class.long()).any():
@@ -142,9 +141,10 @@ def xia_rate_distribution(noise_rate: float, norm_std: float = XIA_NORM_STD):
 
 
 def _features(X, n: int) -> torch.Tensor:
-    if not isinstance(X, (torch.Tensor, np.ndarray)) or len(X) != n or np.asarray(X).ndim < 2:
+    if not isinstance(X, (torch.Tensor, np.ndarray)) or X.ndim < 2 or len(X) != n or 0 in X.shape:
         shown = tuple(X.shape) if hasattr(X, "shape") else type(X).__name__
-        fail("X", shown, f"the instances as an array of {n} rows (one per label), images or feature vectors")
+        fail("X", shown, f"the instances as an array of {n} rows (one per label, at least one), images or "
+             "feature vectors (at least one value per row)")
     X = torch.as_tensor(X).reshape(n, -1).float()
     if not torch.isfinite(X).all():
         fail("X", "an array with NaN or infinite values", "finite features")
@@ -233,7 +233,7 @@ def pmd_factor(y, u, s, keep, noise_rate: float) -> float:
 
 
 def _pmd(y, S, noise_rate, noise_type):
-    y = check_labels(y, None)
+    y, S = check_labels_softmax(y, S)
     u, s, keep = pmd_keep(S, noise_type)
     return y, u, s, keep / pmd_factor(y, u, s, keep, check_rate(noise_rate))
 

@@ -2,7 +2,7 @@
 a label quality in [0, 1] (low: a likely issue) by one of ``RANKINGS``, ``self_confidence`` S[i, y_i],
 ``normalized_margin`` (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2 or ``mislabel`` 1 - N-bar(x_i) (Eq. 10);
 flagged: arg-max S is not the label. ``idn-noisy`` (``python -m idnhelpers.noisy``) writes ``noisy.csv``
-and ``manifest.json`` (README.md, "Noisy instances, ranked")::
+and ``manifest.json`` as idn-labels does (``commands.output_folder``; README.md, "Noisy instances, ranked")::
 
     idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv --method seal --out noisy/
 """
@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from . import __version__
-from .cache import atomic_write, file_digest
+from .cache import file_digest
 from .checks import (check_assignments, check_choice, check_int, check_labels, check_same_length, check_seed,
                      check_softmax, fail)
-from .commands import Parser, check_output_folder
+from .commands import (MANIFEST, Parser, check_output_folder, output_folder, run_main, write_bytes,
+                       write_manifest)
 from .datasets import get_dataset, protocol
 from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
 from .labels import array_info, register_npz
@@ -33,7 +34,7 @@ from .stats import auroc
 
 RANKINGS = ("self_confidence", "normalized_margin", "mislabel")
 FORMAT = "idnhelpers-noisy/1"
-CSV_NAME, MANIFEST = "noisy.csv", "manifest.json"
+CSV_NAME = "noisy.csv"
 
 
 def _inputs(labels, pred_probs):
@@ -109,9 +110,7 @@ def write_ranking(out: Path, quality: torch.Tensor, suggested: torch.Tensor, fla
     """``noisy.csv`` of one ranking, lowest ``quality`` first; returns its SHA-256."""
     lines = ["index,score,suggested_label,flagged"] + [
         f"{i},{quality[i]:.6f},{suggested[i]},{int(flagged[i])}" for i in ranked(quality).tolist()]
-    text = "\n".join(lines) + "\n"
-    atomic_write(out / CSV_NAME, lambda f: f.write(text.encode()))
-    return file_digest(out / CSV_NAME)
+    return write_bytes(out / CSV_NAME, ("\n".join(lines) + "\n").encode())
 
 
 def read_ranking(folder: str | Path) -> dict:
@@ -133,18 +132,18 @@ def read_ranking(folder: str | Path) -> dict:
                 manifest=manifest)
 
 
-def _read_labels(path: Path, n: int, n_classes: int) -> torch.Tensor:
-    """Noisy labels from a ``label,label_noisy`` CSV or an integer .npy, one per training row."""
+def _read_labels(path: Path, data) -> torch.Tensor:
+    """Noisy labels of ``data``'s rows from a ``label,label_noisy`` CSV (its ``label`` column the data
+    set's) or an integer .npy, one per training row."""
     if path.suffix == ".csv":
-        _, labels = read_noisy_csv(path)
-    elif path.suffix == ".npy":
-        try:
-            labels = torch.as_tensor(np.load(path, allow_pickle=False))
-        except (OSError, ValueError) as error:
-            fail("--labels", str(path), f"a readable .npy of integer labels ({type(error).__name__}: {error})")
-    else:
+        return read_noisy_csv(path, dataset=data.dataset, root=data.root)[1]
+    if path.suffix != ".npy":
         fail("--labels", str(path), "a label,label_noisy .csv (idn-labels, the official code) or an integer .npy")
-    return check_labels(labels, n_classes, "--labels", n=n)
+    try:
+        labels = torch.as_tensor(np.load(path, allow_pickle=False))
+    except (OSError, ValueError) as error:
+        fail("--labels", str(path), f"a readable .npy of integer labels ({type(error).__name__}: {error})")
+    return check_labels(labels, data.n_classes, f"--labels {path}", n=len(data.y))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -181,43 +180,41 @@ def run(args) -> dict:
     precision = resolve_precision(args.precision, device)
     dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
     data = sample(dataset, root=args.data_root)
-    labels = data.y if args.labels is None else _read_labels(Path(args.labels), len(data.y), data.n_classes)
-    out.mkdir(parents=True, exist_ok=True)
+    labels = data.y if args.labels is None else _read_labels(Path(args.labels), data)
     proto = protocol(dataset, **({"n_epochs": args.epochs} if args.epochs else {}))
-    base = data.run(labels, proto, seed=args.seed, precision=precision, test=None, keep="none",
-                    label=args.method)
-    result = run_stages(args.method, [base], trainer=Trainer(device=device), **options)[0]
-    if result.S is None:
-        fail("--method", args.method, "a method whose last stage records the averaged softmax")
-    (out / MANIFEST).unlink(missing_ok=True)
-    flagged = find_noisy(labels, result.S)
-    quality = label_quality(labels, result.S, args.rank_by)
-    sha = write_ranking(out, quality, suggested_labels(labels, result.S), flagged)
-    known = bool((labels != data.y).any())
-    manifest = {"format": FORMAT, "idnhelpers": __version__,
-                "dataset": {"name": dataset, "n": len(data.y), "X": array_info(data.X), "y": array_info(data.y),
-                            **({"npz": npz} if npz else {})},
-                "labels": None if args.labels is None else {"file": Path(args.labels).name,
-                                                             "sha256": file_digest(args.labels)},
-                "method": args.method, "options": options, "rank_by": args.rank_by, "seed": args.seed,
-                "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(flagged.sum()),
-                "precision": precision, "torch": torch.__version__,
-                "score": "label quality (lower: more likely mislabelled)",
-                "metrics": noisy_metrics(labels, result.S, data.y, args.rank_by) if known else None,
-                "files": {CSV_NAME: sha}}
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
+    with output_folder(out, FORMAT):
+        base = data.run(labels, proto, seed=args.seed, precision=precision, test=None, keep="none",
+                        label=args.method)
+        result = run_stages(args.method, [base], trainer=Trainer(device=device), **options)[0]
+        if result.S is None:
+            fail("--method", args.method, "a method whose last stage records the averaged softmax")
+        flagged = find_noisy(labels, result.S)
+        quality = label_quality(labels, result.S, args.rank_by)
+        (out / MANIFEST).unlink(missing_ok=True)
+        sha = write_ranking(out, quality, suggested_labels(labels, result.S), flagged)
+        known = bool((labels != data.y).any())
+        manifest = {"format": FORMAT, "idnhelpers": __version__,
+                    "dataset": {"name": dataset, "n": len(data.y), "X": array_info(data.X),
+                                "y": array_info(data.y), **({"npz": npz} if npz else {})},
+                    "labels": None if args.labels is None else {"file": Path(args.labels).name,
+                                                                 "sha256": file_digest(args.labels)},
+                    "method": args.method, "options": options, "rank_by": args.rank_by, "seed": args.seed,
+                    "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(flagged.sum()),
+                    "precision": precision, "torch": torch.__version__,
+                    "score": "label quality (lower: more likely mislabelled)",
+                    "metrics": noisy_metrics(labels, result.S, data.y, args.rank_by) if known else None,
+                    "files": {CSV_NAME: sha}}
+        write_manifest(out, manifest)
     return manifest
 
 
 def main(argv=None) -> int:
     """``idn-noisy`` / ``python -m idnhelpers.noisy``: see ``--help``."""
-    p = parser()
-    args = p.parse_args(argv)
-    try:
-        manifest = run(args)
-    except (ValueError, OSError) as error:
-        p.error(str(error))
+    return run_main(parser(), _main, argv)
+
+
+def _main(args) -> int:
+    manifest = run(args)
     print(f"{Path(args.out) / CSV_NAME}: {manifest['dataset']['n']} instances ranked by {args.rank_by}, "
           f"{manifest['flagged']} flagged (arg-max of the averaged softmax differs from the label)")
     if m := manifest["metrics"]:

@@ -4,23 +4,18 @@ ETA. ``IDNHELPERS_PROGRESS=bars`` or ``lines`` forces either."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 from tqdm import tqdm
 
-from .checks import fail
+from .environment import progress_mode
 
 LINE_SECONDS = 60.0
-MODES = ("bars", "lines")
 
 
 def use_bars() -> bool:
-    mode = os.environ.get("IDNHELPERS_PROGRESS")
-    if mode:
-        if mode not in MODES:
-            fail("IDNHELPERS_PROGRESS", mode, f"one of {list(MODES)}, or unset (bars on a terminal, else lines)")
+    if mode := progress_mode():
         return mode == "bars"
     return sys.stderr.isatty() or type(sys.stderr).__module__.startswith("ipykernel")  # a notebook draws bars
 

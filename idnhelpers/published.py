@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import atomic_write
 from .checks import check_choice, check_labels, check_rate, check_same_length, fail
+from .commands import write_bytes
 
 PUBLISHED = {"mnist": 60_000, "cifar10": 50_000}
 PUBLISHED_RATES = (0.1, 0.2, 0.3, 0.4)
@@ -88,7 +88,7 @@ _CIFAR_N_GLOBALS = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._r
 def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = True):
     """``(y, y_noisy)`` of CIFAR-10N (``labels``: aggre, worst, random1-3) or CIFAR-100N (``noisy``) from
     ``root/cifar-10-100n``; with ``verify``, only a published file."""
-    from .datasets import default_root  # late: datasets imports this module's neighbours
+    from .datasets import default_root, get_dataset  # late: datasets imports this module's neighbours
 
     spec = CIFAR_N[check_choice(dataset, "dataset", sorted(CIFAR_N))]
     check_choice(labels, "labels", spec.variants)
@@ -104,21 +104,23 @@ def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = 
     try:
         with torch.serialization.safe_globals(_CIFAR_N_GLOBALS):
             contents = torch.load(path, weights_only=True, map_location="cpu")
-        y, y_noisy = (np.asarray(contents[spec.keys[k]]) for k in ("clean", labels))
-    except Exception as error:  # refused pickles, truncated archives, missing keys: never trusted
+        n_classes = get_dataset(dataset).n_classes
+        y, y_noisy = (check_labels(np.asarray(contents[spec.keys[k]]), n_classes, spec.keys[k])
+                      for k in ("clean", labels))
+        check_same_length(**{spec.keys["clean"]: y, spec.keys[labels]: y_noisy})
+    except Exception as error:  # refused pickles, truncated archives, missing keys, bad labels: never trusted
         raise ValueError(f"{path} cannot be read as a CIFAR-N label file ({type(error).__name__}: "
                          f"{str(error)[:200]})") from None
-    if y.shape != y_noisy.shape or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{path}: {spec.keys['clean']} and {spec.keys[labels]} are not label vectors of one length")
-    return torch.from_numpy(y.astype(np.int64)), torch.from_numpy(y_noisy.astype(np.int64))
+    return y, y_noisy
 
 
-def read_noisy_csv(path: str | Path, n_classes: int | None = None):
+def read_noisy_csv(path: str | Path, n_classes: int | None = None, dataset: str | None = None, root=None):
     """A ``label,label_noisy`` CSV (the official code's format) as two int64 label tensors (below
-    ``n_classes`` when given); a byte-order mark, CRLF, blank lines and spaces are accepted."""
-    path = Path(path)
-    if not path.is_file():
+    ``n_classes`` when given); a byte-order mark, CRLF, blank lines and spaces are accepted. With ``dataset``
+    (its files in ``root``), the ``label`` column must be its training labels: one row each, in order."""
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
         fail("path", str(path), "an existing label,label_noisy CSV file")
+    path = Path(path)
     try:  # utf-8-sig: a byte-order mark (spreadsheet programs write one) is not part of the header
         lines = path.read_bytes().decode("utf-8-sig").splitlines()  # \n, \r\n or \r
     except UnicodeDecodeError as error:
@@ -134,14 +136,24 @@ def read_noisy_csv(path: str | Path, n_classes: int | None = None):
             fail("path", f"{path}, line {number}: {','.join(row)[:40]!r}",
                  "rows of exactly two non-negative integer labels (at most 9 digits), e.g. '3,5'")
     a = np.array([[int(f) for f in row] for _, row in numbered], dtype=np.int64)
+    if dataset is not None:  # late import: datasets imports this module's neighbours
+        from .datasets import get_dataset, load_dataset
+
+        n_classes, y = get_dataset(dataset).n_classes, load_dataset(dataset, root)[1].numpy()
+        wrong = np.flatnonzero(a[:len(y), 0] != y[:len(a)])
+        if len(a) != len(y) or len(wrong):
+            differs = f"; line {numbered[wrong[0]][0]} differs: rows in another order?" if len(wrong) else ""
+            fail("path", str(path), f"{dataset}'s {len(y)} training labels in order, row i = training row i "
+                 f"(this file: {len(a)} rows{differs})")
     return (check_labels(a[:, 0].copy(), n_classes, f"{path}: label"),
             check_labels(a[:, 1].copy(), n_classes, f"{path}: label_noisy"))
 
 
-def write_noisy_csv(path: str | Path, y, y_noisy) -> None:
-    """Write ``label,label_noisy`` rows (readable by the official code and by ``read_noisy_csv``)."""
+def write_noisy_csv(path: str | Path, y, y_noisy) -> str:
+    """Write ``label,label_noisy`` rows (readable by the official code and by ``read_noisy_csv``); returns the
+    SHA-256 of the bytes written."""
     y = check_labels(torch.as_tensor(np.asarray(y)), None, "y")
     y_noisy = check_labels(torch.as_tensor(np.asarray(y_noisy)), None, "y_noisy")
     check_same_length(y=y, y_noisy=y_noisy)
     text = "label,label_noisy\n" + "".join(f"{a},{b}\n" for a, b in zip(y.tolist(), y_noisy.tolist()))
-    atomic_write(path, lambda f: f.write(text.encode()))
+    return write_bytes(path, text.encode())

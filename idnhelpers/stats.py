@@ -240,8 +240,11 @@ def fact(holds: bool, evidence: str) -> Verdict:
     return Verdict(HOLDS if holds else CONTRADICTED, evidence)
 
 
-def every(parts: dict) -> Verdict:
-    """A claim at each place of ``{place: Verdict}``: contradicted if any is, holds if all do."""
+def every(parts: dict, none: str | None = None) -> Verdict:
+    """A claim at each place of ``{place: Verdict}``: contradicted if any is, holds if all do; with no
+    place, "not checked" for the reason ``none`` (without one, an error)."""
+    if not parts and none:
+        return Verdict(NOT_CHECKED, "not run", none)
     if not parts:
         fail("parts", parts, "at least one {place: Verdict}")
     verdicts = [v.verdict for v in parts.values()]

@@ -12,6 +12,7 @@ import torch
 from . import paper
 from .checks import check_choice, check_distinct, check_float, check_int, check_seed, check_seeds, fail
 from .datasets import DatasetSpec, get_dataset, protocol
+from .experiments import family_labels
 from .hardware import PRECISION_CHOICES, resolve_precision
 from .methods import METHODS
 from .families import FAMILIES, NoiseFamily
@@ -24,7 +25,8 @@ from .sample import Sample, sample
 class Study:
     """An experiment's settings; the defaults are Table 1 as the paper ran it. ``family``
     (``families.FAMILIES``) with ``family_settings`` chooses the labels (a fixed family takes
-    ``noise_rates=None``); ``baseline_rates``: every method's but CE's and SEAL's (None:
+    ``noise_rates=None``; the published IDN labels take any rate, Algorithm 1 giving those they lack:
+    ``family_of``); ``baseline_rates``: every method's but CE's and SEAL's (None:
     ``noise_rates``). None means the paper's ``n_epochs``/``n_iterations``, every row (``n_train``/
     ``n_test``), DMI's stage as long as the others, the family's ``noise_seed``/``train_seed``.
     ``seed`` picks the rows, ``seeds`` seed the runs; ``profile`` names the settings."""
@@ -91,15 +93,18 @@ class Study:
             fail("family_settings", self.family_settings, "a dict of the family's settings, e.g. {'norm_std': 0.2}")
         family.with_defaults(self.family, self.family_settings)
         family.check_dataset(self.family, self.dataset)
-        rates = family.check_rates(self.family, self.noise_rates)
+        rates_family = FAMILIES[family.completed_by] if family.completed_by else family  # any rate, if completed
+        rates = rates_family.check_rates(self.family, self.noise_rates)
         set_("noise_rates", None if family.fixed else tuple(sorted(rates)))
         if self.baseline_rates is not None:
-            baseline = family.check_rates(self.family, self.baseline_rates, "baseline_rates")
+            baseline = rates_family.check_rates(self.family, self.baseline_rates, "baseline_rates")
             set_("baseline_rates", tuple(sorted(baseline)))
+        seeded_by = {s for r in self.all_rates for s in FAMILIES[self.family_of(r)].seeded_by}
         for name in ("noise_seed", "train_seed"):
             value = getattr(self, name)
-            if value is not None and name not in family.seeded_by:
-                fail(name, value, f"None: family {self.family!r} is seeded by {list(family.seeded_by) or 'nothing'}")
+            if value is not None and name not in seeded_by:
+                fail(name, value, f"None: the labels of family {self.family!r} at rates {list(self.all_rates)} "
+                     f"are seeded by {sorted(seeded_by) or 'nothing'}")
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
@@ -145,6 +150,47 @@ class Study:
         if method in ("ce", "seal") or self.baseline_rates is None:
             return self.noise_rates
         return self.baseline_rates
+
+    @property
+    def all_rates(self) -> list:
+        """Every rate a method of this study trains at ([None] for a fixed family)."""
+        if self.noise_family.fixed:
+            return [None]
+        return sorted({r for m in self.methods for r in self.rates_of(m)})
+
+    def family_of(self, rate: float | None) -> str:
+        """The family that labels ``rate``: ``family``, or where its files lack the rate, the family that
+        completes it (``NoiseFamily.completed_by``: the authors' IDN labels exist at 10-40%, Algorithm 1
+        gives any other rate on the study's rows)."""
+        spec = self.noise_family
+        if rate is not None and spec.completed_by and not spec.has_rate(rate):
+            return spec.completed_by
+        return self.family
+
+    def labels_used(self, rates=None) -> str:
+        """Which labels each rate uses: "IDN (the authors' published labels) at 20%; IDN (Algorithm 1) at 25%"."""
+        rates = self.all_rates if rates is None else rates
+        by_family = {}
+        for r in rates:
+            by_family.setdefault(self.family_of(r), []).append("" if r is None else f"{r:.0%}")
+        return "; ".join(f"{FAMILIES[f].label}" + (f" at {', '.join(rs)}" if any(rs) else "")
+                         for f, rs in by_family.items())
+
+    def labels(self, data: Sample, rates=None, *, device=None, use_cache: bool = True) -> dict:
+        """``{rate: noisy labels}`` of ``data``'s rows at ``rates`` (default ``all_rates``), each rate by
+        ``family_of(rate)`` (``experiments.family_labels``)."""
+        rates = self.all_rates if rates is None else list(rates)
+        groups = {}
+        for r in rates:
+            groups.setdefault(self.family_of(r), []).append(r)
+        out = {}
+        for family, group in groups.items():
+            spec = FAMILIES[family]
+            seeds = {name: getattr(self, name) for name in ("noise_seed", "train_seed") if name in spec.seeded_by}
+            settings = self.family_settings if family == self.family else {}
+            out.update(family_labels(data, family, None if spec.fixed else group, device=device or self.device,
+                                     precision=self.precision, use_cache=use_cache, **seeds, **settings))
+        return {r: out[r] for r in rates}
 
     def options(self, method: str) -> dict:
         """The method's options in this study (``paper.method_options``)."""

@@ -46,7 +46,8 @@
 
 # %% tags=["parameters"]
 dataset = "mnist"  # a registered image data set
-family = "idn_published"  # IDN labels: the authors' published ones (MNIST, CIFAR-10); "idn": Algorithm 1 on these rows
+family = "idn_published"  # the authors' published IDN labels (MNIST, CIFAR-10: 10-40%; Algorithm 1 at other rates); "idn": Algorithm 1
+family_settings = {}  # the family's settings (families.FAMILIES), e.g. {norm_std: 0.2} for "xia"
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.2, 0.4]  # noise fractions, for IDN and for uniform CCN (the paper: 0.1-0.4)
 noise_types = ["IDN", "CCN"]  # IDN (Algorithm 1) and uniform class-conditional noise
@@ -74,7 +75,7 @@ import torch
 from idnbook import plots
 from idnbook.chapter import claims, paper_scale, setup
 from idnhelpers.results import mean_std
-from idnhelpers.experiments import family_labels, noisy_runs
+from idnhelpers.experiments import noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.stats import binomial_se, every, judge
 
@@ -97,9 +98,10 @@ noise_rates = list(study.noise_rates)  # sorted
 # %% tags=["remove-stderr"]
 X, y = data.data("train").X, data.y[data.train]  # the training rows
 proto = study.protocol
-families = {"IDN": (family, {}), "CCN": ("symmetric", dict(noise_seed=seed))}
-labels = {(kind, r): y_noisy for kind in noise_types for r, y_noisy in family_labels(
-    data, families[kind][0], noise_rates, device=device, precision=study.precision, **families[kind][1]).items()}
+ccn = study.replace(family="symmetric", family_settings={}, noise_seed=seed)
+sets = {"IDN": study.labels(data, noise_rates), "CCN": ccn.labels(data, noise_rates)}
+labels = {(kind, r): sets[kind][r] for kind in noise_types for r in noise_rates}
+print(f"IDN labels: {study.labels_used(noise_rates)}")
 base = noisy_runs(data, labels, proto, seeds, precision=study.precision, csr_size=csr_size, csr_every=csr_every,
                   csr_radius=csr_radius, csr_search=csr_search, csr_probe=csr_probe)
 results = run_stages("ce", list(base.values()), trainer=Trainer(device=device))

@@ -38,7 +38,8 @@
 dataset = "mnist"  # a registered data set
 data_root = None  # folder with the data sets; None: $IDNHELPERS_DATA or ~/.cache/idnhelpers/data
 noise_rates = [0.2, 0.4]  # IDN rates (the paper: 0.1, 0.2, 0.3, 0.4)
-family = "idn_published"  # IDN labels: the authors' published ones (MNIST, CIFAR-10); "idn": Algorithm 1 on these rows
+family = "idn_published"  # the authors' published IDN labels (MNIST, CIFAR-10: 10-40%; Algorithm 1 at other rates); "idn": Algorithm 1
+family_settings = {}  # the family's settings (families.FAMILIES), e.g. {norm_std: 0.2} for "xia"
 n_iterations = 1  # SEAL iterations after the CE one (the paper: 10 on MNIST, 3 on CIFAR-10)
 n_epochs = 75  # epochs per iteration: CE's training accuracy converges (the paper: 50 on 60k rows; NOTES, scale study)
 n_train = 2000  # labelled rows (random, seeded), split into training and validation rows; None: all
@@ -60,9 +61,8 @@ from idnbook import plots
 from idnbook.chapter import claims, paper_scale, setup
 from idnhelpers.results import mean_std
 from idnhelpers import paper
-from idnhelpers.experiments import family_labels, noisy_runs
+from idnhelpers.experiments import noisy_runs
 from idnhelpers.methods import Trainer, run_stages
-from idnhelpers.families import FAMILIES
 from idnhelpers.noisy import RANKINGS, find_noisy, label_quality, noisy_metrics, suggested_labels
 from idnhelpers.stats import correction_metrics, correction_scores, every, judge, label_distance
 
@@ -87,12 +87,12 @@ proto, n_iterations = study.protocol, study.options("seal")["n_iterations"]  # n
 
 # %% tags=["remove-stderr"]
 X, y = data.data("train").X, data.y[data.train]  # the training rows
-labels = family_labels(data, family, noise_rates, device=device, precision=study.precision)
+labels = study.labels(data, noise_rates)
 noisy = {r: labels[r][data.train] for r in noise_rates}  # the training rows' noisy labels
 base = noisy_runs(data, labels, proto, seeds, precision=study.precision)  # every (rate, seed) run trains together
 results = run_stages("seal", list(base.values()), trainer=Trainer(device=device), n_iterations=n_iterations)
 runs = {cell: result.stages for cell, result in zip(base, results)}  # runs[(rate, seed)][m]: iteration m
-print(f"IDN labels: {FAMILIES[family].label}; {len(y)} training instances, {len(runs) * (n_iterations + 1)} runs")
+print(f"IDN labels: {study.labels_used(noise_rates)}; {len(y)} training instances, {len(runs) * (n_iterations + 1)} runs")
 fit = {r: [100 * runs[(r, s)][0].history["fit_acc"][-1] for s in seeds] for r in noise_rates}
 print("CE's training accuracy on the noisy labels at the last epoch (the paper's criterion: converged, as high as "
       "possible): " + ", ".join(f"{r:.0%}: {mean_std(v, 1)}%" for r, v in fit.items()))

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(checkpoint, "EVERY_SECONDS", 0.0)  # these runs are short: a checkpoint after every epoch
+    monkeypatch.setenv("IDNHELPERS_CHECKPOINT_SECONDS", "0")  # short runs: a checkpoint after every epoch
     return tmp_path / "cache"
 
 
@@ -116,10 +116,10 @@ def stop_and_resume(runs, stop_after, monkeypatch, capsys, within=False):
 SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from idnhelpers import checkpoint, progress
+from idnhelpers import progress
 from idnhelpers.engine import train
 import test_resume
-progress.LINE_SECONDS = checkpoint.EVERY_SECONDS = 0.0
+progress.LINE_SECONDS = 0.0  # IDNHELPERS_CHECKPOINT_SECONDS=0 (private_cache)
 train(test_resume.mnist_run())
 """
 

@@ -19,8 +19,9 @@ def test_files_are_read_in_order_then_the_names_and_an_unknown_name_is_refused(t
     (tmp_path / "c.yaml").write_text("n_epoch: 5\n")
     with pytest.raises(ValueError, match=r"setting='n_epoch' is not allowed: a study setting: \['dataset'"):
         Study.load(tmp_path / "c.yaml")
-    with pytest.raises(ValueError, match="baseline_rates"):
-        Study(dataset="mnist", baseline_rates=[0.25])  # the published IDN labels have 10-40% only
+    with pytest.raises(ValueError, match="baseline_rates=0.25 is not allowed"):
+        Study(dataset="cifar10", family="cal_idn", noise_rates=[0.2], baseline_rates=[0.25])  # CAL's: 20, 40, 60%
+    assert Study(dataset="mnist", baseline_rates=[0.25]).family_of(0.25) == "idn"  # the authors' 10-40%, completed
 
 
 def test_each_method_runs_at_its_rates():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from idnbook import chapter
-from idnhelpers import engine, labels, noisy
+from idnhelpers import commands, engine, labels, noisy
 from idnhelpers.datasets import DATASETS, DatasetSpec, load_dataset, protocol, register_arrays, register_dataset
 from idnhelpers.grid import cli as grid_cli
 from idnhelpers.methods import METHODS, loss_method, register_method
@@ -291,7 +291,7 @@ def test_two_concurrent_writers_never_mix_their_files(tmp_path):
     codes = sorted((a.wait(timeout=180), b.wait(timeout=180)))
     assert codes == [0, 2]  # whichever comes second finds the other's label set and refuses
     assert not any(labels.verify_label_files(other).values())
-    assert not (other / labels.LOCK).exists()
+    assert not (other / commands.LOCK).exists()
     family = json.loads((other / labels.MANIFEST).read_text())["family"]
     assert all(name.startswith(f"mnist_{family}_") for name in labels.label_files_in(other))  # one writer's files
 

@@ -28,14 +28,32 @@ def _expected(family: str, rate: float, n: int) -> str:
     return f"{100 * expected[0]:.2f} ± {100 * expected[1]:.2f}"
 
 
-def realised_rates(labels: dict, y):
+def label_sets(studies: dict, data) -> tuple[dict, dict]:
+    """Each family's labels of ``data`` at each of its study's rates (``Study.labels``), and for a rate it
+    cannot give (PMD's factor has a range on each network), the reason: ``{(family, rate): labels}``,
+    ``{(family, rate): reason}``. Prints which labels a family uses where its files lack a rate."""
+    labels, unreachable = {}, {}
+    for f, study in studies.items():
+        if any(study.family_of(r) != f for r in study.noise_rates):
+            print(f"{f}: {study.labels_used()}")
+        for r in study.noise_rates:
+            try:
+                labels[(f, r)] = study.labels(data, [r])[r]
+            except ValueError as error:
+                unreachable[(f, r)] = str(error)
+    return labels, unreachable
+
+
+def realised_rates(labels: dict, y, unreachable: dict | None = None):
     """Flips and realised rate of each ``labels[(family, rate)]`` against the true labels ``y``,
-    beside the family's expected rate."""
+    beside the family's expected rate; a rate a family cannot give, with the reason."""
     rows = [{"family": f, "target rate": f"{r:.0%}", "flips": int((y_noisy != y).sum()),
              "realised rate (%)": 100 * float((y_noisy != y).float().mean()),
              "expected (%)": _expected(f, r, len(y))} for (f, r), y_noisy in labels.items()]
+    rows += [{"family": f, "target rate": f"{r:.0%}", "expected (%)": f"cannot give this rate: {reason}"}
+             for (f, r), reason in (unreachable or {}).items()]
     table = pd.DataFrame(rows).set_index(["target rate", "family"]).sort_index()
-    return table.style.format({"realised rate (%)": "{:.2f}"})
+    return table.style.format({"realised rate (%)": "{:.2f}", "flips": "{:.0f}"}, na_rep="—")
 
 
 def flip_overlap(labels: dict, y) -> pd.DataFrame:
@@ -95,3 +113,23 @@ def theorem1(results, labels: dict, data, alpha: float) -> dict:
             error = 1 - results.result("ce", r, s, f).final.history["val_acc"][-1]
             tests[(f, r, s)] = ccn_test(error, M, w, len(data.val), alpha)
     return tests
+
+
+def tabular(studies: dict, alpha: float):
+    """Chapter 06's feature-vector section: each ``studies[family]`` run (``grid.run_study``), Theorem 1
+    per (family, rate), and a row per (rate, family): flips, CE's training accuracy, the test, CE's and
+    SEAL's last-epoch test accuracy. Returns the table, the tests and the majority class's accuracy (%)."""
+    from idnhelpers.grid import run_study
+    from idnhelpers.results import Results
+
+    labels, results = {}, Results([])
+    for f, study in studies.items():
+        data, results = study.sample(), results + run_study(study, progress=False)
+        labels.update({(f, r): y for r, y in study.labels(data).items()})
+    tests = theorem1(results, labels, data, alpha)
+    rows = [{"rate": f"{r:.0%}", "family": f, "flips": int((labels[(f, r)] != data.y).sum()),
+             "CE train acc. (last epoch)": results.values("ce", r, "train", f)[0], "CCN bound": t.bound,
+             "validation error": t.val_error, "reject CCN": t.reject, "CE last": results.values("ce", r, "last", f)[0],
+             "SEAL last": results.values("seal", r, "last", f)[0]} for (f, r, s), t in tests.items()]
+    majority = 100 * float(data.y_test.bincount().max()) / len(data.y_test)
+    return pd.DataFrame(rows).set_index(["rate", "family"]), tests, majority

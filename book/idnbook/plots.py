@@ -117,19 +117,23 @@ def accuracy_by_rate(results, methods, dataset: str):
 
 def transition_grid(matrices: dict, families, rates):
     """The off-diagonal part of each ``matrices[(family, rate)]``: a row of panels per rate, a column
-    per family, one colour scale for all."""
+    per family, one colour scale for all (an empty panel where a family cannot give the rate)."""
     fig, axes = plt.subplots(len(rates), len(families), figsize=(PAGE_WIDTH, 1.35 * len(rates) + 0.5), squeeze=False,
                              sharex=True, sharey=True)
     vmax = max(float(M.clone().fill_diagonal_(0).max()) for M in matrices.values())
     for i, r in enumerate(rates):
         for j, f in enumerate(families):
-            M, ax = matrices[(f, r)], axes[i, j]
-            im = ax.imshow(M.clone().fill_diagonal_(float("nan")), vmin=0, vmax=vmax, cmap="magma")
-            ax.set_xticks(range(0, len(M), 3))
-            ax.set_yticks(range(0, len(M), 3))
+            ax = axes[i, j]
             ax.set_title(f if i == 0 else "")
             ax.set_ylabel(f"{r:.0%} noise\ntrue class" if j == 0 else "")
             ax.set_xlabel("noisy label" if i == len(rates) - 1 else "")
+            if (f, r) not in matrices:
+                ax.text(0.5, 0.5, "cannot give\nthis rate", ha="center", va="center", transform=ax.transAxes)
+                continue
+            M = matrices[(f, r)]
+            im = ax.imshow(M.clone().fill_diagonal_(float("nan")), vmin=0, vmax=vmax, cmap="magma")
+            ax.set_xticks(range(0, len(M), 3))
+            ax.set_yticks(range(0, len(M), 3))
     fig.colorbar(im, ax=axes, shrink=0.8, label="M_pq (off-diagonal)")
     return fig
 
@@ -138,7 +142,7 @@ def curves_by_family(results, families, rates, seed: int):
     """CE's test accuracy per epoch under each family, a panel per noise rate (one seed)."""
     fig, axes = plt.subplots(1, len(rates), figsize=(PAGE_WIDTH, 3.4), squeeze=False, sharey=True)
     for ax, r in zip(axes[0], rates):
-        for f in families:
+        for f in (f for f in families if seed in results.seeds("ce", r, f)):
             acc = results.result("ce", r, seed, family=f).final.history["test_acc"]
             ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], label=f)
         ax.set(title=f"CE test accuracy, {r:.0%} noise (seed {seed})")

@@ -8,17 +8,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from .. import paper
 from ..checks import check_assignments, check_choice, check_int, fail
-from ..commands import Parser, check_output_file, check_output_folder
+from ..commands import Parser, check_output_file, check_output_folder, run_main, write_bytes
 from ..families import FAMILIES
 from ..profiles import load_profile
 from ..results import Results
 from ..study import Study
 from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid
-from .plan import MissingRuns, format_plan, format_status, grid_status, plan
+from .plan import format_plan, format_status, grid_status, plan
 from .spec import build_grid
 
 
@@ -102,29 +100,24 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """``idn-grid`` / ``python -m idnhelpers.grid``: see ``--help``."""
-    p = parser()
-    args = p.parse_args(argv)
-    try:
-        outputs = (("--csv", args.csv, check_output_file), ("--folder", args.folder, check_output_folder))
-        for option, value, check in outputs:
-            if value is not None:
-                check(value, option)
-        study = study_from_args(args)
-        if study.precision == "auto" and args.executor == "slurm" and not torch.cuda.is_available():
-            fail("precision", "auto", "'fp32' or 'bf16' for Slurm jobs submitted from a machine without a GPU: "
-                 "'auto' is decided by the GPU that trains, which this machine cannot see (--set precision=bf16 for "
-                 "GPUs of compute capability 8.0 or later, e.g. A100, H100)")
-        options = executor_options(args.executor, folder=args.folder, partition=args.partition, gpus=args.gpus,
-                                   cpus=args.cpus, time_min=args.time_min, array_parallelism=args.array_parallelism,
-                                   parallel=args.parallel)
-        check_int(args.stack_size, "--stack-size", minimum=1, none_ok=True)
-        check_int(args.cells_per_job, "--cells-per-job", minimum=1, none_ok=True)
-        if args.no_wait and args.executor != "slurm":
-            fail("--no-wait", True, "only with --executor slurm")
-        target = jobs_device_type(args.executor, options, study.device)  # where cells train: in their keys
-        grid = build_grid(study, train_labels=not (args.dry_run or args.status), device_type=target)
-    except (ValueError, OSError, MissingRuns) as error:  # OSError: a data set's files not found
-        p.error(str(error))
+    return run_main(parser(), _main, argv)
+
+
+def _main(args) -> int:
+    outputs = (("--csv", args.csv, check_output_file), ("--folder", args.folder, check_output_folder))
+    for option, value, check in outputs:
+        if value is not None:
+            check(value, option)
+    study = study_from_args(args)
+    options = executor_options(args.executor, folder=args.folder, partition=args.partition, gpus=args.gpus,
+                               cpus=args.cpus, time_min=args.time_min, array_parallelism=args.array_parallelism,
+                               parallel=args.parallel)
+    check_int(args.stack_size, "--stack-size", minimum=1, none_ok=True)
+    check_int(args.cells_per_job, "--cells-per-job", minimum=1, none_ok=True)
+    if args.no_wait and args.executor != "slurm":
+        fail("--no-wait", True, "only with --executor slurm")
+    target = jobs_device_type(args.executor, options, study.device)  # where cells train: in their keys
+    grid = build_grid(study, train_labels=not (args.dry_run or args.status), device_type=target)
     print(grid.description, file=sys.stderr)
     if args.status:
         print(format_status(grid_status(grid)))
@@ -139,9 +132,8 @@ def main(argv=None) -> int:
               "collect_only: true) when they are done")
         return 0
     print(summary(results))
-    if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        results.frame.to_csv(args.csv, index=False)
+    if args.csv:  # atomic: a killed run leaves no half-written table
+        write_bytes(Path(args.csv), results.frame.to_csv(index=False).encode())
     return 0
 
 

@@ -208,9 +208,10 @@ def executor_options(executor: str, *, folder=None, partition=None, gpus=None, c
 
 
 def jobs_device_type(executor: str, options: dict, device=None) -> str:
-    """Where the jobs train: "cuda" when Slurm or submitit-local gives them GPUs, else ``device``'s type."""
-    if executor in ("slurm", "submitit-local") and options.get("gpus"):
-        return "cuda"
+    """Where the jobs train: with Slurm or submitit-local, "cuda" when they are given GPUs, else "cpu"
+    (whatever this machine has); here, on ``device``."""
+    if executor in ("slurm", "submitit-local"):
+        return "cuda" if options.get("gpus") else "cpu"
     return resolve_device(device).type
 
 
@@ -248,8 +249,9 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
     ``jobs/`` in the cache; shared on a cluster), ``partition``, ``gpus`` per job (default 1), ``cpus``,
     ``time_min`` (default one day), ``array_parallelism``; submitit-local runs ``parallel`` jobs at
     once (default one per GPU, else per core), each on one of ``gpus`` (default: those visible).
-    ``device`` (default the study's) and ``stack_size`` (K at most) go to every job. ``wait=False``
-    (Slurm) returns the submitted jobs. A missing labelling network (``prerequisites``) trains first."""
+    ``device`` (default the study's): here; submitted jobs train on ``jobs_device_type``'s. ``stack_size``
+    (K at most) goes to every job. ``wait=False`` (Slurm) returns the submitted jobs. A missing labelling
+    network (``prerequisites``) trains first, here."""
     options = executor_options(executor, **options)
     if device is None and isinstance(grid, Grid):
         device = grid.study.device
@@ -268,7 +270,7 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
             for job in p.jobs:
                 run_job(job, device, stack_size, progress=bar.report)
     elif p.jobs:
-        submitted = _submit(p.jobs, executor, options, device, stack_size, wait, progress, p.runs)
+        submitted = _submit(p.jobs, executor, options, device_type, stack_size, wait, progress, p.runs)
         if not wait:
             return submitted
     results = collect(cells)
@@ -276,10 +278,11 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
     return results
 
 
-def _submit(jobs: list[Job], executor: str, options: dict, device, stack_size, wait: bool, progress: bool,
-            total: int) -> list:
-    """Run ``jobs`` through submitit: a job array on Slurm; on this machine at most ``parallel``
-    processes at once, each with its share of the CPU threads. Raises if a job failed."""
+def _submit(jobs: list[Job], executor: str, options: dict, device: str, stack_size, wait: bool,
+            progress: bool, total: int) -> list:
+    """Run ``jobs`` through submitit on ``device`` ("cpu" or "cuda": where their cells are keyed): a job
+    array on Slurm; here at most ``parallel`` processes at once, each with its share of the CPU threads.
+    Raises if a job failed."""
     folder = Path(options["folder"]) / "progress" / uuid.uuid4().hex[:12]
     ex = make_executor(executor, options, len(jobs))
     local = executor == "submitit-local"

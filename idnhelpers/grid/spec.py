@@ -9,7 +9,8 @@ import torch
 
 from .. import clothing1m, engine, paper
 from ..checks import check_choice, fail
-from ..experiments import family_labels, network_run, noisy_runs
+from ..experiments import network_run, noisy_runs
+from ..families import FAMILIES
 from ..hardware import resolve_device, resolve_precision
 from ..runs import DEVICE_TYPES, Run
 from ..study import Study
@@ -47,43 +48,45 @@ class Grid:
 
 def build_grid(study: Study, *, device=None, train_labels: bool = True, device_type: str | None = None) -> Grid:
     """The cells of ``study``: label sets x seeds x methods (each at ``Study.rates_of``), labelled by
-    ``experiments.family_labels``, whose network trains on ``device`` (default the study's).
+    ``Study.labels``, whose network trains on ``device`` (default the study's).
     ``device_type``: "cpu" or "cuda", where the cells train (part of their keys; default ``device``'s).
     ``train_labels=False``: a missing labelling network goes to ``prerequisites`` untrained. The base
     runs record chapter 03's memorisation (``experiments.noisy_runs``), so chapters 01-05 share them."""
     if not isinstance(study, Study):
         fail("study", type(study).__name__, "a study.Study")
     device = study.device if device is None else device
-    study = study.replace(precision=resolve_precision(study.precision, device))  # "auto": for the device that trains
     device_type = check_choice(device_type or resolve_device(device).type, "device_type", DEVICE_TYPES)
+    study = study.replace(precision=resolve_precision(study.precision, device, device_type))  # where cells train
     if study.dataset == "clothing1m":
         return _clothing1m_grid(study, device_type)
     proto = study.protocol
     data = study.sample()
-    family = study.noise_family
-    rates = sorted({r for m in study.methods for r in study.rates_of(m)}) if not family.fixed else [None]
+    rates = study.all_rates
     prerequisites = []
-    if family.needs == "network" and not train_labels:
-        net = network_run(data, train_seed=study.train_seed, precision=study.precision,
-                          keep="last" if family.network == "final" else "none")
-        if engine.load(net) is None:
-            prerequisites.append(net)
-    labels = {r: _placeholder(data, i) for i, r in enumerate(rates)} if prerequisites else family_labels(
-        data, study.family, None if family.fixed else rates, noise_seed=study.noise_seed,
-        train_seed=study.train_seed, device=device, precision=study.precision, **study.family_settings)
-    base = noisy_runs(data, labels, proto, study.seeds, precision=study.precision)
+    for family in map(FAMILIES.get, {study.family_of(r) for r in rates}):
+        if family.needs == "network" and not train_labels:
+            net = network_run(data, train_seed=study.train_seed, precision=study.precision,
+                              keep="last" if family.network == "final" else "none")
+            if engine.load(net) is None:
+                prerequisites.append(net)
+    labels = {r: _placeholder(data, i) for i, r in enumerate(rates)} if prerequisites else study.labels(
+        data, rates, device=device)
+    base = noisy_runs(data, labels, proto, study.seeds, precision=study.precision,
+                      device_type=device_type)
     cells = []
     for rate in rates:
         measured = float((labels[rate][data.train] != data.y[data.train]).float().mean())
-        settings = {**family.settings, **study.family_settings}
+        settings = {**study.noise_family.settings, **study.family_settings}
         name = f"{rate:g}" if rate is not None else " ".join(map(str, settings.values())) or study.family
+        if study.family_of(rate) != study.family:  # a rate the family's files lack, labelled by another
+            name = f"{rate:.0%} ({study.family_of(rate)})"
         methods = [m for m in study.methods if rate is None or rate in study.rates_of(m)]
         for seed in study.seeds:
-            run = base[(rate, seed)].replace(device_type=device_type)
+            run = base[(rate, seed)]
             cells += [Cell(study.dataset, method, study.family, name, measured if rate is None else rate, seed, run,
                            study.options(method)) for method in methods]
     val = 0 if data.val is None else len(data.val)
-    description = (f"labels: {family.label} ({study.family}{', to be trained' if prerequisites else ''}); "
+    description = (f"labels: {study.labels_used(rates)}{', to be trained' if prerequisites else ''}; "
                    f"{len(data.train)} training rows, {val} validation rows, {len(data.test_rows)} test rows, "
                    f"{len(cells)} grid cells; protocol: {proto}, {study.precision}")
     return Grid(study, tuple(cells), description, tuple(prerequisites))
@@ -100,7 +103,7 @@ def _clothing1m_grid(study: Study, device_type: str) -> Grid:
     cells = []
     for seed in study.seeds:
         base = clothing1m.clothing1m_runs(study.data_root, study.clothing1m_weights, proto, seed=seed,
-                                          precision=study.precision).replace(device_type=device_type)
+                                          precision=study.precision, device_type=device_type)
         cells += [Cell("clothing1m", method, "clothing1m", "clothing1m", paper.CLOTHING1M_NOISE_RATE, seed, base,
                        study.options(method)) for method in study.methods]
     description = (f"Clothing1M: {len(base.data)} noisy training images, {len(base.val.data)} clean validation and "
