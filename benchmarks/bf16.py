@@ -17,14 +17,15 @@ import torch
 
 from idnhelpers.datasets import load_dataset, protocol, subset
 from idnhelpers.methods import run_method
-from idnhelpers.noise import flip_count, idn_ranking, mislabel_scores
+from idnhelpers.noise import flip_count, mislabel_scores
 from idnhelpers.published import load_published_idn
 from idnhelpers.stats import correction_metrics
 
 
 def compare(a: dict, b: dict, y_noisy: torch.Tensor, k: int) -> dict:
     """Differences between two runs' results (same iteration)."""
-    top = [set(idn_ranking(mislabel_scores(r.S, y_noisy)[0])[:k].tolist()) for r in (a, b)]
+    top = [set(torch.sort(mislabel_scores(r.S, y_noisy)[0], descending=True, stable=True).indices[:k].tolist())
+           for r in (a, b)]
     return dict(test_acc_diff=100 * abs(a.history["test_acc"][-1] - b.history["test_acc"][-1]),
                 S_mean_abs_diff=float((a.S - b.S).abs().mean()),
                 argmax_agreement=100 * float((a.S.argmax(1) == b.S.argmax(1)).float().mean()),

@@ -44,11 +44,12 @@ How a run flows through the engine:
    a method (``methods``) chains runs into stages and returns a ``runs.MethodResult``.
 
 ``checks`` holds the input checks every module shares and ``commands`` what the command lines
-share; ``checkpoint`` lets a killed run resume after its last epoch; ``progress`` draws bars on a
-terminal and writes lines to a log; ``profiles`` reads settings files (``idn-grid --profile``);
-``optim`` holds the protocols' optimisers. The speed benchmark, the bf16 check and the GPU check are
-scripts of the clone (``benchmarks/``). The book's own helpers (chapter set-up, figures, its profile folder) are the separate
-package ``idnbook`` (``book/idnbook``), which this library never imports.
+share; ``environment`` reads the ``IDNHELPERS_*`` variables; ``checkpoint`` lets a killed run resume
+after its last epoch; ``progress`` draws bars on a terminal and writes lines to a log; ``profiles``
+reads settings files (``idn-grid --profile``); ``optim`` holds the protocols' optimisers. The speed
+benchmark, the bf16 check and the GPU check are scripts of the clone (``benchmarks/``). The book's
+own helpers (chapter set-up, figures, its profile folder) are the separate package ``idnbook``
+(``book/idnbook``), which this library never imports.
 """
 
 __version__ = "0.4.0"

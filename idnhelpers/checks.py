@@ -8,9 +8,13 @@ import numbers
 import torch
 
 
-def fail(name: str, value, allowed: str):
+class UnreachableRate(ValueError):
+    """A noise rate a family cannot give on these inputs (PMD's factor reaches a range of rates only)."""
+
+
+def fail(name: str, value, allowed: str, error: type[ValueError] = ValueError):
     shown = repr(value)
-    raise ValueError(f"{name}={shown if len(shown) <= 80 else shown[:77] + '...'} is not allowed: {allowed}")
+    raise error(f"{name}={shown if len(shown) <= 80 else shown[:77] + '...'} is not allowed: {allowed}")
 
 
 def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None,

@@ -11,7 +11,8 @@ iterations, stopping at the first that finds fewer than 20 new critical samples 
 with it (``step_sizes``, as Ma et al.'s ``callback_util.py``): fixed steps would stop the search
 before a larger ball is reached.
 ``search="official"`` follows ``compute_CSR`` in ``chenpf1025/IDN``: exactly 10 iterations, radius,
-alpha and beta in units of the normalised input, and one Gaussian scalar per iteration and batch.
+alpha and beta in units of the normalised input (about 1/3 of those values in pixel units on MNIST),
+and one Gaussian scalar per iteration and batch.
 Both run the network in eval mode (the official code: train mode, the same for the MNIST CNN).
 """
 

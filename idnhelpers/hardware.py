@@ -106,8 +106,9 @@ def bf16_slowdown() -> float:
 def resolve_precision(precision, device, device_type: str | None = None) -> str:
     """``"auto"``: bf16 where it is native, else fp32. bf16 and tf32 are refused on a GPU without them,
     tf32 on a CPU; bf16 on a CPU without it is emulated, with a warning giving the slowdown.
-    ``device_type="cuda"`` on a machine without CUDA: runs on GPUs it cannot see (Slurm jobs), so "auto"
-    is refused and the rest are left to those GPUs."""
+    ``device_type``: where the runs train when not on ``device`` (jobs), decided for that kind of device;
+    "cuda" on a machine without CUDA (Slurm jobs from a login node): "auto" is refused and the rest are
+    left to the GPUs this machine cannot see."""
     check_choice(precision, "precision", PRECISION_CHOICES)
     if device_type == "cuda" and not torch.cuda.is_available():
         if precision == "auto":
@@ -115,6 +116,8 @@ def resolve_precision(precision, device, device_type: str | None = None) -> str:
                  "'auto' is decided by the GPU that trains (tf32, bf16: compute capability 8.0+, e.g. A100)")
         return precision
     device = resolve_device(device)
+    if device_type is not None and device_type != device.type:
+        device = resolve_device(device_type)
     native = native_bf16(device)
     if precision == "auto":
         return "bf16" if native else "fp32"

@@ -154,8 +154,9 @@ class _PrunedLq:
 class TruncatedGCE(Objective):
     """Truncated L_q (Zhang and Sabuncu 2018, Sec. 3.3, Eq. 9-11): the batch mean of w_i (L_q(f_y(x_i))
     - L_q(k)), w_i = 1[f_{y_i}(x_i) > k] (all 1 until the first pruning), pruned before each 1-based
-    epoch e >= ``prune_start`` divisible by ``prune_every`` (AlanChou/Truncated-Loss's schedule) with
-    the current network, not the authors' best-*test* checkpoint. The logged loss can be negative."""
+    epoch e >= ``prune_start`` divisible by ``prune_every`` (AlanChou/Truncated-Loss's schedule), scored
+    in eval mode on the un-augmented instances with the current network, not as that code does (augmented
+    images, the best-*test* checkpoint: training on the test set). The logged loss can be negative."""
 
     q: float = _checked(0.7, check_float, low=0.0, high=1.0, low_open=True)
     k: float = _checked(0.5, check_float, low=0.0, high=1.0, low_open=True, high_open=True)

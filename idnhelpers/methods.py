@@ -111,7 +111,8 @@ def _weights_kept(run: Run) -> str:
 
 def ce_runs(runs: list[Run], keep_weights: bool = False) -> list[Run]:
     """The CE runs (the ``ce`` method, the first stage of Forward, DMI and SEAL); ``keep_weights``: for
-    a later stage, the best on a noisy validation split if there is one (as L_DMI's authors)."""
+    a later stage, the best on a noisy validation split if there is one (as L_DMI's authors; a last-epoch
+    model that has memorised the noise gives Forward a T close to the identity)."""
     def keep(run):
         wanted = _weights_kept(run) if keep_weights else run.keep
         return "best_val" if run.val is not None and wanted != "none" else wanted
@@ -195,8 +196,9 @@ LDMI_MNIST = dict(optimizer="adam", lr=1e-4, n_epochs=20, weight_decay=0.0)
 def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_decay=1e-4, n_epochs=None,
         milestones=(), gamma=None, official_loss=True, average_epochs=None):
     """DMI (Xu et al. 2019): the CE model trained further with L_DMI (``n_epochs`` None: the
-    protocol's). Defaults: the L_DMI authors' CIFAR-10 optimiser (their (Fashion-)MNIST one:
-    ``**LDMI_MNIST``; Clothing1M, Appendix A: ``paper.CLOTHING1M_DMI``). ``average_epochs``: S of
+    protocol's). Defaults: the L_DMI authors' CIFAR-10 optimiser, as the SEAL paper publishes no DMI
+    setting for MNIST (their (Fashion-)MNIST one: ``**LDMI_MNIST``; Clothing1M, Appendix A: lr 1e-6
+    halved after 5 epochs, ``paper.CLOTHING1M_DMI``). ``average_epochs``: S of
     the DMI stage (SEAL (DMI)'s S^[0]) averages its first that many epochs."""
     check_int(n_epochs, "n_epochs", minimum=1, none_ok=True)
     protocols = [run.protocol.replace(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import torch
 
-from .checks import (check_float, check_int, check_labels, check_labels_softmax, check_n_classes, check_rate,
-                     check_seed, check_softmax, check_transition_matrix, fail)
+from .checks import (UnreachableRate, check_float, check_int, check_labels, check_labels_softmax, check_n_classes,
+                     check_rate, check_seed, check_softmax, check_transition_matrix, fail)
 
 
 def flip_count(noise_rate: float, n: int) -> int:
@@ -228,7 +228,7 @@ def pmd_factor(y, u, s, keep, noise_rate: float) -> float:
     low, high = sorted((base + slope, base))  # factor 1 and factor -> infinity
     if not low <= noise_rate < high or slope == 0:
         fail("noise_rate", noise_rate, f"a rate that a factor >= 1 reaches with this network's softmax: in "
-             f"[{low:.4f}, {high:.4f}) (the rate at factor 1 is the mean of tau(x))")
+             f"[{low:.4f}, {high:.4f}) (the rate at factor 1 is the mean of tau(x))", UnreachableRate)
     return slope / (noise_rate - base)
 
 

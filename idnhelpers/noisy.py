@@ -181,6 +181,7 @@ def run(args) -> dict:
     dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
     data = sample(dataset, root=args.data_root)
     labels = data.y if args.labels is None else _read_labels(Path(args.labels), data)
+    labels_sha = None if args.labels is None else file_digest(args.labels)  # the file just read, not after training
     proto = protocol(dataset, **({"n_epochs": args.epochs} if args.epochs else {}))
     with output_folder(out, FORMAT):
         base = data.run(labels, proto, seed=args.seed, precision=precision, test=None, keep="none",
@@ -197,7 +198,7 @@ def run(args) -> dict:
                     "dataset": {"name": dataset, "n": len(data.y), "X": array_info(data.X),
                                 "y": array_info(data.y), **({"npz": npz} if npz else {})},
                     "labels": None if args.labels is None else {"file": Path(args.labels).name,
-                                                                 "sha256": file_digest(args.labels)},
+                                                                 "sha256": labels_sha},
                     "method": args.method, "options": options, "rank_by": args.rank_by, "seed": args.seed,
                     "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(flagged.sum()),
                     "precision": precision, "torch": torch.__version__,

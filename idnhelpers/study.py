@@ -172,13 +172,15 @@ class Study:
         rates = self.all_rates if rates is None else rates
         by_family = {}
         for r in rates:
-            by_family.setdefault(self.family_of(r), []).append("" if r is None else f"{r:.0%}")
+            by_family.setdefault(self.family_of(r), []).append("" if r is None else f"{100 * r:g}%")
         return "; ".join(f"{FAMILIES[f].label}" + (f" at {', '.join(rs)}" if any(rs) else "")
                          for f, rs in by_family.items())
 
-    def labels(self, data: Sample, rates=None, *, device=None, use_cache: bool = True) -> dict:
+    def labels(self, data: Sample, rates=None, *, device=None, precision: str | None = None,
+               use_cache: bool = True) -> dict:
         """``{rate: noisy labels}`` of ``data``'s rows at ``rates`` (default ``all_rates``), each rate by
-        ``family_of(rate)`` (``experiments.family_labels``)."""
+        ``family_of(rate)`` (``experiments.family_labels``; a network trains in ``precision``, default the
+        study's)."""
         rates = self.all_rates if rates is None else list(rates)
         groups = {}
         for r in rates:
@@ -189,7 +191,7 @@ class Study:
             seeds = {name: getattr(self, name) for name in ("noise_seed", "train_seed") if name in spec.seeded_by}
             settings = self.family_settings if family == self.family else {}
             out.update(family_labels(data, family, None if spec.fixed else group, device=device or self.device,
-                                     precision=self.precision, use_cache=use_cache, **seeds, **settings))
+                                     precision=precision or self.precision, use_cache=use_cache, **seeds, **settings))
         return {r: out[r] for r in rates}
 
     def options(self, method: str) -> dict:

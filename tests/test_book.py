@@ -47,6 +47,8 @@ def test_notebooks_execute_under_smoke_profile(book_copy):
     for nb in ("01_ccn_hypothesis_test", "03_memorization_csr", "04_seal", "05_benchmarks"):
         text = (book_copy / "notebooks" / f"{nb}.ipynb").read_text()
         assert "IDN (Algorithm 1) at 25%" in text and "IDN (the authors' published labels) at 40%" in text, nb
+    text = (book_copy / "notebooks" / "06_noise_families.ipynb").read_text()  # smoke: 5%, below PMD's reach here
+    assert "idn_published: IDN (Algorithm 1) at 5%" in text and "cannot give this rate: noise_rate=0.05" in text
     # the summary counts each verdict of the claims table under it (issue 31: three verdicts, not yes/no)
     summary = (book_copy / "book" / "summary.md").read_text()
     for part in summary.split("\n## ")[1:]:

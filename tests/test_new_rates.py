@@ -32,10 +32,21 @@ def test_a_seed_is_refused_only_where_no_rate_uses_it():
         Study(dataset="mnist", methods=["ce"], noise_rates=[0.2], train_seed=1)
 
 
-def test_a_chapter_passes_its_family_settings_to_its_study():
+@pytest.mark.parametrize("chapter", ["01_ccn_hypothesis_test", "03_memorization_csr", "04_seal", "05_benchmarks"])
+def test_a_chapter_passes_the_family_settings_papermill_gives_it_to_its_study(chapter):
+    """Under papermill a chapter's study is made of the names its parameters cell declares: one that
+    did not declare ``family_settings`` dropped ``-y "family_settings: {norm_std: -1}"`` without a word."""
+    from pathlib import Path
+
     from idnbook.chapter import setup
 
-    namespace = dict(dataset="mnist", family="xia", family_settings={"norm_std": -1.0}, noise_rates=[0.2])
+    source = (Path(__file__).parent.parent / "notebooks" / f"{chapter}.py").read_text()
+    params = source.split('# %% tags=["parameters"]\n')[1].split("\n# %%")[0]
+    injected = '# Parameters\nfamily = "xia"\nfamily_settings = {"norm_std": -1.0}\n'
+    namespace = {}
+    exec(params, namespace)
+    exec(injected, namespace)
+    namespace["In"] = ["", params, injected]  # the cells as IPython records them
     with pytest.raises(ValueError, match="norm_std=-1.0 is not allowed"):
         setup(namespace)
     namespace["family_settings"] = {"norm_std": 0.2}
@@ -60,3 +71,16 @@ def test_a_claim_with_nothing_to_compare_is_not_checked_and_says_why():
     assert (verdict.verdict, verdict.reason) == (NOT_CHECKED, "one noise rate: the claim compares two or more")
     with pytest.raises(ValueError, match="parts"):
         every({})
+
+
+def test_only_a_rate_a_family_cannot_give_becomes_a_row_any_other_error_stops(monkeypatch):
+    from idnbook.families import label_sets
+
+    study = Study(dataset="digits", methods=["ce"], family="symmetric", noise_rates=[0.2], n_train=300, n_test=100)
+
+    def damaged(*args, **kwargs):
+        raise ValueError("path='x.csv' is not allowed: a readable file")
+
+    monkeypatch.setattr(Study, "labels", damaged)
+    with pytest.raises(ValueError, match="a readable file"):
+        label_sets({"symmetric": study}, study.sample())

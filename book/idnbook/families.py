@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from idnhelpers.checks import UnreachableRate
 from idnhelpers.families import FAMILIES, expected_rate
 
 SEEDED_BY = {"train_seed": "the network's training (train_seed)", "noise_seed": "noise_seed"}
@@ -39,7 +40,7 @@ def label_sets(studies: dict, data) -> tuple[dict, dict]:
         for r in study.noise_rates:
             try:
                 labels[(f, r)] = study.labels(data, [r])[r]
-            except ValueError as error:
+            except UnreachableRate as error:  # any other error stops the chapter
                 unreachable[(f, r)] = str(error)
     return labels, unreachable
 

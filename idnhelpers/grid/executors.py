@@ -34,6 +34,7 @@ from .spec import Grid, build_grid
 EXECUTORS = ("local", "slurm", "submitit-local", "debug")
 DEFAULT_TIME_MIN = 24 * 60  # a submitit job's time limit (minutes) unless given
 CPUS_PER_GPU = 8  # a Slurm job's CPU cores per GPU unless given: Clothing1M's image decoders run on them
+MAX_TIMEOUTS = 100  # requeues after a Slurm time limit (submitit's default, 3, fails a job needing 4 limits)
 POLL_SECONDS = {"slurm": 1.0, "submitit-local": 0.1, "debug": 0.0}  # between checks of the jobs' states
 
 
@@ -101,6 +102,10 @@ def run_job(job: Job, device=None, stack_size: int | None = None, threads: int |
     if isinstance(progress, (str, Path)):
         Path(progress).parent.mkdir(parents=True, exist_ok=True)
         progress = functools.partial(_append_keys, progress)
+    wanted = {c.run.device_type for c in job.cells}
+    if "cuda" in wanted and resolve_device(device).type != "cuda":  # a GPU job on a node that shows none
+        fail("device", device or "auto", f"a GPU: this job's runs are keyed for CUDA and this node shows no GPU "
+             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); not training them on the CPU")
     trainer = JobTrainer("auto", device, stack_size=stack_size, report=progress)  # streamed images: the loop
     run_stages(job.method, [c.run for c in job.cells], [c.noise_rate for c in job.cells], trainer, **job.options)
     return len(job.cells)
@@ -195,6 +200,9 @@ def executor_options(executor: str, *, folder=None, partition=None, gpus=None, c
     options = dict(folder=str(folder or cache.cache_dir() / "jobs"))
     if executor == "slurm":
         gpus = 1 if gpus is None else gpus
+        if gpus > 1:
+            fail("gpus", gpus, "0 or 1 per Slurm job: a job trains on one GPU; run more jobs at once with "
+                 "--array-parallelism")
         options.update(partition=partition, gpus=gpus, cpus=cpus or CPUS_PER_GPU * max(1, gpus),
                        time_min=time_min or DEFAULT_TIME_MIN, array_parallelism=array_parallelism)
     elif executor == "submitit-local":  # one GPU per job where there are GPUs, else one core each
@@ -225,7 +233,7 @@ def make_executor(executor: str, options: dict, n_jobs: int):
         ex = submitit.LocalExecutor(options["folder"])
         ex.update_parameters(timeout_min=options["time_min"], gpus_per_node=0)
         return ex
-    ex = submitit.AutoExecutor(folder=options["folder"], cluster="slurm")
+    ex = submitit.AutoExecutor(folder=options["folder"], cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUTS)
     params = dict(name="idn-grid", timeout_min=options["time_min"], gpus_per_node=options["gpus"],
                   cpus_per_task=options.get("cpus"), slurm_partition=options.get("partition"),
                   slurm_array_parallelism=min(options.get("array_parallelism") or n_jobs, n_jobs))

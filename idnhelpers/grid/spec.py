@@ -62,15 +62,18 @@ def build_grid(study: Study, *, device=None, train_labels: bool = True, device_t
     proto = study.protocol
     data = study.sample()
     rates = study.all_rates
+    # a labelling network trains here, on ``device``: TF32 (a GPU's mode of fp32) is IEEE fp32 on a CPU
+    local_tf32 = study.precision == "tf32" and resolve_device(device).type != "cuda"
+    label_precision = resolve_precision("fp32" if local_tf32 else study.precision, device)
     prerequisites = []
     for family in map(FAMILIES.get, {study.family_of(r) for r in rates}):
         if family.needs == "network" and not train_labels:
-            net = network_run(data, train_seed=study.train_seed, precision=study.precision,
+            net = network_run(data, train_seed=study.train_seed, precision=label_precision,
                               keep="last" if family.network == "final" else "none")
             if engine.load(net) is None:
                 prerequisites.append(net)
     labels = {r: _placeholder(data, i) for i, r in enumerate(rates)} if prerequisites else study.labels(
-        data, rates, device=device)
+        data, rates, device=device, precision=label_precision)
     base = noisy_runs(data, labels, proto, study.seeds, precision=study.precision,
                       device_type=device_type)
     cells = []
@@ -79,7 +82,7 @@ def build_grid(study: Study, *, device=None, train_labels: bool = True, device_t
         settings = {**study.noise_family.settings, **study.family_settings}
         name = f"{rate:g}" if rate is not None else " ".join(map(str, settings.values())) or study.family
         if study.family_of(rate) != study.family:  # a rate the family's files lack, labelled by another
-            name = f"{rate:.0%} ({study.family_of(rate)})"
+            name = f"{100 * rate:g}% ({study.family_of(rate)})"
         methods = [m for m in study.methods if rate is None or rate in study.rates_of(m)]
         for seed in study.seeds:
             run = base[(rate, seed)]
