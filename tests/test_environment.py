@@ -44,7 +44,7 @@ def test_lock_stale_checked(value, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("name, read", [("IDNHELPERS_CACHE", cache.cache_dir),
-                                        ("IDNHELPERS_DATA", datasets.default_root)])
+                                        ("IDNHELPERS_DATA", environment.data_root)])
 def test_a_folder_variable_naming_a_file_is_refused(name, read, monkeypatch, tmp_path):
     file = tmp_path / "file"
     file.write_text("")
