@@ -167,32 +167,33 @@ class Study:
             return spec.completed_by
         return self.family
 
+    def _by_family(self, rates) -> dict[str, list]:
+        groups = {}
+        for r in self.all_rates if rates is None else rates:
+            groups.setdefault(self.family_of(r), []).append(r)
+        return groups
+
     def labels_used(self, rates=None) -> str:
         """Which labels each rate uses: "IDN (the authors' published labels) at 20%; IDN (Algorithm 1) at 25%"."""
-        rates = self.all_rates if rates is None else rates
-        by_family = {}
-        for r in rates:
-            by_family.setdefault(self.family_of(r), []).append("" if r is None else f"{100 * r:g}%")
-        return "; ".join(f"{FAMILIES[f].label}" + (f" at {', '.join(rs)}" if any(rs) else "")
-                         for f, rs in by_family.items())
+        parts = []
+        for family, group in self._by_family(rates).items():
+            at = "" if group == [None] else " at " + ", ".join(f"{100 * r:g}%" for r in group)
+            parts.append(FAMILIES[family].label + at)
+        return "; ".join(parts)
 
     def labels(self, data: Sample, rates=None, *, device=None, precision: str | None = None,
                use_cache: bool = True) -> dict:
         """``{rate: noisy labels}`` of ``data``'s rows at ``rates`` (default ``all_rates``), each rate by
         ``family_of(rate)`` (``experiments.family_labels``; a network trains in ``precision``, default the
         study's)."""
-        rates = self.all_rates if rates is None else list(rates)
-        groups = {}
-        for r in rates:
-            groups.setdefault(self.family_of(r), []).append(r)
         out = {}
-        for family, group in groups.items():
+        for family, group in self._by_family(rates).items():
             spec = FAMILIES[family]
             seeds = {name: getattr(self, name) for name in ("noise_seed", "train_seed") if name in spec.seeded_by}
             settings = self.family_settings if family == self.family else {}
             out.update(family_labels(data, family, None if spec.fixed else group, device=device or self.device,
                                      precision=precision or self.precision, use_cache=use_cache, **seeds, **settings))
-        return {r: out[r] for r in rates}
+        return {r: out[r] for r in (self.all_rates if rates is None else rates)}
 
     def options(self, method: str) -> dict:
         """The method's options in this study (``paper.method_options``)."""
