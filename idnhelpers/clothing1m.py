@@ -129,7 +129,7 @@ class _Images(Dataset):
         i, seed = item if isinstance(item, tuple) else (item, None)
         with Image.open(self.base / self.keys[i]) as img, torch.random.fork_rng(devices=[]):
             if seed is not None:
-                torch.manual_seed(seed + i)
+                torch.default_generator.manual_seed(seed + i)  # not the GPUs' generators
             return i, self.transform(img.convert("RGB"))
 
 

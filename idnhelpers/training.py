@@ -33,8 +33,8 @@ def init_networks(run: Run, device: torch.device) -> list[torch.nn.Module]:
     """The run's networks with seeded initial weights (drawn one after the other from the run's
     seed; the caller's RNG untouched), the first loaded with ``run.init`` if given."""
     proto, extra = run.protocol, run.objective.extra_outputs
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(run.seed)
+    with torch.random.fork_rng(devices=[]):  # the CPU's generator only: built there, then moved
+        torch.default_generator.manual_seed(run.seed)  # torch.manual_seed would reseed every GPU's too
         models = [build_model(proto.model, run.n_classes + extra, run.spec.input_shape, proto.pretrained)
                   for _ in range(run.step.n_networks)]
     if run.init is not None:

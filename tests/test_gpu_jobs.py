@@ -56,3 +56,23 @@ def test_tf32_jobs_from_a_machine_without_a_gpu_train_their_labelling_network_he
     grid = build_grid(study, device_type="cuda", train_labels=train_labels)
     assert {(c.run.precision, c.run.device_type) for c in grid.cells} == {("tf32", "cuda")}
     assert [(r.precision, r.device_type) for r in grid.prerequisites] == ([] if train_labels else [("fp32", "cpu")])
+
+
+def test_building_a_runs_networks_leaves_every_gpu_generator_alone(monkeypatch):
+    """``init_networks`` seeds the CPU's generator inside ``fork_rng(devices=[])``, which restores that
+    one only: ``torch.manual_seed`` there reseeded every CUDA generator for good (issue 33)."""
+    import torch
+
+    from idnhelpers.datasets import load_dataset, protocol
+    from idnhelpers.runs import make_run
+    from idnhelpers.training import init_networks
+
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    X, y = load_dataset("digits")
+    run = make_run(X[:100], y[:100], protocol("digits", n_epochs=1), dataset="digits", seed=3)
+    before = torch.random.get_rng_state()
+    first = init_networks(run, torch.device("cpu"))[0].state_dict()
+    again = init_networks(run, torch.device("cpu"))[0].state_dict()
+    assert not reseeded and torch.equal(torch.random.get_rng_state(), before)
+    assert all(torch.equal(first[k], again[k]) for k in first)  # seeded: the same weights each time
