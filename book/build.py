@@ -32,8 +32,8 @@ import papermill
 
 from idnbook import profiles
 from idnbook.chapter import CLAIMS_GLUE, assigned_names, assignments
+from idnbook.verdicts import CONTRADICTED, HOLDS, NOT_CHECKED, NOT_RESOLVED, VERDICTS
 from idnhelpers.hardware import resolve_precision
-from idnhelpers.stats import CONTRADICTED, HOLDS, NOT_CHECKED, NOT_RESOLVED, VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,7 +132,7 @@ def chapter_claims(nb) -> list[dict]:
 
 def write_summary(root: Path) -> Path:
     """Write ``book/summary.md``: every chapter's checks of the paper's claims in this build, each
-    with its verdict (``idnhelpers.stats.judge``'s rule), counted per verdict."""
+    with its verdict (``idnbook.verdicts.judge``'s rule), counted per verdict."""
     lines = {"paper": [], "beyond": []}
     counts = {part: dict.fromkeys(VERDICTS, 0) for part in lines}
     for source in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
@@ -162,7 +162,7 @@ def write_summary(root: Path) -> Path:
 
 Every claim of the paper that a chapter of this build checks, with the chapter's verdict and the
 numbers that decide it. A claim that compares accuracies or rates is decided by one rule over the
-seeds of the build (`idnhelpers.stats.judge`): with d the mean of the claimed difference over the
+seeds of the build (`idnbook.verdicts.judge`): with d the mean of the claimed difference over the
 seeds and se its standard error (their standard deviation / sqrt(k); for a single measured
 proportion, its binomial standard error), the claim **holds** if d > 2 se, is **contradicted** if
 d < -2 se, and is **not resolved at this scale** otherwise, with the reason (the margin within the

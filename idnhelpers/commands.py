@@ -31,7 +31,7 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         argv = sys.argv[1:] if args is None else [str(a) for a in args]
-        seen = {}
+        seen = set()
         for token in argv:
             if token == "--":
                 break
@@ -41,7 +41,7 @@ class Parser(argparse.ArgumentParser):
             if action.dest in seen:
                 self.error(f"{token.split('=', 1)[0]} is given twice: give it once"
                            + (", with all its values after it" if action.nargs in ("+", "*") else ""))
-            seen[action.dest] = True
+            seen.add(action.dest)
         return super().parse_args(argv, namespace)
 
 

@@ -76,7 +76,8 @@ def _lass(model, x, radius, alpha, beta, search, seed, batch_size) -> torch.Tens
     for _ in range(settings["n_steps"]):
         found_before = int(critical.sum())
         for start in range(0, len(x), batch_size):
-            scalar_noise = torch.randn((), generator=generator, device=x.device) if search == "official" else None
+            # official: one scalar per iteration and batch, drawn for a batch already all critical too
+            noise = torch.randn((), generator=generator, device=x.device) if search == "official" else None
             index = torch.arange(start, min(start + batch_size, len(x)), device=x.device)
             index = index[~critical[index]]
             if not len(index):
@@ -85,8 +86,8 @@ def _lass(model, x, radius, alpha, beta, search, seed, batch_size) -> torch.Tens
             log_p = F.log_softmax(model(xb_hat), 1).gather(1, pred[index, None]).sum()
             (grad,) = torch.autograd.grad(log_p, xb_hat)
             with torch.no_grad():
-                noise = scalar_noise if search == "official" else torch.randn(xb.shape, generator=generator,
-                                                                                device=x.device)
+                if noise is None:
+                    noise = torch.randn(xb.shape, generator=generator, device=x.device)
                 step = (xb_hat - alpha * grad.sign() + beta * noise).clamp(xb - radius, xb + radius)
                 x_hat[index] = step
                 critical[index] = model(step).argmax(1) != pred[index]

@@ -335,7 +335,6 @@ def register_arrays(name: str, X, y, X_test=None, y_test=None, classes=None, pro
     the training rows' mean and std) with labels ``y`` in [0, c), every class occurring, as data set
     ``name`` in this process (train it with the "loop" or "stacked" back-end). ``X_test``/``y_test``
     default to the training rows; ``protocol`` is needed for images (features: the MLP's)."""
-    check_new_name(DATASETS, name, "data set", replace, identifier=False)
     if (X_test is None) != (y_test is None):
         fail("X_test/y_test", "one of the two", "both or neither")
     X, y = np.asarray(X), np.asarray(y)

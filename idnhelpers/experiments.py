@@ -82,21 +82,16 @@ def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: 
             check_seed(value, name)
     if spec.needs != "network" and n_epochs is not None:
         fail("n_epochs", n_epochs, f"None: family {family!r} trains no network")
-    S = network_softmax(sample, spec.network, train_seed=train_seed, n_epochs=n_epochs, device=device,
-                        precision=precision, use_cache=use_cache) if spec.needs == "network" else None
+    S = None
+    if spec.needs == "network":  # a clean-trained network's softmax: averaged (Algorithm 1's S, Eq. 3) or final (PMD)
+        precision = resolve_precision(precision, device)
+        run = network_run(sample, train_seed=train_seed, n_epochs=n_epochs, precision=precision,
+                          keep="last" if spec.network == "final" else "none")
+        result = train(run, device=device, use_cache=use_cache)
+        S = result.S if spec.network == "averaged" else predict(run, result.weights, device=device)
     inputs = LabelInputs(sample.y, sample.n_classes, sample.X if spec.needs == "instances" else None, S,
                          sample.dataset, sample.rows, sample.root)
     return {r: labels_of(family, inputs, r, noise_seed=noise_seed or 0, **settings) for r in rates}
-
-
-def network_softmax(sample: Sample, kind: str = "averaged", *, train_seed=None, n_epochs=None, device=None,
-                    precision: str = "fp32", use_cache: bool = True) -> torch.Tensor:
-    """A clean-trained network's softmax, "averaged" (Algorithm 1's S, Eq. 3) or "final" (PMD's eta)."""
-    precision = resolve_precision(precision, device)
-    run = network_run(sample, train_seed=train_seed, n_epochs=n_epochs, precision=precision,
-                      keep="last" if kind == "final" else "none")
-    result = train(run, device=device, use_cache=use_cache)
-    return result.S if kind == "averaged" else predict(run, result.weights, device=device)
 
 
 def memorisation_records(sample: Sample, y_noisy, *, csr_size: int = 500, csr_every: int = 2,

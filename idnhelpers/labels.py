@@ -1,12 +1,7 @@
 """``idn-labels`` (also ``python -m idnhelpers.labels``): a noise family's labels for a whole training
-split as files with a checksummed manifest, and ``--verify`` of such a folder (README.md, "Label files")::
-
-    idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 --out labels/
-    idn-labels --verify labels/
-
-A killed run leaves no manifest that lies (the old one is removed first, the new one written last),
-and the same arguments give byte-identical files (a trained network's: on the same kind of device).
-"""
+split as files with a checksummed manifest (written as ``commands.output_folder`` says), and ``--verify``
+of such a folder (README.md, "Label files"). The same arguments give byte-identical files (a trained
+network's: on the same kind of device)."""
 
 from __future__ import annotations
 
@@ -37,8 +32,6 @@ from .sample import sample
 
 FORMAT = "idnhelpers-labels/1"
 KINDS = ("csv", "noisy", "corrupted")  # a rate's files: label,label_noisy CSV, noisy labels, corrupted mask
-GENERATE = ("dataset", "from_npz", "family", "rates", "setting", "noise_seed", "train_seed", "data_root", "device",
-            "precision")  # the options that only writing labels takes
 
 
 def file_names(prefix: str, family: str, rate: float | None, settings: dict | None = None) -> dict[str, str]:
@@ -57,18 +50,6 @@ def _sha256(t: torch.Tensor) -> str:
 
 def array_info(t: torch.Tensor) -> dict:
     return {"dtype": str(t.numpy().dtype), "shape": list(t.shape), "sha256": _sha256(t)}
-
-
-def check_rate_names(family: str, rates) -> list:
-    """The family's rates (``NoiseFamily.check_rates``), sorted and distinct as file names (``{r:g}``)."""
-    rates = FAMILIES[check_choice(family, "--family", FAMILIES)].check_rates(family, rates, "--rates")
-    if rates == [None]:
-        return rates
-    rates = sorted(rates)
-    shown = [f"{r:g}" for r in rates]
-    if len(set(shown)) < len(shown):
-        fail("--rates", rates, f"distinct rates: each names its files by {{rate:g}} ({shown})")
-    return rates
 
 
 def register_npz(path: str | Path) -> tuple[str, dict]:
@@ -94,10 +75,15 @@ def register_npz(path: str | Path) -> tuple[str, dict]:
 def write_label_files(dataset: str, family: str, rates, out: str | Path, *, noise_seed: int | None = None,
                       train_seed: int | None = None, root=None, device=None, precision: str = "fp32",
                       npz: dict | None = None, settings: dict | None = None, echo=print) -> dict:
-    """Write every label set's files and the manifest into ``out`` (``commands.output_folder``); returns the
-    manifest."""
+    """Write every label set's files and the manifest into ``out``; returns the manifest. Rates are sorted
+    and must stay distinct as file names (``{rate:g}``)."""
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
-    rates = check_rate_names(family, rates)
+    rates = spec.check_rates(family, rates, "--rates")
+    if not spec.fixed:
+        rates = sorted(rates)
+        shown = [f"{r:g}" for r in rates]
+        if len(set(shown)) < len(shown):
+            fail("--rates", rates, f"distinct rates: each names its files by {{rate:g}} ({shown})")
     settings = spec.with_defaults(family, settings or {})
     out = Path(out)
     names = {r: file_names(dataset.replace(":", "-"), family, r, settings) for r in rates}
@@ -120,7 +106,7 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
                                "torch": torch.__version__}
     with output_folder(out, FORMAT, echo) as old:
         listed = _check_room(out, written, old, dataset, family)
-        noisy = family_labels(data, family, None if rates == [None] else rates, noise_seed=noise_seed,
+        noisy = family_labels(data, family, rates, noise_seed=noise_seed,
                               train_seed=train_seed, device=device, precision=precision or "fp32", **settings)
         (out / MANIFEST).unlink(missing_ok=True)
         for name in listed - written:  # the old set's files this one does not rewrite
@@ -174,8 +160,8 @@ def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        if found != FORMAT:
             return {MANIFEST: [f"format {found!r}, not {FORMAT!r}: not a manifest written by idn-labels"]}
         entries = [({kind: (str(e["files"][kind]["name"]), str(e["files"][kind]["sha256"])) for kind in KINDS},
                     int(e["flips"])) for e in manifest["labels"]]
@@ -263,7 +249,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _generate(args, p: argparse.ArgumentParser) -> int:
-    """Check every option (errors name the option), then write the files."""
+    """Check the options (rates and settings: in ``write_label_files``), then write the files."""
     missing = [option for option, value in (("--dataset or --from-npz", args.dataset or args.from_npz),
                                             ("--family", args.family)) if value is None]
     if missing:
@@ -271,9 +257,7 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
     spec = FAMILIES[args.family]
     if args.rates is None and not spec.fixed:
         fail("--rates", None, f"one or more noise rates for family {args.family!r}, e.g. --rates 0.2 0.4")
-    rates = check_rate_names(args.family, args.rates)
-    given = check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2")
-    settings = spec.with_defaults(args.family, given)
+    settings = check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2")
     for option, value in (("--noise-seed", args.noise_seed), ("--train-seed", args.train_seed)):
         if value is not None and option[2:].replace("-", "_") not in spec.seeded_by:
             fail(option, value, f"nothing: family {args.family!r} is seeded by "
@@ -289,7 +273,7 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
     out = check_output_folder(args.out, "--out")
     dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
     spec.check_dataset(args.family, dataset)
-    write_label_files(dataset, args.family, None if rates == [None] else rates, out, noise_seed=args.noise_seed,
+    write_label_files(dataset, args.family, args.rates, out, noise_seed=args.noise_seed,
                       train_seed=args.train_seed, root=args.data_root, device=device,
                       precision=args.precision or "auto", npz=npz, settings=settings)
     return 0
@@ -297,7 +281,8 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
 
 def _verify(args, p: argparse.ArgumentParser) -> int:
     """Print OK / MISSING / MISMATCH per file; 0 if every file is OK, else 1."""
-    given = [f"--{o.replace('_', '-')}" for o in GENERATE if getattr(args, o) not in (None, [])]
+    given = [f"--{option.replace('_', '-')}" for option, value in vars(args).items()
+             if option not in ("out", "verify") and value not in (None, [])]
     if given:
         p.error(f"--verify checks a folder against its manifest: it takes none of {', '.join(given)}")
     if not Path(args.verify).is_dir():
@@ -315,7 +300,6 @@ def _verify(args, p: argparse.ArgumentParser) -> int:
 
 
 def main(argv=None) -> int:
-    """``idn-labels`` / ``python -m idnhelpers.labels``: see ``--help``."""
     p = parser()
     return run_main(p, lambda args: _verify(args, p) if args.verify is not None else _generate(args, p), argv)
 

@@ -77,17 +77,15 @@ METHODS: dict[str, Method] = {}
 def register_method(name: str, method: Method, *, replace: bool = False) -> Method:
     """Add ``method`` to the registry under ``name`` (an existing name only with ``replace=True``)."""
     check_new_name(METHODS, name, "method", replace)
-    if not isinstance(method, Method):
-        fail("method", method, "a methods.Method (e.g. loss_method(label, YourObjective))")
-    if not isinstance(method.label, str) or not method.label or not callable(method.driver) or not isinstance(
-            method.options, dict):
-        fail("method", method, "a Method with a label (a non-empty string), a callable driver and a dict of options")
+    if not (isinstance(method, Method) and isinstance(method.label, str) and method.label and callable(method.driver)
+            and isinstance(method.options, dict)):
+        fail("method", method, "a methods.Method (e.g. loss_method(label, YourObjective)) with a label (a non-empty "
+             "string), a callable driver and a dict of options")
     METHODS[name] = method
     return method
 
 
 def get_method(name) -> Method:
-    """The method called ``name``."""
     if not isinstance(name, str) or name not in METHODS:
         fail("method", name, f"one of {sorted(METHODS)}")
     return METHODS[name]
@@ -169,12 +167,11 @@ def dac(runs, rates, trainer, *, retrain_without_abstained=False, **objective_op
         return [MethodResult("", (r,)) for r in first]
     kept_runs = []
     for run, r in zip(runs, first):
-        abstained = trainer.predict(run.replace(objective=objective), r.weights, all_outputs=True).argmax(1) == \
-            run.n_classes
-        rows = (~abstained).nonzero().squeeze(1)
+        outputs = trainer.predict(run.replace(objective=objective), r.weights, all_outputs=True)
+        rows = (outputs.argmax(1) != run.n_classes).nonzero().squeeze(1)
         if not len(rows):
             fail("retrain_without_abstained", True, f"a DAC model that keeps some instances (it abstained on all "
-                 f"{len(abstained)}: raise alpha_final or train longer)")
+                 f"{len(outputs)}: raise alpha_final or train longer)")
         kept_runs.append(run.replace(data=Tensors(run.data.X[rows], run.data.dataset), targets=run.targets[rows],
                                      y_true=None if run.y_true is None else run.y_true[rows], track=None, csr=None,
                                      label="CE without abstained"))
@@ -200,10 +197,8 @@ def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_
     setting for MNIST (their (Fashion-)MNIST one: ``**LDMI_MNIST``; Clothing1M, Appendix A: lr 1e-6
     halved after 5 epochs, ``paper.CLOTHING1M_DMI``). ``average_epochs``: S of
     the DMI stage (SEAL (DMI)'s S^[0]) averages its first that many epochs."""
-    check_int(n_epochs, "n_epochs", minimum=1, none_ok=True)
     protocols = [run.protocol.replace(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      milestones=tuple(milestones), gamma=gamma,
-                                      n_epochs=n_epochs or run.protocol.n_epochs) for run in runs]
+                                      milestones=tuple(milestones), gamma=gamma, n_epochs=n_epochs) for run in runs]
     first = trainer(ce_runs(runs, keep_weights=True))
     second = trainer([run.replace(protocol=p, objective=DMI(official_loss), init=r.weights, record_softmax=True,
                                   average_epochs=average_epochs, label="DMI")
@@ -323,8 +318,9 @@ def summarize(result) -> dict:
     test = result.history["test_acc"]
     val = result.history.get("val_acc")
     best = max(range(len(test)), key=test.__getitem__)
-    chosen = max(range(len(val)), key=val.__getitem__) if val else None
-    nan = float("nan")
+    val_selected = val_epoch = float("nan")
+    if val:
+        chosen = max(range(len(val)), key=val.__getitem__)
+        val_selected, val_epoch = 100 * test[chosen], chosen + 1
     return dict(last=100 * test[-1], best=100 * test[best], best_epoch=best + 1,
-                train=100 * result.history["fit_acc"][-1],
-                val_selected=100 * test[chosen] if val else nan, val_epoch=chosen + 1 if val else nan)
+                train=100 * result.history["fit_acc"][-1], val_selected=val_selected, val_epoch=val_epoch)

@@ -198,12 +198,9 @@ def xia_exact_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed:
 
 # ---------------------------------------------------------------- PMD (Zhang et al., ICLR 2021)
 
-PMD_TYPES = (1, 2, 3)
-
-
 def _pmd_type(value, name):
-    if isinstance(value, bool) or value not in PMD_TYPES:
-        fail(name, value, f"one of {list(PMD_TYPES)} (PMD's type I, II or III)")
+    if isinstance(value, bool) or value not in (1, 2, 3):
+        fail(name, value, "one of [1, 2, 3] (PMD's type I, II or III)")
 
 
 def pmd_keep(S, noise_type: int):
@@ -211,7 +208,7 @@ def pmd_keep(S, noise_type: int):
     Type I 1/2 + Delta^2 / 2, II Delta^3, III (Delta^3 + Delta^2 + Delta) / 3 (float32, as pxiangwu/PLC)."""
     S = check_softmax(S)
     _pmd_type(noise_type, "type")
-    top = torch.as_tensor(S).float().topk(2, dim=1)
+    top = S.float().topk(2, dim=1)
     eta_u, eta_s = top.values[:, 0].numpy(), top.values[:, 1].numpy()
     delta = np.abs(eta_u - eta_s)
     tau = {1: -(1 / 2) * (eta_u - eta_s) ** 2 + 1 / 2, 2: 1 - delta ** 3,

@@ -2,10 +2,7 @@
 a label quality in [0, 1] (low: a likely issue) by one of ``RANKINGS``, ``self_confidence`` S[i, y_i],
 ``normalized_margin`` (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2 or ``mislabel`` 1 - N-bar(x_i) (Eq. 10);
 flagged: arg-max S is not the label. ``idn-noisy`` (``python -m idnhelpers.noisy``) writes ``noisy.csv``
-and ``manifest.json`` as idn-labels does (``commands.output_folder``; README.md, "Noisy instances, ranked")::
-
-    idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv --method seal --out noisy/
-"""
+and ``manifest.json`` as idn-labels does (``commands.output_folder``; README.md, "Noisy instances, ranked")."""
 
 from __future__ import annotations
 
@@ -210,7 +207,6 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    """``idn-noisy`` / ``python -m idnhelpers.noisy``: see ``--help``."""
     return run_main(parser(), _main, argv)
 
 

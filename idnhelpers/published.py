@@ -17,6 +17,7 @@ import torch
 
 from .checks import check_choice, check_labels, check_rate, check_same_length, fail
 from .commands import write_bytes
+from .datasets import get_dataset, load_dataset
 from .environment import data_root
 
 PUBLISHED = {"mnist": 60_000, "cifar10": 50_000}
@@ -25,7 +26,7 @@ CAL_DATASETS = ("cifar10", "cifar100")
 CAL_RATES = (0.2, 0.4, 0.6)
 
 
-def _rate_index(noise_rate, rates) -> float:
+def _published_rate(noise_rate, rates) -> float:
     check_rate(noise_rate)
     match = next((r for r in rates if abs(noise_rate - r) < 1e-9), None)
     if match is None:
@@ -42,7 +43,7 @@ def _shipped(name: str) -> dict:
 def load_published_idn(dataset: str, noise_rate: float):
     """The authors' ``(y, y_noisy)`` for ``dataset`` at ``noise_rate`` (row i = torchvision index i)."""
     check_choice(dataset, "dataset", sorted(PUBLISHED))
-    level = PUBLISHED_RATES.index(_rate_index(noise_rate, PUBLISHED_RATES)) + 1
+    level = PUBLISHED_RATES.index(_published_rate(noise_rate, PUBLISHED_RATES)) + 1
     d = _shipped(dataset)
     y, first_level = d["label"], d["first_level"]
     y_noisy = np.where((first_level > 0) & (first_level <= level), d["label_noisy_max"], y)
@@ -52,7 +53,7 @@ def load_published_idn(dataset: str, noise_rate: float):
 def load_cal_idn(dataset: str, noise_rate: float):
     """CAL's ``(y, y_noisy)`` for CIFAR-10 or CIFAR-100 at 20, 40 or 60% (row i = torchvision index i)."""
     check_choice(dataset, "dataset", CAL_DATASETS)
-    rate = _rate_index(noise_rate, CAL_RATES)
+    rate = _published_rate(noise_rate, CAL_RATES)
     d = _shipped("cal_idn")
     return (torch.from_numpy(d[f"{dataset}_label"].astype(np.int64)),
             torch.from_numpy(d[f"{dataset}_noisy_{rate:g}"].astype(np.int64)))
@@ -89,8 +90,6 @@ _CIFAR_N_GLOBALS = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._r
 def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = True):
     """``(y, y_noisy)`` of CIFAR-10N (``labels``: aggre, worst, random1-3) or CIFAR-100N (``noisy``) from
     ``root/cifar-10-100n``; with ``verify``, only a published file."""
-    from .datasets import get_dataset  # late: datasets imports this module's neighbours
-
     spec = CIFAR_N[check_choice(dataset, "dataset", sorted(CIFAR_N))]
     check_choice(labels, "labels", spec.variants)
     path = (Path(root) if root is not None else data_root()) / CIFAR_N_FOLDER / spec.file
@@ -137,9 +136,7 @@ def read_noisy_csv(path: str | Path, n_classes: int | None = None, dataset: str 
             fail("path", f"{path}, line {number}: {','.join(row)[:40]!r}",
                  "rows of exactly two non-negative integer labels (at most 9 digits), e.g. '3,5'")
     a = np.array([[int(f) for f in row] for _, row in numbered], dtype=np.int64)
-    if dataset is not None:  # late import: datasets imports this module's neighbours
-        from .datasets import get_dataset, load_dataset
-
+    if dataset is not None:
         n_classes, y = get_dataset(dataset).n_classes, load_dataset(dataset, root)[1].numpy()
         wrong = np.flatnonzero(a[:len(y), 0] != y[:len(a)])
         if len(a) != len(y) or len(wrong):
@@ -153,8 +150,8 @@ def read_noisy_csv(path: str | Path, n_classes: int | None = None, dataset: str 
 def write_noisy_csv(path: str | Path, y, y_noisy) -> str:
     """Write ``label,label_noisy`` rows (readable by the official code and by ``read_noisy_csv``); returns the
     SHA-256 of the bytes written."""
-    y = check_labels(torch.as_tensor(np.asarray(y)), None, "y")
-    y_noisy = check_labels(torch.as_tensor(np.asarray(y_noisy)), None, "y_noisy")
+    y = check_labels(y, None, "y")
+    y_noisy = check_labels(y_noisy, None, "y_noisy")
     check_same_length(y=y, y_noisy=y_noisy)
     text = "label,label_noisy\n" + "".join(f"{a},{b}\n" for a, b in zip(y.tolist(), y_noisy.tolist()))
     return write_bytes(path, text.encode())

@@ -51,11 +51,10 @@ class Results:
 
     def __init__(self, cells_and_results, description: str = ""):
         self.description = description  # the data, labels and protocol (``grid.Grid.description``)
-        self._results, self._rows, self._seeds, self._columns = {}, {}, {}, {}
+        self._results, self._rows, self._columns = {}, {}, {}
         for cell, result in cells_and_results:
             key = (cell.family, cell.method, cell.noise_rate, cell.seed)
             self._results[key], self._rows[key] = (cell, result), _row(cell, result)
-            self._seeds.setdefault(key[:3], []).append(cell.seed)
             # a label set's column: its noise rate, or the name of a fixed set (its measured rate is no target)
             rate = cell.noise_rate
             self._columns[(cell.family, rate)] = f"{rate:.0%}" if cell.labels == f"{rate:g}" else cell.labels
@@ -88,7 +87,8 @@ class Results:
         return list(self.result(method, rate, seed, family).stages)
 
     def seeds(self, method: str, rate, family: str | None = None) -> list[int]:
-        return sorted(self._seeds.get((self._family(family), method, rate), []))
+        family = self._family(family)
+        return sorted(s for f, m, r, s in self._results if (f, m, r) == (family, method, rate))
 
     def values(self, method: str, rate, key: str = "last", family: str | None = None) -> np.ndarray:
         """``key`` (a ``frame`` column, e.g. "last" or "best") of the method at ``rate``, by seed."""

@@ -23,9 +23,7 @@ from .steps import Single, Step
 RESULT_FORMAT = 1  # bump when a change to the library changes stored results
 # "eval": the paper's f^t(x) on the un-augmented instances. "official": as the official code, in eval
 # mode on *augmented* instances (its softmax loader uses the training transforms), in batches of 1000.
-SOFTMAX_MODES = ("eval", "official")
 SOFTMAX_KEYS = {"eval": "eval", "official": "official, eval mode"}  # "official" recorded in train mode before 0.3
-KEEP = ("last", "best_val", "none")
 DEVICE_TYPES = ("cpu", "cuda")
 
 
@@ -197,8 +195,8 @@ class Run:
         if self.precision == "tf32" and self.device_type != "cuda":
             fail("precision", "tf32", "'fp32' or 'bf16' for a run on a CPU (device_type='cpu'): TF32 is a GPU format")
         check_bool(self.deterministic, "deterministic")
-        check_choice(self.softmax_mode, "softmax_mode", SOFTMAX_MODES)
-        check_choice(self.keep, "keep", KEEP)
+        check_choice(self.softmax_mode, "softmax_mode", SOFTMAX_KEYS)
+        check_choice(self.keep, "keep", ("last", "best_val", "none"))
         check_int(self.average_epochs, "average_epochs", minimum=1, none_ok=True)
         check_bool(self.record_softmax, "record_softmax")
         self._check_records()

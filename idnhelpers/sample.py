@@ -43,10 +43,9 @@ class Sample:
     @functools.cached_property
     def _parts(self) -> dict:
         X_train, _ = load_dataset(self.dataset, self.root, train=True, verify=self.verify)
-        X_test, _ = load_dataset(self.dataset, self.root, train=False, verify=self.verify)
         of = functools.partial(Tensors.from_dataset, self.dataset, root=self.root, verify=self.verify)
         parts = {"rows": of(self.rows, X_all=X_train), "train": of(self.rows[self.train], X_all=X_train),
-                 "test": of(self.test_rows, train=False, X_all=X_test)}
+                 "test": of(self.test_rows, train=False)}
         if self.val is not None:
             parts["val"] = of(self.rows[self.val], X_all=X_train)
         return parts

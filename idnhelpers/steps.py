@@ -38,12 +38,10 @@ class Single(Step):
 
     @classmethod
     def make(cls, specs):
-        return _single_step
-
-
-def _single_step(logits, targets, epoch, rows, loss):
-    losses = loss(logits[:, 0], targets, epoch, rows)
-    return losses.sum(), losses
+        def step(logits, targets, epoch, rows, loss):
+            losses = loss(logits[:, 0], targets, epoch, rows)
+            return losses.sum(), losses
+        return step
 
 
 def keep_rate(epoch: int, forget_rate: float, t_k: int = 10) -> float:
@@ -160,9 +158,8 @@ class StackedBank:
         return self._each(self.params, self.buffers, x).unflatten(0, (self.K, self.n))
 
     def probs(self, x, n_classes, per_run=False):
-        params, buffers = self.params, self.buffers
-        if self.n > 1:
-            params, buffers = {k: v[::self.n] for k, v in params.items()}, {k: v[::self.n] for k, v in buffers.items()}
+        params = {k: v[::self.n] for k, v in self.params.items()}  # each run's first network (all when n = 1)
+        buffers = {k: v[::self.n] for k, v in self.buffers.items()}
         out = self._each(params, buffers, x) if per_run else self._shared(params, buffers, x)
         return out[..., :n_classes].float().softmax(-1)
 

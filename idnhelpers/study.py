@@ -112,8 +112,7 @@ class Study:
 
     @classmethod
     def load(cls, files=None, /, **overrides) -> "Study":
-        """The settings of ``files`` (a path or a list, read in order), then ``overrides``; an
-        unknown name is refused."""
+        """The settings of ``files`` (a path or a list, read in order), then ``overrides``."""
         settings = {**(load_profile(files) if files is not None else {}), **overrides}
         unknown = sorted(set(settings) - set(cls.fields()))
         if unknown:
@@ -143,7 +142,7 @@ class Study:
     @property
     def epochs(self) -> int:
         """The runs' epochs: ``n_epochs``, else the data set's protocol's."""
-        return self.n_epochs or self.data_spec.protocol.n_epochs
+        return self.protocol.n_epochs
 
     def rates_of(self, method: str) -> tuple | None:
         """CE and SEAL run at ``noise_rates``, the others at ``baseline_rates`` where given."""

@@ -64,13 +64,13 @@ import torch
 
 from idnbook import plots
 from idnbook.chapter import claims, setup
+from idnbook.verdicts import below_bound, every, fact, judge, rejects_ccn
 from idnhelpers.clothing1m import load_clothing1m_labels
 from idnhelpers import environment
 from idnhelpers.experiments import ccn_experiment, noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.noise import ccn_labels
-from idnhelpers.stats import (below_bound, ccn_test, class_priors, estimate_transition_matrix, every, fact, judge,
-                              rejects_ccn)
+from idnhelpers.stats import ccn_test, class_priors, estimate_transition_matrix
 
 study = setup(globals())  # every parameter checked before any work starts; precision decided for the device
 data = study.sample()  # the rows of this chapter (shared with 03-05)

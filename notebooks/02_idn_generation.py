@@ -56,12 +56,12 @@ import torch
 
 from idnbook import plots
 from idnbook.chapter import claims, paper_scale, setup
+from idnbook.verdicts import NOT_CHECKED, NOT_RESOLVED, Verdict, every, fact
 from idnhelpers.experiments import generate_idn
 from idnhelpers.noise import flip_count, symmetric_noise
 from idnhelpers.families import FAMILIES
 from idnhelpers.published import load_published_idn
-from idnhelpers.stats import (NOT_CHECKED, NOT_RESOLVED, Verdict, estimate_transition_matrix, every, fact,
-                              flip_agreement, per_class_noise_rate)
+from idnhelpers.stats import estimate_transition_matrix, flip_agreement, per_class_noise_rate
 
 study = setup(globals(), family="idn")  # every parameter checked before any work starts; precision decided
 data = study.sample()  # the rows Algorithm 1 labels

@@ -74,10 +74,11 @@ import torch
 
 from idnbook import plots
 from idnbook.chapter import claims, paper_scale, setup
+from idnbook.verdicts import every, judge
 from idnhelpers.results import mean_std
 from idnhelpers.experiments import noisy_runs
 from idnhelpers.methods import Trainer, run_stages
-from idnhelpers.stats import binomial_se, every, judge
+from idnhelpers.stats import binomial_se
 
 study = setup(globals())  # every parameter checked before any work starts; precision decided for the device
 data = study.sample()  # the rows of this chapter (shared with 01, 04, 05)

@@ -59,12 +59,13 @@ import torch
 
 from idnbook import plots
 from idnbook.chapter import claims, paper_scale, setup
+from idnbook.verdicts import every, judge
 from idnhelpers.results import mean_std
 from idnhelpers import paper
 from idnhelpers.experiments import noisy_runs
 from idnhelpers.methods import Trainer, run_stages
 from idnhelpers.noisy import RANKINGS, find_noisy, label_quality, noisy_metrics, suggested_labels
-from idnhelpers.stats import correction_metrics, correction_scores, every, judge, label_distance
+from idnhelpers.stats import correction_metrics, correction_scores, label_distance
 
 study = setup(globals())  # every parameter checked before any work starts; precision decided for the device
 data = study.sample()  # the rows of this chapter (shared with 01, 03, 05)

@@ -83,12 +83,12 @@ from IPython.display import display
 
 from idnbook import plots
 from idnbook.chapter import claims, compare_at_scale, paper_scale_accuracy, paper_table3, run_beyond, setup
+from idnbook.verdicts import NOT_CHECKED, Verdict, every, judge
 from idnhelpers import paper
 from idnhelpers.clothing1m import clothing1m_available
 from idnhelpers.grid import run_study
 from idnhelpers.methods import method_label
 from idnhelpers.results import mean_std
-from idnhelpers.stats import NOT_CHECKED, Verdict, every, judge
 
 study = setup(globals())  # every parameter checked (an unknown method, a bad rate) before any work starts
 if study.noise_rates is None:  # benchmark a fixed label set (human labels) with idn-grid --labels (README)

@@ -53,12 +53,13 @@ profile = "cpu"  # name of the parameter file used, shown in the book
 # %%
 from idnbook import families as tables, plots
 from idnbook.chapter import claims, glue_tally, setup
+from idnbook.verdicts import NOT_CHECKED, Verdict, every, fact, judge, rejects_ccn
 from idnhelpers.grid import run_study
 from idnhelpers.methods import method_label
 from idnhelpers.families import FAMILIES
 from idnhelpers.results import Results
 from idnhelpers.study import Study
-from idnhelpers.stats import NOT_CHECKED, Verdict, estimate_transition_matrix, every, fact, judge, rejects_ccn
+from idnhelpers.stats import estimate_transition_matrix
 
 study = setup(globals(), family="symmetric")  # parameters checked before any work; each family's study below
 studies = {f: study.replace(family=f, methods=["ce", "seal", *baselines], baseline_rates=[max(study.noise_rates)],

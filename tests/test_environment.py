@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from idnhelpers import cache, checkpoint, datasets, environment, hardware
+from idnhelpers import cache, checkpoint, environment, hardware
 from idnhelpers.grid import cli, executors
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ Algorithm 1's at that rate and says so; a family that cannot give a rate is a ro
 import pytest
 import torch
 
+from idnbook.verdicts import NOT_CHECKED, every
 from idnhelpers.experiments import family_labels
-from idnhelpers.stats import NOT_CHECKED, every
 from idnhelpers.study import Study
 
 

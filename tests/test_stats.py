@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 
+from idnbook.verdicts import (CONTRADICTED, HOLDS, NOT_CHECKED, NOT_RESOLVED, VERDICTS, below_bound, every, fact, judge,
+                              rejects_ccn)
 from idnhelpers.noise import symmetric_matrix
 from idnhelpers.experiments import ccn_experiment
-from idnhelpers.stats import (CONTRADICTED, HOLDS, NOT_CHECKED, NOT_RESOLVED, VERDICTS, below_bound, ccn_bound, ccn_test,
-                              class_priors, estimate_transition_matrix, every, fact, flip_agreement, judge,
-                              per_class_noise_rate, rejects_ccn)
+from idnhelpers.stats import (ccn_bound, ccn_test, class_priors, estimate_transition_matrix, flip_agreement,
+                              per_class_noise_rate)
 
 
 def test_paper_clothing1m_arithmetic():
@@ -150,5 +151,5 @@ def test_chapter_claims_show_the_verdict_with_its_reason():
     assert table["verdict"].tolist() == [HOLDS, NOT_RESOLVED]
     assert table["evidence"][1].endswith("13 seeds (here 3) would resolve a margin this size if the spread stays")
     assert ". The margin is within twice its standard error" in table["evidence"][1]
-    with pytest.raises(ValueError, match="stats.Verdict"):
+    with pytest.raises(ValueError, match="verdicts.Verdict"):
         claims([("Table 1", "SEAL beats CE", True, "+1.0")], "test")

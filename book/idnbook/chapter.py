@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 
+from idnbook.verdicts import Verdict
 from idnhelpers.checks import check_bool, check_choice, check_distinct, check_float, check_int, check_seeds, fail
 from idnhelpers.csr import SEARCHES
 from idnhelpers.datasets import get_dataset
@@ -193,16 +194,14 @@ CLAIM_COLUMNS = ["paper", "claim", "verdict", "evidence"]
 
 def claims(rows, name: str):
     """A chapter's checks of the paper's claims as a table: ``rows`` of (where in the paper, claim,
-    ``stats.Verdict``); a verdict that is not resolved (or not checked) shows its reason beside the
+    ``verdicts.Verdict``); a verdict that is not resolved (or not checked) shows its reason beside the
     evidence. Shown in the chapter, and glued (myst-nb) as ``claims:<name>`` for the reproduction
     summary page."""
     import pandas as pd
 
-    from idnhelpers.stats import Verdict
-
     for row in rows:
         if len(row) != 3 or not isinstance(row[2], Verdict):
-            fail("rows", row, "(where in the paper, claim, stats.Verdict)")
+            fail("rows", row, "(where in the paper, claim, verdicts.Verdict)")
     table = pd.DataFrame([(ref, claim, v.verdict, v.evidence + (f". {v.reason[0].upper()}{v.reason[1:]}" if v.reason
                                                                 else "")) for ref, claim, v in rows],
                          columns=CLAIM_COLUMNS)

@@ -1,7 +1,5 @@
-"""What a grid would do and what the cache holds of it: its jobs (``make_jobs``: one method on
-one data set, each of its stages one ``engine.train_many`` call over the job's cells), each cell's
-stages read from the cache (``trace``: the method's own driver, answered with placeholders where
-the cache has nothing), ``grid_status``, the results (``collect``) and the ``plan``."""
+"""What a grid would do and what the cache holds of it: its jobs (``make_jobs``), each cell's stages
+as the cache has them (``trace``), ``grid_status``, the results (``collect``) and the ``plan``."""
 
 from __future__ import annotations
 
@@ -38,7 +36,8 @@ class MissingRuns(RuntimeError):
 
 @dataclass(frozen=True, eq=False)
 class Job:
-    """One slice of a grid: ``method`` with ``options`` on ``cells`` (all of one data set)."""
+    """One slice of a grid: ``method`` with ``options`` on ``cells`` (all of one data set); each stage
+    of the method is one ``engine.train_many`` call over the job's cells."""
 
     method: str
     options: dict

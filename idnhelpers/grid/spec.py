@@ -1,5 +1,4 @@
-"""A grid as data: ``Cell`` (one method on one base run) and ``build_grid(study)``, which expands a
-``study.Study``'s methods x label sets x seeds into cells, so the chapters and ``idn-grid`` share runs."""
+"""A grid as data: ``Cell`` (one method on one base run), ``Grid`` and ``build_grid(study)``."""
 
 from __future__ import annotations
 
