@@ -22,7 +22,7 @@ test: data
 bench: data  # the paper's MNIST protocol, official-code style vs the engine (see NOTES.md)
 	$(PY) -m benchmarks.speed --epochs 3 --n-train 10000 --runs 2
 
-gpu-check: data  # every CUDA path once, PASS/FAIL per check, seconds per epoch (README, "cluster"); no GPU: says so
+gpu-check: $(STAMP)  # every CUDA path once, offline: PASS/FAIL/SKIP per check, seconds per epoch (README, "cluster")
 	$(PY) -m benchmarks.gpu_check
 
 data: $(STAMP)

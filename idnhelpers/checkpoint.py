@@ -1,8 +1,11 @@
 """Runs that survive being killed. ``training.fit`` stores the whole state of its call (networks,
 optimiser, generators, losses, recorders, kept weights, epoch and step, within an epoch its running
 sums) in the cache as ``<key>.ckpt``: after an epoch ending ``$IDNHELPERS_CHECKPOINT_SECONDS`` (default 30)
-or more after the last store, and within an epoch every ``WITHIN_EPOCH_SECONDS``. The next call that trains
-the same runs resumes from it and ends bit for bit where an uninterrupted call ends on the same machine."""
+or more after the last store, and within an epoch every ``WITHIN_EPOCH_SECONDS``; never sooner than
+``STORE_COST_FACTOR`` times the last store's own duration after it, so that a large checkpoint on a slow
+shared file system costs at most a twentieth of the time (``$IDNHELPERS_CHECKPOINT_SECONDS=0``: after every
+epoch). The next call that trains the same runs resumes from it and ends bit for bit where an
+uninterrupted call ends on the same machine."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from .environment import checkpoint_seconds
 
 SUFFIX = ".ckpt"  # beside the results (``.pt``) in the cache folder, never mistaken for one
 WITHIN_EPOCH_SECONDS = 300.0
+STORE_COST_FACTOR = 20  # at most 1/20 of the time goes to storing checkpoints
 
 
 def checkpoint_key(runs, stacked: bool) -> str:
@@ -56,6 +60,7 @@ class Checkpoints:
     def __init__(self, training, key: str | None):
         self.training, self.key, self.every = training, key, checkpoint_seconds()
         self.start = self.stored_at = time.perf_counter()
+        self.store_seconds = 0.0  # how long the last store took
         self.saved = (cache.load(key, SUFFIX) if key is not None else None) or {}
         self.first_epoch, self.first_step = self.saved.get("epoch", 0), self.saved.get("step", 0)
         self.seconds_before = self.saved.get("seconds", 0.0)
@@ -79,13 +84,13 @@ class Checkpoints:
         return self.first_step, tuple(t.to(self.training.device) for t in self.saved["sums"])
 
     def after_step(self, epoch: int, step: int, sums: tuple) -> None:
-        if self.key is not None and time.perf_counter() - self.stored_at >= WITHIN_EPOCH_SECONDS:
+        if self.key is not None and self._due(WITHIN_EPOCH_SECONDS):
             self.store(epoch, step, self.epoch_generators, sums)
 
     def after_epoch(self, epoch: int) -> None:
         """After an epoch but the last, store if ``every`` seconds have passed since the last store."""
         last = epoch + 1 == self.training.protocol.n_epochs
-        if self.key is not None and not last and time.perf_counter() - self.stored_at >= self.every:
+        if self.key is not None and not last and self._due(self.every):
             self.store(epoch + 1)
 
     def store(self, epoch: int, step: int = 0, epoch_generators=None, sums=None) -> None:
@@ -93,8 +98,16 @@ class Checkpoints:
         as the epoch began)."""
         state = dict(epoch=epoch, step=step, seconds=self.seconds(), sums=sums, **self.training.state(),
                      generators=epoch_generators or [g.get_state() for g in self.training.generators])
+        start = time.perf_counter()
         cache.save(self.key, state, SUFFIX)
         self.stored_at = time.perf_counter()
+        self.store_seconds = self.stored_at - start
+
+    def _due(self, interval: float) -> bool:
+        """Whether ``interval`` seconds have passed since the last store, and (for an interval above 0)
+        ``STORE_COST_FACTOR`` times that store's duration."""
+        wait = max(interval, STORE_COST_FACTOR * self.store_seconds) if interval else 0.0
+        return time.perf_counter() - self.stored_at >= wait
 
     def seconds(self) -> float:
         """The call's training time so far, the killed calls' before it included."""

@@ -22,7 +22,7 @@ import torch
 
 from . import cache
 from .checks import check_choice, check_int, fail
-from .hardware import cpu_cores, resolve_device
+from .hardware import cpu_cores, resolve_device, training_settings
 from .runs import Run, RunResult, Tensors
 from .steps import ModuleBank, Single
 from .training import fit, init_networks, on_device, softmax_of
@@ -186,4 +186,5 @@ def predict(run: Run, weights: dict, *, device=None, all_outputs: bool = False) 
     bank = ModuleBank([model])
     bank.train(False)
     n_outputs = run.n_classes + (run.objective.extra_outputs if all_outputs else 0)
-    return softmax_of(bank, run.data.source(device), n_outputs, run.precision, device)[0]
+    with training_settings(device, run.precision, run.deterministic):  # TF32 as the run trained: off for fp32
+        return softmax_of(bank, run.data.source(device), n_outputs, run.precision, device)[0]

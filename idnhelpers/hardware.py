@@ -140,12 +140,13 @@ def training_settings(device, precision: str, deterministic: bool = False):
     runs convolutions in TF32 by default). ``deterministic``: deterministic algorithms, no cuDNN
     benchmarking, ``CUBLAS_WORKSPACE_CONFIG`` unless set; an operation without one is refused."""
     device = torch.device(device)
-    # PyTorch's newer TF32 API only: setting the older allow_tf32 flags as well is refused
-    switches = (torch.backends.cuda.matmul, torch.backends.cudnn.conv) if device.type == "cuda" else ()
-    saved = ([s.fp32_precision for s in switches], torch.are_deterministic_algorithms_enabled(),
+    # the allow_tf32 flags: with the newer fp32_precision ones at "ieee", reading cudnn.allow_tf32 and
+    # entering cudnn.flags() raise (torch 2.9+), so code inside a run could not use them
+    switches = (torch.backends.cuda.matmul, torch.backends.cudnn) if device.type == "cuda" else ()
+    saved = ([s.allow_tf32 for s in switches], torch.are_deterministic_algorithms_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     for switch in switches:
-        switch.fp32_precision = "tf32" if precision == "tf32" else "ieee"
+        switch.allow_tf32 = precision == "tf32"
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -158,7 +159,7 @@ def training_settings(device, precision: str, deterministic: bool = False):
         raise
     finally:
         for switch, value in zip(switches, saved[0]):
-            switch.fp32_precision = value
+            switch.allow_tf32 = value
         torch.use_deterministic_algorithms(saved[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 

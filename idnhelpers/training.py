@@ -287,5 +287,5 @@ class Training:
                 S=rec.S(), history=rec.history, snapshots=torch.stack(rec.snapshots) if rec.snapshots else None,
                 weights=weights, best_epoch=best_epoch, precision=precision, device=str(self.device),
                 seconds=seconds / len(self.runs), threads=torch.get_num_threads(),
-                hardware=describe(self.device, precision, run0.deterministic)))
+                hardware={**describe(self.device, precision, run0.deterministic), "stacked_runs": len(self.runs)}))
         return results

@@ -3,9 +3,11 @@ submitit-local's jobs land on the GPUs CUDA_VISIBLE_DEVICES names, the processes
 each worker a GPU, TF32 and determinism are set as asked and recorded, CUDA results have their
 own cache keys, stacked calls free what they copied, and the GPU check's own code runs."""
 
+import json
 import os
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,16 +160,21 @@ def test_tf32_and_bf16_only_where_the_gpu_has_them(monkeypatch):
 def test_fp32_on_cuda_turns_pytorchs_tf32_convolutions_off_and_tf32_turns_them_on():
     from idnhelpers.hardware import training_settings
 
-    switches = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    before = [s.fp32_precision for s in switches]
-    assert torch.backends.cudnn.conv.fp32_precision == "tf32"  # PyTorch's default: TF32 convolutions
+    switches = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = [s.allow_tf32 for s in switches]
+    assert torch.backends.cudnn.allow_tf32  # PyTorch's default: TF32 convolutions
     with training_settings(torch.device("cuda"), "fp32"):
-        assert [s.fp32_precision for s in switches] == ["ieee", "ieee"]
+        assert [s.allow_tf32 for s in switches] == [False, False]
+        assert torch._C._get_cudnn_allow_tf32() is False and torch.get_float32_matmul_precision() == "highest"
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):  # code inside a run may still use them
+            assert torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cudnn.allow_tf32
     with training_settings(torch.device("cuda"), "tf32"):
-        assert [s.fp32_precision for s in switches] == ["tf32", "tf32"]
+        assert [s.allow_tf32 for s in switches] == [True, True]
+        assert torch.get_float32_matmul_precision() == "high"
     with training_settings(torch.device("cpu"), "fp32"):
-        assert [s.fp32_precision for s in switches] == before  # a CPU run leaves CUDA's switches alone
-    assert [s.fp32_precision for s in switches] == before  # restored after the run
+        assert [s.allow_tf32 for s in switches] == before  # a CPU run leaves CUDA's switches alone
+    assert [s.allow_tf32 for s in switches] == before  # restored after the run
 
 
 def test_deterministic_sets_what_pytorch_needs_and_refuses_what_it_cannot_make_deterministic(monkeypatch):
@@ -213,7 +220,8 @@ def test_every_result_records_the_hardware_that_made_it(tmp_path, monkeypatch):
     monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path))
     X, y = load_dataset("digits")
     result = engine.train(make_run(X[:64], y[:64], protocol("digits", n_epochs=1), dataset="digits"))
-    assert result.hardware == {"device": "cpu", "precision": "fp32", "deterministic": False, **fingerprint()}
+    assert result.hardware == {"device": "cpu", "precision": "fp32", "deterministic": False, **fingerprint(),
+                               "stacked_runs": 1}
     old = {k: v for k, v in result.payload().items() if k != "hardware"}  # stored before hardware was recorded
     assert RunResult.from_payload(old).hardware is None
 
@@ -281,17 +289,76 @@ def test_the_gpu_check_says_there_is_no_cuda_device_and_exits_0(capsys):
     assert capsys.readouterr().out.startswith("no CUDA device")
 
 
-def test_the_gpu_checks_themselves_pass_on_the_cpu(capsys):
-    """Each check's code runs (small sizes, on the CPU); those that need CUDA say so."""
+def test_the_gpu_checks_themselves_pass_on_the_cpu(capsys, monkeypatch, tmp_path):
+    """Each check's code runs (small sizes, on the CPU) offline, with no data set to read; those that need
+    CUDA say so; the methods' CPU-against-CPU comparison is exact; epochs are timed in the steady state."""
+    from benchmarks import gpu_check
+    from idnhelpers.datasets import get_dataset
+    from idnhelpers.hardware import native_bf16
+    from idnhelpers.methods import METHODS
+
+    monkeypatch.setenv("IDNHELPERS_DATA", str(tmp_path / "no data"))  # no MNIST here,
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # nor can any process (the workers too) fetch it
+    mnist, cifar10 = get_dataset("mnist"), get_dataset("cifar10")
+    assert gpu_check.main(["--device", "cpu", "--quick", "--report", str(tmp_path / "report.json")]) == 0
+    assert get_dataset("mnist") is mnist and get_dataset("cifar10") is cifar10  # the plans' stand-ins are gone
+    out = capsys.readouterr().out
+    skipped = {"syncs per step", "out of memory halves K", "tf32"} | (
+        set() if native_bf16("cpu") else {"stacked WRN in bf16"})
+    for name in gpu_check.CHECKS:
+        verdict = "SKIP" if name in skipped else "PASS"
+        assert re.search(rf"^{verdict} {re.escape(name)} +[\d.]+ s", out, re.M), (name, out)
+    assert re.search(rf"^PASS methods vs CPU .* {len(METHODS)} methods: max \|S difference\| 0, test accuracy "
+                     r"difference 0 points \(exact: CPU against CPU\)$", out, re.M)
+    for name in ("resume on the device", "deterministic", "Clothing1M loader"):
+        assert re.search(rf"^PASS {name} .*equal bit for bit", out, re.M), name
+    wrn_precision = "bf16" if native_bf16("cpu") else "fp32"  # Table 2's, as the README's command trains it
+    for model, k, precision in (("mnist_cnn", 1, "fp32"), ("mnist_cnn", 8, "fp32"), ("wrn16_2", 1, wrn_precision),
+                                ("wrn16_2", 2, wrn_precision)):
+        assert re.search(rf"^{model} K={k} +[\d.]+ s per epoch per run \({precision}, steady state", out, re.M), model
+    for table, cells, precision in ((1, 84, "fp32"), (2, 84, wrn_precision)):
+        assert re.search(rf"Table {table} \(paper protocol\): {cells} cells, \d+ runs, \d+ run-epochs, as idn-grid "
+                         rf"--table {table} trains them on cpu: precision {precision}, K = 1: a CPU trains one run "
+                         r"per call: [\d.]+ hours", out), table
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["device"]["device"] == "cpu" and set(report["checks"]) == set(gpu_check.CHECKS)
+    assert report["checks"]["methods vs CPU"]["verdict"] == "PASS" and report["checks"]["tf32"]["verdict"] == "SKIP"
+    assert {(e["model"], e["k"]) for e in report["seconds_per_epoch_per_1000_rows"]} == {
+        ("mnist_cnn", 1), ("mnist_cnn", 8), ("wrn16_2", 1), ("wrn16_2", 2)}
+    tables = report["tables"]
+    assert tables["1"]["cells"] == 84 and tables["1"]["stacks"] == [1] and tables["1"]["hours"] > 0
+    assert tables["2"]["model_timed"] == "wrn16_2" and tables["3"]["hours"] is None
+    assert not (Path(os.environ["IDNHELPERS_CACHE"]) / "stack_sizes.json").exists()  # --quick, a CPU: not recorded
+
+
+def test_the_sync_check_counts_the_steps_synchronisations_alone():
+    """Set-up and scoring synchronising as often for 8 steps as for 32 pass; one more per step fails."""
     from benchmarks import gpu_check
 
-    assert gpu_check.main(["--device", "cpu", "--quick"]) == 0
-    out = capsys.readouterr().out
-    for name in gpu_check.CHECKS:
-        verdict = "SKIP" if name in ("syncs per epoch", "out of memory halves K") else "PASS"
-        assert re.search(rf"^{verdict} {re.escape(name)} +[\d.]+ s", out, re.M), (name, out)
-    assert re.search(r"^mnist_cnn K=8 +[\d.]+ s per epoch per run", out, re.M)
-    assert re.search(r"Table 1 \(paper protocol\): 84 cells, \d+ runs", out)
+    def steps(runs):
+        return 2 * len(runs[0].data) // runs[0].protocol.batch_size
+
+    cpu = torch.device("cpu")
+    assert gpu_check._syncs_per_step(cpu, "fp32", lambda runs, device: 7).startswith("10 kinds of step: 0 per step")
+    with pytest.raises(gpu_check.Failed, match=r"^CE, K = 1: 39 synchronisations in 32 steps, 15 in 8: 1 per step"):
+        gpu_check._syncs_per_step(cpu, "fp32", lambda runs, device: 7 + steps(runs))
+
+
+def test_the_table_1_estimate_uses_the_k_and_precision_of_the_grid_on_cuda():
+    """On CUDA each stage of a Table 1 job stacks its 12 cells (4 rates x 3 seeds), in fp32 (Study's
+    default): the hours are those of the fastest K measured up to 12, not of a larger K."""
+    from benchmarks import gpu_check
+
+    cuda = torch.device("cuda")
+    grid, stacks = gpu_check.table_stacks(cuda, 1)
+    assert grid.study.precision == "fp32" and {k for k, _ in stacks} == {12}
+    assert sum(len(runs) for _, runs in stacks) == 192
+    # K = 32 measured fastest, but a stage has 12 runs: the grid stacks 12 (1.0 s), not the loop's 12.0 s
+    per_1000 = {("mnist_cnn", "fp32", 1): 12.0, ("mnist_cnn", "fp32", 8): 1.5, ("mnist_cnn", "fp32", 12): 1.0,
+                ("mnist_cnn", "fp32", 32): 0.5, ("mnist_cnn", "bf16", 12): 0.1}
+    estimate = gpu_check.table_estimate(1, grid, stacks, per_1000, "mnist_cnn", cuda)
+    assert (estimate["cells"], estimate["runs"], estimate["precision"], estimate["stacks"]) == (84, 192, "fp32", [12])
+    assert estimate["hours_one_run_per_call"] == pytest.approx(12 * estimate["hours"])
 
 
 def test_the_readme_lists_every_gpu_check():
@@ -318,3 +385,43 @@ def test_a_laptop_collects_a_clusters_gpu_runs_by_their_device_type():
     assert CHECKS["trained_on"]("cuda", "trained_on") == "cuda"
     with pytest.raises(ValueError, match="trained_on='gpu'"):
         CHECKS["trained_on"]("gpu", "trained_on")
+
+
+def test_predictions_outside_training_use_the_runs_tf32_setting(monkeypatch, tmp_path):
+    """``engine.predict`` (Forward's T, DAC's abstentions) scores under the run's settings: an fp32 run's
+    predictions on CUDA are IEEE fp32, not PyTorch's default TF32 convolutions."""
+    import contextlib
+
+    from idnhelpers.datasets import load_dataset, protocol
+    from idnhelpers.runs import make_run
+
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path))
+    X, y = load_dataset("digits")
+    run = make_run(X[:64], y[:64], protocol("digits", n_epochs=1), dataset="digits")
+    result = engine.train(run)
+    entered = []
+
+    @contextlib.contextmanager
+    def settings(device, precision, deterministic=False):
+        entered.append((str(device), precision, deterministic))
+        yield
+    monkeypatch.setattr(engine, "training_settings", settings)
+    assert engine.predict(run, result.weights).shape == (64, 10) and entered == [("cpu", "fp32", False)]
+
+
+def test_the_stack_sizes_gpu_check_measures_are_the_ones_a_grid_job_stacks(monkeypatch, tmp_path, capsys):
+    """gpu-check's seconds per run-epoch by K, written where the grid reads them: a job of MNIST CNN runs in
+    fp32 on CUDA stacks 8 at a time (fastest measured), WRN-28-10 in bf16 goes one run per call."""
+    from benchmarks import gpu_check
+    from idnhelpers.datasets import protocol
+    from idnhelpers.runs import make_run
+
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path))
+    gpu_check.write_stack_sizes({("mnist_cnn", "fp32", 1): 3.0, ("mnist_cnn", "fp32", 8): 1.0,
+                                 ("mnist_cnn", "fp32", 32): 1.2, ("wrn28_10", "bf16", 1): 5.0,
+                                 ("wrn28_10", "bf16", 2): 5.5}, torch.device("cuda"))
+    assert "mnist_cnn cuda fp32: K = 8, wrn28_10 cuda bf16: K = 1" in capsys.readouterr().out
+    X = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    run = make_run(X, torch.zeros(8, dtype=torch.long), protocol("mnist"), dataset="mnist", device_type="cuda")
+    assert executors.measured_stack_size(run) == 8
+    assert executors.measured_stack_size(run.replace(precision="bf16", device_type="cuda")) is None  # not measured

@@ -17,6 +17,21 @@ def test_a_job_keyed_for_a_gpu_refuses_a_node_without_one():
         executors.run_job(job)  # on this machine: no CUDA; before, the runs trained on the CPU as CPU runs
 
 
+def test_a_job_refuses_a_precision_its_gpu_lacks_before_training(monkeypatch):
+    """Planned on a login node that cannot see the GPUs: a bf16 job that lands on a V100 stops, naming fp32."""
+    import torch
+
+    study = Study(dataset="digits", methods=["ce"], family="symmetric", noise_rates=[0.2], noise_seed=0, seeds=[0],
+                  n_epochs=1, device="cpu", precision="bf16")
+    job = make_jobs(build_grid(study, device_type="cuda").cells)[0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    monkeypatch.setattr(executors, "run_stages", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match="precision='bf16'.*'fp32' or 'auto' on Tesla V100.*compute capability 7.0"):
+        executors.run_job(job, device="cuda")
+
+
 def test_a_slurm_job_asks_for_at_most_the_one_gpu_it_uses():
     assert executors.executor_options("slurm", gpus=1)["gpus"] == 1
     assert executors.executor_options("slurm", gpus=0)["cpus"] == executors.CPUS_PER_GPU
@@ -35,8 +50,34 @@ def test_slurm_jobs_are_requeued_after_many_time_limits(monkeypatch, tmp_path):
             made.update(params)
 
     monkeypatch.setattr(submitit, "AutoExecutor", Recorder)
-    executors.make_executor("slurm", executors.executor_options("slurm", folder=tmp_path), n_jobs=3)
+    options = executors.executor_options("slurm", folder=tmp_path, time_min=720)
+    executors.make_executor("slurm", options, n_jobs=3)  # hours unknown: many requeues
     assert made["slurm_max_num_timeout"] == executors.MAX_TIMEOUTS >= 50 and made["cluster"] == "slurm"
+    executors.make_executor("slurm", dict(options, mem_gb=15, max_timeouts=6), n_jobs=3)
+    assert (made["slurm_max_num_timeout"], made["mem_gb"]) == (6, 15)
+    # twice the time limits the estimated hours need, at least submitit's 3; unknown hours: MAX_TIMEOUTS
+    assert executors.max_timeouts(100.0, 2880) == 2 * 3 and executors.max_timeouts(0.5, 720) == 3
+    assert executors.max_timeouts(float("nan"), 720) == executors.MAX_TIMEOUTS
+
+
+def test_a_slurm_job_asks_for_the_memory_its_stacked_runs_hold():
+    """Table 2's job of 12 stacked WRN-28-10s (36.5M parameters each, Zagoruyko & Komodakis) on CIFAR-10's
+    50,000 images: 8 GB, the images, and four copies of the 12 networks (weights, momentum or Adam's two moments,
+    the kept weights)."""
+    import math
+    from types import SimpleNamespace
+
+    import torch
+
+    from idnhelpers.datasets import protocol
+    from idnhelpers.runs import make_run
+
+    run = make_run(torch.zeros(50_000, 3, 32, 32, dtype=torch.uint8), torch.zeros(50_000, dtype=torch.long),
+                   protocol("cifar10"), dataset="cifar10")
+    job = SimpleNamespace(cells=[SimpleNamespace(run=run)] * 12)
+    assert executors.memory_gb([job]) == 8 + math.ceil((50_000 * 3 * 32 * 32 + 4 * 4 * 36_479_194 * 12) / 2 ** 30) == 15
+    small = SimpleNamespace(cells=[SimpleNamespace(run=run.replace(protocol=protocol("cifar10", model="wrn16_2")))])
+    assert executors.memory_gb([small]) == 9 and executors.memory_gb([small, job]) == 15  # the largest job's
 
 
 def test_every_benchmark_script_imports():
@@ -76,3 +117,33 @@ def test_building_a_runs_networks_leaves_every_gpu_generator_alone(monkeypatch):
     again = init_networks(run, torch.device("cpu"))[0].state_dict()
     assert not reseeded and torch.equal(torch.random.get_rng_state(), before)
     assert all(torch.equal(first[k], again[k]) for k in first)  # seeded: the same weights each time
+
+
+def test_a_job_stacks_the_k_measured_fastest_and_each_result_records_its_k(monkeypatch, tmp_path):
+    """``make gpu-check``'s seconds per run-epoch by K (``STACK_SIZES`` in the cache folder) choose K: 2 of
+    4 runs per call here; K = 1 measured fastest gives the loop; a damaged file is refused by name."""
+    import json
+
+    import torch
+
+    from idnhelpers import engine
+    from idnhelpers.datasets import load_dataset, protocol
+    from idnhelpers.noise import symmetric_noise
+    from idnhelpers.runs import make_run
+
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path))
+    X, y = load_dataset("digits")
+    runs = [make_run(X, symmetric_noise(y, 0.2, 10, seed=s), protocol("digits", n_epochs=1), dataset="digits", seed=s)
+            for s in range(4)]
+    calls = []
+    real_fit = engine.fit
+    monkeypatch.setattr(engine, "fit", lambda runs, device, stacked=False, **k: calls.append(
+        len(runs)) or real_fit(runs, device, stacked, **k))
+    for seconds, wanted in (({"1": 0.5, "2": 0.3, "4": 0.4}, [2, 2]), ({"1": 0.2, "4": 0.4}, [1, 1, 1, 1])):
+        (tmp_path / executors.STACK_SIZES).write_text(json.dumps({"mlp cpu fp32": seconds, "mlp cuda bf16": {"8": 1}}))
+        calls.clear()
+        results = executors.JobTrainer("stacked", torch.device("cpu"), use_cache=False)(runs)
+        assert calls == wanted and [r.hardware["stacked_runs"] for r in results] == [wanted[0]] * 4
+    (tmp_path / executors.STACK_SIZES).write_text('{"mlp cpu fp32": [1, 2]}')
+    with pytest.raises(ValueError, match="stack_sizes.json=.* seconds per run-epoch.*benchmarks.gpu_check"):
+        executors.JobTrainer("stacked", torch.device("cpu"), use_cache=False)(runs)

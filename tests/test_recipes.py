@@ -84,9 +84,10 @@ NOT_RUN = {
     "-p clothing1m_weights /data/resnet50_imagenet.pth -y \"methods: [ce, coteaching, dmi, seal, seal_dmi]\"": _TABLE3,
     "export IDNHELPERS_CACHE=/shared/idn/runs IDNHELPERS_DATA=/shared/idn/data":
         "a cluster's shared file system; the test keeps its own cache and data",
-    ".venv/bin/idn-grid --table 2 --executor slurm --partition gpu --time 2880 --cells-per-job 3":
+    ".venv/bin/idn-grid --table 2 --set precision=bf16 --executor slurm --partition gpu --time 2880 "
+    "--cells-per-job 3":
         _TABLE2 + "; even the plan reads its labels",
-    ".venv/bin/idn-grid --table 3 --data-root /shared/idn/data "
+    ".venv/bin/idn-grid --table 3 --set precision=bf16 --data-root /shared/idn/data "
     "--set clothing1m_weights=/shared/idn/resnet50.pth --executor slurm --partition gpu": _TABLE3,
     "rsync -a cluster:/shared/idn/runs/ ~/.cache/idnhelpers/runs/": "needs the cluster; the chapter-05 recipe before "
                                                                      "it filled this session's cache instead",

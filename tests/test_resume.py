@@ -189,3 +189,28 @@ def test_a_job_interrupted_as_slurm_preempts_requeues_itself_and_resumes(tmp_pat
     log = Path(handle.paths.stdout).read_text() + Path(handle.paths.stderr).read_text()
     assert "Calling checkpoint method" in log and "Requeued job" in log
     assert "resuming after epoch" in log and grid.collect(g).frame["method"].tolist() == ["ce"]
+
+
+def test_a_slow_store_spaces_the_next_ones_by_twenty_times_its_duration(monkeypatch):
+    """A checkpoint that takes 3 s to store (3.5 GB to a shared file system) is stored again 60 s after,
+    not after the 30 s of ``$IDNHELPERS_CHECKPOINT_SECONDS``; with 0 it is still stored after every epoch."""
+    from types import SimpleNamespace
+
+    clock, stores = [0.0], []
+    monkeypatch.setattr(checkpoint.time, "perf_counter", lambda: clock[0])
+
+    def three_second_save(key, state, suffix):
+        stores.append(clock[0])
+        clock[0] += 3.0
+    monkeypatch.setattr(cache, "save", three_second_save)
+    monkeypatch.setattr(cache, "load", lambda key, suffix: None)
+    training = SimpleNamespace(generators=[], state=dict, protocol=SimpleNamespace(n_epochs=100), label="run")
+    for every, epoch_ends, wanted in (("30", [13, 23, 33, 43, 53, 63], [0, 63]), ("0", [13, 26], [0, 13, 26])):
+        monkeypatch.setenv("IDNHELPERS_CHECKPOINT_SECONDS", every)
+        clock[0], stores[:] = 0.0, []
+        points = checkpoint.Checkpoints(training, "key")
+        points.store(0)  # at 0 s, done at 3 s
+        for epoch, end in enumerate(epoch_ends):
+            clock[0] = float(end)
+            points.after_epoch(epoch)
+        assert stores == wanted, every

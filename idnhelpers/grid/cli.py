@@ -15,7 +15,7 @@ from ..families import FAMILIES
 from ..profiles import load_profile
 from ..results import Results
 from ..study import Study
-from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid
+from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid, with_job_resources
 from .plan import format_plan, format_status, grid_status, plan
 from .spec import build_grid
 
@@ -104,10 +104,10 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
-    outputs = (("--csv", args.csv, check_output_file), ("--folder", args.folder, check_output_folder))
-    for option, value, check in outputs:
-        if value is not None:
-            check(value, option)
+    if args.csv is not None:
+        check_output_file(args.csv, "--csv")
+    if args.folder is not None:
+        check_output_folder(args.folder, "--folder")
     study = study_from_args(args)
     options = executor_options(args.executor, folder=args.folder, partition=args.partition, gpus=args.gpus,
                                cpus=args.cpus, time_min=args.time_min, array_parallelism=args.array_parallelism,
@@ -123,7 +123,8 @@ def _main(args) -> int:
         print(format_status(grid_status(grid)))
         return 0
     if args.dry_run:
-        print(format_plan(plan(grid, device=target, cells_per_job=args.cells_per_job), args.executor, options))
+        p = plan(grid, device=target, cells_per_job=args.cells_per_job)
+        print(format_plan(p, args.executor, with_job_resources(args.executor, options, p)))
         return 0
     results = run_grid(grid, args.executor, stack_size=args.stack_size, cells_per_job=args.cells_per_job,
                        wait=not args.no_wait, **options)

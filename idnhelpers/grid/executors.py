@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import json
+import math
 import os
 import sys
 import threading
@@ -22,11 +24,12 @@ from tqdm import tqdm
 
 from .. import cache, engine
 from ..checks import check_choice, check_int, fail
-from ..hardware import cpu_cores, resolve_device
+from ..hardware import cpu_cores, resolve_device, resolve_precision
 from ..methods import Trainer, run_stages
 from ..progress import clock, use_bars
 from ..results import Results
-from ..runs import Run, RunResult
+from ..models import build_model
+from ..runs import Run, RunResult, Tensors
 from ..study import Study
 from .plan import Job, _cells, collect, plan, trace
 from .spec import Grid, build_grid
@@ -34,13 +37,15 @@ from .spec import Grid, build_grid
 EXECUTORS = ("local", "slurm", "submitit-local", "debug")
 DEFAULT_TIME_MIN = 24 * 60  # a submitit job's time limit (minutes) unless given
 CPUS_PER_GPU = 8  # a Slurm job's CPU cores per GPU unless given: Clothing1M's image decoders run on them
-MAX_TIMEOUTS = 100  # requeues after a Slurm time limit (submitit's default, 3, fails a job needing 4 limits)
+MAX_TIMEOUTS = 100  # requeues after a Slurm time limit where a job's hours are unknown (submitit's default: 3)
+STACK_SIZES = "stack_sizes.json"  # in the cache folder: make gpu-check's seconds per run-epoch by K
 POLL_SECONDS = {"slurm": 1.0, "submitit-local": 0.1, "debug": 0.0}  # between checks of the jobs' states
 
 
 @dataclass(frozen=True)
 class JobTrainer(Trainer):
-    """A grid job's trainer: ``report`` hears each stage's run keys first (the progress bar); on
+    """A grid job's trainer: ``report`` hears each stage's run keys first (the progress bar); K is
+    ``stack_size``, else the fastest measured (``measured_stack_size``), else all the stage's runs; on
     CUDA a stacked call out of memory is retried with half as many runs, a K kept for later stages."""
 
     report: Callable[[list[str]], None] | None = None
@@ -49,7 +54,7 @@ class JobTrainer(Trainer):
     def __call__(self, runs: list[Run]) -> list[RunResult]:
         if self.report is not None:
             self.report([run.key() for run in runs])
-        k = self.fitted.get("k", self.stack_size)
+        k = self.fitted.get("k", self.stack_size or measured_stack_size(runs[0]))
         while True:
             try:
                 return engine.train_many(runs, backend=self.backend, device=self.device, use_cache=self.use_cache,
@@ -63,6 +68,22 @@ class JobTrainer(Trainer):
                       file=sys.stderr)
             # here, after the except block, the traceback and the failed step's tensors are gone
             torch.cuda.empty_cache()
+
+
+def measured_stack_size(run: Run) -> int | None:
+    """The K with the fewest seconds per run-epoch that ``make gpu-check`` measured on this cluster for
+    ``run``'s model, device type and precision (``STACK_SIZES``, in the cache folder; 1: the loop pays
+    best), or None where nothing was measured."""
+    path = cache.cache_dir() / STACK_SIZES
+    if not path.exists():
+        return None
+    try:
+        measured = json.loads(path.read_text()).get(f"{run.protocol.model} {run.device_type} {run.precision}", {})
+        seconds = {int(k): float(s) for k, s in measured.items()}
+    except (ValueError, AttributeError, TypeError):
+        fail(STACK_SIZES, str(path), '{"<model> <device> <precision>": {"<K>": seconds per run-epoch}}, as '
+             "python -m benchmarks.gpu_check writes it (delete it to stack every run of a stage)")
+    return min(seconds, key=seconds.get) if seconds else None
 
 
 # besides torch.cuda.OutOfMemoryError, cuDNN raises a plain RuntimeError near the limit
@@ -106,6 +127,8 @@ def run_job(job: Job, device=None, stack_size: int | None = None, threads: int |
     if "cuda" in wanted and resolve_device(device).type != "cuda":  # a GPU job on a node that shows none
         fail("device", device or "auto", f"a GPU: this job's runs are keyed for CUDA and this node shows no GPU "
              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); not training them on the CPU")
+    for precision in {c.run.precision for c in job.cells}:  # planned elsewhere: bf16 or tf32 on a V100 stops here
+        resolve_precision(precision, device)
     trainer = JobTrainer("auto", device, stack_size=stack_size, report=progress)  # streamed images: the loop
     run_stages(job.method, [c.run for c in job.cells], [c.noise_rate for c in job.cells], trainer, **job.options)
     return len(job.cells)
@@ -233,12 +256,47 @@ def make_executor(executor: str, options: dict, n_jobs: int):
         ex = submitit.LocalExecutor(options["folder"])
         ex.update_parameters(timeout_min=options["time_min"], gpus_per_node=0)
         return ex
-    ex = submitit.AutoExecutor(folder=options["folder"], cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUTS)
+    ex = submitit.AutoExecutor(folder=options["folder"], cluster="slurm",
+                               slurm_max_num_timeout=options.get("max_timeouts", MAX_TIMEOUTS))
     params = dict(name="idn-grid", timeout_min=options["time_min"], gpus_per_node=options["gpus"],
+                  mem_gb=options.get("mem_gb"),
                   cpus_per_task=options.get("cpus"), slurm_partition=options.get("partition"),
                   slurm_array_parallelism=min(options.get("array_parallelism") or n_jobs, n_jobs))
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
+
+
+def memory_gb(jobs: list[Job]) -> int:
+    """Host memory (GB) each Slurm job asks for: 8 for the process, its CUDA context and loaders, plus
+    the largest job's training images in memory and four copies of its stacked networks (weights,
+    momentum or Adam's two moments, and the kept weights: what a checkpoint and the results hold)."""
+    most = 0
+    for job in jobs:
+        run = job.cells[0].run
+        shape = run.spec.input_shape
+        data = len(run.data) * math.prod(shape) * (4 if run.spec.is_features else 1) if isinstance(
+            run.data, Tensors) else 0
+        with torch.device("meta"):
+            params = sum(p.numel() for p in build_model(run.protocol.model, run.n_classes, shape).parameters())
+        most = max(most, data + 4 * 4 * params * run.step.n_networks * len(job.cells))
+    return 8 + math.ceil(most / 2 ** 30)
+
+
+def max_timeouts(hours: float, time_min: int) -> int:
+    """The time limits a Slurm job may reach and be requeued: twice as many as its estimated ``hours``
+    need (at least submitit's default, 3); ``MAX_TIMEOUTS`` where the estimate is unknown."""
+    if math.isnan(hours):
+        return MAX_TIMEOUTS
+    return max(3, 2 * math.ceil(hours * 60 / time_min))
+
+
+def with_job_resources(executor: str, options: dict, p) -> dict:
+    """``options`` with what each Slurm job of plan ``p`` asks for: ``mem_gb`` and ``max_timeouts``."""
+    if executor != "slurm" or not p.jobs:
+        return options
+    hours = p.table["hours"]
+    longest = float("nan") if hours.isna().any() else float(hours.max())
+    return dict(options, mem_gb=memory_gb(p.jobs), max_timeouts=max_timeouts(longest, options["time_min"]))
 
 
 def run_study(study: Study, executor: str = "local", *, collect_only: bool = False, device_type: str | None = None,
@@ -272,7 +330,8 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
         grid = build_grid(grid.study, device=device, device_type=device_type)
     # the cells as the jobs' device will key them (a grid built on a login node without a GPU says "cpu")
     cells = [dataclasses.replace(c, run=engine.on_device(c.run, torch.device(device_type))) for c in _cells(grid)]
-    p = plan(cells, cells_per_job=cells_per_job, traces=trace(cells, progress=progress))
+    p = plan(cells, device=device_type, cells_per_job=cells_per_job, traces=trace(cells, progress=progress))
+    options = with_job_resources(executor, options, p)
     if p.jobs and executor == "local":
         with Progress(p.runs, enabled=progress) as bar:
             for job in p.jobs:
