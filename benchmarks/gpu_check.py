@@ -82,11 +82,13 @@ def _mnist_runs(n_runs: int, n_rows: int, precision: str, n_epochs: int = 2, bat
             for s in range(n_runs)]
 
 
-def _cifar_runs(n_runs: int, n_rows: int, precision: str, model: str = "wrn16_2", n_epochs: int = 2, **fields):
+def _cifar_runs(n_runs: int, n_rows: int, precision: str, model: str = "wrn16_2", n_epochs: int = 2,
+                batch_size=None, **fields):
     """WRN runs on CIFAR-shaped rows (uint8 3 x 32 x 32, 10 classes), with augmentation."""
     n_test = min(N_TEST, n_rows)
     X, y = _images(n_rows + n_test, (3, 32, 32))
-    proto = protocol("cifar10", n_epochs=n_epochs, model=model, batch_size=min(128, n_rows // 2), lr=0.05)
+    proto = protocol("cifar10", n_epochs=n_epochs, model=model, batch_size=batch_size or min(128, n_rows // 2),
+                     lr=0.05)
     return [make_run(X[:n_rows], y[:n_rows], proto, dataset="cifar10", seed=s, precision=precision,
                      X_test=X[n_rows:], y_test=y[n_rows:], **fields) for s in range(n_runs)]
 
@@ -167,14 +169,21 @@ def check_processes_backend(device, precision, quick):
                         S_tol=1e-4 if device.type == "cuda" else 0.02)
 
 
-def _sync_variants():
-    """(label, K, ``Run`` fields) of the steps the sync check counts: CE one run per call and stacked,
-    and stacked pairs of Co-teaching and of each loss with code of its own in the step."""
+def _sync_variants(precision: str):
+    """(label, runs of n rows in batches of 32) of the steps the sync check counts: CE one run per call,
+    stacked 4 and 12 (Table 1's K), WRN-16-2 with augmentation stacked 2, and stacked pairs of Co-teaching
+    and of each loss with code of its own in the step."""
     T = tuple(tuple(0.91 if i == j else 0.01 for j in range(10)) for i in range(10))
     losses = (Forward(T), GCE(), TruncatedGCE(prune_start=1, prune_every=1), DAC(warmup_epochs=0), DMI(), ELR(),
               PLC(warmup_epochs=0))
-    return [("CE, K = 1", 1, {}), ("CE, K = 4 stacked", 4, {}), ("Co-teaching, K = 2", 2, dict(step=Peers(0.3, 1))),
-            *((f"{type(loss).__name__}, K = 2", 2, dict(objective=loss)) for loss in losses)]
+
+    def mnist(k, **fields):
+        return lambda n_rows: _mnist_runs(k, n_rows, precision, n_epochs=2, batch_size=32, **fields)
+
+    return [("CE, K = 1", mnist(1)), ("CE, K = 4 stacked", mnist(4)), ("CE, K = 12 stacked", mnist(12)),
+            ("WRN-16-2 with augmentation, K = 2", lambda n_rows: _cifar_runs(2, n_rows, precision, batch_size=32)),
+            ("Co-teaching, K = 2", mnist(2, step=Peers(0.3, 1))),
+            *((f"{type(loss).__name__}, K = 2", mnist(2, objective=loss)) for loss in losses)]
 
 
 def _count_syncs(runs, device) -> int:
@@ -194,10 +203,7 @@ def _syncs_per_step(device, precision, count=_count_syncs) -> str:
     512 rows, batches of 32, one evaluation call per epoch either way, test sets of one size): Failed
     unless equal, i.e. unless the 24 steps more add a synchronisation."""
     counts = []
-    for label, k, fields in _sync_variants():
-        def runs(n_rows):
-            return _mnist_runs(k, n_rows, precision, n_epochs=2, batch_size=32, **fields)
-
+    for label, runs in _sync_variants(precision):
         count(runs(128), device)  # warm-up: a first call's set-up synchronisations are not the loop's
         few, many = count(runs(128), device), count(runs(512), device)
         if many != few:
@@ -208,7 +214,8 @@ def _syncs_per_step(device, precision, count=_count_syncs) -> str:
 
 def check_syncs_per_step(device, precision, quick):
     """The training loop's steps never wait on the GPU: 8 and 32 steps of each kind of step (CE at K = 1
-    and stacked, Co-teaching, each loss) synchronise equally often (``torch.cuda.set_sync_debug_mode``)."""
+    and stacked up to the grid's K, WRN with augmentation, Co-teaching, each loss) synchronise equally
+    often (``torch.cuda.set_sync_debug_mode``)."""
     if device.type != "cuda":
         raise Skipped(CUDA_ONLY)
     return _syncs_per_step(device, precision)

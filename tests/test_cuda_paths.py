@@ -339,7 +339,7 @@ def test_the_sync_check_counts_the_steps_synchronisations_alone():
         return 2 * len(runs[0].data) // runs[0].protocol.batch_size
 
     cpu = torch.device("cpu")
-    assert gpu_check._syncs_per_step(cpu, "fp32", lambda runs, device: 7).startswith("10 kinds of step: 0 per step")
+    assert gpu_check._syncs_per_step(cpu, "fp32", lambda runs, device: 7).startswith("12 kinds of step: 0 per step")
     with pytest.raises(gpu_check.Failed, match=r"^CE, K = 1: 39 synchronisations in 32 steps, 15 in 8: 1 per step"):
         gpu_check._syncs_per_step(cpu, "fp32", lambda runs, device: 7 + steps(runs))
 
