@@ -28,7 +28,7 @@ from .environment import cache_dir, lock_stale_seconds
 MAGIC = b"IDNHELPERS-RESULT-1\n"
 HEARTBEAT_SECONDS = 30.0
 TMP_MAX_AGE = 3600.0
-SUFFIXES = (".pt", ".ckpt")  # results, and the checkpoints of runs being trained (``checkpoint``)
+SUFFIXES = (".pt", ".ckpt", ".point")  # results; checkpoints of runs being trained and each run's pointer to one
 
 
 def fingerprint(t: torch.Tensor) -> str:

@@ -5,7 +5,9 @@ or more after the last store, and within an epoch every ``WITHIN_EPOCH_SECONDS``
 ``STORE_COST_FACTOR`` times the last store's own duration after it, so that a large checkpoint on a slow
 shared file system costs at most a twentieth of the time (``$IDNHELPERS_CHECKPOINT_SECONDS=0``: after every
 epoch). The next call that trains the same runs resumes from it and ends bit for bit where an
-uninterrupted call ends on the same machine."""
+uninterrupted call ends on the same machine. Each run of a call points to its slot there
+(``pointer_key``), so a call of some of them, with K halved on running out of memory or on a smaller
+GPU after a requeue, resumes from their slice (``Training.slice_state``) instead of starting again."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from . import cache
 from .environment import checkpoint_seconds
 
 SUFFIX = ".ckpt"  # beside the results (``.pt``) in the cache folder, never mistaken for one
+POINTER = ".point"  # a run's pointer to the checkpoint holding it
 WITHIN_EPOCH_SECONDS = 300.0
 STORE_COST_FACTOR = 20  # at most 1/20 of the time goes to storing checkpoints
 
@@ -25,6 +28,21 @@ STORE_COST_FACTOR = 20  # at most 1/20 of the time goes to storing checkpoints
 def checkpoint_key(runs, stacked: bool) -> str:
     """The key of a ``fit`` call's checkpoint: its runs' keys, in order, and whether they are stacked."""
     return cache.config_key({"checkpoint of": [run.key() for run in runs], "stacked": stacked, "format": 2})
+
+
+def pointer_key(run_key: str) -> str:
+    """The key of a run's pointer to the stacked checkpoint that holds it: {"checkpoint": key, "slot": k}."""
+    return cache.config_key({"checkpoint holding": run_key, "format": 3})
+
+
+def take_runs(value, slots: list[int], k: int, axis: int = 0, per_run: int = 1):
+    """A tensor's entries of runs ``slots`` of the ``k`` along ``axis`` (``per_run`` entries a run:
+    Co-teaching's two networks); any other value as it is."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.shape[axis] != k * per_run:
+        raise ValueError(f"a checkpoint's tensor of shape {tuple(value.shape)} has no {k} runs along dim {axis}")
+    return value.index_select(axis, torch.tensor([s * per_run + j for s in slots for j in range(per_run)]))
 
 
 def _storable(value) -> bool:
@@ -57,11 +75,19 @@ class Checkpoints:
     """The checkpoints of one ``fit`` call: resume ``training`` (a ``training.Training``) from the
     stored one, if any, and store its state as the loop goes; ``key`` None: neither."""
 
-    def __init__(self, training, key: str | None):
+    def __init__(self, training, key: str | None, run_keys: list[str] = ()):
         self.training, self.key, self.every = training, key, checkpoint_seconds()
+        self.run_keys = list(run_keys)
         self.start = self.stored_at = time.perf_counter()
         self.store_seconds = 0.0  # how long the last store took
         self.saved = (cache.load(key, SUFFIX) if key is not None else None) or {}
+        larger = self._larger() if key is not None and not self.saved else None
+        if larger is not None:  # a slice of a larger stack's checkpoint, stored as this call's own at once
+            self.saved = training.slice_state(larger[1], larger[2])
+            cache.save(key, dict(self.saved, keys=self.run_keys), SUFFIX)
+        self._point()
+        if larger is not None:
+            self._release(larger[0], larger[1]["keys"])
         self.first_epoch, self.first_step = self.saved.get("epoch", 0), self.saved.get("step", 0)
         self.seconds_before = self.saved.get("seconds", 0.0)
         self.epoch_generators = None  # the generators as the current epoch began
@@ -69,8 +95,31 @@ class Checkpoints:
             training.restore(self.saved)
             where = (f"after epoch {self.first_epoch}" if not self.first_step
                      else f"in epoch {self.first_epoch + 1}, after step {self.first_step},")
-            print(f"{training.label}: resuming {where} of {training.protocol.n_epochs} (checkpoint {key})",
+            source = f" of {len(larger[1]['keys'])} stacked runs" if larger is not None else ""
+            print(f"{training.label}: resuming {where} of {training.protocol.n_epochs} (checkpoint {key}{source})",
                   file=sys.stderr)
+
+    def _larger(self) -> tuple[str, dict, list[int]] | None:
+        """(key, state, slots) of the stacked checkpoint that holds every run of this call, if one does."""
+        pointers = [cache.load(pointer_key(k), POINTER) for k in self.run_keys]
+        if not pointers or None in pointers or len({p["checkpoint"] for p in pointers}) != 1:
+            return None
+        stored = cache.load(pointers[0]["checkpoint"], SUFFIX)
+        if stored is None or isinstance(stored["networks"], list):  # gone, or one run's (not a stack)
+            return None
+        return pointers[0]["checkpoint"], stored, [p["slot"] for p in pointers]
+
+    def _point(self) -> None:
+        """Point each run of the call to its slot in the call's checkpoint."""
+        if self.key is not None:
+            for slot, run_key in enumerate(self.run_keys):
+                cache.save(pointer_key(run_key), {"checkpoint": self.key, "slot": slot}, POINTER)
+
+    def _release(self, key: str, run_keys: list[str]) -> None:
+        """Remove checkpoint ``key`` once no run points to it (every slice of it resumed elsewhere)."""
+        pointers = [cache.load(pointer_key(k), POINTER) for k in run_keys]
+        if all(p is None or p["checkpoint"] != key for p in pointers):
+            cache.remove(key, SUFFIX)
 
     def begin_epoch(self, epoch: int) -> tuple[int, tuple | None]:
         """Keep the generators as ``epoch`` begins; the steps of it already done and the running sums
@@ -97,7 +146,8 @@ class Checkpoints:
         """The call's state after ``epoch`` epochs and ``step`` more steps (then with the generators
         as the epoch began)."""
         state = dict(epoch=epoch, step=step, seconds=self.seconds(), sums=sums, **self.training.state(),
-                     generators=epoch_generators or [g.get_state() for g in self.training.generators])
+                     generators=epoch_generators or [g.get_state() for g in self.training.generators],
+                     keys=self.run_keys)
         start = time.perf_counter()
         cache.save(self.key, state, SUFFIX)
         self.stored_at = time.perf_counter()
@@ -114,7 +164,9 @@ class Checkpoints:
         return self.seconds_before + time.perf_counter() - self.start
 
     def finish(self) -> float:
-        """Remove the checkpoint; the call's training time."""
+        """Remove the checkpoint and the runs' pointers to it; the call's training time."""
         if self.key is not None:
             cache.remove(self.key, SUFFIX)
+            for run_key in self.run_keys:
+                cache.remove(pointer_key(run_key), POINTER)
         return self.seconds()

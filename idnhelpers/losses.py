@@ -300,6 +300,8 @@ def lrt_correction(labels: torch.Tensor, f: torch.Tensor, delta: float, incremen
 
 
 class _PLCLoss:
+    run_axes = {"record": 1}  # its tensors' run dimension where it is not the first (checkpoint slices)
+
     def __init__(self, specs: list[PLC], n_classes: int, n_epochs: int):
         self.spec, self.n_classes, self.warmup = specs[0], n_classes, specs[0].warmup(n_epochs)
         self.labels = self.record = self.delta = None  # K x n, window x K x n x c, K

@@ -163,7 +163,8 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
     if device.type == "cpu":
         tune_cpu_allocator()
     training = Training(runs, device, stacked)
-    saver = checkpoint.Checkpoints(training, checkpoint.checkpoint_key(runs, stacked) if resumable else None)
+    saver = checkpoint.Checkpoints(training, checkpoint.checkpoint_key(runs, stacked) if resumable else None,
+                                   [run.key() for run in runs])
     n_epochs = training.protocol.n_epochs
     progress = EpochProgress(n_epochs, training.label, done=saver.first_epoch)
     for epoch in range(saver.first_epoch, n_epochs):
@@ -265,6 +266,34 @@ class Training:
         return dict(best=self.best, probs=self.probs if self.run0.objective.row_weighted else None,
                     networks=self.bank.checkpoint(), optimizer=checkpoint.object_state(self.optimizer),
                     loss=checkpoint.object_state(self.loss), records=[rec.checkpoint() for rec in self.records])
+
+    def slice_state(self, saved: dict, slots: list[int]) -> dict:
+        """The state of runs ``slots`` of a larger stacked call's checkpoint ``saved``, as this call's
+        ``state()`` has it (stacked, or one run's modules): how a call with K halved resumes."""
+        k, n, stacked = len(saved["records"]), self.run0.step.n_networks, isinstance(self.bank, StackedBank)
+
+        def take(value, axis=0, per_run=1):
+            return checkpoint.take_runs(value, slots, k, axis, per_run)
+
+        def one_run(tensors):  # K * n networks' tensors along dim 0: this run's n, network by network
+            return [[t[slots[0] * n + j] for t in tensors] for j in range(n)]
+
+        parts = saved["networks"]  # "params" and "buffers": K * n networks along dim 0
+        if stacked:
+            networks = {part: {name: take(t, per_run=n) for name, t in parts[part].items()} for part in parts}
+        else:
+            names = [*parts["params"], *parts["buffers"]]
+            networks = [dict(zip(names, ts)) for ts in one_run([*parts["params"].values(), *parts["buffers"].values()])]
+        optimizer = dict(saved["optimizer"])
+        for name, value in optimizer.items():
+            if isinstance(value, list):  # a tensor per parameter tensor of the bank
+                optimizer[name] = ([take(t, per_run=n) for t in value] if stacked
+                                   else [t for network in one_run(value) for t in network])
+        axes = getattr(type(self.loss), "run_axes", {})  # the runs of the loss's tensors: dim 0 but these
+        loss = {name: take(value, axes.get(name, 0)) for name, value in saved["loss"].items()}
+        sums = None if saved["sums"] is None else tuple(take(t) for t in saved["sums"])
+        return dict(saved, networks=networks, optimizer=optimizer, loss=loss, probs=take(saved["probs"]), sums=sums,
+                    **{name: [saved[name][s] for s in slots] for name in ("best", "records", "generators")})
 
     def restore(self, saved: dict) -> None:
         self.best, self.probs = saved["best"], saved["probs"]

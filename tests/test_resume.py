@@ -214,3 +214,40 @@ def test_a_slow_store_spaces_the_next_ones_by_twenty_times_its_duration(monkeypa
             clock[0] = float(end)
             points.after_epoch(epoch)
         assert stores == wanted, every
+
+
+HALVED = {
+    "ce": lambda seed: digits_run(seed=seed),
+    "plc (loss state with the runs along dim 1)": lambda seed: digits_run(seed=seed, objective=PLC(warmup_epochs=1)),
+    "co-teaching (two networks a run)": lambda seed: digits_run(seed=seed, step=Peers(0.3, t_k=2)),
+}
+
+
+@pytest.mark.parametrize("name", list(HALVED))
+@pytest.mark.parametrize("k", [2, 1])
+def test_runs_stacked_four_at_a_time_resume_k_at_a_time_from_their_slices(name, k, private_cache, monkeypatch,
+                                                                           capsys):
+    """Four stacked runs killed after epoch 2 resume K = 2 or 1 at a time (K halved after running out of
+    memory, or a requeue on a smaller GPU) from their slots of the stacked checkpoint, not from epoch 0;
+    the results are the uninterrupted stack's up to float summation order (stacked and sequential runs
+    differ by that), and no checkpoint or pointer is left behind."""
+    runs = [HALVED[name](seed) for seed in range(4)]
+    uninterrupted = train_many(runs, backend="stacked", use_cache=False)
+    real_save, key = cache.save, checkpoint.checkpoint_key(runs, True)
+
+    def save_then_die(k_, payload, *suffix):
+        real_save(k_, payload, *suffix)
+        if k_ == key and payload["epoch"] == 2:
+            raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(cache, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_many(runs, backend="stacked")
+    monkeypatch.setattr(cache, "save", real_save)
+    capsys.readouterr()
+    resumed = train_many(runs, backend="stacked", stack_size=k)
+    assert capsys.readouterr().err.count("resuming after epoch 2 of 5") == 4 // k
+    for a, b in zip(resumed, uninterrupted):
+        assert (a.S - b.S).abs().max() < 0.02 and a.hardware["stacked_runs"] == k
+        assert a.history["test_acc"] == pytest.approx(b.history["test_acc"], abs=0.01)
+        assert a.history["loss"] == pytest.approx(b.history["loss"], rel=0.01)
+    assert not list(private_cache.glob("*.ckpt")) and not list(private_cache.glob("*.point"))
