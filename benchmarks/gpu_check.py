@@ -3,9 +3,10 @@
 Runs each of ``CHECKS`` once on synthetic MNIST- and CIFAR-shaped tensors (no data set is read or
 fetched; PASS, FAIL or SKIP with its seconds and what it measured; the README's cluster section gives
 each one's tolerance), then times an epoch of the MNIST CNN and of WRN-28-10 in the steady state and
-estimates the hours of the paper's Tables 1 and 2 at the K and precision ``idn-grid`` would train them
-with; on a GPU it records the seconds by K where the grid reads them (``executors.STACK_SIZES``), so its
-jobs stack the fastest K measured. Everything goes to one JSON report (``--report``).
+estimates the hours of the paper's Tables 1 and 2 (and 3, given Clothing1M) at the K and precision
+``idn-grid`` would train them with; on a GPU it records the seconds by K where the grid reads them
+(``executors.STACK_SIZES``), so its jobs stack the fastest K measured. Everything goes to one JSON
+report (``--report``). By arithmetic about three minutes on one H100, under the five it is sized for.
 Without a CUDA device it says so and exits 0; ``--device cpu`` runs the checks on the CPU (those that
 need CUDA say SKIP). Exit status 1 if a check failed. Each check has its own run cache; the report
 goes to stdout, the runs' progress lines to stderr.
@@ -512,12 +513,12 @@ def _synthetic(dataset: str):
 
 
 def table_precision(table: int, device) -> str:
-    """The precision of the README's ``idn-grid --table N``: Table 1 in ``Study``'s default fp32, Table 2
-    with ``--set precision=bf16`` (fp32 where the device lacks bf16, as a V100 does)."""
-    return "bf16" if table == 2 and native_bf16(device) else "fp32"
+    """The precision of the README's ``idn-grid --table N``: Table 1 in ``Study``'s default fp32, Tables 2
+    and 3 with ``--set precision=bf16`` (fp32 where the device lacks bf16, as a V100 does)."""
+    return "bf16" if table in (2, 3) and native_bf16(device) else "fp32"
 
 
-def table_stacks(device, table: int):
+def table_stacks(device, table: int, **settings):
     """Table ``table``'s grid as ``idn-grid --table N`` trains it on this kind of device, and its
     ``train_many`` calls' stacks ``(K, runs)``: one call per stage of a job (a method's cells,
     ``make_jobs``), the runs no earlier call trained grouped as ``engine.train_many`` groups them: on CUDA
@@ -528,8 +529,9 @@ def table_stacks(device, table: int):
     from idnhelpers.paper import TABLES
     from idnhelpers.study import Study
 
-    study = Study(**TABLES[table], precision=table_precision(table, device))
-    with _synthetic(study.dataset), _cache():
+    study = Study(**TABLES[table], precision=table_precision(table, device), **settings)
+    stand_in = _synthetic(study.dataset) if study.dataset != "clothing1m" else contextlib.nullcontext()
+    with stand_in, _cache():
         grid = build_grid(study, device="cpu", train_labels=False, device_type=device.type)
         traces = {id(t.cell): t for t in trace(grid.cells, progress=False)}
     stacks, seen = [(1, [run]) for run in grid.prerequisites], set()
@@ -595,8 +597,29 @@ def table_estimate(table: int, grid, stacks, per_1000: dict, model: str, device)
     return estimate
 
 
-TABLE3 = ("not estimated: Clothing1M's grid reads its file lists under the data root, which this check does not "
-          "fake (its runs stream images, one run per call)")
+def table3_estimate(device, quick: bool, weights: str | None, per_1000: dict) -> dict:
+    """Table 3's grid where Clothing1M is under the data root and ``weights`` names its ImageNet ResNet-50
+    (its file lists give the rows), at ResNet-50's measured seconds on 224 x 224 images one run per call
+    (its runs stream images): a lower bound, without the images' decoding; else why not."""
+    from idnhelpers.clothing1m import clothing1m_available
+
+    if weights is None or not clothing1m_available():
+        why = ("not estimated: give --clothing1m-weights FILE (the ImageNet ResNet-50 of idn-grid --table 3) with "
+               "Clothing1M under the data root: its file lists give the grid's rows")
+        print(f"Table 3: {why}", flush=True)
+        return dict(hours=None, why=why)
+    grid, stacks = table_stacks(device, 3, clothing1m_weights=weights)
+    precision, rows = grid.study.precision, 4 if quick else 256
+    X, y = _images(rows, (3, 224, 224))
+    proto = grid.cells[0].run.protocol.replace(pretrained=None, batch_size=min(rows, 64))
+
+    def make_runs(n_runs, n_epochs):
+        return [make_run(X, y, proto.replace(n_epochs=n_epochs), dataset="clothing1m", precision=precision)]
+
+    per_1000["resnet50", precision, 1] = epoch_seconds(make_runs, 1, device) / rows * 1000
+    print(f"resnet50 K=1   {per_1000['resnet50', precision, 1]:8.2f} s per 1000 images per run ({precision}, steady "
+          "state, decoding not counted)", flush=True)
+    return table_estimate(3, grid, stacks, per_1000, "resnet50", device)
 
 
 def write_stack_sizes(per_1000: dict, device) -> None:
@@ -617,6 +640,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a check of the checks, not of the GPU")
     parser.add_argument("--only", nargs="+", choices=list(CHECKS), metavar="CHECK",
                         help=f"run only these checks: {', '.join(CHECKS)}")
+    parser.add_argument("--clothing1m-weights", metavar="FILE", help="the ImageNet ResNet-50 state_dict of "
+                        "idn-grid --table 3: with Clothing1M under the data root, Table 3's hours are estimated too")
     parser.add_argument("--report", default="gpu-check.json", metavar="FILE",
                         help="the JSON report: hardware, every check, seconds per epoch, the tables' hours "
                         "(default %(default)s)")
@@ -638,8 +663,8 @@ def main(argv=None) -> int:
         report["seconds_per_epoch_per_1000_rows"] = [dict(model=m, precision=p, k=k, seconds=s)
                                                      for (m, p, k), s in per_1000.items()]
         report["tables"] = {"1": table_estimate(1, *table1, per_1000, "mnist_cnn", device),
-                            "2": table_estimate(2, *table2, per_1000, wrn, device), "3": dict(hours=None, why=TABLE3)}
-        print(f"Table 3: {TABLE3}")
+                            "2": table_estimate(2, *table2, per_1000, wrn, device),
+                            "3": table3_estimate(device, args.quick, args.clothing1m_weights, per_1000)}
         if device.type == "cuda" and not args.quick:
             write_stack_sizes(per_1000, device)
     Path(args.report).write_text(json.dumps(report, indent=1, default=str) + "\n")

@@ -425,3 +425,22 @@ def test_the_stack_sizes_gpu_check_measures_are_the_ones_a_grid_job_stacks(monke
     run = make_run(X, torch.zeros(8, dtype=torch.long), protocol("mnist"), dataset="mnist", device_type="cuda")
     assert executors.measured_stack_size(run) == 8
     assert executors.measured_stack_size(run.replace(precision="bf16", device_type="cuda")) is None  # not measured
+
+
+def test_the_table_3_estimate_reads_clothing1ms_lists_and_times_resnet50(monkeypatch, tmp_path, capsys):
+    """Given Clothing1M (here a tiny stand-in folder) and its ResNet-50 weights, Table 3's grid is planned
+    from its file lists and its hours come from ResNet-50's measured seconds; without them, why not."""
+    from torchvision.models import resnet50
+
+    from benchmarks import gpu_check
+
+    cpu = torch.device("cpu")
+    assert gpu_check.table3_estimate(cpu, True, None, {})["hours"] is None
+    assert "give --clothing1m-weights FILE" in capsys.readouterr().out
+    monkeypatch.setenv("IDNHELPERS_DATA", str(gpu_check._clothing_folder(tmp_path)))
+    torch.save(resnet50(weights=None).state_dict(), tmp_path / "resnet50.pth")
+    per_1000 = {}
+    estimate = gpu_check.table3_estimate(cpu, True, str(tmp_path / "resnet50.pth"), per_1000)
+    assert (estimate["cells"], estimate["model_timed"], estimate["stacks"]) == (5, "resnet50", [1])  # 5 methods, a seed
+    assert estimate["hours"] > 0 and list(per_1000) == [("resnet50", estimate["precision"], 1)]
+    assert re.search(r"Table 3 \(paper protocol\): 5 cells, \d+ runs", capsys.readouterr().out)

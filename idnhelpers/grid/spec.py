@@ -61,11 +61,13 @@ def build_grid(study: Study, *, device=None, train_labels: bool = True, device_t
     proto = study.protocol
     data = study.sample()
     rates = study.all_rates
-    # a labelling network trains here, on ``device``: TF32 (a GPU's mode of fp32) is IEEE fp32 on a CPU
-    local_tf32 = study.precision == "tf32" and resolve_device(device).type != "cuda"
-    label_precision = resolve_precision("fp32" if local_tf32 else study.precision, device)
+    families = [FAMILIES[name] for name in {study.family_of(r) for r in rates}]
+    label_precision = study.precision  # unused unless a labelling network trains: then here, on ``device``
+    if any(family.needs == "network" for family in families):  # TF32 (a GPU's mode of fp32): IEEE fp32 on a CPU
+        local_tf32 = study.precision == "tf32" and resolve_device(device).type != "cuda"
+        label_precision = resolve_precision("fp32" if local_tf32 else study.precision, device)
     prerequisites = []
-    for family in map(FAMILIES.get, {study.family_of(r) for r in rates}):
+    for family in families:
         if family.needs == "network" and not train_labels:
             net = network_run(data, train_seed=study.train_seed, precision=label_precision,
                               keep="last" if family.network == "final" else "none")
