@@ -84,9 +84,17 @@ def check_seed(value, name: str = "seed") -> int:
     return check_int(value, name, minimum=0, maximum=2 ** 63 - 1)
 
 
+def check_noise_seed(value, name: str = "noise_seed") -> int:
+    """A seed of numpy's RandomState, which the authors' noise generators draw from: 0 to 2**32 - 1."""
+    return check_int(value, name, minimum=0, maximum=2 ** 32 - 1)
+
+
 def check_seeds(values, name: str = "seeds") -> tuple[int, ...]:
     """A non-empty list of distinct seeds."""
-    if isinstance(values, (str, bytes, numbers.Number)) or not hasattr(values, "__iter__") or not len(values):
+    if isinstance(values, (str, bytes, numbers.Number)) or not hasattr(values, "__iter__"):
+        fail(name, values, "a non-empty list of seeds, e.g. [0, 1, 2]")
+    values = list(values)  # a generator too
+    if not values:
         fail(name, values, "a non-empty list of seeds, e.g. [0, 1, 2]")
     seeds = tuple(check_seed(s, name) for s in values)
     check_distinct(seeds, name, "seeds (a mean over a repeated seed would count one run twice)")
@@ -104,14 +112,15 @@ def check_labels(y, n_classes: int | None, name: str = "y", n: int | None = None
     if isinstance(y, (str, bytes)) or not isinstance(y, (torch.Tensor, list, tuple)) and not hasattr(y, "__array__"):
         fail(name, y, "a 1-D integer tensor, array or list of class indices")
     y = torch.as_tensor(y)
-    if y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+    if y.dim() != 1 or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         fail(name, f"a {y.dtype} tensor of shape {tuple(y.shape)}", "a 1-D integer tensor of class indices")
+    y = y.long()  # uint16 to uint64 too, whose min and max torch lacks (values above 2**63 turn negative: refused)
     if n is not None and len(y) != n:
         fail(name, f"{len(y)} labels", f"one label per instance: {n}")
     if len(y) and (int(y.min()) < 0 or (n_classes is not None and int(y.max()) >= n_classes)):
         fail(name, f"labels in [{int(y.min())}, {int(y.max())}], some outside [0, {n_classes or 'inf'})",
              f"class indices in [0, {n_classes}) (n_classes={n_classes})" if n_classes else "class indices >= 0")
-    return y.long()
+    return y
 
 
 def check_softmax(S, n: int | None = None, name: str = "S", n_classes: int | None = None) -> torch.Tensor:

@@ -105,6 +105,7 @@ class ImageFiles(Data):
         check_int(self.crop, "crop", minimum=1, maximum=self.resize)
         check_bool(self.squash, "squash")
         check_int(self.workers, "workers", minimum=0, none_ok=True)
+        check_int(self.batch_size, "batch_size", minimum=1)
         h = hashlib.sha256("\n".join(self.keys).encode())
         h.update(f"{self.resize} {self.crop}{'' if self.squash else ' aspect'}".encode())
         object.__setattr__(self, "fingerprint", h.hexdigest()[:16])

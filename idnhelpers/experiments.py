@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import check_choice, check_int, check_rates, check_seed, check_seeds, fail
+from .checks import check_choice, check_int, check_noise_seed, check_rates, check_seed, check_seeds, fail
 from .csr import CSR_RADIUS
 from .datasets import get_dataset
 from .engine import predict, train
@@ -78,8 +78,10 @@ def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: 
     for name, value in (("noise_seed", noise_seed), ("train_seed", train_seed)):
         if value is not None and name not in spec.seeded_by:
             fail(name, value, f"None: family {family!r} is seeded by {list(spec.seeded_by) or 'nothing'}")
-        if value is not None:
-            check_seed(value, name)
+    if noise_seed is not None:
+        check_noise_seed(noise_seed)  # before a network trains
+    if train_seed is not None:
+        check_seed(train_seed, "train_seed")
     if spec.needs != "network" and n_epochs is not None:
         fail("n_epochs", n_epochs, f"None: family {family!r} trains no network")
     S = None

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from .checks import (check_choice, check_float, check_labels, check_labels_softmax, check_new_name,
-                     check_rates, check_same_length, check_seed, fail)
+                     check_noise_seed, check_rates, check_same_length, fail)
 from .noise import (XIA_NORM_STD, _class_count, _pmd_type, flip_count, idn_labels, pair_noise, pmd_exact_noise,
                     pmd_noise, symmetric_noise, xia_exact_noise, xia_noise, xia_rate_distribution)
 from .published import (CAL_DATASETS, CAL_RATES, CIFAR_N, PUBLISHED, PUBLISHED_RATES, load_cal_idn, load_cifar_n,
@@ -189,7 +189,7 @@ def labels_of(family: str, inputs: LabelInputs, noise_rate: float | None, *, noi
     """Noisy labels of ``family`` for ``inputs`` at ``noise_rate`` (None for a fixed family), all checked."""
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
     rate = spec.check_rates(family, None if noise_rate is None else [noise_rate])[0]
-    check_seed(noise_seed, "noise_seed")
+    check_noise_seed(noise_seed)
     settings = spec.with_defaults(family, settings)
     needed = {"network": ("S", inputs.S), "instances": ("X", inputs.X),
               "file": ("dataset/rows", None if inputs.rows is None else inputs.dataset)}

@@ -78,6 +78,7 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
     """Write every label set's files and the manifest into ``out``; returns the manifest. Rates are sorted
     and must stay distinct as file names (``{rate:g}``)."""
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
+    spec.check_dataset(family, dataset)  # before the output folder is made or locked
     rates = spec.check_rates(family, rates, "--rates")
     if not spec.fixed:
         rates = sorted(rates)
@@ -272,7 +273,6 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
     device = resolve_device(args.device)
     out = check_output_folder(args.out, "--out")
     dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
-    spec.check_dataset(args.family, dataset)
     write_label_files(dataset, args.family, args.rates, out, noise_seed=args.noise_seed,
                       train_seed=args.train_seed, root=args.data_root, device=device,
                       precision=args.precision or "auto", npz=npz, settings=settings)

@@ -197,8 +197,9 @@ def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_
     setting for MNIST (their (Fashion-)MNIST one: ``**LDMI_MNIST``; Clothing1M, Appendix A: lr 1e-6
     halved after 5 epochs, ``paper.CLOTHING1M_DMI``). ``average_epochs``: S of
     the DMI stage (SEAL (DMI)'s S^[0]) averages its first that many epochs."""
+    milestones = tuple(milestones) if isinstance(milestones, list) else milestones  # else Protocol says what it takes
     protocols = [run.protocol.replace(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      milestones=tuple(milestones), gamma=gamma, n_epochs=n_epochs) for run in runs]
+                                      milestones=milestones, gamma=gamma, n_epochs=n_epochs) for run in runs]
     first = trainer(ce_runs(runs, keep_weights=True))
     second = trainer([run.replace(protocol=p, objective=DMI(official_loss), init=r.weights, record_softmax=True,
                                   average_epochs=average_epochs, label="DMI")

@@ -9,16 +9,12 @@ import numpy as np
 import torch
 
 from .checks import (UnreachableRate, check_float, check_int, check_labels, check_labels_softmax, check_n_classes,
-                     check_rate, check_seed, check_softmax, check_transition_matrix, fail)
+                     check_noise_seed, check_rate, check_seed, check_softmax, check_transition_matrix, fail)
 
 
 def flip_count(noise_rate: float, n: int) -> int:
     """int(noise_rate * n), float-safe: ``0.29 * 100`` is 28.999... in floating point; it flips 29."""
     return math.floor(check_rate(noise_rate) * n + 1e-9)
-
-
-def _numpy_seed(seed) -> int:
-    return check_int(seed, "noise_seed", minimum=0, maximum=2 ** 32 - 1)  # numpy's RandomState, as the authors'
 
 
 def _weighted_order(weights: torch.Tensor, u: np.ndarray) -> torch.Tensor:
@@ -154,7 +150,7 @@ def _features(X, n: int) -> torch.Tensor:
 def _xia_draws(X, y, noise_rate, n_classes, seed, norm_std):
     """The draws of Xia et al.'s ``get_instance_noisy_label``, in order, and the flip distributions P."""
     y = _class_count(y, n_classes)
-    rng = np.random.RandomState(_numpy_seed(seed))
+    rng = np.random.RandomState(check_noise_seed(seed))
     X = _features(X, len(y))
     q = xia_rate_distribution(noise_rate, norm_std).rvs(len(y), random_state=rng)
     W = torch.from_numpy(rng.randn(n_classes, X.shape[1], n_classes)).float()
@@ -239,14 +235,14 @@ def pmd_noise(y, S, noise_rate: float, noise_type: int = 1, seed: int = 0) -> to
     """PMD noise (Zhang et al.; pxiangwu/PLC's ``label_noise``): the top class u with probability
     (1 - tau(x)) / ``pmd_factor``, else the second class s; the realised rate is random."""
     y, u, s, p_u = _pmd(y, S, noise_rate, noise_type)
-    draws = np.random.RandomState(_numpy_seed(seed)).binomial(1, p_u)
+    draws = np.random.RandomState(check_noise_seed(seed)).binomial(1, p_u)
     return torch.from_numpy(np.where(draws == 1, u.numpy(), s.numpy())).long()
 
 
 def pmd_exact_noise(y, S, noise_rate: float, noise_type: int = 1, seed: int = 0) -> torch.Tensor:
     """``pmd_noise`` with exactly ``flip_count`` flips, weighted by the chance the authors' rule mislabels."""
     y, u, s, p_u = _pmd(y, S, noise_rate, noise_type)
-    rng = np.random.RandomState(_numpy_seed(seed))
+    rng = np.random.RandomState(check_noise_seed(seed))
     p_u = torch.from_numpy(p_u).double()
     wrong = p_u * (u != y) + (1 - p_u) * (s != y)
     flip = _weighted_order(wrong, rng.random_sample(len(y)))[:flip_count(noise_rate, len(y))]

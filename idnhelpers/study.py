@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from . import paper
-from .checks import check_choice, check_distinct, check_float, check_int, check_seed, check_seeds, fail
+from .checks import (check_choice, check_distinct, check_float, check_int, check_noise_seed, check_seed, check_seeds,
+                     fail)
 from .datasets import DatasetSpec, get_dataset, protocol
 from .experiments import family_labels
 from .hardware import PRECISION_CHOICES, resolve_precision
@@ -70,9 +71,10 @@ class Study:
         check_int(self.n_iterations, "n_iterations", minimum=0, none_ok=True)
         set_("val_fraction", check_float(self.val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True))
         check_seed(self.seed, "seed")
-        for name in ("noise_seed", "train_seed"):
-            if getattr(self, name) is not None:
-                check_seed(getattr(self, name), name)
+        if self.noise_seed is not None:
+            check_noise_seed(self.noise_seed)
+        if self.train_seed is not None:
+            check_seed(self.train_seed, "train_seed")
         check_choice(self.precision, "precision", PRECISION_CHOICES)
         try:
             torch.device(self.device if self.device != "auto" else "cpu")

@@ -14,10 +14,11 @@ import torch
 
 from idnbook import chapter
 from idnhelpers import engine
-from idnhelpers.clothing1m import load_clothing1m
+from idnhelpers.clothing1m import ImageFiles, load_clothing1m
 from idnhelpers.datasets import get_dataset, load_dataset, protocol, subset
 from idnhelpers.engine import train_many
 from idnhelpers.experiments import ccn_experiment, family_labels, generate_idn
+from idnhelpers.labels import write_label_files
 from idnhelpers.losses import DAC, GCE
 from idnhelpers.methods import run_method, run_methods
 from idnhelpers.noise import ccn_labels, idn_labels, mislabel_scores, pair_noise, symmetric_noise
@@ -129,6 +130,16 @@ CASES = [
      "n_epochs"),
     ("family labels: unknown setting", lambda: family_labels(sample("digits"), "xia", [0.2], norm_sd=0.2), "norm_sd"),
     ("family labels: bad setting", lambda: family_labels(sample("digits"), "pmd", [0.2], type=4), "type"),
+    ("family labels: a seed numpy cannot take, before the network trains",
+     lambda: family_labels(sample("digits"), "pmd", [0.2], noise_seed=2 ** 33), "noise_seed"),
+    ("study noise seed numpy cannot take", lambda: Study(dataset="digits", family="xia", noise_seed=2 ** 32),
+     "noise_seed"),
+    ("labels as uint64 above 2**63", lambda: symmetric_noise(np.array([0, 2 ** 64 - 1], np.uint64), 0.2, 10), "y"),
+    ("labels as complex numbers", lambda: symmetric_noise(torch.zeros(4, dtype=torch.complex64), 0.2, 10), "y"),
+    ("seeds from an empty generator", lambda: Study(dataset="digits", family="xia", seeds=(s for s in ())), "seeds"),
+    ("label files of a family the data set lacks", lambda tmp: write_label_files("digits", "idn_published", [0.2],
+                                                                                 tmp / "out"), "dataset"),
+    ("clothing1m batch size", lambda: ImageFiles(("a.jpg",), "/data", batch_size=0), "batch_size"),
     ("ccn experiment without validation rows", lambda: ccn_experiment(
         sample("digits"), Y, torch.eye(10), torch.full((10,), 0.1), P1, use_cache=False), "sample"),
     ("ccn experiment M", lambda: ccn_experiment(sample("digits", val_fraction=0.2), Y, torch.ones(10, 10),
@@ -148,6 +159,7 @@ CASES = [
     ("unknown option", method(bogus=1), "option"),
     ("coteaching without its rate", method("coteaching"), "noise_rate"),
     ("dmi lr", method("dmi", lr=-1.0), "lr"),
+    ("dmi milestones a number", method("dmi", milestones=5), "milestones"),
     ("seal_dmi unknown dmi option", method("seal_dmi", dmi_options={"q": 0.7}), "dmi_options"),
     ("forward percentile", method("forward", anchor_percentile=150.0), "anchor_percentile"),
     ("labels above the classes", method(y=Y + 5), "targets"),
@@ -338,3 +350,16 @@ def test_a_misspelt_papermill_parameter_stops_a_chapter_before_any_work(tmp_path
     assert "parameter='noise_rate' is not allowed" in str(error.value)
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert not any("Train on clean labels" in c.source and c.get("outputs") for c in executed.cells)
+
+
+def test_unsigned_labels_and_seeds_from_a_generator_are_taken_and_no_folder_is_left(tmp_path):
+    """uint16-64 labels (torch has no min or max for them) and seeds given by a generator work; a label
+    folder refused for its family is never made."""
+    from idnhelpers.checks import check_labels, check_seeds
+
+    for dtype in (np.uint16, np.uint32, np.uint64):
+        assert check_labels(np.array([0, 9, 3], dtype), 10).tolist() == [0, 9, 3]
+    assert check_seeds(s for s in (0, 1, 2)) == (0, 1, 2)
+    with pytest.raises(ValueError, match="dataset='digits' is not allowed"):
+        write_label_files("digits", "idn_published", [0.2], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
