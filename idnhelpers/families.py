@@ -164,6 +164,12 @@ register_family("pmd", NoiseFamily(
     **_PMD, exact=False, expected=_pmd_expected))
 register_family("pmd_exact", NoiseFamily(
     "PMD, exact count", lambda inputs, r, seed, type: pmd_exact_noise(inputs.y, inputs.S, r, type, seed), **_PMD))
+register_family("pmd_factor", NoiseFamily(  # gen_noise_label.py --noise_factor: the rate is what the factor gives
+    "PMD at the authors' hand-set factor",
+    lambda inputs, r, seed, type, factor: pmd_noise(inputs.y, inputs.S, None, type, seed, factor=factor),
+    **{**_PMD, "settings": {"type": 1, "factor": 1.2},
+       "checks": {"type": _pmd_type, "factor": lambda value, name: check_float(value, name, low=1.0)}},
+    exact=False, fixed=True))
 register_family("symmetric", NoiseFamily(
     "symmetric CCN", lambda inputs, r, seed: symmetric_noise(inputs.y, r, inputs.n_classes, seed),
     instance_dependent=False))

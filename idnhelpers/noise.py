@@ -213,6 +213,16 @@ def pmd_keep(S, noise_type: int):
     return top.indices[:, 0], top.indices[:, 1], keep
 
 
+def pmd_two_class(y, S, noise_type: int):
+    """The authors' two-class branch (pxiangwu/PLC ``label_noise``) as ``pmd_keep``'s triple: a class-1
+    instance flips to class 0 with probability f(eta_1) (Type I 2 eta (eta - 1/2)^2, II min(eta, 1 - eta),
+    III 1/2 - 2 (eta - 1/2)^2); class 0 never flips. ``u`` is 0 (the flip), ``s`` the label, ``keep`` f."""
+    _pmd_type(noise_type, "type")
+    eta = S[:, 1].float().numpy()
+    f = {1: 2 * eta * (eta - 1 / 2) ** 2, 2: np.minimum(eta, 1 - eta), 3: -2 * (eta - 1 / 2) ** 2 + 1 / 2}[noise_type]
+    return torch.zeros_like(y), y, np.where(y.numpy() == 1, f, 0.0)
+
+
 def pmd_factor(y, u, s, keep, noise_rate: float) -> float:
     """The authors' ``factor`` (>= 1) giving ``noise_rate`` in expectation (``u`` with p = keep / factor)."""
     y, u, s = (torch.as_tensor(t).long().numpy() for t in (y, u, s))
@@ -225,23 +235,38 @@ def pmd_factor(y, u, s, keep, noise_rate: float) -> float:
     return slope / (noise_rate - base)
 
 
-def _pmd(y, S, noise_rate, noise_type):
+def _pmd(y, S, noise_rate, noise_type, factor=None):
+    """(y, u, s, probability of u, the rows the authors draw for): the factor solved for ``noise_rate``, or
+    the authors' hand-set ``factor`` (the rate then what it gives); on two classes the authors' branch,
+    which takes no factor and draws for class 1 only."""
     y, S = check_labels_softmax(y, S)
-    u, s, keep = pmd_keep(S, noise_type)
-    return y, u, s, keep / pmd_factor(y, u, s, keep, check_rate(noise_rate))
+    if S.shape[1] == 2:
+        (u, s, keep), drawn = pmd_two_class(y, S, noise_type), (y == 1).numpy()
+        factor = 1.0 if noise_rate is None else None
+    else:
+        (u, s, keep), drawn = pmd_keep(S, noise_type), np.ones(len(y), bool)
+    if factor is None:
+        factor = pmd_factor(y, u, s, keep, check_rate(noise_rate))
+    return y, u, s, keep / factor, drawn
 
 
-def pmd_noise(y, S, noise_rate: float, noise_type: int = 1, seed: int = 0) -> torch.Tensor:
+def pmd_noise(y, S, noise_rate: float | None, noise_type: int = 1, seed: int = 0, factor: float | None = None):
     """PMD noise (Zhang et al.; pxiangwu/PLC's ``label_noise``): the top class u with probability
-    (1 - tau(x)) / ``pmd_factor``, else the second class s; the realised rate is random."""
-    y, u, s, p_u = _pmd(y, S, noise_rate, noise_type)
-    draws = np.random.RandomState(check_noise_seed(seed)).binomial(1, p_u)
+    (1 - tau(x)) / factor, else the second class s; the realised rate is random. ``factor`` solved for
+    ``noise_rate``, or (``noise_rate`` None) the authors' hand-set one (their default 1.2)."""
+    if (noise_rate is None) == (factor is None):
+        fail("noise_rate/factor", (noise_rate, factor), "exactly one: a rate to solve the factor for, or a factor")
+    if factor is not None:
+        check_float(factor, "factor", low=1.0)
+    y, u, s, p_u, drawn = _pmd(y, S, noise_rate, noise_type, factor)
+    draws = np.zeros(len(y), np.int64)
+    draws[drawn] = np.random.RandomState(check_noise_seed(seed)).binomial(1, p_u[drawn])
     return torch.from_numpy(np.where(draws == 1, u.numpy(), s.numpy())).long()
 
 
 def pmd_exact_noise(y, S, noise_rate: float, noise_type: int = 1, seed: int = 0) -> torch.Tensor:
     """``pmd_noise`` with exactly ``flip_count`` flips, weighted by the chance the authors' rule mislabels."""
-    y, u, s, p_u = _pmd(y, S, noise_rate, noise_type)
+    y, u, s, p_u, _ = _pmd(y, S, noise_rate, noise_type)
     rng = np.random.RandomState(check_noise_seed(seed))
     p_u = torch.from_numpy(p_u).double()
     wrong = p_u * (u != y) + (1 - p_u) * (s != y)

@@ -239,3 +239,52 @@ def test_idn_grid_plans_and_trains_any_family_from_a_fresh_cache(tmp_path):
     idn = subprocess.run([*["idn" if a == "xia" else a for a in args], "--rates", "0.2", "--dry-run"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert idn.returncode == 0 and "labelling network" in idn.stdout and "runs to train: 3" in idn.stdout
+
+
+def authors_two_class_noise(eta, noise_type, seed):
+    """``label_noise`` of pxiangwu/PLC for two classes, re-implemented: the global numpy state seeded,
+    each class-1 row in order kept with probability 1 - f(eta_1) (no factor); class 0 untouched."""
+    np.random.seed(seed)
+    eta_u = eta[:, 1]
+    if noise_type == 1:
+        f_us = 2 * eta_u * (eta_u - 1 / 2) ** 2
+    elif noise_type == 2:
+        f_us = (eta_u >= 1 / 2) * (1 - eta_u) + (eta_u < 1 / 2) * eta_u
+    else:
+        f_us = -2 * (eta_u - 1 / 2) ** 2 + 1 / 2
+    y = (torch.arange(len(eta)) % 2).numpy().copy()
+    for i in range(len(y)):
+        if y[i] == 1:
+            y[i] = np.random.binomial(1, 1 - f_us[i], 1)[0]
+    return torch.from_numpy(y)
+
+
+@pytest.mark.parametrize("noise_type", [1, 2, 3])
+def test_pmd_on_two_classes_is_the_authors_two_class_branch(noise_type):
+    """Two classes: only class 1 flips, with the authors' f(eta_1) and no factor (pmd_factor, whatever its
+    factor); at a rate, the factor is solved over the same rule and class 0 still never flips."""
+    g = torch.Generator().manual_seed(1)
+    eta = (torch.randn(400, 2, generator=g) * 2).softmax(1)
+    y = torch.arange(400) % 2
+    authors = authors_two_class_noise(eta, noise_type, 7)
+    for factor in (1.0, 1.2):
+        assert torch.equal(noise.pmd_noise(y, eta, None, noise_type, seed=7, factor=factor), authors)
+    at_rate = noise.pmd_noise(y, eta, 0.05, noise_type, seed=7)
+    assert bool((at_rate[y == 0] == 0).all()) and bool((at_rate[y == 1] != 1).any())
+    exact = noise.pmd_exact_noise(y, eta, 0.05, noise_type, seed=7)
+    assert int((exact != y).sum()) == 20 and bool((exact[y == 0] == 0).all())
+
+
+@pytest.mark.parametrize("noise_type", [1, 2, 3])
+def test_pmd_at_the_authors_hand_set_factor_equals_their_label_noise(eta, noise_type):
+    """``pmd_factor`` (a fixed family: the rate is what the factor gives) is gen_noise_label.py's
+    ``--noise_factor``, default 1.2; a factor below 1 or with a rate as well is refused."""
+    S, y = eta
+    expected = authors_label_noise(S, noise_type, 1.2, 123)
+    assert torch.equal(noise.pmd_noise(y, S, None, noise_type, seed=123, factor=1.2), expected)
+    inputs = families.LabelInputs(y, 10, None, S, "digits", None, None)
+    assert torch.equal(families.labels_of("pmd_factor", inputs, None, noise_seed=123, type=noise_type), expected)
+    with pytest.raises(ValueError, match="factor=0.5 is not allowed"):
+        families.labels_of("pmd_factor", inputs, None, factor=0.5)
+    with pytest.raises(ValueError, match="noise_rate/factor=.* exactly one"):
+        noise.pmd_noise(y, S, 0.3, noise_type, factor=1.2)
