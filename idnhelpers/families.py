@@ -13,8 +13,8 @@ from .checks import (check_choice, check_float, check_labels, check_labels_softm
                      check_noise_seed, check_rates, check_same_length, fail)
 from .noise import (XIA_NORM_STD, _class_count, _pmd_type, flip_count, idn_labels, pair_noise, pmd_exact_noise,
                     pmd_noise, symmetric_noise, xia_exact_noise, xia_noise, xia_rate_distribution)
-from .published import (CAL_DATASETS, CAL_RATES, CIFAR_N, PUBLISHED, PUBLISHED_RATES, load_cal_idn, load_cifar_n,
-                        load_published_idn, read_noisy_csv)
+from .published import (CAL_DATASETS, CAL_RATES, PUBLISHED, PUBLISHED_RATES, check_cifar_n_labels, load_cal_idn,
+                        load_cifar_n, load_published_idn, read_noisy_csv)
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ register_family("cal_idn", NoiseFamily(
 register_family("cifar10n", NoiseFamily(
     "CIFAR-10N human labels", _published(lambda dataset, r, root, labels: load_cifar_n(dataset, root, labels)),
     **_FILE, datasets=("cifar10",), fixed=True, settings={"labels": "worst"},
-    checks={"labels": lambda value, name: check_choice(value, name, CIFAR_N["cifar10"].variants)}))
+    checks={"labels": lambda value, name: check_cifar_n_labels(value, "cifar10")}))
 register_family("cifar100n", NoiseFamily(
     "CIFAR-100N human labels", _published(lambda dataset, r, root: load_cifar_n(dataset, root, "noisy")), **_FILE,
     datasets=("cifar100",), fixed=True))

@@ -69,7 +69,7 @@ class HumanLabels:
 
     @property
     def variants(self) -> tuple[str, ...]:
-        return tuple(name for name in self.keys if name != "clean")
+        return tuple(name for name in self.keys if not name.startswith("clean"))
 
 
 CIFAR_N_FOLDER = "cifar-10-100n"  # under the data root: the repository's name
@@ -80,18 +80,32 @@ CIFAR_N = {
     # the 2023 file (coarse labels corrected) and the original; their fine labels are the same
     "cifar100": HumanLabels("CIFAR-100_human.pt",
                             ("a67b45c1d7992051865b5c755bd68bb1", "3957ab2a1b5fd13bfbd6ab956831f9b3"),
-                            {"clean": "clean_label", "noisy": "noisy_label"}),
+                            {"clean": "clean_label", "noisy": "noisy_label", "clean_coarse": "clean_coarse_label",
+                             "noisy_coarse": "noisy_coarse_label"}),
 }
+CIFAR_N_AUTHORS = {"rand1": "random1", "rand2": "random2", "rand3": "random3", "noisy100": "noisy",
+                   "clean100": "clean"}  # their --noise_type names and ours
+CIFAR_100_SUPERCLASSES = 20
 # what those files' pickles may construct: numpy arrays and their dtypes, under numpy 1's and 2's names
 _CIFAR_N_GLOBALS = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
                     np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.int64))]
 
 
+def check_cifar_n_labels(labels, dataset: str) -> str:
+    """One of the data set's CIFAR-N label sets; the authors' names (``rand1``, ``noisy100``) get ours."""
+    if labels in CIFAR_N_AUTHORS:
+        fail("labels", labels, f"{CIFAR_N_AUTHORS[labels]!r}: the authors' --noise_type {labels!r} is called "
+             f"{CIFAR_N_AUTHORS[labels]!r} here (one of {list(CIFAR_N[dataset].variants)})")
+    return check_choice(labels, "labels", CIFAR_N[dataset].variants)
+
+
 def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = True):
-    """``(y, y_noisy)`` of CIFAR-10N (``labels``: aggre, worst, random1-3) or CIFAR-100N (``noisy``) from
+    """``(y, y_noisy)`` of CIFAR-10N (``labels``: aggre, worst, random1-3) or CIFAR-100N (``noisy``, or
+    ``noisy_coarse``: the 20 superclasses, with their clean ones; in the 2023 file only) from
     ``root/cifar-10-100n``; with ``verify``, only a published file."""
     spec = CIFAR_N[check_choice(dataset, "dataset", sorted(CIFAR_N))]
-    check_choice(labels, "labels", spec.variants)
+    check_cifar_n_labels(labels, dataset)
+    clean = "clean_coarse" if labels.endswith("_coarse") else "clean"
     path = (Path(root) if root is not None else data_root()) / CIFAR_N_FOLDER / spec.file
     if not path.is_file():
         raise FileNotFoundError(f"{spec.file} not found in {path.parent}: get it from "
@@ -104,10 +118,10 @@ def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = 
     try:
         with torch.serialization.safe_globals(_CIFAR_N_GLOBALS):
             contents = torch.load(path, weights_only=True, map_location="cpu")
-        n_classes = get_dataset(dataset).n_classes
+        n_classes = CIFAR_100_SUPERCLASSES if clean == "clean_coarse" else get_dataset(dataset).n_classes
         y, y_noisy = (check_labels(np.asarray(contents[spec.keys[k]]), n_classes, spec.keys[k])
-                      for k in ("clean", labels))
-        check_same_length(**{spec.keys["clean"]: y, spec.keys[labels]: y_noisy})
+                      for k in (clean, labels))
+        check_same_length(**{spec.keys[clean]: y, spec.keys[labels]: y_noisy})
     except Exception as error:  # refused pickles, truncated archives, missing keys, bad labels: never trusted
         raise ValueError(f"{path} cannot be read as a CIFAR-N label file ({type(error).__name__}: "
                          f"{str(error)[:200]})") from None

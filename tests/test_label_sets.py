@@ -288,3 +288,23 @@ def test_pmd_at_the_authors_hand_set_factor_equals_their_label_noise(eta, noise_
         families.labels_of("pmd_factor", inputs, None, factor=0.5)
     with pytest.raises(ValueError, match="noise_rate/factor=.* exactly one"):
         noise.pmd_noise(y, S, 0.3, noise_type, factor=1.2)
+
+
+def test_cifar_100n_gives_its_coarse_labels_and_the_authors_names_get_ours(tmp_path):
+    """CIFAR-100N's 2023 file also holds the 20 superclasses, clean and noisy; the authors' --noise_type
+    names (rand1, noisy100) are refused with ours named, in the loader and in the family's setting."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 10, 40)
+    arrays = fake_cifar_n(tmp_path, "cifar100", y, rng)
+    clean, noisy = published.load_cifar_n("cifar100", tmp_path, "noisy_coarse", verify=False)
+    assert torch.equal(clean, torch.from_numpy(arrays["clean_coarse_label"]))
+    assert torch.equal(noisy, torch.from_numpy(arrays["noisy_coarse_label"]))
+    assert torch.equal(published.load_cifar_n("cifar100", tmp_path, "noisy", verify=False)[0], torch.from_numpy(y))
+    with pytest.raises(ValueError, match="labels='noisy100' is not allowed: 'noisy': the authors' --noise_type"):
+        published.load_cifar_n("cifar100", tmp_path, "noisy100", verify=False)
+    with pytest.raises(ValueError, match="labels='rand1' is not allowed: 'random1': the authors' --noise_type"):
+        FAMILIES["cifar10n"].with_defaults("cifar10n", {"labels": "rand1"})
+    arrays = {key: np.full(40, 25) for key in published.CIFAR_N["cifar100"].keys.values()}  # 25: no superclass
+    torch.save(arrays, tmp_path / published.CIFAR_N_FOLDER / published.CIFAR_N["cifar100"].file)
+    with pytest.raises(ValueError, match="cannot be read as a CIFAR-N label file.*clean_coarse_label"):
+        published.load_cifar_n("cifar100", tmp_path, "noisy_coarse", verify=False)
