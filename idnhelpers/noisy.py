@@ -1,8 +1,11 @@
-"""Noisy instances, ranked by an averaged softmax (SEAL's S-bar, Eq. 10), with cleanlab's conventions:
-a label quality in [0, 1] (low: a likely issue) by one of ``RANKINGS``, ``self_confidence`` S[i, y_i],
-``normalized_margin`` (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2 or ``mislabel`` 1 - N-bar(x_i) (Eq. 10);
-flagged: arg-max S is not the label. ``idn-noisy`` (``python -m idnhelpers.noisy``) writes ``noisy.csv``
-and ``manifest.json`` as idn-labels does (``commands.output_folder``; README.md, "Noisy instances, ranked")."""
+"""Noisy instances, ranked by an averaged softmax (SEAL's S-bar, Eq. 10) or any predicted probabilities,
+with cleanlab: a label quality in [0, 1] (low: a likely issue) by one of ``RANKINGS``, cleanlab's
+``self_confidence`` S[i, y_i] and ``normalized_margin`` (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2, or
+``mislabel`` 1 - N-bar(x_i) (Eq. 10); flagged by cleanlab's ``find_label_issues`` (confident learning,
+Northcutt et al. 2021; ``filter_by`` one of ``FILTERS``, its default ``prune_by_noise_rate``;
+``predicted_neq_given``: arg-max S is not the label). ``idn-noisy`` (``python -m idnhelpers.noisy``)
+writes ``noisy.csv`` and ``manifest.json`` as idn-labels does (``commands.output_folder``; README.md,
+"Noisy instances, ranked")."""
 
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from .sample import sample
 from .stats import auroc
 
 RANKINGS = ("self_confidence", "normalized_margin", "mislabel")
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+           "low_normalized_margin", "low_self_confidence")  # cleanlab's find_label_issues(filter_by=...)
 FORMAT = "idnhelpers-noisy/1"
 CSV_NAME = "noisy.csv"
 
@@ -48,12 +53,18 @@ def label_quality(labels, pred_probs, method: str = "self_confidence") -> torch.
 
 
 def _quality(y, S, method):
-    if method == "self_confidence":
-        return S.gather(1, y[:, None]).squeeze(1)
-    best_other = mislabel_scores(S, y)[0]  # N-bar(x), Eq. 10
-    if method == "normalized_margin":
-        return (S.gather(1, y[:, None]).squeeze(1) - best_other + 1) / 2
-    return 1 - best_other
+    if method == "mislabel":
+        return 1 - mislabel_scores(S, y)[0]  # N-bar(x), Eq. 10
+    from cleanlab.rank import get_label_quality_scores  # imported when used: about a second
+
+    return torch.from_numpy(get_label_quality_scores(y.numpy(), S.numpy(), method=method))
+
+
+def _flagged(y, S, filter_by):
+    """cleanlab's ``find_label_issues`` mask by ``filter_by`` (one process: the same on every machine)."""
+    from cleanlab.filter import find_label_issues
+
+    return torch.from_numpy(find_label_issues(y.numpy(), S.numpy(), filter_by=filter_by, n_jobs=1))
 
 
 def suggested_labels(labels, pred_probs) -> torch.Tensor:
@@ -68,31 +79,34 @@ def ranked(quality: torch.Tensor) -> torch.Tensor:
 
 
 def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = None, n: int | None = None,
-               rank_by: str = "self_confidence") -> torch.Tensor:
-    """The flagged instances' mask, or with ``return_indices_ranked_by`` their indices, lowest quality first;
-    with ``n``, the ``n`` lowest-quality ones are flagged instead."""
+               rank_by: str = "self_confidence", filter_by: str = "prune_by_noise_rate") -> torch.Tensor:
+    """The mask of the instances cleanlab's ``find_label_issues`` flags by ``filter_by``, or with
+    ``return_indices_ranked_by`` their indices, lowest quality first; with ``n``, the ``n``
+    lowest-quality ones are flagged instead."""
     y, S = _inputs(labels, pred_probs)
     if return_indices_ranked_by is not None:
         check_choice(return_indices_ranked_by, "return_indices_ranked_by", RANKINGS)
     method = return_indices_ranked_by or check_choice(rank_by, "rank_by", RANKINGS)
+    check_choice(filter_by, "filter_by", FILTERS)
     check_int(n, "n", minimum=0, maximum=len(y), none_ok=True)
     order = ranked(_quality(y, S, method))
     if n is None:
-        mask = S.argmax(1) != y
+        mask = _flagged(y, S, filter_by)
     else:
         mask = torch.zeros(len(y), dtype=torch.bool)
         mask[order[:n]] = True
     return order[mask[order]] if return_indices_ranked_by is not None else mask
 
 
-def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence") -> dict:
+def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence",
+                  filter_by: str = "prune_by_noise_rate") -> dict:
     """How well the ranking finds the labels != ``y_true``: ``find_noisy``'s ``precision`` and ``recall``,
     ``precision_at_k`` (k: the corrupted count), ``auroc`` of 1 - quality, and the counts."""
     y, S = _inputs(labels, pred_probs)
     y_true = check_labels(y_true, S.shape[1], "y_true", n=len(y))
     corrupted = y != y_true
     quality = _quality(y, S, check_choice(rank_by, "rank_by", RANKINGS))
-    flagged = S.argmax(1) != y  # find_noisy's mask
+    flagged = _flagged(y, S, check_choice(filter_by, "filter_by", FILTERS))  # find_noisy's mask
     k = int(corrupted.sum())
     top = ranked(quality)[:k]
     nan = float("nan")
@@ -156,6 +170,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="an option of the method (YAML value), e.g. n_iterations=3")
     p.add_argument("--rank-by", default="self_confidence", choices=RANKINGS, help="the label quality score")
+    p.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTERS,
+                   help="cleanlab's rule for the flagged instances (default prune_by_noise_rate: confident learning)")
     p.add_argument("--epochs", type=int, help="epochs per training run (default: the data set's protocol)")
     p.add_argument("--seed", type=int, default=0, help="the training seed (default 0)")
     p.add_argument("--data-root", help="folder with the data sets (default $IDNHELPERS_DATA)")
@@ -186,7 +202,7 @@ def run(args) -> dict:
         result = run_stages(args.method, [base], trainer=Trainer(device=device), **options)[0]
         if result.S is None:
             fail("--method", args.method, "a method whose last stage records the averaged softmax")
-        flagged = find_noisy(labels, result.S)
+        flagged = find_noisy(labels, result.S, filter_by=args.filter_by)
         quality = label_quality(labels, result.S, args.rank_by)
         (out / MANIFEST).unlink(missing_ok=True)
         sha = write_ranking(out, quality, suggested_labels(labels, result.S), flagged)
@@ -196,11 +212,12 @@ def run(args) -> dict:
                                 "y": array_info(data.y), **({"npz": npz} if npz else {})},
                     "labels": None if args.labels is None else {"file": Path(args.labels).name,
                                                                  "sha256": labels_sha},
-                    "method": args.method, "options": options, "rank_by": args.rank_by, "seed": args.seed,
+                    "method": args.method, "options": options, "rank_by": args.rank_by, "filter_by": args.filter_by,
+                    "seed": args.seed,
                     "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(flagged.sum()),
                     "precision": precision, "torch": torch.__version__,
                     "score": "label quality (lower: more likely mislabelled)",
-                    "metrics": noisy_metrics(labels, result.S, data.y, args.rank_by) if known else None,
+                    "metrics": noisy_metrics(labels, result.S, data.y, args.rank_by, args.filter_by) if known else None,
                     "files": {CSV_NAME: sha}}
         write_manifest(out, manifest)
     return manifest
@@ -213,7 +230,7 @@ def main(argv=None) -> int:
 def _main(args) -> int:
     manifest = run(args)
     print(f"{Path(args.out) / CSV_NAME}: {manifest['dataset']['n']} instances ranked by {args.rank_by}, "
-          f"{manifest['flagged']} flagged (arg-max of the averaged softmax differs from the label)")
+          f"{manifest['flagged']} flagged (cleanlab's find_label_issues, filter_by={args.filter_by})")
     if m := manifest["metrics"]:
         print(f"against the data set's labels ({m['corrupted']} differ): precision {m['precision']:.3f}, "
               f"recall {m['recall']:.3f}, precision@{m['corrupted']} {m['precision_at_k']:.3f}, AUROC {m['auroc']:.3f}")

@@ -206,8 +206,9 @@ correction
 # from any averaged softmax, with cleanlab's conventions: each instance gets a label quality in
 # [0, 1] (`self_confidence` $\bar S_{i,\bar y_i}$, `normalized_margin`, or `mislabel`
 # $1 - \bar N(x_i)$ of Eq. 10), low meaning a likely wrong label; the instances flagged are those
-# where $\arg\max \bar S$ is not the given label; `return_indices_ranked_by=...` returns them
-# lowest quality first. Below, at the highest noise rate: how well each ranking finds the corrupted
+# cleanlab's confident learning finds (`find_label_issues`, its default `prune_by_noise_rate`;
+# `filter_by="predicted_neq_given"` flags where $\arg\max \bar S$ is not the given label);
+# `return_indices_ranked_by=...` returns them lowest quality first. Below, at the highest noise rate: how well each ranking finds the corrupted
 # instances from CE's $\bar S^{[0]}$ and from the last SEAL iteration's (precision and recall of the
 # flagged set, precision among the $k$ lowest-quality instances with $k$ the true number of
 # corrupted ones, AUROC), then the ten instances ranked first. The command line `idn-noisy` trains

@@ -27,11 +27,12 @@ def test_label_quality_scores_by_hand():
 
 
 def test_find_noisy_mask_and_ranked_indices():
-    assert find_noisy(LABELS, S).tolist() == [False, True, False, True]
+    argmax = dict(filter_by="predicted_neq_given")  # flagged where the arg-max is not the label
+    assert find_noisy(LABELS, S, **argmax).tolist() == [False, True, False, True]
     # ranked by self-confidence: rows 1 and 3 tie at 0.3, the lower index first
-    assert find_noisy(LABELS, S, return_indices_ranked_by="self_confidence").tolist() == [1, 3]
-    assert find_noisy(LABELS, S, return_indices_ranked_by="normalized_margin").tolist() == [1, 3]
-    assert find_noisy(LABELS, S, return_indices_ranked_by="mislabel").tolist() == [1, 3]
+    assert find_noisy(LABELS, S, return_indices_ranked_by="self_confidence", **argmax).tolist() == [1, 3]
+    assert find_noisy(LABELS, S, return_indices_ranked_by="normalized_margin", **argmax).tolist() == [1, 3]
+    assert find_noisy(LABELS, S, return_indices_ranked_by="mislabel", **argmax).tolist() == [1, 3]
     assert find_noisy(LABELS, S, n=3, return_indices_ranked_by="self_confidence").tolist() == [1, 3, 0]
     assert find_noisy(LABELS, S, n=1).tolist() == [False, True, False, False]
     with pytest.raises(ValueError, match="return_indices_ranked_by"):
@@ -42,14 +43,42 @@ def test_find_noisy_mask_and_ranked_indices():
         find_noisy(LABELS[:3], S)
     with pytest.raises(ValueError, match="n=5"):
         find_noisy(LABELS, S, n=5)
+    with pytest.raises(ValueError, match="filter_by='cl' is not allowed"):
+        find_noisy(LABELS, S, filter_by="cl")
+
+
+def test_find_noisy_is_cleanlabs_confident_learning_and_its_scores():
+    """The mask is cleanlab's find_label_issues for every filter_by (default prune_by_noise_rate), the
+    scores its get_label_quality_scores, which equal their definitions."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(300) % 10
+    logits = torch.randn(300, 10, generator=g) * 2
+    logits[torch.arange(300), y] += 2.5
+    S = logits.softmax(1)
+    labels = torch.where(torch.rand(300, generator=g) < 0.3, torch.randint(0, 10, (300,), generator=g), y)
+    for filter_by in noisy.FILTERS:
+        expected = find_label_issues(labels.numpy(), S.numpy(), filter_by=filter_by, n_jobs=1)
+        assert find_noisy(labels, S, filter_by=filter_by).tolist() == expected.tolist(), filter_by
+    assert find_noisy(labels, S).tolist() == find_label_issues(labels.numpy(), S.numpy(), n_jobs=1).tolist()
+    for method in ("self_confidence", "normalized_margin"):
+        assert np.array_equal(label_quality(labels, S, method).numpy(),
+                              get_label_quality_scores(labels.numpy(), S.numpy(), method=method))
+    own = S.gather(1, labels[:, None]).squeeze(1)
+    assert torch.equal(label_quality(labels, S, "self_confidence"), own)
+    confident = find_noisy(labels, S)
+    argmax = find_noisy(labels, S, filter_by="predicted_neq_given")
+    assert 0 < int(confident.sum()) <= int(argmax.sum())  # confident learning flags a subset here
 
 
 def test_noisy_metrics_by_hand():
     y_true = torch.tensor([0, 0, 2, 1])  # rows 1 and 3 are corrupted: both flagged, nothing else
-    m = noisy_metrics(LABELS, S, y_true)
+    m = noisy_metrics(LABELS, S, y_true, filter_by="predicted_neq_given")
     assert (m["precision"], m["recall"], m["precision_at_k"], m["auroc"]) == (1.0, 1.0, 1.0, 1.0)
     assert (m["corrupted"], m["flagged"], m["n"]) == (2, 2, 4)
-    m = noisy_metrics(LABELS, S, torch.tensor([1, 1, 2, 2]))  # row 0 corrupted, lowest-quality pair flagged
+    m = noisy_metrics(LABELS, S, torch.tensor([1, 1, 2, 2]), filter_by="predicted_neq_given")  # row 0 corrupted
     assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["auroc"] == pytest.approx(1 / 3)
 
 
