@@ -24,11 +24,13 @@ from .checks import (check_assignments, check_choice, check_int, check_labels, c
 from .commands import (MANIFEST, Parser, check_output_folder, output_folder, run_main, write_bytes,
                        write_manifest)
 from .datasets import get_dataset, protocol
+from .engine import predict
 from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
 from .labels import array_info, register_npz
 from .methods import Trainer, get_method, method_options, run_stages
 from .noise import mislabel_scores
 from .published import read_noisy_csv
+from .runs import Run, Tensors
 from .sample import sample
 from .stats import auroc
 
@@ -117,6 +119,27 @@ def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence",
                 auroc=auroc(1 - quality, corrupted) if 0 < k < len(y) else nan)
 
 
+def cross_validated_probs(run: Run, method: str = "ce", *, folds: int = 5, trainer: Trainer = Trainer(),
+                          **options) -> torch.Tensor:
+    """Out-of-sample predicted probabilities of ``run``'s training rows, cleanlab's convention (a network
+    that memorised its labels hides its own noisy ones): ``method`` trained on all folds but one (rows
+    permuted by the run's seed), its final network's softmax on that fold."""
+    if not isinstance(run, Run) or not isinstance(run.data, Tensors):
+        fail("run", run, "a runs.Run on tensors (streamed images are not split into folds)")
+    n = len(run.data)
+    check_int(folds, "folds", minimum=2, maximum=n)
+    probs = torch.empty(n, run.n_classes)
+    for held in torch.randperm(n, generator=torch.Generator().manual_seed(run.seed)).chunk(folds):
+        kept = torch.ones(n, dtype=torch.bool)
+        kept[held] = False
+        fold = run.replace(data=Tensors(run.data.X[kept], run.data.dataset), targets=run.targets[kept], y_true=None,
+                           track=None, csr=None, keep="last")
+        weights = run_stages(method, [fold], trainer=trainer, **options)[0].final.weights
+        scored = fold.replace(data=Tensors(run.data.X[held], run.data.dataset), targets=run.targets[held])
+        probs[held] = predict(scored, weights, device=trainer.device)
+    return probs
+
+
 def write_ranking(out: Path, quality: torch.Tensor, suggested: torch.Tensor, flagged: torch.Tensor) -> str:
     """``noisy.csv`` of one ranking, lowest ``quality`` first; returns its SHA-256."""
     lines = ["index,score,suggested_label,flagged"] + [
@@ -170,6 +193,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="an option of the method (YAML value), e.g. n_iterations=3")
     p.add_argument("--rank-by", default="self_confidence", choices=RANKINGS, help="the label quality score")
+    p.add_argument("--folds", type=int, help="rank by out-of-sample probabilities: the method trained on all "
+                   "folds but one, K times (default: its averaged softmax on the rows it trained on)")
     p.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTERS,
                    help="cleanlab's rule for the flagged instances (default prune_by_noise_rate: confident learning)")
     p.add_argument("--epochs", type=int, help="epochs per training run (default: the data set's protocol)")
@@ -187,6 +212,7 @@ def run(args) -> dict:
         fail("--method", args.method, "a method that needs no noise rate (this one sets its forget rate from it)")
     options = check_assignments(args.option, "--option", list(method_options(args.method)), "n_iterations=3")
     check_int(args.epochs, "--epochs", minimum=1, none_ok=True)
+    check_int(args.folds, "--folds", minimum=2, none_ok=True)
     check_seed(args.seed, "--seed")
     out = check_output_folder(args.out, "--out")
     device = resolve_device(args.device)
@@ -199,13 +225,16 @@ def run(args) -> dict:
     with output_folder(out, FORMAT):
         base = data.run(labels, proto, seed=args.seed, precision=precision, test=None, keep="none",
                         label=args.method)
-        result = run_stages(args.method, [base], trainer=Trainer(device=device), **options)[0]
-        if result.S is None:
+        if args.folds:
+            S = cross_validated_probs(base, args.method, folds=args.folds, trainer=Trainer(device=device), **options)
+        else:
+            S = run_stages(args.method, [base], trainer=Trainer(device=device), **options)[0].S
+        if S is None:
             fail("--method", args.method, "a method whose last stage records the averaged softmax")
-        flagged = find_noisy(labels, result.S, filter_by=args.filter_by)
-        quality = label_quality(labels, result.S, args.rank_by)
+        flagged = find_noisy(labels, S, filter_by=args.filter_by)
+        quality = label_quality(labels, S, args.rank_by)
         (out / MANIFEST).unlink(missing_ok=True)
-        sha = write_ranking(out, quality, suggested_labels(labels, result.S), flagged)
+        sha = write_ranking(out, quality, suggested_labels(labels, S), flagged)
         known = bool((labels != data.y).any())
         manifest = {"format": FORMAT, "idnhelpers": __version__,
                     "dataset": {"name": dataset, "n": len(data.y), "X": array_info(data.X),
@@ -213,11 +242,11 @@ def run(args) -> dict:
                     "labels": None if args.labels is None else {"file": Path(args.labels).name,
                                                                  "sha256": labels_sha},
                     "method": args.method, "options": options, "rank_by": args.rank_by, "filter_by": args.filter_by,
-                    "seed": args.seed,
+                    "folds": args.folds, "seed": args.seed,
                     "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(flagged.sum()),
                     "precision": precision, "torch": torch.__version__,
                     "score": "label quality (lower: more likely mislabelled)",
-                    "metrics": noisy_metrics(labels, result.S, data.y, args.rank_by, args.filter_by) if known else None,
+                    "metrics": noisy_metrics(labels, S, data.y, args.rank_by, args.filter_by) if known else None,
                     "files": {CSV_NAME: sha}}
         write_manifest(out, manifest)
     return manifest
@@ -229,7 +258,8 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     manifest = run(args)
-    print(f"{Path(args.out) / CSV_NAME}: {manifest['dataset']['n']} instances ranked by {args.rank_by}, "
+    source = f"{args.folds}-fold out-of-sample probabilities" if args.folds else "the averaged softmax"
+    print(f"{Path(args.out) / CSV_NAME}: {manifest['dataset']['n']} instances ranked by {args.rank_by} of {source}, "
           f"{manifest['flagged']} flagged (cleanlab's find_label_issues, filter_by={args.filter_by})")
     if m := manifest["metrics"]:
         print(f"against the data set's labels ({m['corrupted']} differ): precision {m['precision']:.3f}, "

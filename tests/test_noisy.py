@@ -136,6 +136,8 @@ def test_read_ranking_refuses_an_edited_file(digits_ranking, tmp_path):
     (["--method", "coteaching"], "no noise rate"),
     (["--method", "seal", "--option", "n_iteration=2"], "--option"),
     (["--epochs", "0"], "--epochs"),
+    (["--folds", "1"], "--folds"),
+    (["--filter-by", "cl"], "--filter-by"),
     (["--labels", "missing.npy"], "--labels"),
     (["--labels", "labels.txt"], "--labels"),
 ])
@@ -156,3 +158,42 @@ def test_idn_noisy_refuses_labels_of_the_wrong_length(tmp_path, capsys):
     with pytest.raises(SystemExit):
         noisy.main(["--dataset", "digits", "--labels", str(tmp_path / "short.npy"), "--out", str(tmp_path / "o")])
     assert "--labels" in capsys.readouterr().err
+
+
+def test_cross_validated_probabilities_are_each_folds_held_out_prediction(tmp_path, monkeypatch):
+    """Each row's probabilities come from the network trained on the other folds (cleanlab's out-of-sample
+    convention): fold by fold equal to that network's prediction, rows summing to 1, and on the digits with
+    30% symmetric noise they rank the corrupted labels first (AUROC > 0.9; chance 0.5)."""
+    from idnhelpers import engine
+    from idnhelpers.datasets import protocol
+    from idnhelpers.methods import run_stages
+    from idnhelpers.noise import symmetric_noise
+    from idnhelpers.runs import Tensors
+    from idnhelpers.sample import sample
+
+    monkeypatch.setenv("IDNHELPERS_CACHE", str(tmp_path))
+    data = sample("digits")
+    labels = symmetric_noise(data.y, 0.3, 10, seed=0)
+    run = data.run(labels, protocol("digits", n_epochs=8), seed=3, test=None, keep="none")
+    probs = noisy.cross_validated_probs(run, folds=3)
+    assert probs.shape == (len(labels), 10) and torch.allclose(probs.sum(1), torch.ones(len(labels)))
+    held = torch.randperm(len(labels), generator=torch.Generator().manual_seed(3)).chunk(3)[1]
+    kept = torch.ones(len(labels), dtype=torch.bool)
+    kept[held] = False
+    fold = run.replace(data=Tensors(run.data.X[kept], "digits"), targets=labels[kept], y_true=None, keep="last")
+    weights = run_stages("ce", [fold])[0].final.weights
+    assert torch.equal(probs[held], engine.predict(fold.replace(data=Tensors(run.data.X[held], "digits"),
+                                                                  targets=labels[held]), weights))
+    assert noisy_metrics(labels, probs, data.y)["auroc"] > 0.9
+    with pytest.raises(ValueError, match="folds=1 is not allowed"):
+        noisy.cross_validated_probs(run, folds=1)
+
+
+def test_idn_noisy_ranks_by_out_of_sample_probabilities_with_folds(tmp_path, digits_ranking):
+    root, _ = digits_ranking
+    out = tmp_path / "cv"
+    assert noisy.main(["--dataset", "digits", "--labels", str(root / "labels" / "digits_symmetric_0.3.csv"),
+                       "--method", "ce", "--epochs", "8", "--folds", "3", "--filter-by", "both",
+                       "--out", str(out)]) == 0
+    manifest = read_ranking(out)["manifest"]
+    assert (manifest["folds"], manifest["filter_by"]) == (3, "both") and manifest["metrics"]["auroc"] > 0.9
