@@ -85,7 +85,8 @@ class Checkpoints:
         if larger is not None:  # a slice of a larger stack's checkpoint, stored as this call's own at once
             self.saved = training.slice_state(larger[1], larger[2])
             cache.save(key, dict(self.saved, keys=self.run_keys), SUFFIX)
-        self._point()
+        if len(self.run_keys) > 1 or larger is not None:  # one run alone is never a slice of another call
+            self._point()
         if larger is not None:
             self._release(larger[0], larger[1]["keys"])
         self.first_epoch, self.first_step = self.saved.get("epoch", 0), self.saved.get("step", 0)
