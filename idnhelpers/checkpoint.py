@@ -5,7 +5,7 @@ or more after the last store, and within an epoch every ``WITHIN_EPOCH_SECONDS``
 ``STORE_COST_FACTOR`` times the last store's own duration after it, so that a large checkpoint on a slow
 shared file system costs at most a twentieth of the time (``$IDNHELPERS_CHECKPOINT_SECONDS=0``: after every
 epoch). The next call that trains the same runs resumes from it and ends bit for bit where an
-uninterrupted call ends on the same machine. Each run of a call points to its slot there
+uninterrupted call ends on the same machine. Each run of a stacked call points to its slot there
 (``pointer_key``), so a call of some of them, with K halved on running out of memory or on a smaller
 GPU after a requeue, resumes from their slice (``Training.slice_state``) instead of starting again."""
 
