@@ -128,15 +128,18 @@ def cross_validated_probs(run: Run, method: str = "ce", *, folds: int = 5, train
         fail("run", run, "a runs.Run on tensors (streamed images are not split into folds)")
     n = len(run.data)
     check_int(folds, "folds", minimum=2, maximum=n)
-    probs = torch.empty(n, run.n_classes)
-    for held in torch.randperm(n, generator=torch.Generator().manual_seed(run.seed)).chunk(folds):
+    held_out = torch.randperm(n, generator=torch.Generator().manual_seed(run.seed)).chunk(folds)
+    fits = []
+    for held in held_out:
         kept = torch.ones(n, dtype=torch.bool)
         kept[held] = False
-        fold = run.replace(data=Tensors(run.data.X[kept], run.data.dataset), targets=run.targets[kept], y_true=None,
-                           track=None, csr=None, keep="last")
-        weights = run_stages(method, [fold], trainer=trainer, **options)[0].final.weights
-        scored = fold.replace(data=Tensors(run.data.X[held], run.data.dataset), targets=run.targets[held])
-        probs[held] = predict(scored, weights, device=trainer.device)
+        fits.append(run.replace(data=Tensors(run.data.X[kept], run.data.dataset), targets=run.targets[kept],
+                                y_true=None, track=None, csr=None, keep="last"))
+    results = run_stages(method, fits, trainer=trainer, **options)  # the K runs in one call: the back-end's choice
+    probs = torch.empty(n, run.n_classes)
+    for held, fit, result in zip(held_out, fits, results):
+        scored = fit.replace(data=Tensors(run.data.X[held], run.data.dataset), targets=run.targets[held])
+        probs[held] = predict(scored, result.final.weights, device=trainer.device)
     return probs
 
 
