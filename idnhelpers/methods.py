@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from . import cache, engine
+from .dividemix import dividemix
 from .checks import check_bool, check_float, check_int, check_new_name, check_rate, check_seed, fail
 from .engine import predict, train_many
 from .hardware import resolve_precision
@@ -257,6 +258,7 @@ register_method("seal_dmi", _driver_method("SEAL (DMI)", seal_dmi))
 # Beyond the paper: baselines of later IDN papers (chapter 05's "beyond the paper" block)
 register_method("elr", loss_method("ELR", ELR))
 register_method("plc", loss_method("PLC", PLC))
+register_method("dividemix", _driver_method("DivideMix", dividemix))
 
 
 # ---------------------------------------------------------------- entry points

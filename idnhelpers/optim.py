@@ -16,26 +16,32 @@ class _Optimizer:
 
 
 class SGD(_Optimizer):
-    """SGD with momentum (no dampening, not Nesterov's) and L2 ``weight_decay``; ``lr`` may change."""
+    """SGD with momentum (no dampening, not Nesterov's) and L2 ``weight_decay``; ``lr`` may change.
+    A parameter without a gradient (a network the step does not train: DivideMix's) keeps its
+    weights and momentum, as in ``torch.optim.SGD``."""
 
     def __init__(self, parameters, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
         self.params = list(parameters)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.buffers: list[torch.Tensor] | None = None
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
     @torch.no_grad()
     def step(self) -> None:
-        params = [p for p in self.params if p.grad is not None]
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params = [self.params[i] for i in live]
         grads = [p.grad for p in params]
         if self.weight_decay:
             grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
         if self.momentum:
-            if self.buffers is None:  # torch.optim.SGD: the first buffer is the gradient itself
-                self.buffers = [g.detach().clone() for g in grads]
-            else:
-                torch._foreach_mul_(self.buffers, self.momentum)
-                torch._foreach_add_(self.buffers, grads)
-            grads = self.buffers
+            old = [i for i in live if self.buffers[i] is not None]
+            if old:
+                buffers = [self.buffers[i] for i in old]
+                torch._foreach_mul_(buffers, self.momentum)
+                torch._foreach_add_(buffers, [g for i, g in zip(live, grads) if self.buffers[i] is not None])
+            for i, g in zip(live, grads):  # torch.optim.SGD: the first buffer is the gradient itself
+                if self.buffers[i] is None:
+                    self.buffers[i] = g.detach().clone()
+            grads = [self.buffers[i] for i in live]
         torch._foreach_add_(params, grads, alpha=-self.lr)
 
 

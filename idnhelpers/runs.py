@@ -295,6 +295,8 @@ class Run:
     def stack_signature(self) -> str:
         """Equal for runs that can train in one stacked call: they differ only in targets (all hard
         or all soft), seed, starting weights, tracked rows and their objective's and step's ``per_run``."""
+        if not type(self.step).stackable:
+            return self.key()
         config = self.config()
         for name in ("targets", "seed", "init", "track", "y_true"):
             config.pop(name)

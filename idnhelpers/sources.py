@@ -95,6 +95,13 @@ class TensorSource:
             else:
                 yield rows, self.normalized[rows]
 
+    def inputs(self, rows: torch.Tensor, generators: list[torch.Generator], augment: bool) -> torch.Tensor:
+        """The inputs of K x b ``rows``, augmented (draws from each run's generator) if ``augment``."""
+        if not augment:
+            return self.normalized[rows]
+        draws = augmentation_draws(generators, [rows.shape[1]], self.device)[0]
+        return self.normalize(augment_batch(self.X[rows.flatten()], draws)).unflatten(0, rows.shape)
+
     def eval_batches(self, batch_size: int, augment_generators: list[torch.Generator] | None = None):
         """The instances in order, normalised, ``batch_size`` rows at a time; with ``augment_generators``
         (the official softmax recording) one augmented copy per generator: K x b x ..."""

@@ -23,6 +23,8 @@ class Step:
 
     n_networks: ClassVar[int] = 1
     per_run: ClassVar[tuple[str, ...]] = ()  # fields that may differ between the K runs
+    stackable: ClassVar[bool] = True  # False: each run trains in its own call (DivideMix's per-run data division)
+    ensemble: ClassVar[bool] = False  # predictions (test, S) from the summed logits of the run's networks
 
     @classmethod
     def make(cls, specs: list[Step]):
@@ -98,8 +100,8 @@ class ModuleBank:
 
     K = 1  # runs
 
-    def __init__(self, models: list[torch.nn.Module]):
-        self.models = models
+    def __init__(self, models: list[torch.nn.Module], ensemble: bool = False):
+        self.models, self.ensemble = models, ensemble
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for m in self.models for p in m.parameters()]
@@ -112,9 +114,11 @@ class ModuleBank:
         return torch.stack([m(x[0]) for m in self.models])[None]
 
     def probs(self, x: torch.Tensor, n_classes: int, per_run: bool = False) -> torch.Tensor:
-        """Softmax of the recorded network over the first ``n_classes`` outputs: 1 x b x c."""
+        """Softmax of the recorded network (``ensemble``: of the networks' summed logits) over the
+        first ``n_classes`` outputs: 1 x b x c."""
         x = x[0] if per_run else x
-        return self.models[0](x)[:, :n_classes].float().softmax(1)[None]
+        logits = sum(m(x) for m in self.models) if self.ensemble else self.models[0](x)
+        return logits[:, :n_classes].float().softmax(1)[None]
 
     def module(self, k: int) -> torch.nn.Module:
         return self.models[0]

@@ -142,6 +142,7 @@ def train_step(training: Training, rows: torch.Tensor, x: torch.Tensor, epoch: i
     training.optimizer.zero_grad()
     total.backward()  # run k's loss depends on run k's weights only
     training.optimizer.step()
+    training.loss_step()
     fitted = (logits[:, 0, :, :training.n_classes].argmax(-1) == rows_of(training.labels, rows)).sum(1)
     return logged.detach() * rows.shape[1], fitted
 
@@ -167,15 +168,19 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
                                    [run.key() for run in runs])
     n_epochs = training.protocol.n_epochs
     progress = EpochProgress(n_epochs, training.label, done=saver.first_epoch)
+    own_epoch = getattr(training.step_losses, "train_epoch", None)
     for epoch in range(saver.first_epoch, n_epochs):
         skip, sums = saver.begin_epoch(epoch)  # (0, None) but in the epoch a killed call stopped in
         training.begin_epoch(epoch, fresh=not skip)
-        loss_sum, correct = sums or training.zero_sums()
-        for step, (rows, x) in training.batches(skip):
-            batch_loss, batch_correct = train_step(training, rows, x, epoch)
-            loss_sum += batch_loss
-            correct += batch_correct
-            saver.after_step(epoch, step, (loss_sum, correct))
+        if own_epoch is not None:  # a step that runs its epoch itself (DivideMix); stored after it
+            loss_sum, correct = own_epoch(training, epoch)
+        else:
+            loss_sum, correct = sums or training.zero_sums()
+            for step, (rows, x) in training.batches(skip):
+                batch_loss, batch_correct = train_step(training, rows, x, epoch)
+                loss_sum += batch_loss
+                correct += batch_correct
+                saver.after_step(epoch, step, (loss_sum, correct))
         progress.epoch_done(training.end_epoch(epoch, loss_sum, correct))
         saver.after_epoch(epoch)
     progress.close()
@@ -192,10 +197,11 @@ class Training:
         self.source = run0.data.source(device)
         self.evals = {name: getattr(run0, name).data.source(device) for name in ("test", "val") if getattr(run0, name)}
         networks = [init_networks(run, device) for run in runs]
-        self.bank = StackedBank(networks) if stacked else ModuleBank(networks[0])
+        self.bank = StackedBank(networks) if stacked else ModuleBank(networks[0], run0.step.ensemble)
         del networks  # stacked: the K runs' modules were copied into the bank's stacked tensors; free them
         self.loss = run0.objective.make([run.objective for run in runs], run0.n_classes, self.protocol.n_epochs)
         self.step_losses = run0.step.make([run.step for run in runs])
+        self.loss_step = getattr(self.loss, "after_step", lambda: None)  # an objective's own parameters (SOP's)
         self.optimizer = self.protocol.make_optimizer(self.bank.parameters())
         self.generators = [torch.Generator().manual_seed(run.seed) for run in runs]
         self.targets = torch.stack([run.targets for run in runs]).to(device)  # K x n, or K x n x c soft labels
@@ -265,7 +271,12 @@ class Training:
         """Everything a checkpoint stores of the call (live tensors: save them before the next step)."""
         return dict(best=self.best, probs=self.probs if self.run0.objective.row_weighted else None,
                     networks=self.bank.checkpoint(), optimizer=checkpoint.object_state(self.optimizer),
-                    loss=checkpoint.object_state(self.loss), records=[rec.checkpoint() for rec in self.records])
+                    loss=checkpoint.object_state(self.loss), step_state=self.step_state(),
+                    records=[rec.checkpoint() for rec in self.records])
+
+    def step_state(self) -> dict:
+        """The state a step carries between epochs: the attributes its ``state_names`` lists (DivideMix's)."""
+        return {name: getattr(self.step_losses, name) for name in getattr(self.step_losses, "state_names", ())}
 
     def slice_state(self, saved: dict, slots: list[int]) -> dict:
         """The state of runs ``slots`` of a larger stacked call's checkpoint ``saved``, as this call's
@@ -276,7 +287,7 @@ class Training:
             return checkpoint.take_runs(value, slots, k, axis, per_run)
 
         def one_run(tensors):  # K * n networks' tensors along dim 0: this run's n, network by network
-            return [[t[slots[0] * n + j] for t in tensors] for j in range(n)]
+            return [[None if t is None else t[slots[0] * n + j] for t in tensors] for j in range(n)]
 
         parts = saved["networks"]  # "params" and "buffers": K * n networks along dim 0
         if stacked:
@@ -302,6 +313,7 @@ class Training:
         for g, state in zip(self.generators, saved["generators"]):
             g.set_state(state)
         checkpoint.restore_object(self.loss, saved["loss"], self.device)
+        checkpoint.restore_object(self.step_losses, saved.get("step_state", {}), self.device)
         for rec, state in zip(self.records, saved["records"]):
             checkpoint.restore_object(rec, state, "cpu")
 

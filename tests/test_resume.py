@@ -17,6 +17,7 @@ from idnhelpers import cache, checkpoint
 from idnhelpers.datasets import load_dataset, protocol, subset
 from idnhelpers.engine import train, train_many
 from idnhelpers.grid.plan import make_jobs
+from idnhelpers.dividemix import DivideMix
 from idnhelpers.losses import DAC, PLC
 from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import make_run
@@ -66,11 +67,16 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# a step that runs its own epochs stores between epochs only
+BETWEEN_EPOCHS = {**CASES, "dividemix (own epochs, loss history)": lambda: [
+    digits_run(step=DivideMix(warmup_epochs=1, lambda_u=25.0, loss_epochs=2))]}
+
+
+@pytest.mark.parametrize("name", list(BETWEEN_EPOCHS))
 @pytest.mark.parametrize("stop_after", [1, 2])
 def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_result(name, stop_after, private_cache,
                                                                           monkeypatch, capsys):
-    stop_and_resume(CASES[name](), stop_after, monkeypatch, capsys)
+    stop_and_resume(BETWEEN_EPOCHS[name](), stop_after, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("name", list(CASES))
