@@ -3,7 +3,8 @@ for a warm-up, then each epoch a two-component GMM on each network's per-instanc
 *other* network its clean probabilities w (co-divide, Eq. 1); the networks train one after the
 other by MixMatch on that division: labelled rows with co-refined labels (Eq. 3-4), unlabelled rows
 with co-guessed labels (Eq. 5), mixup (Eq. 6-8), and the loss L_x + lambda_u L_u + lambda_r L_reg
-(Eq. 9-12). Test predictions and the recorded softmax come from the two networks' summed logits.
+(Eq. 9-12). Test predictions and the recorded softmax come from the two networks' summed logits;
+the history's loss and fitted rows are the first network's pass (after the warm-up: its labelled rows).
 The authors' code (LiJunnan1992/DivideMix, ``Train_cifar.py``) is followed where the paper is silent:
 warm-up batches of twice the batch size, GMM settings, the unlabelled loader restarted when spent.
 """
@@ -237,11 +238,12 @@ def first_network(passes):
 
 
 def dividemix_step(dataset: str, n_epochs: int, noise_rate: float | None, *, warmup_epochs=None, lambda_u=None,
-                   p_threshold=None, **options) -> DivideMix:
+                   p_threshold=None, loss_epochs=None, **options) -> DivideMix:
     """The settings of one run: None picks the paper's (warm-up: ``WARMUP_FRACTION`` of the epochs;
-    lambda_u: Table 7's at the listed noise rate nearest the run's; tau 0.6 at 90% noise, else 0.5)."""
-    if noise_rate is None and (lambda_u is None or p_threshold is None):
-        fail("noise_rate", None, "a number in [0, 1), or both lambda_u and p_threshold given: DivideMix's "
+    lambda_u: Table 7's at the listed noise rate nearest the run's; tau 0.6 at 90% noise, else 0.5;
+    the GMM on the mean of the last 5 epochs' losses at 90% noise, else the last's, as the code)."""
+    if noise_rate is None and None in (lambda_u, p_threshold, loss_epochs):
+        fail("noise_rate", None, "a number in [0, 1), or lambda_u, p_threshold and loss_epochs given: DivideMix's "
              "defaults depend on the noise rate")
     if warmup_epochs is None:
         warmup_epochs = max(1, round(n_epochs * WARMUP_FRACTION.get(dataset, OTHER_WARMUP_FRACTION)))
@@ -250,13 +252,15 @@ def dividemix_step(dataset: str, n_epochs: int, noise_rate: float | None, *, war
         lambda_u = table[min(table, key=lambda rate: (abs(rate - noise_rate), rate))]
     if p_threshold is None:
         p_threshold = 0.6 if noise_rate >= 0.9 else 0.5
+    if loss_epochs is None:
+        loss_epochs = 5 if noise_rate >= 0.9 else 1
     if warmup_epochs >= n_epochs:
         fail("warmup_epochs", warmup_epochs, f"fewer than the run's n_epochs={n_epochs}")
-    return DivideMix(warmup_epochs, float(lambda_u), float(p_threshold), **options)
+    return DivideMix(warmup_epochs, float(lambda_u), float(p_threshold), loss_epochs=loss_epochs, **options)
 
 
 def dividemix(runs, rates, trainer, *, warmup_epochs=None, lambda_u=None, p_threshold=None, T=0.5, alpha=4.0,
-              rampup_epochs=16, loss_epochs=1, warmup_penalty=False):
+              rampup_epochs=16, loss_epochs=None, warmup_penalty=False):
     """DivideMix (``DivideMix``'s fields are the options; None: ``dividemix_step``'s defaults)."""
     for run in runs:
         if not isinstance(run.data, Tensors) or run.targets.dim() != 1:

@@ -90,7 +90,8 @@ def test_settings_follow_the_papers_table_7():
     assert dividemix_step("cifar10", 300, 0.5).warmup_epochs == 10
     assert dividemix_step("cifar100", 300, 0.5).warmup_epochs == 30
     assert dividemix_step("mnist", 75, 0.5).warmup_epochs == 25  # none published: a third (NOTES.md)
-    assert dividemix_step("mnist", 30, None, lambda_u=5.0, p_threshold=0.5).lambda_u == 5.0
+    assert dividemix_step("cifar10", 300, 0.9).loss_epochs == 5 and dividemix_step("cifar10", 300, 0.8).loss_epochs == 1
+    assert dividemix_step("mnist", 30, None, lambda_u=5.0, p_threshold=0.5, loss_epochs=1).lambda_u == 5.0
     with pytest.raises(ValueError, match="noise_rate"):
         dividemix_step("mnist", 30, None)
     with pytest.raises(ValueError, match="lambda_u"):
