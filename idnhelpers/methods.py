@@ -18,6 +18,7 @@ import torch
 
 from . import cache, engine
 from .dividemix import dividemix
+from .elr_plus import OPTIONS as ELR_PLUS_OPTIONS, elr_plus
 from .checks import check_bool, check_float, check_int, check_new_name, check_rate, check_seed, fail
 from .engine import predict, train_many
 from .hardware import resolve_precision
@@ -259,6 +260,7 @@ register_method("seal_dmi", _driver_method("SEAL (DMI)", seal_dmi))
 register_method("elr", loss_method("ELR", ELR))
 register_method("plc", loss_method("PLC", PLC))
 register_method("dividemix", _driver_method("DivideMix", dividemix))
+register_method("elr_plus", Method("ELR+", elr_plus, ELR_PLUS_OPTIONS))
 
 
 # ---------------------------------------------------------------- entry points

@@ -1,0 +1,210 @@
+"""ELR+ (Liu, Niles-Weed, Razavian and Fernandez-Granda, "Early-Learning Regularization Prevents
+Memorization of Noisy Labels", NeurIPS 2020, Sec. 4.3): ELR (``losses.ELR``: the
+regulariser of Eq. 6 towards the temporal-ensembling targets of Eq. 9) with three additions,
+
+- two networks, each with a weight-averaged (EMA) copy (Tarvainen and Valpola's mean teacher);
+- network k's targets t are the temporal ensemble (momentum ``beta``) of the *other* network's
+  EMA copy's predictions on the batch before mixing;
+- mixup (Zhang et al. 2018) of the inputs and of the one-hot labels, the regulariser's targets mixed alike.
+
+The authors' code (shengliu66/ELR, ``ELR_plus``) runs in one process (their configs: ``n_gpu: 1``) or on
+two GPUs. One process, implemented here: network 1 trains a whole epoch against network 2's EMA copy as
+it stands, then network 2 trains one against network 1's EMA copy as network 1 left it; each draws its own
+batch order; the test prediction is 0.5 (f_1 + f_2) of the two trained networks in eval mode
+(``_test_epoch(epoch, model1, model2)``): the engine's ``ensemble`` (summed logits, same arg-max). On two
+GPUs both networks train at once against copies of the EMAs taken as the epoch begins, and the test
+prediction is 0.5 (f_1 + EMA copy of f_2); not implemented (it needs a step-given test predictor).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checks import check_bool, check_float, check_int
+from .losses import CrossEntropy, elr_update
+from .lossparts import soft_cross_entropy
+from .runs import MethodResult
+from .steps import Step
+from .training import autocast
+
+
+def sigmoid_rampup(current: float, length: float) -> float:
+    """The authors' ramp from 0 to 1 (``utils.sigmoid_rampup``, Laine and Aila's): exp(-5 (1 - t / T)^2)
+    for t clipped to [0, T]; 1 when T = 0."""
+    if length == 0:
+        return 1.0
+    phase = 1.0 - min(max(current, 0.0), length) / length
+    return math.exp(-5.0 * phase * phase)
+
+
+def ema_momentum(step: int, ema_alpha: float, ema_step: int | None) -> float:
+    """The EMA copies' momentum after 1-based training step ``step`` (the authors' ``update_ema_variables``):
+    ``ema_alpha`` * sigmoid_rampup(step + 1, ``ema_step``), or with ``ema_step`` None (their
+    ``ema_update: false``, Clothing1M and WebVision) the mean teacher's min(1 - 1 / (step + 1), ``ema_alpha``)."""
+    if ema_step is None:
+        return min(1 - 1 / (step + 1), ema_alpha)
+    return ema_alpha * sigmoid_rampup(step + 1, ema_step)
+
+
+def scaled_ramp(n_rows: int, batch_size: int, n_epochs: int, steps: int = 40000) -> int:
+    """A ramp of ``steps`` SGD steps of the authors' CIFAR-10 run (``ema_step``: 40000 of its 200 epochs of
+    ceil(45000 / 128) = 352 steps, 57% of it) as the same share of a run of ``n_epochs`` epochs of
+    ``n_rows`` rows in batches of ``batch_size`` (MNIST, 4,000 rows, 50 epochs of 64: 1,790)."""
+    for value, name in ((n_rows, "n_rows"), (batch_size, "batch_size"), (n_epochs, "n_epochs"), (steps, "steps")):
+        check_int(value, name, minimum=1)
+    return round(steps / (200 * math.ceil(45000 / 128)) * n_epochs * math.ceil(n_rows / batch_size))
+
+
+@torch.no_grad()
+def ema_update_(averaged: list[torch.Tensor], weights: list[torch.Tensor], momentum: float) -> None:
+    """Weight averaging in place: theta~ <- momentum theta~ + (1 - momentum) theta."""
+    torch._foreach_mul_(averaged, momentum)
+    torch._foreach_add_(averaged, weights, alpha=1 - momentum)
+
+
+def elr_plus_loss(logits: torch.Tensor, targets: torch.Tensor, q: torch.Tensor, lam: float) -> torch.Tensor:
+    """ELR+'s loss (the authors' ``elr_plus_loss``): cross-entropy against the (mixed) label distribution
+    ``targets`` plus ``lam`` * mean log(1 - <q, p>), p clamped to [1e-4, 1 - 1e-4] (Eq. 6 on the mixed
+    targets ``q``); with one-hot ``targets`` it is ``losses.elr_loss``."""
+    p = F.softmax(logits, -1).clamp(1e-4, 1 - 1e-4)
+    return soft_cross_entropy(logits, targets) + lam * torch.log(1 - (q * p).sum(-1)).mean(-1)
+
+
+def mixup_draw(generator: torch.Generator, alpha: float, b: int) -> tuple[float, torch.Tensor | None]:
+    """Mixup's weight max(l, 1 - l), l ~ Beta(``alpha``, ``alpha``), and a permutation of the ``b`` rows,
+    both from ``generator`` (numpy's Beta seeded by it: torch has none that takes a generator); (1, None)
+    for ``alpha`` = 0 (no mixup, as the authors' code)."""
+    if alpha == 0:
+        return 1.0, None
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    return max(lam, 1 - lam), torch.randperm(b, generator=generator)
+
+
+def mix(t: torch.Tensor, lam: float, perm: torch.Tensor | None) -> torch.Tensor:
+    """lam t + (1 - lam) t[perm] (rows on the first axis); ``t`` itself without a permutation."""
+    return t if perm is None else lam * t + (1 - lam) * t[perm]
+
+
+@dataclass(frozen=True)
+class ELRPlus(Step):
+    """ELR+ (the module docstring). ``beta``, ``lam``: ELR's target momentum and weight (Eqs. 6, 9), the
+    weight ramped by ``sigmoid_rampup(step, coef_step)``; ``mixup_alpha``: mixup's Beta parameter (0: none);
+    ``ema_alpha``, ``ema_step``: the EMA copies' momentum and its ramp (``ema_momentum``), in SGD steps of
+    one network. Defaults: the authors' CIFAR-10 (symmetric noise) config; CIFAR-10 asymmetric: beta 0.9,
+    lam 1; CIFAR-100: beta 0.9, lam 7, coef_step 40000 and their label correction; Clothing1M: ema_alpha
+    0.9999, ema_step None. ``label_correction``: the authors' code, for 100 classes only and not in the
+    paper, trains on the mixed one-hot labels times q, renormalised, instead of the mixed labels."""
+
+    beta: float = 0.7
+    lam: float = 3.0
+    mixup_alpha: float = 1.0
+    ema_alpha: float = 0.997
+    ema_step: int | None = 40000
+    coef_step: int = 0
+    label_correction: bool = False
+    n_networks: ClassVar[int] = 2
+    stackable: ClassVar[bool] = False  # the one-process schedule trains network 1 then 2: a loop, not a batch
+    ensemble: ClassVar[bool] = True  # test and S from f_1 + f_2, as the authors' one-process _test_epoch
+
+    def __post_init__(self):
+        check_float(self.beta, "beta", low=0.0, high=1.0, high_open=True)
+        check_float(self.lam, "lam", low=0.0)
+        check_float(self.mixup_alpha, "mixup_alpha", low=0.0)
+        check_float(self.ema_alpha, "ema_alpha", low=0.0, high=1.0, high_open=True)
+        check_int(self.ema_step, "ema_step", minimum=0, none_ok=True)
+        check_int(self.coef_step, "coef_step", minimum=0)
+        check_bool(self.label_correction, "label_correction")
+
+    @classmethod
+    def make(cls, specs):
+        return _ELRPlusEpochs(specs[0])
+
+
+class _ELRPlusEpochs:
+    """The step's state and its epochs (``training.fit``'s ``train_epoch`` hook)."""
+
+    state_names = ("emas", "targets", "steps")
+
+    def __init__(self, spec: ELRPlus):
+        self.spec = spec
+        self.emas = None  # per network, its EMA copy's tensors (parameters, then buffers): live, checkpointed
+        self.targets = None  # 2 x n x c: network k's ELR targets t (from the other network's EMA copy)
+        self.steps = 0  # SGD steps of one network so far (the authors' global_step, shared by both)
+        self._copies = None  # the EMA copies as modules
+
+    def ema_copies(self, models: list[torch.nn.Module]) -> list[torch.nn.Module]:
+        """The networks' EMA copies: copies of them at the start (theta~ = theta), the checkpointed
+        tensors loaded once after a resume."""
+        if self._copies is None:
+            self._copies = [copy.deepcopy(m).requires_grad_(False) for m in models]
+            if self.emas is not None:  # restored from a checkpoint
+                with torch.no_grad():
+                    for copy_, saved in zip(self._copies, self.emas):
+                        torch._foreach_copy_(list(copy_.state_dict().values()), list(saved))
+            self.emas = [list(c.state_dict().values()) for c in self._copies]
+        return self._copies
+
+    def train_epoch(self, training, epoch: int):
+        """Network 1's epoch, then network 2's: the summed loss and fitted rows of network 1 (K = 1)."""
+        copies = self.ema_copies(training.bank.models)
+        if self.targets is None:
+            self.targets = torch.zeros(2, len(training.source), training.n_classes, device=training.device)
+        for c in copies:
+            c.train(True)  # as the authors' code: the EMA copies' batch statistics, in train mode
+        sums = [self.network_epoch(training, k) for k in (0, 1)]
+        self.steps += sums[0][2]
+        return sums[0][0], sums[0][1]
+
+    def network_epoch(self, training, k: int):
+        """One epoch of network ``k`` in its own batch order: (summed loss, fitted rows, steps)."""
+        loss_sum, correct = training.zero_sums()
+        batches = training.source.train_batches(training.generators, training.protocol.batch_size,
+                                                 training.protocol.augment, False)
+        step = 0
+        for step, (rows, x) in enumerate(batches, start=1):
+            loss, fitted = self.train_batch(training, k, rows[0], x[0], self.steps + step)
+            loss_sum += loss * rows.shape[1]
+            correct += fitted
+        return loss_sum, correct, step
+
+    def train_batch(self, training, k: int, rows: torch.Tensor, x: torch.Tensor, t: int):
+        """One SGD step of network ``k`` at 1-based step ``t``: its loss and fitted rows."""
+        spec, net, teacher = self.spec, training.bank.models[k], self._copies[1 - k]
+        y = training.targets[0, rows]
+        lam, perm = mixup_draw(training.generators[0], spec.mixup_alpha, len(rows))
+        perm = None if perm is None else perm.to(x.device)
+        precision = training.run0.precision
+        with torch.no_grad(), autocast(x.device, precision):
+            p_teacher = F.softmax(teacher(x).float(), -1)
+        self.targets[k, rows] = elr_update(self.targets[k, rows], p_teacher, spec.beta)
+        q = mix(self.targets[k, rows], lam, perm)
+        labels = mix(F.one_hot(y, training.n_classes).float(), lam, perm)
+        if spec.label_correction:
+            labels = labels * q / (labels * q).sum(-1, keepdim=True)
+        with autocast(x.device, precision):
+            logits = net(mix(x, lam, perm)).float()
+        loss = elr_plus_loss(logits, labels, q, spec.lam * sigmoid_rampup(t, spec.coef_step))
+        training.optimizer.zero_grad()
+        loss.backward()  # network k's parameters only: the optimiser leaves the other's as they are
+        training.optimizer.step()
+        ema_update_(list(self._copies[k].parameters()), list(net.parameters()),
+                    ema_momentum(t, spec.ema_alpha, spec.ema_step))
+        return loss.detach(), (logits.argmax(-1) == y).sum()
+
+
+def elr_plus(runs, rates, trainer, **options):
+    """ELR+ (``ELRPlus``'s fields are the options): one stage, the two networks' run."""
+    step = ELRPlus(**options)
+    return [MethodResult("", (r,)) for r in trainer([run.replace(objective=CrossEntropy(), step=step, label="ELR+")
+                                                     for run in runs])]
+
+
+OPTIONS = {f.name: f.default for f in fields(ELRPlus)}  # the method's options and defaults
