@@ -19,6 +19,7 @@ import torch
 from . import cache, engine
 from .dividemix import dividemix
 from .elr_plus import OPTIONS as ELR_PLUS_OPTIONS, elr_plus
+from .sop import sop, sop_plus
 from .checks import check_bool, check_float, check_int, check_new_name, check_rate, check_seed, fail
 from .engine import predict, train_many
 from .hardware import resolve_precision
@@ -261,6 +262,8 @@ register_method("elr", loss_method("ELR", ELR))
 register_method("plc", loss_method("PLC", PLC))
 register_method("dividemix", _driver_method("DivideMix", dividemix))
 register_method("elr_plus", Method("ELR+", elr_plus, ELR_PLUS_OPTIONS))
+register_method("sop", _driver_method("SOP", sop))
+register_method("sop_plus", _driver_method("SOP+", sop_plus))
 
 
 # ---------------------------------------------------------------- entry points

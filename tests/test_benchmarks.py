@@ -38,7 +38,7 @@ def test_cifar10_pipeline_every_method(cifar_root):
     assert int((y_noisy != y).sum()) == 8  # exactly 20% of 40
     proto = protocol("cifar10", n_epochs=2, model="wrn16_2", batch_size=16)
     assert proto.augment and proto.weight_decay == 5e-4
-    for name in ("ce", "forward", "coteaching", "gce", "dac", "dmi", "seal", "seal_dmi", "dividemix", "elr_plus"):
+    for name in ("ce", "forward", "coteaching", "gce", "dac", "dmi", "seal", "seal_dmi", "dividemix", "elr_plus", "sop", "sop_plus"):
         options = dict(n_iterations=1) if name.startswith("seal") else {}
         r = run_method(name, X, y_noisy, proto, noise_rate=0.2, dataset="cifar10", y_true=y, X_test=X_test,
                        y_test=y_test, X_val=X_test[:8], y_val=y_test[:8], **options)
