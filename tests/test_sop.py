@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_resume import digits_run, private_cache, stop_and_resume  # noqa: F401 (a fixture)  # noqa: F401 (a fixture)
+from test_resume import digits_run, private_cache, stop_and_resume  # noqa: F401 (a fixture)
 
 from idnhelpers import checkpoint, engine, methods
 from idnhelpers.datasets import load_dataset, protocol
