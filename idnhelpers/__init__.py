@@ -14,7 +14,9 @@ Where each part of the paper lives:
 - ``labels``       the ``idn-labels`` command: label files with a checksummed manifest
 - ``csr``          Section 3.2, Eq. 4: critical sample ratio (Langevin adversarial sample search)
 - ``methods``      Section 4: SEAL (Algorithm 2) and the baselines of Tables 1-3, a registry;
-                   beyond the paper, ELR and PLC
+                   beyond the paper, ELR, PLC, DivideMix, ELR+, SOP and SOP+
+- ``dividemix``, ``elr_plus``, ``sop``  beyond the paper: DivideMix (Li et al. 2020), ELR+ (Liu et al.
+                   2020), SOP and SOP+ (Liu et al. 2022), each as its authors run it
 - ``losses``       the objectives: cross-entropy / L_SEAL, Forward, GCE (and truncated), DAC, DMI,
                    ELR, PLC
 - ``lossparts``    what the objectives share: cross-entropy per row over K stacked runs, the
@@ -38,7 +40,7 @@ How a run flows through the engine:
 2. ``engine.train(run)`` / ``engine.train_many(runs, backend=...)`` load each run's result from
    ``cache`` (safe format, checksummed, locked per key) or train it: ``training.fit`` is the one
    epoch loop, with a step from ``steps`` (one network, Co-teaching's peers; one run's modules or
-   K runs stacked with ``torch.func``) and batches from ``sources`` (device-resident tensors) or
+   K runs stacked with ``torch.func``; a step may run its epoch itself, ``train_epoch``) and batches from ``sources`` (device-resident tensors) or
    ``clothing1m`` (images streamed from disk).
 3. The result is a ``runs.RunResult`` (averaged softmax ``S``, history, snapshots, weights, ...);
    a method (``methods``) chains runs into stages and returns a ``runs.MethodResult``.
