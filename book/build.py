@@ -181,7 +181,7 @@ In this build {tally("paper")}.
 
 ## Beyond the paper
 
-Checks of whether the paper's findings carry over to other noise families and data (chapter 06):
+Checks of whether the paper's findings carry over to other noise families and data (chapters 06 and 07):
 {tally("beyond")}.
 
 {head}""" + "\n".join(lines["beyond"]) + "\n"

@@ -3,9 +3,10 @@ with cleanlab: a label quality in [0, 1] (low: a likely issue) by one of ``RANKI
 ``self_confidence`` S[i, y_i] and ``normalized_margin`` (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2, or
 ``mislabel`` 1 - N-bar(x_i) (Eq. 10); flagged by cleanlab's ``find_label_issues`` (confident learning,
 Northcutt et al. 2021; ``filter_by`` one of ``FILTERS``, its default ``prune_by_noise_rate``;
-``predicted_neq_given``: arg-max S is not the label). ``idn-noisy`` (``python -m idnhelpers.noisy``)
-writes ``noisy.csv`` and ``manifest.json`` as idn-labels does (``commands.output_folder``; README.md,
-"Noisy instances, ranked")."""
+``predicted_neq_given``: arg-max S is not the label); ``detector_metrics`` scores any detector's scores
+(precision, recall, AUROC against the corrupted mask). ``idn-noisy`` (``python -m idnhelpers.noisy``;
+``--cv K``: K-fold cross-validated probabilities) writes ``noisy.csv`` and ``manifest.json`` as
+idn-labels does (``commands.output_folder``; README.md, "Noisy instances, ranked")."""
 
 from __future__ import annotations
 
@@ -100,30 +101,52 @@ def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = Non
     return order[mask[order]] if return_indices_ranked_by is not None else mask
 
 
+def detector_metrics(scores, corrupted, flagged=None) -> dict:
+    """How well any detector's ``scores`` (high: likely noisy) find the ``corrupted`` rows (a boolean
+    mask): ``precision`` and ``recall`` of ``flagged`` (a boolean mask; None: the k highest scores, k
+    the corrupted count, ties to the lower index, so precision = recall), ``auroc`` of the scores
+    (``stats.auroc``: Mann-Whitney, ties one half) and the counts; NaN where a ratio has no denominator."""
+    scores = torch.as_tensor(scores).double()
+    corrupted = torch.as_tensor(corrupted)
+    if scores.dim() != 1 or corrupted.dtype != torch.bool:
+        fail("scores/corrupted", f"{tuple(scores.shape)} / {corrupted.dtype}", "a 1-d score and a boolean mask")
+    check_same_length(scores=scores, corrupted=corrupted)
+    k = int(corrupted.sum())
+    if flagged is None:
+        flagged = torch.zeros(len(scores), dtype=torch.bool)
+        flagged[torch.sort(scores, descending=True, stable=True).indices[:k]] = True
+    flagged = torch.as_tensor(flagged)
+    if flagged.dtype != torch.bool:
+        fail("flagged", str(flagged.dtype), "a boolean mask (or None: the k highest scores)")
+    check_same_length(scores=scores, flagged=flagged)
+    nan, hits = float("nan"), int((flagged & corrupted).sum())
+    return dict(n=len(scores), corrupted=k, flagged=int(flagged.sum()),
+                precision=hits / int(flagged.sum()) if flagged.any() else nan, recall=hits / k if k else nan,
+                auroc=auroc(scores, corrupted) if 0 < k < len(scores) else nan)
+
+
 def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence",
                   filter_by: str = "prune_by_noise_rate") -> dict:
     """How well the ranking finds the labels != ``y_true``: ``find_noisy``'s ``precision`` and ``recall``,
-    ``precision_at_k`` (k: the corrupted count), ``auroc`` of 1 - quality, and the counts."""
+    ``precision_at_k`` (k: the corrupted count), ``auroc`` of 1 - quality, and the counts
+    (``detector_metrics``)."""
     y, S = _inputs(labels, pred_probs)
     y_true = check_labels(y_true, S.shape[1], "y_true", n=len(y))
     corrupted = y != y_true
     quality = _quality(y, S, check_choice(rank_by, "rank_by", RANKINGS))
     flagged = _flagged(y, S, check_choice(filter_by, "filter_by", FILTERS))  # find_noisy's mask
-    k = int(corrupted.sum())
-    top = ranked(quality)[:k]
-    nan = float("nan")
-    hits = int((flagged & corrupted).sum())
-    return dict(n=len(y), corrupted=k, flagged=int(flagged.sum()),
-                precision=hits / int(flagged.sum()) if flagged.any() else nan, recall=hits / k if k else nan,
-                precision_at_k=float(corrupted[top].float().mean()) if k else nan,
-                auroc=auroc(1 - quality, corrupted) if 0 < k < len(y) else nan)
+    m = detector_metrics(1 - quality, corrupted, flagged)
+    at_k = detector_metrics(-quality, corrupted)["precision"]  # the k lowest-quality ones (-q: no new ties)
+    return dict(n=m["n"], corrupted=m["corrupted"], flagged=m["flagged"], precision=m["precision"],
+                recall=m["recall"], precision_at_k=at_k, auroc=m["auroc"])
 
 
 def cross_validated_probs(run: Run, method: str = "ce", *, folds: int = 5, trainer: Trainer = Trainer(),
                           **options) -> torch.Tensor:
     """Out-of-sample predicted probabilities of ``run``'s training rows, cleanlab's convention (a network
     that memorised its labels hides its own noisy ones): ``method`` trained on all folds but one (rows
-    permuted by the run's seed), its final network's softmax on that fold."""
+    permuted by the run's seed), its final network's softmax on that fold. The fold runs score no test or
+    validation rows (the last epoch's network is the one used)."""
     if not isinstance(run, Run) or not isinstance(run.data, Tensors):
         fail("run", run, "a runs.Run on tensors (streamed images are not split into folds)")
     n = len(run.data)
@@ -134,7 +157,7 @@ def cross_validated_probs(run: Run, method: str = "ce", *, folds: int = 5, train
         kept = torch.ones(n, dtype=torch.bool)
         kept[held] = False
         fits.append(run.replace(data=Tensors(run.data.X[kept], run.data.dataset), targets=run.targets[kept],
-                                y_true=None, track=None, csr=None, keep="last"))
+                                y_true=None, track=None, csr=None, test=None, val=None, keep="last"))
     results = run_stages(method, fits, trainer=trainer, **options)  # the K runs in one call: the back-end's choice
     probs = torch.empty(n, run.n_classes)
     for held, fit, result in zip(held_out, fits, results):
@@ -196,8 +219,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="an option of the method (YAML value), e.g. n_iterations=3")
     p.add_argument("--rank-by", default="self_confidence", choices=RANKINGS, help="the label quality score")
-    p.add_argument("--folds", type=int, help="rank by out-of-sample probabilities: the method trained on all "
-                   "folds but one, K times (default: its averaged softmax on the rows it trained on)")
+    p.add_argument("--cv", type=int, metavar="K", help="rank by K-fold cross-validated (out-of-sample) "
+                   "probabilities: the method trained K times, each on all folds but one, scoring that one "
+                   "(default: its averaged softmax on the rows it trained on)")
     p.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTERS,
                    help="cleanlab's rule for the flagged instances (default prune_by_noise_rate: confident learning)")
     p.add_argument("--epochs", type=int, help="epochs per training run (default: the data set's protocol)")
@@ -215,7 +239,7 @@ def run(args) -> dict:
         fail("--method", args.method, "a method that needs no noise rate (this one sets its forget rate from it)")
     options = check_assignments(args.option, "--option", list(method_options(args.method)), "n_iterations=3")
     check_int(args.epochs, "--epochs", minimum=1, none_ok=True)
-    check_int(args.folds, "--folds", minimum=2, none_ok=True)
+    check_int(args.cv, "--cv", minimum=2, none_ok=True)
     check_seed(args.seed, "--seed")
     out = check_output_folder(args.out, "--out")
     device = resolve_device(args.device)
@@ -228,8 +252,8 @@ def run(args) -> dict:
     with output_folder(out, FORMAT):
         base = data.run(labels, proto, seed=args.seed, precision=precision, test=None, keep="none",
                         label=args.method)
-        if args.folds:
-            S = cross_validated_probs(base, args.method, folds=args.folds, trainer=Trainer(device=device), **options)
+        if args.cv:
+            S = cross_validated_probs(base, args.method, folds=args.cv, trainer=Trainer(device=device), **options)
         else:
             S = run_stages(args.method, [base], trainer=Trainer(device=device), **options)[0].S
         if S is None:
@@ -245,7 +269,7 @@ def run(args) -> dict:
                     "labels": None if args.labels is None else {"file": Path(args.labels).name,
                                                                  "sha256": labels_sha},
                     "method": args.method, "options": options, "rank_by": args.rank_by, "filter_by": args.filter_by,
-                    "folds": args.folds, "seed": args.seed,
+                    "folds": args.cv, "seed": args.seed,
                     "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(flagged.sum()),
                     "precision": precision, "torch": torch.__version__,
                     "score": "label quality (lower: more likely mislabelled)",
@@ -261,7 +285,7 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     manifest = run(args)
-    source = f"{args.folds}-fold out-of-sample probabilities" if args.folds else "the averaged softmax"
+    source = f"{args.cv}-fold cross-validated probabilities" if args.cv else "the averaged softmax"
     print(f"{Path(args.out) / CSV_NAME}: {manifest['dataset']['n']} instances ranked by {args.rank_by} of {source}, "
           f"{manifest['flagged']} flagged (cleanlab's find_label_issues, filter_by={args.filter_by})")
     if m := manifest["metrics"]:

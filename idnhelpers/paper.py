@@ -30,8 +30,9 @@ def seal_iterations(dataset: str) -> int:
 def method_options(dataset: str, method: str, *, n_epochs: int, n_iterations: int | None = None,
                    dmi_epochs: int | None = None) -> dict:
     """``method``'s options in the paper's protocol on ``dataset``: SEAL's iterations (default the
-    paper's), DMI's stage length, and on Clothing1M its DMI schedule, Co-teaching's T_k and SEAL's
-    iterations continuing from the previous best model."""
+    paper's), DMI's stage length, truncated GCE's pruning schedule (its authors' 40 and 10 of 120 epochs,
+    scaled), and on Clothing1M its DMI schedule, Co-teaching's T_k and SEAL's iterations continuing
+    from the previous best model."""
     iterations = seal_iterations(dataset) if n_iterations is None else n_iterations
     if dataset == "clothing1m":
         dmi = dict(CLOTHING1M_DMI)
@@ -40,7 +41,9 @@ def method_options(dataset: str, method: str, *, n_epochs: int, n_iterations: in
                 "seal_dmi": dict(n_iterations=iterations, retrain=False, dmi_options=dmi)}.get(method, {})
     return {"seal": dict(n_iterations=iterations),
             "seal_dmi": dict(n_iterations=iterations, dmi_options=dict(n_epochs=dmi_epochs)),
-            "dmi": dict(n_epochs=dmi_epochs)}.get(method, {})
+            "dmi": dict(n_epochs=dmi_epochs),
+            "gce_truncated": dict(prune_start=max(1, round(n_epochs * 40 / 120)),
+                                  prune_every=max(1, round(n_epochs * 10 / 120)))}.get(method, {})
 
 
 RESULTS = {

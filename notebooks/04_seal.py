@@ -46,6 +46,7 @@ n_train = 2000  # labelled rows (random, seeded), split into training and valida
 n_test = 2000  # clean test rows (random, seeded) scored every epoch; None: the whole test set
 val_fraction = 0.5  # noisy validation rows held out (as chapters 01, 03 and 05); 0: none (the paper)
 seeds = [0, 1, 2]  # one SEAL run per seed; tables show mean ± std, the claims are judged over them
+cv_folds = 3  # folds of the cross-validated probabilities confident learning ranks by (cleanlab's default: 5)
 seed = 0  # seed of the training subset
 device = "auto"  # "cpu", "cuda" or "auto"
 precision = "auto"  # "auto" (bf16 where the device has it natively, else fp32), "fp32" or "bf16"
@@ -62,9 +63,12 @@ from idnbook.chapter import claims, paper_scale, setup
 from idnbook.verdicts import every, judge
 from idnhelpers.results import mean_std
 from idnhelpers import paper
+from IPython.display import Markdown
+from idnhelpers.engine import predict
 from idnhelpers.experiments import noisy_runs
 from idnhelpers.methods import Trainer, run_stages
-from idnhelpers.noisy import RANKINGS, find_noisy, label_quality, noisy_metrics, suggested_labels
+from idnhelpers.noisy import (RANKINGS, cross_validated_probs, detector_metrics, find_noisy, label_quality,
+                              noisy_metrics, suggested_labels)
 from idnhelpers.stats import correction_metrics, correction_scores, label_distance
 
 study = setup(globals())  # every parameter checked before any work starts; precision decided for the device
@@ -235,6 +239,65 @@ suggested = suggested_labels(noisy[r], S_last)
 pd.DataFrame({"training row": first.tolist(), "label quality": label_quality(noisy[r], S_last)[first].numpy().round(4),
               "given label": [names[noisy[r][i]] for i in first], "suggested": [names[suggested[i]] for i in first],
               "true label": [names[y[i]] for i in first]}).set_index("training row")
+
+# %% [markdown]
+# ## Detection compared with confident learning (beyond the paper)
+#
+# Does a detector built on the class-conditional assumption find IDN's corrupted instances less well than
+# SEAL's score does? Three detectors, at the highest noise rate, on the IDN labels above and on symmetric
+# CCN labels of the same rows at the same rate (the noise family `symmetric`, as chapter 03), over the seeds:
+#
+# - **confident learning** (Northcutt et al., JAIR 2021): cleanlab's `find_label_issues`, which estimates
+#   the joint distribution of noisy and true labels per class, on `cv_folds`-fold cross-validated
+#   probabilities of CE (`noisy.cross_validated_probs`), ranked by self-confidence (`noisy.noisy_metrics`);
+# - **SEAL's $\bar N(x)$** (Eq. 10) of the last iteration's averaged softmax (`stats.correction_metrics`);
+# - **small loss**: the cross-entropy on its own noisy label of each training instance under the network
+#   the CE run keeps (its best epoch on the noisy validation rows where there are some, else its last),
+#   largest first (`noisy.detector_metrics`).
+#
+# Precision and recall (%) are those of the flagged instances: confident learning's own; for $\bar N$ and
+# small loss the $k$ highest scores, $k$ the true number of corrupted instances (the noise rate known, as
+# Co-teaching assumes), so that precision equals recall. AUROC (%) is the measure the check uses: the AUROC
+# lost from CCN to IDN by confident learning minus that lost by $\bar N$, per seed.
+
+# %% tags=["remove-stderr"]
+r = noise_rates[-1]
+y_ccn = study.replace(family="symmetric", family_settings={}, noise_seed=seed).labels(data, [r])[r]
+ccn_base = noisy_runs(data, {r: y_ccn}, proto, seeds, precision=study.precision)
+ccn_seal = run_stages("seal", list(ccn_base.values()), trainer=Trainer(device=device), n_iterations=n_iterations)
+cells = {("IDN", s): (base[(r, s)], runs[(r, s)]) for s in seeds} | {
+    ("CCN", s): (ccn_base[(r, s)], result.stages) for s, result in zip(seeds, ccn_seal)}
+detectors = ("confident learning", "SEAL's N-bar (Eq. 10)", "small loss")
+
+
+def detect(run, stages):
+    """Each detector's precision, recall and AUROC on the run's training labels."""
+    y_noisy = run.targets
+    P = predict(run, stages[0].weights, device=device)  # the kept CE network's softmax on its training rows
+    loss = -P[torch.arange(len(y_noisy)), y_noisy].clamp_min(1e-12).log()
+    cv = cross_validated_probs(run, "ce", folds=cv_folds, trainer=Trainer(device=device))
+    return dict(zip(detectors, (noisy_metrics(y_noisy, cv, y), correction_metrics(stages[-1].S, y, y_noisy),
+                                detector_metrics(loss, y_noisy != y))))
+
+
+found = {cell: detect(*value) for cell, value in cells.items()}
+
+
+def measured(kind, d, m):
+    return [100 * found[(kind, s)][d][m] for s in seeds]
+
+
+detection = pd.DataFrame({(f"{kind} {r:.0%}", m.replace("auroc", "AUROC")): [mean_std(measured(kind, d, m), 1)
+                          for d in detectors] for kind in ("CCN", "IDN") for m in ("precision", "recall", "auroc")},
+                         index=pd.Index(detectors, name="detector"))
+drop = {d: np.subtract(measured("CCN", d, "auroc"), measured("IDN", d, "auroc")) for d in detectors}
+verdict = judge(drop[detectors[0]] - drop[detectors[1]])
+display(detection, claims([("beyond the paper", f"Confident learning loses more AUROC from symmetric CCN to IDN at "
+                            f"{r:.0%} than SEAL's N-bar", verdict)], "detection"))
+Markdown(f"From CCN to IDN at {r:.0%} the AUROC falls by " + ", ".join(
+    f"{drop[d].mean():.1f} points for {d}" for d in detectors) + f" (means over {len(seeds)} seed(s); a negative "
+    f"fall is a rise). The check that confident learning loses more than N-bar: **{verdict.verdict}** "
+    f"({verdict.evidence}{'; ' + verdict.reason if verdict.reason else ''}).")
 
 # %% [markdown]
 # ## Corrected labels (Fig. 6)

@@ -305,3 +305,23 @@ def test_chapter_03_records_what_chapters_01_and_04_record_by_default():
     defaults = {name: p.default for name, p in inspect.signature(memorisation_records).parameters.items()
                 if name.startswith("csr_")}
     assert {name: cell[name] for name in defaults} == defaults
+
+
+def test_chapter_07_loads_the_runs_of_chapters_05_and_06_under_cpu():
+    """Chapter 07's `cpu` build trains only the symmetric control because its idn_published cells are chapter 05's and
+    its symmetric CE and SEAL chapter 06's (and 03's): that holds while their run settings agree."""
+    from idnbook import profiles
+    from idnbook.chapter import assignments
+
+    def settings(chapter):
+        source = (ROOT / "notebooks" / f"{chapter}.py").read_text()
+        cell = assignments(source.split('# %% tags=["parameters"]\n')[1].split("\n# %%")[0])
+        return {**cell, **{k: v for k, v in profiles.settings("cpu", chapter).items() if k in cell}}
+
+    ch05, ch06, ch07 = settings("05_benchmarks"), settings("06_noise_families"), settings("07_method_families")
+    shared = ("dataset", "n_epochs", "n_train", "n_test", "val_fraction", "n_iterations", "seed", "precision")
+    assert {k: ch07[k] for k in shared + ("dmi_epochs",)} == {k: ch05[k] for k in shared + ("dmi_epochs",)}
+    assert {k: ch07[k] for k in shared} == {k: ch06[k] for k in shared}
+    assert set(ch07["noise_rates"]) <= set(ch05["baseline_rates"]) & set(ch06["noise_rates"])
+    assert set(ch07["seeds"]) <= set(ch05["seeds"]) and set(ch07["methods"]) <= set(ch05["methods"])
+    assert set(ch07["families"]) <= set(ch06["families"]) and ch06["seeds"][0] in ch07["seeds"]

@@ -9,7 +9,8 @@ import torch
 from idnhelpers import noisy
 from idnhelpers.datasets import load_dataset
 from idnhelpers.labels import main as labels_main
-from idnhelpers.noisy import find_noisy, label_quality, noisy_metrics, read_ranking, suggested_labels
+from idnhelpers.noisy import (detector_metrics, find_noisy, label_quality, noisy_metrics, read_ranking,
+                               suggested_labels)
 
 S = torch.tensor([[0.7, 0.2, 0.1],   # label 0: kept
                   [0.6, 0.3, 0.1],   # label 1: arg-max 0, flagged
@@ -71,6 +72,33 @@ def test_find_noisy_is_cleanlabs_confident_learning_and_its_scores():
     confident = find_noisy(labels, S)
     argmax = find_noisy(labels, S, filter_by="predicted_neq_given")
     assert 0 < int(confident.sum()) <= int(argmax.sum())  # confident learning flags a subset here
+
+
+def test_detector_metrics_by_hand():
+    """AUROC 1 for a score that puts every corrupted row first, 0 reversed, 0.5 constant; precision and
+    recall of a given mask, or of the k highest scores (k corrupted: precision = recall)."""
+    corrupted = torch.tensor([True, False, True, False, False])
+    perfect = torch.tensor([0.9, 0.1, 0.8, 0.2, 0.3])
+    m = detector_metrics(perfect, corrupted)
+    assert (m["auroc"], m["precision"], m["recall"], m["flagged"], m["corrupted"], m["n"]) == (1.0, 1.0, 1.0, 2, 2, 5)
+    assert detector_metrics(-perfect, corrupted)["auroc"] == 0.0
+    assert detector_metrics(torch.zeros(5), corrupted)["auroc"] == 0.5  # ties count one half
+    # flagged rows 0, 1, 3: one of three is corrupted (precision 1/3), one of the two corrupted found (recall 1/2)
+    m = detector_metrics(perfect, corrupted, torch.tensor([True, True, False, True, False]))
+    assert (m["precision"], m["recall"], m["flagged"]) == (pytest.approx(1 / 3), 0.5, 3)
+    # the top k = 2 by a score ranking rows 0 and 1 first: one hit, precision = recall = 1/2; AUROC 5/6
+    m = detector_metrics(torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0]), corrupted)
+    assert (m["precision"], m["recall"]) == (0.5, 0.5) and m["auroc"] == pytest.approx(5 / 6)
+    # ties at the cut go to the lower index: rows 0 and 1 (not 2)
+    assert detector_metrics(torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0]), corrupted)["precision"] == 0.5
+    none = detector_metrics(perfect, torch.zeros(5, dtype=torch.bool), torch.zeros(5, dtype=torch.bool))
+    assert all(np.isnan(none[k]) for k in ("precision", "recall", "auroc"))
+    with pytest.raises(ValueError, match="boolean mask"):
+        detector_metrics(perfect, torch.tensor([1, 0, 1, 0, 0]))
+    with pytest.raises(ValueError, match="flagged"):
+        detector_metrics(perfect, corrupted, torch.tensor([1, 0, 1, 0, 0]))
+    with pytest.raises(ValueError, match="corrupted"):
+        detector_metrics(perfect, corrupted[:4])
 
 
 def test_noisy_metrics_by_hand():
@@ -136,7 +164,7 @@ def test_read_ranking_refuses_an_edited_file(digits_ranking, tmp_path):
     (["--method", "coteaching"], "no noise rate"),
     (["--method", "seal", "--option", "n_iteration=2"], "--option"),
     (["--epochs", "0"], "--epochs"),
-    (["--folds", "1"], "--folds"),
+    (["--cv", "1"], "--cv"),
     (["--filter-by", "cl"], "--filter-by"),
     (["--labels", "missing.npy"], "--labels"),
     (["--labels", "labels.txt"], "--labels"),
@@ -180,7 +208,8 @@ def test_cross_validated_probabilities_are_each_folds_held_out_prediction(tmp_pa
     held = torch.randperm(len(labels), generator=torch.Generator().manual_seed(3)).chunk(3)[1]
     kept = torch.ones(len(labels), dtype=torch.bool)
     kept[held] = False
-    fold = run.replace(data=Tensors(run.data.X[kept], "digits"), targets=labels[kept], y_true=None, keep="last")
+    fold = run.replace(data=Tensors(run.data.X[kept], "digits"), targets=labels[kept], y_true=None, test=None,
+                       keep="last")
     weights = run_stages("ce", [fold])[0].final.weights
     assert torch.equal(probs[held], engine.predict(fold.replace(data=Tensors(run.data.X[held], "digits"),
                                                                   targets=labels[held]), weights))
@@ -189,11 +218,21 @@ def test_cross_validated_probabilities_are_each_folds_held_out_prediction(tmp_pa
         noisy.cross_validated_probs(run, folds=1)
 
 
-def test_idn_noisy_ranks_by_out_of_sample_probabilities_with_folds(tmp_path, digits_ranking):
+def test_idn_noisy_ranks_by_cross_validated_probabilities_with_cv(tmp_path, digits_ranking, capsys):
     root, _ = digits_ranking
     out = tmp_path / "cv"
     assert noisy.main(["--dataset", "digits", "--labels", str(root / "labels" / "digits_symmetric_0.3.csv"),
-                       "--method", "ce", "--epochs", "8", "--folds", "3", "--filter-by", "both",
+                       "--method", "ce", "--epochs", "8", "--cv", "3", "--filter-by", "both",
                        "--out", str(out)]) == 0
     manifest = read_ranking(out)["manifest"]
     assert (manifest["folds"], manifest["filter_by"]) == (3, "both") and manifest["metrics"]["auroc"] > 0.9
+    assert "3-fold cross-validated probabilities" in capsys.readouterr().out
+
+
+def test_idn_noisy_has_cv_and_no_folds_option(capsys):
+    """The issue's `idn-noisy --cv 5`: one spelling, no alias; the old --folds is refused."""
+    help_text = noisy.parser().format_help()
+    assert "--cv K" in help_text and "--folds" not in help_text
+    with pytest.raises(SystemExit) as exit_:
+        noisy.main(["--dataset", "digits", "--folds", "3", "--out", "x"])
+    assert exit_.value.code == 2 and "--folds" in capsys.readouterr().err

@@ -75,6 +75,7 @@ CHECKS = {
     "tabular_epochs": _int(1),
     "collect_only": check_bool,
     "alpha": _number(0.0, 1.0, low_open=True, high_open=True),
+    "cv_folds": _int(2),
     "csr_size": _int(1),
     "csr_every": _int(1),
     "csr_radius": _number(0.0),
@@ -148,7 +149,8 @@ def setup(namespace: dict, **defaults) -> Study | None:
     """A chapter's first step, on its globals: check its own parameters (``check_parameters``),
     apply the book's figure style, and return its ``Study``: the study settings it declares
     (``defaults`` for those it does not, e.g. the family of labels it makes), checked once, with
-    ``precision="auto"`` decided for its ``device`` (None for a chapter without a ``dataset``)."""
+    ``precision="auto"`` decided for its ``device`` and ``methods=None`` read as every registered
+    method, in the registry's order (None for a chapter without a ``dataset``)."""
     from . import plots
 
     check_parameters(namespace)
@@ -159,6 +161,10 @@ def setup(namespace: dict, **defaults) -> Study | None:
     # a shared profile injects every chapter's names: a chapter's study is made of the ones it declares
     names = [n for n in Study.fields() if n in namespace and (declared is None or n in declared)]
     given = {name: namespace[name] for name in names}
+    if "methods" in given and given["methods"] is None:  # every registered method, one registered later too
+        from idnhelpers.methods import METHODS
+
+        given["methods"] = list(METHODS)
     try:
         return Study.load(**{**defaults, **given}).resolved()
     except ValueError as error:

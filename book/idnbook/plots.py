@@ -151,3 +151,24 @@ def curves_by_family(results, families, rates, seed: int):
     fig.legend(*axes[0, 0].get_legend_handles_labels(), title="family", loc="lower center", ncols=len(families))
     fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
+
+
+def method_family_heatmap(means, ranks, reference: str = "CE"):
+    """Test accuracy (%) of each method (rows of ``means``) under each noise family (columns), written in
+    each cell with the method's rank in that family (``ranks``, 1 = best); the colour is the accuracy
+    minus ``reference``'s in the same family (a row label; without that row, minus the family's mean),
+    so it shows what a method adds under each family rather than how hard the family is."""
+    if reference not in means.index:
+        reference, base = "the mean", means.mean()
+    else:
+        base = means.loc[reference]
+    gain = means - base
+    limit = max(float(np.nanmax(np.abs(gain.to_numpy()))), 0.5)
+    notes = means.map(lambda v: f"{v:.1f}") + ranks.map(lambda r: f" ({r})")
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 0.42 * len(means) + 1.5))
+    sns.heatmap(gain, ax=ax, annot=notes, fmt="", cmap="RdBu", center=0, vmin=-limit, vmax=limit,
+                annot_kws={"size": 9}, cbar_kws={"label": f"points above {reference}"})
+    ax.set(xlabel="noise family", ylabel="", title="test accuracy (%) at the last epoch (rank in the family)")
+    ax.tick_params(axis="y", rotation=0)
+    fig.tight_layout()
+    return fig

@@ -1,7 +1,8 @@
 """The rules that judge the paper's claims over seeds, with three honest verdicts (holds, contradicted,
 not resolved) and "not checked" where a build could not run a claim: ``judge`` on measured differences,
-``fact`` on a test's own decision, ``every`` across places, and Theorem 1's ``below_bound`` and
-``rejects_ccn``. The chapters' claim tables (``chapter.claims``) and the summary page read them."""
+``fact`` on a test's own decision, ``every`` across places, Theorem 1's ``below_bound`` and
+``rejects_ccn``, and a method's rank among others (``rank_bounds``) kept or not from one setting to another
+(``same_rank``). The chapters' claim tables (``chapter.claims``) and the summary page read them."""
 
 from __future__ import annotations
 
@@ -99,3 +100,35 @@ def rejects_ccn(tests: list) -> Verdict:
     reason = (f"the test lacks the power at m = {m}: m >= {m_to_reject(eps, alpha)} would reject at this epsilon"
               if eps > 0 else "the validation error does not fall below the bound")
     return Verdict(NOT_RESOLVED, evidence, reason)
+
+
+def rank_bounds(values: dict) -> dict:
+    """Each method's rank among ``values`` (``{method: accuracy per seed}``, the same seeds in the same
+    order for every method; 1 = best): ``(rank, lowest, highest)``, the rank by the mean and the ranks the
+    seeds leave open, ``judge`` deciding each pair (paired by seed). A method ``judge`` finds above this one
+    counts against it, one it cannot order leaves either place open."""
+    means = {m: float(torch.as_tensor(v, dtype=torch.float64).mean()) for m, v in values.items()}
+    bounds = {}
+    for m, v in values.items():
+        others = [o for o in values if o != m]
+        verdicts = [judge(torch.as_tensor(values[o], dtype=torch.float64) - torch.as_tensor(v, dtype=torch.float64))
+                    .verdict for o in others]
+        bounds[m] = (1 + sum(means[o] > means[m] for o in others), 1 + verdicts.count(HOLDS),
+                     len(values) - verdicts.count(CONTRADICTED))
+    return bounds
+
+
+def same_rank(before: tuple, after: tuple) -> Verdict:
+    """Whether a method keeps its rank from one setting to another, on ``rank_bounds``' ``(rank, lowest,
+    highest)`` in each: holds if both are decided and equal, is contradicted if the ranks the seeds leave
+    open do not overlap, else not resolved."""
+    def shown(rank, low, high):
+        return f"{rank}" + (f" ({low}-{high} open)" if low != high else "")
+
+    evidence = f"rank {shown(*before)} -> {shown(*after)}"
+    if before[1] == before[2] == after[1] == after[2]:
+        return Verdict(HOLDS, evidence)
+    if before[2] < after[1] or after[2] < before[1]:
+        return Verdict(CONTRADICTED, evidence)
+    return Verdict(NOT_RESOLVED, evidence, "some orderings against the other methods lie within twice their "
+                   "standard error (more seeds would decide them)")
