@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import numbers
 
@@ -198,3 +200,16 @@ def check_new_name(registry: dict, name, what: str, replace: bool, identifier: b
     if name in registry and not replace:
         fail("name", name, f"a {what} name not registered yet ({name!r} is; pass replace=True to replace it)")
     return name
+
+
+def checked(default, check, **limits):
+    """A dataclass field that ``check_fields`` checks by ``check(value, name, **limits)``
+    (``dataclasses.MISSING``: a field without a default)."""
+    return dataclasses.field(default=default, metadata={"check": functools.partial(check, **limits)})
+
+
+def check_fields(obj) -> None:
+    """Check each ``checked`` field of dataclass ``obj`` (an objective's or a step's options)."""
+    for f in dataclasses.fields(obj):
+        if "check" in f.metadata:
+            f.metadata["check"](getattr(obj, f.name), f.name)

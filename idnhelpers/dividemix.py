@@ -12,18 +12,19 @@ warm-up batches of twice the batch size, GMM settings, the unlabelled loader res
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checks import check_bool, check_float, check_int, fail
+from .checks import check_bool, check_float, check_int, checked, fail
 from .losses import CrossEntropy
 from .runs import MethodResult, Tensors
 from .sources import eval_batch
 from .steps import Step
+from .training import autocast
 
 # The paper's lambda_u (Table 7, Appendix B) by data set and symmetric noise rate; other data sets: CIFAR-10's
 LAMBDA_U = {"cifar10": {0.2: 0.0, 0.5: 25.0, 0.8: 25.0, 0.9: 50.0},
@@ -92,27 +93,17 @@ class DivideMix(Step):
     normalised losses averaged into the GMM (the code: 5 at 90% noise, else 1), and
     ``warmup_penalty``: the negative-entropy penalty the code adds in warm-up under asymmetric noise."""
 
-    warmup_epochs: int
-    lambda_u: float
-    p_threshold: float = 0.5
-    T: float = 0.5
-    alpha: float = 4.0
-    rampup_epochs: int = 16
-    loss_epochs: int = 1
-    warmup_penalty: bool = False
+    warmup_epochs: int = checked(MISSING, check_int, minimum=0)
+    lambda_u: float = checked(MISSING, check_float, low=0.0)
+    p_threshold: float = checked(0.5, check_float, low=0.0, high=1.0, high_open=True)
+    T: float = checked(0.5, check_float, low=0.0, high=1.0, low_open=True)
+    alpha: float = checked(4.0, check_float, low=0.0, low_open=True)
+    rampup_epochs: int = checked(16, check_int, minimum=1)
+    loss_epochs: int = checked(1, check_int, minimum=1)
+    warmup_penalty: bool = checked(False, check_bool)
     n_networks: ClassVar[int] = 2
     stackable: ClassVar[bool] = False  # the division, hence the number of steps, differs between runs
     ensemble: ClassVar[bool] = True
-
-    def __post_init__(self):
-        check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
-        check_float(self.lambda_u, "lambda_u", low=0.0)
-        check_float(self.p_threshold, "p_threshold", low=0.0, high=1.0, high_open=True)
-        check_float(self.T, "T", low=0.0, high=1.0, low_open=True)
-        check_float(self.alpha, "alpha", low=0.0, low_open=True)
-        check_int(self.rampup_epochs, "rampup_epochs", minimum=1)
-        check_int(self.loss_epochs, "loss_epochs", minimum=1)
-        check_bool(self.warmup_penalty, "warmup_penalty")
 
     @classmethod
     def make(cls, specs):
@@ -134,8 +125,6 @@ class _DivideMixEpoch:
         return first_network(self.mixmatch(training, epoch, j, w[1 - j]) for j in (0, 1))  # co-divide
 
     def forward(self, training, model, x):
-        from .training import autocast
-
         with autocast(training.device, training.run0.precision):
             return model(x).float()
 

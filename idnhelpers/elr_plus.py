@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checks import check_bool, check_float, check_int
+from .checks import check_bool, check_float, check_int, checked
 from .losses import CrossEntropy, elr_update
 from .lossparts import soft_cross_entropy
 from .runs import MethodResult
@@ -103,25 +103,16 @@ class ELRPlus(Step):
     0.9999, ema_step None. ``label_correction``: the authors' code, for 100 classes only and not in the
     paper, trains on the mixed one-hot labels times q, renormalised, instead of the mixed labels."""
 
-    beta: float = 0.7
-    lam: float = 3.0
-    mixup_alpha: float = 1.0
-    ema_alpha: float = 0.997
-    ema_step: int | None = 40000
-    coef_step: int = 0
-    label_correction: bool = False
+    beta: float = checked(0.7, check_float, low=0.0, high=1.0, high_open=True)
+    lam: float = checked(3.0, check_float, low=0.0)
+    mixup_alpha: float = checked(1.0, check_float, low=0.0)
+    ema_alpha: float = checked(0.997, check_float, low=0.0, high=1.0, high_open=True)
+    ema_step: int | None = checked(40000, check_int, minimum=0, none_ok=True)
+    coef_step: int = checked(0, check_int, minimum=0)
+    label_correction: bool = checked(False, check_bool)
     n_networks: ClassVar[int] = 2
     stackable: ClassVar[bool] = False  # the one-process schedule trains network 1 then 2: a loop, not a batch
     ensemble: ClassVar[bool] = True  # test and S from f_1 + f_2, as the authors' one-process _test_epoch
-
-    def __post_init__(self):
-        check_float(self.beta, "beta", low=0.0, high=1.0, high_open=True)
-        check_float(self.lam, "lam", low=0.0)
-        check_float(self.mixup_alpha, "mixup_alpha", low=0.0)
-        check_float(self.ema_alpha, "ema_alpha", low=0.0, high=1.0, high_open=True)
-        check_int(self.ema_step, "ema_step", minimum=0, none_ok=True)
-        check_int(self.coef_step, "coef_step", minimum=0)
-        check_bool(self.label_correction, "label_correction")
 
     @classmethod
     def make(cls, specs):

@@ -8,20 +8,14 @@ A new loss: a subclass, registered by ``methods.register_method(name, methods.lo
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from .checks import check_float, check_int, check_transition_matrix, fail
+from .checks import check_fields, check_float, check_int, check_transition_matrix, checked, fail
 from .lossparts import code_hash, row_cross_entropy, rows_of, run_rows, soft_cross_entropy
-
-
-def _checked(default, check, **limits):
-    """A field that ``Objective.__post_init__`` checks by ``check(value, name, **limits)``."""
-    return dataclasses.field(default=default, metadata={"check": functools.partial(check, **limits)})
 
 
 @dataclass(frozen=True)
@@ -50,9 +44,7 @@ class Objective:
                             "(idnhelpers.losses' docstring), not the one-run make(self, ...) before 0.4")
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            if "check" in f.metadata:
-                f.metadata["check"](getattr(self, f.name), f.name)
+        check_fields(self)
 
     def check(self, n_classes: int, n_epochs: int) -> None:
         """Refuse settings that do not fit the run (called before any training)."""
@@ -125,7 +117,7 @@ def gce_loss(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
 class GCE(Objective):
     """The L_q loss with ``q`` in (0, 1] (the paper's baseline: q = 0.7)."""
 
-    q: float = _checked(0.7, check_float, low=0.0, high=1.0, low_open=True)
+    q: float = checked(0.7, check_float, low=0.0, high=1.0, low_open=True)
 
     @classmethod
     def make(cls, specs, n_classes, n_epochs):
@@ -158,10 +150,10 @@ class TruncatedGCE(Objective):
     in eval mode on the un-augmented instances with the current network, not as that code does (augmented
     images, the best-*test* checkpoint: training on the test set). The logged loss can be negative."""
 
-    q: float = _checked(0.7, check_float, low=0.0, high=1.0, low_open=True)
-    k: float = _checked(0.5, check_float, low=0.0, high=1.0, low_open=True, high_open=True)
-    prune_start: int = _checked(40, check_int, minimum=1)
-    prune_every: int = _checked(10, check_int, minimum=1)
+    q: float = checked(0.7, check_float, low=0.0, high=1.0, low_open=True)
+    k: float = checked(0.5, check_float, low=0.0, high=1.0, low_open=True, high_open=True)
+    prune_start: int = checked(40, check_int, minimum=1)
+    prune_every: int = checked(10, check_int, minimum=1)
     row_weighted = True
     loss_class = _PrunedLq
 
@@ -228,10 +220,10 @@ class DAC(Objective):
     alpha rising linearly per epoch from that EWMA / ``alpha_init_factor`` to ``alpha_final`` at the last
     epoch (the authors' ``dac_loss`` divides by total_epochs - epoch, 1-based; here n_epochs - 1 - epoch)."""
 
-    warmup_epochs: int | None = _checked(None, check_int, minimum=0, none_ok=True)
-    alpha_final: float = _checked(1.0, check_float, low=0.0)
-    alpha_init_factor: float = _checked(64.0, check_float, low=0.0, low_open=True)
-    ewma_mu: float = _checked(0.05, check_float, low=0.0, high=1.0, low_open=True)
+    warmup_epochs: int | None = checked(None, check_int, minimum=0, none_ok=True)
+    alpha_final: float = checked(1.0, check_float, low=0.0)
+    alpha_init_factor: float = checked(64.0, check_float, low=0.0, low_open=True)
+    ewma_mu: float = checked(0.05, check_float, low=0.0, high=1.0, low_open=True)
     extra_outputs = 1
     loss_class = _DACLoss
 
@@ -282,8 +274,8 @@ class ELR(Objective):
     predictions (``elr_update``, momentum ``beta``, from zero) and ``lam`` * log(1 - <t_i, p_i>) added
     to the cross-entropy (``elr_loss``). Defaults: the authors' CIFAR-10 setting (CIFAR-100: 0.9, 7)."""
 
-    beta: float = _checked(0.7, check_float, low=0.0, high=1.0, high_open=True)
-    lam: float = _checked(3.0, check_float, low=0.0)
+    beta: float = checked(0.7, check_float, low=0.0, high=1.0, high_open=True)
+    lam: float = checked(3.0, check_float, low=0.0)
     row_weighted = True
     loss_class = _ELRLoss
 
@@ -328,10 +320,10 @@ class PLC(Objective):
     that ``lrt_correction`` relabels after each 0-based epoch >= ``warmup_epochs`` (None: 8, or
     (n_epochs - 1) // 2 if shorter) from the mean train-mode softmax of the last ``window`` epochs."""
 
-    delta: float = _checked(0.3, check_float, low=0.0, high=1.0, low_open=True)
-    delta_increment: float = _checked(0.1, check_float, low=0.0)
-    warmup_epochs: int | None = _checked(None, check_int, minimum=0, none_ok=True)
-    window: int = _checked(5, check_int, minimum=1)
+    delta: float = checked(0.3, check_float, low=0.0, high=1.0, low_open=True)
+    delta_increment: float = checked(0.1, check_float, low=0.0)
+    warmup_epochs: int | None = checked(None, check_int, minimum=0, none_ok=True)
+    window: int = checked(5, check_int, minimum=1)
     row_weighted = True
     loss_class = _PLCLoss
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .checks import check_choice, check_float, check_seed, fail
+from .checks import check_choice, check_float, check_seed, checked, fail
 from .lossparts import rows_of, run_rows
-from .losses import Objective, _checked
+from .losses import Objective
 from .runs import MethodResult, Tensors
 from .sources import PAD, augment_batch
 from .steps import Step
@@ -123,11 +123,11 @@ class SOP(Objective):
     ``lr_v`` (the authors' CIFAR-10 values; ``LR_UV``), their N(0, ``init_std``^2) start drawn from
     ``init_seed`` (``sop`` sets the run's seed), ``ratio_balance``: SOP+'s lambda_B (0: plain SOP)."""
 
-    lr_u: float = _checked(10.0, check_float, low=0.0, low_open=True)
-    lr_v: float = _checked(10.0, check_float, low=0.0, low_open=True)
-    init_std: float = _checked(1e-8, check_float, low=0.0, low_open=True)
-    ratio_balance: float = _checked(0.0, check_float, low=0.0)
-    init_seed: int = _checked(0, check_seed)
+    lr_u: float = checked(10.0, check_float, low=0.0, low_open=True)
+    lr_v: float = checked(10.0, check_float, low=0.0, low_open=True)
+    init_std: float = checked(1e-8, check_float, low=0.0, low_open=True)
+    ratio_balance: float = checked(0.0, check_float, low=0.0)
+    init_seed: int = checked(0, check_seed)
     row_weighted = True  # before_epoch makes u and v (the training softmax is never asked for)
     per_run = ("init_seed",)
     loss_class = _SOPLoss
@@ -185,12 +185,8 @@ class TwoViews(Step):
     authors' concatenated batch; the loss: the objective's on the first plus ``ratio_consistency``
     (lambda_C) times ``consistency`` (the second view's prediction pulled to the first's)."""
 
-    ratio_consistency: float = 0.9
-    view: str = "auto"
-
-    def __post_init__(self):
-        check_float(self.ratio_consistency, "ratio_consistency", low=0.0)
-        check_choice(self.view, "view", VIEWS)
+    ratio_consistency: float = checked(0.9, check_float, low=0.0)
+    view: str = checked("auto", check_choice, choices=VIEWS)
 
     @classmethod
     def make(cls, specs):

@@ -8,13 +8,13 @@ call; SGD is element-wise, so one optimiser over the stacked weights is K indepe
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from typing import ClassVar
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from .checks import check_float, check_int
+from .checks import check_fields, check_float, check_int, checked
 from .lossparts import row_cross_entropy
 
 
@@ -29,6 +29,9 @@ class Step:
     @classmethod
     def make(cls, specs: list[Step]):
         raise NotImplementedError
+
+    def __post_init__(self):  # a dataclass subclass's ``checks.checked`` fields
+        check_fields(self)
 
     def config(self) -> dict:
         return {"name": type(self).__name__, **vars(self)}
@@ -68,14 +71,10 @@ class Peers(Step):
     the one recorded); each keeps its ``round(keep_rate * batch)`` smallest-loss rows for its peer,
     ``forget_rate`` being tau (the paper: the noise rate), reached after ``t_k`` epochs."""
 
-    forget_rate: float
-    t_k: int = 10
+    forget_rate: float = checked(MISSING, check_float, low=0.0, high=1.0, high_open=True)
+    t_k: int = checked(10, check_int, minimum=1)
     n_networks: ClassVar[int] = 2
     per_run: ClassVar[tuple[str, ...]] = ("forget_rate",)
-
-    def __post_init__(self):
-        check_float(self.forget_rate, "forget_rate", low=0.0, high=1.0, high_open=True)
-        check_int(self.t_k, "t_k", minimum=1)
 
     @classmethod
     def make(cls, specs):
