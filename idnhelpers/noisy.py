@@ -145,8 +145,8 @@ def cross_validated_probs(run: Run, method: str = "ce", *, folds: int = 5, train
                           **options) -> torch.Tensor:
     """Out-of-sample predicted probabilities of ``run``'s training rows, cleanlab's convention (a network
     that memorised its labels hides its own noisy ones): ``method`` trained on all folds but one (rows
-    permuted by the run's seed), its final network's softmax on that fold. The fold runs score no test or
-    validation rows (the last epoch's network is the one used)."""
+    permuted by the run's seed), its final network's softmax on that fold. The fold runs score nothing
+    while they train (no test or validation rows, no averaged softmax): the last epoch's network is used."""
     if not isinstance(run, Run) or not isinstance(run.data, Tensors):
         fail("run", run, "a runs.Run on tensors (streamed images are not split into folds)")
     n = len(run.data)
@@ -157,7 +157,8 @@ def cross_validated_probs(run: Run, method: str = "ce", *, folds: int = 5, train
         kept = torch.ones(n, dtype=torch.bool)
         kept[held] = False
         fits.append(run.replace(data=Tensors(run.data.X[kept], run.data.dataset), targets=run.targets[kept],
-                                y_true=None, track=None, csr=None, test=None, val=None, keep="last"))
+                                y_true=None, track=None, csr=None, test=None, val=None, keep="last",
+                                record_softmax=False))
     results = run_stages(method, fits, trainer=trainer, **options)  # the K runs in one call: the back-end's choice
     probs = torch.empty(n, run.n_classes)
     for held, fit, result in zip(held_out, fits, results):

@@ -307,9 +307,10 @@ def test_chapter_03_records_what_chapters_01_and_04_record_by_default():
     assert {name: cell[name] for name in defaults} == defaults
 
 
-def test_chapter_07_loads_the_runs_of_chapters_05_and_06_under_cpu():
-    """Chapter 07's `cpu` build trains only the symmetric control because its idn_published cells are chapter 05's and
-    its symmetric CE and SEAL chapter 06's (and 03's): that holds while their run settings agree."""
+def test_chapter_07_loads_the_runs_of_chapters_04_to_06_under_cpu():
+    """Chapter 07's `cpu` build trains only DMI's short symmetric stage because its idn_published cells are chapter
+    05's, its symmetric SEAL chapter 04's (detection) and 06's, its symmetric CE 03's: that holds while their run
+    settings agree."""
     from idnbook import profiles
     from idnbook.chapter import assignments
 
@@ -319,7 +320,10 @@ def test_chapter_07_loads_the_runs_of_chapters_05_and_06_under_cpu():
         return {**cell, **{k: v for k, v in profiles.settings("cpu", chapter).items() if k in cell}}
 
     ch05, ch06, ch07 = settings("05_benchmarks"), settings("06_noise_families"), settings("07_method_families")
+    ch04 = settings("04_seal")
     shared = ("dataset", "n_epochs", "n_train", "n_test", "val_fraction", "n_iterations", "seed", "precision")
+    assert {k: ch07[k] for k in shared} == {k: ch04[k] for k in shared}
+    assert set(ch07["seeds"]) <= set(ch04["seeds"]) and ch07["noise_rates"] == [max(ch04["noise_rates"])]
     assert {k: ch07[k] for k in shared + ("dmi_epochs",)} == {k: ch05[k] for k in shared + ("dmi_epochs",)}
     assert {k: ch07[k] for k in shared} == {k: ch06[k] for k in shared}
     assert set(ch07["noise_rates"]) <= set(ch05["baseline_rates"]) & set(ch06["noise_rates"])
