@@ -1,5 +1,6 @@
 # The two commands: `make book` (PROFILE=cpu|paper|smoke) and `make test`. Both set up from a fresh clone.
 PROFILE ?= cpu
+TEST_WORKERS ?= 2
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,8 +17,8 @@ html: $(STAMP)  # the pages only, from the notebooks already executed (make note
 notebooks: data
 	$(PY) book/build.py --profile $(PROFILE)
 
-test: data
-	$(PY) -m pytest
+test: data  # TEST_WORKERS pytest workers, one thread each (tests/conftest.py), a test file per worker at a time
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: data  # the paper's MNIST protocol, official-code style vs the engine (see NOTES.md)
 	$(PY) -m benchmarks.speed --epochs 3 --n-train 10000 --runs 2

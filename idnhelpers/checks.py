@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import os
 
 import torch
 
@@ -15,8 +16,12 @@ class UnreachableRate(ValueError):
 
 
 def fail(name: str, value, allowed: str, error: type[ValueError] = ValueError):
-    shown = repr(value)
-    raise error(f"{name}={shown if len(shown) <= 80 else shown[:77] + '...'} is not allowed: {allowed}")
+    """Raise ``error`` naming ``name``, the value given (a long one cut, but a string or path in full: a
+    cut path would hide the file meant) and what is allowed."""
+    shown = repr(str(value) if isinstance(value, os.PathLike) else value)
+    if len(shown) > 80 and not isinstance(value, (str, os.PathLike)):
+        shown = shown[:77] + "..."
+    raise error(f"{name}={shown} is not allowed: {allowed}")
 
 
 def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None,

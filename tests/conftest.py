@@ -2,9 +2,23 @@ import os
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one worker per core, one thread each (subprocesses too)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+# the longest files first, so that with a worker per core (`make test`) no long file starts last
+LONGEST_FIRST = ("test_book.py", "test_recipes.py", "test_cuda_paths.py", "test_resume.py", "test_benchmarks.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
-    """Every test session caches its training runs in a fresh folder."""
+    """Every test session (each worker's) caches its training runs in a fresh folder."""
     os.environ["IDNHELPERS_CACHE"] = str(tmp_path_factory.mktemp("runs"))
     yield

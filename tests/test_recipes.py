@@ -39,6 +39,9 @@ The one substitution, mechanical: the ``smoke`` profile wherever a command names
 5. papermill's ``-p trained_on cuda`` (collecting a cluster's GPU runs) becomes ``-p trained_on auto``:
    the runs collected here were trained on this machine's device, by the recipes before it.
 
+A command that has already passed word for word in this session, on this page or the other (the book's
+how-to page repeats the README's recipes), is not run again: the test names where it ran.
+
 ``make`` targets are listed (the book and the test suite are minutes to an hour, and CI runs
 ``make test``); each is still checked with ``make -n`` (the target exists and expands).
 """
@@ -294,6 +297,9 @@ def report(doc: str, line: int, text: str, ran: str, result: subprocess.Complete
 
 # --- the tests ---------------------------------------------------------------------------------------------------
 
+PASSED = {}  # (kind, text) of a recipe -> "page:line" where it passed in this session
+
+
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_recipe_runs_as_written(doc, tmp_path):
     copy = scratch_copy(tmp_path)
@@ -305,11 +311,16 @@ def test_every_recipe_runs_as_written(doc, tmp_path):
                 if result.returncode:
                     failures.append(report(doc, line, text, "make -n ...", result))
             continue
+        ran += 1
+        if (kind, text) in PASSED:
+            print(f"{doc}:{line}: passed as {PASSED[kind, text]}", flush=True)
+            continue
         before, start = rendered(copy), time.perf_counter()
         what, result = run_recipe(kind, text, copy, n)
-        ran += 1
         print(f"{doc}:{line}: {what} -> exit status {result.returncode}, {time.perf_counter() - start:.0f} s",
               flush=True)
+        if not result.returncode:
+            PASSED[kind, text] = f"{doc}:{line}"
         if result.returncode:
             failures.append(report(doc, line, text if kind == "shell" else "```python block", what, result))
         elif kind == "shell" and not builds_the_book(text) and rendered(copy) != before:
