@@ -8,8 +8,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one worker per core, o
 
     torch.set_num_threads(1)
 
-# the longest files first, so that with a worker per core (`make test`) no long file starts last
-LONGEST_FIRST = ("test_book.py", "test_recipes.py", "test_cuda_paths.py", "test_resume.py", "test_benchmarks.py")
+# the longest files first (by their seconds in one process, NOTES.md), so that with a worker per core (`make test`)
+# the last files to start are short ones
+LONGEST_FIRST = ("test_book.py", "test_recipes.py", "test_resume.py", "test_benchmarks.py", "test_cuda_paths.py",
+                 "test_surfaces.py", "test_stacked.py", "test_grid.py", "test_label_sets.py", "test_install.py",
+                 "test_stats.py", "test_golden.py", "test_cache.py", "test_seal.py", "test_errors.py")
 
 
 def pytest_collection_modifyitems(items):
