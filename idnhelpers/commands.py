@@ -115,7 +115,7 @@ def output_folder(folder: Path, fmt: str, echo=print):
             partial.unlink(missing_ok=True)
         old = None
         if (folder / MANIFEST).exists():
-            with contextlib.suppress(ValueError, UnicodeDecodeError):
+            with contextlib.suppress(ValueError):  # UnicodeDecodeError too
                 old = json.loads((folder / MANIFEST).read_text())
             found = old.get("format") if isinstance(old, dict) else None
             if found != fmt:

@@ -314,10 +314,9 @@ def _sklearn_features(name: str, classes: tuple[str, ...], n_features: int) -> D
         X, y = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
         order = np.random.RandomState(0).permutation(len(y))
         n_train = int(0.8 * len(y))
-        part = order[:n_train] if train else order[n_train:]
         fit = X[order[:n_train]]
-        X = (X - fit.mean(0)) / fit.std(0)
-        return X[part].astype(np.float32), y[part]
+        part = order[:n_train] if train else order[n_train:]
+        return ((X[part] - fit.mean(0)) / fit.std(0)).astype(np.float32), y[part]
     return DatasetSpec(name, classes, (0.0,) * n_features, (1.0,) * n_features, (n_features,), FEATURES_PROTOCOL, load)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .cache import file_digest
-from .checks import check_assignments, check_choice, check_int, check_seed, fail
+from .checks import check_assignments, check_choice, check_noise_seed, check_seed, fail
 from .commands import (MANIFEST, Parser, check_output_folder, output_folder, run_main, write_bytes,
                        write_manifest)
 from .datasets import FEATURES_PROTOCOL, get_dataset, register_arrays
@@ -169,7 +169,7 @@ def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
         n, y_sha = manifest["dataset"]["n"], manifest["dataset"]["y"]["sha256"]
     except FileNotFoundError:
         return {MANIFEST: ["missing"]}
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+    except (ValueError, KeyError, TypeError) as error:  # a UnicodeDecodeError is a ValueError
         return {MANIFEST: [f"not a manifest written by idn-labels ({type(error).__name__}: {error})"]}
     report = {MANIFEST: [] if entries else ["lists no label files"]}
     for files, flips in entries:
@@ -264,7 +264,7 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
             fail(option, value, f"nothing: family {args.family!r} is seeded by "
                  + (", ".join(f"--{s.replace('_', '-')}" for s in spec.seeded_by) or "nothing"))
     if args.noise_seed is not None:
-        check_int(args.noise_seed, "--noise-seed", minimum=0, maximum=2 ** 32 - 1)  # numpy's RandomState
+        check_noise_seed(args.noise_seed, "--noise-seed")
     if args.train_seed is not None:
         check_seed(args.train_seed, "--train-seed")
     for option, value in (("--device", args.device), ("--precision", args.precision)):

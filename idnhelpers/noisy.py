@@ -136,9 +136,8 @@ def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence",
     quality = _quality(y, S, check_choice(rank_by, "rank_by", RANKINGS))
     flagged = _flagged(y, S, check_choice(filter_by, "filter_by", FILTERS))  # find_noisy's mask
     m = detector_metrics(1 - quality, corrupted, flagged)
-    at_k = detector_metrics(-quality, corrupted)["precision"]  # the k lowest-quality ones (-q: no new ties)
-    return dict(n=m["n"], corrupted=m["corrupted"], flagged=m["flagged"], precision=m["precision"],
-                recall=m["recall"], precision_at_k=at_k, auroc=m["auroc"])
+    m["precision_at_k"] = detector_metrics(-quality, corrupted)["precision"]  # the k lowest-quality (-q: no new ties)
+    return m
 
 
 def cross_validated_probs(run: Run, method: str = "ce", *, folds: int = 5, trainer: Trainer = Trainer(),

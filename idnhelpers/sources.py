@@ -87,31 +87,30 @@ class TensorSource:
         batches = batches.split(batch_size, 1)
         if drop_last and len(batches) > 1 and batches[-1].shape[1] < batch_size:
             batches = batches[:-1]
-        draws = augmentation_draws(generators, [rows.shape[1] for rows in batches], self.device) if augment else None
+        sizes = [rows.shape[1] for rows in batches]
+        draws = augmentation_draws(generators, sizes, self.device) if augment else [None] * len(sizes)
         for b in range(skip, len(batches)):
-            rows = batches[b]
-            if augment:
-                yield rows, self.normalize(augment_batch(self.X[rows.flatten()], draws[b])).unflatten(0, rows.shape)
-            else:
-                yield rows, self.normalized[rows]
+            yield batches[b], self._inputs(batches[b], draws[b])
 
     def inputs(self, rows: torch.Tensor, generators: list[torch.Generator], augment: bool) -> torch.Tensor:
         """The inputs of K x b ``rows``, augmented (draws from each run's generator) if ``augment``."""
-        if not augment:
+        draws = augmentation_draws(generators, [rows.shape[1]], self.device)[0] if augment else None
+        return self._inputs(rows, draws)
+
+    def _inputs(self, rows: torch.Tensor, draws: tuple | None) -> torch.Tensor:
+        if draws is None:
             return self.normalized[rows]
-        draws = augmentation_draws(generators, [rows.shape[1]], self.device)[0]
         return self.normalize(augment_batch(self.X[rows.flatten()], draws)).unflatten(0, rows.shape)
 
     def eval_batches(self, batch_size: int, augment_generators: list[torch.Generator] | None = None):
         """The instances in order, normalised, ``batch_size`` rows at a time; with ``augment_generators``
         (the official softmax recording) one augmented copy per generator: K x b x ..."""
         starts = range(0, len(self.X), batch_size)
+        if augment_generators is None:
+            yield from (self.normalized[start:start + batch_size] for start in starts)
+            return
         sizes = [min(batch_size, len(self.X) - start) for start in starts]
-        draws = None if augment_generators is None else augmentation_draws(augment_generators, sizes, self.device)
-        for b, start in enumerate(starts):
-            if draws is None:
-                yield self.normalized[start:start + batch_size]
-            else:
-                x = self.X[start:start + batch_size]
-                copies = x[None].expand(len(augment_generators), *x.shape).flatten(0, 1)
-                yield self.normalize(augment_batch(copies, draws[b])).unflatten(0, (len(augment_generators), len(x)))
+        draws = augmentation_draws(augment_generators, sizes, self.device)
+        for start, size, d in zip(starts, sizes, draws):
+            rows = torch.arange(start, start + size, device=self.device).expand(len(augment_generators), size)
+            yield self._inputs(rows, d)
