@@ -39,7 +39,7 @@
 # `symmetric` and `idn_published`, at that one rate and on those three seeds, with three methods: CE (the
 # reference), SEAL (the paper's) and DMI (robust to class-conditional noise by construction). What the
 # chapter trains itself is DMI's short stage on symmetric noise. Each further method adds three runs under
-# `symmetric` (Co-teaching's: about two minutes on two cores, more than the book's 30-minute budget leaves),
+# `symmetric` (Co-teaching's: about two minutes on two cores, the book's whole margin within its 30 minutes),
 # each further family up to one per method and seed. The `smoke` profile (CI) runs every registered method
 # under all five families on a few rows; the `paper` profile runs them at the paper's protocol on three seeds
 # (a GPU's work, or a cluster's: the last section).
