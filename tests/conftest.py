@@ -25,3 +25,14 @@ def isolated_cache(tmp_path_factory):
     """Every test session (each worker's) caches its training runs in a fresh folder."""
     os.environ["IDNHELPERS_CACHE"] = str(tmp_path_factory.mktemp("runs"))
     yield
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The digits with 30% symmetric noise: training images, true and noisy labels, test images and labels."""
+    from idnhelpers.datasets import load_dataset
+    from idnhelpers.noise import symmetric_noise
+
+    X, y = load_dataset("digits")
+    Xt, yt = load_dataset("digits", train=False)
+    return X, y, symmetric_noise(y, 0.3, 10, seed=0), Xt, yt

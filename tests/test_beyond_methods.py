@@ -7,18 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from idnhelpers import engine, training
-from idnhelpers.datasets import load_dataset, protocol
+from idnhelpers.datasets import protocol
 from idnhelpers.losses import ELR, PLC, elr_loss, elr_update, lrt_correction
 from idnhelpers.methods import run_method
-from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import make_run
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_dataset("digits")
-    Xt, yt = load_dataset("digits", train=False)
-    return X, y, symmetric_noise(y, 0.3, 10, seed=0), Xt, yt
 
 
 # ---------------------------------------------------------------- DAC
@@ -173,8 +165,8 @@ def test_plc_schedule_and_checks():
         ELR(beta=1.0)
 
 
-@pytest.mark.parametrize("name", ["elr", "plc"])
-def test_elr_and_plc_learn_the_digits(digits, name):
+@pytest.mark.parametrize("name", ["elr", "plc", "sop", "sop_plus"])
+def test_later_methods_learn_the_digits(digits, name):
     X, y, y_noisy, Xt, yt = digits
     r = run_method(name, X, y_noisy, protocol("digits", n_epochs=6), dataset="digits", X_test=Xt, y_test=yt,
                    use_cache=False)

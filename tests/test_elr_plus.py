@@ -11,20 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from idnhelpers import cache, checkpoint, methods, training
-from idnhelpers.datasets import load_dataset, protocol
+from idnhelpers.datasets import protocol
 from idnhelpers.elr_plus import (OPTIONS, ELRPlus, ema_momentum, ema_update_, elr_plus, elr_plus_loss, mix,
                                  scaled_ramp, sigmoid_rampup)
 from idnhelpers.engine import train_many
 from idnhelpers.losses import elr_loss, elr_update
-from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import Tensors, make_run
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_dataset("digits")
-    Xt, yt = load_dataset("digits", train=False)
-    return X, y, symmetric_noise(y, 0.3, 10, seed=0), Xt, yt
 
 
 @pytest.fixture(scope="module", autouse=True)

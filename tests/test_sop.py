@@ -23,13 +23,6 @@ def registered():
         methods.register_method(name, methods._driver_method(label, driver), replace=True)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_dataset("digits")
-    Xt, yt = load_dataset("digits", train=False)
-    return X, y, symmetric_noise(y, 0.3, 10, seed=0), Xt, yt
-
-
 class AuthorsSOP(torch.nn.Module):
     """shengliu66/SOP ``model/loss.py`` ``overparametrization_loss``, re-implemented (CPU, its
     init_param's N(0, std^2) drawn from a generator), with ``train.py``'s SGD on u and v."""
@@ -114,15 +107,6 @@ def test_cutout_zeroes_the_clipped_square():
     out = cutout(x, torch.tensor([[1, 4], [6, 4]]), 4)  # centres (1, 6) and (4, 4), half 2
     assert out[0, 0, :3, 4:].eq(0).all() and out[0].sum() == 64 - 3 * 4
     assert out[1, 0, 2:6, 2:6].eq(0).all() and out[1].sum() == 64 - 16
-
-
-@pytest.mark.parametrize("name", ["sop", "sop_plus"])
-def test_sop_learns_the_digits(digits, name):
-    X, y, y_noisy, Xt, yt = digits
-    r = run_method(name, X, y_noisy, protocol("digits", n_epochs=6), dataset="digits", X_test=Xt, y_test=yt,
-                   use_cache=False)
-    assert r.history["test_acc"][-1] > 0.8  # chance: 0.1; 30% of the labels wrong
-    assert r.history["loss"][-1] < r.history["loss"][0]
 
 
 def test_u_grows_on_the_corrupted_rows(digits, monkeypatch):
