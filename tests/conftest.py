@@ -4,6 +4,9 @@ import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one worker per core, one thread each (subprocesses too)
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    if hasattr(os, "sched_setaffinity"):  # and its own core, inherited by its subprocesses: what the library sees
+        cores = sorted(os.sched_getaffinity(0))  # (hardware.cpu_cores) is one core, so no worker oversubscribes
+        os.sched_setaffinity(0, {cores[int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")) % len(cores)]})
     import torch
 
     torch.set_num_threads(1)
