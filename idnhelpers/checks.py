@@ -11,17 +11,29 @@ import os
 import torch
 
 
-class UnreachableRate(ValueError):
+class Refused(ValueError):
+    """A value not allowed: ``name``, the value as shown and what is allowed (``fail``)."""
+
+    def __init__(self, name: str, shown: str, allowed: str):
+        super().__init__(f"{name}={shown} is not allowed: {allowed}")
+        self.name, self.shown, self.allowed = name, shown, allowed
+
+    def renamed(self, names: dict[str, str]) -> "Refused":
+        """The same refusal naming ``names[name]`` (a command's option for a setting), if given."""
+        return type(self)(names.get(self.name, self.name), self.shown, self.allowed)
+
+
+class UnreachableRate(Refused):
     """A noise rate a family cannot give on these inputs (PMD's factor reaches a range of rates only)."""
 
 
-def fail(name: str, value, allowed: str, error: type[ValueError] = ValueError):
+def fail(name: str, value, allowed: str, error: type[Refused] = Refused):
     """Raise ``error`` naming ``name``, the value given (a long one cut, but a string or path in full: a
     cut path would hide the file meant) and what is allowed."""
     shown = repr(str(value) if isinstance(value, os.PathLike) else value)
     if len(shown) > 80 and not isinstance(value, (str, os.PathLike)):
         shown = shown[:77] + "..."
-    raise error(f"{name}={shown} is not allowed: {allowed}")
+    raise error(name, shown, allowed)
 
 
 def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .cache import Lock, atomic_write, lock_holder
-from .checks import fail
+from .checks import Refused, fail
 from .environment import check_all
 
 MANIFEST = "manifest.json"
@@ -24,10 +24,17 @@ LOCK = ".idn-writer.lock"  # held while a command writes an output folder
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that refuses an option given twice (``--rates 0.2 --rates 0.4`` would
-    keep only the last), except the repeatable ones (``action="append"``), and no abbreviations."""
+    keep only the last), except the repeatable ones (``action="append"``), and no abbreviations.
+    ``settings``: the option of each ``Study`` setting whose name differs from the option's (``noise_rates``:
+    ``--rates``), so that a refusal names what the user typed (``option_names``)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, settings: dict[str, str] | None = None, **kwargs):
         super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.settings = settings or {}
+
+    def option_names(self) -> dict[str, str]:
+        """The option of each setting or destination: ``{"data_root": "--data-root", "noise_rates": "--rates"}``."""
+        return {**{a.dest: a.option_strings[-1] for a in self._actions if a.option_strings}, **self.settings}
 
     def parse_args(self, args=None, namespace=None):
         argv = sys.argv[1:] if args is None else [str(a) for a in args]
@@ -45,9 +52,10 @@ class Parser(argparse.ArgumentParser):
         return super().parse_args(argv, namespace)
 
 
-def run_main(p: argparse.ArgumentParser, body, argv=None) -> int:
+def run_main(p: Parser, body, argv=None) -> int:
     """``body(args)`` of the parsed ``argv``: a ValueError, OSError or error of this library (a bad option,
-    file, value or environment variable) ends as one line and exit code 2, never a traceback."""
+    file, value or environment variable) ends as one line and exit code 2, never a traceback; a refused
+    setting is named by its option (``Parser.option_names``)."""
     args = p.parse_args(argv)
     try:
         check_all()  # every IDNHELPERS_* variable, before any work
@@ -55,6 +63,8 @@ def run_main(p: argparse.ArgumentParser, body, argv=None) -> int:
     except Exception as error:
         if not (isinstance(error, (ValueError, OSError)) or type(error).__module__.startswith("idnhelpers.")):
             raise
+        if isinstance(error, Refused):
+            error = error.renamed(p.option_names())
         p.error(" ".join(str(error).split("\n")) or type(error).__name__)
 
 

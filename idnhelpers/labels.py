@@ -20,15 +20,15 @@ import torch
 
 from . import __version__
 from .cache import file_digest
-from .checks import check_assignments, check_choice, check_noise_seed, check_seed, fail
+from .checks import check_assignments, fail
 from .commands import (MANIFEST, Parser, check_output_folder, output_folder, run_main, write_bytes,
                        write_manifest)
-from .datasets import FEATURES_PROTOCOL, get_dataset, register_arrays
-from .experiments import family_labels, network_run
-from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
+from .datasets import FEATURES_PROTOCOL, register_arrays
+from .experiments import network_run
+from .hardware import PRECISION_CHOICES, resolve_device
 from .families import FAMILIES
 from .published import read_noisy_csv, write_noisy_csv
-from .sample import sample
+from .study import Study
 
 FORMAT = "idnhelpers-labels/1"
 KINDS = ("csv", "noisy", "corrupted")  # a rate's files: label,label_noisy CSV, noisy labels, corrupted mask
@@ -73,24 +73,27 @@ def register_npz(path: str | Path) -> tuple[str, dict]:
 
 
 def write_label_files(dataset: str, family: str, rates, out: str | Path, *, noise_seed: int | None = None,
-                      train_seed: int | None = None, root=None, device=None, precision: str = "fp32",
+                      train_seed: int | None = None, root=None, device="auto", precision: str = "fp32",
                       npz: dict | None = None, settings: dict | None = None, echo=print) -> dict:
-    """Write every label set's files and the manifest into ``out``; returns the manifest. Rates are sorted
-    and must stay distinct as file names (``{rate:g}``)."""
-    spec = FAMILIES[check_choice(family, "family", FAMILIES)]
-    spec.check_dataset(family, dataset)  # before the output folder is made or locked
-    rates = spec.check_rates(family, rates, "--rates")
-    if not spec.fixed:
-        rates = sorted(rates)
-        shown = [f"{r:g}" for r in rates]
-        if len(set(shown)) < len(shown):
-            fail("--rates", rates, f"distinct rates: each names its files by {{rate:g}} ({shown})")
-    settings = spec.with_defaults(family, settings or {})
+    """Write every label set's files and the manifest into ``out``; returns the manifest. The settings are
+    checked as a ``Study`` before the output folder is made or locked; the rates (sorted) must be the
+    family's own and stay distinct as file names (``{rate:g}``)."""
+    study = Study(dataset=dataset, family=family, family_settings=settings or {}, noise_rates=rates,
+                  noise_seed=noise_seed, train_seed=train_seed, data_root=root, device=str(device),
+                  precision=precision).resolved()
+    spec, rates = study.noise_family, study.all_rates
+    lacking = [r for r in rates if study.family_of(r) != family]
+    if lacking:
+        fail("noise_rates", lacking, f"rates of family {family!r}'s files {list(spec.rates)} (family "
+             f"{spec.completed_by!r} gives any rate)")
+    shown = [f"{r:g}" for r in rates if r is not None]
+    if len(set(shown)) < len(shown):
+        fail("noise_rates", rates, f"distinct rates: each names its files by {{rate:g}} ({shown})")
+    settings = spec.with_defaults(family, study.family_settings)
     out = Path(out)
     names = {r: file_names(dataset.replace(":", "-"), family, r, settings) for r in rates}
     written = {name for files in names.values() for name in files.values()}
-    data = sample(dataset, root=root)
-    precision = resolve_precision(precision, device) if spec.needs == "network" else None  # what trained, if any
+    data = study.sample()
     info = {"name": dataset, "n": len(data.y), "n_classes": data.n_classes, "X": array_info(data.X),
             "y": array_info(data.y), **({"npz": npz} if npz else {})}
     seeds = {"noise_seed": 0 if noise_seed is None else noise_seed, "train_seed": data.seed if train_seed is None
@@ -99,16 +102,15 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
                 "family_label": spec.label, "exact": spec.exact, "nested": spec.nested, "fixed": spec.fixed,
                 "settings": settings, **{name: seeds[name] for name in spec.seeded_by},
                 "rates": [] if spec.fixed else list(rates)}
-    if precision is not None:  # the network the labels come from: its training depends on the hardware and library
-        run = network_run(data, train_seed=train_seed, precision=precision,
+    if spec.needs == "network":  # the network the labels come from: its training depends on the hardware and library
+        run = network_run(data, train_seed=train_seed, precision=study.precision,
                           keep="last" if spec.network == "final" else "none")
         manifest["network"] = {"run": run.key(), "softmax": spec.network, "protocol": dataclasses.asdict(run.protocol),
-                               "device": resolve_device(device).type, "precision": precision,
+                               "device": resolve_device(study.device).type, "precision": study.precision,
                                "torch": torch.__version__}
     with output_folder(out, FORMAT, echo) as old:
         listed = _check_room(out, written, old, dataset, family)
-        noisy = family_labels(data, family, rates, noise_seed=noise_seed,
-                              train_seed=train_seed, device=device, precision=precision or "fp32", **settings)
+        noisy = study.labels(data)
         (out / MANIFEST).unlink(missing_ok=True)
         for name in listed - written:  # the old set's files this one does not rewrite
             (out / name).unlink(missing_ok=True)
@@ -224,7 +226,7 @@ def _array_problems(path: Path, want: np.ndarray, what: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="idn-labels", description="Write a noise family's labels for a data set's training split "
+    p = Parser(prog="idn-labels", settings={"noise_rates": "--rates"}, description="Write a noise family's labels for a data set's training split "
                "(label,label_noisy CSV, .npy labels, corrupted mask, manifest.json), or verify such a folder.",
                epilog="Examples: idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 --out labels/; "
                "idn-labels --from-npz mine.npz --family symmetric --rates 0.2 --out labels/; "
@@ -250,31 +252,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _generate(args, p: argparse.ArgumentParser) -> int:
-    """Check the options (rates and settings: in ``write_label_files``), then write the files."""
+    """Check the options (the rest as a ``Study``, in ``write_label_files``), then write the files."""
     missing = [option for option, value in (("--dataset or --from-npz", args.dataset or args.from_npz),
                                             ("--family", args.family)) if value is None]
     if missing:
         p.error(f"writing labels (--out) also needs {', '.join(missing)}")
     spec = FAMILIES[args.family]
-    if args.rates is None and not spec.fixed:
-        fail("--rates", None, f"one or more noise rates for family {args.family!r}, e.g. --rates 0.2 0.4")
     settings = check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2")
-    for option, value in (("--noise-seed", args.noise_seed), ("--train-seed", args.train_seed)):
-        if value is not None and option[2:].replace("-", "_") not in spec.seeded_by:
-            fail(option, value, f"nothing: family {args.family!r} is seeded by "
-                 + (", ".join(f"--{s.replace('_', '-')}" for s in spec.seeded_by) or "nothing"))
-    if args.noise_seed is not None:
-        check_noise_seed(args.noise_seed, "--noise-seed")
-    if args.train_seed is not None:
-        check_seed(args.train_seed, "--train-seed")
     for option, value in (("--device", args.device), ("--precision", args.precision)):
         if value is not None and spec.needs != "network":
             fail(option, value, f"nothing: family {args.family!r} trains no network")
-    device = resolve_device(args.device)
     out = check_output_folder(args.out, "--out")
-    dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
+    dataset, npz = register_npz(args.from_npz) if args.from_npz else (args.dataset, None)
     write_label_files(dataset, args.family, args.rates, out, noise_seed=args.noise_seed,
-                      train_seed=args.train_seed, root=args.data_root, device=device,
+                      train_seed=args.train_seed, root=args.data_root, device=args.device or "auto",
                       precision=args.precision or "auto", npz=npz, settings=settings)
     return 0
 

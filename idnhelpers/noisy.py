@@ -20,20 +20,18 @@ import torch
 
 from . import __version__
 from .cache import file_digest
-from .checks import (check_assignments, check_choice, check_int, check_labels, check_same_length, check_seed,
-                     check_softmax, fail)
+from .checks import check_assignments, check_choice, check_int, check_labels, check_same_length, check_softmax, fail
 from .commands import (MANIFEST, Parser, check_output_folder, output_folder, run_main, write_bytes,
                        write_manifest)
-from .datasets import get_dataset, protocol
 from .engine import predict
-from .hardware import PRECISION_CHOICES, resolve_device, resolve_precision
+from .hardware import PRECISION_CHOICES, resolve_device
 from .labels import array_info, register_npz
 from .methods import Trainer, get_method, method_options, run_stages
 from .noise import mislabel_scores
 from .published import read_noisy_csv
 from .runs import Run, Tensors
-from .sample import sample
 from .stats import auroc
+from .study import Study
 
 RANKINGS = ("self_confidence", "normalized_margin", "mislabel")
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
@@ -207,7 +205,8 @@ def _read_labels(path: Path, data) -> torch.Tensor:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="idn-noisy", description="Train a method on a training split with given labels and rank "
+    p = Parser(prog="idn-noisy", settings={"methods": "--method", "n_epochs": "--epochs", "seeds": "--seed"},
+               description="Train a method on a training split with given labels and rank "
                "its instances by how likely their label is wrong (noisy.csv and manifest.json).",
                epilog="Example: idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv --method seal --out noisy/")
     src = p.add_mutually_exclusive_group(required=True)
@@ -234,21 +233,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> dict:
-    """Check every option, train, rank and write; returns the manifest."""
+    """Check every option (the settings as a ``Study``), train, rank and write; returns the manifest."""
+    dataset, npz = register_npz(args.from_npz) if args.from_npz else (args.dataset, None)
+    study = Study(dataset=dataset, family=None, methods=(args.method,), n_epochs=args.epochs, seeds=(args.seed,),
+                  device=args.device or "auto", precision=args.precision, data_root=args.data_root).resolved()
     if get_method(args.method).uses_noise_rate:
         fail("--method", args.method, "a method that needs no noise rate (this one sets its forget rate from it)")
     options = check_assignments(args.option, "--option", list(method_options(args.method)), "n_iterations=3")
-    check_int(args.epochs, "--epochs", minimum=1, none_ok=True)
     check_int(args.cv, "--cv", minimum=2, none_ok=True)
-    check_seed(args.seed, "--seed")
     out = check_output_folder(args.out, "--out")
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    dataset, npz = register_npz(args.from_npz) if args.from_npz else (get_dataset(args.dataset).name, None)
-    data = sample(dataset, root=args.data_root)
+    device, precision, proto = resolve_device(study.device), study.precision, study.protocol
+    data = study.sample()
     labels = data.y if args.labels is None else _read_labels(Path(args.labels), data)
     labels_sha = None if args.labels is None else file_digest(args.labels)  # the file just read, not after training
-    proto = protocol(dataset, **({"n_epochs": args.epochs} if args.epochs else {}))
     with output_folder(out, FORMAT):
         base = data.run(labels, proto, seed=args.seed, precision=precision, test=None, keep="none",
                         label=args.method)

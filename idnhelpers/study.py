@@ -30,11 +30,12 @@ class Study:
     ``family_of``); ``baseline_rates``: every method's but CE's and SEAL's (None:
     ``noise_rates``). None means the paper's ``n_epochs``/``n_iterations``, every row (``n_train``/
     ``n_test``), DMI's stage as long as the others, the family's ``noise_seed``/``train_seed``.
-    ``seed`` picks the rows, ``seeds`` seed the runs; ``profile`` names the settings."""
+    ``seed`` picks the rows, ``seeds`` seed the runs; ``profile`` names the settings. ``family=None``:
+    the caller brings the labels (``idn-noisy``: a data set's own or a file's)."""
 
     dataset: str = "mnist"
     methods: tuple = paper.TABLE_METHODS
-    family: str = "idn_published"
+    family: str | None = "idn_published"
     family_settings: dict = field(default_factory=dict)
     noise_rates: tuple | None = paper.RATES
     baseline_rates: tuple | None = None
@@ -63,7 +64,10 @@ class Study:
         check_distinct(self.methods, "methods", "method names")
         for name in self.methods:
             check_choice(name, "methods", sorted(METHODS))
-        if self.dataset != "clothing1m":
+        if self.family is None:
+            set_("noise_rates", None)
+            set_("baseline_rates", None)
+        elif self.dataset != "clothing1m":
             self._check_family(set_)
         set_("seeds", check_seeds(self.seeds))
         for name in ("n_epochs", "n_train", "n_test", "dmi_epochs"):
@@ -155,7 +159,7 @@ class Study:
     @property
     def all_rates(self) -> list:
         """Every rate a method of this study trains at ([None] for a fixed family)."""
-        if self.noise_family.fixed:
+        if self.family is None or self.noise_family.fixed:
             return [None]
         return sorted({r for m in self.methods for r in self.rates_of(m)})
 
@@ -163,9 +167,8 @@ class Study:
         """The family that labels ``rate``: ``family``, or where its files lack the rate, the family that
         completes it (``NoiseFamily.completed_by``: the authors' IDN labels exist at 10-40%, Algorithm 1
         gives any other rate on the study's rows)."""
-        spec = self.noise_family
-        if rate is not None and spec.completed_by and not spec.has_rate(rate):
-            return spec.completed_by
+        if rate is not None and self.noise_family.completed_by and not self.noise_family.has_rate(rate):
+            return self.noise_family.completed_by
         return self.family
 
     def _by_family(self, rates) -> dict[str, list]:

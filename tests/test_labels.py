@@ -192,13 +192,13 @@ def test_verify_missing_file_and_bad_manifest(written, capsys):
     (["--dataset", "breast_cancer", "--family", "xia", "--setting", "norm_sd=0.2", "--rates", "0.2"],
      "--setting='norm_sd' is not allowed: one of ['norm_std']"),
     (["--dataset", "breast_cancer", "--family", "xia", "--train-seed", "3", "--rates", "0.2"],
-     "--train-seed=3 is not allowed: nothing: family 'xia' is seeded by --noise-seed"),
+     "--train-seed=3 is not allowed: None: the labels of family 'xia' at rates [0.2] are seeded by ['noise_seed']"),
     (["--dataset", "breast_cancer", "--family", "symmetric", "--precision", "bf16", "--rates", "0.2"],
      "--precision='bf16' is not allowed: nothing: family 'symmetric' trains no network"),
     (["--dataset", "breast_cancer", "--family", "idn", "--noise-seed", "1", "--rates", "0.2"],
-     "--noise-seed=1 is not allowed: nothing: family 'idn' is seeded by --train-seed"),
+     "--noise-seed=1 is not allowed: None: the labels of family 'idn' at rates [0.2] are seeded by ['train_seed']"),
     (["--dataset", "breast_cancer", "--family", "symmetric"],
-     "--rates=None is not allowed: one or more noise rates for family 'symmetric'"),
+     "--rates=None is not allowed: a list of numbers in [0, 1)"),
     (["--dataset", "breast_cancer", "--family", "idn_published", "--rates", "0.2"],
      "dataset='breast_cancer' is not allowed: one of ['mnist', 'cifar10']"),
     (["--dataset", "breast_cancer", "--family", "xia", "--rates", "0.2", "0.2"], "--rates=[0.2, 0.2] is not allowed"),
@@ -214,7 +214,7 @@ def test_verify_missing_file_and_bad_manifest(written, capsys):
      "--from-npz='nothere.npz' is not allowed: an existing .npz file"),
 ])
 def test_bad_inputs_fail_before_work(tmp_path, monkeypatch, capsys, argv, message):
-    monkeypatch.setattr(labels, "family_labels", lambda *a, **k: pytest.fail("labels were made"))
+    monkeypatch.setattr(labels.Study, "labels", lambda *a, **k: pytest.fail("labels were made"))
     with pytest.raises(SystemExit) as exit_:
         run(*argv, "--out", tmp_path / "out")
     assert exit_.value.code == 2
