@@ -46,10 +46,37 @@ def critical_samples(model: torch.nn.Module, X: torch.Tensor, *, dataset: str, r
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
     scale = std if search == "lass" else torch.ones_like(std)  # official: values in normalised units
     x = (X.to(device).float() / 255 - mean) / std
+    radius, alpha, beta = radius / scale, alpha / scale, beta / scale
     was_training = model.training
     model.eval()
     try:
-        return _lass(model, x, radius / scale, alpha / scale, beta / scale, search, seed, batch_size).cpu()
+        generator = torch.Generator(device=device).manual_seed(seed)
+        with torch.no_grad():
+            pred = [model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+        pred = torch.cat(pred) if pred else torch.zeros(0, dtype=torch.long, device=device)
+        x_hat = x.clone()
+        critical = torch.zeros(len(x), dtype=torch.bool, device=device)
+        for _ in range(SEARCHES[search]["n_steps"]):
+            found_before = int(critical.sum())
+            for start in range(0, len(x), batch_size):
+                # official: one scalar per iteration and batch, drawn for a batch already all critical too
+                noise = torch.randn((), generator=generator, device=device) if search == "official" else None
+                index = torch.arange(start, min(start + batch_size, len(x)), device=device)
+                index = index[~critical[index]]
+                if not len(index):
+                    continue
+                xb, xb_hat = x[index], x_hat[index].requires_grad_(True)
+                log_p = F.log_softmax(model(xb_hat), 1).gather(1, pred[index, None]).sum()
+                (grad,) = torch.autograd.grad(log_p, xb_hat)
+                with torch.no_grad():
+                    if noise is None:
+                        noise = torch.randn(xb.shape, generator=generator, device=device)
+                    step = (xb_hat - alpha * grad.sign() + beta * noise).clamp(xb - radius, xb + radius)
+                    x_hat[index] = step
+                    critical[index] = model(step).argmax(1) != pred[index]
+            if bool(critical.all()) or int(critical.sum()) - found_before < SEARCHES[search]["converged_below"]:
+                break
+        return critical.cpu()
     finally:
         model.train(was_training)
 
@@ -64,33 +91,3 @@ def critical_sample_ratio(model: torch.nn.Module, X: torch.Tensor, *, dataset: s
     """CSR: the fraction of rows of ``X`` that are critical samples."""
     return float(critical_samples(model, X, dataset=dataset, **kwargs).float().mean()) if len(X) else float("nan")
 
-
-def _lass(model, x, radius, alpha, beta, search, seed, batch_size) -> torch.Tensor:
-    settings = SEARCHES[search]
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    with torch.no_grad():
-        pred = [model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
-    pred = torch.cat(pred) if pred else torch.zeros(0, dtype=torch.long, device=x.device)
-    x_hat = x.clone()
-    critical = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for _ in range(settings["n_steps"]):
-        found_before = int(critical.sum())
-        for start in range(0, len(x), batch_size):
-            # official: one scalar per iteration and batch, drawn for a batch already all critical too
-            noise = torch.randn((), generator=generator, device=x.device) if search == "official" else None
-            index = torch.arange(start, min(start + batch_size, len(x)), device=x.device)
-            index = index[~critical[index]]
-            if not len(index):
-                continue
-            xb, xb_hat = x[index], x_hat[index].requires_grad_(True)
-            log_p = F.log_softmax(model(xb_hat), 1).gather(1, pred[index, None]).sum()
-            (grad,) = torch.autograd.grad(log_p, xb_hat)
-            with torch.no_grad():
-                if noise is None:
-                    noise = torch.randn(xb.shape, generator=generator, device=x.device)
-                step = (xb_hat - alpha * grad.sign() + beta * noise).clamp(xb - radius, xb + radius)
-                x_hat[index] = step
-                critical[index] = model(step).argmax(1) != pred[index]
-        if bool(critical.all()) or int(critical.sum()) - found_before < settings["converged_below"]:
-            break
-    return critical

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 from .checks import check_bool, check_float, check_int, checked, fail
 from .losses import CrossEntropy
-from .runs import MethodResult, Tensors
+from .lossparts import mix, rampup, sgd_step, train_logits
+from .runs import Tensors
 from .sources import eval_batch
 from .steps import Step
-from .training import autocast
 
 # The paper's lambda_u (Table 7, Appendix B) by data set and symmetric noise rate; other data sets: CIFAR-10's
 LAMBDA_U = {"cifar10": {0.2: 0.0, 0.5: 25.0, 0.8: 25.0, 0.9: 50.0},
@@ -52,11 +52,6 @@ def co_refine(y_onehot: torch.Tensor, w: torch.Tensor, p1: torch.Tensor, p2: tor
 def co_guess(probs: list[torch.Tensor], T: float) -> torch.Tensor:
     """Label co-guessing (Eq. 5): the mean softmax of both networks on both augmentations, sharpened."""
     return sharpen(sum(probs) / len(probs), T)
-
-
-def rampup(current: float, warmup: int, lambda_u: float, length: int = 16) -> float:
-    """lambda_u raised linearly over ``length`` epochs after the warm-up (the code's ``linear_rampup``)."""
-    return lambda_u * float(np.clip((current - warmup) / length, 0.0, 1.0))
 
 
 def mixmatch_loss(logits: torch.Tensor, targets: torch.Tensor, n_labelled: int, lambda_u: float) -> torch.Tensor:
@@ -87,7 +82,7 @@ def clean_probability(losses: torch.Tensor, seed: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class DivideMix(Step):
-    """DivideMix's settings (resolved by ``dividemix_step``): ``warmup_epochs`` of cross-entropy,
+    """DivideMix's settings (resolved by ``dividemix``): ``warmup_epochs`` of cross-entropy,
     ``lambda_u``, the clean-probability threshold ``p_threshold`` (tau), sharpening temperature
     ``T``, mixup's Beta(``alpha``, ``alpha``), ``rampup_epochs`` for lambda_u, ``loss_epochs``
     normalised losses averaged into the GMM (the code: 5 at 90% noise, else 1), and
@@ -119,27 +114,24 @@ class _DivideMixEpoch:
         self.spec, self.losses = spec, [[], []]
 
     def train_epoch(self, training, epoch: int):
+        """Both networks' passes; the (loss sum, fitted rows) of the first (the one recorded)."""
         if epoch < self.spec.warmup_epochs:
-            return first_network(self.warmup(training, j) for j in (0, 1))
+            return [self.warmup(training, j) for j in (0, 1)][0]
         w = [self.divide(training, j) for j in (0, 1)]
-        return first_network(self.mixmatch(training, epoch, j, w[1 - j]) for j in (0, 1))  # co-divide
-
-    def forward(self, training, model, x):
-        with autocast(training.device, training.run0.precision):
-            return model(x).float()
+        return [self.mixmatch(training, epoch, j, w[1 - j]) for j in (0, 1)][0]  # co-divide
 
     def warmup(self, training, j: int):
         """One epoch of cross-entropy for network ``j`` in batches of twice the batch size (the code's)."""
         model, g, y = training.bank.models[j], training.generators[0], training.labels[0]
         model.train(True)
-        loss_sum = correct = 0.0
+        loss_sum, correct = training.zero_sums()
         for rows in torch.randperm(len(y), generator=g).to(training.device).split(2 * training.protocol.batch_size):
-            logits = self.forward(training, model, training.source.inputs(rows[None], training.generators,
+            logits = train_logits(training, model, training.source.inputs(rows[None], training.generators,
                                                                           training.protocol.augment)[0])
             loss = F.cross_entropy(logits, y[rows])
             if self.spec.warmup_penalty:  # NegEntropy: sum p log p, the mean over rows
                 loss = loss + (logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
-            step(training, loss)
+            sgd_step(training, loss)
             loss_sum += loss.detach() * len(rows)
             correct += (logits.argmax(-1) == y[rows]).sum()
         return loss_sum, correct
@@ -150,7 +142,7 @@ class _DivideMixEpoch:
         model, y = training.bank.models[j], training.labels[0]
         model.train(False)
         size = eval_batch(training.device)
-        losses = torch.cat([F.cross_entropy(self.forward(training, model, x), labels, reduction="none")
+        losses = torch.cat([F.cross_entropy(train_logits(training, model, x), labels, reduction="none")
                             for x, labels in zip(training.source.normalized.split(size), y.split(size))]).cpu()
         losses = (losses - losses.min()) / (losses.max() - losses.min())
         self.losses[j] = (self.losses[j] + [losses])[-self.spec.loss_epochs:]
@@ -163,14 +155,14 @@ class _DivideMixEpoch:
         labelled = (w > spec.p_threshold).nonzero().squeeze(1)
         unlabelled = (w <= spec.p_threshold).nonzero().squeeze(1)
         if not len(labelled):  # the code would fail on an empty loader; the network skips the epoch
-            return 0.0, 0
+            return training.zero_sums()
         model, peer = training.bank.models[j], training.bank.models[1 - j]
         model.train(True)
         peer.train(False)  # "fix one network and train the other"
         rng = np.random.default_rng(int(torch.randint(2 ** 31 - 1, (1,), generator=g)))  # mixup's lambda
         batch_size, n_iter = training.protocol.batch_size, len(labelled) // training.protocol.batch_size + 1
         u_batches = iter(())
-        loss_sum = correct = 0.0
+        loss_sum, correct = training.zero_sums()
         for i, rows in enumerate(labelled[torch.randperm(len(labelled), generator=g)].split(batch_size)):
             if len(unlabelled):
                 u_rows = next(u_batches, None)
@@ -181,8 +173,8 @@ class _DivideMixEpoch:
                 u_rows = unlabelled
             loss, fitted = self.mixmatch_step(training, model, peer, rows.to(device), u_rows.to(device),
                                               w[rows].to(device), rng.beta(spec.alpha, spec.alpha),
-                                              rampup(epoch + i / n_iter, spec.warmup_epochs, spec.lambda_u,
-                                                     spec.rampup_epochs))
+                                              spec.lambda_u * rampup(epoch + i / n_iter - spec.warmup_epochs,
+                                                                     spec.rampup_epochs))  # after the warm-up
             loss_sum += loss * len(rows)
             correct += fitted
         return loss_sum, correct
@@ -193,17 +185,17 @@ class _DivideMixEpoch:
         T, g, b, y = self.spec.T, training.generators[0], len(rows), training.labels[0][rows]
         x_views, u_views = self.views(training, rows), self.views(training, u_rows)
         with torch.no_grad():
-            guesses = [self.forward(training, m, v).softmax(-1) for m in (model, peer) for v in u_views]
+            guesses = [train_logits(training, m, v).softmax(-1) for m in (model, peer) for v in u_views]
             targets_u = co_guess(guesses, T) if len(u_rows) else torch.zeros(0, training.n_classes, device=w.device)
-            own = [self.forward(training, model, v).softmax(-1) for v in x_views]
+            own = [train_logits(training, model, v).softmax(-1) for v in x_views]
             targets_x = co_refine(F.one_hot(y, training.n_classes).float(), w, own[0], own[1], T)
         inputs = torch.cat([*x_views, *u_views])
         targets = torch.cat([targets_x, targets_x, targets_u, targets_u])
         lam = max(lam, 1 - lam)  # Eq. 7
         order = torch.randperm(len(inputs), generator=g).to(inputs.device)
-        logits = self.forward(training, model, lam * inputs + (1 - lam) * inputs[order])
-        loss = mixmatch_loss(logits, lam * targets + (1 - lam) * targets[order], 2 * b, lambda_u)
-        step(training, loss)
+        logits = train_logits(training, model, mix(inputs, lam, order))
+        loss = mixmatch_loss(logits, mix(targets, lam, order), 2 * b, lambda_u)
+        sgd_step(training, loss)
         return loss.detach(), (own[0].argmax(-1) == y).sum()
 
     def views(self, training, rows) -> list[torch.Tensor]:
@@ -214,23 +206,15 @@ class _DivideMixEpoch:
                 for _ in range(2)]
 
 
-def step(training, loss: torch.Tensor) -> None:
-    """One optimiser step; parameters without a gradient (the other network) stay as they are."""
-    training.optimizer.zero_grad()
-    loss.backward()
-    training.optimizer.step()
-
-
-def first_network(passes):
-    """The (loss sum, fitted rows) of the first network's pass (the one recorded), as K = 1 tensors."""
-    return tuple(torch.as_tensor(v, dtype=torch.float32).reshape(1) for v in list(passes)[0])
-
-
-def dividemix_step(dataset: str, n_epochs: int, noise_rate: float | None, *, warmup_epochs=None, lambda_u=None,
-                   p_threshold=None, loss_epochs=None, **options) -> DivideMix:
-    """The settings of one run: None picks the paper's (warm-up: ``WARMUP_FRACTION`` of the epochs;
-    lambda_u: Table 7's at the listed noise rate nearest the run's; tau 0.6 at 90% noise, else 0.5;
-    the GMM on the mean of the last 5 epochs' losses at 90% noise, else the last's, as the code)."""
+def dividemix(run, noise_rate: float | None, *, warmup_epochs=None, lambda_u=None, p_threshold=None, T=0.5,
+              alpha=4.0, rampup_epochs=16, loss_epochs=None, warmup_penalty=False) -> dict:
+    """DivideMix's run (``DivideMix``'s fields are the options). None picks the paper's settings (warm-up:
+    ``WARMUP_FRACTION`` of the epochs; lambda_u: Table 7's at the listed noise rate nearest the run's; tau 0.6
+    at 90% noise, else 0.5; the GMM on the mean of the last 5 epochs' losses at 90% noise, else the last's, as
+    the code)."""
+    dataset, n_epochs = run.data.dataset, run.protocol.n_epochs
+    if not isinstance(run.data, Tensors) or run.targets.dim() != 1:
+        fail("runs", run.label or dataset, "runs on tensors with hard noisy labels (DivideMix draws its own batches)")
     if noise_rate is None and None in (lambda_u, p_threshold, loss_epochs):
         fail("noise_rate", None, "a number in [0, 1), or lambda_u, p_threshold and loss_epochs given: DivideMix's "
              "defaults depend on the noise rate")
@@ -245,18 +229,5 @@ def dividemix_step(dataset: str, n_epochs: int, noise_rate: float | None, *, war
         loss_epochs = 5 if noise_rate >= 0.9 else 1
     if warmup_epochs >= n_epochs:
         fail("warmup_epochs", warmup_epochs, f"fewer than the run's n_epochs={n_epochs}")
-    return DivideMix(warmup_epochs, float(lambda_u), float(p_threshold), loss_epochs=loss_epochs, **options)
-
-
-def dividemix(runs, rates, trainer, *, warmup_epochs=None, lambda_u=None, p_threshold=None, T=0.5, alpha=4.0,
-              rampup_epochs=16, loss_epochs=None, warmup_penalty=False):
-    """DivideMix (``DivideMix``'s fields are the options; None: ``dividemix_step``'s defaults)."""
-    for run in runs:
-        if not isinstance(run.data, Tensors) or run.targets.dim() != 1:
-            fail("runs", run.label or run.data.dataset, "runs on tensors with hard noisy labels (DivideMix "
-                 "draws its own batches)")
-    options = dict(warmup_epochs=warmup_epochs, lambda_u=lambda_u, p_threshold=p_threshold, T=T, alpha=alpha,
-                   rampup_epochs=rampup_epochs, loss_epochs=loss_epochs, warmup_penalty=warmup_penalty)
-    steps = [dividemix_step(run.data.dataset, run.protocol.n_epochs, rate, **options) for run, rate in zip(runs, rates)]
-    return [MethodResult("", (r,)) for r in trainer([run.replace(step=s, objective=CrossEntropy(), label="DivideMix")
-                                                     for run, s in zip(runs, steps)])]
+    return dict(objective=CrossEntropy(), step=DivideMix(warmup_epochs, float(lambda_u), float(p_threshold), T, alpha,
+                                                         rampup_epochs, loss_epochs, warmup_penalty))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -28,29 +28,18 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_bool, check_float, check_int, checked
-from .losses import CrossEntropy, elr_update
-from .lossparts import soft_cross_entropy
-from .runs import MethodResult
+from .losses import elr_loss, elr_update
+from .lossparts import mix, rampup, sgd_step, train_logits
 from .steps import Step
-from .training import autocast
-
-
-def sigmoid_rampup(current: float, length: float) -> float:
-    """The authors' ramp from 0 to 1 (``utils.sigmoid_rampup``, Laine and Aila's): exp(-5 (1 - t / T)^2)
-    for t clipped to [0, T]; 1 when T = 0."""
-    if length == 0:
-        return 1.0
-    phase = 1.0 - min(max(current, 0.0), length) / length
-    return math.exp(-5.0 * phase * phase)
 
 
 def ema_momentum(step: int, ema_alpha: float, ema_step: int | None) -> float:
     """The EMA copies' momentum after 1-based training step ``step`` (the authors' ``update_ema_variables``):
-    ``ema_alpha`` * sigmoid_rampup(step + 1, ``ema_step``), or with ``ema_step`` None (their
+    ``ema_alpha`` * rampup(step + 1, ``ema_step``, sigmoid=True), or with ``ema_step`` None (their
     ``ema_update: false``, Clothing1M and WebVision) the mean teacher's min(1 - 1 / (step + 1), ``ema_alpha``)."""
     if ema_step is None:
         return min(1 - 1 / (step + 1), ema_alpha)
-    return ema_alpha * sigmoid_rampup(step + 1, ema_step)
+    return ema_alpha * rampup(step + 1, ema_step, sigmoid=True)
 
 
 def scaled_ramp(n_rows: int, batch_size: int, n_epochs: int, steps: int = 40000) -> int:
@@ -69,34 +58,10 @@ def ema_update_(averaged: list[torch.Tensor], weights: list[torch.Tensor], momen
     torch._foreach_add_(averaged, weights, alpha=1 - momentum)
 
 
-def elr_plus_loss(logits: torch.Tensor, targets: torch.Tensor, q: torch.Tensor, lam: float) -> torch.Tensor:
-    """ELR+'s loss (the authors' ``elr_plus_loss``): cross-entropy against the (mixed) label distribution
-    ``targets`` plus ``lam`` * mean log(1 - <q, p>), p clamped to [1e-4, 1 - 1e-4] (Eq. 6 on the mixed
-    targets ``q``); with one-hot ``targets`` it is ``losses.elr_loss``."""
-    p = F.softmax(logits, -1).clamp(1e-4, 1 - 1e-4)
-    return soft_cross_entropy(logits, targets) + lam * torch.log(1 - (q * p).sum(-1)).mean(-1)
-
-
-def mixup_draw(generator: torch.Generator, alpha: float, b: int) -> tuple[float, torch.Tensor | None]:
-    """Mixup's weight max(l, 1 - l), l ~ Beta(``alpha``, ``alpha``), and a permutation of the ``b`` rows,
-    both from ``generator`` (numpy's Beta seeded by it: torch has none that takes a generator); (1, None)
-    for ``alpha`` = 0 (no mixup, as the authors' code)."""
-    if alpha == 0:
-        return 1.0, None
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
-    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
-    return max(lam, 1 - lam), torch.randperm(b, generator=generator)
-
-
-def mix(t: torch.Tensor, lam: float, perm: torch.Tensor | None) -> torch.Tensor:
-    """lam t + (1 - lam) t[perm] (rows on the first axis); ``t`` itself without a permutation."""
-    return t if perm is None else lam * t + (1 - lam) * t[perm]
-
-
 @dataclass(frozen=True)
 class ELRPlus(Step):
     """ELR+ (the module docstring). ``beta``, ``lam``: ELR's target momentum and weight (Eqs. 6, 9), the
-    weight ramped by ``sigmoid_rampup(step, coef_step)``; ``mixup_alpha``: mixup's Beta parameter (0: none);
+    weight ramped by ``rampup(step, coef_step, sigmoid=True)``; ``mixup_alpha``: mixup's Beta parameter (0: none);
     ``ema_alpha``, ``ema_step``: the EMA copies' momentum and its ramp (``ema_momentum``), in SGD steps of
     one network. Defaults: the authors' CIFAR-10 (symmetric noise) config; CIFAR-10 asymmetric: beta 0.9,
     lam 1; CIFAR-100: beta 0.9, lam 7, coef_step 40000 and their label correction; Clothing1M: ema_alpha
@@ -150,52 +115,39 @@ class _ELRPlusEpochs:
             self.targets = torch.zeros(2, len(training.source), training.n_classes, device=training.device)
         for c in copies:
             c.train(True)  # as the authors' code: the EMA copies' batch statistics, in train mode
-        sums = [self.network_epoch(training, k) for k in (0, 1)]
-        self.steps += sums[0][2]
-        return sums[0][0], sums[0][1]
-
-    def network_epoch(self, training, k: int):
-        """One epoch of network ``k`` in its own batch order: (summed loss, fitted rows, steps)."""
-        loss_sum, correct = training.zero_sums()
-        batches = training.source.train_batches(training.generators, training.protocol.batch_size,
-                                                 training.protocol.augment, False)
-        step = 0
-        for step, (rows, x) in enumerate(batches, start=1):
-            loss, fitted = self.train_batch(training, k, rows[0], x[0], self.steps + step)
-            loss_sum += loss * rows.shape[1]
-            correct += fitted
-        return loss_sum, correct, step
+        sums = []
+        for k in (0, 1):  # each network in its own batch order
+            loss_sum, correct = training.zero_sums()
+            batches = training.source.train_batches(training.generators, training.protocol.batch_size,
+                                                     training.protocol.augment, False)
+            for step, (rows, x) in enumerate(batches, start=1):
+                loss, fitted = self.train_batch(training, k, rows[0], x[0], self.steps + step)
+                loss_sum += loss * rows.shape[1]
+                correct += fitted
+            sums.append((loss_sum, correct))
+        self.steps += step  # the same number of batches for both
+        return sums[0]
 
     def train_batch(self, training, k: int, rows: torch.Tensor, x: torch.Tensor, t: int):
         """One SGD step of network ``k`` at 1-based step ``t``: its loss and fitted rows."""
         spec, net, teacher = self.spec, training.bank.models[k], self._copies[1 - k]
         y = training.targets[0, rows]
-        lam, perm = mixup_draw(training.generators[0], spec.mixup_alpha, len(rows))
-        perm = None if perm is None else perm.to(x.device)
-        precision = training.run0.precision
-        with torch.no_grad(), autocast(x.device, precision):
-            p_teacher = F.softmax(teacher(x).float(), -1)
+        lam, perm = 1.0, None  # mixup_alpha 0: no mixup, as the authors' code
+        if spec.mixup_alpha:  # max(l, 1 - l), l ~ Beta(alpha, alpha) (numpy's, seeded by the run's generator: torch's
+            g = training.generators[0]  # takes none), and a permutation of the rows
+            lam = float(np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,), generator=g))).beta(
+                spec.mixup_alpha, spec.mixup_alpha))
+            lam, perm = max(lam, 1 - lam), torch.randperm(len(rows), generator=g).to(x.device)
+        with torch.no_grad():
+            p_teacher = F.softmax(train_logits(training, teacher, x), -1)
         self.targets[k, rows] = elr_update(self.targets[k, rows], p_teacher, spec.beta)
         q = mix(self.targets[k, rows], lam, perm)
         labels = mix(F.one_hot(y, training.n_classes).float(), lam, perm)
         if spec.label_correction:
             labels = labels * q / (labels * q).sum(-1, keepdim=True)
-        with autocast(x.device, precision):
-            logits = net(mix(x, lam, perm)).float()
-        loss = elr_plus_loss(logits, labels, q, spec.lam * sigmoid_rampup(t, spec.coef_step))
-        training.optimizer.zero_grad()
-        loss.backward()  # network k's parameters only: the optimiser leaves the other's as they are
-        training.optimizer.step()
+        logits = train_logits(training, net, mix(x, lam, perm))
+        loss = elr_loss(logits, labels, q, spec.lam * rampup(t, spec.coef_step, sigmoid=True))  # their elr_plus_loss
+        sgd_step(training, loss)  # network k's parameters only
         ema_update_(list(self._copies[k].parameters()), list(net.parameters()),
                     ema_momentum(t, spec.ema_alpha, spec.ema_step))
         return loss.detach(), (logits.argmax(-1) == y).sum()
-
-
-def elr_plus(runs, rates, trainer, **options):
-    """ELR+ (``ELRPlus``'s fields are the options): one stage, the two networks' run."""
-    step = ELRPlus(**options)
-    return [MethodResult("", (r,)) for r in trainer([run.replace(objective=CrossEntropy(), step=step, label="ELR+")
-                                                     for run in runs])]
-
-
-OPTIONS = {f.name: f.default for f in fields(ELRPlus)}  # the method's options and defaults

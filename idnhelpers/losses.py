@@ -248,9 +248,10 @@ def elr_update(targets: torch.Tensor, probs: torch.Tensor, beta: float) -> torch
 
 
 def elr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, lam: float) -> torch.Tensor:
-    """Cross-entropy plus ELR's lam * mean log(1 - <t, p>) (Liu et al. 2020, Eq. 6), p clamped."""
+    """Cross-entropy against labels ``y`` plus ELR's lam * mean log(1 - <t, p>) (Liu et al. 2020, Eq. 6), p
+    clamped to [1e-4, 1 - 1e-4]; ``y`` a (mixed) label distribution: ELR+'s loss (the authors' ``elr_plus_loss``)."""
     p = F.softmax(logits, -1).clamp(1e-4, 1 - 1e-4)
-    return row_cross_entropy(logits, y).mean(-1) + lam * torch.log(1 - (targets * p).sum(-1)).mean(-1)
+    return soft_cross_entropy(logits, y) + lam * torch.log(1 - (targets * p).sum(-1)).mean(-1)
 
 
 class _ELRLoss:

@@ -1,11 +1,13 @@
 """What the objectives (``losses``) and the engine's steps are built from: per-row cross-entropies,
-the index of a batch's rows into per-run, per-row state, and the hash of a user's objective code."""
+the index of a batch's rows into per-run, per-row state, the hash of a user's objective code, and
+the forward pass, optimiser step, mixup and ramps of the steps that run their own epochs (DivideMix, ELR+, SOP+)."""
 
 from __future__ import annotations
 
 import hashlib
 import inspect
 import marshal
+import math
 import types
 
 import torch
@@ -33,6 +35,39 @@ def run_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def rows_of(state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Per-row state (K x n x ...) at a batch's K x b ``rows``: K x b x ..."""
     return state[run_rows(rows)]
+
+
+def train_logits(training, model, x: torch.Tensor) -> torch.Tensor:
+    """``model``'s fp32 logits of ``x`` under the run's precision (``training``: a ``training.Training``)."""
+    from .training import autocast  # late: training imports this module
+
+    with autocast(training.device, training.run0.precision):
+        return model(x).float()
+
+
+def sgd_step(training, loss: torch.Tensor) -> None:
+    """One optimiser step; parameters without a gradient (the other network's) stay as they are."""
+    training.optimizer.zero_grad()
+    loss.backward()
+    training.optimizer.step()
+
+
+def mix(t: torch.Tensor, lam: float, perm: torch.Tensor | None) -> torch.Tensor:
+    """Mixup (Zhang et al. 2018): lam t + (1 - lam) t[perm] (rows on the first axis); ``t`` itself without a
+    permutation."""
+    return t if perm is None else lam * t + (1 - lam) * t[perm]
+
+
+def rampup(current: float, length: float, sigmoid: bool = False) -> float:
+    """A ramp from 0 to 1 over ``length`` epochs or steps (1 if ``length`` is 0), ``current`` clipped to [0, length]:
+    linear (DivideMix's ``linear_rampup``) or ``sigmoid``: exp(-5 (1 - current / length)^2), the ELR+ authors'
+    ``sigmoid_rampup`` (Laine and Aila's)."""
+    if length == 0:
+        return 1.0
+    if not sigmoid:
+        return min(max(current / length, 0.0), 1.0)
+    phase = 1.0 - min(max(current, 0.0), length) / length
+    return math.exp(-5.0 * phase * phase)
 
 
 def code_hash(cls: type) -> str:

@@ -18,7 +18,7 @@ import torch
 
 from . import cache, engine
 from .dividemix import dividemix
-from .elr_plus import OPTIONS as ELR_PLUS_OPTIONS, elr_plus
+from .elr_plus import ELRPlus
 from .sop import sop, sop_plus
 from .checks import check_bool, check_float, check_int, check_new_name, check_rate, check_seed, fail
 from .engine import predict, train_many
@@ -27,7 +27,7 @@ from .losses import DAC, DMI, ELR, GCE, PLC, CrossEntropy, Forward, Objective, T
 from .protocol import Protocol
 from .runs import MethodResult, Run, RunResult, Tensors, make_run
 from .stats import anchor_transition_matrix
-from .steps import Peers, Single
+from .steps import Peers, Single, Step
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ class Method:
     driver: Callable
     options: dict
     uses_noise_rate: bool = False
+
+
+def _keywords(function: Callable) -> dict:
+    """A driver's options: its keyword-only parameters, with their defaults."""
+    return {p.name: p.default for p in inspect.signature(function).parameters.values() if p.kind == p.KEYWORD_ONLY}
 
 
 METHODS: dict[str, Method] = {}
@@ -122,21 +127,35 @@ def ce_runs(runs: list[Run], keep_weights: bool = False) -> list[Run]:
             for run in runs]
 
 
-def loss_method(label_: str, objective_cls: type[Objective]) -> Method:
-    """A method that trains one network on ``objective_cls``; its options are the objective's fields."""
-    if not (isinstance(objective_cls, type) and issubclass(objective_cls, Objective)):
-        fail("objective_cls", objective_cls, "a subclass of idnhelpers.losses.Objective")
+def _stages(*stages: list[RunResult]) -> list[MethodResult]:
+    """The cells' results from each stage's results (one per cell)."""
+    return [MethodResult("", cell) for cell in zip(*stages)]
 
+
+def _one_stage(label_: str, changes: Callable, options: dict | None = None, uses_noise_rate=False) -> Method:
+    """A method that trains each base run ``run`` (noise rate ``rate``) once, as ``run.replace(**changes(run,
+    rate, **options))``; its options: ``options``, else ``changes``' keyword-only parameters."""
     def driver(runs, rates, trainer, **options):
-        objective = objective_cls(**options)
-        return [MethodResult("", (r,)) for r in trainer([run.replace(objective=objective, label=label_)
-                                                          for run in runs])]
-    return Method(label_, driver, {f.name: f.default for f in dataclasses.fields(objective_cls)})
+        return _stages(trainer([run.replace(label=label_, **changes(run, rate, **options))
+                                for run, rate in zip(runs, rates)]))
+    return Method(label_, driver, _keywords(changes) if options is None else options, uses_noise_rate)
+
+
+def loss_method(label_: str, cls: type[Objective] | type[Step]) -> Method:
+    """A method that trains ``cls(**options)``, its options the class's fields: an objective, or a step on
+    cross-entropy (ELR+'s)."""
+    if not (isinstance(cls, type) and issubclass(cls, (Objective, Step))):
+        fail("cls", cls, "a subclass of idnhelpers.losses.Objective (or of idnhelpers.steps.Step)")
+
+    def changes(run, rate, **options):
+        spec = cls(**options)
+        return dict(objective=spec) if isinstance(spec, Objective) else dict(objective=CrossEntropy(), step=spec)
+    return _one_stage(label_, changes, {f.name: f.default for f in dataclasses.fields(cls)})
 
 
 def ce(runs, rates, trainer):
     """Cross-entropy on the noisy labels."""
-    return [MethodResult("", (r,)) for r in trainer(ce_runs(runs))]
+    return _stages(trainer(ce_runs(runs)))
 
 
 def forward(runs, rates, trainer, *, anchor_percentile=97.0):
@@ -167,7 +186,7 @@ def dac(runs, rates, trainer, *, retrain_without_abstained=False, **objective_op
     first = trainer([run.replace(objective=objective, label="DAC",
                                  keep=_weights_kept(run) if retrain_without_abstained else run.keep) for run in runs])
     if not retrain_without_abstained:
-        return [MethodResult("", (r,)) for r in first]
+        return _stages(first)
     kept_runs = []
     for run, r in zip(runs, first):
         outputs = trainer.predict(run.replace(objective=objective), r.weights, all_outputs=True)
@@ -178,15 +197,12 @@ def dac(runs, rates, trainer, *, retrain_without_abstained=False, **objective_op
         kept_runs.append(run.replace(data=Tensors(run.data.X[rows], run.data.dataset), targets=run.targets[rows],
                                      y_true=None if run.y_true is None else run.y_true[rows], track=None, csr=None,
                                      label="CE without abstained"))
-    second = trainer(ce_runs(kept_runs))
-    return [MethodResult("", (a, b)) for a, b in zip(first, second)]
+    return _stages(first, trainer(ce_runs(kept_runs)))
 
 
-def coteaching(runs, rates, trainer, *, t_k=10):
-    """Co-teaching (Han et al. 2018, ``steps.Peers``), the forget rate being the noise rate."""
-    steps = [Peers(rate, t_k) for rate in rates]
-    return [MethodResult("", (r,)) for r in trainer([run.replace(step=step, label="Co-teaching")
-                                                     for run, step in zip(runs, steps)])]
+def coteaching(run, rate, *, t_k=10) -> dict:
+    """Co-teaching's run (Han et al. 2018, ``steps.Peers``), the forget rate being the noise rate."""
+    return dict(step=Peers(rate, t_k))
 
 
 # The L_DMI authors' own (Fashion-)MNIST setting: Adam, lr 1e-4, 20 epochs (``run_method("dmi", ..., **LDMI_MNIST)``)
@@ -207,7 +223,7 @@ def dmi(runs, rates, trainer, *, optimizer="sgd", lr=1e-6, momentum=0.9, weight_
     second = trainer([run.replace(protocol=p, objective=DMI(official_loss), init=r.weights, record_softmax=True,
                                   average_epochs=average_epochs, label="DMI")
                       for run, p, r in zip(runs, protocols, first)])
-    return [MethodResult("", (a, b)) for a, b in zip(first, second)]
+    return _stages(first, second)
 
 
 def _seal_iterations(runs, stages, trainer, n_iterations, retrain):
@@ -242,28 +258,23 @@ def seal_dmi(runs, rates, trainer, *, n_iterations=10, retrain=True, dmi_options
     return _seal_iterations(runs, [r.stages for r in start], trainer, n_iterations, retrain)
 
 
-def _driver_method(label_: str, driver, uses_noise_rate=False) -> Method:
-    params = list(inspect.signature(driver).parameters.values())[3:]
-    return Method(label_, driver, {p.name: p.default for p in params}, uses_noise_rate)
-
-
-register_method("ce", _driver_method("CE", ce))
-register_method("forward", _driver_method("Forward", forward))
-register_method("coteaching", _driver_method("Co-teaching", coteaching, uses_noise_rate=True))
+register_method("ce", Method("CE", ce, _keywords(ce)))
+register_method("forward", Method("Forward", forward, _keywords(forward)))
+register_method("coteaching", _one_stage("Co-teaching", coteaching, uses_noise_rate=True))
 register_method("gce", loss_method("GCE", GCE))
 register_method("gce_truncated", loss_method("GCE (truncated)", TruncatedGCE))
 register_method("dac", Method("DAC", dac, {**{f.name: f.default for f in dataclasses.fields(DAC)},
                                               "retrain_without_abstained": False}))
-register_method("dmi", _driver_method("DMI", dmi))
-register_method("seal", _driver_method("SEAL", seal))
-register_method("seal_dmi", _driver_method("SEAL (DMI)", seal_dmi))
+register_method("dmi", Method("DMI", dmi, _keywords(dmi)))
+register_method("seal", Method("SEAL", seal, _keywords(seal)))
+register_method("seal_dmi", Method("SEAL (DMI)", seal_dmi, _keywords(seal_dmi)))
 # Beyond the paper: baselines of later IDN papers (chapter 05's "beyond the paper" block)
 register_method("elr", loss_method("ELR", ELR))
 register_method("plc", loss_method("PLC", PLC))
-register_method("dividemix", _driver_method("DivideMix", dividemix))
-register_method("elr_plus", Method("ELR+", elr_plus, ELR_PLUS_OPTIONS))
-register_method("sop", _driver_method("SOP", sop))
-register_method("sop_plus", _driver_method("SOP+", sop_plus))
+register_method("dividemix", _one_stage("DivideMix", dividemix))
+register_method("elr_plus", loss_method("ELR+", ELRPlus))
+register_method("sop", _one_stage("SOP", sop))
+register_method("sop_plus", _one_stage("SOP+", sop_plus))
 
 
 # ---------------------------------------------------------------- entry points
@@ -278,7 +289,8 @@ def run_stages(name: str, runs: list[Run], noise_rates=None, trainer: Trainer = 
     method = get_method(name)
     unknown = sorted(set(options) - set(method.options))
     if unknown:
-        fail("option", unknown, f"options of {name}: {sorted(method.options)}")
+        fail("option", unknown, f"options of {name}: {sorted(method.options)} (run_methods: or run options "
+             f"{list(RUN_OPTIONS)})")
     rates = [None] * len(runs) if noise_rates is None else [check_rate(r, "noise_rate") for r in noise_rates]
     if len(rates) != len(runs):
         fail("noise_rates", noise_rates, f"one noise rate per run ({len(runs)})")
@@ -294,15 +306,11 @@ def run_methods(name: str, X, y_noisy_sets, protocol: Protocol, *, seeds, datase
     """Method ``name`` on K cells: cell k trains on ``y_noisy_sets[k]`` with ``seeds[k]`` (and
     ``noise_rates[k]``). Other keywords: the method's options or ``Run`` fields (``precision="auto"``:
     ``hardware.resolve_precision``)."""
-    method = get_method(name)
     if len(y_noisy_sets) != len(seeds) or not seeds:
         fail("seeds", seeds, f"one seed per label set ({len(y_noisy_sets)} label sets)")
     run_fields = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
     if "precision" in run_fields:
         run_fields["precision"] = resolve_precision(run_fields["precision"], device)
-    unknown = sorted(set(options) - set(method.options))
-    if unknown:
-        fail("option", unknown, f"options of {name}: {sorted(method.options)}, or run options {list(RUN_OPTIONS)}")
     data = X if isinstance(X, Tensors) else Tensors(X, dataset)
     test = None if X_test is None else Tensors(X_test, dataset)
     val = None if X_val is None else Tensors(X_val, dataset)

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_choice, check_float, check_seed, checked, fail
-from .lossparts import rows_of, run_rows
+from .lossparts import rows_of, run_rows, sgd_step, train_logits
 from .losses import Objective
-from .runs import MethodResult, Tensors
+from .runs import Tensors
 from .sources import PAD, augment_batch
 from .steps import Step
 
@@ -39,24 +39,6 @@ DEFAULT_LR_UV = (100.0, 100.0)
 VIEWS = ("auto", "same", "shift", "shift_cutout", "shift_flip", "shift_flip_cutout")
 
 
-def noise_terms(u: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(u^2 y, v^2 (1 - y)), each clamped to [0, 1], of rows' u (... x b x 1), v and one-hot y (... x b x c)."""
-    return torch.clamp(u ** 2 * y, 0, 1), torch.clamp(v ** 2 * (1 - y), 0, 1)
-
-
-def sop_prediction(logits: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """f(x) + u^2 y - sg(v^2 (1 - y)), clamped below at ``EPS``, renormalised to sum 1, clamped to [EPS, 1]."""
-    p = torch.clamp(F.softmax(logits, -1) + U - V.detach(), min=EPS)
-    return torch.clamp(F.normalize(p, p=1, dim=-1, eps=EPS), min=EPS, max=1.0)
-
-
-def class_balance(prediction: torch.Tensor) -> torch.Tensor:
-    """KL(uniform || mean prediction over the rows), the mean clamped to [EPS, 1] (the authors' code
-    computes the cross-entropy, this plus log c: the same gradients, a loss log c higher)."""
-    mean = prediction.mean(-2).clamp(EPS, 1.0)
-    return -mean.log().mean(-1) - math.log(mean.shape[-1])
-
-
 def consistency(logits: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
     """KL(sg f(x) || f(x')) of each row and its second view, the mean over the rows."""
     target = F.softmax(logits.detach(), -1)
@@ -66,26 +48,20 @@ def consistency(logits: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
 def sop_loss(logits: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
              ratio_balance: float = 0.0) -> torch.Tensor:
     """SOP's loss of ... x b x c ``logits``, one-hot noisy labels ``y``, the rows' u (... x b x 1) and
-    v (... x b x c): cross-entropy on ``sop_prediction`` + the squared error sum_c (onehot(argmax f) + s
-    - y)^2 (means over the rows), + ``ratio_balance`` * ``class_balance`` (SOP+'s lambda_B)."""
-    U, V = noise_terms(u, v, y)
-    prediction = sop_prediction(logits, U, V)
+    v (... x b x c): with U = u^2 y and V = v^2 (1 - y), each clamped to [0, 1], the cross-entropy on the
+    prediction f(x) + U - sg(V), clamped below at ``EPS``, renormalised to sum 1, clamped to [EPS, 1], + the
+    squared error sum_c (onehot(argmax f) + U - V - y)^2 (means over the rows), + ``ratio_balance`` (SOP+'s
+    lambda_B) * KL(uniform || the mean prediction over the rows), the mean clamped to [EPS, 1] (the authors' code
+    computes the cross-entropy, this plus log c: the same gradients, a loss log c higher)."""
+    U, V = torch.clamp(u ** 2 * y, 0, 1), torch.clamp(v ** 2 * (1 - y), 0, 1)
+    prediction = torch.clamp(F.softmax(logits, -1) + U - V.detach(), min=EPS)
+    prediction = torch.clamp(F.normalize(prediction, p=1, dim=-1, eps=EPS), min=EPS, max=1.0)
     hard = F.one_hot(logits.detach().argmax(-1), y.shape[-1]).to(y.dtype)
     loss = -(y * prediction.log()).sum(-1).mean(-1) + ((hard + U - V - y) ** 2).sum(-1).mean(-1)
     if ratio_balance:
-        loss = loss + ratio_balance * class_balance(prediction)
+        mean = prediction.mean(-2).clamp(EPS, 1.0)
+        loss = loss + ratio_balance * (-mean.log().mean(-1) - math.log(mean.shape[-1]))
     return loss
-
-
-def initial_terms(seeds: list[int], n: int, n_classes: int, std: float, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """K x n x 1 u and K x n x c v drawn from N(0, std^2) (u first, then v, as the authors' init_param),
-    run k's from a generator seeded with ``seeds[k]`` (on the CPU: the same on every device)."""
-    us, vs = [], []
-    for seed in seeds:
-        g = torch.Generator().manual_seed(seed)
-        us.append(torch.empty(n, 1).normal_(0.0, std, generator=g))
-        vs.append(torch.empty(n, n_classes).normal_(0.0, std, generator=g))
-    return torch.stack(us).to(device), torch.stack(vs).to(device)
 
 
 class _SOPLoss:
@@ -97,9 +73,15 @@ class _SOPLoss:
         self.u = self.v = self.batch = None
 
     def before_epoch(self, epoch, train_softmax, labels):
+        """At the start: u and v drawn from N(0, init_std^2) (u first, then v, as the authors' init_param), run
+        k's from a generator seeded with its ``init_seed`` (on the CPU: the same on every device)."""
         if self.u is None:
-            self.u, self.v = initial_terms(self.seeds, labels.shape[-1], self.n_classes, self.spec.init_std,
-                                           labels.device)
+            n, std, us, vs = labels.shape[-1], self.spec.init_std, [], []
+            for seed in self.seeds:
+                g = torch.Generator().manual_seed(seed)
+                us.append(torch.empty(n, 1).normal_(0.0, std, generator=g))
+                vs.append(torch.empty(n, self.n_classes).normal_(0.0, std, generator=g))
+            self.u, self.v = torch.stack(us).to(labels.device), torch.stack(vs).to(labels.device)
 
     def __call__(self, logits, y, epoch, rows):
         u, v = rows_of(self.u, rows).requires_grad_(), rows_of(self.v, rows).requires_grad_()
@@ -144,16 +126,6 @@ def resolve_view(view: str, run) -> str:
     return view
 
 
-def view_draws(generators: list[torch.Generator], b: int, side: int, flip: bool, device) -> tuple:
-    """``augment_batch``'s draws for K x b rows: offsets shifting by up to PAD * side / 32 pixels (4 on
-    32 x 32 images, 3 on MNIST's 28 x 28, at least 1), flips if ``flip``, and Cutout's centres (2 x K b)."""
-    shift = max(1, PAD * side // 32)
-    parts = [(PAD + torch.randint(-shift, shift + 1, (2, b), generator=g),
-              torch.rand(b, generator=g) < 0.5 if flip else torch.zeros(b, dtype=torch.bool),
-              torch.randint(0, side, (2, b), generator=g)) for g in generators]
-    return tuple(torch.cat([p[i] for p in parts], -1).to(device) for i in range(3))
-
-
 def cutout(x: torch.Tensor, centres: torch.Tensor, length: int) -> torch.Tensor:
     """Cutout (DeVries and Taylor 2017) as the authors' ``CutoutDefault``, after normalisation: each
     image's rows and columns within ``length // 2`` before (clipped) and after its centre set to 0."""
@@ -166,12 +138,18 @@ def cutout(x: torch.Tensor, centres: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def second_view(training, rows: torch.Tensor, view: str) -> torch.Tensor:
-    """The K x b x ... normalised second views of ``rows`` (K x b), drawn from the runs' generators."""
+    """The K x b x ... normalised second views of ``rows`` (K x b), drawn from the runs' generators: per run,
+    ``augment_batch``'s offsets shifting by up to PAD * side / 32 pixels (4 on 32 x 32 images, 3 on MNIST's
+    28 x 28, at least 1), its flips if ``view`` has them, and Cutout's centres."""
     source = training.source
     if view == "same":
         return source.normalized[rows]
-    side = source.X.shape[-1]
-    offsets, flips, centres = view_draws(training.generators, rows.shape[1], side, "flip" in view, source.device)
+    side, b = source.X.shape[-1], rows.shape[1]
+    shift = max(1, PAD * side // 32)
+    parts = [(PAD + torch.randint(-shift, shift + 1, (2, b), generator=g),
+              torch.rand(b, generator=g) < 0.5 if "flip" in view else torch.zeros(b, dtype=torch.bool),
+              torch.randint(0, side, (2, b), generator=g)) for g in training.generators]
+    offsets, flips, centres = (torch.cat([p[i] for p in parts], -1).to(source.device) for i in range(3))
     x = source.normalize(augment_batch(source.X[rows.flatten()], (offsets, flips)))
     if "cutout" in view:
         x = cutout(x, centres, side // 2)  # the authors' 16 on 32 x 32 images
@@ -190,30 +168,20 @@ class TwoViews(Step):
 
     @classmethod
     def make(cls, specs):
-        return _TwoViewEpoch(specs[0])
-
-
-class _TwoViewEpoch:
-    def __init__(self, spec: TwoViews):
-        self.spec = spec
+        return specs[0]  # no state: the step runs its epochs itself
 
     def train_epoch(self, training, epoch: int):
-        from .training import autocast  # late: training imports the engine's modules
-
-        view, ratio = resolve_view(self.spec.view, training.run0), self.spec.ratio_consistency
+        view, ratio = resolve_view(self.view, training.run0), self.ratio_consistency
         loss_sum, correct = training.zero_sums()
         for _, (rows, x) in training.batches():
             b = rows.shape[1]
             if ratio:
                 x = torch.cat([x, second_view(training, rows, view)], 1)
-            with autocast(training.device, training.run0.precision):
-                logits = training.bank.logits(x)[:, 0].float()  # K x b (x 2) x c
+            logits = train_logits(training, training.bank.logits, x)[:, 0]  # K x b (x 2) x c
             losses = training.loss(logits[:, :b], rows_of(training.targets, rows), epoch, rows)
             if ratio:
                 losses = losses + ratio * consistency(logits[:, :b], logits[:, b:])
-            training.optimizer.zero_grad()
-            losses.sum().backward()  # run k's loss depends on run k's weights only
-            training.optimizer.step()
+            sgd_step(training, losses.sum())  # run k's loss depends on run k's weights only
             training.loss_step()
             loss_sum += losses.detach() * b
             correct += (logits[:, :b, :training.n_classes].argmax(-1) == rows_of(training.labels, rows)).sum(1)
@@ -227,20 +195,17 @@ def sop_objective(run, lr_u=None, lr_v=None, init_std=1e-8, ratio_balance=0.0) -
                run.seed)
 
 
-def sop(runs, rates, trainer, *, lr_u=None, lr_v=None, init_std=1e-8):
-    """SOP: the network and each row's u and v trained on ``sop_loss`` (``SOP``'s fields are the options)."""
-    return [MethodResult("", (r,)) for r in trainer([run.replace(objective=sop_objective(run, lr_u, lr_v, init_std),
-                                                                 label="SOP") for run in runs])]
+def sop(run, rate, *, lr_u=None, lr_v=None, init_std=1e-8) -> dict:
+    """SOP's run: the network and each row's u and v trained on ``sop_loss`` (``SOP``'s fields are the options)."""
+    return dict(objective=sop_objective(run, lr_u, lr_v, init_std))
 
 
-def sop_plus(runs, rates, trainer, *, lr_u=None, lr_v=None, init_std=1e-8, ratio_consistency=0.9,
-             ratio_balance=0.1, view="auto"):
-    """SOP+: SOP with the class-balance and consistency terms (the authors' lambda_C = 0.9, lambda_B = 0.1,
+def sop_plus(run, rate, *, lr_u=None, lr_v=None, init_std=1e-8, ratio_consistency=0.9, ratio_balance=0.1,
+             view="auto") -> dict:
+    """SOP+'s run: SOP with the class-balance and consistency terms (the authors' lambda_C = 0.9, lambda_B = 0.1,
     both data sets) on ``TwoViews``' epochs."""
     step = TwoViews(ratio_consistency, view)
-    for run in runs:
-        if not isinstance(run.data, Tensors):
-            fail("runs", run.label or run.data.dataset, "runs on tensors (SOP+ draws its second views there)")
-        resolve_view(view, run)
-    return [MethodResult("", (r,)) for r in trainer([run.replace(
-        objective=sop_objective(run, lr_u, lr_v, init_std, ratio_balance), step=step, label="SOP+") for run in runs])]
+    if not isinstance(run.data, Tensors):
+        fail("runs", run.label or run.data.dataset, "runs on tensors (SOP+ draws its second views there)")
+    resolve_view(view, run)
+    return dict(objective=sop_objective(run, lr_u, lr_v, init_std, ratio_balance), step=step)

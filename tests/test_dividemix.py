@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
-from idnhelpers.datasets import load_dataset, protocol
-from idnhelpers.dividemix import (DivideMix, clean_probability, co_guess, co_refine, dividemix_step, mixmatch_loss,
-                                  rampup)
+from idnhelpers.datasets import get_dataset, load_dataset, protocol
+from idnhelpers.dividemix import DivideMix, clean_probability, co_guess, co_refine, dividemix, mixmatch_loss
+from idnhelpers.lossparts import rampup
 from idnhelpers.engine import train_many
 from idnhelpers.methods import run_method
 from idnhelpers.noise import symmetric_noise
@@ -64,8 +64,8 @@ def test_the_mixmatch_loss_equals_the_authors_step():
 def test_lambda_u_ramps_up_as_the_authors_linear_rampup():
     authors = lambda current, warm_up, lambda_u: lambda_u * float(np.clip((current - warm_up) / 16, 0.0, 1.0))  # noqa
     for current in (0.0, 9.5, 10.0, 10.25, 17.0, 26.0, 40.0):
-        assert rampup(current, 10, 25.0) == authors(current, 10, 25.0)
-    assert rampup(18.0, 10, 25.0) == 12.5
+        assert 25.0 * rampup(current - 10, 16) == authors(current, 10, 25.0)  # as DivideMix's mixmatch calls it
+    assert 25.0 * rampup(18.0 - 10, 16) == 12.5
 
 
 def test_the_clean_probability_is_the_authors_gmm_posterior_of_the_low_loss_component():
@@ -78,6 +78,13 @@ def test_the_clean_probability_is_the_authors_gmm_posterior_of_the_low_loss_comp
     expected = gmm.predict_proba(normalised.double().reshape(-1, 1).numpy())[:, gmm.means_.argmin()]
     assert torch.allclose(w, torch.from_numpy(expected).float())
     assert (w[:80] > 0.99).all() and (w[80:] < 0.01).all()
+
+
+def dividemix_step(dataset, n_epochs, noise_rate, **options):
+    """DivideMix's step for a run of ``dataset`` of ``n_epochs`` epochs (on two placeholder rows)."""
+    X = torch.zeros(2, *get_dataset(dataset).input_shape, dtype=torch.uint8)
+    run = make_run(X, torch.tensor([0, 1]), protocol(dataset, n_epochs=n_epochs), dataset=dataset)
+    return dividemix(run, noise_rate, **options)["step"]
 
 
 def test_settings_follow_the_papers_table_7():

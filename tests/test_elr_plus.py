@@ -12,21 +12,11 @@ import torch.nn.functional as F
 
 from idnhelpers import cache, checkpoint, methods, training
 from idnhelpers.datasets import protocol
-from idnhelpers.elr_plus import (OPTIONS, ELRPlus, ema_momentum, ema_update_, elr_plus, elr_plus_loss, mix,
-                                 scaled_ramp, sigmoid_rampup)
+from idnhelpers.elr_plus import ELRPlus, ema_momentum, ema_update_, scaled_ramp
 from idnhelpers.engine import train_many
 from idnhelpers.losses import elr_loss, elr_update
+from idnhelpers.lossparts import mix, rampup
 from idnhelpers.runs import Tensors, make_run
-
-
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    """The method as methods.py is to register it (until it does)."""
-    had = methods.METHODS.get("elr_plus")
-    methods.register_method("elr_plus", methods.Method("ELR+", elr_plus, OPTIONS), replace=True)
-    yield
-    if had is None:
-        del methods.METHODS["elr_plus"]
 
 
 # ---------------------------------------------------------------- the authors' code, re-implemented
@@ -92,7 +82,7 @@ def test_loss_and_targets_equal_the_authors_over_several_batches(correct):
         ours[rows] = elr_update(ours[rows], F.softmax(teacher, 1), beta)
         q = mix(ours[rows], mix_l, perm)
         targets = y_mixed * q / (y_mixed * q).sum(-1, keepdim=True) if correct else y_mixed
-        a = elr_plus_loss(logits, targets, q, lam * sigmoid_rampup(it, coef_step))
+        a = elr_loss(logits, targets, q, lam * rampup(it, coef_step, sigmoid=True))  # ELR+'s: on mixed labels
         assert a.item() == pytest.approx(b.item(), abs=1e-6)
         assert torch.allclose(torch.autograd.grad(a, logits)[0], torch.autograd.grad(b, logits)[0], atol=1e-6)
     assert torch.allclose(ours, theirs.pred_hist, atol=1e-7)
@@ -102,15 +92,15 @@ def test_with_one_hot_targets_the_loss_is_elr():
     g = torch.Generator().manual_seed(3)
     logits, t = torch.randn(7, 4, generator=g), F.softmax(torch.randn(7, 4, generator=g), 1)
     y = torch.randint(0, 4, (7,), generator=g)
-    assert float(elr_plus_loss(logits, F.one_hot(y, 4).float(), t, 3.0)) == pytest.approx(
+    assert float(elr_loss(logits, F.one_hot(y, 4).float(), t, 3.0)) == pytest.approx(
         float(elr_loss(logits, y, t, 3.0)), abs=1e-6)
 
 
 def test_ramps_and_weight_averaging_equal_the_authors():
     for t in (0, 1, 7, 39, 40, 41, 1000):
         for length in (0, 40, 40000):
-            assert sigmoid_rampup(t, length) == pytest.approx(authors_sigmoid_rampup(t, length), rel=1e-12)
-    assert sigmoid_rampup(0, 40) == pytest.approx(np.exp(-5)) and sigmoid_rampup(40, 40) == 1.0
+            assert rampup(t, length, sigmoid=True) == pytest.approx(authors_sigmoid_rampup(t, length), rel=1e-12)
+    assert rampup(0, 40, sigmoid=True) == pytest.approx(np.exp(-5)) and rampup(40, 40, sigmoid=True) == 1.0
     torch.manual_seed(0)
     for ema_step in (40, None):
         net, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
@@ -202,8 +192,8 @@ def test_bad_options_are_refused_by_name():
             ELRPlus(**{option: value})
     with pytest.raises(ValueError, match="n_rows=0"):
         scaled_ramp(0, 64, 50)
-    assert OPTIONS == dict(beta=0.7, lam=3.0, mixup_alpha=1.0, ema_alpha=0.997, ema_step=40000, coef_step=0,
-                           label_correction=False)
+    assert methods.METHODS["elr_plus"].options == dict(beta=0.7, lam=3.0, mixup_alpha=1.0, ema_alpha=0.997,
+                                                       ema_step=40000, coef_step=0, label_correction=False)
 
 
 def test_a_stopped_run_resumes_to_the_uninterrupted_result(digits, tmp_path, monkeypatch, capsys):

@@ -9,18 +9,12 @@ import torch
 import torch.nn.functional as F
 from test_resume import digits_run, private_cache, stop_and_resume  # noqa: F401 (a fixture)
 
-from idnhelpers import checkpoint, engine, methods
+from idnhelpers import checkpoint, engine
 from idnhelpers.datasets import load_dataset, protocol
 from idnhelpers.methods import run_method, run_methods
 from idnhelpers.noise import symmetric_noise
 from idnhelpers.runs import make_run
-from idnhelpers.sop import SOP, TwoViews, consistency, cutout, sop, sop_plus
-
-
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    for name, label, driver in (("sop", "SOP", sop), ("sop_plus", "SOP+", sop_plus)):
-        methods.register_method(name, methods._driver_method(label, driver), replace=True)
+from idnhelpers.sop import SOP, TwoViews, consistency, cutout
 
 
 class AuthorsSOP(torch.nn.Module):
