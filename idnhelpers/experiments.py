@@ -75,13 +75,11 @@ def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: 
         fail("sample", sample, "a sample.Sample (sample.sample(dataset, n_train=..., seed=...))")
     rates = spec.check_rates(family, noise_rates)
     settings = spec.with_defaults(family, settings)
-    for name, value in (("noise_seed", noise_seed), ("train_seed", train_seed)):
+    for name, value, check in (("noise_seed", noise_seed, check_noise_seed), ("train_seed", train_seed, check_seed)):
         if value is not None and name not in spec.seeded_by:
             fail(name, value, f"None: family {family!r} is seeded by {list(spec.seeded_by) or 'nothing'}")
-    if noise_seed is not None:
-        check_noise_seed(noise_seed)  # before a network trains
-    if train_seed is not None:
-        check_seed(train_seed, "train_seed")
+        if value is not None:
+            check(value, name)  # before a network trains
     if spec.needs != "network" and n_epochs is not None:
         fail("n_epochs", n_epochs, f"None: family {family!r} trains no network")
     S = None

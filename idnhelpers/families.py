@@ -12,7 +12,7 @@ import torch
 from .checks import (check_choice, check_float, check_labels, check_labels_softmax, check_new_name,
                      check_noise_seed, check_rates, check_same_length, fail)
 from .noise import (XIA_NORM_STD, _class_count, _pmd_type, flip_count, idn_labels, pair_noise, pmd_exact_noise,
-                    pmd_noise, symmetric_noise, xia_exact_noise, xia_noise, xia_rate_distribution)
+                    pmd_noise, symmetric_noise, xia_noise, xia_rate_distribution)
 from .published import (CAL_DATASETS, CAL_RATES, PUBLISHED, PUBLISHED_RATES, check_cifar_n_labels, load_cal_idn,
                         load_cifar_n, load_published_idn, read_noisy_csv)
 
@@ -37,7 +37,7 @@ class NoiseFamily:
     ``LabelInputs`` (rate None for a ``fixed`` family). ``needs``: None, "instances", "network" (its softmax
     "averaged" over epochs or the "final" one's) or "file" (for ``datasets`` and ``rates`` only).
     ``settings``: defaults, checked by ``checks``; ``exact``: ``flip_count`` flips; ``nested``: a lower
-    rate's flips are a higher one's subset; ``expected(rate, n)``: the realised rate's (mean, sd);
+    rate's flips are a higher one's subset; ``expected(rate, **settings)``: the realised rate's mean;
     ``completed_by``: the family a ``study.Study`` labels the rates this one's files lack with."""
 
     label: str
@@ -102,20 +102,15 @@ class NoiseFamily:
 
 
 def expected_rate(family: str, rate: float, n: int, **settings) -> tuple[float, float] | None:
-    """(mean, sd) of ``family``'s realised noise rate over ``n`` labels at ``rate`` (None: unknown)."""
+    """(mean, sd) of ``family``'s realised noise rate over ``n`` labels at ``rate`` (None: unknown): the sd
+    of Binomial(n, mean) (Xia's; PMD's Poisson-binomial sd is at most that)."""
     spec = FAMILIES[check_choice(family, "family", FAMILIES)]
     if spec.exact and spec.needs != "file":
         return flip_count(rate, n) / n, 0.0
-    return None if spec.expected is None else spec.expected(rate, n, **spec.with_defaults(family, settings))
-
-
-def _xia_expected(rate: float, n: int, norm_std: float = XIA_NORM_STD) -> tuple[float, float]:
-    mean = float(xia_rate_distribution(rate, norm_std).mean())
-    return mean, math.sqrt(mean * (1 - mean) / n)  # Binomial(n, E q)
-
-
-def _pmd_expected(rate: float, n: int, **settings) -> tuple[float, float]:
-    return rate, math.sqrt(rate * (1 - rate) / n)  # the factor is solved for the mean; Poisson-binomial sd at most
+    if spec.expected is None:
+        return None
+    mean = spec.expected(rate, **spec.with_defaults(family, settings))
+    return mean, math.sqrt(mean * (1 - mean) / n)
 
 
 def _published(load):
@@ -154,14 +149,12 @@ register_family("idn_published", NoiseFamily(
     elsewhere="family 'idn' runs Algorithm 1 on any data set", completed_by="idn"))
 register_family("xia", NoiseFamily(
     "Xia et al.", lambda inputs, r, seed, norm_std: xia_noise(inputs.X, inputs.y, r, inputs.n_classes, seed, norm_std),
-    **_XIA, exact=False, expected=_xia_expected))
-register_family("xia_exact", NoiseFamily(
-    "Xia et al., exact count",
-    lambda inputs, r, seed, norm_std: xia_exact_noise(inputs.X, inputs.y, r, inputs.n_classes, seed, norm_std),
-    **_XIA))
+    **_XIA, exact=False, expected=lambda r, norm_std: float(xia_rate_distribution(r, norm_std).mean())))
+register_family("xia_exact", NoiseFamily("Xia et al., exact count", lambda inputs, r, seed, norm_std: xia_noise(
+    inputs.X, inputs.y, r, inputs.n_classes, seed, norm_std, exact=True), **_XIA))
 register_family("pmd", NoiseFamily(
     "PMD (Zhang et al.)", lambda inputs, r, seed, type: pmd_noise(inputs.y, inputs.S, r, type, seed),
-    **_PMD, exact=False, expected=_pmd_expected))
+    **_PMD, exact=False, expected=lambda r, type: r))  # the factor is solved for the mean
 register_family("pmd_exact", NoiseFamily(
     "PMD, exact count", lambda inputs, r, seed, type: pmd_exact_noise(inputs.y, inputs.S, r, type, seed), **_PMD))
 register_family("pmd_factor", NoiseFamily(  # gen_noise_label.py --noise_factor: the rate is what the factor gives

@@ -43,14 +43,6 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(_cpuinfo().get("flags", "").split())
 
 
-@functools.cache
-def _library_versions() -> dict:
-    text = torch.__config__.show()
-    onednn = re.search(r"MKL-DNN v([\w.]+)", text)
-    mkl = re.search(r"Math Kernel Library Version ([\w.\-]+)", text)
-    return {"onednn": onednn.group(1) if onednn else None, "mkl": mkl.group(1) if mkl else None}
-
-
 def _mkldnn_bf16() -> bool:
     """oneDNN's own report: bf16 kernels usable within the instruction set it may use."""
     try:
@@ -98,11 +90,6 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 1024, seconds:
     return 2 * size ** 3 / best / 1e9
 
 
-def bf16_slowdown() -> float:
-    """How many times slower a bf16 matrix product is than an fp32 one on this CPU (measured)."""
-    return matmul_gflops(torch.float32, 256, 0.2) / matmul_gflops(torch.bfloat16, 256, 0.2)
-
-
 def resolve_precision(precision, device, device_type: str | None = None) -> str:
     """``"auto"``: bf16 where it is native, else fp32. bf16 and tf32 are refused on a GPU without them,
     tf32 on a CPU; bf16 on a CPU without it is emulated, with a warning giving the slowdown.
@@ -128,9 +115,10 @@ def resolve_precision(precision, device, device_type: str | None = None) -> str:
         major, minor = torch.cuda.get_device_capability(device)
         fail("precision", precision, f"'fp32' or 'auto' on {torch.cuda.get_device_name(device)} (compute "
              f"capability {major}.{minor}): {precision} needs 8.0 or later")
-    if precision == "bf16" and not native:
+    if precision == "bf16" and not native:  # the slowdown measured on this CPU
+        slowdown = matmul_gflops(torch.float32, 256, 0.2) / matmul_gflops(torch.bfloat16, 256, 0.2)
         warnings.warn(f"precision='bf16' on this CPU ({cpu_model()}) is emulated: a matrix product runs "
-                      f"{bf16_slowdown():.0f}x slower than in fp32 here; precision='auto' chooses fp32", stacklevel=2)
+                      f"{slowdown:.0f}x slower than in fp32 here; precision='auto' chooses fp32", stacklevel=2)
     return precision
 
 
@@ -178,8 +166,11 @@ def describe(device, precision: str, deterministic: bool = False) -> dict:
 
 def fingerprint() -> dict:
     """What decides whether two CPU results can be bit-identical: the CPU, its kernels and torch."""
+    text = torch.__config__.show()
+    onednn, mkl = re.search(r"MKL-DNN v([\w.]+)", text), re.search(r"Math Kernel Library Version ([\w.\-]+)", text)
     return {"cpu": cpu_model(), "flags": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16],
-            **_library_versions(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn": onednn.group(1) if onednn else None, "mkl": mkl.group(1) if mkl else None,
+            "capability": torch.backends.cpu.get_cpu_capability(),
             "isa_environment": {name: os.environ[name] for name in ISA_ENVIRONMENT if name in os.environ},
             "torch": str(torch.__version__), "threads": torch.get_num_threads()}
 

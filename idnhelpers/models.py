@@ -132,9 +132,7 @@ def build_model(name: str, n_classes: int, input_shape: tuple[int, ...], pretrai
     ``pretrained``: a state_dict file for all but the last layer (resnet50 only)."""
     if name not in MODELS:
         raise ValueError(f"model={name!r} is not allowed: one of {sorted(MODELS)}")
-    if pretrained is not None:
-        if name != "resnet50":
-            raise ValueError(f"pretrained={pretrained!r} is not allowed with model={name!r}: only resnet50 loads "
-                             "pretrained weights")
-        return resnet50(n_classes, pretrained)
-    return MODELS[name](n_classes, tuple(input_shape))
+    if pretrained is not None and name != "resnet50":
+        raise ValueError(f"pretrained={pretrained!r} is not allowed with model={name!r}: only resnet50 loads "
+                         "pretrained weights")
+    return MODELS[name](n_classes, tuple(input_shape)) if pretrained is None else resnet50(n_classes, pretrained)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -147,8 +148,18 @@ def _features(X, n: int) -> torch.Tensor:
     return X
 
 
-def _xia_draws(X, y, noise_rate, n_classes, seed, norm_std):
-    """The draws of Xia et al.'s ``get_instance_noisy_label``, in order, and the flip distributions P."""
+def _sample_rows(P: torch.Tensor, u: np.ndarray) -> torch.Tensor:
+    """numpy's ``choice(c, p=P_i)`` for every row at once, given its uniform draws ``u``."""
+    cdf = torch.from_numpy(P.double().numpy().cumsum(1))
+    cdf /= cdf[:, -1:].clone()
+    return (cdf <= torch.from_numpy(u)[:, None]).sum(1).clamp(max=P.shape[1] - 1)
+
+
+def xia_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0,
+              norm_std: float = XIA_NORM_STD, exact: bool = False) -> torch.Tensor:
+    """Xia et al.'s instance-dependent noise (Algorithm 2), their draws in their order (``X``: raw pixel
+    values as floats, or features); the realised rate is random. ``exact``: exactly ``flip_count`` flips,
+    a weighted sample (weights q_i) without replacement, each to another class drawn by P_i."""
     y = _class_count(y, n_classes)
     rng = np.random.RandomState(check_noise_seed(seed))
     X = _features(X, len(y))
@@ -162,33 +173,12 @@ def _xia_draws(X, y, noise_rate, n_classes, seed, norm_std):
     q = torch.from_numpy(q).float()
     P = q[:, None] * logits.softmax(1)
     P[torch.arange(len(y)), y] += 1 - q
-    return y, q, P, rng
-
-
-def _sample_rows(P: torch.Tensor, u: np.ndarray) -> torch.Tensor:
-    """numpy's ``choice(c, p=P_i)`` for every row at once, given its uniform draws ``u``."""
-    cdf = torch.from_numpy(P.double().numpy().cumsum(1))
-    cdf /= cdf[:, -1:].clone()
-    return (cdf <= torch.from_numpy(u)[:, None]).sum(1).clamp(max=P.shape[1] - 1)
-
-
-def xia_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0,
-              norm_std: float = XIA_NORM_STD) -> torch.Tensor:
-    """Xia et al.'s instance-dependent noise (Algorithm 2), their draws in their order (``X``: raw pixel
-    values as floats, or features); the realised rate is random."""
-    y, q, P, rng = _xia_draws(X, y, noise_rate, n_classes, seed, norm_std)
-    return _sample_rows(P, rng.random_sample(len(y)))
-
-
-def xia_exact_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int = 0,
-                    norm_std: float = XIA_NORM_STD) -> torch.Tensor:
-    """``xia_noise`` with exactly ``flip_count`` flips: a weighted sample (weights q_i), no replacement."""
-    y, q, P, rng = _xia_draws(X, y, noise_rate, n_classes, seed, norm_std)
+    if not exact:
+        return _sample_rows(P, rng.random_sample(len(y)))
     flip = _weighted_order(q, rng.random_sample(len(y)))[:flip_count(noise_rate, len(y))]
-    others = P[flip].clone()
-    others[torch.arange(len(flip)), y[flip]] = 0
+    P[torch.arange(len(y)), y] = 0
     y_noisy = y.clone()
-    y_noisy[flip] = _sample_rows(others, rng.random_sample(len(flip)))
+    y_noisy[flip] = _sample_rows(P[flip], rng.random_sample(len(flip)))
     return y_noisy
 
 
@@ -235,39 +225,29 @@ def pmd_factor(y, u, s, keep, noise_rate: float) -> float:
     return slope / (noise_rate - base)
 
 
-def _pmd(y, S, noise_rate, noise_type, factor=None):
-    """(y, u, s, probability of u, the rows the authors draw for): the factor solved for ``noise_rate``, or
-    the authors' hand-set ``factor`` (the rate then what it gives); on two classes the authors' branch,
-    which takes no factor and draws for class 1 only."""
+def pmd_noise(y, S, noise_rate: float | None, noise_type: int = 1, seed: int = 0, factor: float | None = None,
+              exact: bool = False) -> torch.Tensor:
+    """PMD noise (Zhang et al.; pxiangwu/PLC's ``label_noise``): the top class u with probability
+    (1 - tau(x)) / factor, else the second class s; the realised rate is random. ``factor`` solved for
+    ``noise_rate``, or (``noise_rate`` None) the authors' hand-set one (their default 1.2); on two classes
+    the authors' branch, which takes no factor and draws for class 1 only. ``exact`` (``pmd_exact_noise``):
+    exactly ``flip_count`` flips, weighted by the chance the authors' rule mislabels."""
+    if (noise_rate is None) == (factor is None):
+        fail("noise_rate/factor", (noise_rate, factor), "exactly one: a rate to solve the factor for, or a factor")
+    if factor is not None:
+        check_float(factor, "factor", low=1.0)
     y, S = check_labels_softmax(y, S)
     if S.shape[1] == 2:
         (u, s, keep), drawn = pmd_two_class(y, S, noise_type), (y == 1).numpy()
         factor = 1.0 if noise_rate is None else None
     else:
         (u, s, keep), drawn = pmd_keep(S, noise_type), np.ones(len(y), bool)
-    if factor is None:
-        factor = pmd_factor(y, u, s, keep, check_rate(noise_rate))
-    return y, u, s, keep / factor, drawn
-
-
-def pmd_noise(y, S, noise_rate: float | None, noise_type: int = 1, seed: int = 0, factor: float | None = None):
-    """PMD noise (Zhang et al.; pxiangwu/PLC's ``label_noise``): the top class u with probability
-    (1 - tau(x)) / factor, else the second class s; the realised rate is random. ``factor`` solved for
-    ``noise_rate``, or (``noise_rate`` None) the authors' hand-set one (their default 1.2)."""
-    if (noise_rate is None) == (factor is None):
-        fail("noise_rate/factor", (noise_rate, factor), "exactly one: a rate to solve the factor for, or a factor")
-    if factor is not None:
-        check_float(factor, "factor", low=1.0)
-    y, u, s, p_u, drawn = _pmd(y, S, noise_rate, noise_type, factor)
-    draws = np.zeros(len(y), np.int64)
-    draws[drawn] = np.random.RandomState(check_noise_seed(seed)).binomial(1, p_u[drawn])
-    return torch.from_numpy(np.where(draws == 1, u.numpy(), s.numpy())).long()
-
-
-def pmd_exact_noise(y, S, noise_rate: float, noise_type: int = 1, seed: int = 0) -> torch.Tensor:
-    """``pmd_noise`` with exactly ``flip_count`` flips, weighted by the chance the authors' rule mislabels."""
-    y, u, s, p_u, _ = _pmd(y, S, noise_rate, noise_type)
+    p_u = keep / (pmd_factor(y, u, s, keep, check_rate(noise_rate)) if factor is None else factor)
     rng = np.random.RandomState(check_noise_seed(seed))
+    if not exact:
+        draws = np.zeros(len(y), np.int64)
+        draws[drawn] = rng.binomial(1, p_u[drawn])
+        return torch.from_numpy(np.where(draws == 1, u.numpy(), s.numpy())).long()
     p_u = torch.from_numpy(p_u).double()
     wrong = p_u * (u != y) + (1 - p_u) * (s != y)
     flip = _weighted_order(wrong, rng.random_sample(len(y)))[:flip_count(noise_rate, len(y))]
@@ -278,3 +258,6 @@ def pmd_exact_noise(y, S, noise_rate: float, noise_type: int = 1, seed: int = 0)
     y_noisy = y.clone()
     y_noisy[flip] = torch.where((u[flip] != y[flip]) & ((s[flip] == y[flip]) | to_u), u[flip], s[flip])
     return y_noisy
+
+
+pmd_exact_noise = functools.partial(pmd_noise, exact=True)  # (y, S, noise_rate, noise_type=1, seed=0)

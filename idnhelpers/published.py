@@ -67,10 +67,6 @@ class HumanLabels:
     md5: tuple[str, ...]
     keys: dict
 
-    @property
-    def variants(self) -> tuple[str, ...]:
-        return tuple(name for name in self.keys if not name.startswith("clean"))
-
 
 CIFAR_N_FOLDER = "cifar-10-100n"  # under the data root: the repository's name
 CIFAR_N = {
@@ -93,10 +89,11 @@ _CIFAR_N_GLOBALS = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._r
 
 def check_cifar_n_labels(labels, dataset: str) -> str:
     """One of the data set's CIFAR-N label sets; the authors' names (``rand1``, ``noisy100``) get ours."""
+    variants = [name for name in CIFAR_N[dataset].keys if not name.startswith("clean")]
     if labels in CIFAR_N_AUTHORS:
         fail("labels", labels, f"{CIFAR_N_AUTHORS[labels]!r}: the authors' --noise_type {labels!r} is called "
-             f"{CIFAR_N_AUTHORS[labels]!r} here (one of {list(CIFAR_N[dataset].variants)})")
-    return check_choice(labels, "labels", CIFAR_N[dataset].variants)
+             f"{CIFAR_N_AUTHORS[labels]!r} here (one of {variants})")
+    return check_choice(labels, "labels", variants)
 
 
 def load_cifar_n(dataset: str, root=None, labels: str = "worst", verify: bool = True):

@@ -49,7 +49,7 @@ def test_an_isa_cap_in_the_environment_turns_native_bf16_off():
 
 def test_naming_bf16_where_it_is_emulated_warns_with_the_measured_slowdown(monkeypatch):
     monkeypatch.setattr(hardware, "native_bf16", lambda device: False)
-    monkeypatch.setattr(hardware, "bf16_slowdown", lambda: 104.6)
+    monkeypatch.setattr(hardware, "matmul_gflops", lambda dtype, size, seconds: 104.6 if dtype == torch.float32 else 1)
     with pytest.warns(UserWarning, match="precision='bf16' on this CPU .* is emulated: a matrix product runs 105x "
                                          "slower than in fp32 here; precision='auto' chooses fp32"):
         assert hardware.resolve_precision("bf16", "cpu") == "bf16"
