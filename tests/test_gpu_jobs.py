@@ -1,11 +1,17 @@
 """Slurm jobs that cannot go wrong without a word (issue 33): a GPU job on a node without one stops,
 a job asks for at most the one GPU it uses, and a job needing many time limits is requeued."""
 
+from types import SimpleNamespace
+
+import pandas as pd
 import pytest
 import submitit
+import torch
 
+from idnhelpers.datasets import protocol
 from idnhelpers.grid import build_grid, executors
 from idnhelpers.grid.plan import make_jobs
+from idnhelpers.runs import make_run
 from idnhelpers.study import Study
 
 
@@ -56,8 +62,24 @@ def test_slurm_jobs_are_requeued_after_many_time_limits(monkeypatch, tmp_path):
     executors.make_executor("slurm", dict(options, mem_gb=15, max_timeouts=6), n_jobs=3)
     assert (made["slurm_max_num_timeout"], made["mem_gb"]) == (6, 15)
     # twice the time limits the estimated hours need, at least submitit's 3; unknown hours: MAX_TIMEOUTS
-    assert executors.max_timeouts(100.0, 2880) == 2 * 3 and executors.max_timeouts(0.5, 720) == 3
-    assert executors.max_timeouts(float("nan"), 720) == executors.MAX_TIMEOUTS
+    assert max_timeouts(100.0, 2880) == 2 * 3 and max_timeouts(0.5, 720) == 3
+    assert max_timeouts(float("nan"), 720) == executors.MAX_TIMEOUTS
+
+
+def resources(jobs, hours=(1.0,), time_min=720) -> dict:
+    """What each Slurm job of a plan of ``jobs`` (its hours per job) asks for."""
+    p = SimpleNamespace(jobs=jobs, table=pd.DataFrame({"hours": hours}))
+    return executors.with_job_resources("slurm", dict(time_min=time_min), p)
+
+
+def cifar10_run(n: int, **protocol_changes):
+    return make_run(torch.zeros(n, 3, 32, 32, dtype=torch.uint8), torch.zeros(n, dtype=torch.long),
+                    protocol("cifar10", **protocol_changes), dataset="cifar10")
+
+
+def max_timeouts(hours: float, time_min: int) -> int:
+    job = SimpleNamespace(cells=[SimpleNamespace(run=cifar10_run(10, model="wrn16_2"))])
+    return resources([job], [hours], time_min)["max_timeouts"]
 
 
 def test_a_slurm_job_asks_for_the_memory_its_stacked_runs_hold():
@@ -65,19 +87,12 @@ def test_a_slurm_job_asks_for_the_memory_its_stacked_runs_hold():
     50,000 images: 8 GB, the images, and four copies of the 12 networks (weights, momentum or Adam's two moments,
     the kept weights)."""
     import math
-    from types import SimpleNamespace
 
-    import torch
-
-    from idnhelpers.datasets import protocol
-    from idnhelpers.runs import make_run
-
-    run = make_run(torch.zeros(50_000, 3, 32, 32, dtype=torch.uint8), torch.zeros(50_000, dtype=torch.long),
-                   protocol("cifar10"), dataset="cifar10")
+    run = cifar10_run(50_000)
     job = SimpleNamespace(cells=[SimpleNamespace(run=run)] * 12)
-    assert executors.memory_gb([job]) == 8 + math.ceil((50_000 * 3 * 32 * 32 + 4 * 4 * 36_479_194 * 12) / 2 ** 30) == 15
-    small = SimpleNamespace(cells=[SimpleNamespace(run=run.replace(protocol=protocol("cifar10", model="wrn16_2")))])
-    assert executors.memory_gb([small]) == 9 and executors.memory_gb([small, job]) == 15  # the largest job's
+    assert resources([job])["mem_gb"] == 8 + math.ceil((50_000 * 3 * 32 * 32 + 4 * 4 * 36_479_194 * 12) / 2 ** 30) == 15
+    small = SimpleNamespace(cells=[SimpleNamespace(run=cifar10_run(50_000, model="wrn16_2"))])
+    assert resources([small])["mem_gb"] == 9 and resources([small, job], [1.0, 1.0])["mem_gb"] == 15  # the largest
 
 
 def test_every_benchmark_script_imports():

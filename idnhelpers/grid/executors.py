@@ -31,10 +31,13 @@ from ..results import Results
 from ..models import build_model
 from ..runs import Run, RunResult, Tensors
 from ..study import Study
-from .plan import Job, _cells, collect, plan, trace
-from .spec import Grid, build_grid
+from .plan import Job, as_grid, collect, plan
+from .spec import build_grid
 
-EXECUTORS = ("local", "slurm", "submitit-local", "debug")
+# the executors and the options each takes (``executor_options``)
+OPTIONS = {"local": (), "slurm": ("folder", "partition", "gpus", "cpus", "time_min", "array_parallelism"),
+           "submitit-local": ("folder", "gpus", "time_min", "parallel"), "debug": ("folder",)}
+EXECUTORS = tuple(OPTIONS)
 DEFAULT_TIME_MIN = 24 * 60  # a submitit job's time limit (minutes) unless given
 CPUS_PER_GPU = 8  # a Slurm job's CPU cores per GPU unless given: Clothing1M's image decoders run on them
 MAX_TIMEOUTS = 100  # requeues after a Slurm time limit where a job's hours are unknown (submitit's default: 3)
@@ -114,37 +117,37 @@ def _append_keys(path: Path, keys: list[str]) -> None:
         f.write("".join(f"{key}\n" for key in keys))
 
 
-def run_job(job: Job, device=None, stack_size: int | None = None, threads: int | None = None,
-            progress=None) -> int:
-    """Train one job's cells (``methods.run_stages``) and return their number. ``progress``: a file
-    to append each stage's run keys to (read by ``Progress``), or a callable given them."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if isinstance(progress, (str, Path)):
-        Path(progress).parent.mkdir(parents=True, exist_ok=True)
-        progress = functools.partial(_append_keys, progress)
-    wanted = {c.run.device_type for c in job.cells}
-    if "cuda" in wanted and resolve_device(device).type != "cuda":  # a GPU job on a node that shows none
-        fail("device", device or "auto", f"a GPU: this job's runs are keyed for CUDA and this node shows no GPU "
-             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); not training them on the CPU")
-    for precision in {c.run.precision for c in job.cells}:  # planned elsewhere: bf16 or tf32 on a V100 stops here
-        resolve_precision(precision, device)
-    trainer = JobTrainer("auto", device, stack_size=stack_size, report=progress)  # streamed images: the loop
-    run_stages(job.method, [c.run for c in job.cells], [c.noise_rate for c in job.cells], trainer, **job.options)
-    return len(job.cells)
-
-
 class GridJob:
-    """``run_job`` as submitit runs it: warned of its time limit or pre-emption, a Slurm job is
-    requeued (``checkpoint``) and trains only what is not stored, resuming a run from its checkpoint."""
+    """``run_job``: train one job's cells (``methods.run_stages``) and return their number. ``progress``:
+    a file to append each stage's run keys to (read by ``Progress``), or a callable given them. As submitit
+    runs it, warned of its time limit or pre-emption, a Slurm job is requeued (``checkpoint``) and trains
+    only what is not stored, resuming a run from its checkpoint."""
 
-    def __call__(self, *args):
-        return run_job(*args)
+    def __call__(self, job: Job, device=None, stack_size: int | None = None, threads: int | None = None,
+                 progress=None) -> int:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if isinstance(progress, (str, Path)):
+            Path(progress).parent.mkdir(parents=True, exist_ok=True)
+            progress = functools.partial(_append_keys, progress)
+        wanted = {c.run.device_type for c in job.cells}
+        if "cuda" in wanted and resolve_device(device).type != "cuda":  # a GPU job on a node that shows none
+            fail("device", device or "auto", f"a GPU: this job's runs are keyed for CUDA and this node shows no "
+                 f"GPU (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); not training them on "
+                 "the CPU")
+        for precision in {c.run.precision for c in job.cells}:  # planned elsewhere: bf16 or tf32 on a V100 stops
+            resolve_precision(precision, device)
+        trainer = JobTrainer("auto", device, stack_size=stack_size, report=progress)  # streamed images: the loop
+        run_stages(job.method, [c.run for c in job.cells], [c.noise_rate for c in job.cells], trainer, **job.options)
+        return len(job.cells)
 
     def checkpoint(self, *args):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(GridJob(), *args)
+        return submitit.helpers.DelayedSubmission(self, *args)
+
+
+run_job = GridJob()
 
 
 class Progress:
@@ -155,8 +158,7 @@ class Progress:
         self.folder, self.keys, self.start = folder, set(), time.time() - 1
         self.total, self.lines, self.shown = total, enabled and not use_bars(), 0
         self.bar = tqdm(total=total, desc="grid", unit="run", disable=not enabled or self.lines, file=sys.stderr)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._stop, self._lock = threading.Event(), threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
@@ -204,15 +206,13 @@ class Progress:
 
 def executor_options(executor: str, *, folder=None, partition=None, gpus=None, cpus=None, time_min=None,
                      array_parallelism=None, parallel=None) -> dict:
-    """Checked options of ``executor`` (see ``run_grid``), with their defaults filled in."""
+    """Checked options of ``executor`` (``OPTIONS``; see ``run_grid``), with their defaults filled in."""
     check_choice(executor, "executor", EXECUTORS)
     given = dict(partition=partition, gpus=gpus, cpus=cpus, time_min=time_min, array_parallelism=array_parallelism,
                  parallel=parallel, folder=folder)
-    takes = {"local": (), "debug": ("folder",), "submitit-local": ("folder", "gpus", "time_min", "parallel"),
-             "slurm": ("folder", "partition", "gpus", "cpus", "time_min", "array_parallelism")}[executor]
     for name, value in given.items():
-        if value is not None and name not in takes:
-            fail(name, value, f"None with executor={executor!r} (it takes {list(takes) or 'no options'})")
+        if value is not None and name not in OPTIONS[executor]:
+            fail(name, value, f"None with executor={executor!r} (it takes {list(OPTIONS[executor]) or 'no options'})")
     check_int(gpus, "gpus", minimum=0, none_ok=True)
     for name in ("cpus", "time_min", "array_parallelism", "parallel"):
         check_int(given[name], name, minimum=1, none_ok=True)
@@ -259,44 +259,33 @@ def make_executor(executor: str, options: dict, n_jobs: int):
     ex = submitit.AutoExecutor(folder=options["folder"], cluster="slurm",
                                slurm_max_num_timeout=options.get("max_timeouts", MAX_TIMEOUTS))
     params = dict(name="idn-grid", timeout_min=options["time_min"], gpus_per_node=options["gpus"],
-                  mem_gb=options.get("mem_gb"),
-                  cpus_per_task=options.get("cpus"), slurm_partition=options.get("partition"),
+                  mem_gb=options.get("mem_gb"), cpus_per_task=options.get("cpus"),
+                  slurm_partition=options.get("partition"),
                   slurm_array_parallelism=min(options.get("array_parallelism") or n_jobs, n_jobs))
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
 
 
-def memory_gb(jobs: list[Job]) -> int:
-    """Host memory (GB) each Slurm job asks for: 8 for the process, its CUDA context and loaders, plus
-    the largest job's training images in memory and four copies of its stacked networks (weights,
-    momentum or Adam's two moments, and the kept weights: what a checkpoint and the results hold)."""
+def with_job_resources(executor: str, options: dict, p) -> dict:
+    """``options`` with what each Slurm job of plan ``p`` asks for. ``mem_gb``: 8 GB for the process, its
+    CUDA context and loaders, plus the largest job's training images in memory and four copies of its stacked
+    networks (weights, momentum or Adam's two moments, and the kept weights: what a checkpoint and the results
+    hold). ``max_timeouts``: the time limits a job may reach and be requeued, twice as many as the longest
+    job's estimated hours need (at least submitit's default, 3); ``MAX_TIMEOUTS`` where they are unknown."""
+    if executor != "slurm" or not p.jobs:
+        return options
     most = 0
-    for job in jobs:
+    for job in p.jobs:
         run = job.cells[0].run
         shape = run.spec.input_shape
         data = len(run.data) * math.prod(shape) * (4 if run.spec.is_features else 1) if isinstance(
             run.data, Tensors) else 0
         with torch.device("meta"):
-            params = sum(p.numel() for p in build_model(run.protocol.model, run.n_classes, shape).parameters())
+            params = sum(w.numel() for w in build_model(run.protocol.model, run.n_classes, shape).parameters())
         most = max(most, data + 4 * 4 * params * run.step.n_networks * len(job.cells))
-    return 8 + math.ceil(most / 2 ** 30)
-
-
-def max_timeouts(hours: float, time_min: int) -> int:
-    """The time limits a Slurm job may reach and be requeued: twice as many as its estimated ``hours``
-    need (at least submitit's default, 3); ``MAX_TIMEOUTS`` where the estimate is unknown."""
-    if math.isnan(hours):
-        return MAX_TIMEOUTS
-    return max(3, 2 * math.ceil(hours * 60 / time_min))
-
-
-def with_job_resources(executor: str, options: dict, p) -> dict:
-    """``options`` with what each Slurm job of plan ``p`` asks for: ``mem_gb`` and ``max_timeouts``."""
-    if executor != "slurm" or not p.jobs:
-        return options
     hours = p.table["hours"]
-    longest = float("nan") if hours.isna().any() else float(hours.max())
-    return dict(options, mem_gb=memory_gb(p.jobs), max_timeouts=max_timeouts(longest, options["time_min"]))
+    timeouts = MAX_TIMEOUTS if hours.isna().any() else max(3, 2 * math.ceil(hours.max() * 60 / options["time_min"]))
+    return dict(options, mem_gb=8 + math.ceil(most / 2 ** 30), max_timeouts=timeouts)
 
 
 def run_study(study: Study, executor: str = "local", *, collect_only: bool = False, device_type: str | None = None,
@@ -319,62 +308,60 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
     (K at most) goes to every job. ``wait=False`` (Slurm) returns the submitted jobs. A missing labelling
     network (``prerequisites``) trains first, here."""
     options = executor_options(executor, **options)
-    if device is None and isinstance(grid, Grid):
+    grid = as_grid(grid)
+    if device is None and grid.study is not None:
         device = grid.study.device
     check_int(stack_size, "stack_size", minimum=1, none_ok=True)
     if not wait and executor != "slurm":
         fail("wait", wait, "True unless executor='slurm' (jobs on this machine end with this process)")
     device_type = jobs_device_type(executor, options, device)
-    if isinstance(grid, Grid) and grid.prerequisites:
+    if grid.prerequisites:
         engine.train_many(list(grid.prerequisites), device=device)
         grid = build_grid(grid.study, device=device, device_type=device_type)
     # the cells as the jobs' device will key them (a grid built on a login node without a GPU says "cpu")
-    cells = [dataclasses.replace(c, run=engine.on_device(c.run, torch.device(device_type))) for c in _cells(grid)]
-    p = plan(cells, device=device_type, cells_per_job=cells_per_job, traces=trace(cells, progress=progress))
+    grid = dataclasses.replace(grid, cells=tuple(dataclasses.replace(
+        c, run=engine.on_device(c.run, torch.device(device_type))) for c in grid.cells))
+    p = plan(grid, device=device_type, cells_per_job=cells_per_job, progress=progress)
     options = with_job_resources(executor, options, p)
     if p.jobs and executor == "local":
         with Progress(p.runs, enabled=progress) as bar:
             for job in p.jobs:
                 run_job(job, device, stack_size, progress=bar.report)
     elif p.jobs:
-        submitted = _submit(p.jobs, executor, options, device_type, stack_size, wait, progress, p.runs)
+        submitted = _submit(p, executor, options, device_type, stack_size, wait, progress)
         if not wait:
             return submitted
-    results = collect(cells)
-    results.description = grid.description if isinstance(grid, Grid) else ""
-    return results
+    return collect(grid)
 
 
-def _submit(jobs: list[Job], executor: str, options: dict, device: str, stack_size, wait: bool,
-            progress: bool, total: int) -> list:
-    """Run ``jobs`` through submitit on ``device`` ("cpu" or "cuda": where their cells are keyed): a job
+def _submit(p, executor: str, options: dict, device: str, stack_size, wait: bool, progress: bool) -> list:
+    """Run plan ``p``'s jobs through submitit on ``device`` ("cpu" or "cuda": where their cells are keyed): a job
     array on Slurm; here at most ``parallel`` processes at once, each with its share of the CPU threads.
     Raises if a job failed."""
-    folder = Path(options["folder"]) / "progress" / uuid.uuid4().hex[:12]
+    jobs, folder = p.jobs, Path(options["folder"]) / "progress" / uuid.uuid4().hex[:12]
     ex = make_executor(executor, options, len(jobs))
     local = executor == "submitit-local"
     workers = options["parallel"] if local else len(jobs)
     threads = max(1, cpu_cores() // min(workers, len(jobs))) if local else options.get("cpus")
     args = [(job, device, stack_size, threads, str(folder / f"{i}.keys")) for i, job in enumerate(jobs)]
+    handles, pending = [], list(args)
     if executor == "slurm":
-        handles = ex.map_array(GridJob(), *zip(*args))
+        handles, pending = ex.map_array(run_job, *zip(*args)), []
         print(f"submitted job array {handles[0].job_id.split('_')[0]} ({len(handles)} jobs); logs in "
               f"{options['folder']}", file=sys.stderr)
         if not wait:
             return handles
-        pending = []
-    else:
-        handles, pending = [], list(args)
-    gpu_of = {}  # submitit-local: the GPU each job was given
-    with Progress(total, folder, enabled=progress):
+    gpu_of = []  # submitit-local: the GPU each job was given
+    with Progress(p.runs, folder, enabled=progress):
         while pending or not all(h.done() for h in handles):
             while pending and sum(not h.done() for h in handles) < workers:
+                gpu = None
                 if local and options["gpus"]:
-                    busy = [g for h, g in gpu_of.items() if not h.done()]
+                    busy = [g for h, g in zip(handles, gpu_of) if not h.done()]
                     gpu = min(visible_gpus()[:options["gpus"]], key=busy.count)
                     ex.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
-                handles.append(ex.submit(GridJob(), *pending.pop(0)))
-                gpu_of[handles[-1]] = gpu if local and options["gpus"] else None
+                handles.append(ex.submit(run_job, *pending.pop(0)))
+                gpu_of.append(gpu)
             time.sleep(POLL_SECONDS[executor])
     failed = []
     for job, handle in zip(jobs, handles):
@@ -383,7 +370,8 @@ def _submit(jobs: list[Job], executor: str, options: dict, device: str, stack_si
         except Exception as e:  # a killed job has no result to read
             error = e
         if error is not None:
-            failed.append(f"  {job.name} (job {handle.job_id}): {type(error).__name__}: {str(error).strip()[:300]}")
+            failed.append(f"  {job.method} on {job.cells[0].dataset} ({len(job.cells)} cells) (job {handle.job_id}): "
+                          f"{type(error).__name__}: {str(error).strip()[:300]}")
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(jobs)} jobs failed (logs in {options['folder']}):\n"
                            + "\n".join(failed) + "\nRun the grid again: it trains only the runs that are missing.")

@@ -43,10 +43,6 @@ class Job:
     options: dict
     cells: tuple[Cell, ...]
 
-    @property
-    def name(self) -> str:
-        return f"{self.method} on {self.cells[0].dataset} ({len(self.cells)} cells)"
-
 
 def make_jobs(cells, cells_per_job: int | None = None) -> list[Job]:
     """One job per method and data set (and options), with all its cells or ``cells_per_job`` of them."""
@@ -126,26 +122,25 @@ def trace(cells, progress: bool = True) -> list[CellTrace]:
                      file=sys.stderr):
         tracer = _Tracer()
         result = run_stages(cell.method, [cell.run], [cell.noise_rate], tracer, **cell.options)[0]
-        stages = tuple(tracer.log)
-        done = all(r is not None for _, r in stages)
-        traces.append(CellTrace(cell, stages, result if done else None))
+        traces.append(CellTrace(cell, tuple(tracer.log), None if tracer.placeholders else result))
     return traces
 
 
-def _cells(grid) -> tuple[Cell, ...]:
+def as_grid(grid) -> Grid:
+    """``grid``, or a list of cells as a grid of no study, description or prerequisites."""
     if isinstance(grid, Grid):
-        return grid.cells
+        return grid
     cells = tuple(grid)
     for i, cell in enumerate(cells):
         if not isinstance(cell, Cell):
             fail(f"cells[{i}]", type(cell).__name__, "a grid.Cell (build_grid(spec).cells)")
-    return cells
+    return Grid(None, cells, "")
 
 
 def grid_status(grid, traces: list[CellTrace] | None = None) -> pd.DataFrame:
     """One row per cell: data set, method, labels, seed, ``status`` (done / running / missing) and
     how many of its stages are in the cache."""
-    traces = trace(_cells(grid)) if traces is None else traces
+    traces = trace(as_grid(grid).cells) if traces is None else traces
     return pd.DataFrame([dict(dataset=t.cell.dataset, method=t.cell.method, family=t.cell.family, labels=t.cell.labels,
                               seed=t.cell.seed, status=t.status, stages_done=sum(r is not None for _, r in t.stages))
                          for t in traces])
@@ -169,21 +164,21 @@ def format_status(status: pd.DataFrame) -> str:
 def collect(grid) -> Results:
     """The results of a grid read from the cache; trains nothing. Raises ``MissingRuns`` listing each
     cell not all there (and its first missing run), or the labelling network the grid lacks."""
-    if isinstance(grid, Grid) and grid.prerequisites:
+    grid = as_grid(grid)
+    if grid.prerequisites:
         keys = ", ".join(run.key() for run in grid.prerequisites)
         raise MissingRuns(f"the labels of this grid need their labelling network (run {keys}), which is not in the "
                           f"cache ({cache.cache_dir()}): train it with `idn-grid` (same settings) or run_grid",
                           list(grid.cells))
-    cells = _cells(grid)
-    traces = trace(cells)
+    traces = trace(grid.cells)
     todo = [t for t in traces if t.result is None]
     if todo:
         lines = [f"  {t.cell.name}: {t.missing[0].label or 'a run'} (run {t.missing[0].key()}; {t.status}; "
                  f"{sum(r is not None for _, r in t.stages)} stage(s) before it in the cache)" for t in todo]
-        raise MissingRuns(f"{len(todo)} of {len(cells)} cells are not in the cache ({cache.cache_dir()}):\n"
+        raise MissingRuns(f"{len(todo)} of {len(grid.cells)} cells are not in the cache ({cache.cache_dir()}):\n"
                           + "\n".join(lines) + "\nTrain them with `idn-grid` (same settings) or run_grid; "
                           "`idn-grid --status` shows their progress.", [t.cell for t in todo])
-    return Results([(t.cell, t.result) for t in traces], grid.description if isinstance(grid, Grid) else "")
+    return Results([(t.cell, t.result) for t in traces], grid.description)
 
 
 @dataclass(frozen=True)
@@ -211,8 +206,8 @@ def measured_rates(traces: list[CellTrace]) -> dict:
     return {key: sum(v) / len(v) for key, v in samples.items()}
 
 
-def _rate(model: str, device: str, precision: str, rates: dict):
-    """(seconds per epoch per 1000 rows and network, where it came from), or (None, why not)."""
+def _rate(model: str, device: str, precision: str, rates: dict) -> tuple[float, str]:
+    """(seconds per epoch per 1000 rows and network, where it came from); NaN where not measured."""
     for source, table in (("this grid's runs", rates), ("NOTES.md", MEASURED)):
         if (model, device, precision) in table:
             return table[(model, device, precision)], f"{source}, {device}"
@@ -220,43 +215,34 @@ def _rate(model: str, device: str, precision: str, rates: dict):
         for other in ("fp32", "bf16"):
             if (model, "cpu", other) in table and device != "cpu":
                 return table[(model, "cpu", other)], f"{source}, cpu {other} (no {device} measurement)"
-    return None, f"not measured ({model} on {device})"
+    return float("nan"), f"not measured ({model} on {device})"
 
 
-def _estimate(runs: list[Run], device: str, rates: dict) -> tuple[int, float | None, set]:
-    """(run-epochs, hours or None where a rate is unknown, where the seconds came from) of ``runs``."""
-    epochs = sum(run.protocol.n_epochs * run.step.n_networks for run in runs)
-    hours, sources = 0.0, set()
-    for run in runs:
-        rate, source = _rate(run.protocol.model, device, run.precision, rates)
-        sources.add(source)
-        hours = None if rate is None or hours is None else hours + (
-            rate * len(run.data) / 1000 * run.protocol.n_epochs * run.step.n_networks / 3600)
-    return epochs, hours, sources
-
-
-def plan(grid, *, device: str = "cpu", cells_per_job: int | None = None, traces=None) -> Plan:
+def plan(grid, *, device: str = "cpu", cells_per_job: int | None = None, progress: bool = True) -> Plan:
     """The jobs and runs ``run_grid`` would start, with hours on ``device`` ("cpu" or "cuda") from
     ``measured_rates``, else ``MEASURED``; a grid's ``prerequisites`` come first, as job "labels"."""
     check_choice(device, "device", ("cpu", "cuda"))
-    traces = trace(_cells(grid)) if traces is None else traces
+    grid = as_grid(grid)
+    traces = trace(grid.cells, progress)
     todo = [t for t in traces if t.result is None]
     jobs = make_jobs([t.cell for t in todo], cells_per_job)
     by_cell = {id(t.cell): t for t in todo}
     rates, seen, rows = measured_rates(traces), set(), []
-    slices = [("labels", "labelling network", list(grid.prerequisites) if isinstance(grid, Grid) else [], None)]
+    slices = [("labels", "labelling network", list(grid.prerequisites), None)]
     slices += [(i, job.method, [run for cell in job.cells for run in by_cell[id(cell)].missing], job)
                for i, job in enumerate(jobs)]
     for name, method, runs, job in slices:
         new = [seen.add(run.key()) or run for run in runs if run.key() not in seen]
         if job is None and not new:
             continue
-        epochs, hours, sources = _estimate(new, device, rates)
+        rated = [(run, *_rate(run.protocol.model, device, run.precision, rates)) for run in new]
         rows.append(dict(job=name, dataset=(job.cells[0].dataset if job else new[0].data.dataset), method=method,
-                         cells=len(job.cells) if job else 0, runs=len(new), run_epochs=epochs,
+                         cells=len(job.cells) if job else 0, runs=len(new),
+                         run_epochs=sum(run.protocol.n_epochs * run.step.n_networks for run in new),
                          rows=len((job.cells[0].run if job else new[0]).data),
-                         hours=float("nan") if hours is None else hours,
-                         seconds_from="; ".join(sorted(sources)) or "-"))
+                         hours=sum(rate * len(run.data) / 1000 * run.protocol.n_epochs * run.step.n_networks / 3600
+                                   for run, rate, _ in rated),
+                         seconds_from="; ".join(sorted({source for *_, source in rated})) or "-"))
     table = pd.DataFrame(rows, columns=["job", "dataset", "method", "cells", "runs", "run_epochs", "rows", "hours",
                                         "seconds_from"])
     return Plan(jobs, table, len(seen), float(table["hours"].sum(min_count=1)) if len(table) else 0.0, device,
