@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
@@ -102,20 +103,6 @@ def load(key: str, suffix: str = ".pt") -> dict | None:
         return None
 
 
-class _Hashing:
-    """A file's ``write`` that also hashes what it writes."""
-
-    def __init__(self, f):
-        self.f, self.sha256 = f, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.sha256.update(data)
-        return self.f.write(data)
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
 def save(key: str, payload: dict, suffix: str = ".pt") -> None:
     """Store ``payload`` under ``key`` atomically, first removing the key's leftover temporary files
     (we hold its lock) and any an hour old. The payload streams to the file (a checkpoint of 12
@@ -129,10 +116,14 @@ def save(key: str, payload: dict, suffix: str = ".pt") -> None:
 
     def write(f):
         f.write(MAGIC + b"0" * 64 + b"\n" + key.encode() + b"\n")
-        hashing = _Hashing(f)
-        torch.save(payload, hashing)
+        sha256 = hashlib.sha256()
+
+        def write_hashed(data) -> int:
+            sha256.update(data)
+            return f.write(data)
+        torch.save(payload, SimpleNamespace(write=write_hashed, flush=f.flush))  # a file that hashes what it writes
         f.seek(len(MAGIC))
-        f.write(hashing.sha256.hexdigest().encode())
+        f.write(sha256.hexdigest().encode())
     atomic_write(path, write)
 
 
@@ -145,23 +136,19 @@ def exists(key: str, suffix: str = ".pt") -> bool:
     return _path(key, suffix).exists()
 
 
-def _lock_path(key: str, path) -> Path:
-    return cache_dir() / f"{key}.lock" if path is None else Path(path)
-
-
 class Lock:
     """``Lock.acquire(key)``: the held lock of ``key`` (module docstring), or None if another live
     process holds it; ``release()`` or leaving a ``with`` block lets it go."""
 
-    def __init__(self, key: str, path: Path):
-        self.key, self.path = key, path
+    def __init__(self, path: Path):
+        self.path = path
         self._stop = threading.Event()
         threading.Thread(target=self._beat, daemon=True).start()
 
     @classmethod
     def acquire(cls, key: str, path: Path | None = None) -> "Lock | None":
         """``path``: the lock file, default ``<cache>/<key>.lock``."""
-        path = _lock_path(key, path)
+        path = cache_dir() / f"{key}.lock" if path is None else Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):  # second try after removing a stale lock
             try:
@@ -172,7 +159,7 @@ class Lock:
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(dict(host=socket.gethostname(), pid=os.getpid(), time=time.time()), f)
-            return cls(key, path)
+            return cls(path)
         return None
 
     def _beat(self):
@@ -216,7 +203,7 @@ def _break_if_stale(key: str, path: Path) -> bool:
 def lock_holder(key: str, path: Path | None = None) -> dict | None:
     """Who holds ``key``'s lock (host, pid, time; ``{}`` if unreadable), or None if it is free or
     stale: its process is gone (same host) or it has not been refreshed in time."""
-    path = _lock_path(key, path)
+    path = cache_dir() / f"{key}.lock" if path is None else Path(path)
     stale_after = lock_stale_seconds()
     try:
         age = time.time() - path.stat().st_mtime

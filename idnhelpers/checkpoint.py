@@ -35,14 +35,9 @@ def pointer_key(run_key: str) -> str:
     return cache.config_key({"checkpoint holding": run_key, "format": 3})
 
 
-def take_runs(value, slots: list[int], k: int, axis: int = 0, per_run: int = 1):
-    """A tensor's entries of runs ``slots`` of the ``k`` along ``axis`` (``per_run`` entries a run:
-    Co-teaching's two networks); any other value as it is."""
-    if not isinstance(value, torch.Tensor):
-        return value
-    if value.shape[axis] != k * per_run:
-        raise ValueError(f"a checkpoint's tensor of shape {tuple(value.shape)} has no {k} runs along dim {axis}")
-    return value.index_select(axis, torch.tensor([s * per_run + j for s in slots for j in range(per_run)]))
+def pointers(run_keys: list[str]) -> list[dict | None]:
+    """Each run's pointer to the checkpoint holding it, or None."""
+    return [cache.load(pointer_key(k), POINTER) for k in run_keys]
 
 
 def _storable(value) -> bool:
@@ -57,18 +52,15 @@ def object_state(obj) -> dict:
     return {k: v for k, v in getattr(obj, "__dict__", {}).items() if k != "params" and _storable(v)}
 
 
-def to_device(value, device):
-    """``value`` with its tensors on ``device`` (lists and tuples followed)."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_device(v, device) for v in value)
-    return value
-
-
 def restore_object(obj, state: dict, device) -> None:
+    """Set the attributes ``state`` holds, their tensors (lists and tuples followed) moved to ``device``."""
+    def to_device(value):
+        if isinstance(value, (list, tuple)):
+            return type(value)(to_device(v) for v in value)
+        return value.to(device) if isinstance(value, torch.Tensor) else value
+
     for name, value in state.items():
-        setattr(obj, name, to_device(value, device))
+        setattr(obj, name, to_device(value))
 
 
 class Checkpoints:
@@ -76,89 +68,74 @@ class Checkpoints:
     stored one, if any, and store its state as the loop goes; ``key`` None: neither."""
 
     def __init__(self, training, key: str | None, run_keys: list[str] = ()):
-        self.training, self.key, self.every = training, key, checkpoint_seconds()
-        self.run_keys = list(run_keys)
+        self.training, self.key, self.every, self.run_keys = training, key, checkpoint_seconds(), list(run_keys)
         self.start = self.stored_at = time.perf_counter()
         self.store_seconds = 0.0  # how long the last store took
-        self.saved = (cache.load(key, SUFFIX) if key is not None else None) or {}
+        self.saved, source = (cache.load(key, SUFFIX) if key is not None else None) or {}, ""
         larger = self._larger() if key is not None and not self.saved else None
         if larger is not None:  # a slice of a larger stack's checkpoint, stored as this call's own at once
-            self.saved = training.slice_state(larger[1], larger[2])
+            larger_key, stored, slots = larger
+            self.saved, source = training.slice_state(stored, slots), f" of {len(stored['keys'])} stacked runs"
             cache.save(key, dict(self.saved, keys=self.run_keys), SUFFIX)
-        if len(self.run_keys) > 1 or larger is not None:  # one run alone is never a slice of another call
-            self._point()
-        if larger is not None:
-            self._release(larger[0], larger[1]["keys"])
+        if key is not None and (len(self.run_keys) > 1 or larger is not None):  # one run is never another's slice
+            for slot, run_key in enumerate(self.run_keys):  # each run points to its slot here
+                cache.save(pointer_key(run_key), {"checkpoint": key, "slot": slot}, POINTER)
+        if larger is not None and all(p is None or p["checkpoint"] != larger_key for p in pointers(stored["keys"])):
+            cache.remove(larger_key, SUFFIX)  # no run points to it any more: every slice resumed elsewhere
         self.first_epoch, self.first_step = self.saved.get("epoch", 0), self.saved.get("step", 0)
         self.seconds_before = self.saved.get("seconds", 0.0)
-        self.epoch_generators = None  # the generators as the current epoch began
         if self.saved:
             training.restore(self.saved)
             where = (f"after epoch {self.first_epoch}" if not self.first_step
                      else f"in epoch {self.first_epoch + 1}, after step {self.first_step},")
-            source = f" of {len(larger[1]['keys'])} stacked runs" if larger is not None else ""
             print(f"{training.label}: resuming {where} of {training.protocol.n_epochs} (checkpoint {key}{source})",
                   file=sys.stderr)
 
     def _larger(self) -> tuple[str, dict, list[int]] | None:
         """(key, state, slots) of the stacked checkpoint that holds every run of this call, if one does."""
-        pointers = [cache.load(pointer_key(k), POINTER) for k in self.run_keys]
-        if not pointers or None in pointers or len({p["checkpoint"] for p in pointers}) != 1:
+        points = pointers(self.run_keys)
+        if not points or None in points or len({p["checkpoint"] for p in points}) != 1:
             return None
-        stored = cache.load(pointers[0]["checkpoint"], SUFFIX)
+        stored = cache.load(points[0]["checkpoint"], SUFFIX)
         if stored is None or isinstance(stored["networks"], list):  # gone, or one run's (not a stack)
             return None
-        return pointers[0]["checkpoint"], stored, [p["slot"] for p in pointers]
-
-    def _point(self) -> None:
-        """Point each run of the call to its slot in the call's checkpoint."""
-        if self.key is not None:
-            for slot, run_key in enumerate(self.run_keys):
-                cache.save(pointer_key(run_key), {"checkpoint": self.key, "slot": slot}, POINTER)
-
-    def _release(self, key: str, run_keys: list[str]) -> None:
-        """Remove checkpoint ``key`` once no run points to it (every slice of it resumed elsewhere)."""
-        pointers = [cache.load(pointer_key(k), POINTER) for k in run_keys]
-        if all(p is None or p["checkpoint"] != key for p in pointers):
-            cache.remove(key, SUFFIX)
+        return points[0]["checkpoint"], stored, [p["slot"] for p in points]
 
     def begin_epoch(self, epoch: int) -> tuple[int, tuple | None]:
         """Keep the generators as ``epoch`` begins; the steps of it already done and the running sums
         after them if the stored call stopped inside it, else (0, None)."""
         within = epoch == self.first_epoch and self.first_step > 0
-        if self.key is not None:
-            self.epoch_generators = (self.saved["generators"] if within
-                                     else [g.get_state() for g in self.training.generators])
+        self.epoch_generators = (self.saved["generators"] if within
+                                 else [g.get_state() for g in self.training.generators])
         if not within:
             return 0, None
         return self.first_step, tuple(t.to(self.training.device) for t in self.saved["sums"])
 
     def after_step(self, epoch: int, step: int, sums: tuple) -> None:
-        if self.key is not None and self._due(WITHIN_EPOCH_SECONDS):
-            self.store(epoch, step, self.epoch_generators, sums)
+        if self._due(WITHIN_EPOCH_SECONDS):
+            self.store(epoch, step, sums)
 
     def after_epoch(self, epoch: int) -> None:
         """After an epoch but the last, store if ``every`` seconds have passed since the last store."""
-        last = epoch + 1 == self.training.protocol.n_epochs
-        if self.key is not None and not last and self._due(self.every):
+        if epoch + 1 < self.training.protocol.n_epochs and self._due(self.every):
             self.store(epoch + 1)
 
-    def store(self, epoch: int, step: int = 0, epoch_generators=None, sums=None) -> None:
+    def store(self, epoch: int, step: int = 0, sums=None) -> None:
         """The call's state after ``epoch`` epochs and ``step`` more steps (then with the generators
         as the epoch began)."""
+        generators = self.epoch_generators if step else [g.get_state() for g in self.training.generators]
         state = dict(epoch=epoch, step=step, seconds=self.seconds(), sums=sums, **self.training.state(),
-                     generators=epoch_generators or [g.get_state() for g in self.training.generators],
-                     keys=self.run_keys)
+                     generators=generators, keys=self.run_keys)
         start = time.perf_counter()
         cache.save(self.key, state, SUFFIX)
         self.stored_at = time.perf_counter()
         self.store_seconds = self.stored_at - start
 
     def _due(self, interval: float) -> bool:
-        """Whether ``interval`` seconds have passed since the last store, and (for an interval above 0)
-        ``STORE_COST_FACTOR`` times that store's duration."""
+        """Whether the call stores checkpoints and ``interval`` seconds have passed since the last store,
+        and (for an interval above 0) ``STORE_COST_FACTOR`` times that store's duration."""
         wait = max(interval, STORE_COST_FACTOR * self.store_seconds) if interval else 0.0
-        return time.perf_counter() - self.stored_at >= wait
+        return self.key is not None and time.perf_counter() - self.stored_at >= wait
 
     def seconds(self) -> float:
         """The call's training time so far, the killed calls' before it included."""

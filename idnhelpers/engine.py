@@ -57,10 +57,11 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
         for i, run in enumerate(runs):
             if results[i] is None:
                 missing[run.key()].append(i)
-        locks = {key: cache.Lock.acquire(key) if use_cache else None for key in missing}
-        held = [key for key in missing if locks[key] is not None or not use_cache]
-        try:
-            wanted = {key: _representative([runs[i] for i in missing[key]]) for key in held}
+        locks = {key: cache.Lock.acquire(key) for key in missing} if use_cache else {}
+        held = [key for key in missing if not use_cache or locks[key] is not None]
+        try:  # of the runs wanting a key, the one trained keeps its weights, if any does
+            wanted = {key: next((runs[i] for i in missing[key] if runs[i].keep != "none"), runs[missing[key][0]])
+                      for key in held}
             # another process may have stored a result between our first look and taking its lock
             todo = [key for key in held if not use_cache or load(wanted[key]) is None]
             trained = {}
@@ -77,10 +78,8 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
             for i in missing[key]:
                 results[i] = _as_requested(trained[key], runs[i]) if key in trained else load(runs[i])
         busy = [key for key in missing if key not in held]
-        if busy:
+        if busy:  # loaded by the next round, or trained here if their holder died first
             _wait_for(busy)
-            for i in [i for key in busy for i in missing[key]]:
-                results[i] = load(runs[i])
     return results
 
 
@@ -91,11 +90,6 @@ def choose_backend(backend: str, device: torch.device, runs: list[Run]) -> str:
         return backend
     on_tensors = all(isinstance(run.data, Tensors) for run in runs)
     return "stacked" if device.type == "cuda" and on_tensors else "loop"
-
-
-def _representative(runs: list[Run]) -> Run:
-    """Of runs with one key, the one to train: one that keeps its weights, if any does."""
-    return next((run for run in runs if run.keep != "none"), runs[0])
 
 
 def load(run: Run) -> RunResult | None:

@@ -18,6 +18,7 @@ from .datasets import get_dataset, load_dataset
 from .hardware import PRECISIONS
 from .losses import CrossEntropy, Objective
 from .protocol import Protocol
+from .sources import TensorSource
 from .steps import Single, Step
 
 RESULT_FORMAT = 1  # bump when a change to the library changes stored results
@@ -28,14 +29,11 @@ DEVICE_TYPES = ("cpu", "cuda")
 
 
 class Data:
-    """Instances a run reads; ``dataset`` names their ``DatasetSpec``, ``fingerprint`` hashes them."""
+    """Instances a run reads; ``dataset`` names their ``DatasetSpec``, ``fingerprint`` hashes them and
+    ``source(device)`` is the batch source (``sources``) that serves them on ``device``."""
 
     dataset: str
     fingerprint: str
-
-    def source(self, device: torch.device):
-        """The batch source (``sources``) that serves these instances on ``device``."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,8 +74,6 @@ class Tensors(Data):
         return _reload, (self.origin, self.fingerprint)
 
     def source(self, device):
-        from .sources import TensorSource
-
         return TensorSource(self, device)
 
 

@@ -87,30 +87,26 @@ class TensorSource:
         batches = batches.split(batch_size, 1)
         if drop_last and len(batches) > 1 and batches[-1].shape[1] < batch_size:
             batches = batches[:-1]
-        sizes = [rows.shape[1] for rows in batches]
-        draws = augmentation_draws(generators, sizes, self.device) if augment else [None] * len(sizes)
-        for b in range(skip, len(batches)):
-            yield batches[b], self._inputs(batches[b], draws[b])
+        yield from self._batches(batches, generators, augment, skip)
 
     def inputs(self, rows: torch.Tensor, generators: list[torch.Generator], augment: bool) -> torch.Tensor:
         """The inputs of K x b ``rows``, augmented (draws from each run's generator) if ``augment``."""
-        draws = augmentation_draws(generators, [rows.shape[1]], self.device)[0] if augment else None
-        return self._inputs(rows, draws)
-
-    def _inputs(self, rows: torch.Tensor, draws: tuple | None) -> torch.Tensor:
-        if draws is None:
-            return self.normalized[rows]
-        return self.normalize(augment_batch(self.X[rows.flatten()], draws)).unflatten(0, rows.shape)
+        return next(self._batches([rows], generators, augment))[1]
 
     def eval_batches(self, batch_size: int, augment_generators: list[torch.Generator] | None = None):
         """The instances in order, normalised, ``batch_size`` rows at a time; with ``augment_generators``
         (the official softmax recording) one augmented copy per generator: K x b x ..."""
-        starts = range(0, len(self.X), batch_size)
         if augment_generators is None:
-            yield from (self.normalized[start:start + batch_size] for start in starts)
+            yield from self.normalized.split(batch_size)
             return
-        sizes = [min(batch_size, len(self.X) - start) for start in starts]
-        draws = augmentation_draws(augment_generators, sizes, self.device)
-        for start, size, d in zip(starts, sizes, draws):
-            rows = torch.arange(start, start + size, device=self.device).expand(len(augment_generators), size)
-            yield self._inputs(rows, d)
+        rows = torch.arange(len(self.X), device=self.device).expand(len(augment_generators), -1)
+        yield from (x for _, x in self._batches(rows.split(batch_size, 1), augment_generators, True))
+
+    def _batches(self, batches, generators: list[torch.Generator], augment: bool, skip: int = 0):
+        """``(rows, x)`` of each K x b ``rows`` of ``batches`` from the ``skip``-th on, augmented with the
+        draws of all the batches made at once (one copy to the device)."""
+        sizes = [rows.shape[1] for rows in batches]
+        draws = augmentation_draws(generators, sizes, self.device) if augment else [None] * len(sizes)
+        for rows, d in zip(batches[skip:], draws[skip:]):
+            yield rows, (self.normalized[rows] if d is None
+                         else self.normalize(augment_batch(self.X[rows.flatten()], d)).unflatten(0, rows.shape))

@@ -78,20 +78,17 @@ class Peers(Step):
 
     @classmethod
     def make(cls, specs):
-        return _PeerStep([spec.forget_rate for spec in specs], specs[0].t_k)
+        rates, t_k, n_keep = [spec.forget_rate for spec in specs], specs[0].t_k, {}
 
-
-class _PeerStep:
-    def __init__(self, forget_rates: list[float], t_k: int):
-        self.forget_rates, self.t_k, self.n_keep = forget_rates, t_k, {}
-
-    def __call__(self, logits, targets, epoch, rows, loss):
-        b = targets.shape[-1]
-        if (epoch, b) not in self.n_keep:  # one copy to the device per epoch and batch size, not per step
-            self.n_keep = {(epoch, b): torch.tensor([max(1, round(keep_rate(epoch, rate, self.t_k) * b))
-                                                     for rate in self.forget_rates], device=logits.device)}
-        loss1, loss2 = small_loss_exchange(logits[:, 0], logits[:, 1], targets, self.n_keep[epoch, b])
-        return (loss1 + loss2).sum(), loss1
+        def step(logits, targets, epoch, rows, loss):
+            b = targets.shape[-1]
+            if (epoch, b) not in n_keep:  # one copy to the device per epoch and batch size, not per step
+                n_keep.clear()
+                n_keep[epoch, b] = torch.tensor([max(1, round(keep_rate(epoch, rate, t_k) * b)) for rate in rates],
+                                                device=logits.device)
+            loss1, loss2 = small_loss_exchange(logits[:, 0], logits[:, 1], targets, n_keep[epoch, b])
+            return (loss1 + loss2).sum(), loss1
+        return step
 
 
 class ModuleBank:
