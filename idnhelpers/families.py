@@ -11,7 +11,7 @@ import torch
 
 from .checks import (check_choice, check_float, check_labels, check_labels_softmax, check_new_name,
                      check_noise_seed, check_rates, check_same_length, fail)
-from .noise import (XIA_NORM_STD, _class_count, _pmd_type, flip_count, idn_labels, pair_noise, pmd_exact_noise,
+from .noise import (XIA_NORM_STD, _class_count, _pmd_type, flip_count, idn_labels, pair_noise,
                     pmd_noise, symmetric_noise, xia_noise, xia_rate_distribution)
 from .published import (CAL_DATASETS, CAL_RATES, PUBLISHED, PUBLISHED_RATES, check_cifar_n_labels, load_cal_idn,
                         load_cifar_n, load_published_idn, read_noisy_csv)
@@ -156,7 +156,7 @@ register_family("pmd", NoiseFamily(
     "PMD (Zhang et al.)", lambda inputs, r, seed, type: pmd_noise(inputs.y, inputs.S, r, type, seed),
     **_PMD, exact=False, expected=lambda r, type: r))  # the factor is solved for the mean
 register_family("pmd_exact", NoiseFamily(
-    "PMD, exact count", lambda inputs, r, seed, type: pmd_exact_noise(inputs.y, inputs.S, r, type, seed), **_PMD))
+    "PMD, exact count", lambda inputs, r, seed, type: pmd_noise(inputs.y, inputs.S, r, type, seed, exact=True), **_PMD))
 register_family("pmd_factor", NoiseFamily(  # gen_noise_label.py --noise_factor: the rate is what the factor gives
     "PMD at the authors' hand-set factor",
     lambda inputs, r, seed, type, factor: pmd_noise(inputs.y, inputs.S, None, type, seed, factor=factor),

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -230,7 +229,7 @@ def pmd_noise(y, S, noise_rate: float | None, noise_type: int = 1, seed: int = 0
     """PMD noise (Zhang et al.; pxiangwu/PLC's ``label_noise``): the top class u with probability
     (1 - tau(x)) / factor, else the second class s; the realised rate is random. ``factor`` solved for
     ``noise_rate``, or (``noise_rate`` None) the authors' hand-set one (their default 1.2); on two classes
-    the authors' branch, which takes no factor and draws for class 1 only. ``exact`` (``pmd_exact_noise``):
+    the authors' branch, which takes no factor and draws for class 1 only. ``exact`` (family ``pmd_exact``):
     exactly ``flip_count`` flips, weighted by the chance the authors' rule mislabels."""
     if (noise_rate is None) == (factor is None):
         fail("noise_rate/factor", (noise_rate, factor), "exactly one: a rate to solve the factor for, or a factor")
@@ -259,5 +258,3 @@ def pmd_noise(y, S, noise_rate: float | None, noise_type: int = 1, seed: int = 0
     y_noisy[flip] = torch.where((u[flip] != y[flip]) & ((s[flip] == y[flip]) | to_u), u[flip], s[flip])
     return y_noisy
 
-
-pmd_exact_noise = functools.partial(pmd_noise, exact=True)  # (y, S, noise_rate, noise_type=1, seed=0)
