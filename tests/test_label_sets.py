@@ -122,7 +122,7 @@ def test_pmd_rate_matches_its_expectation_and_the_exact_variant_is_exact(eta):
     realised = [float((noise.pmd_noise(y, S, 0.3, 2, seed=s) != y).float().mean()) for s in range(30)]
     mean, sd = families.expected_rate("pmd", 0.3, len(y))
     assert mean == 0.3 and abs(np.mean(realised) - 0.3) < 4 * sd / math.sqrt(30)  # the factor is solved for 0.3
-    exact = noise.pmd_exact_noise(y, S, 0.3, 2, seed=0)
+    exact = noise.pmd_noise(y, S, 0.3, 2, seed=0, exact=True)
     flipped = exact != y
     assert int(flipped.sum()) == noise.flip_count(0.3, len(y))
     top2 = S.topk(2).indices
@@ -271,7 +271,7 @@ def test_pmd_on_two_classes_is_the_authors_two_class_branch(noise_type):
         assert torch.equal(noise.pmd_noise(y, eta, None, noise_type, seed=7, factor=factor), authors)
     at_rate = noise.pmd_noise(y, eta, 0.05, noise_type, seed=7)
     assert bool((at_rate[y == 0] == 0).all()) and bool((at_rate[y == 1] != 1).any())
-    exact = noise.pmd_exact_noise(y, eta, 0.05, noise_type, seed=7)
+    exact = noise.pmd_noise(y, eta, 0.05, noise_type, seed=7, exact=True)
     assert int((exact != y).sum()) == 20 and bool((exact[y == 0] == 0).all())
 
 

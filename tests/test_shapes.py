@@ -6,7 +6,7 @@ import torch
 
 from idnhelpers.datasets import protocol, register_arrays
 from idnhelpers.families import LabelInputs, labels_of, noisy_labels
-from idnhelpers.noise import ccn_labels, pmd_exact_noise, pmd_noise, symmetric_matrix, xia_noise
+from idnhelpers.noise import ccn_labels, pmd_noise, symmetric_matrix, xia_noise
 
 G = torch.Generator().manual_seed(0)
 Y = torch.arange(100) % 10
@@ -24,7 +24,7 @@ def test_a_softmax_must_have_one_column_per_class(family):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: pmd_noise(Y, S[:50], 0.3), lambda: pmd_exact_noise(Y, S[:50], 0.3, 2),
+    lambda: pmd_noise(Y, S[:50], 0.3), lambda: pmd_noise(Y, S[:50], 0.3, 2, exact=True),
     lambda: noisy_labels("pmd", Y, 0.3, 10, S=S[:50]), lambda: noisy_labels("idn", Y, 0.3, 10, S=S[:50])])
 def test_a_softmax_must_have_one_row_per_label(make):
     with pytest.raises(ValueError, match=r"^S=.*\(50, 10\).*100 rows, one per label"):
@@ -32,7 +32,7 @@ def test_a_softmax_must_have_one_row_per_label(make):
 
 
 @pytest.mark.parametrize("make", [lambda: pmd_noise(torch.full((100,), 11), S, 0.3),
-                                  lambda: pmd_exact_noise(Y + 1, S, 0.3)])
+                                  lambda: pmd_noise(Y + 1, S, 0.3, exact=True)])
 def test_pmd_refuses_labels_outside_the_softmax_classes(make):
     with pytest.raises(ValueError, match=r"^y=.*outside \[0, 10\)"):
         make()
