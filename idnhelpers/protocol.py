@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import optim
-from .checks import check_bool, check_choice, check_float, check_int, fail
+from .checks import check_bool, check_choice, check_fields, check_float, check_int, checked, fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,36 +18,28 @@ class Protocol:
     or "adam" (no momentum; the L_DMI authors' MNIST setting, ``methods.LDMI_MNIST``)."""
 
     model: str
-    n_epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    weight_decay: float = 0.0
+    n_epochs: int = checked(dataclasses.MISSING, check_int, minimum=1)
+    batch_size: int = checked(dataclasses.MISSING, check_int, minimum=1)
+    lr: float = checked(dataclasses.MISSING, check_float, low=0.0, low_open=True)
+    momentum: float = checked(dataclasses.MISSING, check_float, low=0.0, high=1.0, high_open=True)
+    weight_decay: float = checked(0.0, check_float, low=0.0)
     milestones: tuple[int, ...] = ()
-    gamma: float = 1.0
-    augment: bool = False
+    gamma: float = checked(1.0, check_float, low=0.0, low_open=True)
+    augment: bool = checked(False, check_bool)
     pretrained: str | None = None
-    fresh_optimizer: bool = False
-    optimizer: str = "sgd"
+    fresh_optimizer: bool = checked(False, check_bool)
+    optimizer: str = checked("sgd", check_choice, choices=("sgd", "adam"))
 
     def __post_init__(self):
         from .models import MODELS  # late: models import torchvision
 
         if self.model not in MODELS:
             fail("model", self.model, f"one of {sorted(MODELS)}")
-        check_int(self.n_epochs, "n_epochs", minimum=1)
-        check_int(self.batch_size, "batch_size", minimum=1)
-        check_float(self.lr, "lr", low=0.0, low_open=True)
-        check_float(self.momentum, "momentum", low=0.0, high=1.0, high_open=True)
-        check_float(self.weight_decay, "weight_decay", low=0.0)
-        check_float(self.gamma, "gamma", low=0.0, low_open=True)
+        check_fields(self)
         if not isinstance(self.milestones, tuple):
             fail("milestones", self.milestones, "a tuple of positive integers (epochs)")
         for m in self.milestones:
             check_int(m, "milestones", minimum=1)
-        check_bool(self.augment, "augment")
-        check_bool(self.fresh_optimizer, "fresh_optimizer")
-        check_choice(self.optimizer, "optimizer", ("sgd", "adam"))
         if self.pretrained is not None and not isinstance(self.pretrained, str):
             fail("pretrained", self.pretrained, "a path (str) to a state_dict file, or None")
 

@@ -18,9 +18,8 @@ def mean_std(values, digits: int = 2) -> str:
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return "—"
-    if len(values) == 1:
-        return f"{values.mean():.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+    mean = f"{values.mean():.{digits}f}"
+    return mean if len(values) == 1 else f"{mean} ± {values.std(ddof=1):.{digits}f}"
 
 
 def T_error(cell, T: torch.Tensor | None) -> float:
@@ -51,23 +50,18 @@ class Results:
 
     def __init__(self, cells_and_results, description: str = ""):
         self.description = description  # the data, labels and protocol (``grid.Grid.description``)
-        self._results, self._rows, self._columns = {}, {}, {}
-        for cell, result in cells_and_results:
-            key = (cell.family, cell.method, cell.noise_rate, cell.seed)
-            self._results[key], self._rows[key] = (cell, result), _row(cell, result)
-            # a label set's column: its noise rate, or the name of a fixed set (its measured rate is no target)
-            rate = cell.noise_rate
-            self._columns[(cell.family, rate)] = f"{rate:.0%}" if cell.labels == f"{rate:g}" else cell.labels
-        self.frame = pd.DataFrame(list(self._rows.values()))
+        self._cells = {(cell.family, cell.method, cell.noise_rate, cell.seed): (cell, result, _row(cell, result))
+                       for cell, result in cells_and_results}
+        self.frame = pd.DataFrame([row for *_, row in self._cells.values()])
 
     def __add__(self, other: "Results") -> "Results":
-        return Results([*self._results.values(), *other._results.values()], self.description)
+        return Results([(c, r) for c, r, _ in [*self._cells.values(), *other._cells.values()]], self.description)
 
     def __len__(self) -> int:
-        return len(self._results)
+        return len(self._cells)
 
     def _family(self, family: str | None) -> str:
-        families = list(dict.fromkeys(f for f, *_ in self._results))
+        families = list(dict.fromkeys(f for f, *_ in self._cells))
         if family is None and len(families) == 1:
             return families[0]
         if family not in families:
@@ -77,32 +71,34 @@ class Results:
     def result(self, method: str, rate, seed: int, family: str | None = None) -> MethodResult:
         """The method's result on one cell (``KeyError`` naming what is there when it did not run)."""
         key = (self._family(family), method, rate, seed)
-        if key not in self._results:
+        if key not in self._cells:
             raise KeyError(f"no cell {key} (family, method, rate, seed) in these results: "
-                           f"{sorted(self._results, key=str)}")
-        return self._results[key][1]
+                           f"{sorted(self._cells, key=str)}")
+        return self._cells[key][1]
 
     def stages(self, method: str, rate, seed: int, family: str | None = None) -> list[RunResult]:
         """The cell's stages in order (CE, then e.g. SEAL's iterations)."""
         return list(self.result(method, rate, seed, family).stages)
 
-    def seeds(self, method: str, rate, family: str | None = None) -> list[int]:
+    def _by_seed(self, method: str, rate, key: str, family: str | None) -> dict:
+        """``{seed: key's value}`` of the method at ``rate`` (a ``frame`` column), by seed."""
         family = self._family(family)
-        return sorted(s for f, m, r, s in self._results if (f, m, r) == (family, method, rate))
+        rows = {s: row for (f, m, r, s), (*_, row) in self._cells.items() if (f, m, r) == (family, method, rate)}
+        return {s: rows[s][key] for s in sorted(rows)}
+
+    def seeds(self, method: str, rate, family: str | None = None) -> list[int]:
+        return list(self._by_seed(method, rate, "seed", family))
 
     def values(self, method: str, rate, key: str = "last", family: str | None = None) -> np.ndarray:
         """``key`` (a ``frame`` column, e.g. "last" or "best") of the method at ``rate``, by seed."""
-        family = self._family(family)
-        return np.array([self._rows[(family, method, rate, s)][key] for s in self.seeds(method, rate, family)])
+        return np.array(list(self._by_seed(method, rate, key, family).values()))
 
     def gain(self, method: str, rate, key: str = "last", *, over: str = "ce",
              family: str | None = None) -> np.ndarray:
         """``method``'s ``key`` minus ``over``'s last-epoch accuracy on the seeds both ran: SEAL's gain
         over CE, or with ``method=over`` and ``key="best"`` the memorisation gap."""
-        family = self._family(family)
-        both = sorted(set(self.seeds(method, rate, family)) & set(self.seeds(over, rate, family)))
-        return np.array([self._rows[(family, method, rate, s)][key] - self._rows[(family, over, rate, s)]["last"]
-                         for s in both])
+        ours, theirs = self._by_seed(method, rate, key, family), self._by_seed(over, rate, "last", family)
+        return np.array([ours[s] - theirs[s] for s in ours if s in theirs])
 
     def table(self, key="last", *, family: str | None = None, methods=None,
               with_paper: bool = False) -> pd.DataFrame:
@@ -110,21 +106,22 @@ class Results:
         a column per rate; ``with_paper``: beside it Tables 1-2's last-epoch accuracy and ours minus it."""
         family = self._family(family)
         keys = {"ours": key} if isinstance(key, str) else dict(key)
+        cells = [cell for cell, *_ in self._cells.values() if cell.family == family]
         if methods is None:
-            methods = list(dict.fromkeys(m for f, m, *_ in self._results if f == family))
-        rates = sorted({r for f, m, r, _ in self._results if f == family and m in methods})
-        dataset = self.frame["dataset"].iloc[0]
-        table = {}
+            methods = list(dict.fromkeys(cell.method for cell in cells))
+        # a label set's column: its noise rate, or the name of a fixed set (its measured rate is no target)
+        columns = {c.noise_rate: f"{c.noise_rate:.0%}" if c.labels == f"{c.noise_rate:g}" else c.labels
+                   for c in cells if c.method in methods}
+        dataset, table = cells[0].dataset, {}
         for method in methods:
             row = table[method_label(method)] = {}
-            for rate in rates:
-                column = self._columns[(family, rate)]
+            for rate in sorted(columns):
                 for label, k in keys.items():
-                    row[(column, label)] = mean_std(self.values(method, rate, k, family))
+                    row[(columns[rate], label)] = mean_std(self.values(method, rate, k, family))
                 if with_paper:
                     ours, theirs = self.values(method, rate, "last", family), paper.paper_value(dataset, method, rate)
-                    row[(column, "paper")] = f"{theirs[0]:.2f} ± {theirs[1]:.2f}" if theirs else "—"
-                    row[(column, "Δ")] = f"{ours.mean() - theirs[0]:+.2f}" if theirs and len(ours) else "—"
+                    row[(columns[rate], "paper")] = f"{theirs[0]:.2f} ± {theirs[1]:.2f}" if theirs else "—"
+                    row[(columns[rate], "Δ")] = f"{ours.mean() - theirs[0]:+.2f}" if theirs and len(ours) else "—"
         table = pd.DataFrame(table).T
         table.columns = pd.MultiIndex.from_tuples(table.columns, names=["noise rate", ""])
         return table.droplevel(1, axis=1) if isinstance(key, str) and not with_paper else table

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from . import paper
-from .checks import (check_choice, check_distinct, check_float, check_int, check_noise_seed, check_seed, check_seeds,
-                     fail)
+from .checks import (check_choice, check_distinct, check_fields, check_float, check_int, check_noise_seed, check_seed,
+                     check_seeds, checked, fail)
 from .datasets import DatasetSpec, get_dataset, protocol
 from .experiments import family_labels
 from .hardware import PRECISION_CHOICES, resolve_precision
@@ -40,16 +40,16 @@ class Study:
     noise_rates: tuple | None = paper.RATES
     baseline_rates: tuple | None = None
     seeds: tuple = (0, 1, 2)
-    n_epochs: int | None = None
-    n_train: int | None = None
-    n_test: int | None = None
+    n_epochs: int | None = checked(None, check_int, minimum=1, none_ok=True)
+    n_train: int | None = checked(None, check_int, minimum=1, none_ok=True)
+    n_test: int | None = checked(None, check_int, minimum=1, none_ok=True)
     val_fraction: float = 0.0
-    n_iterations: int | None = None
-    dmi_epochs: int | None = None
+    n_iterations: int | None = checked(None, check_int, minimum=0, none_ok=True)
+    dmi_epochs: int | None = checked(None, check_int, minimum=1, none_ok=True)
     noise_seed: int | None = None
     train_seed: int | None = None
-    seed: int = 0
-    precision: str = "fp32"
+    seed: int = checked(0, check_seed)
+    precision: str = checked("fp32", check_choice, choices=PRECISION_CHOICES)
     device: str = "auto"
     data_root: str | None = None
     clothing1m_weights: str | None = None
@@ -70,16 +70,11 @@ class Study:
         elif self.dataset != "clothing1m":
             self._check_family(set_)
         set_("seeds", check_seeds(self.seeds))
-        for name in ("n_epochs", "n_train", "n_test", "dmi_epochs"):
-            check_int(getattr(self, name), name, minimum=1, none_ok=True)
-        check_int(self.n_iterations, "n_iterations", minimum=0, none_ok=True)
+        check_fields(self)
         set_("val_fraction", check_float(self.val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True))
-        check_seed(self.seed, "seed")
-        if self.noise_seed is not None:
-            check_noise_seed(self.noise_seed)
-        if self.train_seed is not None:
-            check_seed(self.train_seed, "train_seed")
-        check_choice(self.precision, "precision", PRECISION_CHOICES)
+        for name, check in (("noise_seed", check_noise_seed), ("train_seed", check_seed)):
+            if getattr(self, name) is not None:
+                check(getattr(self, name), name)
         try:
             torch.device(self.device if self.device != "auto" else "cpu")
         except (RuntimeError, TypeError):
@@ -193,7 +188,7 @@ class Study:
         out = {}
         for family, group in self._by_family(rates).items():
             spec = FAMILIES[family]
-            seeds = {name: getattr(self, name) for name in ("noise_seed", "train_seed") if name in spec.seeded_by}
+            seeds = {name: getattr(self, name) for name in spec.seeded_by}  # noise_seed, train_seed or both
             settings = self.family_settings if family == self.family else {}
             out.update(family_labels(data, family, None if spec.fixed else group, device=device or self.device,
                                      precision=precision or self.precision, use_cache=use_cache, **seeds, **settings))
