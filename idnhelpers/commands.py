@@ -1,7 +1,7 @@
 """What the command lines (``idn-labels``, ``idn-grid``, ``idn-noisy``) share: an option given at
 most once (``Parser``), every refusal as one line and exit code 2 (``run_main``), output paths checked
-before any work (``check_output_folder``, ``check_output_file``) and output folders written under a
-lock with a manifest last (``output_folder``, ``write_manifest``)."""
+before any work (``check_output``) and output folders written under a lock with a manifest last
+(``output_folder``, ``write_manifest``)."""
 
 from __future__ import annotations
 
@@ -68,33 +68,22 @@ def run_main(p: Parser, body, argv=None) -> int:
         p.error(" ".join(str(error).split("\n")) or type(error).__name__)
 
 
-def _creatable(folder: Path, option: str, shown: Path, what: str) -> None:
-    existing = folder
+def check_output(path, option: str, folder: bool = True) -> Path:
+    """``path`` as a folder (``folder=False``: a file) this process can create or write into (its folder
+    too), checked before any work."""
+    path = Path(path)
+    what = "a folder" if folder else "a file"
+    if path.exists() and path.is_dir() != folder:
+        fail(option, str(path), "a folder (this path is a file)" if folder else "a file path (this path is a folder)")
+    if path.is_file() and not os.access(path, os.W_OK):
+        fail(option, str(path), f"{what} this user can write")
+    existing = path if folder else path.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        fail(option, str(shown), f"{what} that can be created ({existing} is a file)")
+        fail(option, str(path), f"{what} that can be created ({existing} is a file)")
     if not os.access(existing, os.W_OK | os.X_OK):
-        fail(option, str(shown), f"{what} this user can write ({existing} is not writable)")
-
-
-def check_output_folder(path, option: str) -> Path:
-    """``path`` as a folder this process can create or write into, checked before any work."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        fail(option, str(path), "a folder (this path is a file)")
-    _creatable(path, option, path, "a folder")
-    return path
-
-
-def check_output_file(path, option: str) -> Path:
-    """``path`` as a file this process can create (its folder too) or overwrite, checked before any work."""
-    path = Path(path)
-    if path.is_dir():
-        fail(option, str(path), "a file path (this path is a folder)")
-    if path.exists() and not os.access(path, os.W_OK):
-        fail(option, str(path), "a file this user can write")
-    _creatable(path.parent, option, path, "a file")
+        fail(option, str(path), f"{what} this user can write ({existing} is not writable)")
     return path
 
 

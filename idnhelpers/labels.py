@@ -21,7 +21,7 @@ import torch
 from . import __version__
 from .cache import file_digest
 from .checks import check_assignments, fail
-from .commands import (MANIFEST, Parser, check_output_folder, output_folder, run_main, write_bytes,
+from .commands import (MANIFEST, Parser, check_output, output_folder, run_main, write_bytes,
                        write_manifest)
 from .datasets import FEATURES_PROTOCOL, register_arrays
 from .experiments import network_run
@@ -44,12 +44,9 @@ def file_names(prefix: str, family: str, rate: float | None, settings: dict | No
     return dict(zip(KINDS, (f"{stem}.csv", f"{stem}.npy", f"{stem}_corrupted.npy")))
 
 
-def _sha256(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
-
-
 def array_info(t: torch.Tensor) -> dict:
-    return {"dtype": str(t.numpy().dtype), "shape": list(t.shape), "sha256": _sha256(t)}
+    return {"dtype": str(t.numpy().dtype), "shape": list(t.shape),
+            "sha256": hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()}
 
 
 def register_npz(path: str | Path) -> tuple[str, dict]:
@@ -184,50 +181,45 @@ def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
 
 def _verify_rate(folder: Path, files: dict, flips: int, n: int, y_sha: str) -> dict[str, list[str]]:
     """One rate's files: each one's SHA-256, then (all three present) whether their contents agree."""
-    names = {kind: name for kind, (name, _) in files.items()}
-    problems = {name: _hash_problems(folder, name, sha256) for name, sha256 in files.values()}
-    if any(p[:1] in (["missing"], ["not a file name inside the folder"]) for p in problems.values()):
+    problems, absent = {}, False
+    for name, sha256 in files.values():
+        problems[name] = []
+        if Path(name).name != name or not (folder / name).is_file():
+            problems[name].append("missing" if Path(name).name == name else "not a file name inside the folder")
+            absent = True
+        elif (found := file_digest(folder / name)) != sha256:
+            problems[name].append(f"SHA-256 {found[:12]}... differs from the manifest's {sha256[:12]}...")
+    if absent:
         return problems
+    csv, noisy, corrupted = (problems[files[kind][0]] for kind in KINDS)
     try:
-        y, y_noisy = (t.numpy() for t in read_noisy_csv(folder / names["csv"]))
+        y, y_noisy = (t.numpy() for t in read_noisy_csv(folder / files["csv"][0]))
     except ValueError as error:
-        problems[names["csv"]].append(str(error))
+        csv.append(str(error))
         return problems
     found = int((y != y_noisy).sum())
-    problems[names["csv"]] += [f"{len(y)} rows, the manifest says n = {n}"] if len(y) != n else []
-    problems[names["csv"]] += [f"{found} flipped labels, the manifest says {flips}"] if found != flips else []
+    csv += [f"{len(y)} rows, the manifest says n = {n}"] if len(y) != n else []
+    csv += [f"{found} flipped labels, the manifest says {flips}"] if found != flips else []
     if hashlib.sha256(y.astype("<i8").tobytes()).hexdigest() != y_sha:
-        problems[names["csv"]].append("its true labels are not the data set's (their SHA-256 differs from "
-                                      "the manifest's y)")
-    expected = {"noisy": (y_noisy, "the CSV's label_noisy"), "corrupted": (y != y_noisy, "label != label_noisy")}
-    for kind, (want, what) in expected.items():
-        problems[names[kind]] += _array_problems(folder / names[kind], want, what)
+        csv.append("its true labels are not the data set's (their SHA-256 differs from the manifest's y)")
+    for kind, listed, want, what in (("noisy", noisy, y_noisy, "the CSV's label_noisy"),
+                                     ("corrupted", corrupted, y != y_noisy, "label != label_noisy")):
+        try:
+            array = np.load(folder / files[kind][0], allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            listed.append(f"not a readable .npy ({type(error).__name__}: {error})")
+            continue
+        if array.dtype != want.dtype or array.shape != want.shape:
+            listed.append(f"a {array.dtype} array of shape {array.shape}, expected {want.dtype} {want.shape}")
+        elif len(rows := np.flatnonzero(array != want)):
+            listed.append(f"differs from {what} in {len(rows)} rows (first: row {rows[0]})")
     return problems
 
 
-def _hash_problems(folder: Path, name: str, sha256: str) -> list[str]:
-    if Path(name).name != name:
-        return ["not a file name inside the folder"]
-    if not (folder / name).is_file():
-        return ["missing"]
-    found = file_digest(folder / name)
-    return [] if found == sha256 else [f"SHA-256 {found[:12]}... differs from the manifest's {sha256[:12]}..."]
-
-
-def _array_problems(path: Path, want: np.ndarray, what: str) -> list[str]:
-    try:
-        found = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        return [f"not a readable .npy ({type(error).__name__}: {error})"]
-    if found.dtype != want.dtype or found.shape != want.shape:
-        return [f"a {found.dtype} array of shape {found.shape}, expected {want.dtype} {want.shape}"]
-    rows = np.flatnonzero(found != want)
-    return [f"differs from {what} in {len(rows)} rows (first: row {rows[0]})"] if len(rows) else []
-
-
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="idn-labels", settings={"noise_rates": "--rates"}, description="Write a noise family's labels for a data set's training split "
-               "(label,label_noisy CSV, .npy labels, corrupted mask, manifest.json), or verify such a folder.",
+    p = Parser(prog="idn-labels", settings={"noise_rates": "--rates"}, description="Write a noise family's labels "
+               "for a data set's training split (label,label_noisy CSV, .npy labels, corrupted mask, manifest.json), "
+               "or verify such a folder.",
                epilog="Examples: idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 --out labels/; "
                "idn-labels --from-npz mine.npz --family symmetric --rates 0.2 --out labels/; "
                "idn-labels --verify labels/")
@@ -262,7 +254,7 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
     for option, value in (("--device", args.device), ("--precision", args.precision)):
         if value is not None and spec.needs != "network":
             fail(option, value, f"nothing: family {args.family!r} trains no network")
-    out = check_output_folder(args.out, "--out")
+    out = check_output(args.out, "--out")
     dataset, npz = register_npz(args.from_npz) if args.from_npz else (args.dataset, None)
     write_label_files(dataset, args.family, args.rates, out, noise_seed=args.noise_seed,
                       train_seed=args.train_seed, root=args.data_root, device=args.device or "auto",

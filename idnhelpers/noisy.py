@@ -21,7 +21,7 @@ import torch
 from . import __version__
 from .cache import file_digest
 from .checks import check_assignments, check_choice, check_int, check_labels, check_same_length, check_softmax, fail
-from .commands import (MANIFEST, Parser, check_output_folder, output_folder, run_main, write_bytes,
+from .commands import (MANIFEST, Parser, check_output, output_folder, run_main, write_bytes,
                        write_manifest)
 from .engine import predict
 from .hardware import PRECISION_CHOICES, resolve_device
@@ -74,23 +74,17 @@ def suggested_labels(labels, pred_probs) -> torch.Tensor:
     return mislabel_scores(S, y)[1]
 
 
-def ranked(quality: torch.Tensor) -> torch.Tensor:
-    """Indices by increasing label quality (most likely noisy first); ties go to the lower index."""
-    return torch.sort(torch.as_tensor(quality), stable=True).indices
-
-
 def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = None, n: int | None = None,
-               rank_by: str = "self_confidence", filter_by: str = "prune_by_noise_rate") -> torch.Tensor:
+               filter_by: str = "prune_by_noise_rate") -> torch.Tensor:
     """The mask of the instances cleanlab's ``find_label_issues`` flags by ``filter_by``, or with
     ``return_indices_ranked_by`` their indices, lowest quality first; with ``n``, the ``n``
-    lowest-quality ones are flagged instead."""
+    lowest-quality ones (by ``return_indices_ranked_by``, default self-confidence) are flagged instead."""
     y, S = _inputs(labels, pred_probs)
-    if return_indices_ranked_by is not None:
-        check_choice(return_indices_ranked_by, "return_indices_ranked_by", RANKINGS)
-    method = return_indices_ranked_by or check_choice(rank_by, "rank_by", RANKINGS)
+    method = "self_confidence" if return_indices_ranked_by is None else return_indices_ranked_by
+    check_choice(method, "return_indices_ranked_by", RANKINGS)
     check_choice(filter_by, "filter_by", FILTERS)
     check_int(n, "n", minimum=0, maximum=len(y), none_ok=True)
-    order = ranked(_quality(y, S, method))
+    order = torch.argsort(_quality(y, S, method), stable=True)  # most likely noisy first, ties to the lower index
     if n is None:
         mask = _flagged(y, S, filter_by)
     else:
@@ -164,13 +158,6 @@ def cross_validated_probs(run: Run, method: str = "ce", *, folds: int = 5, train
     return probs
 
 
-def write_ranking(out: Path, quality: torch.Tensor, suggested: torch.Tensor, flagged: torch.Tensor) -> str:
-    """``noisy.csv`` of one ranking, lowest ``quality`` first; returns its SHA-256."""
-    lines = ["index,score,suggested_label,flagged"] + [
-        f"{i},{quality[i]:.6f},{suggested[i]},{int(flagged[i])}" for i in ranked(quality).tolist()]
-    return write_bytes(out / CSV_NAME, ("\n".join(lines) + "\n").encode())
-
-
 def read_ranking(folder: str | Path) -> dict:
     """An ``idn-noisy`` folder's CSV columns as tensors and its manifest, the CSV's SHA-256 checked."""
     folder = Path(folder)
@@ -232,8 +219,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> dict:
-    """Check every option (the settings as a ``Study``), train, rank and write; returns the manifest."""
+def main(argv=None) -> int:
+    return run_main(parser(), _main, argv)
+
+
+def _main(args) -> int:
+    """Check every option (the settings as a ``Study``), train, rank, write and say what was found."""
     dataset, npz = register_npz(args.from_npz) if args.from_npz else (args.dataset, None)
     study = Study(dataset=dataset, family=None, methods=(args.method,), n_epochs=args.epochs, seeds=(args.seed,),
                   device=args.device or "auto", precision=args.precision, data_root=args.data_root).resolved()
@@ -241,11 +232,12 @@ def run(args) -> dict:
         fail("--method", args.method, "a method that needs no noise rate (this one sets its forget rate from it)")
     options = check_assignments(args.option, "--option", list(method_options(args.method)), "n_iterations=3")
     check_int(args.cv, "--cv", minimum=2, none_ok=True)
-    out = check_output_folder(args.out, "--out")
+    out = check_output(args.out, "--out")
     device, precision, proto = resolve_device(study.device), study.precision, study.protocol
     data = study.sample()
     labels = data.y if args.labels is None else _read_labels(Path(args.labels), data)
-    labels_sha = None if args.labels is None else file_digest(args.labels)  # the file just read, not after training
+    given = None if args.labels is None else {"file": Path(args.labels).name,
+                                              "sha256": file_digest(args.labels)}  # the file read, not after training
     with output_folder(out, FORMAT):
         base = data.run(labels, proto, seed=args.seed, precision=precision, test=None, keep="none",
                         label=args.method)
@@ -258,32 +250,24 @@ def run(args) -> dict:
         flagged = find_noisy(labels, S, filter_by=args.filter_by)
         quality = label_quality(labels, S, args.rank_by)
         (out / MANIFEST).unlink(missing_ok=True)
-        sha = write_ranking(out, quality, suggested_labels(labels, S), flagged)
+        suggested = suggested_labels(labels, S)
+        lines = ["index,score,suggested_label,flagged"] + [f"{i},{quality[i]:.6f},{suggested[i]},{int(flagged[i])}"
+                                                            for i in torch.argsort(quality, stable=True).tolist()]
+        sha = write_bytes(out / CSV_NAME, ("\n".join(lines) + "\n").encode())  # lowest quality first
         known = bool((labels != data.y).any())
         manifest = {"format": FORMAT, "idnhelpers": __version__,
                     "dataset": {"name": dataset, "n": len(data.y), "X": array_info(data.X),
                                 "y": array_info(data.y), **({"npz": npz} if npz else {})},
-                    "labels": None if args.labels is None else {"file": Path(args.labels).name,
-                                                                 "sha256": labels_sha},
                     "method": args.method, "options": options, "rank_by": args.rank_by, "filter_by": args.filter_by,
-                    "folds": args.cv, "seed": args.seed,
+                    "labels": given, "folds": args.cv, "seed": args.seed,
                     "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(flagged.sum()),
                     "precision": precision, "torch": torch.__version__,
                     "score": "label quality (lower: more likely mislabelled)",
                     "metrics": noisy_metrics(labels, S, data.y, args.rank_by, args.filter_by) if known else None,
                     "files": {CSV_NAME: sha}}
         write_manifest(out, manifest)
-    return manifest
-
-
-def main(argv=None) -> int:
-    return run_main(parser(), _main, argv)
-
-
-def _main(args) -> int:
-    manifest = run(args)
     source = f"{args.cv}-fold cross-validated probabilities" if args.cv else "the averaged softmax"
-    print(f"{Path(args.out) / CSV_NAME}: {manifest['dataset']['n']} instances ranked by {args.rank_by} of {source}, "
+    print(f"{out / CSV_NAME}: {len(labels)} instances ranked by {args.rank_by} of {source}, "
           f"{manifest['flagged']} flagged (cleanlab's find_label_issues, filter_by={args.filter_by})")
     if m := manifest["metrics"]:
         print(f"against the data set's labels ({m['corrupted']} differ): precision {m['precision']:.3f}, "

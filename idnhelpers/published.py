@@ -26,37 +26,31 @@ CAL_DATASETS = ("cifar10", "cifar100")
 CAL_RATES = (0.2, 0.4, 0.6)
 
 
-def _published_rate(noise_rate, rates) -> float:
+def _shipped(name: str, noise_rate, rates) -> tuple[dict, float]:
+    """The arrays of the shipped ``published_labels/{name}.npz``, and which of its ``rates`` is ``noise_rate``."""
     check_rate(noise_rate)
-    match = next((r for r in rates if abs(noise_rate - r) < 1e-9), None)
-    if match is None:
+    rate = next((r for r in rates if abs(noise_rate - r) < 1e-9), None)
+    if rate is None:
         fail("noise_rate", noise_rate, f"one of the published rates {rates}")
-    return match
-
-
-def _shipped(name: str) -> dict:
     with resources.files("idnhelpers").joinpath(f"published_labels/{name}.npz").open("rb") as f:
         with np.load(f, allow_pickle=False) as d:
-            return {key: d[key] for key in d.files}
+            return {key: d[key].astype(np.int64) for key in d.files}, rate
 
 
 def load_published_idn(dataset: str, noise_rate: float):
     """The authors' ``(y, y_noisy)`` for ``dataset`` at ``noise_rate`` (row i = torchvision index i)."""
     check_choice(dataset, "dataset", sorted(PUBLISHED))
-    level = PUBLISHED_RATES.index(_published_rate(noise_rate, PUBLISHED_RATES)) + 1
-    d = _shipped(dataset)
+    d, rate = _shipped(dataset, noise_rate, PUBLISHED_RATES)
     y, first_level = d["label"], d["first_level"]
-    y_noisy = np.where((first_level > 0) & (first_level <= level), d["label_noisy_max"], y)
-    return torch.from_numpy(y.astype(np.int64)), torch.from_numpy(y_noisy.astype(np.int64))
+    y_noisy = np.where((first_level > 0) & (first_level <= PUBLISHED_RATES.index(rate) + 1), d["label_noisy_max"], y)
+    return torch.from_numpy(y), torch.from_numpy(y_noisy)
 
 
 def load_cal_idn(dataset: str, noise_rate: float):
     """CAL's ``(y, y_noisy)`` for CIFAR-10 or CIFAR-100 at 20, 40 or 60% (row i = torchvision index i)."""
     check_choice(dataset, "dataset", CAL_DATASETS)
-    rate = _published_rate(noise_rate, CAL_RATES)
-    d = _shipped("cal_idn")
-    return (torch.from_numpy(d[f"{dataset}_label"].astype(np.int64)),
-            torch.from_numpy(d[f"{dataset}_noisy_{rate:g}"].astype(np.int64)))
+    d, rate = _shipped("cal_idn", noise_rate, CAL_RATES)
+    return torch.from_numpy(d[f"{dataset}_label"]), torch.from_numpy(d[f"{dataset}_noisy_{rate:g}"])
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def check_folder(folder, dataset, family, rates, **settings):
     trained = {"precision": m["network"]["precision"]} if "network" in m else {}  # what Algorithm 1 trained in
     expected = family_labels(sample(dataset), family, rates, **settings, **trained)
     assert m["dataset"]["n"] == len(y) and m["rates"] == sorted(rates) and m["family"] == family
-    assert m["dataset"]["y"]["sha256"] == labels._sha256(y) and m["dataset"]["X"]["sha256"] == labels._sha256(X)
+    assert m["dataset"]["y"] == labels.array_info(y) and m["dataset"]["X"] == labels.array_info(X)
     for entry, rate in zip(m["labels"], sorted(rates)):
         names = labels.file_names(dataset.replace(":", "-"), family, rate)
         assert {kind: f["name"] for kind, f in entry["files"].items()} == names

@@ -172,7 +172,7 @@ def test_read_ranking_refuses_an_edited_file(digits_ranking, tmp_path):
 def test_idn_noisy_refuses_bad_options_before_training(argv, message, tmp_path, capsys, monkeypatch):
     (tmp_path / "labels.txt").write_text("1\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(noisy, "write_ranking", lambda *a: pytest.fail("trained and wrote despite a bad option"))
+    monkeypatch.setattr(noisy, "output_folder", lambda *a: pytest.fail("trained and wrote despite a bad option"))
     with pytest.raises(SystemExit) as exit_:
         noisy.main(["--dataset", "digits", "--out", str(tmp_path / "out"), *argv])
     assert exit_.value.code == 2

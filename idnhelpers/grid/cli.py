@@ -10,10 +10,9 @@ from pathlib import Path
 
 from .. import paper
 from ..checks import check_assignments, check_choice, check_int, fail
-from ..commands import Parser, check_output_file, check_output_folder, run_main, write_bytes
+from ..commands import Parser, check_output, run_main, write_bytes
 from ..families import FAMILIES
 from ..profiles import load_profile
-from ..results import Results
 from ..study import Study
 from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid, with_job_resources
 from .plan import format_plan, format_status, grid_status, plan
@@ -105,9 +104,9 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     if args.csv is not None:
-        check_output_file(args.csv, "--csv")
+        check_output(args.csv, "--csv", folder=False)
     if args.folder is not None:
-        check_output_folder(args.folder, "--folder")
+        check_output(args.folder, "--folder")
     study = study_from_args(args)
     options = executor_options(args.executor, folder=args.folder, partition=args.partition, gpus=args.gpus,
                                cpus=args.cpus, time_min=args.time_min, array_parallelism=args.array_parallelism,
@@ -132,17 +131,11 @@ def _main(args) -> int:
         print("submitted; follow with --status, gather the table by running the same command (or chapter 05 with "
               "collect_only: true) when they are done")
         return 0
-    print(summary(results))
+    for family in results.frame["family"].unique():  # last-epoch test accuracy (%), mean ± std over seeds
+        table = results.table(family=family)
+        table.index.name = f"{results.frame['dataset'].iloc[0]}, {family}: last-epoch test accuracy (%)"
+        print(table.to_string())
     if args.csv:  # atomic: a killed run leaves no half-written table
         write_bytes(Path(args.csv), results.frame.to_csv(index=False).encode())
     return 0
 
-
-def summary(results: Results) -> str:
-    """Test accuracy at the last epoch (%), mean ± std over seeds: method x labels per family."""
-    lines = []
-    for family in results.frame["family"].unique():
-        table = results.table(family=family)
-        table.index.name = f"{results.frame['dataset'].iloc[0]}, {family}: last-epoch test accuracy (%)"
-        lines.append(table.to_string())
-    return "\n".join(lines)
