@@ -23,7 +23,7 @@ Where each part of the paper lives:
                    index of a batch's rows into per-run state, the hash of an objective's code
 - ``noisy``        Eq. 10 beyond Fig. 6: noisy instances ranked (cleanlab's conventions), ``idn-noisy``
 - ``paper``        Section 4.3: what each table runs, the per-data-set settings, the published numbers
-- ``study``        an experiment's settings as one value (``Study``), checked once
+- ``study``        an experiment's settings as one value (``Study``), checked once; settings files
 - ``grid``         Tables 1-3 as grids of cells: cells, plan, executors (local, Slurm), ``idn-grid``
 - ``results``      what a study's runs give (``Results``: tables, per-seed values, stages)
 - ``clothing1m``   Table 3: Clothing1M's files and images streamed from disk
@@ -47,8 +47,8 @@ How a run flows through the engine:
 
 ``checks`` holds the input checks every module shares and ``commands`` what the command lines
 share; ``environment`` reads the ``IDNHELPERS_*`` variables; ``checkpoint`` lets a killed run resume
-after its last epoch; ``progress`` draws bars on a terminal and writes lines to a log; ``profiles``
-reads settings files (``idn-grid --profile``); ``optim`` holds the protocols' optimisers. The speed
+after its last epoch; ``progress`` draws bars on a terminal and writes lines to a log; ``optim``
+holds the protocols' optimisers. The speed
 benchmark, the bf16 check and the GPU check are scripts of the clone (``benchmarks/``). The book's
 own helpers (chapter set-up, figures, its profile folder) are the separate package ``idnbook``
 (``book/idnbook``), which this library never imports.

@@ -1,5 +1,6 @@
 """A study: the settings of one experiment as one frozen value, checked once when built;
-``Study.load(profile, **overrides)`` reads it from YAML settings files (``profiles.load_profile``)."""
+``Study.load(profile, **overrides)`` reads it from YAML settings files (``load_profile``: read with
+``yaml.safe_load``, so a file cannot execute code; ``idn-grid --profile`` and the book's profiles)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,23 @@ from .experiments import family_labels
 from .hardware import PRECISION_CHOICES, resolve_precision
 from .methods import METHODS
 from .families import FAMILIES, NoiseFamily
-from .profiles import load_profile
 from .protocol import Protocol
 from .sample import Sample, sample
+
+
+def load_profile(paths) -> dict:
+    """The settings of the YAML files ``paths`` (a path or a list of them), merged in order."""
+    import yaml
+
+    settings = {}
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        if not Path(path).is_file():
+            fail("profile", str(path), "an existing YAML file of settings")
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            fail("profile", str(path), "a YAML file of name: value settings")
+        settings.update(values)
+    return settings
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The book's parameter profiles: ``notebooks/profiles/<name>.yaml`` (``smoke``, ``cpu``,
 ``paper``), with a chapter's exceptions in ``<name>/<chapter>.yaml``. ``files`` gives the paths,
-the same files ``idn-grid --profile`` reads (``idnhelpers.profiles.load_profile``), so a chapter
+the same files ``idn-grid --profile`` reads (``idnhelpers.study.load_profile``), so a chapter
 and the command line read the same settings."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from idnhelpers.checks import fail
-from idnhelpers.profiles import load_profile
+from idnhelpers.study import load_profile
 
 FOLDER = Path(__file__).resolve().parents[2] / "notebooks" / "profiles"
 

@@ -12,8 +12,7 @@ from .. import paper
 from ..checks import check_assignments, check_choice, check_int, fail
 from ..commands import Parser, check_output, run_main, write_bytes
 from ..families import FAMILIES
-from ..profiles import load_profile
-from ..study import Study
+from ..study import Study, load_profile
 from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid, with_job_resources
 from .plan import format_plan, format_status, grid_status, plan
 from .spec import build_grid
