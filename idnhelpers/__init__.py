@@ -20,7 +20,8 @@ Where each part of the paper lives:
 - ``losses``       the objectives: cross-entropy / L_SEAL, Forward, GCE (and truncated), DAC, DMI,
                    ELR, PLC
 - ``lossparts``    what the objectives share: cross-entropy per row over K stacked runs, the
-                   index of a batch's rows into per-run state, the hash of an objective's code
+                   index of a batch's rows into per-run state, the hash of an objective's code; what
+                   the steps that run their own epochs share (forward pass, SGD step, mixup, ramps)
 - ``noisy``        Eq. 10 beyond Fig. 6: noisy instances ranked (cleanlab's conventions), ``idn-noisy``
 - ``paper``        Section 4.3: what each table runs, the per-data-set settings, the published numbers
 - ``study``        an experiment's settings as one value (``Study``), checked once; settings files
@@ -40,18 +41,17 @@ How a run flows through the engine:
 2. ``engine.train(run)`` / ``engine.train_many(runs, backend=...)`` load each run's result from
    ``cache`` (safe format, checksummed, locked per key) or train it: ``training.fit`` is the one
    epoch loop, with a step from ``steps`` (one network, Co-teaching's peers; one run's modules or
-   K runs stacked with ``torch.func``; a step may run its epoch itself, ``train_epoch``) and batches from ``sources`` (device-resident tensors) or
-   ``clothing1m`` (images streamed from disk).
+   K runs stacked with ``torch.func``; a step may run its epoch itself, ``train_epoch``) and batches
+   from ``sources`` (device-resident tensors) or ``clothing1m`` (images streamed from disk).
 3. The result is a ``runs.RunResult`` (averaged softmax ``S``, history, snapshots, weights, ...);
    a method (``methods``) chains runs into stages and returns a ``runs.MethodResult``.
 
 ``checks`` holds the input checks every module shares and ``commands`` what the command lines
 share; ``environment`` reads the ``IDNHELPERS_*`` variables; ``checkpoint`` lets a killed run resume
 after its last epoch; ``progress`` draws bars on a terminal and writes lines to a log; ``optim``
-holds the protocols' optimisers. The speed
-benchmark, the bf16 check and the GPU check are scripts of the clone (``benchmarks/``). The book's
-own helpers (chapter set-up, figures, its profile folder) are the separate package ``idnbook``
-(``book/idnbook``), which this library never imports.
+holds the protocols' optimisers. The speed benchmark, the bf16 check and the GPU check are scripts
+of the clone (``benchmarks/``). The book's own helpers (chapter set-up, figures, its profile folder)
+are the separate package ``idnbook`` (``book/idnbook``), which this library never imports.
 """
 
 __version__ = "0.4.0"

@@ -18,6 +18,9 @@ class Refused(ValueError):
         super().__init__(f"{name}={shown} is not allowed: {allowed}")
         self.name, self.shown, self.allowed = name, shown, allowed
 
+    def __reduce__(self):  # a refusal in a worker process reaches the caller as itself
+        return type(self), (self.name, self.shown, self.allowed)
+
     def renamed(self, names: dict[str, str]) -> "Refused":
         """The same refusal naming ``names[name]`` (a command's option for a setting), if given."""
         return type(self)(names.get(self.name, self.name), self.shown, self.allowed)

@@ -26,15 +26,18 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that refuses an option given twice (``--rates 0.2 --rates 0.4`` would
     keep only the last), except the repeatable ones (``action="append"``), and no abbreviations.
     ``settings``: the option of each ``Study`` setting whose name differs from the option's (``noise_rates``:
-    ``--rates``), so that a refusal names what the user typed (``option_names``)."""
+    ``--rates``), so that a refusal names the option typed (``option_names``)."""
 
     def __init__(self, *args, settings: dict[str, str] | None = None, **kwargs):
         super().__init__(*args, allow_abbrev=False, **kwargs)
         self.settings = settings or {}
+        self.given: set[str] = set()  # the options on the command line
 
     def option_names(self) -> dict[str, str]:
-        """The option of each setting or destination: ``{"data_root": "--data-root", "noise_rates": "--rates"}``."""
-        return {**{a.dest: a.option_strings[-1] for a in self._actions if a.option_strings}, **self.settings}
+        """The option typed for each setting or destination: ``{"data_root": "--data-root", "noise_rates":
+        "--rates"}`` (a setting from a profile, or an option not given, keeps its own name)."""
+        names = {a.dest: a.option_strings[-1] for a in self._actions if a.option_strings}
+        return {name: option for name, option in {**names, **self.settings}.items() if option in self.given}
 
     def parse_args(self, args=None, namespace=None):
         argv = sys.argv[1:] if args is None else [str(a) for a in args]
@@ -43,7 +46,10 @@ class Parser(argparse.ArgumentParser):
             if token == "--":
                 break
             action = self._option_string_actions.get(token.split("=", 1)[0]) if token.startswith("--") else None
-            if action is None or isinstance(action, argparse._AppendAction):
+            if action is None:
+                continue
+            self.given.add(action.option_strings[-1])
+            if isinstance(action, argparse._AppendAction):
                 continue
             if action.dest in seen:
                 self.error(f"{token.split('=', 1)[0]} is given twice: give it once"

@@ -70,18 +70,19 @@ def register_npz(path: str | Path) -> tuple[str, dict]:
 
 
 def write_label_files(dataset: str, family: str, rates, out: str | Path, *, noise_seed: int | None = None,
-                      train_seed: int | None = None, root=None, device="auto", precision: str = "fp32",
+                      train_seed: int | None = None, root=None, device=None, precision: str = "fp32",
                       npz: dict | None = None, settings: dict | None = None, echo=print) -> dict:
     """Write every label set's files and the manifest into ``out``; returns the manifest. The settings are
     checked as a ``Study`` before the output folder is made or locked; the rates (sorted) must be the
     family's own and stay distinct as file names (``{rate:g}``)."""
+    device = "auto" if device is None else str(device)  # a torch.device too
     study = Study(dataset=dataset, family=family, family_settings=settings or {}, noise_rates=rates,
-                  noise_seed=noise_seed, train_seed=train_seed, data_root=root, device=str(device),
+                  noise_seed=noise_seed, train_seed=train_seed, data_root=root, device=device,
                   precision=precision).resolved()
     spec, rates = study.noise_family, study.all_rates
     lacking = [r for r in rates if study.family_of(r) != family]
     if lacking:
-        fail("noise_rates", lacking, f"rates of family {family!r}'s files {list(spec.rates)} (family "
+        fail("noise_rates", lacking, f"rates the files of family {family!r} have, {list(spec.rates)} (family "
              f"{spec.completed_by!r} gives any rate)")
     shown = [f"{r:g}" for r in rates if r is not None]
     if len(set(shown)) < len(shown):
@@ -250,6 +251,8 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
     if missing:
         p.error(f"writing labels (--out) also needs {', '.join(missing)}")
     spec = FAMILIES[args.family]
+    if args.rates is None and not spec.fixed:
+        fail("--rates", None, f"one or more noise rates for family {args.family!r}, e.g. --rates 0.2 0.4")
     settings = check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2")
     for option, value in (("--device", args.device), ("--precision", args.precision)):
         if value is not None and spec.needs != "network":

@@ -132,7 +132,8 @@ def _stages(*stages: list[RunResult]) -> list[MethodResult]:
     return [MethodResult("", cell) for cell in zip(*stages)]
 
 
-def _one_stage(label_: str, changes: Callable, options: dict | None = None, uses_noise_rate=False) -> Method:
+def one_stage_method(label_: str, changes: Callable, options: dict | None = None,
+                     uses_noise_rate=False) -> Method:
     """A method that trains each base run ``run`` (noise rate ``rate``) once, as ``run.replace(**changes(run,
     rate, **options))``; its options: ``options``, else ``changes``' keyword-only parameters."""
     def driver(runs, rates, trainer, **options):
@@ -150,7 +151,7 @@ def loss_method(label_: str, cls: type[Objective] | type[Step]) -> Method:
     def changes(run, rate, **options):
         spec = cls(**options)
         return dict(objective=spec) if isinstance(spec, Objective) else dict(objective=CrossEntropy(), step=spec)
-    return _one_stage(label_, changes, {f.name: f.default for f in dataclasses.fields(cls)})
+    return one_stage_method(label_, changes, {f.name: f.default for f in dataclasses.fields(cls)})
 
 
 def ce(runs, rates, trainer):
@@ -260,7 +261,7 @@ def seal_dmi(runs, rates, trainer, *, n_iterations=10, retrain=True, dmi_options
 
 register_method("ce", Method("CE", ce, _keywords(ce)))
 register_method("forward", Method("Forward", forward, _keywords(forward)))
-register_method("coteaching", _one_stage("Co-teaching", coteaching, uses_noise_rate=True))
+register_method("coteaching", one_stage_method("Co-teaching", coteaching, uses_noise_rate=True))
 register_method("gce", loss_method("GCE", GCE))
 register_method("gce_truncated", loss_method("GCE (truncated)", TruncatedGCE))
 register_method("dac", Method("DAC", dac, {**{f.name: f.default for f in dataclasses.fields(DAC)},
@@ -271,10 +272,10 @@ register_method("seal_dmi", Method("SEAL (DMI)", seal_dmi, _keywords(seal_dmi)))
 # Beyond the paper: baselines of later IDN papers (chapter 05's "beyond the paper" block)
 register_method("elr", loss_method("ELR", ELR))
 register_method("plc", loss_method("PLC", PLC))
-register_method("dividemix", _one_stage("DivideMix", dividemix))
+register_method("dividemix", one_stage_method("DivideMix", dividemix))
 register_method("elr_plus", loss_method("ELR+", ELRPlus))
-register_method("sop", _one_stage("SOP", sop))
-register_method("sop_plus", _one_stage("SOP+", sop_plus))
+register_method("sop", one_stage_method("SOP", sop))
+register_method("sop_plus", one_stage_method("SOP+", sop_plus))
 
 
 # ---------------------------------------------------------------- entry points
@@ -289,8 +290,7 @@ def run_stages(name: str, runs: list[Run], noise_rates=None, trainer: Trainer = 
     method = get_method(name)
     unknown = sorted(set(options) - set(method.options))
     if unknown:
-        fail("option", unknown, f"options of {name}: {sorted(method.options)} (run_methods: or run options "
-             f"{list(RUN_OPTIONS)})")
+        fail("option", unknown, f"options of {name}: {sorted(method.options)}")
     rates = [None] * len(runs) if noise_rates is None else [check_rate(r, "noise_rate") for r in noise_rates]
     if len(rates) != len(runs):
         fail("noise_rates", noise_rates, f"one noise rate per run ({len(runs)})")
@@ -308,7 +308,11 @@ def run_methods(name: str, X, y_noisy_sets, protocol: Protocol, *, seeds, datase
     ``hardware.resolve_precision``)."""
     if len(y_noisy_sets) != len(seeds) or not seeds:
         fail("seeds", seeds, f"one seed per label set ({len(y_noisy_sets)} label sets)")
+    method = get_method(name)
     run_fields = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
+    unknown = sorted(set(options) - set(method.options))
+    if unknown:
+        fail("option", unknown, f"options of {name}: {sorted(method.options)}, or run options {list(RUN_OPTIONS)}")
     if "precision" in run_fields:
         run_fields["precision"] = resolve_precision(run_fields["precision"], device)
     data = X if isinstance(X, Tensors) else Tensors(X, dataset)

@@ -75,13 +75,14 @@ def suggested_labels(labels, pred_probs) -> torch.Tensor:
 
 
 def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = None, n: int | None = None,
-               filter_by: str = "prune_by_noise_rate") -> torch.Tensor:
+               rank_by: str = "self_confidence", filter_by: str = "prune_by_noise_rate") -> torch.Tensor:
     """The mask of the instances cleanlab's ``find_label_issues`` flags by ``filter_by``, or with
     ``return_indices_ranked_by`` their indices, lowest quality first; with ``n``, the ``n``
-    lowest-quality ones (by ``return_indices_ranked_by``, default self-confidence) are flagged instead."""
+    lowest-quality ones (by ``return_indices_ranked_by``, else ``rank_by``) are flagged instead."""
     y, S = _inputs(labels, pred_probs)
-    method = "self_confidence" if return_indices_ranked_by is None else return_indices_ranked_by
-    check_choice(method, "return_indices_ranked_by", RANKINGS)
+    if return_indices_ranked_by is not None:
+        check_choice(return_indices_ranked_by, "return_indices_ranked_by", RANKINGS)
+    method = return_indices_ranked_by or check_choice(rank_by, "rank_by", RANKINGS)
     check_choice(filter_by, "filter_by", FILTERS)
     check_int(n, "n", minimum=0, maximum=len(y), none_ok=True)
     order = torch.argsort(_quality(y, S, method), stable=True)  # most likely noisy first, ties to the lower index

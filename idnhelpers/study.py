@@ -79,7 +79,10 @@ class Study:
         check_distinct(self.methods, "methods", "method names")
         for name in self.methods:
             check_choice(name, "methods", sorted(METHODS))
-        if self.family is None:
+        if self.family is None:  # the caller's labels: no rates, seeds or settings of a family
+            for name in ("noise_seed", "train_seed", "family_settings"):
+                if getattr(self, name) not in (None, {}):
+                    fail(name, getattr(self, name), "none with family=None (a study that brings its own labels)")
             set_("noise_rates", None)
             set_("baseline_rates", None)
         elif self.dataset != "clothing1m":
@@ -110,6 +113,8 @@ class Study:
         family.with_defaults(self.family, self.family_settings)
         family.check_dataset(self.family, self.dataset)
         rates_family = FAMILIES[family.completed_by] if family.completed_by else family  # any rate, if completed
+        if self.noise_rates is None and not family.fixed:
+            fail("noise_rates", None, f"one or more noise rates for family {self.family!r}, e.g. [0.2, 0.4]")
         rates = rates_family.check_rates(self.family, self.noise_rates)
         set_("noise_rates", None if family.fixed else tuple(sorted(rates)))
         if self.baseline_rates is not None:
@@ -148,6 +153,9 @@ class Study:
 
     @property
     def noise_family(self) -> NoiseFamily:
+        if self.family is None:
+            fail("family", None, f"a noise family for labels of its own: one of {list(FAMILIES)} (family=None: "
+                 "this study brings its own labels)")
         return FAMILIES[self.family]
 
     @property

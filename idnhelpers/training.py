@@ -63,11 +63,11 @@ class Recorder:
 
         h, acc = self.history, {split: mean(pred == self.y_eval[split]) for split, pred in preds.items()}
         pred = None if probs is None else probs.argmax(1)
-        true = pred is not None and self.y_true is not None
+        scored_true = pred is not None and self.y_true is not None
         h["loss"].append(mean_loss)
         h["fit_acc"].append(fit_acc)
         h["train_acc"].append(None if pred is None else mean(pred == self.labels))
-        h["true_acc"].append(mean(pred == self.y_true) if true else None)
+        h["true_acc"].append(mean(pred == self.y_true) if scored_true else None)
         h["test_acc"].append(acc.get("test"))
         h["csr"].append(csr)
         if "val" in acc:
@@ -75,7 +75,7 @@ class Recorder:
         for split, split_pred in preds.items():
             for name, value in self.objective.scores(split_pred, self.y_eval[split], self.n_classes).items():
                 h.setdefault(f"{split}_{name}", []).append(value)
-        if true:
+        if scored_true:
             as_noisy, as_true = (pred == self.labels)[self.corrupted], (pred == self.y_true)[self.corrupted]
             h["mem_noisy"].append(mean(as_noisy))
             h["mem_true"].append(mean(as_true))
@@ -296,7 +296,7 @@ class Training:
         for g, state in zip(self.generators, saved["generators"]):
             g.set_state(state)
         for obj, state in ((self.optimizer, saved["optimizer"]), (self.loss, saved["loss"]),
-                           (self.step_losses, saved["step_state"])):
+                           (self.step_losses, saved.get("step_state", {}))):
             checkpoint.restore_object(obj, state, self.device)
         for rec, state in zip(self.records, saved["records"]):
             checkpoint.restore_object(rec, state, "cpu")

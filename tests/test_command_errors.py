@@ -243,3 +243,13 @@ def test_make_datas_command_refuses_an_unknown_data_set_in_one_line():
     out = subprocess.run([sys.executable, "-m", "idnhelpers.datasets", "nosuch"], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "dataset='nosuch' is not allowed: one of [" in out.stderr
+
+
+def test_a_refusal_names_the_option_typed_and_a_profiles_setting_by_its_own_name(tmp_path, capsys, nothing_trains):
+    line = refused(labels.main, ["--dataset", "digits", "--family", "symmetric", "--rates", "1.5", "--out",
+                                 tmp_path / "out"], capsys)
+    assert "--rates=1.5 is not allowed" in line, line  # Study's noise_rates, as typed
+    profile = tmp_path / "p.yaml"
+    profile.write_text("dataset: nope\n")
+    line = refused(grid_cli.main, ["--profile", profile, "--dry-run"], capsys)
+    assert "dataset='nope' is not allowed" in line and "--dataset" not in line, line  # from the file, not typed

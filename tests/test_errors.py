@@ -363,3 +363,15 @@ def test_unsigned_labels_and_seeds_from_a_generator_are_taken_and_no_folder_is_l
     with pytest.raises(ValueError, match="dataset='digits' is not allowed"):
         write_label_files("digits", "idn_published", [0.2], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refusal_crosses_a_process_boundary_as_itself():
+    """A worker process's refusal (engine's processes back-end) reaches the caller with its message."""
+    from idnhelpers.checks import Refused, UnreachableRate, fail
+
+    for error in (Refused, UnreachableRate):
+        with pytest.raises(error) as caught:
+            fail("noise_rate", 0.9, "at most 0.5", error)
+        again = pickle.loads(pickle.dumps(caught.value))
+        assert type(again) is error and str(again) == "noise_rate=0.9 is not allowed: at most 0.5"
+        assert again.renamed({"noise_rate": "--rates"}).name == "--rates"

@@ -44,6 +44,12 @@ def test_find_noisy_mask_and_ranked_indices():
         find_noisy(LABELS[:3], S)
     with pytest.raises(ValueError, match="n=5"):
         find_noisy(LABELS, S, n=5)
+    # the n flagged by another score: row 0 has the lower self-confidence, row 1 the larger N-bar (Eq. 10)
+    S2, Y2 = torch.tensor([[0.4, 0.3, 0.3], [0.45, 0.45, 0.1]]), torch.tensor([0, 0])
+    assert find_noisy(Y2, S2, n=1).tolist() == [True, False]
+    assert find_noisy(Y2, S2, n=1, rank_by="mislabel").tolist() == [False, True]
+    with pytest.raises(ValueError, match="rank_by='margin'"):
+        find_noisy(Y2, S2, n=1, rank_by="margin")
     with pytest.raises(ValueError, match="filter_by='cl' is not allowed"):
         find_noisy(LABELS, S, filter_by="cl")
 

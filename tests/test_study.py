@@ -60,3 +60,15 @@ def test_the_command_lines_rates_are_every_methods_and_a_fixed_label_set_takes_n
     assert (fixed.family, fixed.noise_rates, fixed.baseline_rates) == ("cifar10n", None, None)
     with pytest.raises(ValueError, match="seed=None"):
         Study(seed=None)
+
+
+def test_a_study_without_a_family_brings_its_own_labels_and_refuses_a_familys_settings():
+    own = Study(dataset="digits", family=None, noise_rates=None)
+    assert own.all_rates == [None] and own.noise_rates is None
+    with pytest.raises(ValueError, match="family=None is not allowed: a noise family for labels of its own"):
+        own.noise_family
+    for setting in (dict(noise_seed=0), dict(train_seed=1), dict(family_settings={"norm_std": 0.2})):
+        with pytest.raises(ValueError, match="none with family=None"):
+            Study(dataset="digits", family=None, **setting)
+    with pytest.raises(ValueError, match="noise_rates=None is not allowed: one or more noise rates for family 'xia'"):
+        Study(dataset="digits", family="xia", noise_rates=None)
