@@ -34,10 +34,13 @@ class Parser(argparse.ArgumentParser):
         self.given: set[str] = set()  # the options on the command line
 
     def option_names(self) -> dict[str, str]:
-        """The option typed for each setting or destination: ``{"data_root": "--data-root", "noise_rates":
-        "--rates"}`` (a setting from a profile, or an option not given, keeps its own name)."""
-        names = {a.dest: a.option_strings[-1] for a in self._actions if a.option_strings}
-        return {name: option for name, option in {**names, **self.settings}.items() if option in self.given}
+        """The option of each setting or destination: ``{"data_root": "--data-root", "noise_rates": "--rates"}``;
+        where settings may also come from ``--profile`` files, only the options typed (a profile's value keeps
+        its setting's name)."""
+        names = {**{a.dest: a.option_strings[-1] for a in self._actions if a.option_strings}, **self.settings}
+        if "--profile" not in self._option_string_actions:
+            return names
+        return {name: option for name, option in names.items() if option in self.given}
 
     def parse_args(self, args=None, namespace=None):
         argv = sys.argv[1:] if args is None else [str(a) for a in args]

@@ -251,8 +251,6 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
     if missing:
         p.error(f"writing labels (--out) also needs {', '.join(missing)}")
     spec = FAMILIES[args.family]
-    if args.rates is None and not spec.fixed:
-        fail("--rates", None, f"one or more noise rates for family {args.family!r}, e.g. --rates 0.2 0.4")
     settings = check_assignments(args.setting, "--setting", list(spec.settings), "norm_std=0.2")
     for option, value in (("--device", args.device), ("--precision", args.precision)):
         if value is not None and spec.needs != "network":
