@@ -111,14 +111,15 @@ class Checkpoints:
             return 0, None
         return self.first_step, tuple(t.to(self.training.device) for t in self.saved["sums"])
 
-    def after_step(self, epoch: int, step: int, sums: tuple) -> None:
-        if self._due(WITHIN_EPOCH_SECONDS):
+    def store_if_due(self, epoch: int, step: int = 0, sums=None) -> None:
+        """``store`` if the call stores checkpoints and one is due: within an epoch (``step``)
+        ``WITHIN_EPOCH_SECONDS`` after the last store, after an epoch but the last ``every`` seconds after
+        it, and for an interval above 0 ``STORE_COST_FACTOR`` times that store's duration after it."""
+        interval = WITHIN_EPOCH_SECONDS if step else self.every
+        wait = max(interval, STORE_COST_FACTOR * self.store_seconds) if interval else 0.0
+        last = not step and epoch == self.training.protocol.n_epochs
+        if self.key is not None and not last and time.perf_counter() - self.stored_at >= wait:
             self.store(epoch, step, sums)
-
-    def after_epoch(self, epoch: int) -> None:
-        """After an epoch but the last, store if ``every`` seconds have passed since the last store."""
-        if epoch + 1 < self.training.protocol.n_epochs and self._due(self.every):
-            self.store(epoch + 1)
 
     def store(self, epoch: int, step: int = 0, sums=None) -> None:
         """The call's state after ``epoch`` epochs and ``step`` more steps (then with the generators
@@ -130,12 +131,6 @@ class Checkpoints:
         cache.save(self.key, state, SUFFIX)
         self.stored_at = time.perf_counter()
         self.store_seconds = self.stored_at - start
-
-    def _due(self, interval: float) -> bool:
-        """Whether the call stores checkpoints and ``interval`` seconds have passed since the last store,
-        and (for an interval above 0) ``STORE_COST_FACTOR`` times that store's duration."""
-        wait = max(interval, STORE_COST_FACTOR * self.store_seconds) if interval else 0.0
-        return self.key is not None and time.perf_counter() - self.stored_at >= wait
 
     def seconds(self) -> float:
         """The call's training time so far, the killed calls' before it included."""

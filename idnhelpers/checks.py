@@ -71,15 +71,20 @@ def check_rate(value, name: str = "noise_rate") -> float:
     return check_float(value, name, low=0.0, high=1.0, high_open=True)
 
 
+def check_list(values, name: str, check, example: str, what: str) -> list:
+    """A non-empty list (any iterable but a string) of ``example``, each value ``check(value, name)``ed and
+    distinct (``what``: the values, and why one may appear once)."""
+    items = [] if isinstance(values, (str, bytes, numbers.Number)) or not hasattr(values, "__iter__") else list(values)
+    if not items:
+        fail(name, values, f"a non-empty list of {example}")
+    items = [check(v, name) for v in items]
+    check_distinct(items, name, what)
+    return items
+
+
 def check_rates(values, name: str = "noise_rates") -> list[float]:
-    """A non-empty list of distinct noise rates."""
-    if isinstance(values, (str, bytes, numbers.Number)) or not hasattr(values, "__iter__"):
-        fail(name, values, "a list of numbers in [0, 1), e.g. [0.1, 0.2]")
-    rates = [check_rate(r, name) for r in values]
-    if not rates:
-        fail(name, values, "a non-empty list of numbers in [0, 1)")
-    check_distinct(rates, name, "noise rates (each is one set of labels)")
-    return rates
+    return check_list(values, name, check_rate, "numbers in [0, 1), e.g. [0.1, 0.2]",
+                      "noise rates (each is one set of labels)")
 
 
 def check_distinct(values, name: str, what: str) -> None:
@@ -102,25 +107,18 @@ def check_bool(value, name: str) -> bool:
     return value
 
 
-def check_seed(value, name: str = "seed") -> int:
-    return check_int(value, name, minimum=0, maximum=2 ** 63 - 1)
+def check_seed(value, name: str = "seed", none_ok: bool = False) -> int:
+    return check_int(value, name, minimum=0, maximum=2 ** 63 - 1, none_ok=none_ok)
 
 
-def check_noise_seed(value, name: str = "noise_seed") -> int:
+def check_noise_seed(value, name: str = "noise_seed", none_ok: bool = False) -> int:
     """A seed of numpy's RandomState, which the authors' noise generators draw from: 0 to 2**32 - 1."""
-    return check_int(value, name, minimum=0, maximum=2 ** 32 - 1)
+    return check_int(value, name, minimum=0, maximum=2 ** 32 - 1, none_ok=none_ok)
 
 
 def check_seeds(values, name: str = "seeds") -> tuple[int, ...]:
-    """A non-empty list of distinct seeds."""
-    if isinstance(values, (str, bytes, numbers.Number)) or not hasattr(values, "__iter__"):
-        fail(name, values, "a non-empty list of seeds, e.g. [0, 1, 2]")
-    values = list(values)  # a generator too
-    if not values:
-        fail(name, values, "a non-empty list of seeds, e.g. [0, 1, 2]")
-    seeds = tuple(check_seed(s, name) for s in values)
-    check_distinct(seeds, name, "seeds (a mean over a repeated seed would count one run twice)")
-    return seeds
+    return tuple(check_list(values, name, check_seed, "seeds, e.g. [0, 1, 2]",
+                            "seeds (a mean over a repeated seed would count one run twice)"))
 
 
 def check_n_classes(value, name: str = "n_classes") -> int:

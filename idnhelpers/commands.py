@@ -24,40 +24,35 @@ LOCK = ".idn-writer.lock"  # held while a command writes an output folder
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that refuses an option given twice (``--rates 0.2 --rates 0.4`` would
-    keep only the last), except the repeatable ones (``action="append"``), and no abbreviations.
-    ``settings``: the option of each ``Study`` setting whose name differs from the option's (``noise_rates``:
-    ``--rates``), so that a refusal names the option typed (``option_names``)."""
+    keep only the last), except the repeatable ones (``action="append"``), and no abbreviations. An
+    option of a ``Study`` setting named otherwise has the setting as its ``dest`` (``--rates``:
+    ``noise_rates``), so that a refusal names the option typed (``option_names``)."""
 
-    def __init__(self, *args, settings: dict[str, str] | None = None, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, allow_abbrev=False, **kwargs)
-        self.settings = settings or {}
-        self.given: set[str] = set()  # the options on the command line
 
     def option_names(self) -> dict[str, str]:
-        """The option of each setting or destination: ``{"data_root": "--data-root", "noise_rates": "--rates"}``;
-        where settings may also come from ``--profile`` files, only the options typed (a profile's value keeps
+        """The option of each destination: ``{"data_root": "--data-root", "noise_rates": "--rates"}``; where
+        settings may also come from ``--profile`` files, only the options typed (a profile's value keeps
         its setting's name)."""
-        names = {**{a.dest: a.option_strings[-1] for a in self._actions if a.option_strings}, **self.settings}
+        names = {a.dest: a.option_strings[-1] for a in self._actions if a.option_strings}
         if "--profile" not in self._option_string_actions:
             return names
         return {name: option for name, option in names.items() if option in self.given}
 
     def parse_args(self, args=None, namespace=None):
         argv = sys.argv[1:] if args is None else [str(a) for a in args]
-        seen = set()
+        self.given: set[str] = set()  # the options on the command line
         for token in argv:
             if token == "--":
                 break
             action = self._option_string_actions.get(token.split("=", 1)[0]) if token.startswith("--") else None
             if action is None:
                 continue
-            self.given.add(action.option_strings[-1])
-            if isinstance(action, argparse._AppendAction):
-                continue
-            if action.dest in seen:
+            if action.option_strings[-1] in self.given and not isinstance(action, argparse._AppendAction):
                 self.error(f"{token.split('=', 1)[0]} is given twice: give it once"
                            + (", with all its values after it" if action.nargs in ("+", "*") else ""))
-            seen.add(action.dest)
+            self.given.add(action.option_strings[-1])
         return super().parse_args(argv, namespace)
 
 

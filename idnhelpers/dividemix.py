@@ -126,8 +126,7 @@ class _DivideMixEpoch:
         model.train(True)
         loss_sum, correct = training.zero_sums()
         for rows in torch.randperm(len(y), generator=g).to(training.device).split(2 * training.protocol.batch_size):
-            logits = train_logits(training, model, training.source.inputs(rows[None], training.generators,
-                                                                          training.protocol.augment)[0])
+            logits = train_logits(training, model, views(training, rows, 1)[0])
             loss = F.cross_entropy(logits, y[rows])
             if self.spec.warmup_penalty:  # NegEntropy: sum p log p, the mean over rows
                 loss = loss + (logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
@@ -150,8 +149,11 @@ class _DivideMixEpoch:
         return clean_probability(torch.stack(self.losses[j]).mean(0), seed)
 
     def mixmatch(self, training, epoch: int, j: int, w: torch.Tensor):
-        """One pass of network ``j`` over the rows the other network's ``w`` exceeds tau on."""
+        """One pass of network ``j`` over the rows the other network's ``w`` exceeds tau on, each labelled
+        batch with an unlabelled one: Algorithm 1's lines 12-24 (the code's order of forward passes: the
+        network in train mode, its peer in eval mode)."""
         spec, g, device = self.spec, training.generators[0], training.device
+        y, c = training.labels[0], training.n_classes
         labelled = (w > spec.p_threshold).nonzero().squeeze(1)
         unlabelled = (w <= spec.p_threshold).nonzero().squeeze(1)
         if not len(labelled):  # the code would fail on an empty loader; the network skips the epoch
@@ -161,49 +163,41 @@ class _DivideMixEpoch:
         peer.train(False)  # "fix one network and train the other"
         rng = np.random.default_rng(int(torch.randint(2 ** 31 - 1, (1,), generator=g)))  # mixup's lambda
         batch_size, n_iter = training.protocol.batch_size, len(labelled) // training.protocol.batch_size + 1
-        u_batches = iter(())
+
+        def unlabelled_batches():  # the code restarts its unlabelled loader when it is spent
+            while True:
+                yield from unlabelled[torch.randperm(len(unlabelled), generator=g)].split(batch_size)
+
+        u_batches = unlabelled_batches()
         loss_sum, correct = training.zero_sums()
         for i, rows in enumerate(labelled[torch.randperm(len(labelled), generator=g)].split(batch_size)):
-            if len(unlabelled):
-                u_rows = next(u_batches, None)
-                if u_rows is None:  # the code restarts its unlabelled loader when it is spent
-                    u_batches = iter(unlabelled[torch.randperm(len(unlabelled), generator=g)].split(batch_size))
-                    u_rows = next(u_batches)
-            else:
-                u_rows = unlabelled
-            loss, fitted = self.mixmatch_step(training, model, peer, rows.to(device), u_rows.to(device),
-                                              w[rows].to(device), rng.beta(spec.alpha, spec.alpha),
-                                              spec.lambda_u * rampup(epoch + i / n_iter - spec.warmup_epochs,
-                                                                     spec.rampup_epochs))  # after the warm-up
-            loss_sum += loss * len(rows)
-            correct += fitted
+            u_rows = next(u_batches) if len(unlabelled) else unlabelled
+            rows, u_rows, w_rows = rows.to(device), u_rows.to(device), w[rows].to(device)
+            x_views, u_views = views(training, rows), views(training, u_rows)
+            with torch.no_grad():
+                guesses = [train_logits(training, m, v).softmax(-1) for m in (model, peer) for v in u_views]
+                targets_u = co_guess(guesses, spec.T) if len(u_rows) else torch.zeros(0, c, device=device)
+                own = [train_logits(training, model, v).softmax(-1) for v in x_views]
+                targets_x = co_refine(F.one_hot(y[rows], c).float(), w_rows, own[0], own[1], spec.T)
+            inputs = torch.cat([*x_views, *u_views])
+            targets = torch.cat([targets_x, targets_x, targets_u, targets_u])
+            lam = rng.beta(spec.alpha, spec.alpha)
+            lam = max(lam, 1 - lam)  # Eq. 7
+            order = torch.randperm(len(inputs), generator=g).to(device)
+            logits = train_logits(training, model, mix(inputs, lam, order))
+            ramp = rampup(epoch + i / n_iter - spec.warmup_epochs, spec.rampup_epochs)  # after the warm-up
+            loss = mixmatch_loss(logits, mix(targets, lam, order), 2 * len(rows), spec.lambda_u * ramp)
+            sgd_step(training, loss)
+            loss_sum += loss.detach() * len(rows)
+            correct += (own[0].argmax(-1) == y[rows]).sum()
         return loss_sum, correct
 
-    def mixmatch_step(self, training, model, peer, rows, u_rows, w, lam: float, lambda_u: float):
-        """Algorithm 1's lines 12-24 for one labelled and one unlabelled batch (the code's order of
-        forward passes: the network in train mode, its peer in eval mode)."""
-        T, g, b, y = self.spec.T, training.generators[0], len(rows), training.labels[0][rows]
-        x_views, u_views = self.views(training, rows), self.views(training, u_rows)
-        with torch.no_grad():
-            guesses = [train_logits(training, m, v).softmax(-1) for m in (model, peer) for v in u_views]
-            targets_u = co_guess(guesses, T) if len(u_rows) else torch.zeros(0, training.n_classes, device=w.device)
-            own = [train_logits(training, model, v).softmax(-1) for v in x_views]
-            targets_x = co_refine(F.one_hot(y, training.n_classes).float(), w, own[0], own[1], T)
-        inputs = torch.cat([*x_views, *u_views])
-        targets = torch.cat([targets_x, targets_x, targets_u, targets_u])
-        lam = max(lam, 1 - lam)  # Eq. 7
-        order = torch.randperm(len(inputs), generator=g).to(inputs.device)
-        logits = train_logits(training, model, mix(inputs, lam, order))
-        loss = mixmatch_loss(logits, mix(targets, lam, order), 2 * b, lambda_u)
-        sgd_step(training, loss)
-        return loss.detach(), (own[0].argmax(-1) == y).sum()
 
-    def views(self, training, rows) -> list[torch.Tensor]:
-        """Two augmentations of ``rows`` (M = 2; identical where the protocol does not augment: MNIST)."""
-        if not len(rows):
-            return []
-        return [training.source.inputs(rows[None], training.generators, training.protocol.augment)[0]
-                for _ in range(2)]
+def views(training, rows: torch.Tensor, n: int = 2) -> list[torch.Tensor]:
+    """``n`` augmentations of run 0's ``rows`` (M = 2; identical where the protocol does not augment: MNIST)."""
+    if not len(rows):
+        return []
+    return [training.source.inputs(rows[None], training.generators, training.protocol.augment)[0] for _ in range(n)]
 
 
 def dividemix(run, noise_rate: float | None, *, warmup_epochs=None, lambda_u=None, p_threshold=None, T=0.5,

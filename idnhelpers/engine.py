@@ -98,8 +98,8 @@ def load(run: Run) -> RunResult | None:
     if payload is None:
         return None
     try:
-        result = RunResult.from_payload(payload)
-    except (TypeError, ValueError) as error:
+        result = RunResult(**payload)
+    except TypeError as error:
         warnings.warn(f"cached result of run {run.key()} has an unknown layout ({error}); it is recomputed")
         return None
     if run.keep != "none" and result.weights is None:

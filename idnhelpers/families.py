@@ -3,7 +3,6 @@ and ``published``: ``noisy_labels`` of your own arrays, ``experiments.family_lab
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -15,6 +14,7 @@ from .noise import (XIA_NORM_STD, _class_count, _pmd_type, flip_count, idn_label
                     pmd_noise, symmetric_noise, xia_noise, xia_rate_distribution)
 from .published import (CAL_DATASETS, CAL_RATES, PUBLISHED, PUBLISHED_RATES, check_cifar_n_labels, load_cal_idn,
                         load_cifar_n, load_published_idn, read_noisy_csv)
+from .stats import binomial_se
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,6 @@ class NoiseFamily:
     fixed: bool = False
     instance_dependent: bool = True
     expected: Callable | None = None
-    elsewhere: str = ""
     completed_by: str | None = None
 
     def __post_init__(self):
@@ -98,7 +97,7 @@ class NoiseFamily:
     def check_dataset(self, family: str, dataset: str) -> None:
         if self.datasets is not None and dataset not in self.datasets:
             fail("dataset", dataset, f"one of {list(self.datasets)}: family {family!r} has labels for those only"
-                 + (f"; {self.elsewhere}" if self.elsewhere else ""))
+                 + (f"; family {self.completed_by!r} gives labels on any data set" if self.completed_by else ""))
 
 
 def expected_rate(family: str, rate: float, n: int, **settings) -> tuple[float, float] | None:
@@ -110,7 +109,7 @@ def expected_rate(family: str, rate: float, n: int, **settings) -> tuple[float, 
     if spec.expected is None:
         return None
     mean = spec.expected(rate, **spec.with_defaults(family, settings))
-    return mean, math.sqrt(mean * (1 - mean) / n)
+    return mean, binomial_se(mean, n)
 
 
 def _published(load):
@@ -145,8 +144,7 @@ register_family("idn", NoiseFamily("IDN (Algorithm 1)", lambda inputs, r, seed: 
                                    needs="network", seeded_by=("train_seed",), nested=True))
 register_family("idn_published", NoiseFamily(
     "IDN (the authors' published labels)", _published(lambda dataset, r, root: load_published_idn(dataset, r)),
-    needs="file", seeded_by=(), nested=True, datasets=tuple(PUBLISHED), rates=PUBLISHED_RATES,
-    elsewhere="family 'idn' runs Algorithm 1 on any data set", completed_by="idn"))
+    needs="file", seeded_by=(), nested=True, datasets=tuple(PUBLISHED), rates=PUBLISHED_RATES, completed_by="idn"))
 register_family("xia", NoiseFamily(
     "Xia et al.", lambda inputs, r, seed, norm_std: xia_noise(inputs.X, inputs.y, r, inputs.n_classes, seed, norm_std),
     **_XIA, exact=False, expected=lambda r, norm_std: float(xia_rate_distribution(r, norm_std).mean())))

@@ -21,8 +21,7 @@ import torch
 from . import __version__
 from .cache import file_digest
 from .checks import check_assignments, fail
-from .commands import (MANIFEST, Parser, check_output, output_folder, run_main, write_bytes,
-                       write_manifest)
+from .commands import MANIFEST, Parser, check_output, output_folder, run_main, write_bytes, write_manifest
 from .datasets import FEATURES_PROTOCOL, register_arrays
 from .experiments import network_run
 from .hardware import PRECISION_CHOICES, resolve_device
@@ -49,17 +48,20 @@ def array_info(t: torch.Tensor) -> dict:
             "sha256": hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()}
 
 
+def dataset_entry(name: str, data, npz: dict | None) -> dict:
+    """A manifest's data set: its rows, classes, arrays (``array_info``) and ``register_npz``'s file."""
+    return {"name": name, "n": len(data.y), "n_classes": data.n_classes, "X": array_info(data.X),
+            "y": array_info(data.y), **({"npz": npz} if npz else {})}
+
+
 def register_npz(path: str | Path) -> tuple[str, dict]:
     """Register an .npz's arrays ``X`` and ``y`` as data set ``npz:<stem>``: (name, manifest entry)."""
     path = Path(path)
     if not path.is_file():
         fail("--from-npz", str(path), "an existing .npz file holding arrays 'X' and 'y'")
-    arrays = {}
     try:
         loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):  # not a .npy
-            with loaded:
-                arrays = {key: loaded[key] for key in loaded.files}
+        arrays = dict(loaded) if isinstance(loaded, np.lib.npyio.NpzFile) else {}  # a .npy: no named arrays
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
         fail("--from-npz", str(path), f"a readable .npz file of arrays, no pickles ({type(error).__name__}: {error})")
     if not {"X", "y"} <= set(arrays):
@@ -75,30 +77,22 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
     """Write every label set's files and the manifest into ``out``; returns the manifest. The settings are
     checked as a ``Study`` before the output folder is made or locked; the rates (sorted) must be the
     family's own and stay distinct as file names (``{rate:g}``)."""
-    device = "auto" if device is None else str(device)  # a torch.device too
     study = Study(dataset=dataset, family=family, family_settings=settings or {}, noise_rates=rates,
-                  noise_seed=noise_seed, train_seed=train_seed, data_root=root, device=device,
-                  precision=precision).resolved()
-    spec, rates = study.noise_family, study.all_rates
-    lacking = [r for r in rates if study.family_of(r) != family]
-    if lacking:
-        fail("noise_rates", lacking, f"rates the files of family {family!r} have, {list(spec.rates)} (family "
-             f"{spec.completed_by!r} gives any rate)")
-    shown = [f"{r:g}" for r in rates if r is not None]
-    if len(set(shown)) < len(shown):
-        fail("noise_rates", rates, f"distinct rates: each names its files by {{rate:g}} ({shown})")
+                  noise_seed=noise_seed, train_seed=train_seed, data_root=root,
+                  device="auto" if device is None else str(device), precision=precision).resolved()
+    spec = study.noise_family
+    rates = spec.check_rates(family, study.all_rates)  # its own: Study also takes those another family completes
     settings = spec.with_defaults(family, study.family_settings)
-    out = Path(out)
     names = {r: file_names(dataset.replace(":", "-"), family, r, settings) for r in rates}
+    if len({files["csv"] for files in names.values()}) < len(names):
+        fail("noise_rates", rates, "distinct rates: each names its files by {rate:g}")
     written = {name for files in names.values() for name in files.values()}
     data = study.sample()
-    info = {"name": dataset, "n": len(data.y), "n_classes": data.n_classes, "X": array_info(data.X),
-            "y": array_info(data.y), **({"npz": npz} if npz else {})}
     seeds = {"noise_seed": 0 if noise_seed is None else noise_seed, "train_seed": data.seed if train_seed is None
              else train_seed}
-    manifest = {"format": FORMAT, "idnhelpers": __version__, "dataset": info, "family": family,
-                "family_label": spec.label, "exact": spec.exact, "nested": spec.nested, "fixed": spec.fixed,
-                "settings": settings, **{name: seeds[name] for name in spec.seeded_by},
+    manifest = {"format": FORMAT, "idnhelpers": __version__, "dataset": dataset_entry(dataset, data, npz),
+                "family": family, "family_label": spec.label, "exact": spec.exact, "nested": spec.nested,
+                "fixed": spec.fixed, "settings": settings, **{name: seeds[name] for name in spec.seeded_by},
                 "rates": [] if spec.fixed else list(rates)}
     if spec.needs == "network":  # the network the labels come from: its training depends on the hardware and library
         run = network_run(data, train_seed=train_seed, precision=study.precision,
@@ -106,6 +100,7 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
         manifest["network"] = {"run": run.key(), "softmax": spec.network, "protocol": dataclasses.asdict(run.protocol),
                                "device": resolve_device(study.device).type, "precision": study.precision,
                                "torch": torch.__version__}
+    out = Path(out)
     with output_folder(out, FORMAT, echo) as old:
         listed = _check_room(out, written, old, dataset, family)
         noisy = study.labels(data)
@@ -161,9 +156,8 @@ def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        if found != FORMAT:
-            return {MANIFEST: [f"format {found!r}, not {FORMAT!r}: not a manifest written by idn-labels"]}
+        if manifest["format"] != FORMAT:  # a list: TypeError
+            raise ValueError(f"format {manifest['format']!r}, not {FORMAT!r}")
         entries = [({kind: (str(e["files"][kind]["name"]), str(e["files"][kind]["sha256"])) for kind in KINDS},
                     int(e["flips"])) for e in manifest["labels"]]
         n, y_sha = manifest["dataset"]["n"], manifest["dataset"]["y"]["sha256"]
@@ -218,9 +212,8 @@ def _verify_rate(folder: Path, files: dict, flips: int, n: int, y_sha: str) -> d
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="idn-labels", settings={"noise_rates": "--rates"}, description="Write a noise family's labels "
-               "for a data set's training split (label,label_noisy CSV, .npy labels, corrupted mask, manifest.json), "
-               "or verify such a folder.",
+    p = Parser(prog="idn-labels", description="Write a noise family's labels for a data set's training split "
+               "(label,label_noisy CSV, .npy labels, corrupted mask, manifest.json), or verify such a folder.",
                epilog="Examples: idn-labels --dataset mnist --family idn --rates 0.1 0.2 0.3 0.4 --out labels/; "
                "idn-labels --from-npz mine.npz --family symmetric --rates 0.2 --out labels/; "
                "idn-labels --verify labels/")
@@ -229,7 +222,8 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--from-npz", metavar="FILE", help="an .npz holding X (uint8 images N x C x H x W or "
                      "features N x d) and y, registered as npz:<stem>")
     p.add_argument("--family", choices=list(FAMILIES), help="the noise family (families.FAMILIES)")
-    p.add_argument("--rates", nargs="+", type=float, metavar="RATE", help="rates in [0, 1) (none: cifar10n)")
+    p.add_argument("--rates", dest="noise_rates", nargs="+", type=float, metavar="RATE",
+                   help="rates in [0, 1) (none: cifar10n)")
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                    help="a family setting (YAML): norm_std=0.2 (xia), type=2 (pmd), labels=aggre")
     p.add_argument("--noise-seed", type=int, help="the noise draws' seed, for the families seeded by it (default 0)")
@@ -244,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _generate(args, p: argparse.ArgumentParser) -> int:
+def _generate(args, p: Parser) -> int:
     """Check the options (the rest as a ``Study``, in ``write_label_files``), then write the files."""
     missing = [option for option, value in (("--dataset or --from-npz", args.dataset or args.from_npz),
                                             ("--family", args.family)) if value is None]
@@ -257,16 +251,15 @@ def _generate(args, p: argparse.ArgumentParser) -> int:
             fail(option, value, f"nothing: family {args.family!r} trains no network")
     out = check_output(args.out, "--out")
     dataset, npz = register_npz(args.from_npz) if args.from_npz else (args.dataset, None)
-    write_label_files(dataset, args.family, args.rates, out, noise_seed=args.noise_seed,
-                      train_seed=args.train_seed, root=args.data_root, device=args.device or "auto",
+    write_label_files(dataset, args.family, args.noise_rates, out, noise_seed=args.noise_seed,
+                      train_seed=args.train_seed, root=args.data_root, device=args.device,
                       precision=args.precision or "auto", npz=npz, settings=settings)
     return 0
 
 
-def _verify(args, p: argparse.ArgumentParser) -> int:
+def _verify(args, p: Parser) -> int:
     """Print OK / MISSING / MISMATCH per file; 0 if every file is OK, else 1."""
-    given = [f"--{option.replace('_', '-')}" for option, value in vars(args).items()
-             if option not in ("out", "verify") and value not in (None, [])]
+    given = sorted(p.given - {"--verify"})  # the options typed
     if given:
         p.error(f"--verify checks a folder against its manifest: it takes none of {', '.join(given)}")
     if not Path(args.verify).is_dir():

@@ -17,11 +17,11 @@ def flip_count(noise_rate: float, n: int) -> int:
     return math.floor(check_rate(noise_rate) * n + 1e-9)
 
 
-def _weighted_order(weights: torch.Tensor, u: np.ndarray) -> torch.Tensor:
-    """A weighted sample without replacement, in order (Efraimidis-Spirakis keys)."""
-    keys = torch.from_numpy(np.log(u)) / weights.double().clamp(min=1e-12)
+def _exact_flips(weights: torch.Tensor, rng: np.random.RandomState, noise_rate: float) -> torch.Tensor:
+    """The ``flip_count`` rows to flip: a weighted sample without replacement (Efraimidis-Spirakis keys)."""
+    keys = torch.from_numpy(np.log(rng.random_sample(len(weights)))) / weights.double().clamp(min=1e-12)
     keys[weights == 0] = -math.inf
-    return torch.sort(keys, descending=True, stable=True).indices
+    return torch.sort(keys, descending=True, stable=True).indices[:flip_count(noise_rate, len(weights))]
 
 
 # ---------------------------------------------------------------- IDN: Algorithm 1
@@ -136,17 +136,6 @@ def xia_rate_distribution(noise_rate: float, norm_std: float = XIA_NORM_STD):
     return stats.truncnorm((0 - r) / norm_std, (1 - r) / norm_std, loc=r, scale=norm_std)
 
 
-def _features(X, n: int) -> torch.Tensor:
-    if not isinstance(X, (torch.Tensor, np.ndarray)) or X.ndim < 2 or len(X) != n or 0 in X.shape:
-        shown = tuple(X.shape) if hasattr(X, "shape") else type(X).__name__
-        fail("X", shown, f"the instances as an array of {n} rows (one per label, at least one), images or "
-             "feature vectors (at least one value per row)")
-    X = torch.as_tensor(X).reshape(n, -1).float()
-    if not torch.isfinite(X).all():
-        fail("X", "an array with NaN or infinite values", "finite features")
-    return X
-
-
 def _sample_rows(P: torch.Tensor, u: np.ndarray) -> torch.Tensor:
     """numpy's ``choice(c, p=P_i)`` for every row at once, given its uniform draws ``u``."""
     cdf = torch.from_numpy(P.double().numpy().cumsum(1))
@@ -161,7 +150,12 @@ def xia_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int =
     a weighted sample (weights q_i) without replacement, each to another class drawn by P_i."""
     y = _class_count(y, n_classes)
     rng = np.random.RandomState(check_noise_seed(seed))
-    X = _features(X, len(y))
+    if not isinstance(X, (torch.Tensor, np.ndarray)) or X.ndim < 2 or len(X) != len(y) or 0 in X.shape:
+        fail("X", tuple(X.shape) if hasattr(X, "shape") else type(X).__name__, f"the instances as an array of "
+             f"{len(y)} rows (one per label, at least one), images or feature vectors (at least one value per row)")
+    X = torch.as_tensor(X).reshape(len(y), -1).float()
+    if not torch.isfinite(X).all():
+        fail("X", "an array with NaN or infinite values", "finite features")
     q = xia_rate_distribution(noise_rate, norm_std).rvs(len(y), random_state=rng)
     W = torch.from_numpy(rng.randn(n_classes, X.shape[1], n_classes)).float()
     logits = torch.empty(len(y), n_classes)
@@ -174,7 +168,7 @@ def xia_noise(X, y: torch.Tensor, noise_rate: float, n_classes: int, seed: int =
     P[torch.arange(len(y)), y] += 1 - q
     if not exact:
         return _sample_rows(P, rng.random_sample(len(y)))
-    flip = _weighted_order(q, rng.random_sample(len(y)))[:flip_count(noise_rate, len(y))]
+    flip = _exact_flips(q, rng, noise_rate)
     P[torch.arange(len(y)), y] = 0
     y_noisy = y.clone()
     y_noisy[flip] = _sample_rows(P[flip], rng.random_sample(len(flip)))
@@ -202,16 +196,6 @@ def pmd_keep(S, noise_type: int):
     return top.indices[:, 0], top.indices[:, 1], keep
 
 
-def pmd_two_class(y, S, noise_type: int):
-    """The authors' two-class branch (pxiangwu/PLC ``label_noise``) as ``pmd_keep``'s triple: a class-1
-    instance flips to class 0 with probability f(eta_1) (Type I 2 eta (eta - 1/2)^2, II min(eta, 1 - eta),
-    III 1/2 - 2 (eta - 1/2)^2); class 0 never flips. ``u`` is 0 (the flip), ``s`` the label, ``keep`` f."""
-    _pmd_type(noise_type, "type")
-    eta = S[:, 1].float().numpy()
-    f = {1: 2 * eta * (eta - 1 / 2) ** 2, 2: np.minimum(eta, 1 - eta), 3: -2 * (eta - 1 / 2) ** 2 + 1 / 2}[noise_type]
-    return torch.zeros_like(y), y, np.where(y.numpy() == 1, f, 0.0)
-
-
 def pmd_factor(y, u, s, keep, noise_rate: float) -> float:
     """The authors' ``factor`` (>= 1) giving ``noise_rate`` in expectation (``u`` with p = keep / factor)."""
     y, u, s = (torch.as_tensor(t).long().numpy() for t in (y, u, s))
@@ -236,8 +220,11 @@ def pmd_noise(y, S, noise_rate: float | None, noise_type: int = 1, seed: int = 0
     if factor is not None:
         check_float(factor, "factor", low=1.0)
     y, S = check_labels_softmax(y, S)
-    if S.shape[1] == 2:
-        (u, s, keep), drawn = pmd_two_class(y, S, noise_type), (y == 1).numpy()
+    if S.shape[1] == 2:  # the authors' branch, as pmd_keep's triple: u = 0 (the flip), s the label, keep f(eta_1)
+        _pmd_type(noise_type, "type")
+        eta = S[:, 1].float().numpy()
+        f = {1: 2 * eta * (eta - 1 / 2) ** 2, 2: np.minimum(eta, 1 - eta), 3: -2 * (eta - 1 / 2) ** 2 + 1 / 2}
+        u, s, keep, drawn = torch.zeros_like(y), y, np.where(y.numpy() == 1, f[noise_type], 0.0), (y == 1).numpy()
         factor = 1.0 if noise_rate is None else None
     else:
         (u, s, keep), drawn = pmd_keep(S, noise_type), np.ones(len(y), bool)
@@ -249,7 +236,7 @@ def pmd_noise(y, S, noise_rate: float | None, noise_type: int = 1, seed: int = 0
         return torch.from_numpy(np.where(draws == 1, u.numpy(), s.numpy())).long()
     p_u = torch.from_numpy(p_u).double()
     wrong = p_u * (u != y) + (1 - p_u) * (s != y)
-    flip = _weighted_order(wrong, rng.random_sample(len(y)))[:flip_count(noise_rate, len(y))]
+    flip = _exact_flips(wrong, rng, noise_rate)
     if len(flip) and bool((wrong[flip] == 0).any()):
         fail("noise_rate", noise_rate, f"at most {int((wrong > 0).sum())} flips: only so many instances can be "
              "mislabelled with their top two classes")

@@ -2,10 +2,8 @@
 with cleanlab: a label quality in [0, 1] (low: a likely issue) by one of ``RANKINGS``, cleanlab's
 ``self_confidence`` S[i, y_i] and ``normalized_margin`` (S[i, y_i] - max_{k != y_i} S[i, k] + 1) / 2, or
 ``mislabel`` 1 - N-bar(x_i) (Eq. 10); flagged by cleanlab's ``find_label_issues`` (confident learning,
-Northcutt et al. 2021; ``filter_by`` one of ``FILTERS``, its default ``prune_by_noise_rate``;
-``predicted_neq_given``: arg-max S is not the label); ``detector_metrics`` scores any detector's scores
-(precision, recall, AUROC against the corrupted mask). ``idn-noisy`` (``python -m idnhelpers.noisy``;
-``--cv K``: K-fold cross-validated probabilities) writes ``noisy.csv`` and ``manifest.json`` as
+Northcutt et al. 2021; ``filter_by`` one of ``FILTERS``; ``predicted_neq_given``: arg-max S is not the
+label). ``idn-noisy`` (``python -m idnhelpers.noisy``) writes ``noisy.csv`` and ``manifest.json`` as
 idn-labels does (``commands.output_folder``; README.md, "Noisy instances, ranked")."""
 
 from __future__ import annotations
@@ -21,11 +19,10 @@ import torch
 from . import __version__
 from .cache import file_digest
 from .checks import check_assignments, check_choice, check_int, check_labels, check_same_length, check_softmax, fail
-from .commands import (MANIFEST, Parser, check_output, output_folder, run_main, write_bytes,
-                       write_manifest)
+from .commands import MANIFEST, Parser, check_output, output_folder, run_main, write_bytes, write_manifest
 from .engine import predict
 from .hardware import PRECISION_CHOICES, resolve_device
-from .labels import array_info, register_npz
+from .labels import dataset_entry, register_npz
 from .methods import Trainer, get_method, method_options, run_stages
 from .noise import mislabel_scores
 from .published import read_noisy_csv
@@ -42,9 +39,7 @@ CSV_NAME = "noisy.csv"
 
 def _inputs(labels, pred_probs):
     S = check_softmax(pred_probs, name="pred_probs")
-    y = check_labels(labels, S.shape[1], "labels")
-    check_same_length(labels=y, pred_probs=S)
-    return y, S
+    return check_labels(labels, S.shape[1], "labels", n=len(S)), S
 
 
 def label_quality(labels, pred_probs, method: str = "self_confidence") -> torch.Tensor:
@@ -88,9 +83,8 @@ def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = Non
     order = torch.argsort(_quality(y, S, method), stable=True)  # most likely noisy first, ties to the lower index
     if n is None:
         mask = _flagged(y, S, filter_by)
-    else:
-        mask = torch.zeros(len(y), dtype=torch.bool)
-        mask[order[:n]] = True
+    else:  # the n lowest-quality
+        mask = torch.zeros(len(y), dtype=torch.bool).index_fill_(0, order[:n], True)
     return order[mask[order]] if return_indices_ranked_by is not None else mask
 
 
@@ -103,15 +97,14 @@ def detector_metrics(scores, corrupted, flagged=None) -> dict:
     corrupted = torch.as_tensor(corrupted)
     if scores.dim() != 1 or corrupted.dtype != torch.bool:
         fail("scores/corrupted", f"{tuple(scores.shape)} / {corrupted.dtype}", "a 1-d score and a boolean mask")
-    check_same_length(scores=scores, corrupted=corrupted)
     k = int(corrupted.sum())
-    if flagged is None:
-        flagged = torch.zeros(len(scores), dtype=torch.bool)
-        flagged[torch.sort(scores, descending=True, stable=True).indices[:k]] = True
+    if flagged is None:  # the k highest scores
+        top = torch.sort(scores, descending=True, stable=True).indices[:k]
+        flagged = torch.zeros(len(scores), dtype=torch.bool).index_fill_(0, top, True)
     flagged = torch.as_tensor(flagged)
     if flagged.dtype != torch.bool:
         fail("flagged", str(flagged.dtype), "a boolean mask (or None: the k highest scores)")
-    check_same_length(scores=scores, flagged=flagged)
+    check_same_length(scores=scores, corrupted=corrupted, flagged=flagged)
     nan, hits = float("nan"), int((flagged & corrupted).sum())
     return dict(n=len(scores), corrupted=k, flagged=int(flagged.sum()),
                 precision=hits / int(flagged.sum()) if flagged.any() else nan, recall=hits / k if k else nan,
@@ -146,8 +139,7 @@ def cross_validated_probs(run: Run, method: str = "ce", *, folds: int = 5, train
     held_out = torch.randperm(n, generator=torch.Generator().manual_seed(run.seed)).chunk(folds)
     fits = []
     for held in held_out:
-        kept = torch.ones(n, dtype=torch.bool)
-        kept[held] = False
+        kept = torch.ones(n, dtype=torch.bool).index_fill_(0, held, False)
         fits.append(run.replace(data=Tensors(run.data.X[kept], run.data.dataset), targets=run.targets[kept],
                                 y_true=None, track=None, csr=None, test=None, val=None, keep="last",
                                 record_softmax=False))
@@ -164,14 +156,13 @@ def read_ranking(folder: str | Path) -> dict:
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        expected = manifest["files"][CSV_NAME]
         if manifest["format"] != FORMAT:
             raise ValueError(f"format {manifest['format']!r}")
+        if file_digest(folder / CSV_NAME) != manifest["files"][CSV_NAME]:
+            raise ValueError(f"its {CSV_NAME} lacks the SHA-256 its manifest records")
     except (OSError, ValueError, KeyError, TypeError) as error:
         fail("folder", str(folder), f"a folder written by idn-noisy, with its {MANIFEST} "
              f"({type(error).__name__}: {error})")
-    if file_digest(folder / CSV_NAME) != expected:
-        fail("folder", str(folder), f"a folder whose {CSV_NAME} has the SHA-256 its manifest records")
     rows = np.loadtxt(folder / CSV_NAME, delimiter=",", skiprows=1, ndmin=2)
     return dict(index=torch.as_tensor(rows[:, 0]).long(), score=torch.as_tensor(rows[:, 1]).float(),
                 suggested_label=torch.as_tensor(rows[:, 2]).long(), flagged=torch.as_tensor(rows[:, 3]).bool(),
@@ -193,8 +184,7 @@ def _read_labels(path: Path, data) -> torch.Tensor:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="idn-noisy", settings={"methods": "--method", "n_epochs": "--epochs", "seeds": "--seed"},
-               description="Train a method on a training split with given labels and rank "
+    p = Parser(prog="idn-noisy", description="Train a method on a training split with given labels and rank "
                "its instances by how likely their label is wrong (noisy.csv and manifest.json).",
                epilog="Example: idn-noisy --dataset mnist --labels labels/mnist_idn_0.4.csv --method seal --out noisy/")
     src = p.add_mutually_exclusive_group(required=True)
@@ -211,8 +201,9 @@ def parser() -> argparse.ArgumentParser:
                    "(default: its averaged softmax on the rows it trained on)")
     p.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTERS,
                    help="cleanlab's rule for the flagged instances (default prune_by_noise_rate: confident learning)")
-    p.add_argument("--epochs", type=int, help="epochs per training run (default: the data set's protocol)")
-    p.add_argument("--seed", type=int, default=0, help="the training seed (default 0)")
+    p.add_argument("--epochs", dest="n_epochs", type=int, metavar="EPOCHS",
+                   help="epochs per training run (default: the data set's protocol)")
+    p.add_argument("--seed", dest="seeds", type=int, default=0, metavar="SEED", help="the training seed (default 0)")
     p.add_argument("--data-root", help="folder with the data sets (default $IDNHELPERS_DATA)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help="auto (default), fp32 or bf16")
@@ -226,51 +217,45 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     """Check every option (the settings as a ``Study``), train, rank, write and say what was found."""
-    dataset, npz = register_npz(args.from_npz) if args.from_npz else (args.dataset, None)
-    study = Study(dataset=dataset, family=None, methods=(args.method,), n_epochs=args.epochs, seeds=(args.seed,),
-                  device=args.device or "auto", precision=args.precision, data_root=args.data_root).resolved()
-    if get_method(args.method).uses_noise_rate:
+    if get_method(args.method).uses_noise_rate:  # an unknown one refused as --method, not as Study's methods
         fail("--method", args.method, "a method that needs no noise rate (this one sets its forget rate from it)")
+    dataset, npz = register_npz(args.from_npz) if args.from_npz else (args.dataset, None)
+    study = Study(dataset=dataset, family=None, methods=(args.method,), n_epochs=args.n_epochs, seeds=(args.seeds,),
+                  device=args.device or "auto", precision=args.precision, data_root=args.data_root).resolved()
     options = check_assignments(args.option, "--option", list(method_options(args.method)), "n_iterations=3")
     check_int(args.cv, "--cv", minimum=2, none_ok=True)
     out = check_output(args.out, "--out")
-    device, precision, proto = resolve_device(study.device), study.precision, study.protocol
-    data = study.sample()
+    trainer, data = Trainer(device=resolve_device(study.device)), study.sample()
     labels = data.y if args.labels is None else _read_labels(Path(args.labels), data)
     given = None if args.labels is None else {"file": Path(args.labels).name,
                                               "sha256": file_digest(args.labels)}  # the file read, not after training
     with output_folder(out, FORMAT):
-        base = data.run(labels, proto, seed=args.seed, precision=precision, test=None, keep="none",
+        base = data.run(labels, study.protocol, seed=args.seeds, precision=study.precision, test=None, keep="none",
                         label=args.method)
         if args.cv:
-            S = cross_validated_probs(base, args.method, folds=args.cv, trainer=Trainer(device=device), **options)
+            S = cross_validated_probs(base, args.method, folds=args.cv, trainer=trainer, **options)
         else:
-            S = run_stages(args.method, [base], trainer=Trainer(device=device), **options)[0].S
+            S = run_stages(args.method, [base], trainer=trainer, **options)[0].S
         if S is None:
             fail("--method", args.method, "a method whose last stage records the averaged softmax")
-        flagged = find_noisy(labels, S, filter_by=args.filter_by)
-        quality = label_quality(labels, S, args.rank_by)
-        (out / MANIFEST).unlink(missing_ok=True)
+        flagged, quality = find_noisy(labels, S, filter_by=args.filter_by), label_quality(labels, S, args.rank_by)
         suggested = suggested_labels(labels, S)
-        lines = ["index,score,suggested_label,flagged"] + [f"{i},{quality[i]:.6f},{suggested[i]},{int(flagged[i])}"
-                                                            for i in torch.argsort(quality, stable=True).tolist()]
-        sha = write_bytes(out / CSV_NAME, ("\n".join(lines) + "\n").encode())  # lowest quality first
-        known = bool((labels != data.y).any())
-        manifest = {"format": FORMAT, "idnhelpers": __version__,
-                    "dataset": {"name": dataset, "n": len(data.y), "X": array_info(data.X),
-                                "y": array_info(data.y), **({"npz": npz} if npz else {})},
-                    "method": args.method, "options": options, "rank_by": args.rank_by, "filter_by": args.filter_by,
-                    "labels": given, "folds": args.cv, "seed": args.seed,
-                    "protocol_epochs": proto.n_epochs, "device": device.type, "flagged": int(flagged.sum()),
-                    "precision": precision, "torch": torch.__version__,
-                    "score": "label quality (lower: more likely mislabelled)",
-                    "metrics": noisy_metrics(labels, S, data.y, args.rank_by, args.filter_by) if known else None,
-                    "files": {CSV_NAME: sha}}
-        write_manifest(out, manifest)
+        rows = "".join(f"{i},{quality[i]:.6f},{suggested[i]},{int(flagged[i])}\n"
+                       for i in torch.argsort(quality, stable=True).tolist())  # lowest quality first
+        (out / MANIFEST).unlink(missing_ok=True)
+        sha = write_bytes(out / CSV_NAME, ("index,score,suggested_label,flagged\n" + rows).encode())
+        m = noisy_metrics(labels, S, data.y, args.rank_by, args.filter_by) if (labels != data.y).any() else None
+        write_manifest(out, {"format": FORMAT, "idnhelpers": __version__, "dataset": dataset_entry(dataset, data, npz),
+                             "method": args.method, "options": options, "rank_by": args.rank_by,
+                             "filter_by": args.filter_by, "labels": given, "folds": args.cv, "seed": args.seeds,
+                             "protocol_epochs": study.epochs, "device": trainer.device.type,
+                             "flagged": int(flagged.sum()), "precision": study.precision, "torch": torch.__version__,
+                             "score": "label quality (lower: more likely mislabelled)", "metrics": m,
+                             "files": {CSV_NAME: sha}})
     source = f"{args.cv}-fold cross-validated probabilities" if args.cv else "the averaged softmax"
     print(f"{out / CSV_NAME}: {len(labels)} instances ranked by {args.rank_by} of {source}, "
-          f"{manifest['flagged']} flagged (cleanlab's find_label_issues, filter_by={args.filter_by})")
-    if m := manifest["metrics"]:
+          f"{int(flagged.sum())} flagged (cleanlab's find_label_issues, filter_by={args.filter_by})")
+    if m:
         print(f"against the data set's labels ({m['corrupted']} differ): precision {m['precision']:.3f}, "
               f"recall {m['recall']:.3f}, precision@{m['corrupted']} {m['precision_at_k']:.3f}, AUROC {m['auroc']:.3f}")
     return 0

@@ -46,11 +46,11 @@ class SGD(_Optimizer):
 
 
 class Adam(_Optimizer):
-    """Adam (Kingma and Ba 2015) with L2 ``weight_decay``; ``lr`` may change."""
+    """Adam (Kingma and Ba 2015; torch's default betas and eps) with L2 ``weight_decay``; ``lr`` may change."""
 
-    def __init__(self, parameters, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, parameters, lr: float, weight_decay: float = 0.0):
         self.params = list(parameters)
-        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.lr, self.weight_decay = lr, weight_decay
         self.steps = 0
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
@@ -59,7 +59,7 @@ class Adam(_Optimizer):
     def step(self) -> None:
         if any(p.grad is None for p in self.params):
             raise RuntimeError("Adam.step needs a gradient for every parameter")
-        beta1, beta2 = self.betas
+        beta1, beta2 = 0.9, 0.999
         grads = [p.grad for p in self.params]
         if self.weight_decay:
             grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
@@ -69,5 +69,5 @@ class Adam(_Optimizer):
         torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, value=1 - beta2)
         step_size = self.lr / (1 - beta1 ** self.steps)
         denominators = torch._foreach_div(torch._foreach_sqrt(self.exp_avg_sq), (1 - beta2 ** self.steps) ** 0.5)
-        torch._foreach_add_(denominators, self.eps)
+        torch._foreach_add_(denominators, 1e-8)
         torch._foreach_addcdiv_(self.params, self.exp_avg, denominators, value=-step_size)

@@ -330,15 +330,8 @@ class RunResult:
     hardware: dict | None = None
 
     def payload(self) -> dict:
-        """Plain tensors, lists and numbers: what the cache stores."""
+        """Plain tensors, lists and numbers: what the cache stores (``RunResult(**payload)`` loads it)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> "RunResult":
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(payload) not in (names, names - {"hardware"}):
-            raise ValueError(f"a stored result has fields {sorted(payload)}, expected {sorted(names)}")
-        return cls(**payload)
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,13 @@
 ICML 2022). SOP (Sec. 3) models each training row's label noise by a sparse, over-parameterised term
 s_i = u_i^2 y_i - v_i * v_i * (1 - y_i) (y_i the one-hot noisy label, u_i a scalar, v_i in R^c, both
 from a tiny Gaussian start), learnt by plain SGD with their own learning rates (implicit regularisation
-keeps s sparse): the network fits f(x_i) + s_i to y_i. Its loss (``sop_loss``): the cross-entropy of
-y_i against the clamped, L1-renormalised f(x_i) + s_i with v's term under stop-gradient (trains the
-network and u), plus ||onehot(argmax f(x_i)) + s_i - y_i||^2 (trains u and v). SOP+ adds lambda_C
-times a consistency KL between a row's prediction and that of a second view of it, and lambda_B times
-KL(uniform || the batch's mean prediction) (the class-balance term). The paper's full text was not at
-hand here, so the clamps and stop-gradients follow the authors' code (shengliu66/SOP, ``model/loss.py``
-``overparametrization_loss``; ``train.py``: u and v by SGD without momentum or weight decay, their
-learning rates never scheduled). SOP is an ``Objective`` (the loss owns u and v and steps them in
-``after_step``); SOP+'s second view needs its own epoch: the ``TwoViews`` step.
+keeps s sparse): the network fits f(x_i) + s_i to y_i (``sop_loss``: its cross-entropy trains the network
+and u, its squared error u and v). SOP+ adds lambda_C times the ``consistency`` of a row's prediction and
+its second view's, and lambda_B times a class-balance KL. The paper's full text was not at hand here,
+so the clamps and stop-gradients follow the authors' code (shengliu66/SOP, ``model/loss.py``
+``overparametrization_loss``; ``train.py``: u and v by SGD without momentum or weight decay, their learning
+rates never scheduled). SOP is an ``Objective`` (the loss owns u and v and steps them in ``after_step``);
+SOP+'s second view needs its own epoch: the ``TwoViews`` step.
 """
 
 from __future__ import annotations
@@ -188,16 +186,12 @@ class TwoViews(Step):
         return loss_sum, correct
 
 
-def sop_objective(run, lr_u=None, lr_v=None, init_std=1e-8, ratio_balance=0.0) -> SOP:
-    """The run's SOP: None learning rates from ``LR_UV`` by data set (others: ``DEFAULT_LR_UV``), its seed."""
+def sop(run, rate, ratio_balance=0.0, *, lr_u=None, lr_v=None, init_std=1e-8) -> dict:
+    """SOP's run: the network and each row's u and v trained on ``sop_loss`` (``SOP``'s fields are the options;
+    None learning rates: ``LR_UV``'s by data set, others ``DEFAULT_LR_UV``; u and v drawn from the run's seed)."""
     default_u, default_v = LR_UV.get(run.data.dataset, DEFAULT_LR_UV)
-    return SOP(default_u if lr_u is None else lr_u, default_v if lr_v is None else lr_v, init_std, ratio_balance,
-               run.seed)
-
-
-def sop(run, rate, *, lr_u=None, lr_v=None, init_std=1e-8) -> dict:
-    """SOP's run: the network and each row's u and v trained on ``sop_loss`` (``SOP``'s fields are the options)."""
-    return dict(objective=sop_objective(run, lr_u, lr_v, init_std))
+    return dict(objective=SOP(default_u if lr_u is None else lr_u, default_v if lr_v is None else lr_v, init_std,
+                              ratio_balance, run.seed))
 
 
 def sop_plus(run, rate, *, lr_u=None, lr_v=None, init_std=1e-8, ratio_consistency=0.9, ratio_balance=0.1,
@@ -208,4 +202,4 @@ def sop_plus(run, rate, *, lr_u=None, lr_v=None, init_std=1e-8, ratio_consistenc
     if not isinstance(run.data, Tensors):
         fail("runs", run.label or run.data.dataset, "runs on tensors (SOP+ draws its second views there)")
     resolve_view(view, run)
-    return dict(objective=sop_objective(run, lr_u, lr_v, init_std, ratio_balance), step=step)
+    return dict(sop(run, rate, ratio_balance, lr_u=lr_u, lr_v=lr_v, init_std=init_std), step=step)

@@ -8,6 +8,7 @@ call; SGD is element-wise, so one optimiser over the stacked weights is K indepe
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import MISSING, dataclass
 from typing import ClassVar
 
@@ -78,15 +79,15 @@ class Peers(Step):
 
     @classmethod
     def make(cls, specs):
-        rates, t_k, n_keep = [spec.forget_rate for spec in specs], specs[0].t_k, {}
+        rates, t_k = [spec.forget_rate for spec in specs], specs[0].t_k
+
+        @functools.lru_cache(maxsize=1)  # one copy to the device per epoch and batch size, not per step
+        def n_keep(epoch, b, device):
+            return torch.tensor([max(1, round(keep_rate(epoch, rate, t_k) * b)) for rate in rates], device=device)
 
         def step(logits, targets, epoch, rows, loss):
             b = targets.shape[-1]
-            if (epoch, b) not in n_keep:  # one copy to the device per epoch and batch size, not per step
-                n_keep.clear()
-                n_keep[epoch, b] = torch.tensor([max(1, round(keep_rate(epoch, rate, t_k) * b)) for rate in rates],
-                                                device=logits.device)
-            loss1, loss2 = small_loss_exchange(logits[:, 0], logits[:, 1], targets, n_keep[epoch, b])
+            loss1, loss2 = small_loss_exchange(logits[:, 0], logits[:, 1], targets, n_keep(epoch, b, logits.device))
             return (loss1 + loss2).sum(), loss1
         return step
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import paper
-from .checks import (check_choice, check_distinct, check_fields, check_float, check_int, check_noise_seed, check_seed,
+from .checks import (check_choice, check_fields, check_float, check_int, check_list, check_noise_seed, check_seed,
                      check_seeds, checked, fail)
 from .datasets import DatasetSpec, get_dataset, protocol
 from .experiments import family_labels
@@ -61,8 +61,8 @@ class Study:
     val_fraction: float = 0.0
     n_iterations: int | None = checked(None, check_int, minimum=0, none_ok=True)
     dmi_epochs: int | None = checked(None, check_int, minimum=1, none_ok=True)
-    noise_seed: int | None = None
-    train_seed: int | None = None
+    noise_seed: int | None = checked(None, check_noise_seed, none_ok=True)
+    train_seed: int | None = checked(None, check_seed, none_ok=True)
     seed: int = checked(0, check_seed)
     precision: str = checked("fp32", check_choice, choices=PRECISION_CHOICES)
     device: str = "auto"
@@ -73,12 +73,9 @@ class Study:
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         get_dataset(self.dataset)
-        if isinstance(self.methods, str) or not self.methods:
-            fail("methods", self.methods, "a non-empty list of method names, e.g. ['ce', 'seal']")
-        set_("methods", tuple(self.methods))
-        check_distinct(self.methods, "methods", "method names")
-        for name in self.methods:
-            check_choice(name, "methods", sorted(METHODS))
+        methods = check_list(self.methods, "methods", lambda m, name: check_choice(m, name, sorted(METHODS)),
+                             "method names, e.g. ['ce', 'seal']", "method names")
+        set_("methods", tuple(methods))
         if self.family is None:  # the caller's labels: no rates, seeds or settings of a family
             for name in ("noise_seed", "train_seed", "family_settings"):
                 if getattr(self, name) not in (None, {}):
@@ -90,9 +87,6 @@ class Study:
         set_("seeds", check_seeds(self.seeds))
         check_fields(self)
         set_("val_fraction", check_float(self.val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True))
-        for name, check in (("noise_seed", check_noise_seed), ("train_seed", check_seed)):
-            if getattr(self, name) is not None:
-                check(getattr(self, name), name)
         try:
             torch.device(self.device if self.device != "auto" else "cpu")
         except (RuntimeError, TypeError):

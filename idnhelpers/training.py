@@ -61,35 +61,28 @@ class Recorder:
         def mean(hits):  # an empty split's mean is nan
             return hits.float().mean().item()
 
-        h, acc = self.history, {split: mean(pred == self.y_eval[split]) for split, pred in preds.items()}
+        acc = {split: mean(pred == self.y_eval[split]) for split, pred in preds.items()}
         pred = None if probs is None else probs.argmax(1)
-        scored_true = pred is not None and self.y_true is not None
-        h["loss"].append(mean_loss)
-        h["fit_acc"].append(fit_acc)
-        h["train_acc"].append(None if pred is None else mean(pred == self.labels))
-        h["true_acc"].append(mean(pred == self.y_true) if scored_true else None)
-        h["test_acc"].append(acc.get("test"))
-        h["csr"].append(csr)
+        row = dict(loss=mean_loss, fit_acc=fit_acc, train_acc=None if pred is None else mean(pred == self.labels),
+                   true_acc=None, test_acc=acc.get("test"), csr=csr)
         if "val" in acc:
-            h["val_acc"].append(acc["val"])
+            row["val_acc"] = acc["val"]
         for split, split_pred in preds.items():
-            for name, value in self.objective.scores(split_pred, self.y_eval[split], self.n_classes).items():
-                h.setdefault(f"{split}_{name}", []).append(value)
-        if scored_true:
+            scores = self.objective.scores(split_pred, self.y_eval[split], self.n_classes)
+            row.update({f"{split}_{name}": value for name, value in scores.items()})
+        if pred is not None and self.y_true is not None:
             as_noisy, as_true = (pred == self.labels)[self.corrupted], (pred == self.y_true)[self.corrupted]
-            h["mem_noisy"].append(mean(as_noisy))
-            h["mem_true"].append(mean(as_true))
-            h["mem_other"].append(mean(~as_noisy & ~as_true))
-            h["clean_correct"].append(mean((pred == self.y_true)[~self.corrupted]))
+            row.update(true_acc=mean(pred == self.y_true), mem_noisy=mean(as_noisy), mem_true=mean(as_true),
+                       mem_other=mean(~as_noisy & ~as_true), clean_correct=mean((pred == self.y_true)[~self.corrupted]))
+        h = self.history
+        for name, value in row.items():
+            h.setdefault(name, []).append(value)
         if probs is not None and len(h["loss"]) <= self.averaged:
             self.S_sum += probs
         if probs is not None and self.track is not None:
             self.snapshots.append(probs[self.track])
         return {"loss": f"{mean_loss:.3f}", **({"train": f"{h['train_acc'][-1]:.3f}"} if pred is not None else {}),
                 **({"test": f"{acc['test']:.3f}"} if "test" in acc else {})}
-
-    def checkpoint(self) -> dict:
-        return {"S_sum": self.S_sum, "history": self.history, "snapshots": self.snapshots}
 
     def S(self):
         return None if self.S_sum is None else (self.S_sum / min(self.averaged, len(self.history["loss"]))).float()
@@ -141,14 +134,13 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable:
     """Train ``runs`` (one, or several stacked) and record them, under their precision's TF32 and
     determinism settings; ``resumable``: store checkpoints and resume from one (``checkpoint``)."""
     runs = [on_device(run, device) for run in runs]
-    with training_settings(device, runs[0].precision, runs[0].deterministic):
-        return _fit(runs, device, stacked, resumable)
-
-
-def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) -> list[RunResult]:
     if device.type == "cpu":
         tune_cpu_allocator()
-    training = Training(runs, device, stacked)
+    with training_settings(device, runs[0].precision, runs[0].deterministic):
+        return _train(Training(runs, device, stacked), runs, stacked, resumable)
+
+
+def _train(training: "Training", runs: list[Run], stacked: bool, resumable: bool) -> list[RunResult]:
     saver = checkpoint.Checkpoints(training, checkpoint.checkpoint_key(runs, stacked) if resumable else None,
                                    [run.key() for run in runs])
     n_epochs = training.protocol.n_epochs
@@ -165,9 +157,9 @@ def _fit(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) 
                 batch_loss, batch_correct = train_step(training, rows, x, epoch)
                 loss_sum += batch_loss
                 correct += batch_correct
-                saver.after_step(epoch, step, (loss_sum, correct))
+                saver.store_if_due(epoch, step, (loss_sum, correct))
         progress.epoch_done(training.end_epoch(epoch, loss_sum, correct))
-        saver.after_epoch(epoch)
+        saver.store_if_due(epoch + 1)
     progress.close()
     return training.results(saver.finish())
 
@@ -259,7 +251,8 @@ class Training:
         return dict(best=self.best, probs=self.probs if self.run0.objective.row_weighted else None,
                     networks=self.bank.checkpoint(), optimizer=checkpoint.object_state(self.optimizer),
                     loss=checkpoint.object_state(self.loss), step_state=step,
-                    records=[rec.checkpoint() for rec in self.records])
+                    records=[{name: getattr(rec, name) for name in ("S_sum", "history", "snapshots")}
+                             for rec in self.records])
 
     def slice_state(self, saved: dict, slots: list[int]) -> dict:
         """The state of runs ``slots`` of a larger stacked call's checkpoint ``saved``, as this call's
@@ -296,7 +289,7 @@ class Training:
         for g, state in zip(self.generators, saved["generators"]):
             g.set_state(state)
         for obj, state in ((self.optimizer, saved["optimizer"]), (self.loss, saved["loss"]),
-                           (self.step_losses, saved.get("step_state", {}))):
+                           (self.step_losses, saved.get("step_state", {}))):  # absent: stored before steps had state
             checkpoint.restore_object(obj, state, self.device)
         for rec, state in zip(self.records, saved["records"]):
             checkpoint.restore_object(rec, state, "cpu")

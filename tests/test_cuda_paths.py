@@ -223,7 +223,7 @@ def test_every_result_records_the_hardware_that_made_it(tmp_path, monkeypatch):
     assert result.hardware == {"device": "cpu", "precision": "fp32", "deterministic": False, **fingerprint(),
                                "stacked_runs": 1}
     old = {k: v for k, v in result.payload().items() if k != "hardware"}  # stored before hardware was recorded
-    assert RunResult.from_payload(old).hardware is None
+    assert RunResult(**old).hardware is None
 
 
 def test_slurm_jobs_on_gpus_key_their_cells_for_cuda_even_when_submitted_from_a_cpu():

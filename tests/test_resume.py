@@ -218,7 +218,7 @@ def test_a_slow_store_spaces_the_next_ones_by_twenty_times_its_duration(monkeypa
         points.store(0)  # at 0 s, done at 3 s
         for epoch, end in enumerate(epoch_ends):
             clock[0] = float(end)
-            points.after_epoch(epoch)
+            points.store_if_due(epoch + 1)
         assert stores == wanted, every
 
 

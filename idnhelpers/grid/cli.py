@@ -13,9 +13,8 @@ from ..checks import check_assignments, check_choice, check_int, fail
 from ..commands import Parser, check_output, run_main, write_bytes
 from ..families import FAMILIES
 from ..study import Study, load_profile
-from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid, with_job_resources
-from .plan import format_plan, format_status, grid_status, plan
-from .spec import build_grid
+from .executors import EXECUTORS, OPTIONS, executor_options, jobs_device_type, run_grid, with_job_resources
+from .plan import build_grid, format_plan, format_status, grid_status, plan
 
 
 def study_from_args(args) -> Study:
@@ -32,10 +31,10 @@ def study_from_args(args) -> Study:
         family = args.labels if known is not None and known.needs == "file" else "labels_file"
         if family == "labels_file":
             args.setting = [*args.setting, f"path={args.labels}"]
-    explicit = dict(dataset=args.dataset, methods=args.methods, noise_rates=args.rates, seeds=args.seeds,
+    explicit = dict(dataset=args.dataset, methods=args.methods, noise_rates=args.noise_rates, seeds=args.seeds,
                     data_root=args.data_root, family=family, device=args.device)
     settings.update({k: v for k, v in explicit.items() if v is not None})
-    if args.rates is not None:
+    if args.noise_rates is not None:
         settings["baseline_rates"] = None  # every method at the rates given (--set baseline_rates=... for fewer)
     elif family in FAMILIES and FAMILIES[family].fixed:
         settings.update(noise_rates=None, baseline_rates=None)  # one fixed set of labels
@@ -66,8 +65,9 @@ def parser() -> argparse.ArgumentParser:
                    help="a setting of the family, e.g. --setting norm_std=0.2 (xia), --setting labels=aggre (cifar10n)")
     g.add_argument("--labels", metavar="FILE_OR_SET", help="a label,label_noisy CSV of the training split, or a "
                    "published label set by name (cifar10n, cal_idn, ...)")
-    g.add_argument("--rates", nargs="+", type=float, help="noise rates of every method, e.g. 0.2 0.4 (a profile's "
-                   "baseline_rates no longer apply; none for a fixed label set)")
+    g.add_argument("--rates", dest="noise_rates", nargs="+", type=float, metavar="RATES",
+                   help="noise rates of every method, e.g. 0.2 0.4 (a profile's baseline_rates no longer apply; "
+                   "none for a fixed label set)")
     g.add_argument("--seeds", nargs="+", type=int, help="run seeds, e.g. 0 1 2")
     g.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any other grid setting, e.g. --set n_epochs=5 --set n_train=null (YAML values)")
@@ -107,9 +107,8 @@ def _main(args) -> int:
     if args.folder is not None:
         check_output(args.folder, "--folder")
     study = study_from_args(args)
-    options = executor_options(args.executor, folder=args.folder, partition=args.partition, gpus=args.gpus,
-                               cpus=args.cpus, time_min=args.time_min, array_parallelism=args.array_parallelism,
-                               parallel=args.parallel)
+    options = executor_options(args.executor, **{name: getattr(args, name) for names in OPTIONS.values()
+                                                  for name in names})
     check_int(args.stack_size, "--stack-size", minimum=1, none_ok=True)
     check_int(args.cells_per_job, "--cells-per-job", minimum=1, none_ok=True)
     if args.no_wait and args.executor != "slurm":

@@ -5,19 +5,19 @@ stage trains its cells K at a time, stacked, with K halved until it fits the GPU
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import itertools
 import json
 import math
 import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -31,8 +31,7 @@ from ..results import Results
 from ..models import build_model
 from ..runs import Run, RunResult, Tensors
 from ..study import Study
-from .plan import Job, as_grid, collect, plan
-from .spec import build_grid
+from .plan import Job, as_grid, build_grid, collect, plan
 
 # the executors and the options each takes (``executor_options``)
 OPTIONS = {"local": (), "slurm": ("folder", "partition", "gpus", "cpus", "time_min", "array_parallelism"),
@@ -47,16 +46,17 @@ POLL_SECONDS = {"slurm": 1.0, "submitit-local": 0.1, "debug": 0.0}  # between ch
 
 @dataclass(frozen=True)
 class JobTrainer(Trainer):
-    """A grid job's trainer: ``report`` hears each stage's run keys first (the progress bar); K is
-    ``stack_size``, else the fastest measured (``measured_stack_size``), else all the stage's runs; on
-    CUDA a stacked call out of memory is retried with half as many runs, a K kept for later stages."""
+    """A grid job's trainer: each stage's run keys go first to the file ``report`` (``grid_progress`` reads
+    it); K is ``stack_size``, else the fastest measured (``measured_stack_size``), else all the stage's runs;
+    on CUDA a stacked call out of memory is retried with half as many runs, a K kept for later stages."""
 
-    report: Callable[[list[str]], None] | None = None
+    report: str | None = None
     fitted: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, runs: list[Run]) -> list[RunResult]:
         if self.report is not None:
-            self.report([run.key() for run in runs])
+            with open(self.report, "a") as f:
+                f.write("".join(f"{run.key()}\n" for run in runs))
         k = self.fitted.get("k", self.stack_size or measured_stack_size(runs[0]))
         while True:
             try:
@@ -112,24 +112,16 @@ def visible_gpus() -> list[int]:
     return list(itertools.takewhile(lambda d: d >= 0, map(int, names)))  # CUDA stops at an invalid index
 
 
-def _append_keys(path: Path, keys: list[str]) -> None:
-    with open(path, "a") as f:
-        f.write("".join(f"{key}\n" for key in keys))
-
-
 class GridJob:
-    """``run_job``: train one job's cells (``methods.run_stages``) and return their number. ``progress``:
-    a file to append each stage's run keys to (read by ``Progress``), or a callable given them. As submitit
-    runs it, warned of its time limit or pre-emption, a Slurm job is requeued (``checkpoint``) and trains
-    only what is not stored, resuming a run from its checkpoint."""
+    """``run_job``: train one job's cells (``methods.run_stages``) and return their number; ``progress``:
+    the file of each stage's run keys (``JobTrainer.report``). As submitit runs it, warned of its time limit
+    or pre-emption, a Slurm job is requeued (``checkpoint``) and trains only what is not stored, resuming a
+    run from its checkpoint."""
 
     def __call__(self, job: Job, device=None, stack_size: int | None = None, threads: int | None = None,
                  progress=None) -> int:
         if threads is not None:
             torch.set_num_threads(threads)
-        if isinstance(progress, (str, Path)):
-            Path(progress).parent.mkdir(parents=True, exist_ok=True)
-            progress = functools.partial(_append_keys, progress)
         wanted = {c.run.device_type for c in job.cells}
         if "cuda" in wanted and resolve_device(device).type != "cuda":  # a GPU job on a node that shows none
             fail("device", device or "auto", f"a GPU: this job's runs are keyed for CUDA and this node shows no "
@@ -150,84 +142,65 @@ class GridJob:
 run_job = GridJob()
 
 
-class Progress:
-    """Runs finished in the cache since it started, of the keys jobs report (``report``, or files
-    in ``folder``), refreshed each second: a tqdm bar on a terminal, else a line per finished run."""
+@contextlib.contextmanager
+def grid_progress(total: int, folder: Path, enabled: bool = True):
+    """Runs finished in the cache since it started, of the keys jobs write to files in ``folder`` (``run_job``'s
+    ``progress``), polled each second: a tqdm bar on a terminal, else a line per finished run."""
+    start, stop, lines = time.time() - 1, threading.Event(), enabled and not use_bars()
+    bar = tqdm(total=total, desc="grid", unit="run", disable=not enabled or lines, file=sys.stderr)
 
-    def __init__(self, total: int, folder: Path | None = None, enabled: bool = True):
-        self.folder, self.keys, self.start = folder, set(), time.time() - 1
-        self.total, self.lines, self.shown = total, enabled and not use_bars(), 0
-        self.bar = tqdm(total=total, desc="grid", unit="run", disable=not enabled or self.lines, file=sys.stderr)
-        self._stop, self._lock = threading.Event(), threading.Lock()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+    def refresh() -> None:
+        found = set()
+        for path in folder.glob("*.keys"):
+            found.update(path.read_text().split())
+        done = 0
+        for key in found:
+            with contextlib.suppress(FileNotFoundError):
+                done += (cache.cache_dir() / f"{key}.pt").stat().st_mtime >= start
+        if lines and done > bar.n:
+            elapsed = time.time() - start
+            print(f"grid: {done}/{total} runs done, {clock(elapsed)} elapsed, ETA "
+                  f"{clock(elapsed / done * (total - done))}", file=sys.stderr, flush=True)
+        bar.n = done
+        bar.refresh()
 
-    def __enter__(self) -> "Progress":
-        return self
+    def poll() -> None:
+        while not stop.wait(1.0):
+            refresh()
 
-    def report(self, keys: list[str]) -> None:
-        with self._lock:
-            self.keys.update(keys)
-
-    def _finished(self) -> int:
-        keys = set(self.keys)
-        if self.folder is not None:
-            for path in self.folder.glob("*.keys"):
-                keys.update(path.read_text().split())
-        n = 0
-        for key in keys:
-            try:
-                n += (cache.cache_dir() / f"{key}.pt").stat().st_mtime >= self.start
-            except FileNotFoundError:
-                pass
-        return n
-
-    def refresh(self) -> None:
-        with self._lock:
-            self.bar.n = self._finished()
-            self.bar.refresh()
-            if self.lines and self.bar.n > self.shown:
-                self.shown = self.bar.n
-                elapsed = time.time() - self.start
-                eta = elapsed / self.shown * (self.total - self.shown)
-                print(f"grid: {self.shown}/{self.total} runs done, {clock(elapsed)} elapsed, ETA {clock(eta)}",
-                      file=sys.stderr, flush=True)
-
-    def _loop(self):
-        while not self._stop.wait(1.0):
-            self.refresh()
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.refresh()
-        self.bar.close()
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        refresh()
+        bar.close()
 
 
-def executor_options(executor: str, *, folder=None, partition=None, gpus=None, cpus=None, time_min=None,
-                     array_parallelism=None, parallel=None) -> dict:
+def executor_options(executor: str, **given) -> dict:
     """Checked options of ``executor`` (``OPTIONS``; see ``run_grid``), with their defaults filled in."""
     check_choice(executor, "executor", EXECUTORS)
-    given = dict(partition=partition, gpus=gpus, cpus=cpus, time_min=time_min, array_parallelism=array_parallelism,
-                 parallel=parallel, folder=folder)
     for name, value in given.items():
         if value is not None and name not in OPTIONS[executor]:
             fail(name, value, f"None with executor={executor!r} (it takes {list(OPTIONS[executor]) or 'no options'})")
+    gpus, cpus, time_min, parallel = (given.get(name) for name in ("gpus", "cpus", "time_min", "parallel"))
     check_int(gpus, "gpus", minimum=0, none_ok=True)
     for name in ("cpus", "time_min", "array_parallelism", "parallel"):
-        check_int(given[name], name, minimum=1, none_ok=True)
+        check_int(given.get(name), name, minimum=1, none_ok=True)
     if parallel is not None and parallel > cpu_cores():
         fail("parallel", parallel, f"at most the {cpu_cores()} CPU cores of this machine")
     if executor == "local":
         return {}
-    options = dict(folder=str(folder or cache.cache_dir() / "jobs"))
+    options = dict(folder=str(given.get("folder") or cache.cache_dir() / "jobs"))
     if executor == "slurm":
         gpus = 1 if gpus is None else gpus
         if gpus > 1:
             fail("gpus", gpus, "0 or 1 per Slurm job: a job trains on one GPU; run more jobs at once with "
                  "--array-parallelism")
-        options.update(partition=partition, gpus=gpus, cpus=cpus or CPUS_PER_GPU * max(1, gpus),
-                       time_min=time_min or DEFAULT_TIME_MIN, array_parallelism=array_parallelism)
+        options.update(partition=given.get("partition"), gpus=gpus, cpus=cpus or CPUS_PER_GPU * max(1, gpus),
+                       time_min=time_min or DEFAULT_TIME_MIN, array_parallelism=given.get("array_parallelism"))
     elif executor == "submitit-local":  # one GPU per job where there are GPUs, else one core each
         available = visible_gpus()
         gpus = len(available) if gpus is None else gpus
@@ -324,9 +297,9 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
     p = plan(grid, device=device_type, cells_per_job=cells_per_job, progress=progress)
     options = with_job_resources(executor, options, p)
     if p.jobs and executor == "local":
-        with Progress(p.runs, enabled=progress) as bar:
+        with tempfile.TemporaryDirectory() as folder, grid_progress(p.runs, Path(folder), progress):
             for job in p.jobs:
-                run_job(job, device, stack_size, progress=bar.report)
+                run_job(job, device, stack_size, progress=f"{folder}/local.keys")
     elif p.jobs:
         submitted = _submit(p, executor, options, device_type, stack_size, wait, progress)
         if not wait:
@@ -343,16 +316,16 @@ def _submit(p, executor: str, options: dict, device: str, stack_size, wait: bool
     local = executor == "submitit-local"
     workers = options["parallel"] if local else len(jobs)
     threads = max(1, cpu_cores() // min(workers, len(jobs))) if local else options.get("cpus")
-    args = [(job, device, stack_size, threads, str(folder / f"{i}.keys")) for i, job in enumerate(jobs)]
-    handles, pending = [], list(args)
+    pending = [(job, device, stack_size, threads, str(folder / f"{i}.keys")) for i, job in enumerate(jobs)]
+    folder.mkdir(parents=True)
+    handles, gpu_of = [], []  # submitit-local: the GPU each job was given
     if executor == "slurm":
-        handles, pending = ex.map_array(run_job, *zip(*args)), []
+        handles, pending = ex.map_array(run_job, *zip(*pending)), []
         print(f"submitted job array {handles[0].job_id.split('_')[0]} ({len(handles)} jobs); logs in "
               f"{options['folder']}", file=sys.stderr)
         if not wait:
             return handles
-    gpu_of = []  # submitit-local: the GPU each job was given
-    with Progress(p.runs, folder, enabled=progress):
+    with grid_progress(p.runs, folder, enabled=progress):
         while pending or not all(h.done() for h in handles):
             while pending and sum(not h.done() for h in handles) < workers:
                 gpu = None
