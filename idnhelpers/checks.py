@@ -83,6 +83,7 @@ def check_list(values, name: str, check, example: str, what: str) -> list:
 
 
 def check_rates(values, name: str = "noise_rates") -> list[float]:
+    """A non-empty list of distinct noise rates."""
     return check_list(values, name, check_rate, "numbers in [0, 1), e.g. [0.1, 0.2]",
                       "noise rates (each is one set of labels)")
 
@@ -117,6 +118,7 @@ def check_noise_seed(value, name: str = "noise_seed", none_ok: bool = False) -> 
 
 
 def check_seeds(values, name: str = "seeds") -> tuple[int, ...]:
+    """A non-empty list of distinct seeds."""
     return tuple(check_list(values, name, check_seed, "seeds, e.g. [0, 1, 2]",
                             "seeds (a mean over a repeated seed would count one run twice)"))
 

@@ -30,6 +30,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.given: set[str] = set()  # the options on the command line (``parse_args``)
 
     def option_names(self) -> dict[str, str]:
         """The option of each destination: ``{"data_root": "--data-root", "noise_rates": "--rates"}``; where
@@ -42,7 +43,7 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         argv = sys.argv[1:] if args is None else [str(a) for a in args]
-        self.given: set[str] = set()  # the options on the command line
+        self.given = set()
         for token in argv:
             if token == "--":
                 break

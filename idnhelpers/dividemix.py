@@ -165,7 +165,7 @@ class _DivideMixEpoch:
         batch_size, n_iter = training.protocol.batch_size, len(labelled) // training.protocol.batch_size + 1
 
         def unlabelled_batches():  # the code restarts its unlabelled loader when it is spent
-            while True:
+            while len(unlabelled):
                 yield from unlabelled[torch.randperm(len(unlabelled), generator=g)].split(batch_size)
 
         u_batches = unlabelled_batches()

@@ -96,49 +96,58 @@ class _ELRPlusEpochs:
         self.steps = 0  # SGD steps of one network so far (the authors' global_step, shared by both)
         self._copies = None  # the EMA copies as modules
 
-    def train_epoch(self, training, epoch: int):
-        """Network 1's epoch, then network 2's, each in its own batch order: the summed loss and fitted rows
-        of network 1 (K = 1). The EMA copies start as copies of the networks (theta~ = theta), after a resume
-        with the checkpointed tensors loaded."""
-        spec, g, c = self.spec, training.generators[0], training.n_classes
+    def ema_copies(self, models: list[torch.nn.Module]) -> list[torch.nn.Module]:
+        """The networks' EMA copies: copies of them at the start (theta~ = theta), the checkpointed
+        tensors loaded once after a resume."""
         if self._copies is None:
-            self._copies = [copy.deepcopy(m).requires_grad_(False) for m in training.bank.models]
+            self._copies = [copy.deepcopy(m).requires_grad_(False) for m in models]
             if self.emas is not None:  # restored from a checkpoint
                 with torch.no_grad():
                     for copy_, saved in zip(self._copies, self.emas):
                         torch._foreach_copy_(list(copy_.state_dict().values()), list(saved))
-            self.emas = [list(m.state_dict().values()) for m in self._copies]
+            self.emas = [list(c.state_dict().values()) for c in self._copies]
+        return self._copies
+
+    def train_epoch(self, training, epoch: int):
+        """Network 1's epoch, then network 2's: the summed loss and fitted rows of network 1 (K = 1)."""
+        copies = self.ema_copies(training.bank.models)
         if self.targets is None:
-            self.targets = torch.zeros(2, len(training.source), c, device=training.device)
-        for m in self._copies:
-            m.train(True)  # as the authors' code: the EMA copies' batch statistics, in train mode
+            self.targets = torch.zeros(2, len(training.source), training.n_classes, device=training.device)
+        for c in copies:
+            c.train(True)  # as the authors' code: the EMA copies' batch statistics, in train mode
         sums = []
-        for k in (0, 1):
-            net, teacher = training.bank.models[k], self._copies[1 - k]
+        for k in (0, 1):  # each network in its own batch order
             loss_sum, correct = training.zero_sums()
-            for step, (rows, x) in training.batches():
-                rows, x, t = rows[0], x[0], self.steps + step  # t: the 1-based SGD step
-                y = training.targets[0, rows]
-                lam, perm = 1.0, None  # mixup_alpha 0: no mixup, as the authors' code
-                if spec.mixup_alpha:  # max(l, 1 - l), l ~ Beta(alpha, alpha) (numpy's, seeded by the run's generator:
-                    # torch's takes none), and a permutation of the rows
-                    lam = float(np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,), generator=g))).beta(
-                        spec.mixup_alpha, spec.mixup_alpha))
-                    lam, perm = max(lam, 1 - lam), torch.randperm(len(rows), generator=g).to(x.device)
-                with torch.no_grad():
-                    p_teacher = F.softmax(train_logits(training, teacher, x), -1)
-                self.targets[k, rows] = elr_update(self.targets[k, rows], p_teacher, spec.beta)
-                q = mix(self.targets[k, rows], lam, perm)
-                labels = mix(F.one_hot(y, c).float(), lam, perm)
-                if spec.label_correction:
-                    labels = labels * q / (labels * q).sum(-1, keepdim=True)
-                logits = train_logits(training, net, mix(x, lam, perm))
-                loss = elr_loss(logits, labels, q, spec.lam * rampup(t, spec.coef_step, sigmoid=True))  # elr_plus_loss
-                sgd_step(training, loss)  # network k's parameters only
-                ema_update_(list(self._copies[k].parameters()), list(net.parameters()),
-                            ema_momentum(t, spec.ema_alpha, spec.ema_step))
-                loss_sum += loss.detach() * len(rows)
-                correct += (logits.argmax(-1) == y).sum()
+            batches = training.source.train_batches(training.generators, training.protocol.batch_size,
+                                                     training.protocol.augment, False)
+            for step, (rows, x) in enumerate(batches, start=1):
+                loss, fitted = self.train_batch(training, k, rows[0], x[0], self.steps + step)
+                loss_sum += loss * rows.shape[1]
+                correct += fitted
             sums.append((loss_sum, correct))
         self.steps += step  # the same number of batches for both
         return sums[0]
+
+    def train_batch(self, training, k: int, rows: torch.Tensor, x: torch.Tensor, t: int):
+        """One SGD step of network ``k`` at 1-based step ``t``: its loss and fitted rows."""
+        spec, net, teacher = self.spec, training.bank.models[k], self._copies[1 - k]
+        y = training.targets[0, rows]
+        lam, perm = 1.0, None  # mixup_alpha 0: no mixup, as the authors' code
+        if spec.mixup_alpha:  # max(l, 1 - l), l ~ Beta(alpha, alpha) (numpy's, seeded by the run's generator: torch's
+            g = training.generators[0]  # takes none), and a permutation of the rows
+            lam = float(np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,), generator=g))).beta(
+                spec.mixup_alpha, spec.mixup_alpha))
+            lam, perm = max(lam, 1 - lam), torch.randperm(len(rows), generator=g).to(x.device)
+        with torch.no_grad():
+            p_teacher = F.softmax(train_logits(training, teacher, x), -1)
+        self.targets[k, rows] = elr_update(self.targets[k, rows], p_teacher, spec.beta)
+        q = mix(self.targets[k, rows], lam, perm)
+        labels = mix(F.one_hot(y, training.n_classes).float(), lam, perm)
+        if spec.label_correction:
+            labels = labels * q / (labels * q).sum(-1, keepdim=True)
+        logits = train_logits(training, net, mix(x, lam, perm))
+        loss = elr_loss(logits, labels, q, spec.lam * rampup(t, spec.coef_step, sigmoid=True))  # their elr_plus_loss
+        sgd_step(training, loss)  # network k's parameters only
+        ema_update_(list(self._copies[k].parameters()), list(net.parameters()),
+                    ema_momentum(t, spec.ema_alpha, spec.ema_step))
+        return loss.detach(), (logits.argmax(-1) == y).sum()

@@ -59,9 +59,12 @@ def register_npz(path: str | Path) -> tuple[str, dict]:
     path = Path(path)
     if not path.is_file():
         fail("--from-npz", str(path), "an existing .npz file holding arrays 'X' and 'y'")
+    arrays = {}
     try:
         loaded = np.load(path, allow_pickle=False)
-        arrays = dict(loaded) if isinstance(loaded, np.lib.npyio.NpzFile) else {}  # a .npy: no named arrays
+        if isinstance(loaded, np.lib.npyio.NpzFile):  # not a .npy
+            with loaded:
+                arrays = dict(loaded)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
         fail("--from-npz", str(path), f"a readable .npz file of arrays, no pickles ({type(error).__name__}: {error})")
     if not {"X", "y"} <= set(arrays):
@@ -156,8 +159,9 @@ def verify_label_files(folder: str | Path) -> dict[str, list[str]]:
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        if manifest["format"] != FORMAT:  # a list: TypeError
-            raise ValueError(f"format {manifest['format']!r}, not {FORMAT!r}")
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        if found != FORMAT:
+            raise ValueError(f"format {found!r}, not {FORMAT!r}")
         entries = [({kind: (str(e["files"][kind]["name"]), str(e["files"][kind]["sha256"])) for kind in KINDS},
                     int(e["flips"])) for e in manifest["labels"]]
         n, y_sha = manifest["dataset"]["n"], manifest["dataset"]["y"]["sha256"]

@@ -308,7 +308,11 @@ def run_methods(name: str, X, y_noisy_sets, protocol: Protocol, *, seeds, datase
     ``hardware.resolve_precision``)."""
     if len(y_noisy_sets) != len(seeds) or not seeds:
         fail("seeds", seeds, f"one seed per label set ({len(y_noisy_sets)} label sets)")
-    run_fields = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}  # run_stages checks the rest
+    method = get_method(name)
+    run_fields = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
+    unknown = sorted(set(options) - set(method.options))
+    if unknown:
+        fail("option", unknown, f"options of {name}: {sorted(method.options)}, or run options {list(RUN_OPTIONS)}")
     if "precision" in run_fields:
         run_fields["precision"] = resolve_precision(run_fields["precision"], device)
     data = X if isinstance(X, Tensors) else Tensors(X, dataset)

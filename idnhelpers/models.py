@@ -129,7 +129,10 @@ MODELS = {
 
 def build_model(name: str, n_classes: int, input_shape: tuple[int, ...], pretrained: str | None = None) -> nn.Module:
     """Network ``name`` for inputs of ``input_shape`` (C x H x W) and ``n_classes`` outputs;
-    ``pretrained``: a state_dict file for all but the last layer (resnet50 only: ``Protocol`` checks)."""
+    ``pretrained``: a state_dict file for all but the last layer (resnet50 only)."""
     if name not in MODELS:
         raise ValueError(f"model={name!r} is not allowed: one of {sorted(MODELS)}")
+    if pretrained is not None and name != "resnet50":
+        raise ValueError(f"pretrained={pretrained!r} is not allowed with model={name!r}: only resnet50 loads "
+                         "pretrained weights")
     return MODELS[name](n_classes, tuple(input_shape)) if pretrained is None else resnet50(n_classes, pretrained)

@@ -196,6 +196,16 @@ def pmd_keep(S, noise_type: int):
     return top.indices[:, 0], top.indices[:, 1], keep
 
 
+def pmd_two_class(y, S, noise_type: int):
+    """The authors' two-class branch (pxiangwu/PLC ``label_noise``) as ``pmd_keep``'s triple: a class-1
+    instance flips to class 0 with probability f(eta_1) (Type I 2 eta (eta - 1/2)^2, II min(eta, 1 - eta),
+    III 1/2 - 2 (eta - 1/2)^2); class 0 never flips. ``u`` is 0 (the flip), ``s`` the label, ``keep`` f."""
+    _pmd_type(noise_type, "type")
+    eta = S[:, 1].float().numpy()
+    f = {1: 2 * eta * (eta - 1 / 2) ** 2, 2: np.minimum(eta, 1 - eta), 3: -2 * (eta - 1 / 2) ** 2 + 1 / 2}[noise_type]
+    return torch.zeros_like(y), y, np.where(y.numpy() == 1, f, 0.0)
+
+
 def pmd_factor(y, u, s, keep, noise_rate: float) -> float:
     """The authors' ``factor`` (>= 1) giving ``noise_rate`` in expectation (``u`` with p = keep / factor)."""
     y, u, s = (torch.as_tensor(t).long().numpy() for t in (y, u, s))
@@ -220,11 +230,8 @@ def pmd_noise(y, S, noise_rate: float | None, noise_type: int = 1, seed: int = 0
     if factor is not None:
         check_float(factor, "factor", low=1.0)
     y, S = check_labels_softmax(y, S)
-    if S.shape[1] == 2:  # the authors' branch, as pmd_keep's triple: u = 0 (the flip), s the label, keep f(eta_1)
-        _pmd_type(noise_type, "type")
-        eta = S[:, 1].float().numpy()
-        f = {1: 2 * eta * (eta - 1 / 2) ** 2, 2: np.minimum(eta, 1 - eta), 3: -2 * (eta - 1 / 2) ** 2 + 1 / 2}
-        u, s, keep, drawn = torch.zeros_like(y), y, np.where(y.numpy() == 1, f[noise_type], 0.0), (y == 1).numpy()
+    if S.shape[1] == 2:
+        (u, s, keep), drawn = pmd_two_class(y, S, noise_type), (y == 1).numpy()
         factor = 1.0 if noise_rate is None else None
     else:
         (u, s, keep), drawn = pmd_keep(S, noise_type), np.ones(len(y), bool)

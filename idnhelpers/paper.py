@@ -77,5 +77,8 @@ CLOTHING1M = [
 
 def paper_value(dataset: str, method: str, rate: float):
     """(mean, std) of ``method`` at noise ``rate`` in the paper's table for ``dataset``, or None."""
-    return next((value for r, value in zip(RATES, RESULTS.get(dataset, {}).get(method, ())) if abs(r - rate) < 1e-9),
-                None)
+    table = RESULTS.get(dataset, {}).get(method)
+    for r, value in zip(RATES, table or ()):
+        if abs(r - rate) < 1e-9:
+            return value
+    return None

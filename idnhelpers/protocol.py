@@ -40,8 +40,8 @@ class Protocol:
             fail("milestones", self.milestones, "a tuple of positive integers (epochs)")
         for m in self.milestones:
             check_int(m, "milestones", minimum=1)
-        if self.pretrained is not None and (not isinstance(self.pretrained, str) or self.model != "resnet50"):
-            fail("pretrained", self.pretrained, "None, or with model 'resnet50' a path (str) to a state_dict file")
+        if self.pretrained is not None and not isinstance(self.pretrained, str):
+            fail("pretrained", self.pretrained, "a path (str) to a state_dict file, or None")
 
     def make_optimizer(self, parameters):
         """A fresh optimiser over ``parameters`` (stacked weights too: its updates are element-wise)."""

@@ -53,6 +53,11 @@ def test_other_errors_and_single_runs_are_not_retried(monkeypatch):
     assert not out_of_memory(ValueError("CUDA out of memory")) and out_of_memory(OOM_FORMS[2])
 
 
+def test_a_misspelt_executor_option_is_refused_by_name():
+    with pytest.raises(TypeError, match="stacksize"):
+        executor_options("local", stacksize=4)
+
+
 def test_submitit_local_jobs_get_the_gpus_cuda_visible_devices_names(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")

@@ -193,7 +193,9 @@ def test_a_killed_job_resumes_training_only_the_missing_runs_with_identical_resu
     labels = results(private_cache)
     seal = next(job for job in make_jobs(g.cells) if job.method == "seal")  # 2 CE runs, then 4 SEAL iterations
     options = grid.executor_options("submitit-local", folder=tmp_path / "jobs", parallel=1)
-    handle = grid.executors.make_executor("submitit-local", options, 1).submit(grid.run_job, seal, "cpu", None, 1, None)
+    keys = tmp_path / "progress" / "seal.keys"  # a folder the job makes
+    handle = grid.executors.make_executor("submitit-local", options, 1).submit(grid.run_job, seal, "cpu", None, 1,
+                                                                              str(keys))
     deadline = time.time() + 120
     while not results(private_cache) - labels and time.time() < deadline:
         time.sleep(0.02)
@@ -202,6 +204,7 @@ def test_a_killed_job_resumes_training_only_the_missing_runs_with_identical_resu
         time.sleep(0.1)
     kept = results(private_cache) - labels
     assert 1 <= len(kept) < 6, "the job was not killed midway"
+    assert kept <= set(keys.read_text().split())  # each stage's run keys reported before it trained
     stamps = {k: (private_cache / f"{k}.pt").stat().st_mtime_ns for k in kept}
     fits = count_fits(monkeypatch)
     table = run_grid(g, "debug", folder=tmp_path / "jobs", progress=False)

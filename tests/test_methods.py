@@ -189,6 +189,8 @@ def test_methods_by_name_and_clear_errors(digits):
     X, y_noisy = digits[:2]
     with pytest.raises(ValueError, match=r"option=\['qq'\].*options of gce: \['q'\]"):
         methods.run_method("gce", X, y_noisy, ONE_EPOCH, qq=0.5, **engine(digits))
+    with pytest.raises(ValueError, match=r"option=\['presicion'\].*options of ce: \[\], or run options.*'precision'"):
+        methods.run_method("ce", X, y_noisy, ONE_EPOCH, presicion="fp32", **engine(digits))
     with pytest.raises(ValueError, match="noise_rate=None.*forget rate"):
         methods.run_method("coteaching", X, y_noisy, ONE_EPOCH, **engine(digits))
     with pytest.raises(ValueError, match="anchor_percentile=0"):

@@ -238,6 +238,8 @@ def test_verify_checks_the_format_and_that_every_label_file_is_listed(tmp_path, 
     assert labels.verify_label_files(out)[labels.MANIFEST] == ["lists no label files"]
     (out / labels.MANIFEST).write_text(json.dumps({**manifest, "format": "idnhelpers-noisy/1"}))
     assert "not a manifest written by idn-labels" in labels.verify_label_files(out)[labels.MANIFEST][0]
+    (out / labels.MANIFEST).write_text("[1, 2]")
+    assert "format 'list', not 'idnhelpers-labels/1'" in labels.verify_label_files(out)[labels.MANIFEST][0]
 
 
 def test_a_writer_removes_leftover_partial_files_and_refuses_another_label_set(tmp_path, capsys):

@@ -13,7 +13,7 @@ from ..checks import check_assignments, check_choice, check_int, fail
 from ..commands import Parser, check_output, run_main, write_bytes
 from ..families import FAMILIES
 from ..study import Study, load_profile
-from .executors import EXECUTORS, OPTIONS, executor_options, jobs_device_type, run_grid, with_job_resources
+from .executors import EXECUTORS, executor_options, jobs_device_type, run_grid, with_job_resources
 from .plan import build_grid, format_plan, format_status, grid_status, plan
 
 
@@ -107,8 +107,9 @@ def _main(args) -> int:
     if args.folder is not None:
         check_output(args.folder, "--folder")
     study = study_from_args(args)
-    options = executor_options(args.executor, **{name: getattr(args, name) for names in OPTIONS.values()
-                                                  for name in names})
+    options = executor_options(args.executor, folder=args.folder, partition=args.partition, gpus=args.gpus,
+                               cpus=args.cpus, time_min=args.time_min, array_parallelism=args.array_parallelism,
+                               parallel=args.parallel)
     check_int(args.stack_size, "--stack-size", minimum=1, none_ok=True)
     check_int(args.cells_per_job, "--cells-per-job", minimum=1, none_ok=True)
     if args.no_wait and args.executor != "slurm":

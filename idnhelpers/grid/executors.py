@@ -119,9 +119,11 @@ class GridJob:
     run from its checkpoint."""
 
     def __call__(self, job: Job, device=None, stack_size: int | None = None, threads: int | None = None,
-                 progress=None) -> int:
+                 progress: str | Path | None = None) -> int:
         if threads is not None:
             torch.set_num_threads(threads)
+        if progress is not None:
+            Path(progress).parent.mkdir(parents=True, exist_ok=True)
         wanted = {c.run.device_type for c in job.cells}
         if "cuda" in wanted and resolve_device(device).type != "cuda":  # a GPU job on a node that shows none
             fail("device", device or "auto", f"a GPU: this job's runs are keyed for CUDA and this node shows no "
@@ -179,28 +181,30 @@ def grid_progress(total: int, folder: Path, enabled: bool = True):
         bar.close()
 
 
-def executor_options(executor: str, **given) -> dict:
+def executor_options(executor: str, *, folder=None, partition=None, gpus=None, cpus=None, time_min=None,
+                     array_parallelism=None, parallel=None) -> dict:
     """Checked options of ``executor`` (``OPTIONS``; see ``run_grid``), with their defaults filled in."""
     check_choice(executor, "executor", EXECUTORS)
+    given = dict(partition=partition, gpus=gpus, cpus=cpus, time_min=time_min, array_parallelism=array_parallelism,
+                 parallel=parallel, folder=folder)
     for name, value in given.items():
         if value is not None and name not in OPTIONS[executor]:
             fail(name, value, f"None with executor={executor!r} (it takes {list(OPTIONS[executor]) or 'no options'})")
-    gpus, cpus, time_min, parallel = (given.get(name) for name in ("gpus", "cpus", "time_min", "parallel"))
     check_int(gpus, "gpus", minimum=0, none_ok=True)
     for name in ("cpus", "time_min", "array_parallelism", "parallel"):
-        check_int(given.get(name), name, minimum=1, none_ok=True)
+        check_int(given[name], name, minimum=1, none_ok=True)
     if parallel is not None and parallel > cpu_cores():
         fail("parallel", parallel, f"at most the {cpu_cores()} CPU cores of this machine")
     if executor == "local":
         return {}
-    options = dict(folder=str(given.get("folder") or cache.cache_dir() / "jobs"))
+    options = dict(folder=str(folder or cache.cache_dir() / "jobs"))
     if executor == "slurm":
         gpus = 1 if gpus is None else gpus
         if gpus > 1:
             fail("gpus", gpus, "0 or 1 per Slurm job: a job trains on one GPU; run more jobs at once with "
                  "--array-parallelism")
-        options.update(partition=given.get("partition"), gpus=gpus, cpus=cpus or CPUS_PER_GPU * max(1, gpus),
-                       time_min=time_min or DEFAULT_TIME_MIN, array_parallelism=given.get("array_parallelism"))
+        options.update(partition=partition, gpus=gpus, cpus=cpus or CPUS_PER_GPU * max(1, gpus),
+                       time_min=time_min or DEFAULT_TIME_MIN, array_parallelism=array_parallelism)
     elif executor == "submitit-local":  # one GPU per job where there are GPUs, else one core each
         available = visible_gpus()
         gpus = len(available) if gpus is None else gpus
