@@ -148,7 +148,7 @@ class Lock:
     @classmethod
     def acquire(cls, key: str, path: Path | None = None) -> "Lock | None":
         """``path``: the lock file, default ``<cache>/<key>.lock``."""
-        path = cache_dir() / f"{key}.lock" if path is None else Path(path)
+        path = _lock_path(key, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):  # second try after removing a stale lock
             try:
@@ -180,6 +180,10 @@ class Lock:
         self.release()
 
 
+def _lock_path(key: str, path: Path | None) -> Path:
+    return cache_dir() / f"{key}.lock" if path is None else Path(path)
+
+
 def _break_if_stale(key: str, path: Path) -> bool:
     """Remove ``path`` if its lock is stale. Breakers take a lock of their own first, so two
     processes that both find the same stale lock cannot remove a fresh one between them."""
@@ -203,7 +207,7 @@ def _break_if_stale(key: str, path: Path) -> bool:
 def lock_holder(key: str, path: Path | None = None) -> dict | None:
     """Who holds ``key``'s lock (host, pid, time; ``{}`` if unreadable), or None if it is free or
     stale: its process is gone (same host) or it has not been refreshed in time."""
-    path = cache_dir() / f"{key}.lock" if path is None else Path(path)
+    path = _lock_path(key, path)
     stale_after = lock_stale_seconds()
     try:
         age = time.time() - path.stat().st_mtime

@@ -115,10 +115,11 @@ class Checkpoints:
         """``store`` if the call stores checkpoints and one is due: within an epoch (``step``)
         ``WITHIN_EPOCH_SECONDS`` after the last store, after an epoch but the last ``every`` seconds after
         it, and for an interval above 0 ``STORE_COST_FACTOR`` times that store's duration after it."""
+        if self.key is None or (not step and epoch == self.training.protocol.n_epochs):  # none, or after the last
+            return
         interval = WITHIN_EPOCH_SECONDS if step else self.every
         wait = max(interval, STORE_COST_FACTOR * self.store_seconds) if interval else 0.0
-        last = not step and epoch == self.training.protocol.n_epochs
-        if self.key is not None and not last and time.perf_counter() - self.stored_at >= wait:
+        if time.perf_counter() - self.stored_at >= wait:
             self.store(epoch, step, sums)
 
     def store(self, epoch: int, step: int = 0, sums=None) -> None:

@@ -118,9 +118,7 @@ class _ELRPlusEpochs:
         sums = []
         for k in (0, 1):  # each network in its own batch order
             loss_sum, correct = training.zero_sums()
-            batches = training.source.train_batches(training.generators, training.protocol.batch_size,
-                                                     training.protocol.augment, False)
-            for step, (rows, x) in enumerate(batches, start=1):
+            for step, (rows, x) in training.batches():
                 loss, fitted = self.train_batch(training, k, rows[0], x[0], self.steps + step)
                 loss_sum += loss * rows.shape[1]
                 correct += fitted

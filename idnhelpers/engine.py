@@ -63,7 +63,8 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
             wanted = {key: next((runs[i] for i in missing[key] if runs[i].keep != "none"), runs[missing[key][0]])
                       for key in held}
             # another process may have stored a result between our first look and taking its lock
-            todo = [key for key in held if not use_cache or load(wanted[key]) is None]
+            stored = {key: load(wanted[key]) if use_cache else None for key in held}
+            todo = [key for key in held if stored[key] is None]
             trained = {}
             for i, result in _train_runs([wanted[key] for key in todo], backend, device, workers, stack_size,
                                          resumable=use_cache):
@@ -76,7 +77,7 @@ def train_many(runs, *, backend: str = "auto", device=None, use_cache: bool = Tr
                     lock.release()
         for key in held:
             for i in missing[key]:
-                results[i] = _as_requested(trained[key], runs[i]) if key in trained else load(runs[i])
+                results[i] = _as_requested(trained[key] if key in trained else stored[key], runs[i])
         busy = [key for key in missing if key not in held]
         if busy:  # loaded by the next round, or trained here if their holder died first
             _wait_for(busy)

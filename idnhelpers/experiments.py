@@ -14,7 +14,7 @@ from .datasets import get_dataset
 from .engine import predict, train
 from .hardware import resolve_precision
 from .noise import idn_labels, mislabel_scores
-from .families import FAMILIES, LabelInputs, labels_of
+from .families import FAMILIES, LabelInputs, NoiseFamily, labels_of
 from .protocol import Protocol
 from .runs import CSRProbe, Run
 from .sample import Sample
@@ -65,6 +65,14 @@ def network_run(sample: Sample, *, train_seed: int | None = None, n_epochs: int 
                keep=keep, label=f"labelling network on {sample.dataset}")
 
 
+def labelling_run(sample: Sample, spec: NoiseFamily, *, train_seed: int | None = None, n_epochs: int | None = None,
+                  precision: str = "fp32") -> Run:
+    """The clean-label network whose softmax a family that ``needs`` one labels by: its softmax averaged
+    over epochs (Algorithm 1's S, Eq. 3) or, ``network="final"`` (PMD), its last weights kept."""
+    return network_run(sample, train_seed=train_seed, n_epochs=n_epochs, precision=precision,
+                       keep="last" if spec.network == "final" else "none")
+
+
 def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: int | None = None,
                   train_seed: int | None = None, n_epochs: int | None = None, device=None, precision: str = "fp32",
                   use_cache: bool = True, **settings) -> dict[float | None, torch.Tensor]:
@@ -85,8 +93,7 @@ def family_labels(sample: Sample, family: str, noise_rates=None, *, noise_seed: 
     S = None
     if spec.needs == "network":  # a clean-trained network's softmax: averaged (Algorithm 1's S, Eq. 3) or final (PMD)
         precision = resolve_precision(precision, device)
-        run = network_run(sample, train_seed=train_seed, n_epochs=n_epochs, precision=precision,
-                          keep="last" if spec.network == "final" else "none")
+        run = labelling_run(sample, spec, train_seed=train_seed, n_epochs=n_epochs, precision=precision)
         result = train(run, device=device, use_cache=use_cache)
         S = result.S if spec.network == "averaged" else predict(run, result.weights, device=device)
     inputs = LabelInputs(sample.y, sample.n_classes, sample.X if spec.needs == "instances" else None, S,

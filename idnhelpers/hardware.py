@@ -122,6 +122,11 @@ def resolve_precision(precision, device, device_type: str | None = None) -> str:
     return precision
 
 
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where ``precision`` is "bf16", else a context that changes nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @contextlib.contextmanager
 def training_settings(device, precision: str, deterministic: bool = False):
     """The switches a run trains under, restored afterwards. On CUDA, TF32 only for ``"tf32"`` (PyTorch

@@ -23,7 +23,7 @@ from .cache import file_digest
 from .checks import check_assignments, fail
 from .commands import MANIFEST, Parser, check_output, output_folder, run_main, write_bytes, write_manifest
 from .datasets import FEATURES_PROTOCOL, register_arrays
-from .experiments import network_run
+from .experiments import labelling_run
 from .hardware import PRECISION_CHOICES, resolve_device
 from .families import FAMILIES
 from .published import read_noisy_csv, write_noisy_csv
@@ -98,8 +98,7 @@ def write_label_files(dataset: str, family: str, rates, out: str | Path, *, nois
                 "fixed": spec.fixed, "settings": settings, **{name: seeds[name] for name in spec.seeded_by},
                 "rates": [] if spec.fixed else list(rates)}
     if spec.needs == "network":  # the network the labels come from: its training depends on the hardware and library
-        run = network_run(data, train_seed=train_seed, precision=study.precision,
-                          keep="last" if spec.network == "final" else "none")
+        run = labelling_run(data, spec, train_seed=train_seed, precision=study.precision)
         manifest["network"] = {"run": run.key(), "softmax": spec.network, "protocol": dataclasses.asdict(run.protocol),
                                "device": resolve_device(study.device).type, "precision": study.precision,
                                "torch": torch.__version__}

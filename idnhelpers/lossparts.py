@@ -13,6 +13,8 @@ import types
 import torch
 import torch.nn.functional as F
 
+from .hardware import autocast
+
 
 def row_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """-log f_y(x) of each row (... x b x c logits, ... x b labels -> ... x b)."""
@@ -39,8 +41,6 @@ def rows_of(state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 def train_logits(training, model, x: torch.Tensor) -> torch.Tensor:
     """``model``'s fp32 logits of ``x`` under the run's precision (``training``: a ``training.Training``)."""
-    from .training import autocast  # late: training imports this module
-
     with autocast(training.device, training.run0.precision):
         return model(x).float()
 

@@ -80,6 +80,8 @@ def find_noisy(labels, pred_probs, *, return_indices_ranked_by: str | None = Non
     method = return_indices_ranked_by or check_choice(rank_by, "rank_by", RANKINGS)
     check_choice(filter_by, "filter_by", FILTERS)
     check_int(n, "n", minimum=0, maximum=len(y), none_ok=True)
+    if n is None and return_indices_ranked_by is None:
+        return _flagged(y, S, filter_by)  # the mask alone: no ranking
     order = torch.argsort(_quality(y, S, method), stable=True)  # most likely noisy first, ties to the lower index
     if n is None:
         mask = _flagged(y, S, filter_by)
@@ -121,6 +123,11 @@ def noisy_metrics(labels, pred_probs, y_true, rank_by: str = "self_confidence",
     corrupted = y != y_true
     quality = _quality(y, S, check_choice(rank_by, "rank_by", RANKINGS))
     flagged = _flagged(y, S, check_choice(filter_by, "filter_by", FILTERS))  # find_noisy's mask
+    return _metrics(quality, flagged, corrupted)
+
+
+def _metrics(quality: torch.Tensor, flagged: torch.Tensor, corrupted: torch.Tensor) -> dict:
+    """``noisy_metrics`` of a ranking's ``quality`` and ``flagged`` mask."""
     m = detector_metrics(1 - quality, corrupted, flagged)
     m["precision_at_k"] = detector_metrics(-quality, corrupted)["precision"]  # the k lowest-quality (-q: no new ties)
     return m
@@ -244,7 +251,8 @@ def _main(args) -> int:
                        for i in torch.argsort(quality, stable=True).tolist())  # lowest quality first
         (out / MANIFEST).unlink(missing_ok=True)
         sha = write_bytes(out / CSV_NAME, ("index,score,suggested_label,flagged\n" + rows).encode())
-        m = noisy_metrics(labels, S, data.y, args.rank_by, args.filter_by) if (labels != data.y).any() else None
+        corrupted = labels != data.y
+        m = _metrics(quality, flagged, corrupted) if corrupted.any() else None  # noisy_metrics, not computed twice
         write_manifest(out, {"format": FORMAT, "idnhelpers": __version__, "dataset": dataset_entry(dataset, data, npz),
                              "method": args.method, "options": options, "rank_by": args.rank_by,
                              "filter_by": args.filter_by, "labels": given, "folds": args.cv, "seed": args.seeds,

@@ -55,7 +55,11 @@ class Results:
         self.frame = pd.DataFrame([row for *_, row in self._cells.values()])
 
     def __add__(self, other: "Results") -> "Results":
-        return Results([(c, r) for c, r, _ in [*self._cells.values(), *other._cells.values()]], self.description)
+        """Both results' cells (``other``'s where both have one), each row computed once."""
+        merged = Results([], self.description)
+        merged._cells = {**self._cells, **other._cells}
+        merged.frame = pd.DataFrame([row for *_, row in merged._cells.values()])
+        return merged
 
     def __len__(self) -> int:
         return len(self._cells)

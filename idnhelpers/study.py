@@ -179,8 +179,9 @@ class Study:
         """The family that labels ``rate``: ``family``, or where its files lack the rate, the family that
         completes it (``NoiseFamily.completed_by``: the authors' IDN labels exist at 10-40%, Algorithm 1
         gives any other rate on the study's rows)."""
-        if rate is not None and self.noise_family.completed_by and not self.noise_family.has_rate(rate):
-            return self.noise_family.completed_by
+        spec = self.noise_family  # family=None: refused here, by name
+        if rate is not None and spec.completed_by and not spec.has_rate(rate):
+            return spec.completed_by
         return self.family
 
     def _by_family(self, rates) -> dict[str, list]:

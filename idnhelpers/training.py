@@ -12,17 +12,13 @@ import torch
 
 from . import checkpoint
 from .csr import critical_sample_ratio
-from .hardware import describe, training_settings, tune_cpu_allocator
-from .lossparts import rows_of
+from .hardware import autocast, describe, training_settings, tune_cpu_allocator
+from .lossparts import rows_of, sgd_step, train_logits
 from .models import build_model
 from .progress import EpochProgress
 from .runs import Run, RunResult
 from .sources import OFFICIAL_SOFTMAX_BATCH, eval_batch
 from .steps import ModuleBank, StackedBank
-
-
-def autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def init_networks(run: Run, device: torch.device) -> list[torch.nn.Module]:
@@ -114,12 +110,9 @@ def record_softmax(bank, source, run: Run, generators, device) -> torch.Tensor:
 def train_step(training: Training, rows: torch.Tensor, x: torch.Tensor, epoch: int):
     """One SGD step of the K runs on their batch (rows K x b, inputs ``x`` K x b x ...), every call
     batched over K: the K runs' summed losses and fitted rows (arg-max = the noisy label)."""
-    with autocast(x.device, training.run0.precision):
-        logits = training.bank.logits(x)  # K x n x b x c
-    total, logged = training.step_losses(logits.float(), rows_of(training.targets, rows), epoch, rows, training.loss)
-    training.optimizer.zero_grad()
-    total.backward()  # run k's loss depends on run k's weights only
-    training.optimizer.step()
+    logits = train_logits(training, training.bank.logits, x)  # K x n x b x c
+    total, logged = training.step_losses(logits, rows_of(training.targets, rows), epoch, rows, training.loss)
+    sgd_step(training, total)  # run k's loss depends on run k's weights only
     training.loss_step()
     fitted = (logits[:, 0, :, :training.n_classes].argmax(-1) == rows_of(training.labels, rows)).sum(1)
     return logged.detach() * rows.shape[1], fitted
@@ -137,10 +130,11 @@ def fit(runs: list[Run], device: torch.device, stacked: bool = False, resumable:
     if device.type == "cpu":
         tune_cpu_allocator()
     with training_settings(device, runs[0].precision, runs[0].deterministic):
-        return _train(Training(runs, device, stacked), runs, stacked, resumable)
+        return _train(runs, device, stacked, resumable)
 
 
-def _train(training: "Training", runs: list[Run], stacked: bool, resumable: bool) -> list[RunResult]:
+def _train(runs: list[Run], device: torch.device, stacked: bool, resumable: bool) -> list[RunResult]:
+    training = Training(runs, device, stacked)
     saver = checkpoint.Checkpoints(training, checkpoint.checkpoint_key(runs, stacked) if resumable else None,
                                    [run.key() for run in runs])
     n_epochs = training.protocol.n_epochs

@@ -65,8 +65,9 @@ def test_the_command_lines_rates_are_every_methods_and_a_fixed_label_set_takes_n
 def test_a_study_without_a_family_brings_its_own_labels_and_refuses_a_familys_settings():
     own = Study(dataset="digits", family=None, noise_rates=None)
     assert own.all_rates == [None] and own.noise_rates is None
-    with pytest.raises(ValueError, match="family=None is not allowed: a noise family for labels of its own"):
-        own.noise_family
+    for ask in (lambda: own.noise_family, own.labels_used, lambda: own.labels(None)):  # no KeyError
+        with pytest.raises(ValueError, match="family=None is not allowed: a noise family for labels of its own"):
+            ask()
     for setting in (dict(noise_seed=0), dict(train_seed=1), dict(family_settings={"norm_std": 0.2})):
         with pytest.raises(ValueError, match="none with family=None"):
             Study(dataset="digits", family=None, **setting)

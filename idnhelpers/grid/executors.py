@@ -308,7 +308,7 @@ def run_grid(grid, executor: str = "local", *, device=None, stack_size: int | No
         submitted = _submit(p, executor, options, device_type, stack_size, wait, progress)
         if not wait:
             return submitted
-    return collect(grid)
+    return collect(grid, None if p.jobs else p.traces)  # nothing trained: the cache as planned
 
 
 def _submit(p, executor: str, options: dict, device: str, stack_size, wait: bool, progress: bool) -> list:

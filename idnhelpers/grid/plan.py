@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .. import cache, clothing1m, engine, paper
 from ..checks import check_choice, check_int, fail
-from ..experiments import network_run, noisy_runs
+from ..experiments import labelling_run, noisy_runs
 from ..families import FAMILIES
 from ..hardware import resolve_device, resolve_precision
 from ..methods import Trainer, method_label, run_stages
@@ -85,8 +85,7 @@ def build_grid(study: Study, *, device=None, train_labels: bool = True, device_t
     prerequisites = []
     for family in families:
         if family.needs == "network" and not train_labels:
-            net = network_run(data, train_seed=study.train_seed, precision=label_precision,
-                              keep="last" if family.network == "final" else "none")
+            net = labelling_run(data, family, train_seed=study.train_seed, precision=label_precision)
             if engine.load(net) is None:
                 prerequisites.append(net)
     labels = {r: _placeholder(data, i) for i, r in enumerate(rates)} if prerequisites else study.labels(
@@ -266,16 +265,17 @@ def format_status(status: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def collect(grid) -> Results:
-    """The results of a grid read from the cache; trains nothing. Raises ``MissingRuns`` listing each
-    cell not all there (and its first missing run), or the labelling network the grid lacks."""
+def collect(grid, traces: list[CellTrace] | None = None) -> Results:
+    """The results of a grid read from the cache (``traces``: its cells' ``trace``, if just read); trains
+    nothing. Raises ``MissingRuns`` listing each cell not all there (and its first missing run), or the
+    labelling network the grid lacks."""
     grid = as_grid(grid)
     if grid.prerequisites:
         keys = ", ".join(run.key() for run in grid.prerequisites)
         raise MissingRuns(f"the labels of this grid need their labelling network (run {keys}), which is not in the "
                           f"cache ({cache.cache_dir()}): train it with `idn-grid` (same settings) or run_grid",
                           list(grid.cells))
-    traces = trace(grid.cells)
+    traces = trace(grid.cells) if traces is None else traces
     todo = [t for t in traces if t.result is None]
     if todo:
         lines = [f"  {t.cell.name}: {t.missing[0].label or 'a run'} (run {t.missing[0].key()}; {t.status}; "
@@ -297,6 +297,7 @@ class Plan:
     hours: float
     device: str
     status: pd.DataFrame
+    traces: list[CellTrace]  # what the cache held when planned
 
 
 def measured_rates(traces: list[CellTrace]) -> dict:
@@ -351,7 +352,7 @@ def plan(grid, *, device: str = "cpu", cells_per_job: int | None = None, progres
     table = pd.DataFrame(rows, columns=["job", "dataset", "method", "cells", "runs", "run_epochs", "rows", "hours",
                                         "seconds_from"])
     return Plan(jobs, table, len(seen), float(table["hours"].sum(min_count=1)) if len(table) else 0.0, device,
-                grid_status(grid, traces))
+                grid_status(grid, traces), traces)
 
 
 def format_plan(p: Plan, executor: str = "local", executor_options: dict | None = None) -> str:
